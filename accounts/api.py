@@ -1,0 +1,159 @@
+"""REST endpoints of the accounts app: who am I, organizations, members, invitations, API keys."""
+
+from __future__ import annotations
+
+from django.http import HttpRequest
+from ninja import Router, Status
+
+from accounts import schemas, selectors, services
+from accounts.models import ApiKey, Invitation, Membership
+from accounts.principal import Principal
+from accounts.roles import CAN_READ
+from gpucloud.errors import NotFound
+
+router = Router(tags=["account"])
+
+
+def _principal(request: HttpRequest) -> Principal:
+    principal = request.auth  # type: ignore[attr-defined]
+    assert isinstance(principal, Principal)
+    return principal
+
+
+def _principal_in_org(request: HttpRequest, org_id: str) -> Principal:
+    """The caller acting in `org_id`: a key is bound to its own org; a session user to any of theirs."""
+    principal = _principal(request)
+    if principal.api_key is not None or principal.user is None:
+        if principal.org.pk != org_id:
+            raise NotFound(f"No organization {org_id!r}.", param="org_id")
+        return principal
+    membership = selectors.membership_get_for_user(principal.user, org_id)
+    return Principal(user=principal.user, org=membership.org, role=membership.role)
+
+
+def _org_out(membership: Membership) -> schemas.OrgOut:
+    org = membership.org
+    return schemas.OrgOut(id=org.pk, name=org.name, role=membership.role, is_personal=org.is_personal)
+
+
+def _key_out(key: ApiKey) -> dict[str, object]:
+    return {
+        "id": key.pk,
+        "name": key.name,
+        "kind": key.kind,
+        "deployment_id": key.deployment_id,
+        "masked_key": key.masked,
+        "created_at": key.created_at,
+        "last_used_at": key.last_used_at,
+        "revoked_at": key.revoked_at,
+    }
+
+
+@router.get("/me", response=schemas.MeOut, summary="The caller, their organizations and the current one")
+def me(request: HttpRequest) -> dict[str, object]:
+    principal = _principal(request)
+    user = principal.user
+    assert user is not None
+    memberships = list(selectors.memberships_for_user(user))
+    if principal.api_key is not None:  # a key sees only the org it belongs to
+        memberships = [m for m in memberships if m.org_id == principal.org.pk]
+    current = next(m for m in memberships if m.org_id == principal.org.pk)
+    return {
+        "user": user,
+        "organizations": [_org_out(m) for m in memberships],
+        "current_organization": _org_out(current),
+        "auth": "api_key" if principal.api_key else "session",
+    }
+
+
+@router.get("/orgs", response=list[schemas.OrgOut], summary="Organizations the caller belongs to")
+def orgs_list(request: HttpRequest) -> list[schemas.OrgOut]:
+    return me(request)["organizations"]  # type: ignore[return-value]
+
+
+@router.post("/orgs", response={201: schemas.OrgOut}, summary="Create an organization (you become its owner)")
+def orgs_create(request: HttpRequest, payload: schemas.OrgCreateIn) -> Status[schemas.OrgOut]:
+    principal = _principal(request)
+    assert principal.user is not None
+    org = services.organization_create(user=principal.user, name=payload.name)
+    return Status(201, _org_out(selectors.membership_get_for_user(principal.user, org.pk)))
+
+
+@router.get("/orgs/{org_id}/members", response=list[schemas.MemberOut], summary="Members of an organization")
+def members_list(request: HttpRequest, org_id: str) -> list[dict[str, object]]:
+    principal = _principal_in_org(request, org_id)
+    principal.require(CAN_READ, "listing members")
+    return [
+        {"user_id": m.user_id, "email": m.user.email, "role": m.role, "joined_at": m.created_at}
+        for m in selectors.members_of(principal.org)
+    ]
+
+
+@router.delete("/orgs/{org_id}/members/{user_id}", response={204: None}, summary="Remove a member")
+def members_remove(request: HttpRequest, org_id: str, user_id: int) -> Status[None]:
+    services.membership_remove(principal=_principal_in_org(request, org_id), user_id=user_id)
+    return Status(204, None)
+
+
+@router.get("/orgs/{org_id}/invitations", response=list[schemas.InvitationOut], summary="Pending invitations")
+def invitations_list(request: HttpRequest, org_id: str) -> list[Invitation]:
+    principal = _principal_in_org(request, org_id)
+    principal.require(CAN_READ, "listing invitations")
+    return list(selectors.pending_invitations_of(principal.org))
+
+
+@router.post(
+    "/orgs/{org_id}/invitations",
+    response={201: schemas.InvitationOut},
+    summary="Invite someone by email; they join when they sign in with that verified address",
+)
+def invitations_create(request: HttpRequest, org_id: str, payload: schemas.InvitationIn) -> Status[Invitation]:
+    principal = _principal_in_org(request, org_id)
+    return Status(201, services.invitation_create(principal=principal, email=payload.email, role=payload.role))
+
+
+@router.delete("/orgs/{org_id}/invitations/{invitation_id}", response={204: None}, summary="Revoke an invitation")
+def invitations_revoke(request: HttpRequest, org_id: str, invitation_id: str) -> Status[None]:
+    services.invitation_revoke(principal=_principal_in_org(request, org_id), invitation_id=invitation_id)
+    return Status(204, None)
+
+
+keys_router = Router(tags=["api-keys"])
+
+
+@keys_router.post(
+    "/api-keys",
+    response={201: schemas.ApiKeyCreatedOut},
+    summary="Create an API key; the secret is in this response only",
+)
+def api_keys_create(request: HttpRequest, payload: schemas.ApiKeyCreateIn) -> Status[dict[str, object]]:
+    key, plaintext = services.api_key_create(
+        principal=_principal(request), name=payload.name, kind=payload.kind, deployment_id=payload.deployment_id
+    )
+    return Status(201, {**_key_out(key), "key": plaintext})
+
+
+@keys_router.get("/api-keys", response=list[schemas.ApiKeyOut], summary="API keys of the current organization")
+def api_keys_list(request: HttpRequest) -> list[dict[str, object]]:
+    principal = _principal(request)
+    principal.require(CAN_READ, "listing API keys")
+    return [_key_out(key) for key in selectors.api_keys_of(principal.org)]
+
+
+@keys_router.delete("/api-keys/{key_id}", response=schemas.ApiKeyOut, summary="Revoke an API key")
+def api_keys_revoke(request: HttpRequest, key_id: str) -> dict[str, object]:
+    principal = _principal(request)
+    key = selectors.api_key_get_for_org(principal.org, key_id)
+    return _key_out(services.api_key_revoke(principal=principal, key=key))
+
+
+@keys_router.post(
+    "/api-keys/{key_id}/regenerate",
+    response=schemas.ApiKeyCreatedOut,
+    summary="Replace a key's secret; the old secret stops working immediately",
+)
+def api_keys_regenerate(request: HttpRequest, key_id: str) -> dict[str, object]:
+    principal = _principal(request)
+    key = selectors.api_key_get_for_org(principal.org, key_id)
+    key, plaintext = services.api_key_regenerate(principal=principal, key=key)
+    return {**_key_out(key), "key": plaintext}

@@ -1,0 +1,20 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import HttpRequest
+
+from accounts.auth import principal_from_session
+from accounts.selectors import memberships_for_user
+
+
+def current_org(request: HttpRequest) -> dict[str, Any]:
+    """The signed-in user's current org and their other orgs, for the navigation bar."""
+    if not getattr(request, "user", None) or not request.user.is_authenticated:
+        return {}
+    principal = principal_from_session(request)
+    return {
+        "principal": principal,
+        "current_org": principal.org,
+        "user_memberships": memberships_for_user(request.user),
+    }

@@ -1,0 +1,50 @@
+"""Reads of accounts data. Every lookup of a tenant object goes through an org-scoped helper
+that raises NotFound (404) for objects of other organizations."""
+
+from __future__ import annotations
+
+from django.db.models import QuerySet
+
+from accounts.models import ApiKey, Invitation, Membership, Organization, User
+from gpucloud.errors import NotFound
+
+
+def memberships_for_user(user: User) -> QuerySet[Membership]:
+    return Membership.objects.filter(user=user).select_related("org").order_by("-org__is_personal", "org__name")
+
+
+def membership_for(user: User, org_id: str) -> Membership | None:
+    return Membership.objects.filter(user=user, org_id=org_id).select_related("org").first()
+
+
+def membership_get_for_user(user: User, org_id: str) -> Membership:
+    membership = membership_for(user, org_id)
+    if membership is None:
+        raise NotFound(f"No organization {org_id!r}.", param="org_id")
+    return membership
+
+
+def default_membership(user: User) -> Membership | None:
+    """The org a user lands in: the personal one, else the oldest membership."""
+    return (
+        Membership.objects.filter(user=user).select_related("org").order_by("-org__is_personal", "created_at").first()
+    )
+
+
+def members_of(org: Organization) -> QuerySet[Membership]:
+    return Membership.objects.filter(org=org).select_related("user").order_by("created_at")
+
+
+def pending_invitations_of(org: Organization) -> QuerySet[Invitation]:
+    return Invitation.objects.filter(org=org, accepted_at__isnull=True, revoked_at__isnull=True).order_by("created_at")
+
+
+def api_keys_of(org: Organization) -> QuerySet[ApiKey]:
+    return ApiKey.objects.filter(org=org).select_related("deployment", "created_by").order_by("-created_at")
+
+
+def api_key_get_for_org(org: Organization, key_id: str) -> ApiKey:
+    key = ApiKey.objects.filter(org=org, pk=key_id).select_related("deployment").first()
+    if key is None:
+        raise NotFound(f"No API key {key_id!r}.", param="key_id")
+    return key

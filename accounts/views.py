@@ -1,0 +1,172 @@
+"""Pages of the accounts app: dashboard shell, API keys, organization. Thin: parse, call, render."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from accounts import selectors, services
+from accounts.auth import SESSION_ORG_KEY, principal_from_session
+from accounts.models import ApiKeyKind
+from accounts.principal import Principal
+from accounts.roles import CAN_MANAGE_MEMBERS, Role, role_at_least
+from gpucloud.errors import ApiError
+
+
+def _principal(request: HttpRequest) -> Principal:
+    return principal_from_session(request)
+
+
+@require_GET
+def home(request: HttpRequest) -> HttpResponse:
+    return redirect("dashboard" if request.user.is_authenticated else "account_login")
+
+
+@login_required
+@require_GET
+def dashboard(request: HttpRequest) -> HttpResponse:
+    principal = _principal(request)
+    return render(
+        request,
+        "accounts/dashboard.html",
+        {"key_count": selectors.api_keys_of(principal.org).filter(revoked_at__isnull=True).count()},
+    )
+
+
+@login_required
+@require_GET
+def placeholder(request: HttpRequest, section: str) -> HttpResponse:
+    """Sections whose pages later issues build; the navigation already links to them."""
+    return render(request, "placeholder.html", {"section": section})
+
+
+# --- API keys ---------------------------------------------------------------------------
+
+
+def _api_keys_context(principal: Principal, **extra: object) -> dict[str, object]:
+    keys = list(selectors.api_keys_of(principal.org))
+    return {
+        "account_keys": [k for k in keys if k.kind == ApiKeyKind.ACCOUNT],
+        "deployment_keys": [k for k in keys if k.kind == ApiKeyKind.DEPLOYMENT],
+        "can_write": role_at_least(principal.role, Role.MEMBER),
+        **extra,
+    }
+
+
+def _render_keys(request: HttpRequest, principal: Principal, status: int = 200, **extra: object) -> HttpResponse:
+    template = "accounts/api_keys.html#keys" if request.htmx else "accounts/api_keys.html"  # type: ignore[attr-defined]
+    return render(request, template, _api_keys_context(principal, **extra), status=status)
+
+
+@login_required
+@require_GET
+def api_keys(request: HttpRequest) -> HttpResponse:
+    return _render_keys(request, _principal(request))
+
+
+@login_required
+@require_POST
+def api_keys_create(request: HttpRequest) -> HttpResponse:
+    principal = _principal(request)
+    try:
+        key, plaintext = services.api_key_create(
+            principal=principal, name=request.POST.get("name", ""), kind=ApiKeyKind.ACCOUNT
+        )
+    except ApiError as exc:
+        return _render_keys(request, principal, status=exc.status, form_error=exc.message)
+    return _render_keys(request, principal, new_key=plaintext, new_key_name=key.name)
+
+
+@login_required
+@require_POST
+def api_keys_revoke(request: HttpRequest, key_id: str) -> HttpResponse:
+    principal = _principal(request)
+    key = selectors.api_key_get_for_org(principal.org, key_id)
+    services.api_key_revoke(principal=principal, key=key)
+    return _render_keys(request, principal)
+
+
+@login_required
+@require_POST
+def api_keys_regenerate(request: HttpRequest, key_id: str) -> HttpResponse:
+    principal = _principal(request)
+    key = selectors.api_key_get_for_org(principal.org, key_id)
+    key, plaintext = services.api_key_regenerate(principal=principal, key=key)
+    return _render_keys(request, principal, new_key=plaintext, new_key_name=key.name)
+
+
+# --- Organization ---------------------------------------------------------------------
+
+
+@login_required
+@require_GET
+def organization(request: HttpRequest) -> HttpResponse:
+    principal = _principal(request)
+    return render(request, "accounts/organization.html", {
+        "members": selectors.members_of(principal.org),
+        "invitations": selectors.pending_invitations_of(principal.org),
+        "can_manage": role_at_least(principal.role, CAN_MANAGE_MEMBERS),
+        "roles": [r for r in Role if r != Role.OWNER or principal.role == Role.OWNER],
+    })  # fmt: skip
+
+
+def _act(request: HttpRequest, action: object, success: str) -> HttpResponse:
+    """Run a service call from a form and come back to the organization page with its outcome."""
+    try:
+        action()  # type: ignore[operator]
+    except ApiError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, success)
+    return redirect("organization")
+
+
+@login_required
+@require_POST
+def organization_invite(request: HttpRequest) -> HttpResponse:
+    principal = _principal(request)
+    email = request.POST.get("email", "")
+    return _act(
+        request,
+        lambda: services.invitation_create(principal=principal, email=email, role=request.POST.get("role", "member")),
+        f"Invitation sent to {email.strip().lower()}.",
+    )
+
+
+@login_required
+@require_POST
+def organization_invitation_revoke(request: HttpRequest, invitation_id: str) -> HttpResponse:
+    principal = _principal(request)
+    return _act(
+        request,
+        lambda: services.invitation_revoke(principal=principal, invitation_id=invitation_id),
+        "Invitation revoked.",
+    )
+
+
+@login_required
+@require_POST
+def organization_member_remove(request: HttpRequest, user_id: int) -> HttpResponse:
+    principal = _principal(request)
+    return _act(request, lambda: services.membership_remove(principal=principal, user_id=user_id), "Member removed.")
+
+
+@login_required
+@require_POST
+def organization_create(request: HttpRequest) -> HttpResponse:
+    def create() -> None:
+        org = services.organization_create(user=request.user, name=request.POST.get("name", ""))  # type: ignore[arg-type]
+        request.session[SESSION_ORG_KEY] = org.pk
+
+    return _act(request, create, "Organization created; you are its owner.")
+
+
+@login_required
+@require_POST
+def organization_switch(request: HttpRequest) -> HttpResponse:
+    membership = selectors.membership_get_for_user(request.user, request.POST.get("org_id", ""))  # type: ignore[arg-type]
+    request.session[SESSION_ORG_KEY] = membership.org_id
+    return redirect(request.POST.get("next") or "dashboard")

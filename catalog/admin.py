@@ -1,0 +1,5 @@
+from django.contrib import admin
+
+from catalog.models import CatalogModel, GpuType, Preset, Region
+
+admin.site.register([GpuType, Region, CatalogModel, Preset])

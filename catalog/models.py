@@ -1,0 +1,83 @@
+"""Catalog rows. Prices are integer micro-USD per hour (1 USD = 1_000_000)."""
+
+from __future__ import annotations
+
+from django.db import models
+
+
+class Vendor(models.TextChoices):
+    NVIDIA = "nvidia", "NVIDIA"
+    AMD = "amd", "AMD"
+    CPU = "cpu", "CPU"
+
+
+class GpuType(models.Model):
+    slug = models.SlugField(primary_key=True, max_length=40)
+    name = models.CharField(max_length=80)
+    vendor = models.CharField(max_length=10, choices=Vendor.choices)
+    gpu_count = models.PositiveSmallIntegerField(default=1)
+    vram_gb = models.PositiveIntegerField(help_text="Total VRAM across the GPUs of this type")
+    hourly_price_micros = models.BigIntegerField(help_text="List price per hour, micro-USD")
+    sort_order = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering = ["sort_order", "slug"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Region(models.Model):
+    slug = models.SlugField(primary_key=True, max_length=20)
+    name = models.CharField(max_length=80)
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ModelCategory(models.TextChoices):
+    LLM = "llm", "Large language model"
+    EMBEDDING = "embedding", "Embeddings"
+    STT = "stt", "Speech to text"
+    TTS = "tts", "Text to speech"
+    IMAGE = "image", "Image generation"
+
+
+class CatalogModel(models.Model):
+    slug = models.SlugField(primary_key=True, max_length=80)
+    name = models.CharField(max_length=120)
+    category = models.CharField(max_length=10, choices=ModelCategory.choices)
+    parameters = models.CharField(max_length=20, help_text="Human size, e.g. '8B'")
+    min_vram_gb = models.PositiveIntegerField()
+    engine = models.CharField(max_length=40, help_text="Serving engine, e.g. llama.cpp, vllm")
+    engine_args = models.JSONField(default=dict)
+    default_gpu_type = models.ForeignKey(GpuType, on_delete=models.PROTECT, related_name="+")
+    description = models.TextField()
+    hourly_price_micros = models.BigIntegerField(help_text="Price shown per replica-hour, micro-USD")
+    context_length = models.PositiveIntegerField(null=True, blank=True)
+    sort_order = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering = ["sort_order", "slug"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Preset(models.Model):
+    """A named GPU class + engine configuration (reference/000 'Inference Presets')."""
+
+    slug = models.SlugField(primary_key=True, max_length=20)
+    name = models.CharField(max_length=40)
+    gpu_type = models.ForeignKey(GpuType, on_delete=models.PROTECT, related_name="+")
+    engine_config = models.JSONField(default=dict)
+    best_for = models.CharField(max_length=120)
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self) -> str:
+        return self.name

@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+from typing import Any
+
+from ninja import Schema
+from pydantic import Field
+
+
+class Price(Schema):
+    hourly_price_micros: int = Field(description="Price per hour in micro-USD (1 USD = 1,000,000)")
+    hourly_price_usd: str = Field(description="The same price as a decimal string, e.g. '4.41'")
+
+
+class GpuTypeOut(Price):
+    slug: str
+    name: str
+    vendor: str
+    gpu_count: int
+    vram_gb: int
+
+
+class RegionOut(Schema):
+    slug: str
+    name: str
+
+
+class CatalogModelOut(Price):
+    slug: str
+    name: str
+    category: str
+    parameters: str
+    min_vram_gb: int
+    engine: str
+    engine_args: dict[str, Any]
+    default_gpu_type: str
+    context_length: int | None
+    description: str
+
+
+class CategoryOut(Schema):
+    slug: str
+    name: str
+    model_count: int
+
+
+class PresetOut(Schema):
+    slug: str
+    name: str
+    gpu_type: str
+    engine_config: dict[str, Any]
+    best_for: str

@@ -1,0 +1,50 @@
+"""Writes of catalog data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.db import transaction
+
+from catalog import data
+from catalog.models import CatalogModel, GpuType, Preset, Region
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    created: int
+    updated: int
+
+
+def _micros(usd: float) -> int:
+    return round(usd * data.USD)
+
+
+def catalog_load() -> LoadResult:
+    """Write the built-in catalog; running it again changes nothing that is already current."""
+    created = updated = 0
+
+    def upsert(model: type, slug: str, fields: dict[str, object]) -> None:
+        nonlocal created, updated
+        _, was_created = model.objects.update_or_create(slug=slug, defaults=fields)  # type: ignore[attr-defined]
+        created += was_created
+        updated += not was_created
+
+    with transaction.atomic():
+        for order, gpu in enumerate(data.GPU_TYPES):
+            upsert(GpuType, gpu["slug"], {
+                "name": gpu["name"], "vendor": gpu["vendor"], "gpu_count": gpu.get("gpu_count", 1),
+                "vram_gb": gpu["vram_gb"], "hourly_price_micros": _micros(gpu["price"]), "sort_order": order,
+            })  # fmt: skip
+        for region in data.REGIONS:
+            upsert(Region, region["slug"], {"name": region["name"]})
+        for order, item in enumerate(data.MODELS):
+            fields = {k: v for k, v in item.items() if k not in ("slug", "gpu", "price")}
+            fields.update(default_gpu_type_id=item["gpu"], hourly_price_micros=_micros(item["price"]), sort_order=order)
+            upsert(CatalogModel, item["slug"], fields)
+        for preset in data.PRESETS:
+            upsert(Preset, preset["slug"], {
+                "name": preset["name"], "gpu_type_id": preset["gpu"],
+                "engine_config": preset["engine_config"], "best_for": preset["best_for"],
+            })  # fmt: skip
+    return LoadResult(created=created, updated=updated)

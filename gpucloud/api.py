@@ -1,0 +1,80 @@
+"""The management REST API at /api/v1/: one NinjaAPI assembled from each app's router.
+
+Every error leaves through the handlers below in one shape (gpucloud/errors.py).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.http import Http404, HttpRequest, HttpResponse
+from ninja import NinjaAPI
+from ninja.errors import AuthenticationError, HttpError, ValidationError
+
+from accounts.api import keys_router
+from accounts.api import router as accounts_router
+from accounts.auth import API_AUTH
+from catalog.api import router as catalog_router
+from gpucloud.errors import ApiError, error_response
+
+logger = logging.getLogger(__name__)
+
+api = NinjaAPI(
+    title="gpucloud API",
+    version="1",
+    description=(
+        "Management API of gpucloud. Authenticate with an account key "
+        "(`Authorization: Bearer gpc_live_...`) or a signed-in browser session (CSRF token required for writes)."
+    ),
+    auth=API_AUTH,
+    urls_namespace="api-v1",
+)
+api.add_router("", accounts_router)
+api.add_router("", keys_router)
+api.add_router("", catalog_router)
+
+_HTTP_ERROR_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error"}
+
+
+@api.exception_handler(ApiError)
+def _api_error(request: HttpRequest, exc: ApiError) -> HttpResponse:
+    return error_response(exc.status, exc.type, exc.message, exc.param)
+
+
+@api.exception_handler(AuthenticationError)
+def _missing_credentials(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
+    return error_response(
+        401,
+        "authentication_error",
+        "No API key provided. Send 'Authorization: Bearer <your gpc_live_ key>' or sign in.",
+    )
+
+
+@api.exception_handler(ValidationError)
+def _validation_error(request: HttpRequest, exc: ValidationError) -> HttpResponse:
+    first = exc.errors[0] if exc.errors else {}
+    location = [str(part) for part in first.get("loc", ()) if part not in ("body", "payload", "query", "path")]
+    param = ".".join(location) or None
+    message = first.get("msg", "Invalid request")
+    if param:
+        message = f"{param}: {message}"
+    return error_response(422, "invalid_request_error", message, param)
+
+
+@api.exception_handler(HttpError)
+def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
+    message = str(exc)
+    if exc.status_code == 403 and "CSRF" in message:
+        message = "CSRF check failed: session-authenticated writes need the X-CSRFToken header."
+    return error_response(exc.status_code, _HTTP_ERROR_TYPES.get(exc.status_code, "invalid_request_error"), message)
+
+
+@api.exception_handler(Http404)
+def _not_found(request: HttpRequest, exc: Http404) -> HttpResponse:
+    return error_response(404, "not_found_error", str(exc) or "Not found.")
+
+
+@api.exception_handler(Exception)
+def _unexpected(request: HttpRequest, exc: Exception) -> HttpResponse:
+    logger.exception("Unhandled API error on %s %s", request.method, request.path)
+    return error_response(500, "api_error", "Internal error; it has been logged.")

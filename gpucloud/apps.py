@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class GpucloudConfig(AppConfig):
+    name = "gpucloud"
+    verbose_name = "gpucloud platform"

@@ -1,0 +1,95 @@
+"""The embedded topology's single process: uvicorn serving the ASGI app, with a Celery
+worker and Celery beat running as threads of the same process.
+
+Why one process: the embedded broker (kombu `memory://`) and channel layer are in-memory,
+so a task enqueued by a web request, and a websocket push made by a task, only meet
+their consumer inside this process. The distributed topology runs the same code as
+separate processes over Redis instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+
+import uvicorn
+from celery import beat
+from celery.worker import WorkController
+from celery.worker import state as worker_state
+
+from gpucloud.celery import app as celery_app
+
+logger = logging.getLogger(__name__)
+
+SHUTDOWN_TIMEOUT_SECONDS = 15.0
+
+
+class _Worker(WorkController):
+    """A WorkController that tells the starting thread when it consumes."""
+
+    def __init__(self, **kwargs: object) -> None:
+        self.ready = threading.Event()
+        super().__init__(**kwargs)
+
+    def on_consumer_ready(self, consumer: object) -> None:
+        self.ready.set()
+
+
+@dataclass
+class BackgroundServices:
+    """A Celery worker and beat running as daemon threads of this process."""
+
+    concurrency: int = 2
+    worker: _Worker | None = None
+    worker_thread: threading.Thread | None = None
+    beat_thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        celery_app.finalize()
+        celery_app.set_current()
+        celery_app.set_default()
+        self.worker = _Worker(
+            app=celery_app,
+            hostname="embedded@localhost",
+            pool="threads",
+            concurrency=self.concurrency,
+            without_heartbeat=True,
+            without_mingle=True,
+            without_gossip=True,
+            loglevel="WARNING",
+        )
+        self.worker_thread = threading.Thread(target=self.worker.start, name="celery-worker", daemon=True)
+        self.worker_thread.start()
+        if not self.worker.ready.wait(timeout=30):
+            raise RuntimeError("The embedded Celery worker did not start within 30 s")
+        # In-memory scheduler: the embedded process is the only beat, and restarting it
+        # simply runs every periodic task once more (they are idempotent by contract).
+        self.beat_thread = beat.EmbeddedService(celery_app, thread=True, scheduler_cls="celery.beat:Scheduler")
+        self.beat_thread.start()
+        logger.info("Embedded Celery worker (%d threads) and beat started", self.concurrency)
+
+    def stop(self) -> None:
+        if self.beat_thread is not None:
+            self.beat_thread.stop()  # type: ignore[attr-defined]
+            self.beat_thread.join(SHUTDOWN_TIMEOUT_SECONDS)
+        if self.worker_thread is not None:
+            # The consumer loop checks this flag and performs a warm shutdown.
+            worker_state.should_terminate = 0
+            self.worker_thread.join(SHUTDOWN_TIMEOUT_SECONDS)
+            worker_state.should_terminate = None
+            if self.worker_thread.is_alive():
+                logger.warning("The embedded Celery worker did not stop within %.0f s", SHUTDOWN_TIMEOUT_SECONDS)
+        logger.info("Embedded Celery worker and beat stopped")
+
+
+def serve(*, host: str, port: int, background: bool = True) -> None:
+    """Serve until SIGINT/SIGTERM, then stop the background threads; nothing is left running."""
+    services = BackgroundServices()
+    if background:
+        services.start()
+    try:
+        config = uvicorn.Config("gpucloud.asgi:application", host=host, port=port, lifespan="off", log_level="info")
+        uvicorn.Server(config).run()  # installs its own SIGINT/SIGTERM handlers; returns on shutdown
+    finally:
+        services.stop()

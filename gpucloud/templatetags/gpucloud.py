@@ -1,0 +1,16 @@
+from __future__ import annotations
+
+from django import template
+
+from gpucloud.money import usd_text
+
+register = template.Library()
+
+
+@register.filter
+def usd(micros: int | None) -> str:
+    """Format integer micro-USD as dollars: 4410000 -> '$4.41'."""
+    if micros is None:
+        return "—"
+    text = usd_text(micros)
+    return f"-${text[1:]}" if text.startswith("-") else f"${text}"

@@ -1,0 +1,79 @@
+"""Shared fixtures. Personas (healthchecks style): alice owns an org, bob is her teammate
+(member), charlie is a stranger with his own org."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from django.core.cache import cache
+
+from accounts import services
+from accounts.models import ApiKeyKind, Membership, Organization, User
+from accounts.principal import Principal
+from accounts.roles import Role
+from catalog.services import catalog_load
+
+PASSWORD = "a-long-test-password-42"
+
+
+@pytest.fixture(autouse=True)
+def _test_settings(settings: Any) -> None:
+    settings.CELERY_TASK_ALWAYS_EAGER = True
+    from gpucloud.celery import app
+
+    app.conf.task_always_eager = True
+
+
+@pytest.fixture(autouse=True)
+def _clear_cache() -> Any:
+    """allauth's rate limits count in the cache; every test starts from zero."""
+    cache.clear()
+    yield
+    cache.clear()
+
+
+@dataclass
+class Persona:
+    user: User
+    org: Organization
+    key: str  # an account API key (plaintext)
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"HTTP_AUTHORIZATION": f"Bearer {self.key}"}
+
+
+def make_persona(email: str, *, org_name: str | None = None) -> Persona:
+    user, org = services.user_create(email=email, password=PASSWORD, org_name=org_name)
+    _, plaintext = services.api_key_create(
+        principal=Principal(user=user, org=org, role=Role.OWNER), name="default", kind=ApiKeyKind.ACCOUNT
+    )
+    return Persona(user=user, org=org, key=plaintext)
+
+
+@pytest.fixture
+def alice(db: None) -> Persona:
+    return make_persona("alice@example.com", org_name="Alice AI")
+
+
+@pytest.fixture
+def bob(alice: Persona) -> Persona:
+    """A member of alice's org; his key acts in alice's org."""
+    user, _personal = services.user_create(email="bob@example.com", password=PASSWORD)
+    Membership.objects.create(org=alice.org, user=user, role=Role.MEMBER)
+    _, plaintext = services.api_key_create(
+        principal=Principal(user=user, org=alice.org, role=Role.MEMBER), name="bob", kind=ApiKeyKind.ACCOUNT
+    )
+    return Persona(user=user, org=alice.org, key=plaintext)
+
+
+@pytest.fixture
+def charlie(db: None) -> Persona:
+    return make_persona("charlie@example.com", org_name="Charlie Corp")
+
+
+@pytest.fixture
+def catalog(db: None) -> None:
+    catalog_load()

@@ -21,4 +21,8 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         self.stdout.write(f"gpucloud: serving on http://{options['host']}:{options['port']}/ (Ctrl-C stops)")
-        embedded.serve(host=options["host"], port=options["port"], background=not options["no_background"])
+        try:
+            embedded.serve(host=options["host"], port=options["port"], background=not options["no_background"])
+        except KeyboardInterrupt:
+            pass  # uvicorn re-raises the Ctrl-C it handled; everything is already stopped
+        self.stdout.write("gpucloud: stopped")

@@ -13,6 +13,7 @@ from accounts.auth import SESSION_ORG_KEY, principal_from_session
 from accounts.models import ApiKeyKind
 from accounts.principal import Principal
 from accounts.roles import CAN_MANAGE_MEMBERS, Role, role_at_least
+from deployments.selectors import deployments_running_count
 from gpucloud.errors import ApiError
 
 
@@ -29,11 +30,11 @@ def home(request: HttpRequest) -> HttpResponse:
 @require_GET
 def dashboard(request: HttpRequest) -> HttpResponse:
     principal = _principal(request)
-    return render(
-        request,
-        "accounts/dashboard.html",
-        {"key_count": selectors.api_keys_of(principal.org).filter(revoked_at__isnull=True).count()},
-    )
+    context = {
+        "key_count": selectors.api_keys_of(principal.org).filter(revoked_at__isnull=True).count(),
+        "running_deployments": deployments_running_count(principal.org),
+    }
+    return render(request, "accounts/dashboard.html", context)
 
 
 @login_required

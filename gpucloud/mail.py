@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
+from django.conf import settings
 from django.core.mail.backends.filebased import EmailBackend as FileEmailBackend
 from django.core.mail.message import EmailMessage
 
@@ -18,6 +18,7 @@ class FileAndConsoleEmailBackend(FileEmailBackend):
     def send_messages(self, email_messages: Sequence[EmailMessage]) -> int:
         sent = super().send_messages(email_messages)
         for message in email_messages:
-            sys.stdout.write(f"[mail] to {', '.join(message.to)}: {message.subject!r} saved in {Path(self._fname)}\n")
+            recipients = ", ".join(message.to)
+            sys.stdout.write(f"[mail] to {recipients}: {message.subject!r} saved in {settings.EMAIL_FILE_PATH}/\n")
         sys.stdout.flush()
         return sent

@@ -41,7 +41,7 @@ class Persona:
     key: str  # an account API key (plaintext)
 
     @property
-    def auth(self) -> dict[str, str]:
+    def auth(self) -> dict[str, Any]:
         return {"HTTP_AUTHORIZATION": f"Bearer {self.key}"}
 
 

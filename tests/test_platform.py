@@ -11,8 +11,10 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.test import Client
 
+from deployments.models import Deployment, DeploymentStatus
 from gpucloud.env import env_bool, env_int, parse_database_url
 from gpucloud.money import usd_text
+from tests.conftest import Persona
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -91,7 +93,7 @@ def test_openapi_docs_are_served(client: Client) -> None:
 def test_pages_require_sign_in(client: Client, db: None) -> None:
     for path in ("/dashboard/", "/catalog/", "/api-keys/", "/organization/"):
         response = client.get(path)
-        assert response.status_code == 302 and response.url.startswith("/accounts/login/")
+        assert response.status_code == 302 and response["Location"].startswith("/accounts/login/")
 
 
 def _manage(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -125,3 +127,13 @@ def test_bad_env_value_stops_start_up(tmp_path: Path) -> None:
     result = _manage(["check"], {"DEBUG": "perhaps", "GPUCLOUD_VAR_DIR": str(tmp_path)})
     assert result.returncode != 0
     assert "DEBUG='perhaps' is not a boolean" in result.stderr
+
+
+def test_dashboard_counts_running_deployments_and_keys(client: Client, alice: Persona) -> None:
+    Deployment.objects.create(org=alice.org, name="a", status=DeploymentStatus.ACTIVE)
+    Deployment.objects.create(org=alice.org, name="b", status=DeploymentStatus.STOPPED)
+    client.force_login(alice.user)
+    client.post("/organization/switch", {"org_id": alice.org.pk})
+    page = client.get("/dashboard/").content.decode()
+    assert 'Running deployments</span><span class="stat-value">1<' in page
+    assert 'Active API keys</span><span class="stat-value">1<' in page

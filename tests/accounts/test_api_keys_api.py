@@ -11,7 +11,7 @@ from deployments.models import Deployment
 from tests.conftest import Persona
 
 
-def post(client: Client, path: str, body: dict[str, Any], **headers: str) -> Any:
+def post(client: Client, path: str, body: dict[str, Any], **headers: Any) -> Any:
     return client.post(path, data=json.dumps(body), content_type="application/json", **headers)
 
 

@@ -31,6 +31,15 @@ def _principal_in_org(request: HttpRequest, org_id: str) -> Principal:
     return Principal(user=principal.user, org=membership.org, role=membership.role)
 
 
+def _visible_memberships(principal: Principal) -> list[Membership]:
+    """A session sees all of its user's orgs; a key sees only the org it belongs to."""
+    assert principal.user is not None
+    memberships = list(selectors.memberships_for_user(principal.user))
+    if principal.api_key is not None:
+        memberships = [m for m in memberships if m.org_id == principal.org.pk]
+    return memberships
+
+
 def _org_out(membership: Membership) -> schemas.OrgOut:
     org = membership.org
     return schemas.OrgOut(id=org.pk, name=org.name, role=membership.role, is_personal=org.is_personal)
@@ -52,14 +61,10 @@ def _key_out(key: ApiKey) -> dict[str, object]:
 @router.get("/me", response=schemas.MeOut, summary="The caller, their organizations and the current one")
 def me(request: HttpRequest) -> dict[str, object]:
     principal = _principal(request)
-    user = principal.user
-    assert user is not None
-    memberships = list(selectors.memberships_for_user(user))
-    if principal.api_key is not None:  # a key sees only the org it belongs to
-        memberships = [m for m in memberships if m.org_id == principal.org.pk]
+    memberships = _visible_memberships(principal)
     current = next(m for m in memberships if m.org_id == principal.org.pk)
     return {
-        "user": user,
+        "user": principal.user,
         "organizations": [_org_out(m) for m in memberships],
         "current_organization": _org_out(current),
         "auth": "api_key" if principal.api_key else "session",
@@ -68,7 +73,7 @@ def me(request: HttpRequest) -> dict[str, object]:
 
 @router.get("/orgs", response=list[schemas.OrgOut], summary="Organizations the caller belongs to")
 def orgs_list(request: HttpRequest) -> list[schemas.OrgOut]:
-    return me(request)["organizations"]  # type: ignore[return-value]
+    return [_org_out(m) for m in _visible_memberships(_principal(request))]
 
 
 @router.post("/orgs", response={201: schemas.OrgOut}, summary="Create an organization (you become its owner)")

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
 from accounts import selectors, services
@@ -114,10 +118,10 @@ def organization(request: HttpRequest) -> HttpResponse:
     })  # fmt: skip
 
 
-def _act(request: HttpRequest, action: object, success: str) -> HttpResponse:
+def _act(request: HttpRequest, action: Callable[[], object], success: str) -> HttpResponse:
     """Run a service call from a form and come back to the organization page with its outcome."""
     try:
-        action()  # type: ignore[operator]
+        action()
     except ApiError as exc:
         messages.error(request, exc.message)
     else:
@@ -170,4 +174,7 @@ def organization_create(request: HttpRequest) -> HttpResponse:
 def organization_switch(request: HttpRequest) -> HttpResponse:
     membership = selectors.membership_get_for_user(request.user, request.POST.get("org_id", ""))  # type: ignore[arg-type]
     request.session[SESSION_ORG_KEY] = membership.org_id
-    return redirect(request.POST.get("next") or "dashboard")
+    next_url = request.POST.get("next", "")
+    if not url_has_allowed_host_and_scheme(next_url, allowed_hosts={request.get_host()}):
+        next_url = reverse("dashboard")  # never redirect off-site
+    return redirect(next_url)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 
@@ -9,6 +10,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
 
+logger = logging.getLogger(__name__)
 HEARTBEAT_CACHE_KEY = "gpucloud:worker-heartbeat"
 
 
@@ -24,7 +26,8 @@ def database_check() -> Check:
             cursor.execute("SELECT 1")
             cursor.fetchone()
     except Exception as exc:  # any driver error means "not reachable"
-        return Check(False, f"{type(exc).__name__}: {exc}")
+        logger.warning("Health check: database unreachable: %s", exc)
+        return Check(False, type(exc).__name__)  # details go to the log, not to anonymous callers
     return Check(True, connection.vendor)
 
 
@@ -38,7 +41,8 @@ def redis_check() -> Check | None:
         client = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=2)
         client.ping()
     except redis.RedisError as exc:
-        return Check(False, f"{type(exc).__name__}: {exc}")
+        logger.warning("Health check: Redis unreachable: %s", exc)
+        return Check(False, type(exc).__name__)
     return Check(True, "pong")
 
 

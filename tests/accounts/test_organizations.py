@@ -87,3 +87,17 @@ def test_org_pages_invite_and_switch(client: Client, alice: Persona) -> None:
 def test_switching_to_a_foreign_org_is_404(client: Client, alice: Persona, charlie: Persona) -> None:
     client.force_login(alice.user)
     assert client.post("/organization/switch", {"org_id": charlie.org.pk}).status_code == 404
+
+
+def test_org_switch_never_redirects_off_site(client: Client, alice: Persona) -> None:
+    client.force_login(alice.user)
+    response = client.post("/organization/switch", {"org_id": alice.org.pk, "next": "https://evil.example/phish"})
+    assert response.status_code == 302 and response["Location"] == "/dashboard/"
+    response = client.post("/organization/switch", {"org_id": alice.org.pk, "next": "/catalog/"})
+    assert response["Location"] == "/catalog/"
+
+
+def test_orgs_list_for_a_key_is_its_own_org_only(client: Client, alice: Persona) -> None:
+    assert client.get("/api/v1/orgs", **alice.auth).json() == [
+        {"id": alice.org.pk, "name": "Alice AI", "role": "owner", "is_personal": False}
+    ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.db.models import QuerySet
 from django.http import HttpRequest
 from ninja import Router, Status
 
@@ -45,17 +46,9 @@ def _org_out(membership: Membership) -> schemas.OrgOut:
     return schemas.OrgOut(id=org.pk, name=org.name, role=membership.role, is_personal=org.is_personal)
 
 
-def _key_out(key: ApiKey) -> dict[str, object]:
-    return {
-        "id": key.pk,
-        "name": key.name,
-        "kind": key.kind,
-        "deployment_id": key.deployment_id,
-        "masked_key": key.masked,
-        "created_at": key.created_at,
-        "last_used_at": key.last_used_at,
-        "revoked_at": key.revoked_at,
-    }
+def _created(key: ApiKey, plaintext: str) -> schemas.ApiKeyCreatedOut:
+    shown = schemas.ApiKeyOut.from_orm(key).model_dump(by_alias=True)
+    return schemas.ApiKeyCreatedOut(**shown, key=plaintext)
 
 
 @router.get("/me", response=schemas.MeOut, summary="The caller, their organizations and the current one")
@@ -131,25 +124,25 @@ keys_router = Router(tags=["api-keys"])
     response={201: schemas.ApiKeyCreatedOut},
     summary="Create an API key; the secret is in this response only",
 )
-def api_keys_create(request: HttpRequest, payload: schemas.ApiKeyCreateIn) -> Status[dict[str, object]]:
+def api_keys_create(request: HttpRequest, payload: schemas.ApiKeyCreateIn) -> Status[schemas.ApiKeyCreatedOut]:
     key, plaintext = services.api_key_create(
         principal=_principal(request), name=payload.name, kind=payload.kind, deployment_id=payload.deployment_id
     )
-    return Status(201, {**_key_out(key), "key": plaintext})
+    return Status(201, _created(key, plaintext))
 
 
 @keys_router.get("/api-keys", response=list[schemas.ApiKeyOut], summary="API keys of the current organization")
-def api_keys_list(request: HttpRequest) -> list[dict[str, object]]:
+def api_keys_list(request: HttpRequest) -> QuerySet[ApiKey]:
     principal = _principal(request)
     principal.require(CAN_READ, "listing API keys")
-    return [_key_out(key) for key in selectors.api_keys_of(principal.org)]
+    return selectors.api_keys_of(principal.org)
 
 
 @keys_router.delete("/api-keys/{key_id}", response=schemas.ApiKeyOut, summary="Revoke an API key")
-def api_keys_revoke(request: HttpRequest, key_id: str) -> dict[str, object]:
+def api_keys_revoke(request: HttpRequest, key_id: str) -> ApiKey:
     principal = _principal(request)
     key = selectors.api_key_get_for_org(principal.org, key_id)
-    return _key_out(services.api_key_revoke(principal=principal, key=key))
+    return services.api_key_revoke(principal=principal, key=key)
 
 
 @keys_router.post(
@@ -157,8 +150,8 @@ def api_keys_revoke(request: HttpRequest, key_id: str) -> dict[str, object]:
     response=schemas.ApiKeyCreatedOut,
     summary="Replace a key's secret; the old secret stops working immediately",
 )
-def api_keys_regenerate(request: HttpRequest, key_id: str) -> dict[str, object]:
+def api_keys_regenerate(request: HttpRequest, key_id: str) -> schemas.ApiKeyCreatedOut:
     principal = _principal(request)
     key = selectors.api_key_get_for_org(principal.org, key_id)
     key, plaintext = services.api_key_regenerate(principal=principal, key=key)
-    return {**_key_out(key), "key": plaintext}
+    return _created(key, plaintext)

@@ -61,7 +61,7 @@ class ApiKeyOut(Schema):
     name: str
     kind: str
     deployment_id: str | None
-    masked_key: str
+    masked_key: str = Field(alias="masked")
     created_at: datetime
     last_used_at: datetime | None
     revoked_at: datetime | None

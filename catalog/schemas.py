@@ -5,10 +5,16 @@ from typing import Any
 from ninja import Schema
 from pydantic import Field
 
+from gpucloud.money import usd_text
+
 
 class Price(Schema):
     hourly_price_micros: int = Field(description="Price per hour in micro-USD (1 USD = 1,000,000)")
     hourly_price_usd: str = Field(description="The same price as a decimal string, e.g. '4.41'")
+
+    @staticmethod
+    def resolve_hourly_price_usd(obj: Any) -> str:
+        return usd_text(obj.hourly_price_micros)
 
 
 class GpuTypeOut(Price):
@@ -32,7 +38,7 @@ class CatalogModelOut(Price):
     min_vram_gb: int
     engine: str
     engine_args: dict[str, Any]
-    default_gpu_type: str
+    default_gpu_type: str = Field(alias="default_gpu_type_id")
     context_length: int | None
     description: str
 
@@ -46,6 +52,6 @@ class CategoryOut(Schema):
 class PresetOut(Schema):
     slug: str
     name: str
-    gpu_type: str
+    gpu_type: str = Field(alias="gpu_type_id")
     engine_config: dict[str, Any]
     best_for: str

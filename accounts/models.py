@@ -155,3 +155,15 @@ class ApiKey(models.Model):
         from accounts.keys import PREFIXES
 
         return f"{PREFIXES[ApiKeyKind(self.kind)]}••••{self.last_four}"
+
+
+class ActivityEvent(models.Model):
+    """What happened in an organization, in words, for its dashboard's recent-activity list."""
+
+    org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="activity")
+    kind = models.CharField(max_length=40)
+    message = models.CharField(max_length=300)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    def __str__(self) -> str:
+        return f"{self.org_id} {self.kind}: {self.message}"

@@ -7,7 +7,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from accounts import keys
-from accounts.models import ApiKey, ApiKeyKind, Invitation, Membership, Organization, User
+from accounts.models import ActivityEvent, ApiKey, ApiKeyKind, Invitation, Membership, Organization, User
 from accounts.principal import Principal
 from accounts.roles import CAN_GRANT_OWNER, CAN_MANAGE_MEMBERS, CAN_WRITE, Role
 from gpucloud.errors import Conflict, InvalidRequest, NotFound
@@ -192,3 +192,7 @@ def api_key_touch(*, key: ApiKey, min_interval_seconds: int) -> None:
         return
     ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
     key.last_used_at = now
+
+
+def activity_record(*, org: Organization, kind: str, message: str) -> ActivityEvent:
+    return ActivityEvent.objects.create(org=org, kind=kind, message=message[:300])

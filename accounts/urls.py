@@ -9,7 +9,6 @@ urlpatterns = [
     path("dashboard/", views.dashboard, name="dashboard"),
     path("deployments/", views.placeholder, {"section": "Deployments"}, name="deployments"),
     path("pods/", views.placeholder, {"section": "Pods"}, name="pods"),
-    path("billing/", views.placeholder, {"section": "Billing"}, name="billing"),
     path("api-keys/", views.api_keys, name="api_keys"),
     path("api-keys/create", views.api_keys_create, name="api_keys_create"),
     path("api-keys/<str:key_id>/revoke", views.api_keys_revoke, name="api_keys_revoke"),

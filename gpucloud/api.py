@@ -14,6 +14,7 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 from accounts.api import keys_router
 from accounts.api import router as accounts_router
 from accounts.auth import API_AUTH
+from billing.api import router as billing_router
 from catalog.api import router as catalog_router
 from gpucloud.errors import ApiError, error_response
 
@@ -32,6 +33,7 @@ api = NinjaAPI(
 api.add_router("", accounts_router)
 api.add_router("", keys_router)
 api.add_router("", catalog_router)
+api.add_router("", billing_router)
 
 _HTTP_ERROR_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error"}
 

@@ -140,6 +140,13 @@ CELERY_BEAT_SCHEDULE = {
         "task": "gpucloud.tasks.heartbeat_task",
         "schedule": float(env_int("GPUCLOUD_HEARTBEAT_SECONDS", 15, minimum=1)),
     },
+    "usage-charge": {
+        "task": "billing.tasks.usage_tick_task",
+        "schedule": float(env_int("GPUCLOUD_METERING_INTERVAL_SECONDS", 60, minimum=1)),
+    },
+    "holds-expire": {"task": "billing.tasks.holds_expire_task", "schedule": 60.0},
+    "zero-balance-sweep": {"task": "billing.tasks.zero_balance_sweep_task", "schedule": 60.0},
+    "auto-refill-resume": {"task": "billing.tasks.auto_refill_resume_task", "schedule": 300.0},
 }
 
 # --- Auth: custom user, django-allauth ---------------------------------------------
@@ -253,3 +260,16 @@ LOGGING = {
 
 # --- Product settings -----------------------------------------------------------------
 GPUCLOUD_API_KEY_TOUCH_SECONDS = 60  # last_used_at is written at most this often per key
+GPUCLOUD_METERING_INTERVAL_SECONDS = env_int("GPUCLOUD_METERING_INTERVAL_SECONDS", 60, minimum=1)
+GPUCLOUD_ZERO_BALANCE_GRACE_SECONDS = env_int("GPUCLOUD_ZERO_BALANCE_GRACE_SECONDS", 300, minimum=0)
+GPUCLOUD_TOPUP_MIN_USD = env_int("GPUCLOUD_TOPUP_MIN_USD", 5, minimum=1)
+GPUCLOUD_TOPUP_MAX_USD = env_int("GPUCLOUD_TOPUP_MAX_USD", 10_000, minimum=1)
+GPUCLOUD_AUTO_REFILL_MIN_INTERVAL_SECONDS = env_int("GPUCLOUD_AUTO_REFILL_MIN_INTERVAL_SECONDS", 3600, minimum=0)
+
+# --- Stripe (payments switch on only when STRIPE_SECRET_KEY is set) ---------------------
+STRIPE_SECRET_KEY = env_str("STRIPE_SECRET_KEY")
+STRIPE_WEBHOOK_SECRET = env_str("STRIPE_WEBHOOK_SECRET")
+STRIPE_PUBLISHABLE_KEY = env_str("STRIPE_PUBLISHABLE_KEY")
+STRIPE_API_BASE = env_str("STRIPE_API_BASE", "https://api.stripe.com")  # tests point this at a local fake
+STRIPE_TIMEOUT_SECONDS = env_int("STRIPE_TIMEOUT_SECONDS", 20, minimum=1)
+STRIPE_WEBHOOK_TOLERANCE_SECONDS = 300

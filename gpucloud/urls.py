@@ -14,6 +14,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("", include("accounts.urls")),
     path("", include("catalog.urls")),
+    path("", include("billing.urls")),
 ]
 
 handler404 = "gpucloud.views.not_found"

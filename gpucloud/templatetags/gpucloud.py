@@ -14,3 +14,9 @@ def usd(micros: int | None) -> str:
         return "—"
     text = usd_text(micros)
     return f"-${text[1:]}" if text.startswith("-") else f"${text}"
+
+
+@register.filter
+def usd_number(micros: int | None) -> str:
+    """For form values: 25000000 -> '25.00'."""
+    return "" if micros is None else usd_text(micros)

@@ -1,0 +1,229 @@
+"""REST endpoints of billing: balance, add funds, transactions (JSON and CSV), usage, settings."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator
+from datetime import date, datetime, timedelta
+
+from django.http import HttpRequest, StreamingHttpResponse
+from django.utils import timezone
+from ninja import Router, Status
+
+from accounts.principal import Principal
+from accounts.roles import CAN_READ
+from billing import schemas, selectors, services, stripe_gateway
+from billing.models import BillingProfile, LedgerEntry, TransactionKind
+from billing.policy import grace_period
+from gpucloud.errors import InvalidRequest
+from gpucloud.money import MICROS_PER_USD
+
+router = Router(tags=["billing"])
+PAGE_MAX = 200
+
+
+def usd(micros: int) -> float:
+    """Micro-USD as a JSON number; exact, since a float's shortest repr keeps 6 decimals here."""
+    return micros / MICROS_PER_USD
+
+
+def _reader(request: HttpRequest) -> Principal:
+    principal: Principal = request.auth  # type: ignore[attr-defined]
+    principal.require(CAN_READ, "reading billing")
+    return principal
+
+
+def _balance_out(principal: Principal) -> dict[str, object]:
+    org = principal.org
+    balance, profile = selectors.balance_of(org), selectors.profile_of(org)
+    return {
+        "balance_usd": usd(balance.balance_micros),
+        "available_usd": usd(balance.available_micros),
+        "held_usd": usd(balance.held_micros),
+        "spent_today_usd": usd(selectors.spend_today(org)),
+        "daily_spend_limit_usd": None
+        if profile.daily_spend_limit_micros is None
+        else usd(profile.daily_spend_limit_micros),
+        "grace_ends_at": profile.grace_started_at + grace_period() if profile.grace_started_at else None,
+        "payments_configured": stripe_gateway.is_configured(),
+        "auto_refill": _auto_refill_out(profile),
+    }
+
+
+def _auto_refill_out(profile: BillingProfile) -> dict[str, object]:
+    return {
+        "enabled": profile.auto_refill_enabled,
+        "threshold_usd": usd(profile.auto_refill_threshold_micros),
+        "amount_usd": usd(profile.auto_refill_amount_micros),
+        "payment_method": profile.payment_method_label or None,
+        "disabled_reason": profile.auto_refill_disabled_reason or None,
+    }
+
+
+@router.get("/billing/balance", response=schemas.BalanceOut, summary="Balance, available and held credit")
+def balance(request: HttpRequest) -> dict[str, object]:
+    return _balance_out(_reader(request))
+
+
+def _return_urls(request: HttpRequest) -> tuple[str, str]:
+    base = request.build_absolute_uri("/billing/")
+    return f"{base}?checkout=success", f"{base}?checkout=cancelled"
+
+
+@router.post(
+    "/billing/add-funds",
+    response={201: schemas.CheckoutOut},
+    summary="Start a Stripe Checkout; credit is applied when Stripe's signed webhook confirms payment",
+)
+def add_funds(request: HttpRequest, payload: schemas.AddFundsIn) -> Status[dict[str, str]]:
+    amount = services.usd_to_micros(payload.amount_usd, param="amount_usd")
+    success, cancel = _return_urls(request)
+    checkout = services.add_funds_checkout(
+        principal=request.auth,  # type: ignore[attr-defined]
+        amount_micros=amount,
+        success_url=success,
+        cancel_url=cancel,
+    )
+    return Status(201, {"checkout_url": checkout.url, "session_id": checkout.session_id})
+
+
+@router.post("/billing/save-card", response={201: schemas.CheckoutOut}, summary="Save a card for auto-refill")
+def save_card(request: HttpRequest) -> Status[dict[str, str]]:
+    success, cancel = _return_urls(request)
+    checkout = services.save_card_checkout(
+        principal=request.auth,  # type: ignore[attr-defined]
+        success_url=success,
+        cancel_url=cancel,
+    )
+    return Status(201, {"checkout_url": checkout.url, "session_id": checkout.session_id})
+
+
+def _filters(kind: str | None, since: date | None, until: date | None) -> dict[str, object]:
+    if kind and kind not in TransactionKind.values:
+        raise InvalidRequest(f"Unknown kind {kind!r}; use one of {', '.join(TransactionKind.values)}.", param="kind")
+    if since and until and until < since:
+        raise InvalidRequest("'until' is before 'since'.", param="until")
+    return {
+        "kind": kind,
+        "since": datetime.combine(since, datetime.min.time(), tzinfo=timezone.get_current_timezone())
+        if since
+        else None,
+        "until": datetime.combine(until + timedelta(days=1), datetime.min.time(), tzinfo=timezone.get_current_timezone())
+        if until
+        else None,
+    }
+
+
+def _transaction_out(entry: LedgerEntry) -> dict[str, object]:
+    txn = entry.transaction
+    return {
+        "id": entry.pk,
+        "created_at": entry.created_at,
+        "kind": txn.kind,
+        "service": txn.service or None,
+        "description": txn.description,
+        "amount_usd": usd(entry.amount_micros),
+        "balance_usd": usd(entry.balance_after_micros),
+        "overdraft": txn.overdraft,
+    }
+
+
+@router.get("/billing/transactions", response=schemas.TransactionPage, summary="Transaction history, newest first")
+def transactions(
+    request: HttpRequest,
+    kind: str | None = None,
+    since: date | None = None,
+    until: date | None = None,
+    before: int | None = None,
+    limit: int = 50,
+) -> dict[str, object]:
+    org = _reader(request).org
+    if not 1 <= limit <= PAGE_MAX:
+        raise InvalidRequest(f"limit must be between 1 and {PAGE_MAX}.", param="limit")
+    entries = list(selectors.statement_of(org, before_id=before, **_filters(kind, since, until))[: limit + 1])  # type: ignore[arg-type]
+    page, has_more = entries[:limit], len(entries) > limit
+    return {
+        "data": [_transaction_out(e) for e in page],
+        "has_more": has_more,
+        "next_before": page[-1].pk if has_more else None,
+    }
+
+
+@router.get("/billing/transactions.csv", summary="Transaction history as CSV", response={200: None})
+def transactions_csv(
+    request: HttpRequest, kind: str | None = None, since: date | None = None, until: date | None = None
+) -> StreamingHttpResponse:
+    org = _reader(request).org
+    entries = selectors.statement_of(org, **_filters(kind, since, until))  # type: ignore[arg-type]
+    response = StreamingHttpResponse(_csv_rows(entries.iterator(chunk_size=2000)), content_type="text/csv")
+    response["Content-Disposition"] = f'attachment; filename="gpucloud-transactions-{org.pk}.csv"'
+    return response
+
+
+class _Echo:
+    def write(self, value: str) -> str:
+        return value
+
+
+def _csv_rows(entries: Iterator[LedgerEntry]) -> Iterator[str]:
+    writer = csv.writer(_Echo())
+    yield writer.writerow(["id", "created_at", "kind", "service", "description", "amount_usd", "balance_usd"])
+    for entry in entries:
+        row = _transaction_out(entry)
+        yield writer.writerow(
+            [
+                row["id"],
+                entry.created_at.isoformat(),
+                row["kind"],
+                row["service"] or "",
+                row["description"],
+                f"{entry.amount_micros / MICROS_PER_USD:.6f}",
+                f"{entry.balance_after_micros / MICROS_PER_USD:.6f}",
+            ]
+        )
+
+
+@router.get("/billing/usage", response=schemas.UsageOut, summary="Spend by service and day, GPU hours, $/GPU-hour")
+def usage(request: HttpRequest, start: date | None = None, end: date | None = None) -> dict[str, object]:
+    org = _reader(request).org
+    today = timezone.now().date()
+    start, end = start or today.replace(day=1), end or today
+    if end < start:
+        raise InvalidRequest("'end' is before 'start'.", param="end")
+    if (end - start).days > 366:
+        raise InvalidRequest("Ask for at most 366 days at a time.", param="end")
+    report = selectors.usage_report(org, start=start, end=end)
+    average = report.average_hourly_micros
+    return {
+        "start": start,
+        "end": end,
+        "total_usd": usd(report.total_micros),
+        "gpu_hours": round(report.gpu_hours, 6),
+        "average_cost_per_gpu_hour_usd": None if average is None else usd(average),
+        "by_service": {service: usd(v) for service, v in report.by_service.items()},
+        "by_day": {day.isoformat(): usd(v) for day, v in report.by_day.items()},
+    }
+
+
+@router.patch("/billing/auto-refill", response=schemas.AutoRefillOut, summary="Configure auto-refill")
+def auto_refill(request: HttpRequest, payload: schemas.AutoRefillIn) -> dict[str, object]:
+    def micros(value: object, param: str) -> int | None:
+        return None if value is None else services.usd_to_micros(value, param=param)  # type: ignore[arg-type]
+
+    profile = services.auto_refill_configure(
+        principal=request.auth,  # type: ignore[attr-defined]
+        enabled=payload.enabled,
+        threshold_micros=micros(payload.threshold_usd, "threshold_usd"),
+        amount_micros=micros(payload.amount_usd, "amount_usd"),
+    )
+    return _auto_refill_out(profile)
+
+
+@router.patch("/billing/spend-limit", response=schemas.BalanceOut, summary="Set or clear the daily spend limit")
+def spend_limit(request: HttpRequest, payload: schemas.SpendLimitIn) -> dict[str, object]:
+    limit = payload.daily_limit_usd
+    services.spend_limit_set(
+        principal=request.auth,  # type: ignore[attr-defined]
+        daily_limit_micros=None if limit is None else services.usd_to_micros(limit, param="daily_limit_usd"),
+    )
+    return _balance_out(request.auth)  # type: ignore[attr-defined]

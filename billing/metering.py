@@ -1,0 +1,112 @@
+"""Per-second metering of running instances (the service the fleet calls).
+
+A meter is one instance session. Charges are cumulative: after a charge up to time t the
+session has paid exactly `price_per_hour * max(60, whole seconds since start) // 3600`, so
+ticks may come late, twice or out of order and the total is still exact: a missed tick is
+caught up by the next one and a repeated one finds nothing left to bill.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.db import transaction
+from django.utils import timezone
+
+from accounts.models import Organization
+from billing.ledger import Line, ledger_post, org_accounts, system_account
+from billing.models import AccountKind, LedgerTransaction, Service, TransactionKind, UsageMeter
+
+MINIMUM_SECONDS = 60
+SECONDS_PER_HOUR = 3600
+
+
+def cost_micros(hourly_price_micros: int, seconds: int) -> int:
+    """What `seconds` of running time cost, with the session minimum applied."""
+    return hourly_price_micros * max(MINIMUM_SECONDS, seconds) // SECONDS_PER_HOUR
+
+
+def usage_meter_start(
+    *,
+    org: Organization,
+    meter_key: str,
+    service: Service,
+    description: str,
+    hourly_price_micros: int,
+    started_at: datetime,
+    gpu_count: int = 1,
+) -> UsageMeter:
+    """Start billing an instance session; calling it again for the same key returns the same meter."""
+    meter, _ = UsageMeter.objects.get_or_create(
+        meter_key=meter_key,
+        defaults={
+            "org": org,
+            "service": service,
+            "description": description,
+            "hourly_price_micros": hourly_price_micros,
+            "started_at": started_at,
+            "gpu_count": gpu_count,
+        },
+    )
+    return meter
+
+
+def usage_charge(meter: UsageMeter, period_start: datetime, period_end: datetime) -> LedgerTransaction | None:
+    """Bill the session's running time up to `period_end`.
+
+    The charge covers every second from the last billed one to `period_end`; a `period_start`
+    later than that (a skipped tick) does not skip the seconds in between. Returns the usage
+    transaction, or None when there was nothing new to bill. Idempotent per (meter, period end).
+    """
+    if period_end < period_start:
+        raise ValueError("period_end is before period_start")
+    with transaction.atomic():
+        meter = UsageMeter.objects.select_for_update().select_related("org").get(pk=meter.pk)
+        end = min(period_end, meter.ended_at) if meter.ended_at else period_end
+        seconds = max(0, int((end - meter.started_at).total_seconds()))
+        billable = max(MINIMUM_SECONDS, seconds)
+        if billable <= meter.billed_seconds:
+            return None
+        due = cost_micros(meter.hourly_price_micros, billable)
+        amount = due - meter.billed_micros
+        posting = None
+        if amount > 0:
+            available, _ = org_accounts(meter.org)
+            posting = ledger_post(
+                idempotency_key=f"usage:{meter.meter_key}:{billable}",
+                kind=TransactionKind.USAGE,
+                org=meter.org,
+                service=meter.service,
+                description=f"{meter.description} ({billable - meter.billed_seconds} s)",
+                allow_overdraft=True,  # running time already happened; the zero-balance policy stops it
+                lines=[Line(available, -amount), Line(system_account(AccountKind.REVENUE), amount)],
+                metadata={
+                    "meter": meter.meter_key,
+                    "from_s": meter.billed_seconds,
+                    "to_s": billable,
+                    "gpu_seconds": (billable - meter.billed_seconds) * meter.gpu_count,
+                },
+            )
+        meter.billed_seconds, meter.billed_micros = billable, due
+        meter.save(update_fields=["billed_seconds", "billed_micros"])
+    return posting.transaction if posting else None
+
+
+def usage_meter_stop(meter: UsageMeter, at: datetime) -> LedgerTransaction | None:
+    """End the session at `at` and make its final charge (the 60-second minimum applies)."""
+    with transaction.atomic():
+        locked = UsageMeter.objects.select_for_update().get(pk=meter.pk)
+        if locked.ended_at is None:
+            locked.ended_at = max(at, locked.started_at)
+            locked.save(update_fields=["ended_at"])
+        return usage_charge(locked, locked.started_at, locked.ended_at)
+
+
+def usage_charge_running(*, now: datetime | None = None) -> list[str]:
+    """Charge every running meter up to `now`; returns the ids of orgs that were charged."""
+    now = now or timezone.now()
+    charged: set[str] = set()
+    for meter in UsageMeter.objects.filter(ended_at__isnull=True, started_at__lte=now).order_by("pk"):
+        if usage_charge(meter, meter.started_at, now) is not None:
+            charged.add(meter.org_id)
+    return sorted(charged)

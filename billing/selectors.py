@@ -1,0 +1,127 @@
+"""Reads of billing data. Balances come from the cached account rows (two indexed rows,
+constant time however many entries exist); reports aggregate entries."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+
+from django.db.models import QuerySet, Sum
+from django.utils import timezone
+
+from accounts.models import Organization
+from billing.models import AccountKind, BillingProfile, LedgerAccount, LedgerEntry, TransactionKind
+
+
+@dataclass(frozen=True)
+class Balance:
+    balance_micros: int
+    available_micros: int
+    held_micros: int
+
+
+def balance_of(org: Organization) -> Balance:
+    balances = dict(
+        LedgerAccount.objects.filter(org=org, kind__in=[AccountKind.AVAILABLE, AccountKind.HELD]).values_list(
+            "kind", "balance_micros"
+        )
+    )
+    available, held = balances.get(AccountKind.AVAILABLE, 0), balances.get(AccountKind.HELD, 0)
+    return Balance(balance_micros=available + held, available_micros=available, held_micros=held)
+
+
+def profile_of(org: Organization) -> BillingProfile:
+    profile, _ = BillingProfile.objects.get_or_create(org=org)
+    return profile
+
+
+def statement_of(
+    org: Organization,
+    *,
+    kind: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    before_id: int | None = None,
+) -> QuerySet[LedgerEntry]:
+    """The org's statement: entries on its available account, newest first.
+
+    Each entry's amount is what the transaction did to spendable credit and its
+    balance_after the credit left; holds show as a debit and their release as a credit.
+    """
+    entries = LedgerEntry.objects.filter(account__org=org, account__kind=AccountKind.AVAILABLE)
+    if kind:
+        entries = entries.filter(transaction__kind=kind)
+    if since:
+        entries = entries.filter(created_at__gte=since)
+    if until:
+        entries = entries.filter(created_at__lt=until)
+    if before_id:
+        entries = entries.filter(pk__lt=before_id)
+    return entries.select_related("transaction").order_by("-pk")
+
+
+def _day_start(day: date) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=UTC)
+
+
+def spend_between(org: Organization, since: datetime, until: datetime) -> int:
+    """Usage charged to the org in [since, until), in micro-USD (a positive number)."""
+    total = (
+        LedgerEntry.objects.filter(
+            account__org=org,
+            account__kind=AccountKind.AVAILABLE,
+            transaction__kind=TransactionKind.USAGE,
+            created_at__gte=since,
+            created_at__lt=until,
+        ).aggregate(total=Sum("amount_micros"))["total"]
+        or 0
+    )
+    return -total
+
+
+def spend_today(org: Organization, *, now: datetime | None = None) -> int:
+    now = now or timezone.now()
+    start = _day_start(now.astimezone(UTC).date())
+    return spend_between(org, start, start + timedelta(days=1))
+
+
+@dataclass
+class UsageReport:
+    start: date
+    end: date  # inclusive
+    total_micros: int = 0
+    gpu_seconds: int = 0
+    by_service: dict[str, int] = field(default_factory=dict)
+    by_day: dict[date, int] = field(default_factory=dict)
+
+    @property
+    def gpu_hours(self) -> float:
+        return self.gpu_seconds / 3600
+
+    @property
+    def average_hourly_micros(self) -> int | None:
+        return self.total_micros * 3600 // self.gpu_seconds if self.gpu_seconds else None
+
+
+def usage_report(org: Organization, *, start: date, end: date) -> UsageReport:
+    """Spend by service and by day, GPU hours and average cost per GPU-hour for [start, end] (UTC days)."""
+    report = UsageReport(start=start, end=end)
+    by_service: dict[str, int] = defaultdict(int)
+    by_day: dict[date, int] = {start + timedelta(days=n): 0 for n in range((end - start).days + 1)}
+    rows = LedgerEntry.objects.filter(
+        account__org=org,
+        account__kind=AccountKind.AVAILABLE,
+        transaction__kind=TransactionKind.USAGE,
+        created_at__gte=_day_start(start),
+        created_at__lt=_day_start(end + timedelta(days=1)),
+    ).values_list("amount_micros", "created_at", "transaction__service", "transaction__metadata")
+    for amount, created_at, service, metadata in rows:
+        spent = -amount
+        report.total_micros += spent
+        by_service[service or "other"] += spent
+        by_day[created_at.astimezone(UTC).date()] += spent
+        report.gpu_seconds += int((metadata or {}).get("gpu_seconds", 0))
+    report.by_service = dict(sorted(by_service.items(), key=lambda item: -item[1]))
+    report.by_day = by_day
+    return report

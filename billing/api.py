@@ -108,7 +108,9 @@ def _filters(kind: str | None, since: date | None, until: date | None) -> dict[s
         "since": datetime.combine(since, datetime.min.time(), tzinfo=timezone.get_current_timezone())
         if since
         else None,
-        "until": datetime.combine(until + timedelta(days=1), datetime.min.time(), tzinfo=timezone.get_current_timezone())
+        "until": datetime.combine(
+            until + timedelta(days=1), datetime.min.time(), tzinfo=timezone.get_current_timezone()
+        )
         if until
         else None,
     }

@@ -18,9 +18,9 @@ def ledger_violations() -> list[str]:
     violations += [f"transaction {txn} sums to {total}, not 0" for txn, total in unbalanced]
     empty = LedgerTransaction.objects.annotate(n=Count("entries")).filter(n=0).values_list("pk", flat=True)
     violations += [f"transaction {txn} has no entries" for txn in empty]
-    sums = dict(LedgerEntry.objects.values("account_id").annotate(total=Sum("amount_micros")).values_list(
-        "account_id", "total"
-    ))
+    sums = dict(
+        LedgerEntry.objects.values("account_id").annotate(total=Sum("amount_micros")).values_list("account_id", "total")
+    )
     for account in LedgerAccount.objects.all():
         if account.balance_micros != sums.get(account.pk, 0):
             violations.append(
@@ -33,15 +33,15 @@ def ledger_violations() -> list[str]:
                 f"the cache says {account.balance_micros}"
             )
     open_holds = dict(
-        CreditHold.objects.filter(status=HoldStatus.OPEN).values("org_id").annotate(total=Sum("amount_micros")).values_list(
-            "org_id", "total"
-        )
+        CreditHold.objects.filter(status=HoldStatus.OPEN)
+        .values("org_id")
+        .annotate(total=Sum("amount_micros"))
+        .values_list("org_id", "total")
     )
     for account in LedgerAccount.objects.filter(kind=AccountKind.HELD):
-        if account.balance_micros != open_holds.get(account.org_id, 0):
-            violations.append(
-                f"account {account} holds {account.balance_micros} but open holds total {open_holds.get(account.org_id, 0)}"
-            )
+        reserved = open_holds.get(account.org_id or "", 0)
+        if account.balance_micros != reserved:
+            violations.append(f"account {account} holds {account.balance_micros} but open holds total {reserved}")
     negative = LedgerAccount.objects.filter(Q(kind=AccountKind.HELD, balance_micros__lt=0))
     violations += [f"account {a} is negative" for a in negative]
     return violations

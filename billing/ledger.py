@@ -24,6 +24,7 @@ from billing.models import AccountKind, LedgerAccount, LedgerEntry, LedgerTransa
 from gpucloud.errors import ApiError
 from gpucloud.money import usd_text
 
+
 class InsufficientCredit(ApiError):
     status = 402
     type = "insufficient_credit"

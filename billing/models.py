@@ -38,14 +38,18 @@ class LedgerAccount(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["org", "kind"], name="ledger_account_org_kind_unique"),
-            models.UniqueConstraint(fields=["kind"], condition=Q(org__isnull=True), name="ledger_account_system_unique"),
+            models.UniqueConstraint(
+                fields=["kind"], condition=Q(org__isnull=True), name="ledger_account_system_unique"
+            ),
             models.CheckConstraint(
                 condition=Q(org__isnull=True, kind__in=["stripe_clearing", "promotional", "revenue"])
                 | Q(org__isnull=False, kind__in=["available", "held"]),
                 name="ledger_account_kind_matches_owner",
             ),
             # Held credit is what open holds reserve: it can never be negative.
-            models.CheckConstraint(condition=~Q(kind="held") | Q(balance_micros__gte=0), name="ledger_held_nonnegative"),
+            models.CheckConstraint(
+                condition=~Q(kind="held") | Q(balance_micros__gte=0), name="ledger_held_nonnegative"
+            ),
         ]
 
     def __str__(self) -> str:

@@ -90,6 +90,6 @@ def _stop_workloads(org: Organization, now: datetime) -> str:
         activity_record(
             org=org,
             kind="billing.workloads_stopped",
-            message=f"Stopped {max(stopped, len(meters))} workload(s): the balance stayed at $0.00 past the grace period.",
+            message=f"Stopped {max(stopped, len(meters))} workload(s): the balance stayed at $0.00 past grace.",
         )
     return "stopped"

@@ -7,7 +7,6 @@ from billing.ledger import Line, ledger_post, org_accounts, system_account
 from billing.models import AccountKind, LedgerEntry, LedgerTransaction, TransactionKind
 
 
-
 def fund(org: Organization, micros: int, key: str = "") -> None:
     """Put credit on an org the way a paid Stripe checkout does."""
     available, _ = org_accounts(org)

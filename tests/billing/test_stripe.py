@@ -72,7 +72,9 @@ def test_checkout_credits_only_on_the_signed_webhook(
     assert balance_of(alice.org).balance_micros == 0  # nothing until Stripe says paid
 
     paid = stripe_fake.complete_checkout(checkout["session_id"])
-    response = deliver(client, stripe_fake.event("checkout.session.completed", paid), django_capture_on_commit_callbacks)
+    response = deliver(
+        client, stripe_fake.event("checkout.session.completed", paid), django_capture_on_commit_callbacks
+    )
     assert response.status_code == 200
     assert balance_of(alice.org).available_micros == 50 * USD
     profile = BillingProfile.objects.get(org=alice.org)

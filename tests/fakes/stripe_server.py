@@ -569,7 +569,7 @@ class FakeStripe:
                 "customer": customer,
                 "metadata": {},
             }
-            self.store[payment_method["id"]] = payment_method
+            self.store[str(payment_method["id"])] = payment_method
             return copy.deepcopy(payment_method)
 
     def event(self, type: str, obj: dict[str, Any], *, event_id: str | None = None) -> dict[str, Any]:
@@ -592,6 +592,7 @@ class FakeStripe:
         """Serve one request; returns (status, headers, body). The HTTP server calls this from its threads."""
         split = urlsplit(target)
         path = split.path
+        error: StripeApiError | None
         try:
             raw = split.query if method == "GET" else body.decode("utf-8")
             params = decode_form(parse_qsl(raw, keep_blank_values=True))
@@ -786,7 +787,7 @@ class FakeStripe:
             "metadata": params.metadata(),
             "invoice_settings": {"default_payment_method": None},
         }
-        self.store[customer["id"]] = customer
+        self.store[str(customer["id"])] = customer
         return customer
 
     def _update_customer(self, params: _Params, customer_id: str) -> dict[str, Any]:

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db import transaction
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import transaction
 
 from accounts import services
 from accounts.models import ApiKeyKind
@@ -35,9 +35,7 @@ class Command(BaseCommand):
             raise CommandError(exc.message) from None
 
     def _create(self, options: dict[str, Any]) -> None:
-        user, org = services.user_create(
-            email=options["email"], password=options["password"], org_name=options["org"]
-        )
+        user, org = services.user_create(email=options["email"], password=options["password"], org_name=options["org"])
         self.stdout.write(f"Created user {user.email} (id {user.pk}) in organization {org.name!r} ({org.pk}).")
         if options["credit"]:
             amount = usd_to_micros(options["credit"], param="credit")

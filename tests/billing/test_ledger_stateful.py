@@ -1,0 +1,182 @@
+"""A Hypothesis state machine over the ledger: random top-ups (duplicated and shuffled webhook
+keys), holds opened/posted/voided/expired, metering ticks, refunds and refills, checked after
+every step against a simple model of what the balances must be."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from django.db.models import Sum
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invariant, rule
+
+from accounts import services as account_services
+from billing.holds import hold_open, hold_post, hold_void, holds_expire_due
+from billing.ledger import InsufficientCredit
+from billing.metering import cost_micros, usage_charge, usage_meter_start
+from billing.models import (
+    CreditHold,
+    HoldStatus,
+    LedgerAccount,
+    LedgerEntry,
+    LedgerTransaction,
+    Service,
+    TransactionKind,
+)
+from billing.selectors import balance_of
+from billing.services import stripe_credit, stripe_refund
+from tests.billing.conftest import at
+
+_machines = itertools.count()
+amounts = st.integers(min_value=1, max_value=50_000_000)
+STEPS = 40
+EXAMPLES = 30
+steps_run = {"steps": 0, "machines": 0}
+
+
+class LedgerMachine(RuleBasedStateMachine):
+    webhook_keys = Bundle("webhook_keys")
+    holds = Bundle("holds")
+
+    def __init__(self) -> None:
+        super().__init__()
+        n = next(_machines)
+        _, self.org = account_services.user_create(email=f"prop{n}@example.com", password=None)
+        self.available = 0
+        self.held = 0
+        self.credited: dict[str, int] = {}
+        self.hold_amounts: dict[str, int] = {}
+        self.meter = usage_meter_start(
+            org=self.org, meter_key=f"prop-meter-{n}", service=Service.MODEL, description="m",
+            hourly_price_micros=4_410_000, started_at=at(0),
+        )  # fmt: skip
+        self.clock = 0
+        self.refunds = 0
+        steps_run["machines"] += 1
+
+    # --- money in -------------------------------------------------------------------------
+    @rule(
+        target=webhook_keys, amount=amounts, kind=st.sampled_from([TransactionKind.TOPUP, TransactionKind.AUTO_REFILL])
+    )
+    def stripe_payment(self, amount: int, kind: TransactionKind) -> str:
+        key = f"stripe:checkout:cs_{self.org.pk}_{len(self.credited)}"
+        stripe_credit(org=self.org, amount_micros=amount, key=key, kind=kind, description="pay")
+        self.credited[key] = amount
+        self.available += amount
+        return key
+
+    @rule(key=webhook_keys)
+    def duplicate_webhook(self, key: str) -> None:
+        """A redelivered (possibly out of order) webhook for a payment already credited."""
+        posting = stripe_credit(
+            org=self.org, amount_micros=self.credited[key], key=key, kind=TransactionKind.TOPUP, description="pay"
+        )
+        assert posting.created is False
+
+    @rule(amount=amounts)
+    def refund(self, amount: int) -> None:
+        self.refunds += 1
+        stripe_refund(org=self.org, amount_micros=amount, key=f"refund:{self.org.pk}:{self.refunds}", charge_id="ch")
+        self.available -= amount
+
+    # --- holds ------------------------------------------------------------------------------
+    @rule(target=holds, amount=amounts)
+    def open_hold(self, amount: int) -> str:
+        key = f"hold-{self.org.pk}-{len(self.hold_amounts)}"
+        try:
+            hold = hold_open(org=self.org, amount_micros=amount, idempotency_key=key, description="cold")
+        except InsufficientCredit:
+            assert amount > self.available
+            return "refused"
+        assert amount <= self.available
+        self.available -= amount
+        self.held += amount
+        self.hold_amounts[hold.pk] = amount
+        return hold.pk
+
+    @rule(hold_id=consumes(holds), fraction=st.floats(min_value=0.0, max_value=1.0))
+    def post_hold(self, hold_id: str, fraction: float) -> None:
+        if hold_id == "refused" or CreditHold.objects.get(pk=hold_id).status != HoldStatus.OPEN:
+            return
+        amount = self.hold_amounts[hold_id]
+        used = max(1, int(amount * fraction))
+        hold_post(hold_id=hold_id, amount_micros=used)
+        hold_post(hold_id=hold_id, amount_micros=used)  # a replay
+        self.held -= amount
+        self.available += amount - used
+
+    @rule(hold_id=consumes(holds))
+    def void_hold(self, hold_id: str) -> None:
+        if hold_id == "refused" or CreditHold.objects.get(pk=hold_id).status != HoldStatus.OPEN:
+            return
+        hold_void(hold_id=hold_id)
+        hold_void(hold_id=hold_id)
+        self.held -= self.hold_amounts[hold_id]
+        self.available += self.hold_amounts[hold_id]
+
+    @rule()
+    def expire_holds(self) -> None:
+        open_holds = CreditHold.objects.filter(org=self.org, status=HoldStatus.OPEN)
+        released = sum(h.amount_micros for h in open_holds)
+        holds_expire_due(now=max(h.expires_at for h in open_holds) if open_holds else None)
+        holds_expire_due(now=at(10**7))  # everything older is already released: nothing more moves
+        self.held -= released
+        self.available += released
+
+    # --- metering ---------------------------------------------------------------------------
+    @rule(seconds=st.integers(min_value=0, max_value=7200), replay=st.booleans())
+    def tick(self, seconds: int, replay: bool) -> None:
+        before = self.meter.billed_micros
+        self.clock += seconds
+        usage_charge(self.meter, at(max(0, self.clock - seconds)), at(self.clock))
+        if replay:
+            usage_charge(self.meter, at(0), at(self.clock))
+        self.meter.refresh_from_db()
+        expected = cost_micros(4_410_000, self.clock)
+        assert self.meter.billed_micros == expected
+        assert self.meter.billed_seconds == max(60, self.clock)
+        self.available -= expected - before
+
+    # --- invariants -------------------------------------------------------------------------
+    @invariant()
+    def balances_match_the_model(self) -> None:
+        steps_run["steps"] += 1
+        balance = balance_of(self.org)
+        assert (balance.available_micros, balance.held_micros) == (self.available, self.held)
+
+    @invariant()
+    def cache_equals_entries_and_transactions_balance(self) -> None:
+        for account in LedgerAccount.objects.filter(org=self.org):
+            total = LedgerEntry.objects.filter(account=account).aggregate(t=Sum("amount_micros"))["t"] or 0
+            assert account.balance_micros == total
+        for txn in LedgerTransaction.objects.filter(org=self.org):
+            assert sum(e.amount_micros for e in txn.entries.all()) == 0
+
+    @invariant()
+    def negative_available_only_with_a_recorded_overdraft(self) -> None:
+        if self.available < 0:
+            assert LedgerTransaction.objects.filter(org=self.org, overdraft=True).exists()
+
+    @invariant()
+    def held_equals_open_holds_and_each_resolved_once(self) -> None:
+        open_total = CreditHold.objects.filter(org=self.org, status=HoldStatus.OPEN).aggregate(t=Sum("amount_micros"))
+        assert (open_total["t"] or 0) == self.held
+        for hold_id in self.hold_amounts:
+            releases = LedgerTransaction.objects.filter(idempotency_key=f"hold:{hold_id}:release").count()
+            resolved = CreditHold.objects.get(pk=hold_id).status != HoldStatus.OPEN
+            assert releases == int(resolved)
+
+
+@pytest.mark.django_db
+def test_ledger_state_machine() -> None:
+    LedgerMachine.TestCase.settings = settings(
+        max_examples=EXAMPLES,
+        stateful_step_count=STEPS,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+    )
+    LedgerMachine.TestCase().runTest()
+    print(f"\nledger state machine: {steps_run['machines']} runs, {steps_run['steps']} checked steps, 0 violations")
+    assert steps_run["machines"] >= EXAMPLES

@@ -77,14 +77,16 @@ def usage_charge(meter: UsageMeter, period_start: datetime, period_end: datetime
                 kind=TransactionKind.USAGE,
                 org=meter.org,
                 service=meter.service,
-                description=f"{meter.description} ({billable - meter.billed_seconds} s)",
+                description=f"{meter.description} ({_duration(billable - meter.billed_seconds)})",
                 allow_overdraft=True,  # running time already happened; the zero-balance policy stops it
                 lines=[Line(available, -amount), Line(system_account(AccountKind.REVENUE), amount)],
                 metadata={
                     "meter": meter.meter_key,
                     "from_s": meter.billed_seconds,
                     "to_s": billable,
-                    "gpu_seconds": (billable - meter.billed_seconds) * meter.gpu_count,
+                    "gpu_seconds": 0
+                    if meter.service == Service.STORAGE
+                    else (billable - meter.billed_seconds) * meter.gpu_count,
                 },
             )
         meter.billed_seconds, meter.billed_micros = billable, due
@@ -110,3 +112,12 @@ def usage_charge_running(*, now: datetime | None = None) -> list[str]:
         if usage_charge(meter, meter.started_at, now) is not None:
             charged.add(meter.org_id)
     return sorted(charged)
+
+
+def _duration(seconds: int) -> str:
+    """2 h 05 min, 3 min 20 s, 45 s: for statement lines."""
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours} h {minutes:02d} min"
+    return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"

@@ -78,7 +78,11 @@ def test_csv_download(client: Client, alice: Persona) -> None:
 def test_usage_report(client: Client, alice: Persona) -> None:
     fund(alice.org, 100 * USD)
     now = timezone.now()
-    for key, service, price in (("a", Service.MODEL, 2 * USD), ("b", Service.POD, 1 * USD)):
+    for key, service, price in (
+        ("a", Service.MODEL, 2 * USD),
+        ("b", Service.POD, 1 * USD),
+        ("c", Service.STORAGE, USD),
+    ):
         meter = usage_meter_start(
             org=alice.org, meter_key=key, service=service, description=key, hourly_price_micros=price,
             started_at=now - timedelta(hours=1),
@@ -86,10 +90,12 @@ def test_usage_report(client: Client, alice: Persona) -> None:
         usage_charge(meter, meter.started_at, now)
     today = now.date().isoformat()
     body = client.get(f"/api/v1/billing/usage?start={today}&end={today}", **alice.auth).json()
-    assert body["total_usd"] == 3.0 and body["gpu_hours"] == 2.0
-    assert body["average_cost_per_gpu_hour_usd"] == 1.5
-    assert body["by_service"] == {"model": 2.0, "pod": 1.0}
-    assert body["by_day"] == {today: 3.0}
+    assert body["total_usd"] == 4.0 and body["gpu_hours"] == 2.0  # storage is not GPU time
+    assert body["average_cost_per_gpu_hour_usd"] == 2.0
+    assert body["by_service"] == {"model": 2.0, "pod": 1.0, "storage": 1.0}
+    assert body["by_day"] == {today: 4.0}
+    described = client.get("/api/v1/billing/transactions?kind=usage", **alice.auth).json()["data"]
+    assert {t["description"] for t in described} == {"a (1 h 00 min)", "b (1 h 00 min)", "c (1 h 00 min)"}
 
 
 def test_spend_limit_and_bad_values(client: Client, alice: Persona, bob: Persona) -> None:

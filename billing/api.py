@@ -76,6 +76,8 @@ def _return_urls(request: HttpRequest) -> tuple[str, str]:
     summary="Start a Stripe Checkout; credit is applied when Stripe's signed webhook confirms payment",
 )
 def add_funds(request: HttpRequest, payload: schemas.AddFundsIn) -> Status[dict[str, str]]:
+    if payload.currency.lower() != "usd":
+        raise InvalidRequest(f"Unsupported currency {payload.currency!r}: balances are in USD.", param="currency")
     amount = services.usd_to_micros(payload.amount_usd, param="amount_usd")
     success, cancel = _return_urls(request)
     checkout = services.add_funds_checkout(

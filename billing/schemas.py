@@ -29,6 +29,7 @@ class BalanceOut(Schema):
 
 class AddFundsIn(Schema):
     amount_usd: Decimal = Field(description="25, 50, 100 or a custom amount within the operator's bounds")
+    currency: str = Field("usd", description="Only 'usd' is supported")
 
 
 class CheckoutOut(Schema):

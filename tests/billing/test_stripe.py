@@ -169,6 +169,18 @@ def test_bad_topup_amounts_are_4xx_and_change_nothing(
     assert not [r for r in stripe_fake.requests if r.path == "/v1/checkout/sessions"]
 
 
+def test_unknown_currency_is_400_and_changes_nothing(client: Client, alice: Persona, stripe_fake: FakeStripe) -> None:
+    before = ledger_snapshot()
+    response = client.post(
+        "/api/v1/billing/add-funds",
+        data={"amount_usd": 25, "currency": "eur"},
+        content_type="application/json",
+        **alice.auth,
+    )
+    assert response.status_code == 400 and response.json()["error"]["param"] == "currency"
+    assert ledger_snapshot() == before and not stripe_fake.requests
+
+
 def test_without_stripe_payments_say_not_configured(client: Client, alice: Persona, settings: Any) -> None:
     settings.STRIPE_SECRET_KEY = ""
     response = client.post(

@@ -1,0 +1,133 @@
+"""The contract every provider driver implements.
+
+Drivers are small adapters from the platform's vocabulary (offers, instance specs, tagged
+instances) to one provider's API. They hold no database state: the platform records what it
+asked for, and the reconciler compares that with `list_instances(tag)`, so everything a driver
+creates must carry the tag it was given.
+"""
+
+from __future__ import annotations
+
+import enum
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+class ProviderError(Exception):
+    """A provider refused or failed.
+
+    permanent: retrying the same call cannot succeed (bad image, quota, auth): the replica fails
+    with this message shown to the user. no_capacity: this offer is full right now; the
+    provisioner falls over to the next offer. Anything else is retried with backoff.
+    """
+
+    def __init__(self, message: str, *, permanent: bool = False, no_capacity: bool = False) -> None:
+        super().__init__(message)
+        self.message = message
+        self.permanent = permanent
+        self.no_capacity = no_capacity
+
+
+class Tier(enum.StrEnum):
+    COMMUNITY = "community"
+    SECURE = "secure"
+
+
+@dataclass(frozen=True)
+class Offer:
+    provider: str
+    gpu_type: str
+    gpu_count: int
+    region: str
+    tier: Tier
+    spot: bool
+    price_per_hour_micros: int  # what the customer pays
+    cost_per_hour_micros: int  # what the provider charges the operator
+    available: int  # how many such instances can be launched now
+
+
+@dataclass(frozen=True)
+class InstanceSpec:
+    """What to run. `instance_id` is ours and unique: launching the same spec twice must not
+    start two machines (drivers look the id up before creating)."""
+
+    instance_id: str
+    tag: str
+    engine: str  # "llama.cpp", "vllm", or "container"
+    model: dict[str, Any]  # engine-specific: {"gguf": {...}} or {"hf_repo": ...}
+    served_model_name: str
+    api_key: str  # the engine refuses requests without it: only the platform can call it
+    gpu_type: str
+    gpu_count: int = 1
+    region: str = ""
+    engine_args: dict[str, Any] = field(default_factory=dict)
+    image: str | None = None
+    command: list[str] | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    ports: list[int] = field(default_factory=list)
+    disk_gb: int = 0
+
+
+class InstanceState(enum.StrEnum):
+    PENDING = "pending"  # accepted, not running yet
+    RUNNING = "running"  # the machine/process runs (the engine may still be loading)
+    EXITED = "exited"  # stopped on its own (crash, OOM): still exists, may be restarted
+    TERMINATED = "terminated"  # gone, confirmed by the provider
+
+
+@dataclass(frozen=True)
+class ProviderInstance:
+    provider_instance_id: str
+    instance_id: str  # ours, from the tag/labels
+    tag: str
+    state: InstanceState
+    endpoint_url: str | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    detail: str = ""
+
+
+class Driver(ABC):
+    """One provider. Construct with the operator's configuration for it (`Provider.config`)."""
+
+    slug: str = ""
+
+    def __init__(self, *, slug: str, config: dict[str, Any]) -> None:
+        self.slug = slug
+        self.config = config
+
+    @abstractmethod
+    def offers(self) -> list[Offer]:
+        """What can be launched now, with our price, the provider's cost and availability."""
+
+    @abstractmethod
+    def launch(self, spec: InstanceSpec, offer: Offer) -> ProviderInstance:
+        """Start an instance carrying `spec.tag`; idempotent per `spec.instance_id`.
+        Raises ProviderError(no_capacity=True) when the offer is full."""
+
+    @abstractmethod
+    def status(self, provider_instance_id: str) -> ProviderInstance:
+        """Current state; TERMINATED when the provider no longer has it."""
+
+    @abstractmethod
+    def terminate(self, provider_instance_id: str) -> None:
+        """Stop and delete. Idempotent: terminating an instance that is already gone succeeds."""
+
+    @abstractmethod
+    def list_instances(self, tag: str) -> list[ProviderInstance]:
+        """Every instance carrying `tag`, whatever the database thinks (the reconciler's input)."""
+
+    @abstractmethod
+    def logs(self, provider_instance_id: str, *, tail: int = 200) -> list[str]:
+        """The last `tail` lines of the instance's output."""
+
+    def follow_logs(self, provider_instance_id: str) -> Iterator[str]:
+        """New lines as they are written; drivers may override with a streaming API."""
+        yield from self.logs(provider_instance_id)
+
+    @abstractmethod
+    def endpoint(self, provider_instance_id: str) -> str:
+        """Base URL of the engine's OpenAI-compatible server (the gateway appends /v1/...)."""

@@ -1,0 +1,87 @@
+"""The local driver against real engine processes (llama.cpp via xllamacpp, SmolLM2 GGUF)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from catalog.data import SMOLLM2_GGUF
+from catalog.providers.base import InstanceSpec, InstanceState, ProviderError
+from catalog.providers.local.driver import LocalDriver
+
+
+
+@pytest.fixture
+def driver(tmp_path: Path) -> Iterator[LocalDriver]:
+    driver = LocalDriver(slug="local", config={"slots": 1, "instances_dir": str(tmp_path), "threads": 1})
+    yield driver
+    for instance in driver.list_instances("test-tag") + driver.list_instances("other-tag"):
+        driver.terminate(instance.provider_instance_id)
+
+
+def spec(instance_id: str, tag: str = "test-tag") -> InstanceSpec:
+    return InstanceSpec(
+        instance_id=instance_id,
+        tag=tag,
+        engine="llama.cpp",
+        model={"gguf": SMOLLM2_GGUF},
+        served_model_name="smollm2-135m-instruct",
+        api_key="k-" + instance_id,
+        gpu_type="cpu",
+    )
+
+
+def wait_healthy(url: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"{url} never became healthy")
+
+
+def test_launch_serves_real_inference_behind_its_key_then_terminates(driver: LocalDriver) -> None:
+    offer = driver.offers()[0]
+    assert (offer.gpu_type, offer.region, offer.available, offer.price_per_hour_micros) == ("cpu", "local", 1, 50_000)
+    instance = driver.launch(spec("inst_a"), offer)
+    assert instance.state == InstanceState.RUNNING
+    assert driver.launch(spec("inst_a"), offer).provider_instance_id == instance.provider_instance_id  # idempotent
+    url = driver.endpoint("inst_a")
+    wait_healthy(url)
+    body = {"messages": [{"role": "user", "content": "Say hello"}], "max_tokens": 8}
+    assert httpx.post(f"{url}/v1/chat/completions", json=body, timeout=60).status_code == 401
+    answer = httpx.post(
+        f"{url}/v1/chat/completions", json=body, headers={"Authorization": "Bearer k-inst_a"}, timeout=60
+    ).json()
+    assert answer["choices"][0]["message"]["content"].strip()
+    assert [i.instance_id for i in driver.list_instances("test-tag")] == ["inst_a"]
+    assert driver.list_instances("other-tag") == []
+    assert driver.offers()[0].available == 0
+    with pytest.raises(ProviderError) as full:
+        driver.launch(spec("inst_b"), offer)
+    assert full.value.no_capacity
+    assert any("serving on 127.0.0.1" in line for line in driver.logs("inst_a"))
+
+    driver.terminate("inst_a")
+    driver.terminate("inst_a")  # idempotent
+    assert driver.status("inst_a").state == InstanceState.TERMINATED
+    assert driver.list_instances("test-tag") == []
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"{url}/health", timeout=2)
+
+
+def test_non_gguf_engines_are_refused_permanently(driver: LocalDriver) -> None:
+    vllm = InstanceSpec(
+        instance_id="inst_v", tag="test-tag", engine="vllm", model={"hf_repo": "x"}, served_model_name="x",
+        api_key="k", gpu_type="cpu",
+    )  # fmt: skip
+    with pytest.raises(ProviderError) as refused:
+        driver.launch(vllm, driver.offers()[0])
+    assert refused.value.permanent and driver.list_instances("test-tag") == []

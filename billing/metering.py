@@ -121,3 +121,20 @@ def _duration(seconds: int) -> str:
     if hours:
         return f"{hours} h {minutes:02d} min"
     return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
+
+
+def usage_prepay_from_hold(meter: UsageMeter, hold_id: str) -> None:
+    """Post a first-minute hold (placed when the launch was requested) as the session's first
+    60 seconds: the hold becomes the usage charge and metering continues from second 60."""
+    from billing.holds import hold_post
+    from billing.models import CreditHold, HoldStatus
+
+    with transaction.atomic():
+        meter = UsageMeter.objects.select_for_update().get(pk=meter.pk)
+        hold = CreditHold.objects.filter(pk=hold_id).first()
+        if meter.billed_seconds >= MINIMUM_SECONDS or hold is None or hold.status != HoldStatus.OPEN:
+            return  # already charged, or no hold: ordinary metering bills the minimum
+        amount = min(cost_micros(meter.hourly_price_micros, MINIMUM_SECONDS), hold.amount_micros)
+        hold_post(hold_id=hold.pk, amount_micros=amount)
+        meter.billed_seconds, meter.billed_micros = MINIMUM_SECONDS, amount
+        meter.save(update_fields=["billed_seconds", "billed_micros"])

@@ -81,3 +81,23 @@ class Preset(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class Provider(models.Model):
+    """A source of compute the operator connected (this machine, a Kubernetes cluster, a GPU cloud).
+
+    `config` holds the driver's non-secret settings; credentials come from the environment
+    (GPUCLOUD_PROVIDER_<SLUG>_*), never from the database.
+    """
+
+    slug = models.SlugField(primary_key=True, max_length=40)
+    name = models.CharField(max_length=80)
+    driver = models.CharField(max_length=200, help_text="A registry name (local, kubernetes) or a dotted path")
+    enabled = models.BooleanField(default=True)
+    config = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self) -> str:
+        return self.name

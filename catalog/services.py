@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from django.db import transaction
 
 from catalog import data
-from catalog.models import CatalogModel, GpuType, Preset, Region
+from catalog.models import CatalogModel, GpuType, Preset, Provider, Region
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,11 @@ def catalog_load() -> LoadResult:
             fields = {k: v for k, v in item.items() if k not in ("slug", "gpu", "price")}
             fields.update(default_gpu_type_id=item["gpu"], hourly_price_micros=_micros(item["price"]), sort_order=order)
             upsert(CatalogModel, item["slug"], fields)
+        # The local provider is on by default; an operator's edits to it (enabled, config) are kept.
+        _, was_created = Provider.objects.get_or_create(
+            slug="local", defaults={"name": "This machine", "driver": "local", "config": {}}
+        )
+        created += was_created
         for preset in data.PRESETS:
             upsert(Preset, preset["slug"], {
                 "name": preset["name"], "gpu_type_id": preset["gpu"],

@@ -1,9 +1,16 @@
+"""Deployments and the instances (replicas) that serve them.
+
+A deployment states what the customer wants (model, GPU, region, replicas); each Instance row
+tracks one machine from launch request to confirmed termination, and is what billing meters.
+Every status change is a DeploymentEvent.
+"""
+
 from __future__ import annotations
 
 from django.db import models
 from django.utils import timezone
 
-from gpucloud.ids import new_deployment_id
+from gpucloud.ids import new_deployment_id, new_id
 
 
 class DeploymentKind(models.TextChoices):
@@ -30,7 +37,80 @@ class Deployment(models.Model):
     name = models.CharField(max_length=100)
     kind = models.CharField(max_length=12, choices=DeploymentKind.choices, default=DeploymentKind.MODEL)
     status = models.CharField(max_length=14, choices=DeploymentStatus.choices, default=DeploymentStatus.PENDING)
+    status_reason = models.CharField(max_length=300, blank=True)
+    model = models.ForeignKey("catalog.CatalogModel", null=True, on_delete=models.PROTECT, related_name="+")
+    gpu_type = models.ForeignKey("catalog.GpuType", null=True, on_delete=models.PROTECT, related_name="+")
+    region = models.ForeignKey("catalog.Region", null=True, on_delete=models.PROTECT, related_name="+")
+    desired_replicas = models.PositiveSmallIntegerField(default=1)
+    hourly_price_micros = models.BigIntegerField(default=0, help_text="Per replica, from the chosen offer")
+    created_by = models.ForeignKey("accounts.User", null=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True, help_text="First time a replica was ready")
+    stopped_at = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def wants_replicas(self) -> bool:
+        return self.status not in (DeploymentStatus.STOPPING, DeploymentStatus.STOPPED, DeploymentStatus.FAILED)
+
+
+def new_instance_id() -> str:
+    return new_id("inst")
+
+
+class InstanceState(models.TextChoices):
+    WAITING_FOR_CAPACITY = "waiting_for_capacity"
+    PROVISIONING = "provisioning"
+    LOADING = "loading"
+    READY = "ready"
+    CRASH_LOOPING = "crash_looping"
+    TERMINATING = "terminating"
+    TERMINATED = "terminated"
+    FAILED = "failed"
+
+
+LIVE_STATES = (InstanceState.LOADING, InstanceState.READY, InstanceState.CRASH_LOOPING)
+PRE_LAUNCH_STATES = (InstanceState.WAITING_FOR_CAPACITY, InstanceState.PROVISIONING)
+FINAL_STATES = (InstanceState.TERMINATED, InstanceState.FAILED)
+
+
+class Instance(models.Model):
+    id = models.CharField(primary_key=True, max_length=40, default=new_instance_id, editable=False)
+    deployment = models.ForeignKey(Deployment, on_delete=models.PROTECT, related_name="instances")
+    state = models.CharField(max_length=22, choices=InstanceState.choices, default=InstanceState.PROVISIONING)
+    provider = models.CharField(max_length=40, blank=True)
+    provider_instance_id = models.CharField(max_length=200, blank=True)
+    tag = models.CharField(max_length=100)
+    api_key = models.CharField(max_length=100, help_text="The engine's secret; only the platform calls it")
+    endpoint_url = models.CharField(max_length=300, blank=True)
+    hourly_price_micros = models.BigIntegerField(default=0)
+    hourly_cost_micros = models.BigIntegerField(default=0)
+    failure_reason = models.CharField(max_length=500, blank=True)
+    launch_attempts = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+    launched_at = models.DateTimeField(null=True, blank=True, help_text="Provider accepted the launch: billing starts")
+    ready_at = models.DateTimeField(null=True, blank=True)
+    terminated_at = models.DateTimeField(null=True, blank=True, help_text="Provider confirmed: billing stops")
+
+    class Meta:
+        indexes = [models.Index(fields=["state"]), models.Index(fields=["provider", "provider_instance_id"])]
+
+    def __str__(self) -> str:
+        return f"{self.pk} {self.state}"
+
+
+class DeploymentEvent(models.Model):
+    deployment = models.ForeignKey(Deployment, on_delete=models.CASCADE, related_name="events")
+    instance = models.ForeignKey(Instance, null=True, blank=True, on_delete=models.CASCADE, related_name="events")
+    at = models.DateTimeField(default=timezone.now)
+    from_status = models.CharField(max_length=22, blank=True)
+    to_status = models.CharField(max_length=22)
+    reason = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        ordering = ["at", "pk"]
+
+    def __str__(self) -> str:
+        return f"{self.deployment_id} {self.from_status}->{self.to_status}"

@@ -1,16 +1,151 @@
-"""Writes of deployments. The fleet issue adds provisioning; billing needs the stop below."""
+"""Writes of deployments: create (validated, paid for, then provisioned after commit), delete."""
 
 from __future__ import annotations
 
+import secrets
+from functools import partial
+
+from django.conf import settings
+from django.db import transaction
+
 from accounts.models import Organization
-from deployments.models import Deployment, DeploymentKind, DeploymentStatus
+from accounts.principal import Principal
+from accounts.roles import CAN_WRITE
+from billing.holds import hold_open
+from billing.metering import cost_micros
+from billing.models import Service
+from billing.policy import launch_check
+from catalog import fleet
+from catalog.models import CatalogModel, GpuType, Region
+from deployments.lifecycle import deployment_transition, instance_transition
+from deployments.models import FINAL_STATES, Deployment, DeploymentKind, DeploymentStatus, Instance, InstanceState
+from deployments.provisioning import first_minute_hold_key
 from deployments.selectors import RUNNING_STATUSES
+from gpucloud.errors import ApiError, InvalidRequest, NotFound
+from gpucloud.money import usd_text
+
+
+class NoCapacity(ApiError):
+    status = 409
+    type = "no_capacity"
+
+
+def deployment_create(
+    *, principal: Principal, name: str, model_id: str, gpu_type: str, region: str, replicas: int = 1
+) -> Deployment:
+    """Validate, check credit, hold the first minute per replica, and provision after commit.
+    Every refusal raises before anything is written or launched."""
+    principal.require(CAN_WRITE, "creating deployments")
+    model = CatalogModel.objects.filter(slug=model_id).first()
+    if model is None:
+        raise NotFound(f"No model {model_id!r} in the catalog; see GET /api/v1/models.", param="model_id")
+    gpu = GpuType.objects.filter(slug=gpu_type).first()
+    if gpu is None:
+        raise InvalidRequest(f"Unknown GPU type {gpu_type!r}; see GET /api/v1/gpu-types.", param="gpu_type")
+    if gpu.vram_gb < model.min_vram_gb:
+        raise InvalidRequest(
+            f"{model.name} needs {model.min_vram_gb} GB of VRAM; {gpu.name} has {gpu.vram_gb} GB. "
+            "See GET /api/v1/gpu-model-configs.",
+            param="gpu_type",
+        )
+    if not Region.objects.filter(slug=region).exists():
+        raise InvalidRequest(f"Unknown region {region!r}; see GET /api/v1/regions.", param="region")
+    if not 1 <= replicas <= settings.GPUCLOUD_MAX_REPLICAS:
+        raise InvalidRequest(f"replicas must be between 1 and {settings.GPUCLOUD_MAX_REPLICAS}.", param="replicas")
+    offers = fleet.offers_for(gpu_type=gpu.slug, region=region)
+    if not offers:
+        raise InvalidRequest(f"No provider offers {gpu.name} in {region}.", param="region")
+    if not any(o.available > 0 for o in offers):
+        raise NoCapacity(f"No {gpu.name} capacity in {region} right now; try another region or later.")
+    price = offers[0].price_per_hour_micros
+    launch_check(principal.org)
+    with transaction.atomic():
+        deployment = Deployment.objects.create(
+            org=principal.org,
+            name=(name or model.slug).strip()[:100],
+            kind=DeploymentKind.MODEL,
+            model=model,
+            gpu_type=gpu,
+            region_id=region,
+            desired_replicas=replicas,
+            hourly_price_micros=price,
+            created_by=principal.user,
+        )
+        deployment_transition(deployment, DeploymentStatus.PROVISIONING, "Created.")
+        for _ in range(replicas):
+            _instance_add(deployment, price)
+    return deployment
+
+
+def _instance_add(deployment: Deployment, price_per_hour_micros: int) -> Instance:
+    """A new replica with its first minute held (402 when the credit is short), provisioned after commit."""
+    from deployments.tasks import instance_provision_task
+
+    instance = Instance.objects.create(
+        deployment=deployment,
+        tag=settings.GPUCLOUD_FLEET_TAG,
+        api_key=secrets.token_urlsafe(32),
+        hourly_price_micros=price_per_hour_micros,
+    )
+    hold_open(
+        org=deployment.org,
+        amount_micros=max(1, cost_micros(price_per_hour_micros, 60)),
+        idempotency_key=first_minute_hold_key(instance.pk),
+        description=f"First minute of {deployment.name} (${usd_text(price_per_hour_micros)}/h)",
+        service=Service.MODEL,
+    )
+    transaction.on_commit(lambda: instance_provision_task.delay(instance.pk))
+    return instance
+
+
+def instance_replace(instance: Instance) -> Instance | None:
+    """A replacement for a lost instance, if the deployment still wants it and can pay."""
+    deployment = instance.deployment
+    if not deployment.wants_replicas:
+        return None
+    live = deployment.instances.exclude(state__in=FINAL_STATES).count()
+    if live >= deployment.desired_replicas:
+        return None
+    try:
+        with transaction.atomic():
+            return _instance_add(deployment, deployment.hourly_price_micros)
+    except ApiError as exc:  # e.g. insufficient credit: the deployment stays degraded, with the reason
+        deployment_transition(deployment, DeploymentStatus.DEGRADED, f"Could not replace an instance: {exc.message}")
+        return None
+
+
+def deployment_delete(*, principal: Principal, deployment: Deployment) -> Deployment:
+    """Tear down; billing stops for each instance when its provider confirms termination."""
+    from deployments.tasks import instance_terminate_task
+
+    principal.require(CAN_WRITE, "deleting deployments")
+    with transaction.atomic():
+        deployment = Deployment.objects.select_for_update().get(pk=deployment.pk)
+        if deployment.status in (DeploymentStatus.STOPPING, DeploymentStatus.STOPPED):
+            return deployment
+        deployment_transition(deployment, DeploymentStatus.STOPPING, "Deleted by the user.")
+        for instance in deployment.instances.select_for_update().exclude(state__in=FINAL_STATES).order_by("pk"):
+            instance_transition(instance, InstanceState.TERMINATING, "Deployment deleted.")
+            transaction.on_commit(partial(instance_terminate_task.delay, instance.pk))
+        if not deployment.instances.exclude(state__in=FINAL_STATES).exists():
+            deployment_transition(deployment, DeploymentStatus.STOPPED, "Nothing was running.")
+    return deployment
 
 
 def deployments_stop_for_nonpayment(*, org: Organization) -> int:
-    """Ask every running workload of the org to stop. Pods stop with their storage kept
-    (they can be started again); other deployments go to `stopping` for the reconciler."""
-    running = Deployment.objects.filter(org=org, status__in=RUNNING_STATUSES)
-    pods = running.filter(kind=DeploymentKind.POD).update(status=DeploymentStatus.STOPPED)
-    others = running.exclude(kind=DeploymentKind.POD).update(status=DeploymentStatus.STOPPING)
-    return pods + others
+    """Stop every running workload of the org (the zero-balance policy). Pods keep their storage
+    and can start again; other deployments are torn down like a delete."""
+    from deployments.tasks import instance_terminate_task
+
+    stopped = 0
+    for deployment in Deployment.objects.filter(org=org, status__in=(*RUNNING_STATUSES, DeploymentStatus.PROVISIONING)):
+        with transaction.atomic():
+            target = DeploymentStatus.STOPPED if deployment.kind == DeploymentKind.POD else DeploymentStatus.STOPPING
+            deployment_transition(deployment, target, "Balance at $0 past the grace period.")
+            for instance in deployment.instances.exclude(state__in=FINAL_STATES).order_by("pk"):
+                instance_transition(instance, InstanceState.TERMINATING, "Balance at $0 past the grace period.")
+                transaction.on_commit(partial(instance_terminate_task.delay, instance.pk))
+            if target == DeploymentStatus.STOPPING and not deployment.instances.exclude(state__in=FINAL_STATES):
+                deployment_transition(deployment, DeploymentStatus.STOPPED, "Nothing was running.")
+        stopped += 1
+    return stopped

@@ -16,6 +16,7 @@ from accounts.api import router as accounts_router
 from accounts.auth import API_AUTH
 from billing.api import router as billing_router
 from catalog.api import router as catalog_router
+from deployments.api import router as deployments_router
 from gpucloud.errors import ApiError, error_response
 
 logger = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ api.add_router("", accounts_router)
 api.add_router("", keys_router)
 api.add_router("", catalog_router)
 api.add_router("", billing_router)
+api.add_router("", deployments_router)
 
 _HTTP_ERROR_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error"}
 

@@ -147,6 +147,7 @@ CELERY_BEAT_SCHEDULE = {
     "holds-expire": {"task": "billing.tasks.holds_expire_task", "schedule": 60.0},
     "zero-balance-sweep": {"task": "billing.tasks.zero_balance_sweep_task", "schedule": 60.0},
     "auto-refill-resume": {"task": "billing.tasks.auto_refill_resume_task", "schedule": 300.0},
+    "fleet-reconcile": {"task": "deployments.tasks.fleet_reconcile_task", "schedule": 30.0},
 }
 
 # --- Auth: custom user, django-allauth ---------------------------------------------
@@ -265,6 +266,15 @@ GPUCLOUD_ZERO_BALANCE_GRACE_SECONDS = env_int("GPUCLOUD_ZERO_BALANCE_GRACE_SECON
 GPUCLOUD_TOPUP_MIN_USD = env_int("GPUCLOUD_TOPUP_MIN_USD", 5, minimum=1)
 GPUCLOUD_TOPUP_MAX_USD = env_int("GPUCLOUD_TOPUP_MAX_USD", 10_000, minimum=1)
 GPUCLOUD_AUTO_REFILL_MIN_INTERVAL_SECONDS = env_int("GPUCLOUD_AUTO_REFILL_MIN_INTERVAL_SECONDS", 3600, minimum=0)
+
+# --- Fleet ------------------------------------------------------------------------------
+GPUCLOUD_FLEET_TAG = env_str("GPUCLOUD_FLEET_TAG", "gpucloud")  # every instance we launch carries it
+GPUCLOUD_LOCAL_SLOTS = env_int("GPUCLOUD_LOCAL_SLOTS", 2, minimum=0)
+GPUCLOUD_LOCAL_PRICE_MICROS = env_int("GPUCLOUD_LOCAL_PRICE_MICROS", 50_000, minimum=0)  # $0.05/hour
+GPUCLOUD_LOCAL_THREADS = env_int("GPUCLOUD_LOCAL_THREADS", 0, minimum=0)  # 0: llama.cpp's default
+GPUCLOUD_MAX_REPLICAS = env_int("GPUCLOUD_MAX_REPLICAS", 8, minimum=1)
+GPUCLOUD_READY_TIMEOUT_SECONDS = env_int("GPUCLOUD_READY_TIMEOUT_SECONDS", 900, minimum=1)
+GPUCLOUD_LAUNCH_GRACE_SECONDS = env_int("GPUCLOUD_LAUNCH_GRACE_SECONDS", 120, minimum=0)
 
 # --- Stripe (payments switch on only when STRIPE_SECRET_KEY is set) ---------------------
 STRIPE_SECRET_KEY = env_str("STRIPE_SECRET_KEY")

@@ -63,7 +63,7 @@ def test_zero_balance_grace_then_stop(alice: Persona, settings: Any, django_capt
     pod.refresh_from_db()
     model.refresh_from_db()
     assert pod.status == DeploymentStatus.STOPPED  # pods keep storage: stopped, can start again
-    assert model.status == DeploymentStatus.STOPPING
+    assert model.status == DeploymentStatus.STOPPED  # it had no instances left to wait for
     meter.refresh_from_db()
     assert meter.ended_at is not None
     assert balance_of(alice.org).available_micros == -(USD * 301 // 3600)  # billed to the stop, flagged overdraft

@@ -14,7 +14,6 @@ from catalog.providers.base import InstanceSpec, InstanceState, ProviderError
 from catalog.providers.local.driver import LocalDriver
 
 
-
 @pytest.fixture
 def driver(tmp_path: Path) -> Iterator[LocalDriver]:
     driver = LocalDriver(slug="local", config={"slots": 1, "instances_dir": str(tmp_path), "threads": 1})

@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         print("GPUCLOUD_ENGINE_API_KEY is required", file=sys.stderr)
         return 2
 
-    import xllamacpp
+    import xllamacpp  # type: ignore[import-untyped]
 
     params = xllamacpp.CommonParams()
     params.model.path = args.model_path

@@ -1,0 +1,136 @@
+"""REST endpoints of deployments (reference/000 shapes)."""
+
+from __future__ import annotations
+
+from django.http import HttpRequest, HttpResponseBase
+from django.utils import timezone
+from ninja import Router, Status
+
+from accounts.principal import Principal
+from accounts.roles import CAN_READ
+from catalog import fleet
+from catalog.models import CatalogModel, GpuType
+from deployments import proxy, schemas, selectors, services
+from deployments.models import Deployment, InstanceState
+from gpucloud.money import MICROS_PER_USD
+
+router = Router(tags=["deployments"])
+
+
+def _principal(request: HttpRequest) -> Principal:
+    principal: Principal = request.auth  # type: ignore[attr-defined]
+    return principal
+
+
+def _deployment_out(request: HttpRequest, deployment: Deployment) -> dict[str, object]:
+    instances = list(selectors.instances_of(deployment))
+    live = sum(i.state not in (InstanceState.TERMINATED, InstanceState.FAILED) for i in instances)
+    end = deployment.stopped_at or timezone.now()
+    return {
+        "id": deployment.pk,
+        "name": deployment.name,
+        "status": deployment.status,
+        "status_reason": deployment.status_reason or None,
+        "model_id": deployment.model_id,
+        "gpu_type": deployment.gpu_type_id,
+        "region": deployment.region_id,
+        "replicas": deployment.desired_replicas,
+        "endpoint_url": request.build_absolute_uri(f"/api/v1/deployments/{deployment.pk}/chat/completions"),
+        "hourly_cost_usd": deployment.hourly_price_micros * max(live, 0) / MICROS_PER_USD,
+        "created_at": deployment.created_at,
+        "started_at": deployment.started_at,
+        "runtime_seconds": int((end - deployment.started_at).total_seconds()) if deployment.started_at else 0,
+        "total_cost_usd": selectors.total_cost_micros(deployment) / MICROS_PER_USD,
+        "instances": [
+            {
+                "id": i.pk,
+                "state": i.state,
+                "provider": i.provider or None,
+                "launched_at": i.launched_at,
+                "ready_at": i.ready_at,
+                "terminated_at": i.terminated_at,
+                "failure_reason": i.failure_reason or None,
+            }
+            for i in instances
+        ],
+    }
+
+
+@router.post("/deployments", response={201: schemas.DeploymentOut}, summary="Deploy a catalog model")
+def deployments_create(request: HttpRequest, payload: schemas.DeploymentCreateIn) -> Status[dict[str, object]]:
+    deployment = services.deployment_create(
+        principal=_principal(request),
+        name=payload.name,
+        model_id=payload.model_id,
+        gpu_type=payload.gpu_type,
+        region=payload.region,
+        replicas=payload.replicas,
+    )
+    return Status(201, _deployment_out(request, deployment))
+
+
+@router.get("/deployments", response=list[schemas.DeploymentOut], summary="Your deployments")
+def deployments_list(request: HttpRequest) -> list[dict[str, object]]:
+    principal = _principal(request)
+    principal.require(CAN_READ, "listing deployments")
+    return [_deployment_out(request, d) for d in selectors.deployments_of(principal.org)]
+
+
+@router.get("/deployments/{deployment_id}", response=schemas.DeploymentOut, summary="One deployment")
+def deployments_get(request: HttpRequest, deployment_id: str) -> dict[str, object]:
+    return _deployment_out(request, selectors.deployment_get_for_org(_principal(request).org, deployment_id))
+
+
+@router.delete("/deployments/{deployment_id}", response=schemas.DeploymentOut, summary="Tear down a deployment")
+def deployments_delete(request: HttpRequest, deployment_id: str) -> dict[str, object]:
+    principal = _principal(request)
+    deployment = selectors.deployment_get_for_org(principal.org, deployment_id)
+    return _deployment_out(request, services.deployment_delete(principal=principal, deployment=deployment))
+
+
+@router.get("/deployments/{deployment_id}/events", response=list[schemas.DeploymentEventOut], summary="Status history")
+def deployments_events(request: HttpRequest, deployment_id: str) -> list[dict[str, object]]:
+    deployment = selectors.deployment_get_for_org(_principal(request).org, deployment_id)
+    return [
+        {"at": e.at, "instance_id": e.instance_id, "from_status": e.from_status, "to_status": e.to_status,
+         "reason": e.reason}
+        for e in selectors.events_of(deployment)
+    ]  # fmt: skip
+
+
+@router.get("/deployments/{deployment_id}/logs", response=list[schemas.LogsOut], summary="Engine logs per instance")
+def deployments_logs(request: HttpRequest, deployment_id: str, tail: int = 200) -> list[dict[str, object]]:
+    deployment = selectors.deployment_get_for_org(_principal(request).org, deployment_id)
+    tail = max(1, min(tail, 2000))
+    return [
+        {"instance_id": i.pk, "lines": fleet.driver(i.provider).logs(i.provider_instance_id, tail=tail)}
+        for i in selectors.instances_of(deployment)
+        if i.provider and i.provider_instance_id
+    ]
+
+
+@router.post(
+    "/deployments/{deployment_id}/chat/completions",
+    summary="OpenAI chat completions on this deployment (JSON or SSE)",
+    response={200: None},
+)
+def deployments_chat(request: HttpRequest, deployment_id: str) -> HttpResponseBase:
+    deployment = selectors.deployment_get_for_org(_principal(request).org, deployment_id)
+    return proxy.chat_completions(deployment, request.body)
+
+
+@router.get("/gpu-model-configs", response=list[schemas.GpuModelConfigOut], summary="Valid GPU x model pairs")
+def gpu_model_configs(request: HttpRequest) -> list[dict[str, object]]:
+    offers = [o for drv in fleet.enabled_drivers() for o in drv.offers()]
+    configs: list[dict[str, object]] = []
+    for model in CatalogModel.objects.all():
+        for gpu in GpuType.objects.filter(vram_gb__gte=model.min_vram_gb):
+            matching = [o for o in offers if o.gpu_type == gpu.slug]
+            prices = [o.price_per_hour_micros for o in matching]
+            configs.append({
+                "model_id": model.slug,
+                "gpu_type": gpu.slug,
+                "regions": sorted({o.region for o in matching if o.available > 0}),
+                "hourly_price_usd": min(prices) / MICROS_PER_USD if prices else None,
+            })  # fmt: skip
+    return configs

@@ -1,0 +1,71 @@
+"""Status changes, each recorded as a DeploymentEvent, and the deployment status derived from
+its instances."""
+
+from __future__ import annotations
+
+from django.utils import timezone
+
+from deployments.models import (
+    FINAL_STATES,
+    LIVE_STATES,
+    PRE_LAUNCH_STATES,
+    Deployment,
+    DeploymentEvent,
+    DeploymentStatus,
+    Instance,
+    InstanceState,
+)
+
+
+def instance_transition(instance: Instance, to: InstanceState, reason: str = "", **fields: object) -> None:
+    """Move an instance (already locked by the caller) to `to`, saving `fields` with it."""
+    previous = instance.state
+    instance.state = to
+    for name, value in fields.items():
+        setattr(instance, name, value)
+    instance.save(update_fields=["state", *fields])
+    if previous != to:
+        DeploymentEvent.objects.create(
+            deployment_id=instance.deployment_id, instance=instance, from_status=previous, to_status=to, reason=reason
+        )
+
+
+def deployment_transition(deployment: Deployment, to: DeploymentStatus, reason: str = "") -> None:
+    previous = deployment.status
+    if previous == to:
+        return
+    deployment.status = to
+    deployment.status_reason = reason
+    fields = ["status", "status_reason"]
+    if to == DeploymentStatus.ACTIVE and deployment.started_at is None:
+        deployment.started_at = timezone.now()
+        fields.append("started_at")
+    if to in (DeploymentStatus.STOPPED, DeploymentStatus.FAILED):
+        deployment.stopped_at = timezone.now()
+        fields.append("stopped_at")
+    deployment.save(update_fields=fields)
+    DeploymentEvent.objects.create(deployment=deployment, from_status=previous, to_status=to, reason=reason)
+
+
+def deployment_refresh_status(deployment: Deployment) -> None:
+    """Derive the deployment's status from its instances (called after any instance change)."""
+    states = list(deployment.instances.values_list("state", flat=True))
+    if deployment.status == DeploymentStatus.STOPPING:
+        if all(state in FINAL_STATES for state in states):
+            deployment_transition(deployment, DeploymentStatus.STOPPED, "All instances terminated.")
+        return
+    if not deployment.wants_replicas:
+        return
+    ready = states.count(InstanceState.READY)
+    live_or_coming = sum(state in (*LIVE_STATES, *PRE_LAUNCH_STATES) for state in states)
+    if ready >= deployment.desired_replicas:
+        deployment_transition(deployment, DeploymentStatus.ACTIVE)
+    elif ready > 0:
+        deployment_transition(deployment, DeploymentStatus.DEGRADED, f"{ready} of {deployment.desired_replicas} ready.")
+    elif live_or_coming == 0 and states:
+        failure = deployment.instances.exclude(failure_reason="").order_by("-created_at").first()
+        deployment_transition(
+            deployment, DeploymentStatus.FAILED, failure.failure_reason if failure else "No instance could start."
+        )
+    elif deployment.status != DeploymentStatus.PROVISIONING and deployment.started_at is None:
+        deployment_transition(deployment, DeploymentStatus.PROVISIONING)

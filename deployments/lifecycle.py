@@ -57,15 +57,18 @@ def deployment_refresh_status(deployment: Deployment) -> None:
     if not deployment.wants_replicas:
         return
     ready = states.count(InstanceState.READY)
-    live_or_coming = sum(state in (*LIVE_STATES, *PRE_LAUNCH_STATES) for state in states)
+    coming = sum(state in (*LIVE_STATES, *PRE_LAUNCH_STATES) for state in states)
     if ready >= deployment.desired_replicas:
         deployment_transition(deployment, DeploymentStatus.ACTIVE)
     elif ready > 0:
         deployment_transition(deployment, DeploymentStatus.DEGRADED, f"{ready} of {deployment.desired_replicas} ready.")
-    elif live_or_coming == 0 and states:
+    elif states and all(state == InstanceState.FAILED for state in states):
         failure = deployment.instances.exclude(failure_reason="").order_by("-created_at").first()
         deployment_transition(
             deployment, DeploymentStatus.FAILED, failure.failure_reason if failure else "No instance could start."
         )
-    elif deployment.status != DeploymentStatus.PROVISIONING and deployment.started_at is None:
-        deployment_transition(deployment, DeploymentStatus.PROVISIONING)
+    elif deployment.started_at is None:
+        if deployment.status != DeploymentStatus.PROVISIONING:
+            deployment_transition(deployment, DeploymentStatus.PROVISIONING)
+    elif coming == 0:
+        deployment_transition(deployment, DeploymentStatus.DEGRADED, "No instance is running; replacing.")

@@ -230,3 +230,26 @@ def instance_gone(instance_id: str, ended_at: datetime | None, reason: str) -> N
             usage_meter_stop(meter, end)
         _release_hold(instance.pk)
         deployment_refresh_status(instance.deployment)
+
+
+def local_instances_stop_all() -> int:
+    """Stop every engine this machine runs for the platform (the embedded server's shutdown):
+    billing stops at the confirmed end; deployments keep wanting their replicas, so the next
+    start of the platform launches them again."""
+    stopped = 0
+    for instance_id in (
+        Instance.objects.filter(provider="local").exclude(state__in=FINAL_STATES).values_list("pk", flat=True)
+    ):
+        with transaction.atomic():
+            instance = _locked(instance_id)
+            if instance.state in FINAL_STATES:
+                continue
+            instance_transition(instance, InstanceState.TERMINATING, "The platform is shutting down.")
+        try:
+            stopped += instance_terminate(instance_id)
+        except ProviderError:
+            continue  # the reconciler finishes it on the next start
+    local = fleet.driver("local")
+    for stray in local.list_instances(settings.GPUCLOUD_FLEET_TAG):  # launched, never recorded
+        local.terminate(stray.provider_instance_id)
+    return stopped

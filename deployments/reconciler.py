@@ -23,7 +23,17 @@ from catalog.models import Provider
 from catalog.providers.base import InstanceState as ProviderState
 from catalog.providers.base import ProviderError
 from deployments import provisioning
-from deployments.models import FINAL_STATES, LIVE_STATES, PRE_LAUNCH_STATES, DeploymentEvent, Instance, InstanceState
+from deployments.models import (
+    FINAL_STATES,
+    LIVE_STATES,
+    PRE_LAUNCH_STATES,
+    Deployment,
+    DeploymentEvent,
+    DeploymentKind,
+    DeploymentStatus,
+    Instance,
+    InstanceState,
+)
 
 
 @dataclass
@@ -32,6 +42,7 @@ class ReconcileReport:
     adopted: list[str] = field(default_factory=list)
     lost: list[str] = field(default_factory=list)
     confirmed: list[str] = field(default_factory=list)  # terminations confirmed
+    replaced: list[str] = field(default_factory=list)  # new instances for deployments short of replicas
     errors: list[str] = field(default_factory=list)
 
 
@@ -44,11 +55,12 @@ def fleet_reconcile(*, now: datetime | None = None) -> ReconcileReport:
         except ProviderError as exc:
             report.errors.append(f"{provider.slug}: {exc.message}")
     _retry_stuck(now, report)
+    _converge_replicas(report)
     return report
 
 
 def _reconcile_provider(slug: str, now: datetime, report: ReconcileReport) -> None:
-    from deployments.services import instance_replace
+    from deployments.services import replica_add_if_short
 
     driver = fleet.driver(slug)
     listed = {i.provider_instance_id: i for i in driver.list_instances(settings.GPUCLOUD_FLEET_TAG)}
@@ -76,8 +88,7 @@ def _reconcile_provider(slug: str, now: datetime, report: ReconcileReport) -> No
         if status.state == ProviderState.TERMINATED:
             provisioning.instance_gone(instance.pk, status.ended_at, "Lost: the provider no longer has it.")
             report.lost.append(instance.pk)
-            instance.refresh_from_db()
-            instance_replace(instance)
+            replica_add_if_short(instance.deployment)
     for instance_id in Instance.objects.filter(provider=slug, state=InstanceState.TERMINATING).values_list(
         "pk", flat=True
     ):
@@ -101,3 +112,19 @@ def _retry_stuck(now: datetime, report: ReconcileReport) -> None:
     ):
         if provisioning.instance_terminate(instance_id):
             report.confirmed.append(instance_id)
+
+
+def _converge_replicas(report: ReconcileReport) -> None:
+    """Deployments that want more instances than they have (after a loss or a platform restart) get them."""
+    from deployments.services import replica_add_if_short
+
+    wanting = Deployment.objects.exclude(
+        status__in=[DeploymentStatus.STOPPING, DeploymentStatus.STOPPED, DeploymentStatus.FAILED]
+    )
+    for deployment in wanting.filter(kind=DeploymentKind.MODEL):
+        missing = deployment.desired_replicas - deployment.instances.exclude(state__in=FINAL_STATES).count()
+        for _ in range(max(0, missing)):
+            added = replica_add_if_short(deployment)
+            if added is None:
+                break
+            report.replaced.append(added.pk)

@@ -98,9 +98,9 @@ def _instance_add(deployment: Deployment, price_per_hour_micros: int) -> Instanc
     return instance
 
 
-def instance_replace(instance: Instance) -> Instance | None:
-    """A replacement for a lost instance, if the deployment still wants it and can pay."""
-    deployment = instance.deployment
+def replica_add_if_short(deployment: Deployment) -> Instance | None:
+    """One more instance when the deployment has fewer than it wants (a loss, a restart) and can pay."""
+    deployment.refresh_from_db()
     if not deployment.wants_replicas:
         return None
     live = deployment.instances.exclude(state__in=FINAL_STATES).count()

@@ -93,3 +93,13 @@ def serve(*, host: str, port: int, background: bool = True) -> None:
         uvicorn.Server(config).run()  # installs its own SIGINT/SIGTERM handlers; returns on shutdown
     finally:
         services.stop()
+        _stop_local_engines()
+
+
+def _stop_local_engines() -> None:
+    """Engines are separate processes: stopping the platform must not leave them running (or billing)."""
+    from deployments.provisioning import local_instances_stop_all
+
+    stopped = local_instances_stop_all()
+    if stopped:
+        logger.info("Stopped %d local engine(s); their deployments restart with the platform", stopped)

@@ -18,6 +18,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "a-long-e2e-password-42"
+TAG = f"gpucloud-e2e-{os.getpid()}"
 pytestmark = pytest.mark.e2e
 
 
@@ -43,7 +44,13 @@ def _wait_for(predicate: object, timeout: float, what: str) -> object:
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[tuple[str, Path, subprocess.Popen[str]]]:
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE")}
-    env.update(GPUCLOUD_VAR_DIR=str(tmp_path), GPUCLOUD_HEARTBEAT_SECONDS="1", PYTHONUNBUFFERED="1")
+    env.update(
+        GPUCLOUD_VAR_DIR=str(tmp_path),
+        GPUCLOUD_HEARTBEAT_SECONDS="1",
+        PYTHONUNBUFFERED="1",
+        GPUCLOUD_FLEET_TAG=TAG,
+        GPUCLOUD_LOCAL_THREADS="1",
+    )
     for command in (["migrate", "--noinput", "-v0"], ["load_catalog"]):
         subprocess.run([sys.executable, "manage.py", *command], cwd=ROOT, env=env, check=True, timeout=120)
     port = _free_port()
@@ -65,6 +72,27 @@ def server(tmp_path: Path) -> Iterator[tuple[str, Path, subprocess.Popen[str]]]:
             process.kill()
             process.wait(10)
         log.close()
+
+
+def _manage(args: list[str], var_dir: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE")}
+    env["GPUCLOUD_VAR_DIR"] = str(var_dir)
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+def _engines() -> list[str]:
+    """Engine processes started by this test's server (their command lines carry the instances dir's ids)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"catalog.providers.local.engine" in argv and TAG.encode() in argv:
+            found.append(entry.name)
+    return found
 
 
 def _csrf(client: httpx.Client, path: str) -> str:
@@ -121,7 +149,44 @@ def test_new_user_journey_and_clean_shutdown(server: tuple[str, Path, subprocess
     assert invite.status_code == 201
     _wait_for(lambda: _mail_matching(var_dir, r"invited you to join"), 15, "the invitation email")
 
+    # Deploy SmolLM2 on this machine, talk to it, delete it (the fleet issue's "done when").
+    granted = _manage(["grant_credit", "new@example.com", "5", "--reason", "e2e"], var_dir)
+    assert granted.returncode == 0, granted.stderr
+    auth = {"Authorization": f"Bearer {key}"}
+    created = httpx.post(
+        f"{base}/api/v1/deployments",
+        json={"name": "e2e", "model_id": "smollm2-135m-instruct", "gpu_type": "cpu", "region": "local"},
+        headers=auth,
+    )
+    assert created.status_code == 201, created.text
+    deployment = f"{base}/api/v1/deployments/{created.json()['id']}"
+    started = time.monotonic()
+    _wait_for(lambda: httpx.get(deployment, headers=auth).json()["status"] == "active", 60, "an active deployment")
+    print(f"\ndeployment active after {time.monotonic() - started:.1f} s")
+    answer = httpx.post(
+        f"{deployment}/chat/completions",
+        json={"messages": [{"role": "user", "content": "Name a colour."}], "max_tokens": 16},
+        headers=auth,
+        timeout=60,
+    )
+    assert answer.status_code == 200 and answer.json()["choices"][0]["message"]["content"].strip()
+    assert _engines() != []
+    assert httpx.delete(deployment, headers=auth).status_code == 200
+    _wait_for(lambda: httpx.get(deployment, headers=auth).json()["status"] == "stopped", 30, "a stopped deployment")
+    assert _engines() == []
+    usage = httpx.get(f"{base}/api/v1/billing/transactions?kind=usage", headers=auth).json()["data"]
+    assert usage and sum(-t["amount_usd"] for t in usage) >= (50_000 * 60 // 3600) / 1_000_000  # 60 s at $0.05/h
+
+    # A second deployment is left running: Ctrl-C must stop its engine too.
+    httpx.post(
+        f"{base}/api/v1/deployments",
+        json={"model_id": "smollm2-135m-instruct", "gpu_type": "cpu", "region": "local"},
+        headers=auth,
+    )
+    _wait_for(lambda: _engines() != [], 30, "a second engine")
+
     process.send_signal(signal.SIGINT)  # what Ctrl-C does
     assert process.wait(timeout=30) == 0
     log = (var_dir / "serve.log").read_text()
     assert "Embedded Celery worker and beat stopped" in log
+    assert _engines() == []  # no process left behind

@@ -10,6 +10,7 @@ from catalog.providers.base import Driver
 
 DRIVERS = {
     "local": "catalog.providers.local.driver.LocalDriver",
+    "kubernetes": "catalog.providers.kubernetes.driver.KubernetesDriver",
 }
 
 

@@ -99,6 +99,13 @@ class ApiKeyAuth(HttpBearer):
         return principal
 
 
+class InferenceKeyAuth(ApiKeyAuth):
+    """Bearer auth for inference routes: account keys, and deployment keys (checked per route)."""
+
+    def authenticate(self, request: HttpRequest, token: str) -> Principal:
+        return principal_from_api_key(token)
+
+
 class SessionAuth(APIKeyCookie):
     """The browser session of a signed-in user; writes must carry the CSRF token."""
 
@@ -116,3 +123,4 @@ class SessionAuth(APIKeyCookie):
 
 
 API_AUTH = [ApiKeyAuth(), SessionAuth()]
+INFERENCE_AUTH = [InferenceKeyAuth(), SessionAuth()]

@@ -6,12 +6,14 @@ from django.http import HttpRequest, HttpResponseBase
 from django.utils import timezone
 from ninja import Router, Status
 
+from accounts.auth import INFERENCE_AUTH
 from accounts.principal import Principal
 from accounts.roles import CAN_READ
 from catalog import fleet
 from catalog.models import CatalogModel, GpuType
 from deployments import proxy, schemas, selectors, services
 from deployments.models import Deployment, InstanceState
+from gpucloud.errors import PermissionDenied
 from gpucloud.money import MICROS_PER_USD
 
 router = Router(tags=["deployments"])
@@ -111,11 +113,15 @@ def deployments_logs(request: HttpRequest, deployment_id: str, tail: int = 200) 
 
 @router.post(
     "/deployments/{deployment_id}/chat/completions",
-    summary="OpenAI chat completions on this deployment (JSON or SSE)",
+    summary="OpenAI chat completions on this deployment (JSON or SSE); account or deployment key",
     response={200: None},
+    auth=INFERENCE_AUTH,
 )
 def deployments_chat(request: HttpRequest, deployment_id: str) -> HttpResponseBase:
-    deployment = selectors.deployment_get_for_org(_principal(request).org, deployment_id)
+    principal = _principal(request)
+    deployment = selectors.deployment_get_for_org(principal.org, deployment_id)
+    if principal.via_deployment_key and principal.api_key and principal.api_key.deployment_id != deployment.pk:
+        raise PermissionDenied("This deployment key is scoped to another deployment.")
     return proxy.chat_completions(deployment, request.body)
 
 

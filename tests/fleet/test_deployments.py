@@ -50,6 +50,19 @@ def test_deploy_chat_delete(
     assert chat.status_code == 200, chat.content
     assert chat.json()["choices"][0]["message"]["content"].strip()
 
+    # A deployment key works for inference on this deployment only, and not on the management API.
+    scoped = client.post("/api/v1/api-keys", data=json.dumps({"name": "customer", "kind": "deployment",
+                         "deployment_id": deployment_id}), content_type="application/json", **alice.auth).json()["key"]  # fmt: skip
+    other = Deployment.objects.create(org=alice.org, name="other")
+    as_customer = {"HTTP_AUTHORIZATION": f"Bearer {scoped}"}
+    body = json.dumps({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4})
+    ok = client.post(f"/api/v1/deployments/{deployment_id}/chat/completions", data=body,
+                     content_type="application/json", **as_customer)  # fmt: skip
+    wrong = client.post(f"/api/v1/deployments/{other.pk}/chat/completions", data=body,
+                        content_type="application/json", **as_customer)  # fmt: skip
+    assert ok.status_code == 200 and wrong.status_code == 403
+    assert client.get(f"/api/v1/deployments/{deployment_id}", **as_customer).status_code == 403
+
     with django_capture_on_commit_callbacks(execute=True):
         deleted = client.delete(f"/api/v1/deployments/{deployment_id}", **alice.auth)
     assert deleted.status_code == 200

@@ -51,8 +51,10 @@ def test_deploy_chat_delete(
     assert chat.json()["choices"][0]["message"]["content"].strip()
 
     # A deployment key works for inference on this deployment only, and not on the management API.
-    scoped = client.post("/api/v1/api-keys", data=json.dumps({"name": "customer", "kind": "deployment",
-                         "deployment_id": deployment_id}), content_type="application/json", **alice.auth).json()["key"]  # fmt: skip
+    key_request = {"name": "customer", "kind": "deployment", "deployment_id": deployment_id}
+    scoped = client.post(
+        "/api/v1/api-keys", data=json.dumps(key_request), content_type="application/json", **alice.auth
+    ).json()["key"]
     other = Deployment.objects.create(org=alice.org, name="other")
     as_customer = {"HTTP_AUTHORIZATION": f"Bearer {scoped}"}
     body = json.dumps({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4})

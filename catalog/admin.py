@@ -1,5 +1,5 @@
 from django.contrib import admin
 
-from catalog.models import CatalogModel, GpuType, Preset, Region
+from catalog.models import CatalogModel, GpuType, Preset, Provider, Region
 
-admin.site.register([GpuType, Region, CatalogModel, Preset])
+admin.site.register([GpuType, Region, CatalogModel, Preset, Provider])

@@ -191,3 +191,19 @@ def test_orphans_are_reaped(alice: Persona, fleet: str, django_capture_on_commit
     reconcile(django_capture_on_commit_callbacks)
     assert local.list_instances(fleet) == []
     assert_consistent(fleet)
+
+
+def test_fleet_command_lists_and_reaps(alice: Persona, fleet: str, django_capture_on_commit_callbacks: Any) -> None:
+    import io
+
+    from django.core.management import call_command
+
+    local = driver("local")
+    spec = InstanceSpec(instance_id="inst_stray", tag=fleet, engine="llama.cpp", model={"gguf": SMOLLM2_GGUF},
+                        served_model_name="x", api_key="k", gpu_type="cpu")  # fmt: skip
+    local.launch(spec, local.offers()[0])
+    out = io.StringIO()
+    with django_capture_on_commit_callbacks(execute=True):
+        call_command("fleet", "--reap", stdout=out)
+    assert "1 reaped" in out.getvalue() and "No instances." in out.getvalue()
+    assert local.list_instances(fleet) == []

@@ -19,6 +19,7 @@ def provider_config(provider: Provider) -> dict[str, Any]:
         config.setdefault("price_per_hour_micros", settings.GPUCLOUD_LOCAL_PRICE_MICROS)
         config.setdefault("instances_dir", str(settings.VAR_DIR / "instances"))
         config.setdefault("threads", settings.GPUCLOUD_LOCAL_THREADS)
+        config.setdefault("tag", settings.GPUCLOUD_FLEET_TAG)
     return config
 
 

@@ -6,7 +6,7 @@ from deployments.models import Deployment, DeploymentEvent, Instance
 class InstanceInline(admin.TabularInline):
     model = Instance
     extra = 0
-    fields = ["id", "state", "provider", "provider_instance_id", "launched_at", "ready_at", "terminated_at"]
+    fields = ("id", "state", "provider", "provider_instance_id", "launched_at", "ready_at", "terminated_at")
     readonly_fields = fields
 
 

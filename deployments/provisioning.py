@@ -179,8 +179,9 @@ def instance_check_ready(instance_id: str) -> bool | None:
 
 
 def _healthy(instance: Instance) -> bool:
-    if not instance.endpoint_url:
-        return False
+    if not instance.endpoint_url:  # some providers assign the address after the launch call returns
+        instance.endpoint_url = fleet.driver(instance.provider).endpoint(instance.provider_instance_id)
+        Instance.objects.filter(pk=instance.pk).update(endpoint_url=instance.endpoint_url)
     try:
         response = httpx.get(f"{instance.endpoint_url}/health", timeout=HEALTH_TIMEOUT_SECONDS)
     except httpx.HTTPError:

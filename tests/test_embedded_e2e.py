@@ -72,6 +72,8 @@ def server(tmp_path: Path) -> Iterator[tuple[str, Path, subprocess.Popen[str]]]:
             process.kill()
             process.wait(10)
         log.close()
+        for pid in _engines():  # a failed run must not leave engines behind
+            os.kill(int(pid), signal.SIGKILL)
 
 
 def _manage(args: list[str], var_dir: Path) -> subprocess.CompletedProcess[str]:

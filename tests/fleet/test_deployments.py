@@ -56,7 +56,7 @@ def test_deploy_chat_delete(
         "/api/v1/api-keys", data=json.dumps(key_request), content_type="application/json", **alice.auth
     ).json()["key"]
     other = Deployment.objects.create(org=alice.org, name="other")
-    as_customer = {"HTTP_AUTHORIZATION": f"Bearer {scoped}"}
+    as_customer: dict[str, Any] = {"HTTP_AUTHORIZATION": f"Bearer {scoped}"}
     body = json.dumps({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4})
     ok = client.post(f"/api/v1/deployments/{deployment_id}/chat/completions", data=body,
                      content_type="application/json", **as_customer)  # fmt: skip

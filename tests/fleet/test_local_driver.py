@@ -16,7 +16,8 @@ from catalog.providers.local.driver import LocalDriver
 
 @pytest.fixture
 def driver(tmp_path: Path) -> Iterator[LocalDriver]:
-    driver = LocalDriver(slug="local", config={"slots": 1, "instances_dir": str(tmp_path), "threads": 1})
+    config = {"slots": 1, "instances_dir": str(tmp_path), "threads": 1, "tag": "test-tag"}
+    driver = LocalDriver(slug="local", config=config)
     yield driver
     for instance in driver.list_instances("test-tag") + driver.list_instances("other-tag"):
         driver.terminate(instance.provider_instance_id)

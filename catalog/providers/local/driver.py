@@ -27,7 +27,8 @@ STOP_TIMEOUT_SECONDS = 10.0
 
 
 class LocalDriver(Driver):
-    """Config: slots (how many engines at once), price_per_hour_micros, instances_dir, threads."""
+    """Config: slots (how many engines at once), price_per_hour_micros, instances_dir, threads, and
+    tag: the platform's fleet tag; slots count that platform's engines (every engine when unset)."""
 
     @property
     def slots(self) -> int:
@@ -39,7 +40,7 @@ class LocalDriver(Driver):
 
     # --- offers ---------------------------------------------------------------------------
     def offers(self) -> list[Offer]:
-        free = max(0, self.slots - len(_engine_processes(tag=None)))
+        free = max(0, self.slots - len(_engine_processes(tag=self.config.get("tag"))))
         return [
             Offer(
                 provider=self.slug,
@@ -56,9 +57,12 @@ class LocalDriver(Driver):
 
     # --- lifecycle ------------------------------------------------------------------------
     def launch(self, spec: InstanceSpec, offer: Offer) -> ProviderInstance:
-        running = _engine_processes(tag=None)
-        if spec.instance_id in {p.instance_id for p in running}:
-            return self.status(spec.instance_id)  # launched before (a retried task)
+        meta = self._meta(spec.instance_id)
+        if meta.get("pid") and _alive(int(meta["pid"])):  # launched before (a retried task)
+            return self._recorded(spec.instance_id, meta)
+        if spec.instance_id in {p.instance_id for p in _engine_processes(tag=None)}:
+            return self.status(spec.instance_id)
+        running = _engine_processes(tag=self.config.get("tag"))
         if spec.engine != "llama.cpp":
             raise ProviderError(
                 f"The local provider runs llama.cpp GGUF models only, not {spec.engine!r}.", permanent=True
@@ -85,10 +89,10 @@ class LocalDriver(Driver):
                 command, cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, start_new_session=True,
             )  # fmt: skip
-        (workdir / "instance.json").write_text(
-            json.dumps({"pid": process.pid, "port": port, "tag": spec.tag, "started_at": _now().isoformat()})
-        )
-        return self.status(spec.instance_id)
+        meta = {"pid": process.pid, "port": port, "tag": spec.tag, "started_at": _now().isoformat()}
+        (workdir / "instance.json").write_text(json.dumps(meta))
+        # Not a /proc lookup: right after fork the child may not show the engine's command line yet.
+        return self._recorded(spec.instance_id, meta)
 
     def status(self, provider_instance_id: str) -> ProviderInstance:
         for process in _engine_processes(tag=None):
@@ -128,6 +132,16 @@ class LocalDriver(Driver):
         return f"http://127.0.0.1:{port}"
 
     # --- helpers --------------------------------------------------------------------------
+    def _recorded(self, instance_id: str, meta: dict[str, Any]) -> ProviderInstance:
+        return ProviderInstance(
+            provider_instance_id=instance_id,
+            instance_id=instance_id,
+            tag=str(meta["tag"]),
+            state=InstanceState.RUNNING,
+            endpoint_url=f"http://127.0.0.1:{meta['port']}",
+            started_at=datetime.fromisoformat(meta["started_at"]),
+        )
+
     def _meta(self, instance_id: str) -> dict[str, Any]:
         path = self.instances_dir / instance_id / "instance.json"
         return json.loads(path.read_text()) if path.exists() else {}

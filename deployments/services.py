@@ -55,9 +55,10 @@ def deployment_create(
     offers = fleet.offers_for(gpu_type=gpu.slug, region=region)
     if not offers:
         raise InvalidRequest(f"No provider offers {gpu.name} in {region}.", param="region")
-    if not any(o.available > 0 for o in offers):
+    with_capacity = [o for o in offers if o.available > 0]
+    if not with_capacity:
         raise NoCapacity(f"No {gpu.name} capacity in {region} right now; try another region or later.")
-    price = offers[0].price_per_hour_micros
+    price = with_capacity[0].price_per_hour_micros  # what the launch will most likely cost
     launch_check(principal.org)
     with transaction.atomic():
         deployment = Deployment.objects.create(

@@ -49,7 +49,7 @@ def test_model_detail_and_404(client: Client, catalog: None, alice: Persona) -> 
 
 def test_categories_gpu_types_regions_presets(client: Client, catalog: None, alice: Persona) -> None:
     categories = {c["slug"]: c["model_count"] for c in client.get("/api/v1/models/categories", **alice.auth).json()}
-    assert categories == {"llm": 4, "embedding": 1, "stt": 1, "tts": 1, "image": 2}
+    assert categories == {"llm": 4, "embedding": 2, "stt": 1, "tts": 1, "image": 2}
     gpus = {g["slug"]: g for g in client.get("/api/v1/gpu-types", **alice.auth).json()}
     assert set(gpus) >= REQUIRED_GPUS
     assert gpus["h100"]["vram_gb"] == 80 and gpus["h100"]["hourly_price_usd"] == "4.41"

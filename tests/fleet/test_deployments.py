@@ -149,3 +149,45 @@ def test_gpu_model_configs(client: Client, alice: Persona, fleet: str) -> None:
     assert smol_cpu == {"model_id": "smollm2-135m-instruct", "gpu_type": "cpu", "regions": ["local"],
                         "hourly_price_usd": 0.05}  # fmt: skip
     assert not any(c["model_id"] == "llama-3.3-70b-instruct" and c["gpu_type"] == "cpu" for c in configs)
+
+
+def test_permanent_provider_error_fails_the_replica_with_its_reason(
+    client: Client, alice: Persona, fleet: str, django_capture_on_commit_callbacks: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from catalog.providers.base import ProviderError
+    from catalog.providers.local.driver import LocalDriver
+
+    def refuse(*args: object) -> None:
+        raise ProviderError("Image not found: registry said 404.", permanent=True)
+
+    monkeypatch.setattr(LocalDriver, "launch", refuse)
+    fund(alice.org, 10 * USD)
+    deployment_id = create(client, alice, django_capture_on_commit_callbacks).json()["id"]
+    detail = client.get(f"/api/v1/deployments/{deployment_id}", **alice.auth).json()
+    assert detail["status"] == "failed" and detail["status_reason"] == "Image not found: registry said 404."
+    assert detail["instances"][0]["failure_reason"] == "Image not found: registry said 404."
+    assert balance_of(alice.org).available_micros == 10 * USD  # the first-minute hold went back
+
+
+def test_no_capacity_falls_over_to_the_next_offer(
+    client: Client, alice: Persona, fleet: str, django_capture_on_commit_callbacks: Any, tmp_path: Any
+) -> None:
+    from catalog.models import Provider
+
+    # Two providers offer cpu in local; the cheaper one is full, so the launch lands on the other.
+    Provider.objects.filter(slug="local").update(
+        config={"instances_dir": str(tmp_path / "a"), "slots": 0, "threads": 1, "price_per_hour_micros": 40_000}
+    )
+    Provider.objects.create(
+        slug="local-b", name="Second box", driver="local",
+        config={"instances_dir": str(tmp_path / "b"), "slots": 1, "threads": 1},
+    )  # fmt: skip
+    fund(alice.org, 10 * USD)
+    response = create(client, alice, django_capture_on_commit_callbacks)
+    assert response.status_code == 201
+    instance = Instance.objects.get(deployment_id=response.json()["id"])
+    assert instance.provider == "local-b" and instance.state == "ready"
+    assert (
+        instance.hourly_price_micros == 50_000 == Deployment.objects.get(pk=instance.deployment_id).hourly_price_micros
+    )
+    driver("local-b").terminate(instance.provider_instance_id)

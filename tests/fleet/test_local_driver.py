@@ -85,3 +85,18 @@ def test_non_gguf_engines_are_refused_permanently(driver: LocalDriver) -> None:
     with pytest.raises(ProviderError) as refused:
         driver.launch(vllm, driver.offers()[0])
     assert refused.value.permanent and driver.list_instances("test-tag") == []
+
+
+def test_embedding_engine_serves_mean_pooled_vectors(driver: LocalDriver) -> None:
+    embedding = InstanceSpec(
+        instance_id="inst_e", tag="test-tag", engine="llama.cpp", model={"gguf": SMOLLM2_GGUF},
+        served_model_name="smollm2-135m-embedding", api_key="k-e", gpu_type="cpu", engine_args={"embedding": True},
+    )  # fmt: skip
+    driver.launch(embedding, driver.offers()[0])
+    url = driver.endpoint("inst_e")
+    wait_healthy(url)
+    response = httpx.post(
+        f"{url}/v1/embeddings", json={"input": ["hello", "world"]}, headers={"Authorization": "Bearer k-e"}, timeout=30
+    ).json()
+    vectors = [item["embedding"] for item in response["data"]]
+    assert len(vectors) == 2 and len(vectors[0]) == 576 and vectors[0] != vectors[1]

@@ -43,6 +43,14 @@ def create_without_running_tasks(client: Client, persona: Persona, capture: Any)
     return Deployment.objects.get(pk=response.json()["id"])
 
 
+def deploy_running(client: Client, persona: Persona, capture: Any) -> str:
+    with capture(execute=True):
+        response = client.post("/api/v1/deployments", data=json.dumps(SMOL), content_type="application/json",
+                               **persona.auth)  # fmt: skip
+    assert response.status_code == 201, response.content
+    return str(response.json()["id"])
+
+
 def reconcile(capture: Any, *, later: float = 30) -> None:
     with capture(execute=True):
         fleet_reconcile(now=timezone.now() + timedelta(seconds=later))
@@ -124,9 +132,7 @@ def test_killed_after_commit(client: Client, alice: Persona, fleet: str, django_
 def test_killed_during_teardown(client: Client, alice: Persona, fleet: str, django_capture_on_commit_callbacks: Any,
                                 monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     fund(alice.org, 10 * USD)
-    with django_capture_on_commit_callbacks(execute=True):
-        deployment_id = client.post("/api/v1/deployments", data=json.dumps(SMOL), content_type="application/json",
-                                    **alice.auth).json()["id"]  # fmt: skip
+    deployment_id = deploy_running(client, alice, django_capture_on_commit_callbacks)
     with django_capture_on_commit_callbacks(execute=False):  # the terminate task is lost with the worker
         client.delete(f"/api/v1/deployments/{deployment_id}", **alice.auth)
     assert only(Deployment.objects.get(pk=deployment_id)).state == InstanceState.TERMINATING
@@ -140,9 +146,7 @@ def test_killed_during_teardown(client: Client, alice: Persona, fleet: str, djan
 def test_terminate_fails_once(client: Client, alice: Persona, fleet: str, django_capture_on_commit_callbacks: Any,
                               monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     fund(alice.org, 10 * USD)
-    with django_capture_on_commit_callbacks(execute=True):
-        deployment_id = client.post("/api/v1/deployments", data=json.dumps(SMOL), content_type="application/json",
-                                    **alice.auth).json()["id"]  # fmt: skip
+    deployment_id = deploy_running(client, alice, django_capture_on_commit_callbacks)
     with django_capture_on_commit_callbacks(execute=False):
         client.delete(f"/api/v1/deployments/{deployment_id}", **alice.auth)
     instance = only(Deployment.objects.get(pk=deployment_id))
@@ -162,9 +166,7 @@ def test_instance_already_gone_is_recorded_lost_and_replaced(
     client: Client, alice: Persona, fleet: str, django_capture_on_commit_callbacks: Any
 ) -> None:
     fund(alice.org, 10 * USD)
-    with django_capture_on_commit_callbacks(execute=True):
-        deployment_id = client.post("/api/v1/deployments", data=json.dumps(SMOL), content_type="application/json",
-                                    **alice.auth).json()["id"]  # fmt: skip
+    deployment_id = deploy_running(client, alice, django_capture_on_commit_callbacks)
     first = only(Deployment.objects.get(pk=deployment_id))
     engine = next(p for p in driver("local").list_instances(fleet) if p.instance_id == first.pk)
     pid = int(json.loads((driver("local").instances_dir / first.pk / "instance.json").read_text())["pid"])  # type: ignore[attr-defined]

@@ -69,7 +69,10 @@ def test_launch_serves_real_inference_behind_its_key_then_terminates(driver: Loc
     assert full.value.no_capacity
     assert any("serving on 127.0.0.1" in line for line in driver.logs("inst_a"))
 
+    followed = driver.follow_logs("inst_a")
+    assert any("serving on 127.0.0.1" in next(followed) for _ in range(200))
     driver.terminate("inst_a")
+    assert any("stopping" in line for line in followed)  # follows to the end, then stops
     driver.terminate("inst_a")  # idempotent
     assert driver.status("inst_a").state == InstanceState.TERMINATED
     assert driver.list_instances("test-tag") == []

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from catalog.providers.base import Driver, InstanceSpec, InstanceState, Offer, P
 ENGINE_MODULE = "catalog.providers.local.engine"
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 STOP_TIMEOUT_SECONDS = 10.0
+FOLLOW_POLL_SECONDS = 0.2
 
 
 class LocalDriver(Driver):
@@ -124,6 +126,26 @@ class LocalDriver(Driver):
             handle.seek(max(0, handle.tell() - 256 * 1024))
             lines = handle.read().decode("utf-8", "replace").splitlines()
         return lines[-tail:]
+
+    def follow_logs(self, provider_instance_id: str) -> Iterator[str]:
+        """The whole log, then new lines as the engine writes them, until it exits."""
+        path = self.instances_dir / provider_instance_id / "engine.log"
+        if not path.exists():
+            return
+        with path.open("rb") as handle:
+            pending = b""
+            while True:
+                chunk = handle.read(64 * 1024)
+                if chunk:
+                    pending += chunk
+                    *lines, pending = pending.split(b"\n")
+                    yield from (line.decode("utf-8", "replace") for line in lines)
+                    continue
+                if self.status(provider_instance_id).state == InstanceState.TERMINATED:
+                    if pending:
+                        yield pending.decode("utf-8", "replace")
+                    return
+                time.sleep(FOLLOW_POLL_SECONDS)
 
     def endpoint(self, provider_instance_id: str) -> str:
         port = self._meta(provider_instance_id).get("port")

@@ -1,8 +1,10 @@
-"""ASGI entry point: `uvicorn gpucloud.asgi:application`. Websocket routes join later issues."""
+"""ASGI entry point: `uvicorn gpucloud.asgi:application`: the /v1 gateway and Django (websockets join later)."""
 
 from __future__ import annotations
 
 import os
+import re
+from typing import Any
 
 from django.core.asgi import get_asgi_application
 
@@ -12,4 +14,29 @@ django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter  # noqa: E402  (Django must be set up first)
 
-application = ProtocolTypeRouter({"http": django_asgi_app})
+from deployments.gateway.app import gateway_app  # noqa: E402
+
+# reference/000's per-deployment routes; with a bearer key they take the gateway's streaming path.
+DEPLOYMENT_CHAT = re.compile(r"^/api/v1/(?:orgs/(?P<org>[\w-]+)/)?deployments/(?P<dep>[\w-]+)/chat/completions/?$")
+
+
+async def http_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """/v1 goes to the gateway (pure ASGI, no Django middleware); everything else to Django."""
+    path = scope["path"]
+    if path == "/v1" or path.startswith("/v1/"):
+        await gateway_app(scope, receive, send)
+        return
+    match = DEPLOYMENT_CHAT.match(path) if scope["method"] == "POST" else None
+    if match and any(name == b"authorization" for name, _ in scope.get("headers") or []):
+        pinned = {
+            **scope,
+            "path": "/v1/chat/completions",
+            "gpucloud.deployment": match["dep"],
+            "gpucloud.org": match["org"],
+        }
+        await gateway_app(pinned, receive, send)
+        return
+    await django_asgi_app(scope, receive, send)
+
+
+application = ProtocolTypeRouter({"http": http_app})

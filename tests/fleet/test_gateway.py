@@ -3,6 +3,7 @@ exactly as in production (the gateway is plain ASGI in front of Django)."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
@@ -13,6 +14,8 @@ import httpx
 import openai
 import pytest
 import uvicorn
+from asgiref.sync import sync_to_async
+from django.db import connections
 
 from accounts.models import ApiKeyKind
 from accounts.principal import Principal
@@ -46,6 +49,9 @@ def server() -> Iterator[str]:
     yield f"http://127.0.0.1:{port}"
     uv.should_exit = True
     thread.join(10)
+    # The gateway's ORM calls ran in asgiref's shared sync thread: close that thread's connections
+    # too, or the test database cannot be dropped at the end of the run.
+    asyncio.run(sync_to_async(connections.close_all)())
 
 
 def deploy(persona: Persona, model: str) -> Deployment:

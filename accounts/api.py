@@ -7,6 +7,7 @@ from django.http import HttpRequest
 from ninja import Router, Status
 
 from accounts import schemas, selectors, services
+from accounts.auth import api_principal
 from accounts.models import ApiKey, Invitation, Membership
 from accounts.principal import Principal
 from accounts.roles import CAN_READ
@@ -15,15 +16,9 @@ from gpucloud.errors import NotFound
 router = Router(tags=["account"])
 
 
-def _principal(request: HttpRequest) -> Principal:
-    principal = request.auth  # type: ignore[attr-defined]
-    assert isinstance(principal, Principal)
-    return principal
-
-
 def _principal_in_org(request: HttpRequest, org_id: str) -> Principal:
     """The caller acting in `org_id`: a key is bound to its own org; a session user to any of theirs."""
-    principal = _principal(request)
+    principal = api_principal(request)
     if principal.api_key is not None or principal.user is None:
         if principal.org.pk != org_id:
             raise NotFound(f"No organization {org_id!r}.", param="org_id")
@@ -53,7 +48,7 @@ def _created(key: ApiKey, plaintext: str) -> schemas.ApiKeyCreatedOut:
 
 @router.get("/me", response=schemas.MeOut, summary="The caller, their organizations and the current one")
 def me(request: HttpRequest) -> dict[str, object]:
-    principal = _principal(request)
+    principal = api_principal(request)
     memberships = _visible_memberships(principal)
     current = next(m for m in memberships if m.org_id == principal.org.pk)
     return {
@@ -66,12 +61,12 @@ def me(request: HttpRequest) -> dict[str, object]:
 
 @router.get("/orgs", response=list[schemas.OrgOut], summary="Organizations the caller belongs to")
 def orgs_list(request: HttpRequest) -> list[schemas.OrgOut]:
-    return [_org_out(m) for m in _visible_memberships(_principal(request))]
+    return [_org_out(m) for m in _visible_memberships(api_principal(request))]
 
 
 @router.post("/orgs", response={201: schemas.OrgOut}, summary="Create an organization (you become its owner)")
 def orgs_create(request: HttpRequest, payload: schemas.OrgCreateIn) -> Status[schemas.OrgOut]:
-    principal = _principal(request)
+    principal = api_principal(request)
     assert principal.user is not None
     org = services.organization_create(user=principal.user, name=payload.name)
     return Status(201, _org_out(selectors.membership_get_for_user(principal.user, org.pk)))
@@ -126,21 +121,21 @@ keys_router = Router(tags=["api-keys"])
 )
 def api_keys_create(request: HttpRequest, payload: schemas.ApiKeyCreateIn) -> Status[schemas.ApiKeyCreatedOut]:
     key, plaintext = services.api_key_create(
-        principal=_principal(request), name=payload.name, kind=payload.kind, deployment_id=payload.deployment_id
+        principal=api_principal(request), name=payload.name, kind=payload.kind, deployment_id=payload.deployment_id
     )
     return Status(201, _created(key, plaintext))
 
 
 @keys_router.get("/api-keys", response=list[schemas.ApiKeyOut], summary="API keys of the current organization")
 def api_keys_list(request: HttpRequest) -> QuerySet[ApiKey]:
-    principal = _principal(request)
+    principal = api_principal(request)
     principal.require(CAN_READ, "listing API keys")
     return selectors.api_keys_of(principal.org)
 
 
 @keys_router.delete("/api-keys/{key_id}", response=schemas.ApiKeyOut, summary="Revoke an API key")
 def api_keys_revoke(request: HttpRequest, key_id: str) -> ApiKey:
-    principal = _principal(request)
+    principal = api_principal(request)
     key = selectors.api_key_get_for_org(principal.org, key_id)
     return services.api_key_revoke(principal=principal, key=key)
 
@@ -151,7 +146,7 @@ def api_keys_revoke(request: HttpRequest, key_id: str) -> ApiKey:
     summary="Replace a key's secret; the old secret stops working immediately",
 )
 def api_keys_regenerate(request: HttpRequest, key_id: str) -> schemas.ApiKeyCreatedOut:
-    principal = _principal(request)
+    principal = api_principal(request)
     key = selectors.api_key_get_for_org(principal.org, key_id)
     key, plaintext = services.api_key_regenerate(principal=principal, key=key)
     return _created(key, plaintext)

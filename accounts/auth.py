@@ -122,5 +122,12 @@ class SessionAuth(APIKeyCookie):
         return None
 
 
+def api_principal(request: HttpRequest) -> Principal:
+    """The caller an API route's auth resolved (ninja stores it on request.auth)."""
+    principal = request.auth  # type: ignore[attr-defined]
+    assert isinstance(principal, Principal)
+    return principal
+
+
 API_AUTH = [ApiKeyAuth(), SessionAuth()]
 INFERENCE_AUTH = [InferenceKeyAuth(), SessionAuth()]

@@ -10,6 +10,7 @@ from django.http import HttpRequest, StreamingHttpResponse
 from django.utils import timezone
 from ninja import Router, Status
 
+from accounts.auth import api_principal
 from accounts.principal import Principal
 from accounts.roles import CAN_READ
 from billing import schemas, selectors, services, stripe_gateway
@@ -28,7 +29,7 @@ def usd(micros: int) -> float:
 
 
 def _reader(request: HttpRequest) -> Principal:
-    principal: Principal = request.auth  # type: ignore[attr-defined]
+    principal = api_principal(request)
     principal.require(CAN_READ, "reading billing")
     return principal
 
@@ -65,9 +66,8 @@ def balance(request: HttpRequest) -> dict[str, object]:
     return _balance_out(_reader(request))
 
 
-def _return_urls(request: HttpRequest) -> tuple[str, str]:
-    base = request.build_absolute_uri("/billing/")
-    return f"{base}?checkout=success", f"{base}?checkout=cancelled"
+def _return_urls(request: HttpRequest) -> dict[str, str]:
+    return services.checkout_return_urls(request.build_absolute_uri("/billing/"))
 
 
 @router.post(
@@ -79,24 +79,15 @@ def add_funds(request: HttpRequest, payload: schemas.AddFundsIn) -> Status[dict[
     if payload.currency.lower() != "usd":
         raise InvalidRequest(f"Unsupported currency {payload.currency!r}: balances are in USD.", param="currency")
     amount = services.usd_to_micros(payload.amount_usd, param="amount_usd")
-    success, cancel = _return_urls(request)
     checkout = services.add_funds_checkout(
-        principal=request.auth,  # type: ignore[attr-defined]
-        amount_micros=amount,
-        success_url=success,
-        cancel_url=cancel,
+        principal=api_principal(request), amount_micros=amount, **_return_urls(request)
     )
     return Status(201, {"checkout_url": checkout.url, "session_id": checkout.session_id})
 
 
 @router.post("/billing/save-card", response={201: schemas.CheckoutOut}, summary="Save a card for auto-refill")
 def save_card(request: HttpRequest) -> Status[dict[str, str]]:
-    success, cancel = _return_urls(request)
-    checkout = services.save_card_checkout(
-        principal=request.auth,  # type: ignore[attr-defined]
-        success_url=success,
-        cancel_url=cancel,
-    )
+    checkout = services.save_card_checkout(principal=api_principal(request), **_return_urls(request))
     return Status(201, {"checkout_url": checkout.url, "session_id": checkout.session_id})
 
 
@@ -215,7 +206,7 @@ def auto_refill(request: HttpRequest, payload: schemas.AutoRefillIn) -> dict[str
         return None if value is None else services.usd_to_micros(value, param=param)  # type: ignore[arg-type]
 
     profile = services.auto_refill_configure(
-        principal=request.auth,  # type: ignore[attr-defined]
+        principal=api_principal(request),
         enabled=payload.enabled,
         threshold_micros=micros(payload.threshold_usd, "threshold_usd"),
         amount_micros=micros(payload.amount_usd, "amount_usd"),
@@ -227,7 +218,7 @@ def auto_refill(request: HttpRequest, payload: schemas.AutoRefillIn) -> dict[str
 def spend_limit(request: HttpRequest, payload: schemas.SpendLimitIn) -> dict[str, object]:
     limit = payload.daily_limit_usd
     services.spend_limit_set(
-        principal=request.auth,  # type: ignore[attr-defined]
+        principal=api_principal(request),
         daily_limit_micros=None if limit is None else services.usd_to_micros(limit, param="daily_limit_usd"),
     )
-    return _balance_out(request.auth)  # type: ignore[attr-defined]
+    return _balance_out(api_principal(request))

@@ -54,6 +54,14 @@ def _check_topup_amount(micros: int, *, param: str) -> None:
 # --- Stripe Checkout -------------------------------------------------------------------------
 
 
+def checkout_return_urls(billing_page_url: str) -> dict[str, str]:
+    """Where Stripe sends the browser back: the billing page, which says what happened."""
+    return {
+        "success_url": f"{billing_page_url}?checkout=success",
+        "cancel_url": f"{billing_page_url}?checkout=cancelled",
+    }
+
+
 def _stripe_customer(org: Organization, user: User | None) -> str:
     """The org's Stripe customer, created once (the stored id makes this idempotent)."""
     with transaction.atomic():

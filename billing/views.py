@@ -82,8 +82,7 @@ def _attempt(request: HttpRequest, action: Callable[[], HttpResponse | None], su
 
 
 def _return_urls(request: HttpRequest) -> dict[str, str]:
-    base = request.build_absolute_uri("/billing/")
-    return {"success_url": f"{base}?checkout=success", "cancel_url": f"{base}?checkout=cancelled"}
+    return services.checkout_return_urls(request.build_absolute_uri("/billing/"))
 
 
 @login_required

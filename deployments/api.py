@@ -6,8 +6,7 @@ from django.http import HttpRequest, HttpResponseBase
 from django.utils import timezone
 from ninja import Router, Status
 
-from accounts.auth import INFERENCE_AUTH
-from accounts.principal import Principal
+from accounts.auth import INFERENCE_AUTH, api_principal
 from accounts.roles import CAN_READ
 from catalog import fleet
 from catalog.models import CatalogModel, GpuType
@@ -17,11 +16,6 @@ from gpucloud.errors import PermissionDenied
 from gpucloud.money import MICROS_PER_USD
 
 router = Router(tags=["deployments"])
-
-
-def _principal(request: HttpRequest) -> Principal:
-    principal: Principal = request.auth  # type: ignore[attr-defined]
-    return principal
 
 
 def _deployment_out(request: HttpRequest, deployment: Deployment) -> dict[str, object]:
@@ -61,7 +55,7 @@ def _deployment_out(request: HttpRequest, deployment: Deployment) -> dict[str, o
 @router.post("/deployments", response={201: schemas.DeploymentOut}, summary="Deploy a catalog model")
 def deployments_create(request: HttpRequest, payload: schemas.DeploymentCreateIn) -> Status[dict[str, object]]:
     deployment = services.deployment_create(
-        principal=_principal(request),
+        principal=api_principal(request),
         name=payload.name,
         model_id=payload.model_id,
         gpu_type=payload.gpu_type,
@@ -73,26 +67,26 @@ def deployments_create(request: HttpRequest, payload: schemas.DeploymentCreateIn
 
 @router.get("/deployments", response=list[schemas.DeploymentOut], summary="Your deployments")
 def deployments_list(request: HttpRequest) -> list[dict[str, object]]:
-    principal = _principal(request)
+    principal = api_principal(request)
     principal.require(CAN_READ, "listing deployments")
     return [_deployment_out(request, d) for d in selectors.deployments_of(principal.org)]
 
 
 @router.get("/deployments/{deployment_id}", response=schemas.DeploymentOut, summary="One deployment")
 def deployments_get(request: HttpRequest, deployment_id: str) -> dict[str, object]:
-    return _deployment_out(request, selectors.deployment_get_for_org(_principal(request).org, deployment_id))
+    return _deployment_out(request, selectors.deployment_get_for_org(api_principal(request).org, deployment_id))
 
 
 @router.delete("/deployments/{deployment_id}", response=schemas.DeploymentOut, summary="Tear down a deployment")
 def deployments_delete(request: HttpRequest, deployment_id: str) -> dict[str, object]:
-    principal = _principal(request)
+    principal = api_principal(request)
     deployment = selectors.deployment_get_for_org(principal.org, deployment_id)
     return _deployment_out(request, services.deployment_delete(principal=principal, deployment=deployment))
 
 
 @router.get("/deployments/{deployment_id}/events", response=list[schemas.DeploymentEventOut], summary="Status history")
 def deployments_events(request: HttpRequest, deployment_id: str) -> list[dict[str, object]]:
-    deployment = selectors.deployment_get_for_org(_principal(request).org, deployment_id)
+    deployment = selectors.deployment_get_for_org(api_principal(request).org, deployment_id)
     return [
         {"at": e.at, "instance_id": e.instance_id, "from_status": e.from_status, "to_status": e.to_status,
          "reason": e.reason}
@@ -102,7 +96,7 @@ def deployments_events(request: HttpRequest, deployment_id: str) -> list[dict[st
 
 @router.get("/deployments/{deployment_id}/logs", response=list[schemas.LogsOut], summary="Engine logs per instance")
 def deployments_logs(request: HttpRequest, deployment_id: str, tail: int = 200) -> list[dict[str, object]]:
-    deployment = selectors.deployment_get_for_org(_principal(request).org, deployment_id)
+    deployment = selectors.deployment_get_for_org(api_principal(request).org, deployment_id)
     tail = max(1, min(tail, 2000))
     return [
         {"instance_id": i.pk, "lines": fleet.driver(i.provider).logs(i.provider_instance_id, tail=tail)}
@@ -118,7 +112,7 @@ def deployments_logs(request: HttpRequest, deployment_id: str, tail: int = 200) 
     auth=INFERENCE_AUTH,
 )
 def deployments_chat(request: HttpRequest, deployment_id: str) -> HttpResponseBase:
-    principal = _principal(request)
+    principal = api_principal(request)
     deployment = selectors.deployment_get_for_org(principal.org, deployment_id)
     if principal.via_deployment_key and principal.api_key and principal.api_key.deployment_id != deployment.pk:
         raise PermissionDenied("This deployment key is scoped to another deployment.")

@@ -23,5 +23,6 @@ def role_at_least(role: str, minimum: Role) -> bool:
 # admins manage people and money; owners can hand out ownership.
 CAN_READ = Role.VIEWER
 CAN_WRITE = Role.MEMBER
+CAN_INVOKE = Role.MEMBER  # `deployment:invoke`: call the org's deployments through the gateway
 CAN_MANAGE_MEMBERS = Role.ADMIN
 CAN_GRANT_OWNER = Role.OWNER

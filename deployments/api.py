@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django.http import HttpRequest, HttpResponseBase
 from django.utils import timezone
 from ninja import Router, Status
@@ -10,9 +12,9 @@ from accounts.auth import INFERENCE_AUTH, api_principal
 from accounts.roles import CAN_READ
 from catalog import fleet
 from catalog.models import CatalogModel, GpuType
-from deployments import proxy, schemas, selectors, services
+from deployments import metrics, proxy, schemas, selectors, services
 from deployments.models import Deployment, InstanceState
-from gpucloud.errors import PermissionDenied
+from gpucloud.errors import InvalidRequest, PermissionDenied
 from gpucloud.money import MICROS_PER_USD
 
 router = Router(tags=["deployments"])
@@ -117,6 +119,31 @@ def deployments_chat(request: HttpRequest, deployment_id: str) -> HttpResponseBa
     if principal.via_deployment_key and principal.api_key and principal.api_key.deployment_id != deployment.pk:
         raise PermissionDenied("This deployment key is scoped to another deployment.")
     return proxy.chat_completions(deployment, request.body)
+
+
+METRIC_WINDOWS = {"5m": timedelta(minutes=5), "1h": timedelta(hours=1), "24h": timedelta(hours=24),
+                  "7d": timedelta(days=7), "30d": timedelta(days=30)}  # fmt: skip
+
+
+@router.get("/deployments/{deployment_id}/metrics", response=schemas.MetricsOut, summary="Request metrics and cost")
+def deployments_metrics(request: HttpRequest, deployment_id: str, window: str = "1h") -> dict[str, object]:
+    deployment = selectors.deployment_get_for_org(api_principal(request).org, deployment_id)
+    if window not in METRIC_WINDOWS:
+        raise InvalidRequest(f"window must be one of {', '.join(METRIC_WINDOWS)}.", param="window")
+    until = timezone.now()
+    since = until - METRIC_WINDOWS[window]
+    stats = metrics.deployment_window(deployment, since=since, until=until)
+    per_million = stats.cost_per_million_tokens_micros
+    return {
+        **{k: v for k, v in vars(stats).items() if k not in ("gpu_cost_micros", "cost_per_million_tokens_micros")},
+        "deployment_id": deployment.pk,
+        "window": window,
+        "since": since,
+        "until": until,
+        "replicas_ready": deployment.instances.filter(state=InstanceState.READY).count(),
+        "gpu_cost_usd": stats.gpu_cost_micros / MICROS_PER_USD,
+        "cost_per_1m_tokens_usd": None if per_million is None else per_million / MICROS_PER_USD,
+    }
 
 
 @router.get("/gpu-model-configs", response=list[schemas.GpuModelConfigOut], summary="Valid GPU x model pairs")

@@ -26,6 +26,7 @@ class DeploymentStatus(models.TextChoices):
     ACTIVE = "active"
     SCALING = "scaling"
     DEGRADED = "degraded"
+    SCALED_TO_ZERO = "scaled_to_zero"  # no replica, billing nothing; the next request wakes it
     STOPPING = "stopping"
     STOPPED = "stopped"
     FAILED = "failed"
@@ -43,6 +44,9 @@ class Deployment(models.Model):
     region = models.ForeignKey("catalog.Region", null=True, on_delete=models.PROTECT, related_name="+")
     desired_replicas = models.PositiveSmallIntegerField(default=1)
     hourly_price_micros = models.BigIntegerField(default=0, help_text="Per replica, from the chosen offer")
+    concurrency_limit = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Requests in flight at once through the gateway; more get 429"
+    )
     created_by = models.ForeignKey("accounts.User", null=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True, help_text="First time a replica was ready")
@@ -53,7 +57,19 @@ class Deployment(models.Model):
 
     @property
     def wants_replicas(self) -> bool:
-        return self.status not in (DeploymentStatus.STOPPING, DeploymentStatus.STOPPED, DeploymentStatus.FAILED)
+        return self.status not in (
+            DeploymentStatus.STOPPING,
+            DeploymentStatus.STOPPED,
+            DeploymentStatus.FAILED,
+            DeploymentStatus.SCALED_TO_ZERO,
+        )
+
+    @property
+    def is_cold(self) -> bool:
+        """Nothing runs, and a request may wake it: scaled to zero, or a stopped serverless endpoint."""
+        return self.status == DeploymentStatus.SCALED_TO_ZERO or (
+            self.kind == DeploymentKind.SERVERLESS and self.status == DeploymentStatus.STOPPED
+        )
 
 
 def new_instance_id() -> str:
@@ -114,3 +130,35 @@ class DeploymentEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.deployment_id} {self.from_status}->{self.to_status}"
+
+
+class RequestMinute(models.Model):
+    """What the gateway served for one deployment in one minute (UTC), summed over every gateway
+    process: the source of metrics, SLA checks, the autoscaler and cost per million tokens.
+
+    Written by the rollup task from the gateway's counters with absolute totals, so running the
+    rollup again for a minute rewrites the same row. `latency_hist` and `ttft_hist` map a
+    log-spaced bucket index (see deployments.gateway.metering) to a count.
+    """
+
+    deployment = models.ForeignKey(Deployment, on_delete=models.CASCADE, related_name="request_minutes")
+    minute = models.DateTimeField()
+    requests = models.PositiveIntegerField(default=0)
+    errors = models.PositiveIntegerField(default=0, help_text="Failed by the engine or the gateway (5xx)")
+    rejected = models.PositiveIntegerField(default=0, help_text="Refused before the engine (4xx, 429, 202)")
+    cut = models.PositiveIntegerField(default=0, help_text="Streams the client closed before the end")
+    prompt_tokens = models.BigIntegerField(default=0)
+    completion_tokens = models.BigIntegerField(default=0)
+    latency_ms_sum = models.FloatField(default=0)
+    ttft_ms_sum = models.FloatField(default=0)
+    ttft_count = models.PositiveIntegerField(default=0)
+    generation_ms_sum = models.FloatField(default=0, help_text="Time spent generating after the first token")
+    latency_hist = models.JSONField(default=dict)
+    ttft_hist = models.JSONField(default=dict)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["deployment", "minute"], name="request_minute_unique")]
+        indexes = [models.Index(fields=["deployment", "minute"])]
+
+    def __str__(self) -> str:
+        return f"{self.deployment_id} {self.minute:%Y-%m-%d %H:%M} {self.requests} requests"

@@ -119,7 +119,12 @@ def _converge_replicas(report: ReconcileReport) -> None:
     from deployments.services import replica_add_if_short
 
     wanting = Deployment.objects.exclude(
-        status__in=[DeploymentStatus.STOPPING, DeploymentStatus.STOPPED, DeploymentStatus.FAILED]
+        status__in=[
+            DeploymentStatus.STOPPING,
+            DeploymentStatus.STOPPED,
+            DeploymentStatus.FAILED,
+            DeploymentStatus.SCALED_TO_ZERO,
+        ]
     )
     for deployment in wanting.filter(kind=DeploymentKind.MODEL):
         missing = deployment.desired_replicas - deployment.instances.exclude(state__in=FINAL_STATES).count()

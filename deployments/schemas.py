@@ -60,3 +60,26 @@ class GpuModelConfigOut(Schema):
 class LogsOut(Schema):
     instance_id: str
     lines: list[str]
+
+
+class MetricsOut(Schema):
+    deployment_id: str
+    window: str
+    since: datetime
+    until: datetime
+    requests: int
+    errors: int = Field(description="Requests the engine or the gateway failed (5xx)")
+    rejected: int = Field(description="Requests refused before the engine: 4xx, 429, 202 while waking")
+    cut: int = Field(description="Streams the client closed early (metered up to the cut)")
+    prompt_tokens: int
+    completion_tokens: int
+    latency_ms_avg: float | None
+    latency_ms_p50: float | None
+    latency_ms_p95: float | None
+    ttft_ms_avg: float | None
+    ttft_ms_p95: float | None
+    tokens_per_second: float | None = Field(description="Generated tokens per second of generation time")
+    in_flight: int
+    replicas_ready: int
+    gpu_cost_usd: float = Field(description="Replica running time in the window at the hourly price")
+    cost_per_1m_tokens_usd: float | None = Field(description="GPU cost of the window / tokens served in it")

@@ -133,6 +133,41 @@ def deployment_delete(*, principal: Principal, deployment: Deployment) -> Deploy
     return deployment
 
 
+def deployment_scale_to_zero(*, deployment_id: str, reason: str) -> Deployment:
+    """Take every replica down and keep the deployment, billing nothing, until a request wakes it
+    (the autoscaler's idle path). Safe to call again."""
+    from deployments.tasks import instance_terminate_task
+
+    with transaction.atomic():
+        deployment = Deployment.objects.select_for_update().get(pk=deployment_id)
+        if not deployment.wants_replicas:
+            return deployment
+        deployment.desired_replicas = 0
+        deployment.save(update_fields=["desired_replicas"])
+        deployment_transition(deployment, DeploymentStatus.SCALED_TO_ZERO, reason)
+        for instance in deployment.instances.select_for_update().exclude(state__in=FINAL_STATES).order_by("pk"):
+            instance_transition(instance, InstanceState.TERMINATING, reason)
+            transaction.on_commit(partial(instance_terminate_task.delay, instance.pk))
+    return deployment
+
+
+def deployment_wake(*, deployment_id: str, reason: str = "Woken by a request.") -> Deployment:
+    """Start a cold deployment again: one replica, whose first minute (the minimum session cost)
+    is held now. Raises InsufficientCredit (402) when the org cannot pay for it, with nothing
+    changed. A deployment that is already waking or running is returned as it is, so concurrent
+    requests on every gateway process start one wake."""
+    with transaction.atomic():
+        deployment = Deployment.objects.select_for_update().select_related("org").get(pk=deployment_id)
+        if not deployment.is_cold:
+            return deployment
+        launch_check(deployment.org)
+        deployment.desired_replicas = 1
+        deployment.save(update_fields=["desired_replicas"])
+        deployment_transition(deployment, DeploymentStatus.PROVISIONING, reason)
+        _instance_add(deployment, deployment.hourly_price_micros)
+    return deployment
+
+
 def deployments_stop_for_nonpayment(*, org: Organization) -> int:
     """Stop every running workload of the org (the zero-balance policy). Pods keep their storage
     and can start again; other deployments are torn down like a delete."""

@@ -41,3 +41,10 @@ def instance_terminate_task(instance_id: str) -> None:
 @shared_task(ignore_result=True, soft_time_limit=100, time_limit=120)
 def fleet_reconcile_task() -> None:
     reconciler.fleet_reconcile()
+
+
+@shared_task(ignore_result=True, soft_time_limit=50, time_limit=60)
+def request_minutes_rollup_task() -> None:
+    from deployments.metrics import request_minutes_rollup
+
+    request_minutes_rollup()

@@ -14,7 +14,7 @@ django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter  # noqa: E402  (Django must be set up first)
 
-from deployments.gateway.app import gateway_app  # noqa: E402
+from deployments.gateway.app import gateway_app, gateway_shutdown  # noqa: E402
 
 # reference/000's per-deployment routes; with a bearer key they take the gateway's streaming path.
 DEPLOYMENT_CHAT = re.compile(r"^/api/v1/(?:orgs/(?P<org>[\w-]+)/)?deployments/(?P<dep>[\w-]+)/chat/completions/?$")
@@ -39,4 +39,16 @@ async def http_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await django_asgi_app(scope, receive, send)
 
 
-application = ProtocolTypeRouter({"http": http_app})
+async def lifespan_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Start-up has nothing to do; shutdown flushes the gateway's counters and closes its pools."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await gateway_shutdown()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+application = ProtocolTypeRouter({"http": http_app, "lifespan": lifespan_app})

@@ -148,6 +148,7 @@ CELERY_BEAT_SCHEDULE = {
     "zero-balance-sweep": {"task": "billing.tasks.zero_balance_sweep_task", "schedule": 60.0},
     "auto-refill-resume": {"task": "billing.tasks.auto_refill_resume_task", "schedule": 300.0},
     "fleet-reconcile": {"task": "deployments.tasks.fleet_reconcile_task", "schedule": 30.0},
+    "request-minutes-rollup": {"task": "deployments.tasks.request_minutes_rollup_task", "schedule": 60.0},
 }
 
 # --- Auth: custom user, django-allauth ---------------------------------------------
@@ -274,6 +275,9 @@ GPUCLOUD_LOCAL_PRICE_MICROS = env_int("GPUCLOUD_LOCAL_PRICE_MICROS", 50_000, min
 GPUCLOUD_LOCAL_THREADS = env_int("GPUCLOUD_LOCAL_THREADS", 0, minimum=0)  # 0: llama.cpp's default
 GPUCLOUD_MAX_REPLICAS = env_int("GPUCLOUD_MAX_REPLICAS", 8, minimum=1)
 GPUCLOUD_READY_TIMEOUT_SECONDS = env_int("GPUCLOUD_READY_TIMEOUT_SECONDS", 900, minimum=1)
+# What the gateway tells a client waiting for a wake (reference/001's estimated_ready_seconds).
+GPUCLOUD_READY_ESTIMATE_SECONDS = env_int("GPUCLOUD_READY_ESTIMATE_SECONDS", 300, minimum=1)
+GPUCLOUD_READY_ESTIMATE_LOCAL_SECONDS = env_int("GPUCLOUD_READY_ESTIMATE_LOCAL_SECONDS", 15, minimum=1)
 GPUCLOUD_LAUNCH_GRACE_SECONDS = env_int("GPUCLOUD_LAUNCH_GRACE_SECONDS", 120, minimum=0)
 
 # --- Stripe (payments switch on only when STRIPE_SECRET_KEY is set) ---------------------

@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +16,8 @@ from accounts import services
 from accounts.models import ApiKeyKind, Membership, Organization, User
 from accounts.principal import Principal
 from accounts.roles import Role
+from catalog.fleet import driver
+from catalog.models import Provider
 from catalog.services import catalog_load
 
 PASSWORD = "a-long-test-password-42"
@@ -77,3 +82,17 @@ def charlie(db: None) -> Persona:
 @pytest.fixture
 def catalog(db: None) -> None:
     catalog_load()
+
+
+@pytest.fixture
+def fleet(db: None, settings: Any, tmp_path: Path) -> Iterator[str]:
+    """The catalog and the local provider, with a tag of its own so tests never see each other's engines."""
+    catalog_load()
+    tag = f"gpucloud-test-{uuid.uuid4().hex[:8]}"
+    settings.GPUCLOUD_FLEET_TAG = tag
+    settings.GPUCLOUD_LAUNCH_GRACE_SECONDS = 0
+    Provider.objects.filter(slug="local").update(config={"instances_dir": str(tmp_path), "slots": 2, "threads": 1})
+    yield tag
+    local = driver("local")
+    for instance in local.list_instances(tag):
+        local.terminate(instance.provider_instance_id)

@@ -1,19 +1,52 @@
-"""The /v1 ASGI app: authenticate (cached), route (cached), relay. See the package docstring."""
+"""The /v1 ASGI app: authenticate (cached), route (cached), admit, relay, measure.
+See the package docstring."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import time
+from dataclasses import dataclass
+from email.parser import BytesParser
+from email.policy import HTTP
 from typing import Any
 
 from asgiref.sync import sync_to_async
 
-from deployments.gateway import errors, relay
+from deployments.gateway import errors, limits, listing, metering, relay, wake
 from deployments.gateway.keys import Caller, caller_for
-from deployments.gateway.routing import pick, route_for
+from deployments.gateway.routing import route_for
 from gpucloud.errors import ApiError
 
 MAX_BODY_BYTES = 32 * 1024 * 1024
-INFERENCE_PATHS = {"/v1/chat/completions", "/v1/completions", "/v1/embeddings"}
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    categories: frozenset[str]  # catalog model categories whose engines serve it
+    streams: bool = False
+    multipart: bool = False
+
+
+ENDPOINTS = {
+    "/v1/chat/completions": Endpoint(frozenset({"llm"}), streams=True),
+    "/v1/completions": Endpoint(frozenset({"llm"}), streams=True),
+    "/v1/embeddings": Endpoint(frozenset({"embedding"})),
+    "/v1/audio/transcriptions": Endpoint(frozenset({"stt"}), multipart=True),
+    "/v1/audio/translations": Endpoint(frozenset({"stt"}), multipart=True),
+    "/v1/audio/speech": Endpoint(frozenset({"tts"})),
+    "/v1/images/generations": Endpoint(frozenset({"image"})),
+}
+SERVES = {"llm": "chat and text completions", "embedding": "embeddings", "stt": "audio transcriptions",
+          "tts": "speech", "image": "image generations"}  # fmt: skip
+
+
+async def gateway_shutdown() -> None:
+    """The server is stopping: flush this process's counters, close the engine connections."""
+    with contextlib.suppress(Exception):
+        await metering.flush_now()
+    await relay.close_sessions()
 
 
 async def gateway_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -21,7 +54,7 @@ async def gateway_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await _handle(scope, receive, send)
     except errors.GatewayError as exc:
         await relay.send_json(send, exc.status, exc.body(), exc.headers)
-    except ApiError as exc:  # from key lookup: 401 wrong/revoked key, 403 ...
+    except ApiError as exc:  # from key lookup: 401 wrong/revoked key
         mapped = errors.GatewayError(exc.status, exc.message, type_="invalid_request_error", code=exc.type)
         await relay.send_json(send, mapped.status, mapped.body())
 
@@ -29,28 +62,136 @@ async def gateway_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 async def _handle(scope: dict[str, Any], receive: Any, send: Any) -> None:
     path, method = scope["path"].rstrip("/"), scope["method"]
     caller = await _authenticate(scope)
-    if path == "/v1/models" and method == "GET":
-        await relay.send_json(send, 200, json.dumps(await sync_to_async(_models)(caller)).encode())
+    if path == "/v1/models" or path.startswith("/v1/models/"):
+        if method != "GET":
+            raise errors.GatewayError(405, f"Use GET for {path}.", type_="invalid_request_error")
+        document = await sync_to_async(listing.models_document)(caller, path.removeprefix("/v1/models").strip("/"))
+        await relay.send_json(send, 200, json.dumps(document).encode())
         return
-    if path not in INFERENCE_PATHS:
+    endpoint = ENDPOINTS.get(path)
+    if endpoint is None:
         raise errors.GatewayError(404, f"Unknown endpoint {method} {path}.", type_="invalid_request_error")
     if method != "POST":
         raise errors.GatewayError(405, f"Use POST for {path}.", type_="invalid_request_error")
+    if not caller.can_invoke:
+        raise errors.forbidden("Your role in this organization may read but not invoke deployments (viewer).")
+    await _inference(scope, receive, send, caller, path, endpoint)
+
+
+async def _inference(
+    scope: dict[str, Any], receive: Any, send: Any, caller: Caller, path: str, endpoint: Endpoint
+) -> None:
+    headers = dict(scope.get("headers") or [])
+    content_type = headers.get(b"content-type", b"application/json").decode("latin-1")
     body = await _read_body(receive)
+    exchange = relay.Exchange(path=path, body=body, content_type=content_type)
+    requested = _parse(exchange, endpoint)
+    if scope.get("gpucloud.org") and scope["gpucloud.org"] != caller.org_id:
+        raise errors.not_found(f"No organization {scope['gpucloud.org']!r} for this key.", param=None)
+    requested = scope.get("gpucloud.deployment") or requested  # the per-deployment routes of reference/000
+    route = await route_for(caller, requested)
+    gone = _Disconnect(receive)
     try:
-        payload = json.loads(body)
+        if route.category not in endpoint.categories:
+            serves = SERVES.get(route.category, route.category)
+            raise errors.bad_request(f"'{route.model}' serves {serves}, not {path}.", param="model")
+        if not route.targets:
+            wait = wake.wait_seconds(headers.get(b"x-wait-for-ready"))
+            route = await wake.ready_route(caller, requested, route, wait=wait, gone=gone.happened)
+        slot = await limits.acquire(route.deployment_id, route.concurrency_limit)
+        try:
+            await gone.run_until_disconnect(relay.forward(route, exchange, send), exchange)
+        finally:
+            await limits.release(route.deployment_id, slot)
+    except errors.GatewayError as exc:
+        exchange.status = exc.status
+        raise
+    finally:
+        gone.stop()
+        metering.observe(_sample(route.deployment_id, exchange))
+
+
+def _parse(exchange: relay.Exchange, endpoint: Endpoint) -> str:
+    """The model the request names; for streams, ask the engine for usage on the client's behalf."""
+    if endpoint.multipart:
+        return _form_field(exchange.body, exchange.content_type, "model")
+    try:
+        payload = json.loads(exchange.body)
     except ValueError:
         raise errors.bad_request("The request body is not valid JSON.") from None
     if not isinstance(payload, dict):
         raise errors.bad_request("The request body must be a JSON object.")
-    pinned = scope.get("gpucloud.deployment")  # the per-deployment routes of reference/000
-    if scope.get("gpucloud.org") and scope["gpucloud.org"] != caller.org_id:
-        raise errors.not_found(f"No organization {scope['gpucloud.org']!r} for this key.", param=None)
-    route = await route_for(caller, pinned or str(payload.get("model") or ""))
-    target = pick(route)
-    await relay.forward(
-        target, path, body, stream=bool(payload.get("stream")) and path != "/v1/embeddings", receive=receive, send=send
+    model = payload.get("model")
+    if model is not None and not isinstance(model, str):
+        raise errors.bad_request("'model' must be a string.", param="model")
+    if endpoint.streams and payload.get("stream") is True:
+        exchange.stream = True
+        options = payload.get("stream_options")
+        if options is not None and not isinstance(options, dict):
+            raise errors.bad_request("'stream_options' must be an object.", param="stream_options")
+        exchange.client_wants_usage = bool(options and options.get("include_usage"))
+        if not exchange.client_wants_usage:
+            # Usage at the end, and with every chunk where the engine can (vLLM), so a stream the
+            # client cuts short is still metered from the engine's own count; stripped on the way back.
+            payload["stream_options"] = {**(options or {}), "include_usage": True, "continuous_usage_stats": True}
+            exchange.body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+    return model or ""
+
+
+def _form_field(body: bytes, content_type: str, name: str) -> str:
+    if not content_type.startswith("multipart/form-data"):
+        raise errors.bad_request("Send this endpoint multipart/form-data (a file and a model).")
+    message = BytesParser(policy=HTTP).parsebytes(b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + body)
+    for part in message.iter_parts() if message.is_multipart() else ():
+        if part.get_param("name", header="content-disposition") == name:
+            value = part.get_payload(decode=True)
+            return value.decode().strip() if isinstance(value, bytes) else ""
+    return ""
+
+
+def _sample(deployment_id: str, exchange: relay.Exchange) -> metering.Sample:
+    now = time.perf_counter()
+    ttft = exchange.first_token_at - exchange.started if exchange.first_token_at else None
+    return metering.Sample(
+        deployment_id=deployment_id,
+        status=exchange.status or 500,
+        latency_s=now - exchange.started,
+        ttft_s=ttft,
+        prompt_tokens=exchange.prompt_tokens,
+        completion_tokens=exchange.completion_tokens,
+        cut=exchange.cut,
     )
+
+
+class _Disconnect:
+    """Watches the client's connection once the body is read: a client that goes away cancels
+    the wait or the engine request it was served by."""
+
+    def __init__(self, receive: Any) -> None:
+        self._task = asyncio.ensure_future(self._watch(receive))
+
+    @staticmethod
+    async def _watch(receive: Any) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    def happened(self) -> bool:
+        return self._task.done()
+
+    async def run_until_disconnect(self, work: Any, exchange: relay.Exchange) -> None:
+        job = asyncio.ensure_future(work)
+        done, _ = await asyncio.wait({job, self._task}, return_when=asyncio.FIRST_COMPLETED)
+        if job in done:
+            job.result()
+            return
+        job.cancel()  # closes the engine connection: the engine stops generating
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await job
+        exchange.cut = True
+        exchange.status = exchange.status or 499
+
+    def stop(self) -> None:
+        self._task.cancel()
 
 
 async def _authenticate(scope: dict[str, Any]) -> Caller:
@@ -76,30 +217,3 @@ async def _read_body(receive: Any) -> bytes:
         chunks.append(chunk)
         if not message.get("more_body"):
             return b"".join(chunks)
-
-
-def _models(caller: Caller) -> dict[str, Any]:
-    """Models the caller can call now or soon: 'instant' with a ready replica, 'deploying' otherwise."""
-    from deployments.gateway.routing import SERVING
-    from deployments.models import Deployment, InstanceState
-
-    deployments = Deployment.objects.filter(org_id=caller.org_id, status__in=SERVING).exclude(model=None)
-    if caller.deployment_id:
-        deployments = deployments.filter(pk=caller.deployment_id)
-    listed: dict[str, dict[str, Any]] = {}
-    for deployment in deployments.order_by("created_at"):
-        ready = deployment.instances.filter(state=InstanceState.READY).exists()
-        entry = {
-            "id": deployment.model_id,
-            "object": "model",
-            "created": int(deployment.created_at.timestamp()),
-            "owned_by": "gpucloud",
-            "availability": "instant" if ready else "deploying",
-            "deployment_id": deployment.pk,
-        }
-        if not ready:
-            entry["estimated_ready_seconds"] = 30
-        current = listed.get(str(deployment.model_id))
-        if current is None or (current["availability"] != "instant" and ready):
-            listed[str(deployment.model_id)] = entry
-    return {"object": "list", "data": list(listed.values())}

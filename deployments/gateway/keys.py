@@ -4,11 +4,12 @@ A revoked or regenerated key stops working within KEY_CACHE_SECONDS (the documen
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 from asgiref.sync import sync_to_async
 
+from accounts.roles import CAN_INVOKE, role_at_least
+from deployments.gateway.ttl_cache import TtlCache
 from gpucloud.errors import ApiError
 
 KEY_CACHE_SECONDS = 5.0
@@ -19,35 +20,34 @@ class Caller:
     org_id: str
     key_id: str
     deployment_id: str | None  # set for deployment keys: the only deployment they may call
+    can_invoke: bool = True  # account keys of viewers read, they do not invoke
 
 
-_cache: dict[str, tuple[float, Caller | ApiError]] = {}
+_cache: TtlCache[str, Caller | ApiError] = TtlCache(KEY_CACHE_SECONDS)
 
 
-def _lookup(token: str) -> Caller:
+def _lookup(token: str) -> Caller | ApiError:
     from accounts.auth import principal_from_api_key
 
-    principal = principal_from_api_key(token)
+    try:
+        principal = principal_from_api_key(token)
+    except ApiError as exc:  # cached too: a flood of bad keys does not reach the database
+        return exc
     assert principal.api_key is not None
-    return Caller(org_id=principal.org.pk, key_id=principal.api_key.pk, deployment_id=principal.api_key.deployment_id)
+    return Caller(
+        org_id=principal.org.pk,
+        key_id=principal.api_key.pk,
+        deployment_id=principal.api_key.deployment_id,
+        can_invoke=principal.via_deployment_key or role_at_least(principal.role, CAN_INVOKE),
+    )
 
 
 async def caller_for(token: str) -> Caller:
     """The caller behind a bearer token, or the ApiError (401) explaining why not."""
-    now = time.monotonic()
-    cached = _cache.get(token)
-    if cached is None or cached[0] < now:
-        try:
-            result: Caller | ApiError = await sync_to_async(_lookup)(token)
-        except ApiError as exc:
-            result = exc
-        if len(_cache) > 10_000:
-            _cache.clear()
-        _cache[token] = (now + KEY_CACHE_SECONDS, result)
-        cached = _cache[token]
-    if isinstance(cached[1], ApiError):
-        raise cached[1]
-    return cached[1]
+    result = await _cache.get(token, lambda: sync_to_async(_lookup)(token))
+    if isinstance(result, ApiError):
+        raise result
+    return result
 
 
 def cache_clear() -> None:

@@ -1,90 +1,233 @@
-"""Forwarding to an engine: JSON responses whole, SSE streams chunk by chunk as they arrive (never
-buffered), and a client that disconnects cancels the upstream request."""
+"""Forwarding one request to an engine and its answer back to the client.
+
+JSON answers are read whole, repaired to OpenAI's schema and sent; SSE streams are relayed event
+by event as they arrive (never buffered beyond one event). The usage the engine reports is read
+on the way; when the gateway asked for it on the client's behalf it is taken out again. A request
+that fails before anything reached the client (the engine unreachable or answering 5xx) is
+retried once on another ready replica, and the failing one is taken out of rotation.
+"""
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import json
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
+import aiohttp
 
-from deployments.gateway import errors
-from deployments.gateway.routing import Target, in_flight
+from deployments.gateway import errors, routing, shapes
+from deployments.gateway.per_loop import PerLoop
+from deployments.gateway.routing import Route, Target
 
 Send = Any
 Receive = Any
-TIMEOUT = httpx.Timeout(connect=5.0, read=300.0, write=30.0, pool=10.0)
-_clients: dict[int, httpx.AsyncClient] = {}
+CONNECT_TIMEOUT = 5.0
+READ_TIMEOUT = 300.0  # between two reads of an engine's answer: long prompts take a while
+STREAM_HEADERS = [
+    (b"content-type", b"text/event-stream"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),  # tell a reverse proxy in front of us not to buffer either
+]
+DONE = b"data: [DONE]"
 
 
-def _client() -> httpx.AsyncClient:
-    """One pooled client per event loop (connections are bound to the loop that opened them)."""
-    loop = id(asyncio.get_running_loop())
-    client = _clients.get(loop)
-    if client is None or client.is_closed:
-        client = httpx.AsyncClient(
-            timeout=TIMEOUT, limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200)
-        )
-        _clients[loop] = client
-    return client
-
-
-async def forward(target: Target, path: str, body: bytes, *, stream: bool, receive: Receive, send: Send) -> None:
-    request = _client().build_request(
-        "POST",
-        f"{target.endpoint_url}{path}",
-        content=body,
-        headers={"Authorization": f"Bearer {target.api_key}", "Content-Type": "application/json"},
+def _new_session() -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30),
+        timeout=aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT, sock_read=READ_TIMEOUT),
+        auto_decompress=False,
+        skip_auto_headers=("User-Agent", "Accept-Encoding"),
     )
-    in_flight[target.instance_id] += 1
+
+
+# One pooled client per event loop (its connections belong to the loop that opened them).
+_sessions: PerLoop[aiohttp.ClientSession] = PerLoop(_new_session, usable=lambda s: not s.closed)
+
+
+def _session() -> aiohttp.ClientSession:
+    return _sessions.get()
+
+
+@dataclass
+class Exchange:
+    """One request's way through the gateway, and what is measured of it."""
+
+    path: str
+    body: bytes
+    content_type: str
+    stream: bool = False
+    client_wants_usage: bool = False
+    started: float = field(default_factory=time.perf_counter)
+    first_token_at: float | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    usage_reported: bool = False
+    status: int = 0
+    cut: bool = False
+    response_started: bool = False
+
+    @property
+    def chat(self) -> bool:
+        return self.path == "/v1/chat/completions"
+
+
+class _Retryable(Exception):
+    """The engine failed before anything reached the client: another replica may serve it."""
+
+    def __init__(self, error: errors.GatewayError) -> None:
+        self.error = error
+
+
+async def forward(route: Route, exchange: Exchange, send: Send) -> None:
+    """Serve the exchange from the route's least busy replica, retrying once on another."""
+    tried: set[str] = set()
+    for attempt in (1, 2):
+        target = routing.pick(route, exclude=frozenset(tried))
+        if target is None:
+            break
+        tried.add(target.instance_id)
+        try:
+            await _forward_once(route, target, exchange, send)
+            return
+        except _Retryable as failure:
+            routing.eject(target.instance_id)
+            if attempt == 2 or routing.pick(route, exclude=frozenset(tried)) is None:
+                raise failure.error from None
+    raise errors.unavailable(f"Deployment {route.deployment_id} has no ready replica.")
+
+
+async def _forward_once(route: Route, target: Target, exchange: Exchange, send: Send) -> None:
+    headers = {"Authorization": f"Bearer {target.api_key}", "Content-Type": exchange.content_type}
+    routing.in_flight[target.instance_id] += 1
+    routing.deployment_in_flight[route.deployment_id] += 1
     try:
         try:
-            upstream = await _client().send(request, stream=True)
-        except httpx.TimeoutException:
+            upstream = await _session().post(
+                f"{target.endpoint_url}{exchange.path}", data=exchange.body, headers=headers
+            )
+        except aiohttp.ConnectionTimeoutError:
+            raise _Retryable(
+                errors.upstream_failed("The model's engine did not accept the connection in time.", timeout=True)
+            ) from None
+        except (TimeoutError, aiohttp.SocketTimeoutError):  # it took the request and went quiet: not retried
             raise errors.upstream_failed("The model's engine did not answer in time.", timeout=True) from None
-        except httpx.HTTPError as exc:
-            raise errors.upstream_failed(f"The model's engine could not be reached ({type(exc).__name__}).") from None
+        except aiohttp.ClientError as exc:
+            raise _Retryable(
+                errors.upstream_failed(f"The model's engine could not be reached ({type(exc).__name__}).")
+            ) from None
         try:
-            if upstream.status_code >= 400:
-                raise _engine_error(upstream.status_code, await upstream.aread())
-            if stream and upstream.headers.get("content-type", "").startswith("text/event-stream"):
-                await _relay_stream(upstream, receive, send)
-            else:
-                payload = await upstream.aread()
-                await send_json(send, 200, payload)
+            await _relay(upstream, exchange, send)
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            if not exchange.response_started:
+                timeout = isinstance(exc, TimeoutError)
+                raise errors.upstream_failed(
+                    f"The model's engine failed mid-answer ({type(exc).__name__}).", timeout=timeout
+                ) from None
+            # Part of the stream went out: end it where it broke; the client sees no [DONE].
+            exchange.status = 504 if isinstance(exc, TimeoutError) else 502
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
-            await upstream.aclose()
+            upstream.release() if upstream.content.at_eof() else upstream.close()
     finally:
-        in_flight[target.instance_id] -= 1
+        routing.in_flight[target.instance_id] -= 1
+        routing.deployment_in_flight[route.deployment_id] -= 1
 
 
-async def _relay_stream(upstream: httpx.Response, receive: Receive, send: Send) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 200,
-            "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")],
-        }
-    )
-    disconnected = asyncio.create_task(_wait_for_disconnect(receive))
+async def _relay(upstream: aiohttp.ClientResponse, exchange: Exchange, send: Send) -> None:
+    if upstream.status >= 500:
+        raise _Retryable(_engine_error(upstream.status, await upstream.read()))
+    if upstream.status >= 400:
+        raise _engine_error(upstream.status, await upstream.read())
+    if upstream.content_type == "text/event-stream":
+        await _relay_stream(upstream, exchange, send)
+    else:
+        await _relay_whole(upstream, exchange, send)
+
+
+async def _relay_whole(upstream: aiohttp.ClientResponse, exchange: Exchange, send: Send) -> None:
+    payload = await upstream.read()
+    exchange.first_token_at = time.perf_counter()
+    content_type = upstream.headers.get("Content-Type", "application/json")
+    if upstream.content_type == "application/json":
+        payload = _repaired_json(payload, exchange)
+    exchange.status = 200
+    await send_bytes(send, 200, payload, content_type)
+
+
+def _repaired_json(payload: bytes, exchange: Exchange) -> bytes:
     try:
-        async for chunk in upstream.aiter_raw():
-            if disconnected.done():
-                return  # closing `upstream` (caller's finally) cancels the engine's work
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
-    finally:
-        disconnected.cancel()
+        document = json.loads(payload)
+    except ValueError:
+        return payload  # not ours to judge: relayed as the engine sent it
+    if not isinstance(document, dict):
+        return payload
+    usage = shapes.Usage.from_payload(document)
+    if usage is not None:
+        exchange.prompt_tokens, exchange.completion_tokens = usage.prompt_tokens, usage.completion_tokens
+        exchange.usage_reported = True
+    repair = shapes.REPAIRS.get(exchange.path)
+    if repair is None:
+        return payload
+    repair(document)
+    return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-async def _wait_for_disconnect(receive: Receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
+async def _relay_stream(upstream: aiohttp.ClientResponse, exchange: Exchange, send: Send) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": STREAM_HEADERS})
+    exchange.response_started = True
+    exchange.status = 200
+    pending = b""
+    async for data in upstream.content.iter_any():
+        pending += data.replace(b"\r\n", b"\n")  # SSE allows CRLF; events then end in a blank line
+        if b"\n\n" not in pending:
+            continue
+        *events, pending = pending.split(b"\n\n")
+        out = [e for e in (_event(e, exchange) for e in events) if e is not None]
+        if out:
+            await send({"type": "http.response.body", "body": b"".join(out), "more_body": True})
+    tail = _event(pending.strip(), exchange) if pending.strip() else None
+    await send({"type": "http.response.body", "body": tail or b"", "more_body": False})
+
+
+def _event(event: bytes, exchange: Exchange) -> bytes | None:
+    """One SSE event, as it goes to the client (None: dropped), with its tokens counted."""
+    if not event.startswith(b"data:") or event == DONE:
+        return event + b"\n\n"
+    try:
+        chunk = json.loads(event[5:])
+    except ValueError:
+        return event + b"\n\n"
+    if not isinstance(chunk, dict):
+        return event + b"\n\n"
+    tokens = shapes.chunk_tokens(chunk, chat=exchange.chat)
+    if tokens:
+        exchange.completion_tokens += tokens
+        if exchange.first_token_at is None:
+            exchange.first_token_at = time.perf_counter()
+    usage = shapes.Usage.from_payload(chunk)
+    changed = False
+    if usage is not None:
+        exchange.prompt_tokens = usage.prompt_tokens
+        if usage.completion_tokens >= exchange.completion_tokens:
+            exchange.completion_tokens = usage.completion_tokens
+        exchange.usage_reported = True
+        if not exchange.client_wants_usage:
+            if not chunk.get("choices"):
+                return None  # the usage-only chunk the gateway asked for: not the client's
+            del chunk["usage"]
+            changed = True
+    if "timings" in chunk:  # llama.cpp's own statistics, not part of OpenAI's chunk
+        del chunk["timings"]
+        changed = True
+    if changed:
+        return b"data: " + json.dumps(chunk, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
+    return event + b"\n\n"
 
 
 def _engine_error(status: int, payload: bytes) -> errors.GatewayError:
-    """An engine's error, rewritten in OpenAI's shape (llama.cpp omits `param`)."""
+    """An engine's error, rewritten in OpenAI's shape (llama.cpp omits `param`, numbers `code`)."""
     try:
         detail = json.loads(payload).get("error", {})
     except (ValueError, AttributeError):
@@ -99,17 +242,34 @@ def _engine_error(status: int, payload: bytes) -> errors.GatewayError:
     )
 
 
-async def send_json(send: Send, status: int, payload: bytes, headers: dict[str, str] | None = None) -> None:
+async def send_bytes(
+    send: Send,
+    status: int,
+    payload: bytes,
+    content_type: str = "application/json",
+    headers: dict[str, str] | None = None,
+) -> None:
     extra = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
     await send(
         {
             "type": "http.response.start",
             "status": status,
             "headers": [
-                (b"content-type", b"application/json"),
+                (b"content-type", content_type.encode()),
                 (b"content-length", str(len(payload)).encode()),
                 *extra,
             ],
         }
     )
     await send({"type": "http.response.body", "body": payload})
+
+
+async def send_json(send: Send, status: int, payload: bytes, headers: dict[str, str] | None = None) -> None:
+    await send_bytes(send, status, payload, "application/json", headers)
+
+
+async def close_sessions() -> None:
+    for session in _sessions.values():
+        with contextlib.suppress(Exception):
+            await session.close()
+    _sessions.clear()

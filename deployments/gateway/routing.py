@@ -2,11 +2,13 @@
 named by id), its ready instances, and the one with the fewest requests in flight.
 
 Routes are cached for ROUTE_CACHE_SECONDS per (org, model): a replica that becomes ready or goes
-away is seen within that bound; the hot path normally reads no database.
+away is seen within that bound; the hot path normally reads no database. A replica that fails a
+request is taken out of this process's rotation for EJECT_SECONDS.
 """
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -15,9 +17,12 @@ from asgiref.sync import sync_to_async
 
 from deployments.gateway import errors
 from deployments.gateway.keys import Caller
+from deployments.gateway.ttl_cache import TtlCache
 
 ROUTE_CACHE_SECONDS = 2.0
-SERVING = ("active", "degraded", "scaling", "provisioning")
+EJECT_SECONDS = 10.0
+# Deployments a request can reach: serving, on their way, or cold (a request wakes them).
+ROUTABLE = ("active", "degraded", "scaling", "provisioning", "scaled_to_zero", "stopped")
 
 
 @dataclass(frozen=True)
@@ -31,44 +36,79 @@ class Target:
 class Route:
     deployment_id: str
     model: str
+    category: str  # the catalog model's category: what the engine serves (llm, embedding, stt...)
     status: str
+    cold: bool
+    concurrency_limit: int | None
     targets: tuple[Target, ...]
+    ready_in_seconds: int = 0  # an estimate while it starts; 0 when ready
 
 
-_routes: dict[tuple[str, str], tuple[float, Route | None]] = {}
-in_flight: dict[str, int] = defaultdict(int)
+def ready_estimate(deployment: object, now: float | None = None) -> int:
+    """Seconds until a starting deployment is likely ready: engines on this machine load in
+    seconds, GPU machines from a cloud take minutes (reference/001: 3 to 10)."""
+    from django.conf import settings
+
+    from deployments.models import FINAL_STATES, Deployment
+
+    assert isinstance(deployment, Deployment)
+    base = (
+        settings.GPUCLOUD_READY_ESTIMATE_LOCAL_SECONDS
+        if deployment.gpu_type_id == "cpu"
+        else (settings.GPUCLOUD_READY_ESTIMATE_SECONDS)
+    )
+    starting = deployment.instances.exclude(state__in=FINAL_STATES).order_by("-created_at").first()
+    if starting is None:
+        return base
+    elapsed = (now or time.time()) - starting.created_at.timestamp()
+    return max(1, int(base - elapsed))
+
+
+_routes: TtlCache[tuple[str, str], Route | None] = TtlCache(ROUTE_CACHE_SECONDS)
+in_flight: dict[str, int] = defaultdict(int)  # per instance, this process
+deployment_in_flight: dict[str, int] = defaultdict(int)  # per deployment, this process
+_ejected: dict[str, float] = {}  # instance id -> monotonic time it may serve again
+_turn = itertools.count()  # rotates ties, so idle replicas share sequential traffic
 
 
 def _resolve(org_id: str, model: str) -> Route | None:
     from deployments.models import Deployment, InstanceState
 
     by_id = model.startswith("dep_")  # a deployment id, else a catalog model slug
-    deployments = Deployment.objects.filter(org_id=org_id, status__in=SERVING, **{"pk" if by_id else "model_id": model})
-    best: Route | None = None
+    deployments = Deployment.objects.filter(
+        org_id=org_id, status__in=ROUTABLE, **{"pk" if by_id else "model_id": model}
+    ).select_related("model")
+    candidates = []
     for deployment in deployments.order_by("-created_at"):
-        ready = deployment.instances.filter(state=InstanceState.READY).exclude(endpoint_url="")
-        route = Route(
-            deployment_id=deployment.pk,
-            model=deployment.model_id or model,
-            status=deployment.status,
-            targets=tuple(Target(i.pk, i.endpoint_url, i.api_key) for i in ready),
+        if deployment.status == "stopped" and not deployment.is_cold:
+            continue  # a stopped model deployment is gone, not asleep
+        ready = deployment.instances.filter(state=InstanceState.READY).exclude(endpoint_url="").order_by("pk")
+        candidates.append(
+            Route(
+                deployment_id=deployment.pk,
+                model=deployment.model_id or model,
+                category=deployment.model.category if deployment.model else "",
+                status=deployment.status,
+                cold=deployment.is_cold,
+                concurrency_limit=deployment.concurrency_limit,
+                targets=tuple(Target(i.pk, i.endpoint_url, i.api_key) for i in ready),
+                ready_in_seconds=0 if ready else ready_estimate(deployment),
+            )
         )
-        if route.targets:
-            return route
-        best = best or route
-    return best
+    # Ready first, then one on its way, then a cold one to wake; newest first within each.
+    candidates.sort(key=lambda r: (not r.targets, r.cold))
+    return candidates[0] if candidates else None
 
 
-async def route_for(caller: Caller, model: str) -> Route:
+async def route_for(caller: Caller, model: str, *, fresh: bool = False) -> Route:
+    """The route for `model` in the caller's org: 404 when there is none, 403 when the caller's
+    key may not call it. `fresh` skips the cache (a client waiting for a wake)."""
     if not model:
         raise errors.bad_request("'model' is required.", param="model")
     key = (caller.org_id, model)
-    now = time.monotonic()
-    cached = _routes.get(key)
-    if cached is None or cached[0] < now:
-        cached = (now + ROUTE_CACHE_SECONDS, await sync_to_async(_resolve)(caller.org_id, model))
-        _routes[key] = cached
-    route = cached[1]
+    if fresh:
+        _routes.forget(key)
+    route = await _routes.get(key, lambda: sync_to_async(_resolve)(caller.org_id, model))
     if route is None:
         raise errors.not_found(
             f"The model '{model}' does not exist or is not deployed in your organization; "
@@ -76,16 +116,27 @@ async def route_for(caller: Caller, model: str) -> Route:
         )
     if caller.deployment_id and route.deployment_id != caller.deployment_id:
         raise errors.forbidden("This deployment key may only call its own deployment.")
-    if not route.targets:
-        raise errors.unavailable(f"Deployment {route.deployment_id} has no ready replica yet (status {route.status}).")
     return route
 
 
-def pick(route: Route, *, exclude: str | None = None) -> Target:
-    """The ready replica with the fewest requests in flight (ties: the first listed)."""
-    candidates = [t for t in route.targets if t.instance_id != exclude] or list(route.targets)
-    return min(candidates, key=lambda t: in_flight[t.instance_id])
+def pick(route: Route, *, exclude: frozenset[str] = frozenset()) -> Target | None:
+    """The ready replica with the fewest requests in flight, skipping ejected ones while any
+    other remains (ties: in turn). None when every replica is excluded."""
+    now = time.monotonic()
+    candidates = [t for t in route.targets if t.instance_id not in exclude]
+    healthy = [t for t in candidates if _ejected.get(t.instance_id, 0.0) <= now]
+    pool = healthy or candidates
+    if not pool:
+        return None
+    start = next(_turn) % len(pool)
+    return min(pool[start:] + pool[:start], key=lambda t: in_flight[t.instance_id])
+
+
+def eject(instance_id: str) -> None:
+    """Take a failing replica out of rotation here for a while; it comes back on its own."""
+    _ejected[instance_id] = time.monotonic() + EJECT_SECONDS
 
 
 def routes_clear() -> None:
     _routes.clear()
+    _ejected.clear()

@@ -3,26 +3,17 @@ exactly as in production (the gateway is plain ASGI in front of Django)."""
 
 from __future__ import annotations
 
-import asyncio
-import socket
-import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import openai
 import pytest
-import uvicorn
-from asgiref.sync import sync_to_async
-from django.db import connections
 
 from accounts.models import ApiKeyKind
 from accounts.principal import Principal
 from accounts.roles import Role
 from accounts.services import api_key_create
-from deployments.gateway.keys import cache_clear
-from deployments.gateway.routing import routes_clear
 from deployments.models import Deployment
 from deployments.services import deployment_create
 from tests.billing.conftest import fund
@@ -30,28 +21,6 @@ from tests.conftest import Persona
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the server thread must see committed rows
 USD = 1_000_000
-
-
-@pytest.fixture
-def server() -> Iterator[str]:
-    cache_clear()
-    routes_clear()
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    config = uvicorn.Config("gpucloud.asgi:application", host="127.0.0.1", port=port, log_level="warning")
-    uv = uvicorn.Server(config)
-    thread = threading.Thread(target=uv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not uv.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    uv.should_exit = True
-    thread.join(10)
-    # The gateway's ORM calls ran in asgiref's shared sync thread: close that thread's connections
-    # too, or the test database cannot be dropped at the end of the run.
-    asyncio.run(sync_to_async(connections.close_all)())
 
 
 def deploy(persona: Persona, model: str) -> Deployment:

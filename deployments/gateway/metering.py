@@ -1,0 +1,259 @@
+"""Per-request measurements of the gateway, summed per deployment per minute.
+
+The hot path only adds numbers to a dict of this process (`observe`); a background task of the
+event loop flushes them every FLUSH_SECONDS to the counter store: Redis hashes in the distributed
+topology (so every gateway process adds to the same minute), this process's memory in the
+embedded one. The rollup task copies finished minutes into `RequestMinute` rows.
+
+Latency and time to first token are kept as histograms over log-spaced buckets (each 10% wider
+than the one before), so percentiles over any window are exact to within 10%.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import os
+import socket
+import threading
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+
+import redis
+import redis.asyncio
+
+from deployments.gateway.per_loop import PerLoop
+
+logger = logging.getLogger(__name__)
+
+FLUSH_SECONDS = 1.0
+BUCKET_GROWTH = 1.1
+KEEP_SECONDS = 3 * 3600  # how long a minute's counters stay in the store after the minute
+Key = tuple[str, int]  # (deployment id, minute as unix seconds)
+
+
+@dataclass(slots=True)
+class Sample:
+    """One request through the gateway, as it ended."""
+
+    deployment_id: str
+    status: int
+    latency_s: float
+    ttft_s: float | None = None  # first generated token (streams) or the whole answer (JSON)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cut: bool = False
+
+
+def bucket(ms: float) -> int:
+    """The histogram bucket of a duration: bucket i holds durations up to BUCKET_GROWTH**i ms."""
+    return 0 if ms <= 1.0 else math.ceil(math.log(ms) / math.log(BUCKET_GROWTH))
+
+
+def bucket_upper_ms(index: int) -> float:
+    return float(BUCKET_GROWTH**index)
+
+
+def fields_of(sample: Sample) -> Counter[str]:
+    latency_ms = sample.latency_s * 1000
+    fields: Counter[str] = Counter(requests=1, latency_ms_sum=latency_ms, **{f"lat:{bucket(latency_ms)}": 1})  # type: ignore[arg-type]
+    if sample.status >= 500:
+        fields["errors"] += 1
+    elif sample.status >= 300 or sample.status == 202:
+        fields["rejected"] += 1
+    if sample.cut:
+        fields["cut"] += 1
+    fields["prompt_tokens"] += sample.prompt_tokens
+    fields["completion_tokens"] += sample.completion_tokens
+    if sample.ttft_s is not None and sample.status < 300:
+        ttft_ms = sample.ttft_s * 1000
+        fields["ttft_ms_sum"] += ttft_ms  # type: ignore[assignment]
+        fields["ttft_count"] += 1
+        fields[f"ttft:{bucket(ttft_ms)}"] += 1
+        fields["generation_ms_sum"] += max(0.0, latency_ms - ttft_ms)  # type: ignore[assignment]
+    return fields
+
+
+class LocalStore:
+    """Counters in this process's memory (the embedded topology: one process serves and rolls up)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._minutes: dict[Key, Counter[str]] = defaultdict(Counter)
+        self._in_flight: dict[str, int] = {}
+
+    async def add(self, counts: dict[Key, Counter[str]], in_flight: dict[str, int]) -> None:
+        self.add_sync(counts, in_flight)
+
+    def add_sync(self, counts: dict[Key, Counter[str]], in_flight: dict[str, int]) -> None:
+        with self._lock:
+            for key, fields in counts.items():
+                self._minutes[key].update(fields)
+            self._in_flight = dict(in_flight)
+            horizon = time.time() - KEEP_SECONDS
+            for key in [k for k in self._minutes if k[1] < horizon]:
+                del self._minutes[key]
+
+    def minutes(self, deployment_id: str | None = None) -> dict[Key, dict[str, float]]:
+        with self._lock:
+            return {k: dict(v) for k, v in self._minutes.items() if deployment_id in (None, k[0])}
+
+    def in_flight(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._in_flight)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._minutes.clear()
+            self._in_flight.clear()
+
+
+class RedisStore:
+    """Counters in Redis hashes, one per (deployment, minute), shared by every gateway process.
+    Each process also publishes its in-flight counts under a key that expires when it stops."""
+
+    PREFIX = "gpucloud:gw"
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.process = f"{socket.gethostname()}:{os.getpid()}"
+        self._async_clients: PerLoop[redis.asyncio.Redis] = PerLoop(
+            lambda: redis.asyncio.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        )
+
+    def _async(self) -> redis.asyncio.Redis:
+        return self._async_clients.get()
+
+    def _sync(self) -> redis.Redis:
+        return redis.Redis.from_url(self.url, socket_timeout=5, socket_connect_timeout=2)
+
+    def _hash(self, key: Key) -> str:
+        return f"{self.PREFIX}:m:{key[0]}:{key[1]}"
+
+    async def add(self, counts: dict[Key, Counter[str]], in_flight: dict[str, int]) -> None:
+        pipe = self._async().pipeline(transaction=False)
+        for key, fields in counts.items():
+            name = self._hash(key)
+            for field, value in fields.items():
+                if isinstance(value, float):
+                    pipe.hincrbyfloat(name, field, value)
+                else:
+                    pipe.hincrby(name, field, value)
+            pipe.expire(name, KEEP_SECONDS + 120)
+            pipe.zadd(f"{self.PREFIX}:index", {f"{key[0]}:{key[1]}": key[1]})
+        flight = f"{self.PREFIX}:inflight:{self.process}"
+        pipe.delete(flight)
+        if in_flight:
+            pipe.hset(flight, mapping=in_flight)
+        pipe.expire(flight, 10)
+        await pipe.execute()
+
+    def minutes(self, deployment_id: str | None = None) -> dict[Key, dict[str, float]]:
+        client = self._sync()
+        try:
+            client.zremrangebyscore(f"{self.PREFIX}:index", 0, time.time() - KEEP_SECONDS)
+            members = [m.decode() for m in client.zrange(f"{self.PREFIX}:index", 0, -1)]
+            keys = [(dep, int(minute)) for dep, _, minute in (m.rpartition(":") for m in members)]
+            keys = [k for k in keys if deployment_id in (None, k[0])]
+            pipe = client.pipeline(transaction=False)
+            for key in keys:
+                pipe.hgetall(self._hash(key))
+            result = {}
+            for key, raw in zip(keys, pipe.execute(), strict=True):
+                if raw:
+                    result[key] = {k.decode(): float(v) for k, v in raw.items()}
+            return result
+        finally:
+            client.close()
+
+    def in_flight(self) -> dict[str, int]:
+        client = self._sync()
+        try:
+            totals: Counter[str] = Counter()
+            for name in client.scan_iter(f"{self.PREFIX}:inflight:*"):
+                for dep, count in client.hgetall(name).items():
+                    totals[dep.decode()] += int(count)
+            return dict(totals)
+        finally:
+            client.close()
+
+    def clear(self) -> None:
+        client = self._sync()
+        try:
+            names = list(client.scan_iter(f"{self.PREFIX}:*"))
+            if names:
+                client.delete(*names)
+        finally:
+            client.close()
+
+
+_store: LocalStore | RedisStore | None = None
+
+
+def store() -> LocalStore | RedisStore:
+    global _store
+    if _store is None:
+        from django.conf import settings
+
+        _store = RedisStore(settings.REDIS_URL) if settings.REDIS_URL else LocalStore()
+    return _store
+
+
+class Aggregator:
+    """This process's counters since the last flush."""
+
+    def __init__(self) -> None:
+        self.pending: dict[Key, Counter[str]] = defaultdict(Counter)
+        self._flushers: PerLoop[asyncio.Task[None]] = PerLoop(
+            lambda: asyncio.get_running_loop().create_task(self._flush_forever()), usable=lambda t: not t.done()
+        )
+
+    def observe(self, sample: Sample) -> None:
+        minute = int(time.time()) // 60 * 60
+        self.pending[(sample.deployment_id, minute)].update(fields_of(sample))
+        with contextlib.suppress(RuntimeError):  # no running loop: flushed by flush_now()
+            self._flushers.get()  # starts this loop's flusher unless it runs
+
+    def drain(self) -> dict[Key, Counter[str]]:
+        pending, self.pending = self.pending, defaultdict(Counter)
+        return pending
+
+    async def flush(self) -> None:
+        from deployments.gateway.routing import deployment_in_flight
+
+        counts = self.drain()
+        in_flight = {k: v for k, v in deployment_in_flight.items() if v}
+        try:
+            await store().add(counts, in_flight)
+        except Exception:  # Redis away: keep the counts for the next flush rather than lose them
+            logger.warning("gateway counters not flushed; retrying", exc_info=True)
+            for key, fields in counts.items():
+                self.pending[key].update(fields)
+
+    async def _flush_forever(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_SECONDS)
+            await self.flush()
+            if not self.pending and not any(_in_flight_values()):
+                return  # idle: the next request starts the flusher again
+
+
+def _in_flight_values() -> list[int]:
+    from deployments.gateway.routing import deployment_in_flight
+
+    return list(deployment_in_flight.values())
+
+
+aggregator = Aggregator()
+
+
+def observe(sample: Sample) -> None:
+    aggregator.observe(sample)
+
+
+async def flush_now() -> None:
+    """Flush this process's counters at once (tests, shutdown)."""
+    await aggregator.flush()

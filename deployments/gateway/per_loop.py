@@ -1,0 +1,32 @@
+"""Clients bound to an event loop (pooled HTTP and Redis connections belong to the loop that
+opened them): one per running loop, forgotten with the loop."""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class PerLoop(Generic[T]):
+    def __init__(self, make: Callable[[], T], usable: Callable[[T], bool] = lambda _: True) -> None:
+        self._make = make
+        self._usable = usable
+        self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, T] = weakref.WeakKeyDictionary()
+
+    def get(self) -> T:
+        loop = asyncio.get_running_loop()
+        value = self._by_loop.get(loop)
+        if value is None or not self._usable(value):
+            value = self._make()
+            self._by_loop[loop] = value
+        return value
+
+    def values(self) -> list[T]:
+        return list(self._by_loop.values())
+
+    def clear(self) -> None:
+        self._by_loop.clear()

@@ -1,0 +1,119 @@
+"""The gateway served by uvicorn exactly as in production (plain ASGI in front of Django), engine
+simulators on loopback, and deployments whose replicas are those simulators."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+import uvicorn
+from asgiref.sync import sync_to_async
+from django.db import connections
+from django.utils import timezone
+
+from catalog.services import catalog_load
+from deployments.gateway import limits, metering, routing
+from deployments.gateway.keys import cache_clear
+from deployments.models import Deployment, DeploymentKind, Instance, InstanceState
+from tests.conftest import Persona
+from tests.fakes.engine_server import Engine, EngineThread
+
+ENGINE_KEY = "engine-secret"
+
+
+@pytest.fixture
+def server() -> Iterator[str]:
+    cache_clear()
+    routing.routes_clear()
+    limits._local.clear()
+    metering.aggregator.drain()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    config = uvicorn.Config("gpucloud.asgi:application", host="127.0.0.1", port=port, log_level="warning")
+    uv = uvicorn.Server(config)
+    thread = threading.Thread(target=uv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not uv.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    uv.should_exit = True
+    thread.join(10)
+    # The gateway's ORM calls ran in asgiref's shared sync thread: close that thread's connections
+    # too, or the test database cannot be dropped at the end of the run.
+    asyncio.run(sync_to_async(connections.close_all)())
+
+
+@pytest.fixture
+def engines() -> Iterator[Callable[[], EngineThread]]:
+    """Start engine simulators on demand; all stop at the end of the test."""
+    started: list[EngineThread] = []
+
+    def start() -> EngineThread:
+        engine = EngineThread(Engine(api_key=ENGINE_KEY)).__enter__()
+        started.append(engine)
+        return engine
+
+    yield start
+    for engine in started:
+        engine.__exit__()
+
+
+def serving_deployment(
+    persona: Persona,
+    engines: list[EngineThread],
+    *,
+    model: str = "smollm2-135m-instruct",
+    kind: str = DeploymentKind.MODEL,
+    status: str = "active",
+    concurrency_limit: int | None = None,
+) -> Deployment:
+    """A deployment whose ready replicas are the given simulators (no provider involved)."""
+    catalog_load()
+    deployment = Deployment.objects.create(
+        org=persona.org,
+        name=model,
+        kind=kind,
+        status=status,
+        model_id=model,
+        gpu_type_id="cpu",
+        region_id="local",
+        desired_replicas=len(engines),
+        hourly_price_micros=3_600_000,  # $3.60/h: $0.001 per second
+        concurrency_limit=concurrency_limit,
+        started_at=timezone.now(),
+    )
+    for engine in engines:
+        Instance.objects.create(
+            deployment=deployment,
+            state=InstanceState.READY,
+            provider="sim",
+            provider_instance_id=f"sim-{engine.port}",
+            tag="test",
+            api_key=ENGINE_KEY,
+            endpoint_url=engine.url,
+            hourly_price_micros=3_600_000,
+            launched_at=timezone.now(),
+            ready_at=timezone.now(),
+        )
+    return deployment
+
+
+def counters(deployment_id: str, *, at_least: int, timeout: float = 5.0) -> dict[str, float]:
+    """The deployment's summed gateway counters once at least `at_least` requests are in."""
+    deadline = time.monotonic() + timeout
+    total: dict[str, float] = {}
+    while time.monotonic() < deadline:
+        total = {}
+        for fields in metering.store().minutes(deployment_id).values():
+            for name, value in fields.items():
+                total[name] = total.get(name, 0) + value
+        if total.get("requests", 0) >= at_least:
+            return total
+        time.sleep(0.1)
+    raise AssertionError(f"only {total.get('requests', 0)} of {at_least} requests were counted: {total}")

@@ -1,0 +1,258 @@
+"""The gateway's relay through the official OpenAI SDK against engine simulators: answers repaired
+to OpenAI's schema, streams relayed chunk for chunk, usage metered to the token (cut streams too),
+retry on a failing replica, least-busy balancing, the concurrency limit, other modalities."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import httpx
+import openai
+import pytest
+
+from deployments.gateway import routing
+from deployments.models import RequestMinute
+from deployments.metrics import request_minutes_rollup
+from tests.conftest import Persona
+from tests.fakes.engine_server import EngineThread
+from tests.gateway.conftest import counters, serving_deployment
+
+pytestmark = pytest.mark.django_db(transaction=True)  # the server thread must see committed rows
+Engines = Callable[[], EngineThread]
+
+
+def sdk(server: str, key: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{server}/v1", api_key=key, max_retries=0, timeout=20)
+
+
+def test_chat_json_is_repaired_to_openai_shape_and_metered(server: str, alice: Persona, engines: Engines) -> None:
+    engine = engines()
+    deployment = serving_deployment(alice, [engine])
+    raw = httpx.post(
+        f"{server}/v1/chat/completions",
+        json={"model": "smollm2-135m-instruct", "messages": [{"role": "user", "content": "one two three"}],
+              "max_tokens": 5},
+        headers={"Authorization": f"Bearer {alice.key}"},
+    ).json()  # fmt: skip
+    choice = raw["choices"][0]
+    assert choice["logprobs"] is None and choice["message"]["refusal"] is None  # llama.cpp omits both
+    assert choice["message"]["content"] == "The quick brown fox jumps"
+    assert raw["usage"] == {"prompt_tokens": 7, "completion_tokens": 5, "total_tokens": 12}
+
+    reply = sdk(server, alice.key).chat.completions.create(
+        model="smollm2-135m-instruct", messages=[{"role": "user", "content": "hi"}], max_tokens=3
+    )
+    assert reply.choices[0].message.content == "The quick brown"
+
+    total = counters(deployment.pk, at_least=2)
+    assert (total["requests"], total["prompt_tokens"], total["completion_tokens"]) == (2, 7 + 5, 5 + 3)
+    assert total.get("errors", 0) == 0 and total["ttft_count"] == 2
+
+
+def test_stream_relays_every_chunk_and_strips_the_usage_it_asked_for(
+    server: str, alice: Persona, engines: Engines
+) -> None:
+    engine = engines()
+    deployment = serving_deployment(alice, [engine])
+    client = sdk(server, alice.key)
+    chunks = list(
+        client.chat.completions.create(
+            model="smollm2-135m-instruct", messages=[{"role": "user", "content": "a b"}], max_tokens=6, stream=True
+        )
+    )
+    # 6 token chunks + the finish chunk, as the engine sends them without include_usage; no usage chunk.
+    assert len(chunks) == 7
+    assert all(c.usage is None for c in chunks)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == "The quick brown fox jumps over"
+    assert chunks[-1].choices[0].finish_reason == "length"
+    assert engine.engine.records[-1].finished
+
+    with_usage = list(
+        client.chat.completions.create(
+            model="smollm2-135m-instruct", messages=[{"role": "user", "content": "a b"}], max_tokens=4, stream=True,
+            stream_options={"include_usage": True},
+        )
+    )  # fmt: skip
+    assert with_usage[-1].choices == [] and with_usage[-1].usage is not None
+    assert (with_usage[-1].usage.prompt_tokens, with_usage[-1].usage.completion_tokens) == (6, 4)
+
+    total = counters(deployment.pk, at_least=2)
+    assert (total["prompt_tokens"], total["completion_tokens"]) == (6 + 6, 6 + 4)
+
+
+def test_client_that_cuts_a_stream_is_billed_what_was_relayed_and_cancels_the_engine(
+    server: str, alice: Persona, engines: Engines
+) -> None:
+    engine = engines()
+    engine.engine.behaviour.gap_ms = 30
+    deployment = serving_deployment(alice, [engine])
+    body = {"model": "smollm2-135m-instruct", "messages": [{"role": "user", "content": "x"}], "max_tokens": 200,
+            "stream": True}  # fmt: skip
+    received = 0
+    with httpx.stream("POST", f"{server}/v1/chat/completions", json=body, timeout=20,
+                      headers={"Authorization": f"Bearer {alice.key}"}) as response:  # fmt: skip
+        for line in response.iter_lines():
+            if '"content"' in line:
+                received += 1
+            if received == 5:
+                break
+    record = engine.engine.records[-1]
+    deadline = time.monotonic() + 3
+    while not record.cut and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert record.cut and not record.finished  # the engine stopped generating
+    assert record.completion_tokens < 20
+    total = counters(deployment.pk, at_least=1)
+    assert total["cut"] == 1
+    assert total["completion_tokens"] == record.completion_tokens  # what the engine wrote, to the token
+    assert total["prompt_tokens"] == record.prompt_tokens  # from the engine's running usage
+
+
+def test_completions_and_embeddings(server: str, alice: Persona, engines: Engines) -> None:
+    chat = serving_deployment(alice, [engines()])
+    embedder = serving_deployment(alice, [engines()], model="smollm2-135m-embedding")
+    client = sdk(server, alice.key)
+    text = client.completions.create(model="smollm2-135m-instruct", prompt="once upon", max_tokens=2)
+    assert text.choices[0].text == "The quick" and text.usage and text.usage.prompt_tokens == 2
+    streamed = list(client.completions.create(model=chat.pk, prompt="x", max_tokens=3, stream=True))
+    assert "".join(c.choices[0].text for c in streamed) == "The quick brown"
+    vectors = client.embeddings.create(model="smollm2-135m-embedding", input=["a cat", "a dog sat"])
+    assert [len(v.embedding) for v in vectors.data] == [8, 8] and vectors.usage.prompt_tokens == 5
+    with pytest.raises(openai.BadRequestError, match="serves embeddings"):
+        client.chat.completions.create(model="smollm2-135m-embedding", messages=[{"role": "user", "content": "x"}])
+    assert counters(embedder.pk, at_least=2)["rejected"] == 1
+
+
+def test_audio_and_image_routes_reach_engines_that_serve_them(server: str, alice: Persona, engines: Engines) -> None:
+    serving_deployment(alice, [engines()], model="whisper-large-v3")
+    serving_deployment(alice, [engines()], model="xtts-v2")
+    serving_deployment(alice, [engines()], model="sdxl")
+    client = sdk(server, alice.key)
+    heard = client.audio.transcriptions.create(model="whisper-large-v3", file=("a.wav", b"RIFF1234", "audio/wav"))
+    assert heard.text == "heard 8 bytes of whisper-large-v3"
+    speech = client.audio.speech.create(model="xtts-v2", voice="alloy", input="hello there")
+    assert speech.content == b"RIFFhello there"
+    image = client.images.generate(model="sdxl", prompt="a red fox")
+    assert image.data and image.data[0].b64_json == "aW1hZ2U="
+    with pytest.raises(openai.BadRequestError, match="serves image generations"):
+        client.audio.speech.create(model="sdxl", voice="alloy", input="x")
+
+
+def test_a_failing_replica_is_retried_once_elsewhere_and_taken_out(
+    server: str, alice: Persona, engines: Engines
+) -> None:
+    broken, healthy = engines(), engines()
+    broken.engine.behaviour.fail_status = 500
+    deployment = serving_deployment(alice, [broken, healthy])
+    client = sdk(server, alice.key)
+    for _ in range(4):
+        reply = client.chat.completions.create(
+            model="smollm2-135m-instruct", messages=[{"role": "user", "content": "x"}], max_tokens=2
+        )
+        assert reply.choices[0].message.content == "The quick"
+    assert len(broken.engine.records) == 1  # tried once, then out of rotation
+    assert len(healthy.engine.records) == 4
+    assert counters(deployment.pk, at_least=4).get("errors", 0) == 0
+
+    healthy.engine.behaviour.fail_status = 503  # every replica failing: the client hears it, once
+    routing.routes_clear()
+    with pytest.raises(openai.InternalServerError) as failed:
+        client.chat.completions.create(model="smollm2-135m-instruct", messages=[{"role": "user", "content": "x"}])
+    assert failed.value.status_code == 502
+    assert failed.value.body == {
+        "message": "The model's engine failed: simulated engine failure.", "type": "server_error", "param": None,
+        "code": "upstream_error",
+    }  # fmt: skip
+
+
+def test_unreachable_engine_is_a_502_in_openai_shape(server: str, alice: Persona, engines: Engines) -> None:
+    engine = engines()
+    serving_deployment(alice, [engine])
+    engine.__exit__()
+    response = httpx.post(
+        f"{server}/v1/chat/completions", headers={"Authorization": f"Bearer {alice.key}"},
+        json={"model": "smollm2-135m-instruct", "messages": [{"role": "user", "content": "x"}]},
+    )  # fmt: skip
+    assert response.status_code == 502
+    assert response.json()["error"]["code"] == "upstream_error"
+    assert "could not be reached" in response.json()["error"]["message"]
+
+
+def test_requests_go_to_the_replica_with_fewest_in_flight(server: str, alice: Persona, engines: Engines) -> None:
+    first, second = engines(), engines()
+    for engine in (first, second):
+        engine.engine.behaviour.gap_ms = 100
+    serving_deployment(alice, [first, second])
+    body = {"model": "smollm2-135m-instruct", "messages": [{"role": "user", "content": "x"}], "max_tokens": 5}
+    results: list[int] = []
+
+    def call() -> None:
+        results.append(httpx.post(f"{server}/v1/chat/completions", json=body, timeout=20,
+                                  headers={"Authorization": f"Bearer {alice.key}"}).status_code)  # fmt: skip
+
+    threads = [threading.Thread(target=call) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+        time.sleep(0.03)
+    for thread in threads:
+        thread.join()
+    assert results == [200] * 6
+    assert (len(first.engine.records), len(second.engine.records)) == (3, 3)
+
+
+def test_concurrency_limit_answers_429_with_retry_after(server: str, alice: Persona, engines: Engines) -> None:
+    engine = engines()
+    engine.engine.behaviour.gap_ms = 100
+    deployment = serving_deployment(alice, [engine], concurrency_limit=2)
+    body = {"model": "smollm2-135m-instruct", "messages": [{"role": "user", "content": "x"}], "max_tokens": 5}
+    statuses: list[int] = []
+    refusals: list[httpx.Response] = []
+
+    def call() -> None:
+        response = httpx.post(f"{server}/v1/chat/completions", json=body, timeout=20,
+                              headers={"Authorization": f"Bearer {alice.key}"})  # fmt: skip
+        statuses.append(response.status_code)
+        if response.status_code == 429:
+            refusals.append(response)
+
+    threads = [threading.Thread(target=call) for _ in range(5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(statuses) == [200, 200, 429, 429, 429]
+    assert len(engine.engine.records) == 2  # nothing forwarded for the refused ones
+    refusal = refusals[0]
+    assert refusal.headers["retry-after"] == "1"
+    assert refusal.json()["error"]["type"] == "rate_limit_exceeded"
+    assert "limit of 2 concurrent requests" in refusal.json()["error"]["message"]
+    # Slots come back: the next request is served.
+    assert httpx.post(f"{server}/v1/chat/completions", json=body, timeout=20,
+                      headers={"Authorization": f"Bearer {alice.key}"}).status_code == 200  # fmt: skip
+    assert counters(deployment.pk, at_least=6)["rejected"] == 3
+
+
+def test_rollup_writes_minutes_once_and_metrics_api_reports_them(server: str, alice: Persona, engines: Engines) -> None:
+    deployment = serving_deployment(alice, [engines()])
+    llm = sdk(server, alice.key)
+    for _ in range(3):
+        llm.chat.completions.create(
+            model="smollm2-135m-instruct", messages=[{"role": "user", "content": "a b c"}], max_tokens=4
+        )
+    counters(deployment.pk, at_least=3)
+    request_minutes_rollup()
+    request_minutes_rollup()  # again: the same rows, not doubled
+    rows = list(RequestMinute.objects.filter(deployment=deployment))
+    assert sum(r.requests for r in rows) == 3 and sum(r.completion_tokens for r in rows) == 12
+    from django.test import Client
+
+    metrics = Client().get(f"/api/v1/deployments/{deployment.pk}/metrics?window=1h", **alice.auth).json()
+    assert metrics["requests"] == 3 and metrics["prompt_tokens"] == 3 * 7 and metrics["completion_tokens"] == 12
+    assert metrics["errors"] == 0 and metrics["latency_ms_p50"] is not None and metrics["replicas_ready"] == 1
+    assert metrics["gpu_cost_usd"] > 0
+    expected = metrics["gpu_cost_usd"] * 1_000_000 / (3 * 7 + 12)
+    assert metrics["cost_per_1m_tokens_usd"] == pytest.approx(expected, rel=0.01)
+    bad = Client().get(f"/api/v1/deployments/{deployment.pk}/metrics?window=2h", **alice.auth)
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "window"

@@ -13,8 +13,8 @@ import openai
 import pytest
 
 from deployments.gateway import routing
-from deployments.models import RequestMinute
 from deployments.metrics import request_minutes_rollup
+from deployments.models import RequestMinute
 from tests.conftest import Persona
 from tests.fakes.engine_server import EngineThread
 from tests.gateway.conftest import counters, serving_deployment

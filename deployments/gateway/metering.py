@@ -19,7 +19,7 @@ import os
 import socket
 import threading
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from dataclasses import dataclass
 
 import redis
@@ -57,23 +57,29 @@ def bucket_upper_ms(index: int) -> float:
     return float(BUCKET_GROWTH**index)
 
 
-def fields_of(sample: Sample) -> Counter[str]:
+Fields = dict[str, float]
+
+
+def merge(into: Fields, fields: Fields) -> None:
+    for name, value in fields.items():
+        into[name] = into.get(name, 0) + value
+
+
+def fields_of(sample: Sample) -> Fields:
     latency_ms = sample.latency_s * 1000
-    fields: Counter[str] = Counter(requests=1, latency_ms_sum=latency_ms, **{f"lat:{bucket(latency_ms)}": 1})  # type: ignore[arg-type]
+    fields: Fields = {"requests": 1, "latency_ms_sum": latency_ms, f"lat:{bucket(latency_ms)}": 1}
     if sample.status >= 500:
-        fields["errors"] += 1
+        fields["errors"] = 1
     elif sample.status >= 300 or sample.status == 202:
-        fields["rejected"] += 1
+        fields["rejected"] = 1
     if sample.cut:
-        fields["cut"] += 1
-    fields["prompt_tokens"] += sample.prompt_tokens
-    fields["completion_tokens"] += sample.completion_tokens
+        fields["cut"] = 1
+    fields["prompt_tokens"] = sample.prompt_tokens
+    fields["completion_tokens"] = sample.completion_tokens
     if sample.ttft_s is not None and sample.status < 300:
         ttft_ms = sample.ttft_s * 1000
-        fields["ttft_ms_sum"] += ttft_ms  # type: ignore[assignment]
-        fields["ttft_count"] += 1
-        fields[f"ttft:{bucket(ttft_ms)}"] += 1
-        fields["generation_ms_sum"] += max(0.0, latency_ms - ttft_ms)  # type: ignore[assignment]
+        fields.update({"ttft_ms_sum": ttft_ms, "ttft_count": 1, f"ttft:{bucket(ttft_ms)}": 1})
+        fields["generation_ms_sum"] = max(0.0, latency_ms - ttft_ms)
     return fields
 
 
@@ -82,16 +88,16 @@ class LocalStore:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._minutes: dict[Key, Counter[str]] = defaultdict(Counter)
+        self._minutes: dict[Key, Fields] = defaultdict(dict)
         self._in_flight: dict[str, int] = {}
 
-    async def add(self, counts: dict[Key, Counter[str]], in_flight: dict[str, int]) -> None:
+    async def add(self, counts: dict[Key, Fields], in_flight: dict[str, int]) -> None:
         self.add_sync(counts, in_flight)
 
-    def add_sync(self, counts: dict[Key, Counter[str]], in_flight: dict[str, int]) -> None:
+    def add_sync(self, counts: dict[Key, Fields], in_flight: dict[str, int]) -> None:
         with self._lock:
             for key, fields in counts.items():
-                self._minutes[key].update(fields)
+                merge(self._minutes[key], fields)
             self._in_flight = dict(in_flight)
             horizon = time.time() - KEEP_SECONDS
             for key in [k for k in self._minutes if k[1] < horizon]:
@@ -128,26 +134,26 @@ class RedisStore:
         return self._async_clients.get()
 
     def _sync(self) -> redis.Redis:
-        return redis.Redis.from_url(self.url, socket_timeout=5, socket_connect_timeout=2)
+        return redis.Redis.from_url(self.url, socket_timeout=5, socket_connect_timeout=2, decode_responses=True)
 
     def _hash(self, key: Key) -> str:
         return f"{self.PREFIX}:m:{key[0]}:{key[1]}"
 
-    async def add(self, counts: dict[Key, Counter[str]], in_flight: dict[str, int]) -> None:
+    async def add(self, counts: dict[Key, Fields], in_flight: dict[str, int]) -> None:
         pipe = self._async().pipeline(transaction=False)
         for key, fields in counts.items():
             name = self._hash(key)
             for field, value in fields.items():
-                if isinstance(value, float):
-                    pipe.hincrbyfloat(name, field, value)
-                else:
+                if isinstance(value, int):
                     pipe.hincrby(name, field, value)
+                else:
+                    pipe.hincrbyfloat(name, field, value)
             pipe.expire(name, KEEP_SECONDS + 120)
             pipe.zadd(f"{self.PREFIX}:index", {f"{key[0]}:{key[1]}": key[1]})
         flight = f"{self.PREFIX}:inflight:{self.process}"
         pipe.delete(flight)
         if in_flight:
-            pipe.hset(flight, mapping=in_flight)
+            pipe.hset(flight, mapping=dict(in_flight))  # type: ignore[arg-type]
         pipe.expire(flight, 10)
         await pipe.execute()
 
@@ -155,7 +161,7 @@ class RedisStore:
         client = self._sync()
         try:
             client.zremrangebyscore(f"{self.PREFIX}:index", 0, time.time() - KEEP_SECONDS)
-            members = [m.decode() for m in client.zrange(f"{self.PREFIX}:index", 0, -1)]
+            members = [str(m) for m in client.zrange(f"{self.PREFIX}:index", 0, -1)]
             keys = [(dep, int(minute)) for dep, _, minute in (m.rpartition(":") for m in members)]
             keys = [k for k in keys if deployment_id in (None, k[0])]
             pipe = client.pipeline(transaction=False)
@@ -164,7 +170,7 @@ class RedisStore:
             result = {}
             for key, raw in zip(keys, pipe.execute(), strict=True):
                 if raw:
-                    result[key] = {k.decode(): float(v) for k, v in raw.items()}
+                    result[key] = {str(k): float(v) for k, v in raw.items()}
             return result
         finally:
             client.close()
@@ -172,11 +178,11 @@ class RedisStore:
     def in_flight(self) -> dict[str, int]:
         client = self._sync()
         try:
-            totals: Counter[str] = Counter()
+            totals: dict[str, int] = {}
             for name in client.scan_iter(f"{self.PREFIX}:inflight:*"):
                 for dep, count in client.hgetall(name).items():
-                    totals[dep.decode()] += int(count)
-            return dict(totals)
+                    totals[str(dep)] = totals.get(str(dep), 0) + int(count)
+            return totals
         finally:
             client.close()
 
@@ -206,19 +212,19 @@ class Aggregator:
     """This process's counters since the last flush."""
 
     def __init__(self) -> None:
-        self.pending: dict[Key, Counter[str]] = defaultdict(Counter)
+        self.pending: dict[Key, Fields] = defaultdict(dict)
         self._flushers: PerLoop[asyncio.Task[None]] = PerLoop(
             lambda: asyncio.get_running_loop().create_task(self._flush_forever()), usable=lambda t: not t.done()
         )
 
     def observe(self, sample: Sample) -> None:
         minute = int(time.time()) // 60 * 60
-        self.pending[(sample.deployment_id, minute)].update(fields_of(sample))
+        merge(self.pending[(sample.deployment_id, minute)], fields_of(sample))
         with contextlib.suppress(RuntimeError):  # no running loop: flushed by flush_now()
             self._flushers.get()  # starts this loop's flusher unless it runs
 
-    def drain(self) -> dict[Key, Counter[str]]:
-        pending, self.pending = self.pending, defaultdict(Counter)
+    def drain(self) -> dict[Key, Fields]:
+        pending, self.pending = self.pending, defaultdict(dict)
         return pending
 
     async def flush(self) -> None:
@@ -231,7 +237,7 @@ class Aggregator:
         except Exception:  # Redis away: keep the counts for the next flush rather than lose them
             logger.warning("gateway counters not flushed; retrying", exc_info=True)
             for key, fields in counts.items():
-                self.pending[key].update(fields)
+                merge(self.pending[key], fields)
 
     async def _flush_forever(self) -> None:
         while True:

@@ -1,0 +1,101 @@
+"""Who may call what through /v1: account keys of members, deployment keys on their own
+deployment, viewers only read, revoked keys stop within the documented bound."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+from accounts.models import ApiKey, ApiKeyKind, Membership
+from accounts.principal import Principal
+from accounts.roles import Role
+from accounts.services import api_key_create, api_key_revoke
+from deployments.gateway import keys
+from tests.conftest import Persona
+from tests.fakes.engine_server import EngineThread
+from tests.gateway.conftest import serving_deployment
+
+pytestmark = pytest.mark.django_db(transaction=True)
+BODY = {"model": "smollm2-135m-instruct", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+
+
+def call(server: str, key: str, path: str = "/v1/chat/completions") -> httpx.Response:
+    return httpx.post(f"{server}{path}", json=BODY, headers={"Authorization": f"Bearer {key}"}, timeout=20)
+
+
+def test_viewers_list_models_but_do_not_invoke(
+    server: str, alice: Persona, bob: Persona, engines: Callable[[], EngineThread]
+) -> None:
+    engine = engines()
+    serving_deployment(alice, [engine])
+    Membership.objects.filter(org=alice.org, user=bob.user).update(role=Role.VIEWER)
+    refused = call(server, bob.key)
+    assert refused.status_code == 403 and "viewer" in refused.json()["error"]["message"]
+    listed = httpx.get(f"{server}/v1/models", headers={"Authorization": f"Bearer {bob.key}"})
+    assert listed.status_code == 200 and listed.json()["data"][0]["availability"] == "instant"
+    assert engine.engine.records == []  # nothing forwarded
+
+
+def test_deployment_keys_reach_their_own_deployment_only(
+    server: str, alice: Persona, charlie: Persona, engines: Callable[[], EngineThread]
+) -> None:
+    mine, other, foreign = engines(), engines(), engines()
+    deployment = serving_deployment(alice, [mine])
+    serving_deployment(alice, [other], model="smollm2-135m-embedding")
+    serving_deployment(charlie, [foreign])
+    principal = Principal(user=alice.user, org=alice.org, role=Role.OWNER)
+    _, scoped = api_key_create(principal=principal, name="c", kind=ApiKeyKind.DEPLOYMENT, deployment_id=deployment.pk)
+    assert call(server, scoped).status_code == 200
+    other_call = httpx.post(f"{server}/v1/embeddings", json={"model": "smollm2-135m-embedding", "input": "x"},
+                            headers={"Authorization": f"Bearer {scoped}"})  # fmt: skip
+    assert other_call.status_code == 403 and other_call.json()["error"]["code"] == "permission_denied"
+    listed = httpx.get(f"{server}/v1/models", headers={"Authorization": f"Bearer {scoped}"}).json()
+    assert [m["deployment_id"] for m in listed["data"]] == [deployment.pk]
+    # charlie's key never sees alice's deployment, by model name or by id
+    assert call(server, charlie.key).status_code == 200 and len(foreign.engine.records) == 1
+    by_id = httpx.post(f"{server}/v1/chat/completions", json={**BODY, "model": deployment.pk},
+                       headers={"Authorization": f"Bearer {charlie.key}"})  # fmt: skip
+    assert by_id.status_code == 404 and by_id.json()["error"]["code"] == "model_not_found"
+    assert (len(mine.engine.records), len(other.engine.records)) == (1, 0)
+
+
+def test_a_revoked_key_stops_within_the_cache_bound(
+    server: str, alice: Persona, engines: Callable[[], EngineThread], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    monkeypatch.setattr(keys._cache, "ttl", 0.5)  # the bound is KEY_CACHE_SECONDS (5 s); shortened here
+    serving_deployment(alice, [engines()])
+    assert call(server, alice.key).status_code == 200
+    principal = Principal(user=alice.user, org=alice.org, role=Role.OWNER)
+    api_key_revoke(principal=principal, key=ApiKey.objects.get(org=alice.org))
+    time.sleep(0.6)
+    refused = call(server, alice.key)
+    assert refused.status_code == 401 and "revoked" in refused.json()["error"]["message"]
+    assert keys.KEY_CACHE_SECONDS == 5.0
+
+
+def test_malformed_requests_get_clear_400s(server: str, alice: Persona, engines: Callable[[], EngineThread]) -> None:
+    engine = engines()
+    serving_deployment(alice, [engine])
+    auth = {"Authorization": f"Bearer {alice.key}"}
+    cases = [
+        (b"{nope", "The request body is not valid JSON.", None),
+        (b"[1, 2]", "The request body must be a JSON object.", None),
+        (b'{"messages": []}', "'model' is required.", "model"),
+        (b'{"model": 5}', "'model' must be a string.", "model"),
+        (b'{"model": "smollm2-135m-instruct", "stream": true, "stream_options": 3}',
+         "'stream_options' must be an object.", "stream_options"),
+    ]  # fmt: skip
+    for body, message, param in cases:
+        response = httpx.post(f"{server}/v1/chat/completions", content=body, headers=auth)
+        assert response.status_code == 400, body
+        assert response.json() == {
+            "error": {"message": message, "type": "invalid_request_error", "param": param, "code": None}
+        }
+    assert httpx.get(f"{server}/v1/chat/completions", headers=auth).status_code == 405
+    assert httpx.post(f"{server}/v1/nothing", headers=auth).status_code == 404
+    assert httpx.post(f"{server}/v1/chat/completions", json=BODY).status_code == 401
+    assert engine.engine.records == []

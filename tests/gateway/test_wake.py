@@ -1,0 +1,154 @@
+"""Cold starts through the gateway (reference/001): a request to a deployment scaled to zero holds
+the minimum session cost, starts the wake and answers 202 + Retry-After + Location; with
+X-Wait-For-Ready the request is held and served once a replica is ready; without credit, 402
+and nothing changes."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from django.utils import timezone
+
+from billing.models import CreditHold, HoldStatus
+from deployments.models import Deployment, Instance, InstanceState
+from deployments.provisioning import first_minute_hold_key
+from tests.billing.conftest import fund, ledger_snapshot
+from tests.conftest import Persona
+from tests.fakes.engine_server import EngineThread
+from tests.gateway.conftest import counters, serving_deployment
+
+pytestmark = pytest.mark.django_db(transaction=True)
+USD = 1_000_000
+BODY = {"model": "smollm2-135m-instruct", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+
+
+@pytest.fixture
+def launches(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Provisioning requests, recorded instead of run: the test plays the provider."""
+    from deployments import tasks
+
+    started: list[str] = []
+    monkeypatch.setattr(tasks.instance_provision_task, "delay", lambda instance_id: started.append(instance_id))
+    return started
+
+
+def cold_deployment(persona: Persona) -> Deployment:
+    deployment = serving_deployment(persona, [], status="scaled_to_zero")
+    Deployment.objects.filter(pk=deployment.pk).update(desired_replicas=0)
+    return deployment
+
+
+def post(server: str, key: str, headers: dict[str, str] | None = None, **kwargs: Any) -> httpx.Response:
+    return httpx.post(f"{server}/v1/chat/completions", json=BODY, timeout=30,
+                      headers={"Authorization": f"Bearer {key}", **(headers or {})}, **kwargs)  # fmt: skip
+
+
+def test_a_cold_request_holds_the_first_minute_wakes_once_and_answers_202(
+    server: str, alice: Persona, launches: list[str]
+) -> None:
+    fund(alice.org, 10 * USD)
+    deployment = cold_deployment(alice)
+    listed = httpx.get(f"{server}/v1/models", headers={"Authorization": f"Bearer {alice.key}"}).json()
+    assert [(m["id"], m["availability"]) for m in listed["data"]] == [("smollm2-135m-instruct", "cold")]
+
+    first = post(server, alice.key)
+    assert first.status_code == 202
+    assert first.headers["location"] == "/v1/models/smollm2-135m-instruct"
+    assert 1 <= int(first.headers["retry-after"]) <= 30
+    body = first.json()
+    assert body["status"] == "deploying" and body["type"] == "model_deploying"
+    assert body["deployment_id"] == deployment.pk and body["estimated_ready_seconds"] >= 1
+    assert "being deployed" in body["message"]
+
+    deployment.refresh_from_db()
+    assert (deployment.status, deployment.desired_replicas) == ("provisioning", 1)
+    instance = Instance.objects.get(deployment=deployment)
+    assert launches == [instance.pk]
+    hold = CreditHold.objects.get(idempotency_key=first_minute_hold_key(instance.pk))
+    assert (hold.status, hold.amount_micros) == (HoldStatus.OPEN, 60_000)  # 60 s at $3.60/h
+
+    again = post(server, alice.key)  # waking already: no second replica, no second hold
+    assert again.status_code == 202
+    assert Instance.objects.filter(deployment=deployment).count() == 1 and len(launches) == 1
+
+    status = httpx.get(f"{server}{first.headers['location']}", headers={"Authorization": f"Bearer {alice.key}"})
+    assert status.json()["availability"] == "deploying" and status.json()["estimated_ready_seconds"] >= 1
+    assert counters(deployment.pk, at_least=2)["rejected"] == 2
+
+
+def test_wait_for_ready_holds_the_request_and_serves_it_when_a_replica_is_ready(
+    server: str, alice: Persona, launches: list[str], engines: Callable[[], EngineThread]
+) -> None:
+    fund(alice.org, 10 * USD)
+    deployment = cold_deployment(alice)
+    engine = engines()
+
+    def provider_brings_it_up() -> None:
+        deadline = time.monotonic() + 10
+        while not launches and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.0)  # the engine loads
+        Instance.objects.filter(pk=launches[0]).update(
+            state=InstanceState.READY, endpoint_url=engine.url, api_key="engine-secret",
+            launched_at=timezone.now(), ready_at=timezone.now(),
+        )  # fmt: skip
+
+    provider = threading.Thread(target=provider_brings_it_up)
+    provider.start()
+    started = time.monotonic()
+    client = openai.OpenAI(base_url=f"{server}/v1", api_key=alice.key, max_retries=0, timeout=30)
+    reply = client.chat.completions.create(
+        model="smollm2-135m-instruct", messages=[{"role": "user", "content": "hi"}], max_tokens=2,
+        extra_headers={"X-Wait-For-Ready": "20"},
+    )  # fmt: skip
+    provider.join()
+    assert reply.choices[0].message.content == "The quick"
+    assert time.monotonic() - started >= 1.0  # it was held, not refused
+    assert len(engine.engine.records) == 1
+    assert Instance.objects.filter(deployment=deployment).count() == 1
+
+
+def test_a_wait_that_runs_out_answers_202(server: str, alice: Persona, launches: list[str]) -> None:
+    fund(alice.org, 10 * USD)
+    cold_deployment(alice)
+    started = time.monotonic()
+    response = post(server, alice.key, {"X-Wait-For-Ready": "1.5"})
+    assert response.status_code == 202 and response.json()["type"] == "model_deploying"
+    assert 1.4 <= time.monotonic() - started < 10
+
+
+@pytest.mark.parametrize("value", ["-1", "601", "soon"])
+def test_a_bad_wait_header_is_400_and_wakes_nothing(
+    server: str, alice: Persona, launches: list[str], value: str
+) -> None:
+    fund(alice.org, 10 * USD)
+    deployment = serving_deployment(alice, [], status="provisioning")
+    response = post(server, alice.key, {"X-Wait-For-Ready": value})
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "X-Wait-For-Ready"
+    assert launches == [] and not Instance.objects.filter(deployment=deployment).exists()
+
+
+def test_waking_without_credit_is_402_and_changes_nothing(server: str, alice: Persona, launches: list[str]) -> None:
+    deployment = cold_deployment(alice)  # alice has $0
+    before = ledger_snapshot()
+    response = post(server, alice.key)
+    assert response.status_code == 402
+    error = response.json()["error"]
+    assert (error["type"], error["code"]) == ("insufficient_quota", "insufficient_balance")
+    assert "add funds" in error["message"]
+    deployment.refresh_from_db()
+    assert (deployment.status, deployment.desired_replicas) == ("scaled_to_zero", 0)
+    assert not Instance.objects.filter(deployment=deployment).exists() and launches == []
+    assert ledger_snapshot() == before
+    with pytest.raises(openai.APIStatusError) as refused:  # the SDK does not retry a 402
+        openai.OpenAI(base_url=f"{server}/v1", api_key=alice.key, max_retries=2).chat.completions.create(
+            model="smollm2-135m-instruct", messages=[{"role": "user", "content": "hi"}]
+        )
+    assert refused.value.status_code == 402

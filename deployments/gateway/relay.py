@@ -9,6 +9,7 @@ retried once on another ready replica, and the failing one is taken out of rotat
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import time
@@ -179,16 +180,33 @@ async def _relay_stream(upstream: aiohttp.ClientResponse, exchange: Exchange, se
     exchange.response_started = True
     exchange.status = 200
     pending = b""
-    async for data in upstream.content.iter_any():
-        pending += data.replace(b"\r\n", b"\n")  # SSE allows CRLF; events then end in a blank line
-        if b"\n\n" not in pending:
-            continue
-        *events, pending = pending.split(b"\n\n")
-        out = [e for e in (_event(e, exchange) for e in events) if e is not None]
-        if out:
-            await send({"type": "http.response.body", "body": b"".join(out), "more_body": True})
+    try:
+        async for data in upstream.content.iter_any():
+            pending += data.replace(b"\r\n", b"\n")  # SSE allows CRLF; events then end in a blank line
+            if b"\n\n" not in pending:
+                continue
+            *events, pending = pending.split(b"\n\n")
+            out = [e for e in (_event(e, exchange) for e in events) if e is not None]
+            if out:
+                await send({"type": "http.response.body", "body": b"".join(out), "more_body": True})
+    except asyncio.CancelledError:
+        await _count_what_arrived(upstream, pending, exchange)
+        raise
     tail = _event(pending.strip(), exchange) if pending.strip() else None
     await send({"type": "http.response.body", "body": tail or b"", "more_body": False})
+
+
+async def _count_what_arrived(upstream: aiohttp.ClientResponse, pending: bytes, exchange: Exchange) -> None:
+    """The client went away mid-stream: before the engine connection closes, meter the tokens the
+    engine already sent (read by this process, or waiting in the socket), which it generated and
+    will not take back."""
+    for _ in range(2):  # two turns of the loop: what sits in the socket is read into the buffer
+        await asyncio.sleep(0)
+    with contextlib.suppress(Exception):
+        pending += upstream.content.read_nowait().replace(b"\r\n", b"\n")
+    for event in pending.split(b"\n\n"):
+        if event.strip():
+            _event(event.strip(), exchange)
 
 
 def _event(event: bytes, exchange: Exchange) -> bytes | None:

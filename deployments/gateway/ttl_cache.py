@@ -1,15 +1,25 @@
-"""A small per-process cache with a time to live and single-flight loads: when many requests
-miss the same key at once, one database lookup runs and the others await its result."""
+"""A small per-process cache with a time to live, single-flight loads and stale-while-revalidate.
+
+When many requests miss the same key at once, one lookup runs and the others await its result.
+An entry past its time to live is still served (for at most STALE_SECONDS more) while one
+background lookup refreshes it, so a request never waits for the database just because a
+cache entry aged: the hot path blocks only on a key it has never seen. Changes (a revoked key,
+a new replica) therefore show within the time to live plus one lookup.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
 K = TypeVar("K")
 V = TypeVar("V")
+STALE_SECONDS = 30.0
+logger = logging.getLogger(__name__)
 
 
 class TtlCache(Generic[K, V]):
@@ -21,11 +31,22 @@ class TtlCache(Generic[K, V]):
 
     async def get(self, key: K, load: Callable[[], Awaitable[V]]) -> V:
         entry = self._entries.get(key)
-        if entry is not None and entry[0] > time.monotonic():
-            return entry[1]
+        now = time.monotonic()
+        if entry is not None:
+            fresh_until, value = entry
+            if now < fresh_until:
+                return value
+            if now < fresh_until + STALE_SECONDS:
+                if key not in self._loading:
+                    task = asyncio.ensure_future(self._load(key, load))
+                    task.add_done_callback(_quiet)
+                return value
         pending = self._loading.get(key)
         if pending is not None:
             return await asyncio.shield(pending)
+        return await self._load(key, load)
+
+    async def _load(self, key: K, load: Callable[[], Awaitable[V]]) -> V:
         future: asyncio.Future[V] = asyncio.get_running_loop().create_future()
         self._loading[key] = future
         try:
@@ -50,3 +71,10 @@ class TtlCache(Generic[K, V]):
 
     def clear(self) -> None:
         self._entries.clear()
+
+
+def _quiet(task: asyncio.Future[object]) -> None:
+    """A background refresh that failed keeps the stale entry; the next request tries again."""
+    with contextlib.suppress(asyncio.CancelledError):
+        if task.exception() is not None:
+            logger.warning("gateway cache refresh failed", exc_info=task.exception())

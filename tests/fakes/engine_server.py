@@ -51,6 +51,7 @@ class Record:
     finished: bool = False  # the whole answer was written
     cut: bool = False  # the client went away before the end
     status: int = 200
+    model: str = ""  # as the request named it (the benchmark routes each request by deployment id)
 
 
 @dataclass
@@ -136,8 +137,9 @@ class Engine:
     ) -> web.StreamResponse:
         n = int(body.get("max_tokens") or body.get("max_completion_tokens") or self.behaviour.tokens)
         stream = bool(body.get("stream"))
-        rec = self.record(request.path, stream, prompt)
         model = str(body.get("model") or "sim")
+        rec = self.record(request.path, stream, prompt)
+        rec.model = model
         if not stream:
             await _sleep_ms(self.behaviour.ttft_ms + self.behaviour.gap_ms * max(0, n - 1))
             rec.completion_tokens, rec.finished = n, True

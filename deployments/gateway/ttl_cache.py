@@ -1,10 +1,9 @@
-"""A small per-process cache with a time to live, single-flight loads and stale-while-revalidate.
+"""A small per-process cache with a time to live, single-flight loads and refresh-ahead.
 
 When many requests miss the same key at once, one lookup runs and the others await its result.
-An entry past its time to live is still served (for at most STALE_SECONDS more) while one
-background lookup refreshes it, so a request never waits for the database just because a
-cache entry aged: the hot path blocks only on a key it has never seen. Changes (a revoked key,
-a new replica) therefore show within the time to live plus one lookup.
+An entry used in the second half of its life is refreshed by one background lookup while it is
+still served, so under steady traffic no request waits for the database; an entry is never
+served past its time to live, so a change (a revoked key, a new replica) shows within it.
 """
 
 from __future__ import annotations
@@ -14,11 +13,10 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 K = TypeVar("K")
 V = TypeVar("V")
-STALE_SECONDS = 30.0
 logger = logging.getLogger(__name__)
 
 
@@ -34,9 +32,9 @@ class TtlCache(Generic[K, V]):
         now = time.monotonic()
         if entry is not None:
             fresh_until, value = entry
-            if now < fresh_until:
+            if now < fresh_until - self.ttl / 2:
                 return value
-            if now < fresh_until + STALE_SECONDS:
+            if now < fresh_until:
                 if key not in self._loading:
                     task = asyncio.ensure_future(self._load(key, load))
                     task.add_done_callback(_quiet)
@@ -73,8 +71,8 @@ class TtlCache(Generic[K, V]):
         self._entries.clear()
 
 
-def _quiet(task: asyncio.Future[object]) -> None:
-    """A background refresh that failed keeps the stale entry; the next request tries again."""
+def _quiet(task: asyncio.Future[Any]) -> None:
+    """A background refresh that failed keeps the entry until its time to live; the next request tries again."""
     with contextlib.suppress(asyncio.CancelledError):
         if task.exception() is not None:
             logger.warning("gateway cache refresh failed", exc_info=task.exception())

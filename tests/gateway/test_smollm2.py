@@ -18,6 +18,7 @@ from deployments.models import Deployment
 from deployments.services import deployment_create
 from tests.billing.conftest import fund
 from tests.conftest import Persona
+from tests.gateway.openai_schema import assert_valid, sse_documents
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the server thread must see committed rows
 USD = 1_000_000
@@ -61,6 +62,19 @@ def test_openai_sdk_chat_stream_embeddings_and_errors(server: str, alice: Person
 
     vectors = sdk.embeddings.create(model="smollm2-135m-embedding", input=["a cat", "a dog"]).data
     assert len(vectors) == 2 and len(vectors[0].embedding) == 576
+
+    # llama.cpp's own answers miss fields OpenAI's schemas require; the gateway's do not.
+    auth = {"Authorization": f"Bearer {alice.key}"}
+    body = {"model": "smollm2-135m-instruct", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}
+    assert_valid("CreateChatCompletionResponse", httpx.post(f"{server}/v1/chat/completions", json=body,
+                                                            headers=auth, timeout=60).json())  # fmt: skip
+    streamed = httpx.post(f"{server}/v1/chat/completions", json={**body, "stream": True}, headers=auth, timeout=60)
+    for chunk in sse_documents(streamed.text):
+        assert_valid("CreateChatCompletionStreamResponse", chunk)
+        assert "usage" not in chunk and "timings" not in chunk  # asked for by the gateway, not by the client
+    embedded = httpx.post(f"{server}/v1/embeddings", json={"model": "smollm2-135m-embedding", "input": "x"},
+                          headers=auth, timeout=60)  # fmt: skip
+    assert_valid("CreateEmbeddingResponse", embedded.json())
 
     with pytest.raises(openai.NotFoundError):
         sdk.chat.completions.create(model="gpt-9", messages=[{"role": "user", "content": "x"}])

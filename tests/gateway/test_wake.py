@@ -152,3 +152,32 @@ def test_waking_without_credit_is_402_and_changes_nothing(server: str, alice: Pe
             model="smollm2-135m-instruct", messages=[{"role": "user", "content": "hi"}]
         )
     assert refused.value.status_code == 402
+
+
+def test_the_readme_retry_helper_rides_out_a_cold_start(
+    server: str, alice: Persona, launches: list[str], engines: Callable[[], EngineThread], settings: Any
+) -> None:
+    from examples.cold_start import create_when_ready
+
+    settings.GPUCLOUD_READY_ESTIMATE_LOCAL_SECONDS = 1  # Retry-After: 1
+    fund(alice.org, 10 * USD)
+    deployment = cold_deployment(alice)
+    engine = engines()
+
+    def provider_brings_it_up() -> None:
+        deadline = time.monotonic() + 10
+        while not launches and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.5)
+        Instance.objects.filter(pk=launches[0]).update(
+            state=InstanceState.READY, endpoint_url=engine.url, api_key="engine-secret", launched_at=timezone.now()
+        )
+
+    provider = threading.Thread(target=provider_brings_it_up)
+    provider.start()
+    client = openai.OpenAI(base_url=f"{server}/v1", api_key=alice.key, max_retries=0, timeout=30)
+    reply = create_when_ready(client, max_wait=20, model="smollm2-135m-instruct",
+                              messages=[{"role": "user", "content": "hi"}], max_tokens=2)  # fmt: skip
+    provider.join()
+    assert reply.choices[0].message.content == "The quick"
+    assert counters(deployment.pk, at_least=2)["rejected"] >= 1  # it saw a 202 first

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 from typing import Any
@@ -40,10 +41,15 @@ async def http_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 
 async def lifespan_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """Start-up has nothing to do; shutdown flushes the gateway's counters and closes its pools."""
+    """Start-up freezes the loaded objects for the collector; shutdown flushes the gateway's
+    counters and closes its pools."""
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
+            # Everything loaded so far (Django, the apps, the settings) lives as long as the process:
+            # moved out of the collector's generations, a full collection no longer walks it, which
+            # removes tens-of-milliseconds pauses from the gateway's tail latency.
+            gc.freeze()
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             await gateway_shutdown()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
 from dataclasses import dataclass
 from email.parser import BytesParser
@@ -20,6 +21,7 @@ from deployments.gateway.routing import route_for
 from gpucloud.errors import ApiError
 
 MAX_BODY_BYTES = 32 * 1024 * 1024
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,11 @@ async def gateway_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     except ApiError as exc:  # from key lookup: 401 wrong/revoked key
         mapped = errors.GatewayError(exc.status, exc.message, type_="invalid_request_error", code=exc.type)
         await relay.send_json(send, mapped.status, mapped.body())
+    except Exception:  # a bug or an outage of ours (Redis, the database): still OpenAI's shape
+        logger.exception("gateway request failed")
+        failure = errors.GatewayError(500, "The gateway failed to handle this request.", type_="server_error")
+        with contextlib.suppress(Exception):  # the response may have started already
+            await relay.send_json(send, failure.status, failure.body())
 
 
 async def _handle(scope: dict[str, Any], receive: Any, send: Any) -> None:

@@ -26,6 +26,7 @@ Send = Any
 Receive = Any
 CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 300.0  # between two reads of an engine's answer: long prompts take a while
+CUT_DRAIN_SECONDS = 0.1  # how long a cut stream waits for the engine's next chunk before closing
 STREAM_HEADERS = [
     (b"content-type", b"text/event-stream"),
     (b"cache-control", b"no-cache"),
@@ -34,9 +35,15 @@ STREAM_HEADERS = [
 DONE = b"data: [DONE]"
 
 
+# Idle pooled connections are dropped before the engines drop them (llama.cpp's server and
+# uvicorn-based engines such as vLLM close idle keep-alive connections after 5 s): reusing one
+# the engine just closed would fail a request that never reached it.
+KEEPALIVE_SECONDS = 4.0
+
+
 def _new_session() -> aiohttp.ClientSession:
     return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30),
+        connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=KEEPALIVE_SECONDS),
         timeout=aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT, sock_read=READ_TIMEOUT),
         auto_decompress=False,
         skip_auto_headers=("User-Agent", "Accept-Encoding"),
@@ -197,14 +204,18 @@ async def _relay_stream(upstream: aiohttp.ClientResponse, exchange: Exchange, se
 
 
 async def _count_what_arrived(upstream: aiohttp.ClientResponse, pending: bytes, exchange: Exchange) -> None:
-    """The client went away mid-stream: before the engine connection closes, meter the tokens the
-    engine already sent (read by this process, or waiting in the socket), which it generated and
-    will not take back."""
-    for _ in range(2):  # two turns of the loop: what sits in the socket is read into the buffer
-        await asyncio.sleep(0)
+    """The client went away mid-stream: meter what the engine sent before it learns of it.
+
+    The engine learns when its connection closes. Closing right after a read, rather than at a
+    random moment, leaves no token in flight between the two: the engine's next write comes a
+    whole inter-token gap later and finds the connection gone. So read what has arrived, wait
+    (briefly) for the next chunk, count it, and only then let the caller close the connection.
+    """
     with contextlib.suppress(Exception):
-        pending += upstream.content.read_nowait().replace(b"\r\n", b"\n")
-    for event in pending.split(b"\n\n"):
+        pending += upstream.content.read_nowait()
+        pending += await asyncio.wait_for(upstream.content.readany(), CUT_DRAIN_SECONDS)
+        pending += upstream.content.read_nowait()
+    for event in pending.replace(b"\r\n", b"\n").split(b"\n\n"):
         if event.strip():
             _event(event.strip(), exchange)
 

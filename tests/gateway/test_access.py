@@ -99,3 +99,21 @@ def test_malformed_requests_get_clear_400s(server: str, alice: Persona, engines:
     assert httpx.post(f"{server}/v1/nothing", headers=auth).status_code == 404
     assert httpx.post(f"{server}/v1/chat/completions", json=BODY).status_code == 401
     assert engine.engine.records == []
+
+
+def test_warm_requests_read_no_database(
+    server: str, alice: Persona, engines: Callable[[], EngineThread], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once a key and a route are cached, the hot path makes no lookup at all (each lookup is the
+    only way the gateway reaches the database)."""
+    from deployments.gateway import routing
+
+    serving_deployment(alice, [engines()])
+    assert call(server, alice.key).status_code == 200  # warms both caches
+    lookups: list[str] = []
+    real_lookup, real_resolve = keys._lookup, routing._resolve
+    monkeypatch.setattr(keys, "_lookup", lambda token: lookups.append("key") or real_lookup(token))
+    monkeypatch.setattr(routing, "_resolve", lambda org, model: lookups.append("route") or real_resolve(org, model))
+    statuses = [call(server, alice.key).status_code for _ in range(10)]  # well within half a TTL
+    assert statuses == [200] * 10
+    assert lookups == []

@@ -7,9 +7,12 @@ side in the same run, interleaved, from the same client.
 What runs: the engine simulator (tests/fakes/engine_server.py, an OpenAI-compatible server with
 configurable time to first token and inter-token delay) in one process; the platform's ASGI app
 under uvicorn (uvloop + httptools, one worker, exactly as `uvicorn gpucloud.asgi:application`
-serves it) in another, in the embedded topology on a throwaway SQLite database; this process is
-the load generator (aiohttp on uvloop). Every figure pairs a direct call to the simulator with the
-same call through the gateway; "added" is the difference of the same statistic.
+serves it) in another, in the embedded topology on a throwaway SQLite database; a bare
+pass-through proxy (bench/bare_proxy.py: aiohttp relay under the same uvicorn, nothing else) in a
+third; this process is the load generator (aiohttp on uvloop). Every figure pairs a direct call to
+the simulator with the same call through the gateway; "added" is the difference of the same
+statistic. Sections 1 and 2 also run the bare proxy, interleaved with the other two paths: the
+floor for any Python hop on this machine, so what the gateway adds beyond it is its own work.
 
 1. Added latency, non-streaming, concurrency 1: alternating direct / gateway requests (16-token
    answers, no engine delay); added p50 and p99 (goals: <= 1 ms, <= 2 ms).
@@ -54,6 +57,8 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 PYTHON = sys.executable
 ENGINE_KEY = "engine-secret"
+DIRECT, GATEWAY, BARE = "direct", "gateway", "bare"
+PATHS = [DIRECT, GATEWAY, BARE]
 STALL_GAP_S = 0.25
 
 
@@ -79,6 +84,7 @@ def ms(seconds: float) -> float:
 class Platform:
     var_dir: str
     gateway: str = ""
+    bare: str = ""
     engine: str = ""
     key: str = ""
     deployment_id: str = ""
@@ -159,26 +165,27 @@ class Client:
             timeout=aiohttp.ClientTimeout(total=120),
         )
 
-    def target(self, via_gateway: bool) -> tuple[str, dict[str, str]]:
-        if via_gateway:
+    def target(self, via: str) -> tuple[str, dict[str, str]]:
+        """Where a path sends its requests: the gateway, the bare proxy, or the engine directly."""
+        if via == GATEWAY:
             return self.platform.gateway, {"Authorization": f"Bearer {self.platform.key}"}
+        if via == BARE:
+            return self.platform.bare, {"Authorization": f"Bearer {ENGINE_KEY}"}
         return self.platform.engine, {"Authorization": f"Bearer {ENGINE_KEY}"}
 
-    async def json_call(self, via_gateway: bool, body: dict[str, Any], path: str = "/v1/chat/completions") -> float:
-        base, headers = self.target(via_gateway)
+    async def json_call(self, via: str, body: dict[str, Any], path: str = "/v1/chat/completions") -> float:
+        base, headers = self.target(via)
         started = time.perf_counter()
         async with self.session.post(f"{base}{path}", json=body, headers=headers) as response:
             await response.read()
             if response.status != 200:
-                raise RuntimeError(f"{response.status} from {'gateway' if via_gateway else 'engine'}")
+                raise RuntimeError(f"{response.status} from {via}")
         return time.perf_counter() - started
 
     async def stream(
-        self, via_gateway: bool, body: dict[str, Any], *, cut_after: int | None = None, base: str | None = None
+        self, via: str, body: dict[str, Any], *, cut_after: int | None = None, base: str | None = None
     ) -> StreamResult:
-        default_base, headers = self.target(via_gateway)
-        if base is not None and not via_gateway:
-            headers = {"Authorization": f"Bearer {ENGINE_KEY}"}
+        default_base, headers = self.target(via)
         result = StreamResult()
         started = time.perf_counter()
         last = started
@@ -240,15 +247,14 @@ async def set_engine(client: Client, **behaviour: float) -> None:
 async def added_latency(client: Client, pairs: int) -> dict[str, float]:
     await set_engine(client, tokens=16)
     body = {**CHAT, "max_tokens": 16}
-    for _ in range(200):  # warm both paths (connection pools, caches)
-        await client.json_call(True, body)
-        await client.json_call(False, body)
-    direct: list[float] = []
-    gateway: list[float] = []
+    for _ in range(200):  # warm every path (connection pools, caches)
+        for via in PATHS:
+            await client.json_call(via, body)
+    times: dict[str, list[float]] = {via: [] for via in PATHS}
     for i in range(pairs):
-        order = (False, True) if i % 2 else (True, False)
-        for via_gateway in order:
-            (gateway if via_gateway else direct).append(await client.json_call(via_gateway, body))
+        for via in PATHS[i % 3 :] + PATHS[: i % 3]:  # each path first in turn
+            times[via].append(await client.json_call(via, body))
+    direct, gateway, bare = times[DIRECT], times[GATEWAY], times[BARE]
     return {
         "direct_p50_ms": ms(pct(direct, 0.5)),
         "direct_p99_ms": ms(pct(direct, 0.99)),
@@ -257,6 +263,8 @@ async def added_latency(client: Client, pairs: int) -> dict[str, float]:
         "added_p50_ms": ms(pct(gateway, 0.5) - pct(direct, 0.5)),
         "added_p99_ms": ms(pct(gateway, 0.99) - pct(direct, 0.99)),
         "added_paired_median_ms": ms(statistics.median(g - d for g, d in zip(gateway, direct, strict=True))),
+        "bare_proxy_added_p50_ms": ms(pct(bare, 0.5) - pct(direct, 0.5)),
+        "bare_proxy_added_p99_ms": ms(pct(bare, 0.99) - pct(direct, 0.99)),
         "pairs": pairs,
     }
 
@@ -267,52 +275,56 @@ async def added_latency(client: Client, pairs: int) -> dict[str, float]:
 async def streaming(client: Client, rounds: int, per_round: int) -> dict[str, Any]:
     await set_engine(client, ttft_ms=20, gap_ms=20)
     body = {**CHAT, "max_tokens": 64, "stream": True}
-    direct: list[StreamResult] = []
-    gateway: list[StreamResult] = []
+    results: dict[str, list[StreamResult]] = {via: [] for via in PATHS}
 
-    async def after(delay: float, via_gateway: bool) -> StreamResult:
+    async def after(delay: float, via: str) -> StreamResult:
         await asyncio.sleep(delay)
-        return await client.stream(via_gateway, body)
+        return await client.stream(via, body)
 
     for _ in range(rounds):
-        paths = [via_gateway for i in range(per_round) for via_gateway in ((True, False) if i % 2 else (False, True))]
-        # Streams start spread over one 20 ms gap, alternating paths, as independent clients arrive;
-        # a burst of simultaneous starts would measure queueing in the engine, not the hop.
+        paths = [via for i in range(per_round) for via in PATHS[i % 3 :] + PATHS[: i % 3]]
+        # Streams start spread over one 20 ms gap, taking turns between paths, as independent
+        # clients arrive; a burst of simultaneous starts would measure queueing in the engine.
         spacing = 0.020 / len(paths)
-        results = await asyncio.gather(*(after(k * spacing, via) for k, via in enumerate(paths)))
-        for via_gateway, result in zip(paths, results, strict=True):
-            (gateway if via_gateway else direct).append(result)
-    d_ttft = [r.ttft for r in direct if r.ttft is not None]
-    g_ttft = [r.ttft for r in gateway if r.ttft is not None]
-    d_gaps = [g for r in direct for g in r.gaps]
-    g_gaps = [g for r in gateway for g in r.gaps]
+        done = await asyncio.gather(*(after(k * spacing, via) for k, via in enumerate(paths)))
+        for via, result in zip(paths, done, strict=True):
+            results[via].append(result)
+    ttft = {via: [r.ttft for r in rs if r.ttft is not None] for via, rs in results.items()}
+    gaps = {via: [g for r in rs for g in r.gaps] for via, rs in results.items()}
+    events = {via: {r.events for r in rs} for via, rs in results.items()}
+
+    def added(via: str, values: dict[str, list[float]], q: float) -> float:
+        return ms(pct(values[via], q) - pct(values[DIRECT], q))
+
     return {
-        "streams_per_path": len(direct),
-        "direct_ttft_p99_ms": ms(pct(d_ttft, 0.99)),
-        "gateway_ttft_p99_ms": ms(pct(g_ttft, 0.99)),
-        "added_ttft_p50_ms": ms(pct(g_ttft, 0.5) - pct(d_ttft, 0.5)),
-        "added_ttft_p99_ms": ms(pct(g_ttft, 0.99) - pct(d_ttft, 0.99)),
-        "direct_gap_p99_ms": ms(pct(d_gaps, 0.99)),
-        "gateway_gap_p99_ms": ms(pct(g_gaps, 0.99)),
-        "added_gap_p50_ms": ms(pct(g_gaps, 0.5) - pct(d_gaps, 0.5)),
-        "added_gap_p99_ms": ms(pct(g_gaps, 0.99) - pct(d_gaps, 0.99)),
-        "events_direct": sorted({r.events for r in direct}),
-        "events_gateway": sorted({r.events for r in gateway}),
-        "chunk_counts_identical": {r.events for r in direct} == {r.events for r in gateway}
-        and len({r.events for r in direct}) == 1,
+        "streams_per_path": len(results[DIRECT]),
+        "direct_ttft_p99_ms": ms(pct(ttft[DIRECT], 0.99)),
+        "gateway_ttft_p99_ms": ms(pct(ttft[GATEWAY], 0.99)),
+        "added_ttft_p50_ms": added(GATEWAY, ttft, 0.5),
+        "added_ttft_p99_ms": added(GATEWAY, ttft, 0.99),
+        "direct_gap_p99_ms": ms(pct(gaps[DIRECT], 0.99)),
+        "gateway_gap_p99_ms": ms(pct(gaps[GATEWAY], 0.99)),
+        "added_gap_p50_ms": added(GATEWAY, gaps, 0.5),
+        "added_gap_p99_ms": added(GATEWAY, gaps, 0.99),
+        "bare_proxy_added_ttft_p50_ms": added(BARE, ttft, 0.5),
+        "bare_proxy_added_ttft_p99_ms": added(BARE, ttft, 0.99),
+        "bare_proxy_added_gap_p99_ms": added(BARE, gaps, 0.99),
+        "events_direct": sorted(events[DIRECT]),
+        "events_gateway": sorted(events[GATEWAY]),
+        "chunk_counts_identical": events[DIRECT] == events[GATEWAY] and len(events[DIRECT]) == 1,
     }
 
 
 # 3 ---------------------------------------------------------------------------------------------
 
 
-async def open_loop(client: Client, via_gateway: bool, rate: float, seconds: float) -> dict[str, float]:
+async def open_loop(client: Client, via: str, rate: float, seconds: float) -> dict[str, float]:
     body = {**CHAT, "max_tokens": 16}
     count = int(rate * seconds)
     start = time.perf_counter() + 0.05
     latencies: list[float] = []
     failures = 0
-    base, headers = client.target(via_gateway)
+    base, headers = client.target(via)
 
     async def one(i: int) -> None:
         nonlocal failures
@@ -347,8 +359,8 @@ async def max_rps(client: Client, rates: list[int], seconds: float) -> dict[str,
     steps = []
     best = 0.0
     for rate in rates:
-        direct = await open_loop(client, False, rate, seconds)
-        gateway = await open_loop(client, True, rate, seconds)
+        direct = await open_loop(client, DIRECT, rate, seconds)
+        gateway = await open_loop(client, GATEWAY, rate, seconds)
         added = round(gateway["p99_ms"] - direct["p99_ms"], 3)
         ok = gateway["failures"] == 0 and gateway["achieved"] >= 0.95 * rate and added <= 5.0
         steps.append({"rate": rate, "direct": direct, "gateway": gateway, "added_p99_ms": added, "ok": ok})
@@ -363,13 +375,13 @@ async def max_rps(client: Client, rates: list[int], seconds: float) -> dict[str,
 # 4 ---------------------------------------------------------------------------------------------
 
 
-async def concurrent_streams(client: Client, via_gateway: bool, count: int) -> dict[str, Any]:
+async def concurrent_streams(client: Client, via: str, count: int) -> dict[str, Any]:
     body = {**CHAT, "max_tokens": 64, "stream": True}
 
     async def one(i: int) -> StreamResult | None:
         await asyncio.sleep(i * 0.5 / count)  # streams open over half a second, as clients arrive
         try:
-            return await client.stream(via_gateway, body)
+            return await client.stream(via, body)
         except Exception:
             return None
 
@@ -385,8 +397,8 @@ async def max_streams(client: Client, counts: list[int]) -> dict[str, Any]:
     steps = []
     best = 0
     for count in counts:
-        direct = await concurrent_streams(client, False, count)
-        gateway = await concurrent_streams(client, True, count)
+        direct = await concurrent_streams(client, DIRECT, count)
+        gateway = await concurrent_streams(client, GATEWAY, count)
         steps.append({"streams": count, "direct": direct, "gateway": gateway})
         if gateway["stalled"] == 0:
             best = count
@@ -403,22 +415,22 @@ async def metering_accuracy(client: Client, seed_value: int) -> dict[str, Any]:
     rng = random.Random(seed_value)  # noqa: S311 - request shapes, not secrets
     kinds = ["json", "stream", "stream_usage", "cut", "completion"]
     plan = [(dep, kinds[i % len(kinds)]) for i, dep in enumerate(client.platform.accuracy_ids)]
-    base, headers = client.target(True)
+    base, headers = client.target(GATEWAY)
 
     async def run(dep: str, kind: str) -> None:
         words = " ".join("w" for _ in range(rng.randint(1, 40)))
         tokens = rng.randint(1, 48)
         body: dict[str, Any] = {"model": dep, "messages": [{"role": "user", "content": words}], "max_tokens": tokens}
         if kind == "json":
-            await client.json_call(True, body)
+            await client.json_call(GATEWAY, body)
         elif kind == "completion":
-            await client.json_call(True, {"model": dep, "prompt": words, "max_tokens": tokens}, "/v1/completions")
+            await client.json_call(GATEWAY, {"model": dep, "prompt": words, "max_tokens": tokens}, "/v1/completions")
         elif kind == "stream":
-            await client.stream(True, {**body, "stream": True})
+            await client.stream(GATEWAY, {**body, "stream": True})
         elif kind == "stream_usage":
-            await client.stream(True, {**body, "stream": True, "stream_options": {"include_usage": True}})
+            await client.stream(GATEWAY, {**body, "stream": True, "stream_options": {"include_usage": True}})
         else:
-            await client.stream(True, {**body, "max_tokens": 48, "stream": True}, cut_after=rng.randint(1, 40))
+            await client.stream(GATEWAY, {**body, "max_tokens": 48, "stream": True}, cut_after=rng.randint(1, 40))
 
     async def after(delay: float, dep: str, kind: str) -> None:
         await asyncio.sleep(delay)
@@ -477,13 +489,13 @@ async def smollm2_throughput(client: Client, smollm2_url: str, requests: int) ->
             "max_tokens": 128, "stream": True, "temperature": 0}  # fmt: skip
     direct: list[float] = []
     gateway: list[float] = []
-    await client.stream(False, body, base=smollm2_url)  # warm the model
+    await client.stream(DIRECT, body, base=smollm2_url)  # warm the model
     for i in range(requests):
-        for via_gateway in (True, False) if i % 2 else (False, True):
-            result = await client.stream(via_gateway, body, base=None if via_gateway else smollm2_url)
+        for via in (GATEWAY, DIRECT) if i % 2 else (DIRECT, GATEWAY):
+            result = await client.stream(via, body, base=None if via == GATEWAY else smollm2_url)
             generation = result.total - (result.ttft or 0)
             if result.tokens > 1 and generation > 0:
-                (gateway if via_gateway else direct).append((result.tokens - 1) / generation)
+                (gateway if via == GATEWAY else direct).append((result.tokens - 1) / generation)
     return {"requests_per_path": requests, "direct_tokens_per_s": round(statistics.median(direct), 1),
             "gateway_tokens_per_s": round(statistics.median(gateway), 1)}  # fmt: skip
 
@@ -543,9 +555,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="gpucloud-bench-") as var_dir:
         platform = Platform(var_dir=var_dir)
         try:
-            engine_port, gateway_port = free_port(), free_port()
+            engine_port, gateway_port, bare_port = free_port(), free_port(), free_port()
             platform.engine = f"http://127.0.0.1:{engine_port}"
             platform.gateway = f"http://127.0.0.1:{gateway_port}"
+            platform.bare = f"http://127.0.0.1:{bare_port}"
             platform.start([PYTHON, "-m", "tests.fakes.engine_server", "--port", str(engine_port),
                             "--api-key", ENGINE_KEY], f"{platform.engine}/health")  # fmt: skip
             want_smollm2 = (args.smollm2 or not args.quick) and not args.no_smollm2
@@ -555,6 +568,10 @@ def main() -> None:
             platform.start([PYTHON, "-m", "uvicorn", "gpucloud.asgi:application", "--port", str(gateway_port),
                             "--log-level", "warning", "--no-access-log", "--loop", "uvloop", "--http", "httptools"],
                            f"{platform.gateway}/healthz")  # fmt: skip
+            os.environ["BARE_PROXY_UPSTREAM"] = platform.engine
+            platform.start([PYTHON, "-m", "uvicorn", "bench.bare_proxy:app", "--port", str(bare_port),
+                            "--log-level", "warning", "--no-access-log", "--loop", "uvloop", "--http", "httptools"],
+                           f"{platform.bare}/health")  # fmt: skip
             import uvloop
 
             report = uvloop.run(run(platform, args, smollm2_url))

@@ -487,8 +487,13 @@ def start_smollm2(platform: Platform) -> str:
 async def smollm2_throughput(client: Client, smollm2_url: str, requests: int) -> dict[str, Any]:
     body = {"model": client.platform.smollm2_id, "messages": [{"role": "user", "content": "Tell me a story."}],
             "max_tokens": 128, "stream": True, "temperature": 0}  # fmt: skip
+    import aiohttp
+
     direct: list[float] = []
     gateway: list[float] = []
+    # llama.cpp's server closes a connection after a stream: both paths open a new one per request.
+    await client.session.close()
+    client.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True))
     await client.stream(DIRECT, body, base=smollm2_url)  # warm the model
     for i in range(requests):
         for via in (GATEWAY, DIRECT) if i % 2 else (DIRECT, GATEWAY):

@@ -107,24 +107,10 @@ async def forward(route: Route, exchange: Exchange, send: Send) -> None:
 
 
 async def _forward_once(route: Route, target: Target, exchange: Exchange, send: Send) -> None:
-    headers = {"Authorization": f"Bearer {target.api_key}", "Content-Type": exchange.content_type}
     routing.in_flight[target.instance_id] += 1
     routing.deployment_in_flight[route.deployment_id] += 1
     try:
-        try:
-            upstream = await _session().post(
-                f"{target.endpoint_url}{exchange.path}", data=exchange.body, headers=headers
-            )
-        except aiohttp.ConnectionTimeoutError:
-            raise _Retryable(
-                errors.upstream_failed("The model's engine did not accept the connection in time.", timeout=True)
-            ) from None
-        except (TimeoutError, aiohttp.SocketTimeoutError):  # it took the request and went quiet: not retried
-            raise errors.upstream_failed("The model's engine did not answer in time.", timeout=True) from None
-        except aiohttp.ClientError as exc:
-            raise _Retryable(
-                errors.upstream_failed(f"The model's engine could not be reached ({type(exc).__name__}).")
-            ) from None
+        upstream = await _send_request(target, exchange)
         try:
             await _relay(upstream, exchange, send)
         except (TimeoutError, aiohttp.ClientError) as exc:
@@ -141,6 +127,34 @@ async def _forward_once(route: Route, target: Target, exchange: Exchange, send: 
     finally:
         routing.in_flight[target.instance_id] -= 1
         routing.deployment_in_flight[route.deployment_id] -= 1
+
+
+async def _send_request(target: Target, exchange: Exchange) -> aiohttp.ClientResponse:
+    """POST to the engine and wait for its status line. An engine may close an idle pooled
+    connection just as it is reused (llama.cpp does after a stream); such a request never reached
+    the engine, so it is sent once more on a new connection before the replica is blamed."""
+    headers = {"Authorization": f"Bearer {target.api_key}", "Content-Type": exchange.content_type}
+    url = f"{target.endpoint_url}{exchange.path}"
+    for attempt in (1, 2):
+        try:
+            return await _session().post(url, data=exchange.body, headers=headers)
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+            if attempt == 1 and not isinstance(exc, aiohttp.ClientConnectorError):
+                continue  # a stale pooled connection: the pool hands out a fresh one next
+            raise _Retryable(
+                errors.upstream_failed(f"The model's engine could not be reached ({type(exc).__name__}).")
+            ) from None
+        except aiohttp.ConnectionTimeoutError:
+            raise _Retryable(
+                errors.upstream_failed("The model's engine did not accept the connection in time.", timeout=True)
+            ) from None
+        except (TimeoutError, aiohttp.SocketTimeoutError):  # it took the request and went quiet: not retried
+            raise errors.upstream_failed("The model's engine did not answer in time.", timeout=True) from None
+        except aiohttp.ClientError as exc:
+            raise _Retryable(
+                errors.upstream_failed(f"The model's engine could not be reached ({type(exc).__name__}).")
+            ) from None
+    raise AssertionError("unreachable")
 
 
 async def _relay(upstream: aiohttp.ClientResponse, exchange: Exchange, send: Send) -> None:

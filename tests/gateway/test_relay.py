@@ -256,3 +256,27 @@ def test_rollup_writes_minutes_once_and_metrics_api_reports_them(server: str, al
     assert metrics["cost_per_1m_tokens_usd"] == pytest.approx(expected, rel=0.01)
     bad = Client().get(f"/api/v1/deployments/{deployment.pk}/metrics?window=2h", **alice.auth)
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "window"
+
+
+def test_requests_in_flight_are_published_for_the_autoscaler(server: str, alice: Persona, engines: Engines) -> None:
+    from deployments.gateway import metering
+
+    engine = engines()
+    engine.engine.behaviour.gap_ms = 400
+    deployment = serving_deployment(alice, [engine])
+    body = {"model": "smollm2-135m-instruct", "messages": [{"role": "user", "content": "x"}], "max_tokens": 6}
+    slow = threading.Thread(target=lambda: httpx.post(f"{server}/v1/chat/completions", json=body, timeout=20,
+                                                      headers={"Authorization": f"Bearer {alice.key}"}))  # fmt: skip
+    slow.start()
+    seen = []
+    deadline = time.monotonic() + 4
+    while time.monotonic() < deadline and not seen:
+        if metering.store().in_flight().get(deployment.pk) == 1:
+            seen.append(time.monotonic())
+        time.sleep(0.1)
+    slow.join()
+    assert seen, "the request in flight was never published"
+    deadline = time.monotonic() + 4
+    while time.monotonic() < deadline and metering.store().in_flight().get(deployment.pk):
+        time.sleep(0.1)
+    assert metering.store().in_flight().get(deployment.pk, 0) == 0

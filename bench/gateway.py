@@ -470,7 +470,7 @@ def start_smollm2(platform: Platform) -> str:
     args = [PYTHON, "-m", "catalog.providers.local.engine", "--instance-id", "bench", "--tag", "bench",
             "--port", str(port), "--model-path", str(_gguf_path(model["engine_args"])),
             "--alias", "smollm2-135m-instruct", "--parallel", "1"]  # fmt: skip
-    process = subprocess.Popen(args, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL)  # noqa: S603 - our own
+    process = subprocess.Popen(args, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: S603
     platform.processes.append(process)
     deadline = time.monotonic() + 120
     import urllib.request

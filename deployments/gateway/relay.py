@@ -225,11 +225,19 @@ async def _count_what_arrived(upstream: aiohttp.ClientResponse, pending: bytes, 
     whole inter-token gap later and finds the connection gone. So read what has arrived, wait
     (briefly) for the next chunk, count it, and only then let the caller close the connection.
     """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + CUT_DRAIN_SECONDS
+    fresh = False
     with contextlib.suppress(Exception):
-        pending += upstream.content.read_nowait()
-        pending += await asyncio.wait_for(upstream.content.readany(), CUT_DRAIN_SECONDS)
-        pending += upstream.content.read_nowait()
-    for event in pending.replace(b"\r\n", b"\n").split(b"\n\n"):
+        pending += upstream.content.read_nowait().replace(b"\r\n", b"\n")
+        # Until a new chunk has come in whole: an event cut in two by the network is not a token yet.
+        while not (fresh and pending.endswith(b"\n\n")) and loop.time() < deadline:
+            data = await asyncio.wait_for(upstream.content.readany(), deadline - loop.time())
+            if not data:
+                break  # the engine finished meanwhile
+            pending += data.replace(b"\r\n", b"\n")
+            fresh = True
+    for event in pending.split(b"\n\n"):
         if event.strip():
             _event(event.strip(), exchange)
 

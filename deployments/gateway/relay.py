@@ -26,7 +26,7 @@ Send = Any
 Receive = Any
 CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 300.0  # between two reads of an engine's answer: long prompts take a while
-CUT_DRAIN_SECONDS = 0.1  # how long a cut stream waits for the engine's next chunk before closing
+CUT_DRAIN_SECONDS = 0.1  # how long a cut stream waits for the rest of a half-arrived event
 STREAM_HEADERS = [
     (b"content-type", b"text/event-stream"),
     (b"cache-control", b"no-cache"),
@@ -218,25 +218,25 @@ async def _relay_stream(upstream: aiohttp.ClientResponse, exchange: Exchange, se
 
 
 async def _count_what_arrived(upstream: aiohttp.ClientResponse, pending: bytes, exchange: Exchange) -> None:
-    """The client went away mid-stream: meter what the engine sent before it learns of it.
+    """The client went away mid-stream: meter what the engine already sent, then let the caller
+    close the connection at once (which is how the engine learns to stop).
 
-    The engine learns when its connection closes. Closing right after a read, rather than at a
-    random moment, leaves no token in flight between the two: the engine's next write comes a
-    whole inter-token gap later and finds the connection gone. So read what has arrived, wait
-    (briefly) for the next chunk, count it, and only then let the caller close the connection.
+    Two turns of the event loop move what sits in the socket into the reader's buffer; an event
+    cut in two by the network is completed (briefly awaited), since its first half is not a
+    token yet. A token the engine writes after this, before it sees the connection close, is
+    not counted: it never reached the gateway.
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + CUT_DRAIN_SECONDS
-    fresh = False
     with contextlib.suppress(Exception):
+        for _ in range(2):
+            await asyncio.sleep(0)
         pending += upstream.content.read_nowait().replace(b"\r\n", b"\n")
-        # Until a new chunk has come in whole: an event cut in two by the network is not a token yet.
-        while not (fresh and pending.endswith(b"\n\n")) and loop.time() < deadline:
+        while pending.strip() and not pending.endswith(b"\n\n") and loop.time() < deadline:
             data = await asyncio.wait_for(upstream.content.readany(), deadline - loop.time())
             if not data:
-                break  # the engine finished meanwhile
+                break
             pending += data.replace(b"\r\n", b"\n")
-            fresh = True
     for event in pending.split(b"\n\n"):
         if event.strip():
             _event(event.strip(), exchange)

@@ -220,8 +220,13 @@ class Aggregator:
     def observe(self, sample: Sample) -> None:
         minute = int(time.time()) // 60 * 60
         merge(self.pending[(sample.deployment_id, minute)], fields_of(sample))
+        self.keep_flushing()
+
+    def keep_flushing(self) -> None:
+        """Start this loop's flusher unless it runs (it stops by itself once idle); called when a
+        request starts too, so requests in flight are published while they last."""
         with contextlib.suppress(RuntimeError):  # no running loop: flushed by flush_now()
-            self._flushers.get()  # starts this loop's flusher unless it runs
+            self._flushers.get()
 
     def drain(self) -> dict[Key, Fields]:
         pending, self.pending = self.pending, defaultdict(dict)

@@ -18,7 +18,7 @@ from typing import Any
 
 import aiohttp
 
-from deployments.gateway import errors, routing, shapes
+from deployments.gateway import errors, metering, routing, shapes
 from deployments.gateway.per_loop import PerLoop
 from deployments.gateway.routing import Route, Target
 
@@ -109,6 +109,7 @@ async def forward(route: Route, exchange: Exchange, send: Send) -> None:
 async def _forward_once(route: Route, target: Target, exchange: Exchange, send: Send) -> None:
     routing.in_flight[target.instance_id] += 1
     routing.deployment_in_flight[route.deployment_id] += 1
+    metering.aggregator.keep_flushing()
     try:
         upstream = await _send_request(target, exchange)
         try:

@@ -112,8 +112,17 @@ def test_warm_requests_read_no_database(
     assert call(server, alice.key).status_code == 200  # warms both caches
     lookups: list[str] = []
     real_lookup, real_resolve = keys._lookup, routing._resolve
-    monkeypatch.setattr(keys, "_lookup", lambda token: lookups.append("key") or real_lookup(token))
-    monkeypatch.setattr(routing, "_resolve", lambda org, model: lookups.append("route") or real_resolve(org, model))
+
+    def counted_lookup(token: str) -> object:
+        lookups.append("key")
+        return real_lookup(token)
+
+    def counted_resolve(org: str, model: str) -> object:
+        lookups.append("route")
+        return real_resolve(org, model)
+
+    monkeypatch.setattr(keys, "_lookup", counted_lookup)
+    monkeypatch.setattr(routing, "_resolve", counted_resolve)
     statuses = [call(server, alice.key).status_code for _ in range(10)]  # well within half a TTL
     assert statuses == [200] * 10
     assert lookups == []

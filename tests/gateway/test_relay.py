@@ -268,7 +268,7 @@ def test_requests_in_flight_are_published_for_the_autoscaler(server: str, alice:
     slow = threading.Thread(target=lambda: httpx.post(f"{server}/v1/chat/completions", json=body, timeout=20,
                                                       headers={"Authorization": f"Bearer {alice.key}"}))  # fmt: skip
     slow.start()
-    seen = []
+    seen: list[float] = []
     deadline = time.monotonic() + 4
     while time.monotonic() < deadline and not seen:
         if metering.store().in_flight().get(deployment.pk) == 1:

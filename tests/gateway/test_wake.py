@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from billing.models import CreditHold, HoldStatus
@@ -42,6 +43,26 @@ def cold_deployment(persona: Persona) -> Deployment:
     deployment = serving_deployment(persona, [], status="scaled_to_zero")
     Deployment.objects.filter(pk=deployment.pk).update(desired_replicas=0)
     return deployment
+
+
+def provider_brings_up(launches: list[str], engine: EngineThread, *, after: float) -> threading.Thread:
+    """Play the provider: once a launch is requested, the engine loads for `after` seconds and
+    the instance becomes ready, served by the simulator."""
+
+    def bring_up() -> None:
+        deadline = time.monotonic() + 10
+        while not launches and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(after)
+        Instance.objects.filter(pk=launches[0]).update(
+            state=InstanceState.READY, endpoint_url=engine.url, api_key="engine-secret",
+            launched_at=timezone.now(), ready_at=timezone.now(),
+        )  # fmt: skip
+        connection.close()  # this thread's own connection
+
+    thread = threading.Thread(target=bring_up)
+    thread.start()
+    return thread
 
 
 def post(server: str, key: str, headers: dict[str, str] | None = None, **kwargs: Any) -> httpx.Response:
@@ -89,18 +110,7 @@ def test_wait_for_ready_holds_the_request_and_serves_it_when_a_replica_is_ready(
     deployment = cold_deployment(alice)
     engine = engines()
 
-    def provider_brings_it_up() -> None:
-        deadline = time.monotonic() + 10
-        while not launches and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(1.0)  # the engine loads
-        Instance.objects.filter(pk=launches[0]).update(
-            state=InstanceState.READY, endpoint_url=engine.url, api_key="engine-secret",
-            launched_at=timezone.now(), ready_at=timezone.now(),
-        )  # fmt: skip
-
-    provider = threading.Thread(target=provider_brings_it_up)
-    provider.start()
+    provider = provider_brings_up(launches, engine, after=1.0)
     started = time.monotonic()
     client = openai.OpenAI(base_url=f"{server}/v1", api_key=alice.key, max_retries=0, timeout=30)
     reply = client.chat.completions.create(
@@ -164,17 +174,7 @@ def test_the_readme_retry_helper_rides_out_a_cold_start(
     deployment = cold_deployment(alice)
     engine = engines()
 
-    def provider_brings_it_up() -> None:
-        deadline = time.monotonic() + 10
-        while not launches and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(1.5)
-        Instance.objects.filter(pk=launches[0]).update(
-            state=InstanceState.READY, endpoint_url=engine.url, api_key="engine-secret", launched_at=timezone.now()
-        )
-
-    provider = threading.Thread(target=provider_brings_it_up)
-    provider.start()
+    provider = provider_brings_up(launches, engine, after=1.5)
     client = openai.OpenAI(base_url=f"{server}/v1", api_key=alice.key, max_retries=0, timeout=30)
     reply = create_when_ready(client, max_wait=20, model="smollm2-135m-instruct",
                               messages=[{"role": "user", "content": "hi"}], max_tokens=2)  # fmt: skip

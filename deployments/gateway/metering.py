@@ -42,7 +42,7 @@ class Sample:
     deployment_id: str
     status: int
     latency_s: float
-    ttft_s: float | None = None  # first generated token (streams) or the whole answer (JSON)
+    ttft_s: float | None = None  # streams: the first generated token (a JSON answer has none)
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cut: bool = False
@@ -76,10 +76,14 @@ def fields_of(sample: Sample) -> Fields:
         fields["cut"] = 1
     fields["prompt_tokens"] = sample.prompt_tokens
     fields["completion_tokens"] = sample.completion_tokens
-    if sample.ttft_s is not None and sample.status < 300:
+    if sample.status < 300 and sample.ttft_s is not None:  # streams: the first token is observable
         ttft_ms = sample.ttft_s * 1000
         fields.update({"ttft_ms_sum": ttft_ms, "ttft_count": 1, f"ttft:{bucket(ttft_ms)}": 1})
-        fields["generation_ms_sum"] = max(0.0, latency_ms - ttft_ms)
+    if sample.status < 300 and sample.completion_tokens:
+        # Generation time: after the first token for streams; the whole request otherwise (a JSON
+        # answer arrives at once, so its prompt processing cannot be told apart).
+        first = sample.ttft_s * 1000 if sample.ttft_s is not None else 0.0
+        fields["generation_ms_sum"] = max(0.0, latency_ms - first)
     return fields
 
 

@@ -68,7 +68,7 @@ class Exchange:
     stream: bool = False
     client_wants_usage: bool = False
     started: float = field(default_factory=time.perf_counter)
-    first_token_at: float | None = None
+    first_token_at: float | None = None  # streams: when the first generated token arrived
     prompt_tokens: int = 0
     completion_tokens: int = 0
     usage_reported: bool = False
@@ -171,7 +171,6 @@ async def _relay(upstream: aiohttp.ClientResponse, exchange: Exchange, send: Sen
 
 async def _relay_whole(upstream: aiohttp.ClientResponse, exchange: Exchange, send: Send) -> None:
     payload = await upstream.read()
-    exchange.first_token_at = time.perf_counter()
     content_type = upstream.headers.get("Content-Type", "application/json")
     if upstream.content_type == "application/json":
         payload = _repaired_json(payload, exchange)

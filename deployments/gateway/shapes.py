@@ -4,7 +4,7 @@ token usage read from them.
 Engines deviate in small ways that break strict clients: llama.cpp's chat choices carry no
 `logprobs` and its messages no `refusal` (both required, nullable); errors come without `param`
 and with an integer `code`. Only what is missing is added; nothing an engine sent is dropped,
-except the `usage` the gateway asked for on a client's behalf.
+except the `usage` the gateway asked for on a client's behalf and llama.cpp's `timings`.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ class Usage:
 
 def repair_chat_completion(payload: dict[str, Any]) -> None:
     """CreateChatCompletionResponse: every choice has `logprobs`, every message `refusal`."""
+    payload.pop("timings", None)  # llama.cpp's own statistics, not OpenAI's
     for choice in payload.get("choices") or ():
         if isinstance(choice, dict):
             choice.setdefault("logprobs", None)
@@ -41,6 +42,7 @@ def repair_chat_completion(payload: dict[str, Any]) -> None:
 
 def repair_completion(payload: dict[str, Any]) -> None:
     """CreateCompletionResponse: every choice has `logprobs` and `text`."""
+    payload.pop("timings", None)
     for choice in payload.get("choices") or ():
         if isinstance(choice, dict):
             choice.setdefault("logprobs", None)

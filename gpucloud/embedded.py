@@ -89,7 +89,8 @@ def serve(*, host: str, port: int, background: bool = True) -> None:
     if background:
         services.start()
     try:
-        config = uvicorn.Config("gpucloud.asgi:application", host=host, port=port, lifespan="off", log_level="info")
+        # lifespan: the gateway flushes its counters and closes its engine connections on shutdown.
+        config = uvicorn.Config("gpucloud.asgi:application", host=host, port=port, lifespan="on", log_level="info")
         uvicorn.Server(config).run()  # installs its own SIGINT/SIGTERM handlers; returns on shutdown
     finally:
         services.stop()

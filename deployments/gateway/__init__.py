@@ -1,3 +1,14 @@
 """The OpenAI-compatible gateway at /v1: a plain ASGI app in front of Django (no sync middleware on
 the hot path). Key lookups and routing tables are cached for seconds, so a request normally
-touches no database; engines are called through one shared async HTTP client."""
+touches no database; engines are called through one pooled async HTTP client per event loop.
+
+    app.py      parse, authenticate, route, admit, relay, measure (the request's whole way)
+    keys.py     bearer key -> Caller (cached; revocation within KEY_CACHE_SECONDS)
+    routing.py  model or deployment id -> Route of ready replicas; least-busy pick, ejection
+    wake.py     cold deployments: wake with a credit hold, 202 or wait for readiness
+    limits.py   per-deployment concurrency limit (429), in memory or Redis
+    relay.py    forward to an engine, JSON whole or SSE event by event, retry once elsewhere
+    shapes.py   answers repaired to OpenAI's schemas; usage and tokens read from them
+    metering.py per-minute counters per deployment, flushed to memory or Redis every second
+    listing.py  GET /v1/models with availability instant / deploying / cold
+"""

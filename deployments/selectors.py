@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from django.db.models import QuerySet, Sum
 
 from accounts.models import Organization
 from billing.models import UsageMeter
-from deployments.models import Deployment, DeploymentEvent, DeploymentStatus, Instance
+from deployments.models import Deployment, DeploymentEvent, DeploymentStatus, Instance, InstanceState
 from gpucloud.errors import NotFound
 
 RUNNING_STATUSES = (DeploymentStatus.ACTIVE, DeploymentStatus.SCALING, DeploymentStatus.DEGRADED)
@@ -40,3 +42,40 @@ def total_cost_micros(deployment: Deployment) -> int:
     """What the deployment's instances have been charged so far (their meters are keyed by instance id)."""
     ids = list(deployment.instances.values_list("pk", flat=True))
     return UsageMeter.objects.filter(meter_key__in=ids).aggregate(total=Sum("billed_micros"))["total"] or 0
+
+
+@dataclass(frozen=True)
+class DeploymentRow:
+    """One deployment as the pages list it: what runs now and what it has cost."""
+
+    deployment: Deployment
+    ready: int
+    live: int
+    total_cost_micros: int
+
+    @property
+    def hourly_cost_micros(self) -> int:
+        return self.deployment.hourly_price_micros * self.live
+
+
+def deployment_rows(org: Organization) -> list[DeploymentRow]:
+    """The org's deployments with replica counts and cost so far, in three queries whatever
+    their number (deployments, their instances, their meters)."""
+    deployments = list(deployments_of(org).prefetch_related("instances"))
+    by_instance = {i.pk: d.pk for d in deployments for i in d.instances.all()}
+    costs: dict[str, int] = {}
+    for meter_key, billed in UsageMeter.objects.filter(meter_key__in=list(by_instance)).values_list(
+        "meter_key", "billed_micros"
+    ):
+        costs[by_instance[meter_key]] = costs.get(by_instance[meter_key], 0) + billed
+    return [_row(d, costs.get(d.pk, 0)) for d in deployments]
+
+
+def _row(deployment: Deployment, cost: int) -> DeploymentRow:
+    states = [i.state for i in deployment.instances.all()]
+    live = sum(s not in (InstanceState.TERMINATED, InstanceState.FAILED) for s in states)
+    return DeploymentRow(deployment, ready=states.count(InstanceState.READY), live=live, total_cost_micros=cost)
+
+
+def deployment_row(deployment: Deployment) -> DeploymentRow:
+    return _row(deployment, total_cost_micros(deployment))

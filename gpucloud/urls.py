@@ -15,6 +15,7 @@ urlpatterns = [
     path("", include("accounts.urls")),
     path("", include("catalog.urls")),
     path("", include("billing.urls")),
+    path("", include("deployments.urls")),
 ]
 
 handler404 = "gpucloud.views.not_found"

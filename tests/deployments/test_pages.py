@@ -1,0 +1,137 @@
+"""The deployments pages: the list and a deployment's detail show the org's deployments with real
+connection values, replicas, events, metrics and cost; stopping asks first; other orgs see 404."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.test import Client
+from django.utils import timezone
+
+from accounts.auth import SESSION_ORG_KEY
+from accounts.models import Membership
+from accounts.roles import Role
+from billing.models import Service, UsageMeter
+from deployments.models import Deployment, DeploymentEvent, Instance, InstanceState
+from tests.conftest import Persona
+
+pytestmark = pytest.mark.django_db
+
+
+def running(persona: Persona, name: str = "chat", replicas: int = 1) -> Deployment:
+    deployment = Deployment.objects.create(
+        org=persona.org, name=name, status="active", model_id="smollm2-135m-instruct", gpu_type_id="cpu",
+        region_id="local", desired_replicas=replicas, hourly_price_micros=3_600_000, started_at=timezone.now(),
+    )  # fmt: skip
+    for _ in range(replicas):
+        instance = Instance.objects.create(
+            deployment=deployment, state=InstanceState.READY, provider="local", provider_instance_id="p",
+            tag="t", api_key="k", endpoint_url="http://127.0.0.1:1", hourly_price_micros=3_600_000,
+            launched_at=timezone.now(), ready_at=timezone.now(),
+        )  # fmt: skip
+        UsageMeter.objects.create(
+            org=persona.org, meter_key=instance.pk, service=Service.MODEL, description="x",
+            hourly_price_micros=3_600_000, started_at=timezone.now(), billed_seconds=120, billed_micros=120_000,
+        )  # fmt: skip
+    DeploymentEvent.objects.create(deployment=deployment, from_status="provisioning", to_status="active",
+                                   reason="Engine healthy.")  # fmt: skip
+    return deployment
+
+
+def signed_in(persona: Persona) -> Client:
+    """A browser session of the persona, working in the persona's org."""
+    client = Client()
+    client.force_login(persona.user)
+    session = client.session
+    session[SESSION_ORG_KEY] = persona.org.pk
+    session.save()
+    return client
+
+
+def test_the_list_shows_this_orgs_deployments_with_cost(alice: Persona, charlie: Persona, catalog: None) -> None:
+    mine = running(alice, "alpha", replicas=2)
+    running(charlie, "charlies-secret")
+    page = signed_in(alice).get("/deployments/").content.decode()
+    assert "alpha" in page and mine.pk in page and "charlies-secret" not in page
+    assert "2 of 2" in page  # replicas ready
+    assert "$7.20" in page  # 2 replicas at $3.60/h
+    assert "$0.24" in page  # 2 meters of $0.12 billed so far
+
+
+def test_the_list_reads_a_fixed_number_of_queries(
+    alice: Persona, catalog: None, django_assert_max_num_queries: Any
+) -> None:
+    client = signed_in(alice)
+    running(alice, "first")
+    client.get("/deployments/")  # warm the session and the user
+    for n in range(20):
+        running(alice, f"d{n}", replicas=2)
+    with django_assert_max_num_queries(12):
+        page = client.get("/deployments/")
+    assert page.status_code == 200 and page.content.decode().count("of 2") == 20
+
+
+def test_the_detail_page_has_real_connection_values(alice: Persona, catalog: None) -> None:
+    deployment = running(alice)
+    page = signed_in(alice).get(f"/deployments/{deployment.pk}/").content.decode()
+    assert 'base_url="http://testserver/v1"' in page
+    assert 'model="smollm2-135m-instruct"' in page
+    assert "curl http://testserver/v1/chat/completions" in page
+    assert deployment.instances.get().pk in page and "Ready" in page
+    assert "Engine healthy." in page
+    assert "$0.12" in page  # total cost so far
+    assert "Stop…" in page
+
+
+def test_other_orgs_deployments_are_404(alice: Persona, charlie: Persona, catalog: None) -> None:
+    deployment = running(alice)
+    client = signed_in(charlie)
+    for path in (f"/deployments/{deployment.pk}/", f"/deployments/{deployment.pk}/stop"):
+        assert client.get(path).status_code == 404
+    assert client.post(f"/deployments/{deployment.pk}/stop").status_code == 404
+    deployment.refresh_from_db()
+    assert deployment.status == "active"
+
+
+def test_stopping_asks_first_then_tears_down(alice: Persona, catalog: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    from deployments import tasks
+
+    terminated: list[str] = []
+    monkeypatch.setattr(tasks.instance_terminate_task, "delay", lambda instance_id: terminated.append(instance_id))
+    deployment = running(alice)
+    client = signed_in(alice)
+    confirm = client.get(f"/deployments/{deployment.pk}/stop")
+    assert confirm.status_code == 200 and "Stop the deployment" in confirm.content.decode()
+    deployment.refresh_from_db()
+    assert deployment.status == "active" and terminated == []  # asking changed nothing
+    with django_capture_on_commit(client, f"/deployments/{deployment.pk}/stop") as response:
+        assert response.status_code == 302 and response["Location"] == f"/deployments/{deployment.pk}/"
+    deployment.refresh_from_db()
+    assert deployment.status == "stopping"
+    assert terminated == [deployment.instances.get().pk]
+
+
+def test_viewers_cannot_stop_and_are_told_why(alice: Persona, bob: Persona, catalog: None) -> None:
+    deployment = running(alice)
+    Membership.objects.filter(org=alice.org, user=bob.user).update(role=Role.VIEWER)
+    client = signed_in(bob)
+    assert "Stop…" not in client.get(f"/deployments/{deployment.pk}/").content.decode()
+    response = client.post(f"/deployments/{deployment.pk}/stop", follow=True)
+    assert "needs member or higher" in response.content.decode()
+    deployment.refresh_from_db()
+    assert deployment.status == "active"
+
+
+def django_capture_on_commit(client: Client, path: str) -> Any:
+    """POST inside captured on-commit callbacks, running them as a commit would."""
+    from contextlib import contextmanager
+
+    from django.test import TestCase
+
+    @contextmanager
+    def posting() -> Any:
+        with TestCase.captureOnCommitCallbacks(execute=True):
+            yield client.post(path)
+
+    return posting()

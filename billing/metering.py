@@ -16,6 +16,7 @@ from django.utils import timezone
 from accounts.models import Organization
 from billing.ledger import Line, ledger_post, org_accounts, system_account
 from billing.models import AccountKind, LedgerTransaction, Service, TransactionKind, UsageMeter
+from gpucloud.durations import duration_text
 
 MINIMUM_SECONDS = 60
 SECONDS_PER_HOUR = 3600
@@ -77,7 +78,7 @@ def usage_charge(meter: UsageMeter, period_start: datetime, period_end: datetime
                 kind=TransactionKind.USAGE,
                 org=meter.org,
                 service=meter.service,
-                description=f"{meter.description} ({_duration(billable - meter.billed_seconds)})",
+                description=f"{meter.description} ({duration_text(billable - meter.billed_seconds)})",
                 allow_overdraft=True,  # running time already happened; the zero-balance policy stops it
                 lines=[Line(available, -amount), Line(system_account(AccountKind.REVENUE), amount)],
                 metadata={
@@ -112,15 +113,6 @@ def usage_charge_running(*, now: datetime | None = None) -> list[str]:
         if usage_charge(meter, meter.started_at, now) is not None:
             charged.add(meter.org_id)
     return sorted(charged)
-
-
-def _duration(seconds: int) -> str:
-    """2 h 05 min, 3 min 20 s, 45 s: for statement lines."""
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours} h {minutes:02d} min"
-    return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
 
 
 def usage_prepay_from_hold(meter: UsageMeter, hold_id: str) -> None:

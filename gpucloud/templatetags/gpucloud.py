@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django import template
 
+from gpucloud.durations import duration_text
 from gpucloud.money import usd_text
 
 register = template.Library()
@@ -20,3 +23,9 @@ def usd(micros: int | None) -> str:
 def usd_number(micros: int | None) -> str:
     """For form values: 25000000 -> '25.00'."""
     return "" if micros is None else usd_text(micros)
+
+
+@register.filter
+def duration(value: timedelta | None) -> str:
+    """A timedelta as people read it: timedelta(seconds=7500) -> '2 h 05 min'."""
+    return "—" if value is None else duration_text(int(value.total_seconds()))

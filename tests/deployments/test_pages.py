@@ -94,7 +94,9 @@ def test_other_orgs_deployments_are_404(alice: Persona, charlie: Persona, catalo
     assert deployment.status == "active"
 
 
-def test_stopping_asks_first_then_tears_down(alice: Persona, catalog: None, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_stopping_asks_first_then_tears_down(
+    alice: Persona, catalog: None, monkeypatch: pytest.MonkeyPatch, django_capture_on_commit_callbacks: Any
+) -> None:
     from deployments import tasks
 
     terminated: list[str] = []
@@ -105,8 +107,9 @@ def test_stopping_asks_first_then_tears_down(alice: Persona, catalog: None, monk
     assert confirm.status_code == 200 and "Stop the deployment" in confirm.content.decode()
     deployment.refresh_from_db()
     assert deployment.status == "active" and terminated == []  # asking changed nothing
-    with django_capture_on_commit(client, f"/deployments/{deployment.pk}/stop") as response:
-        assert response.status_code == 302 and response["Location"] == f"/deployments/{deployment.pk}/"
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(f"/deployments/{deployment.pk}/stop")
+    assert response.status_code == 302 and response["Location"] == f"/deployments/{deployment.pk}/"
     deployment.refresh_from_db()
     assert deployment.status == "stopping"
     assert terminated == [deployment.instances.get().pk]
@@ -121,17 +124,3 @@ def test_viewers_cannot_stop_and_are_told_why(alice: Persona, bob: Persona, cata
     assert "needs member or higher" in response.content.decode()
     deployment.refresh_from_db()
     assert deployment.status == "active"
-
-
-def django_capture_on_commit(client: Client, path: str) -> Any:
-    """POST inside captured on-commit callbacks, running them as a commit would."""
-    from contextlib import contextmanager
-
-    from django.test import TestCase
-
-    @contextmanager
-    def posting() -> Any:
-        with TestCase.captureOnCommitCallbacks(execute=True):
-            yield client.post(path)
-
-    return posting()

@@ -1,0 +1,81 @@
+"""A model's page and one-click deploy: the cheapest GPU that fits and has capacity is preselected
+with its price per hour and per day; a deploy creates the deployment and opens it; a refusal is
+shown in the form, says what to do, and creates nothing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.test import Client
+
+from deployments.models import Deployment
+from tests.billing.conftest import fund, ledger_snapshot
+from tests.conftest import Persona
+from tests.deployments.test_pages import signed_in
+
+pytestmark = pytest.mark.django_db
+USD = 1_000_000
+
+
+@pytest.fixture
+def launches(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    from deployments import tasks
+
+    started: list[str] = []
+    monkeypatch.setattr(tasks.instance_provision_task, "delay", lambda instance_id: started.append(instance_id))
+    return started
+
+
+def deploy(client: Client, **form: object) -> object:
+    return client.post("/catalog/smollm2-135m-instruct/deploy", {"placement": "cpu@local", "replicas": 1, **form})
+
+
+def test_the_model_page_preselects_the_cheapest_gpu_with_capacity(alice: Persona, fleet: str) -> None:
+    page = signed_in(alice).get("/catalog/smollm2-135m-instruct/").content.decode()
+    assert 'value="cpu@local" checked' in page
+    assert "$0.05/hr ($1.20/day)" in page and "cheapest with capacity" in page
+    assert signed_in(alice).get("/catalog/no-such-model/").status_code == 404
+    # catalog ids may hold dots; a model no provider can host says so instead of offering nothing
+    big = signed_in(alice).get("/catalog/llama-3.1-8b-instruct/").content.decode()
+    assert "No provider offers a GPU that fits this model right now." in big
+
+
+def test_one_click_deploy_creates_and_opens_the_deployment(
+    alice: Persona, fleet: str, launches: list[str], django_capture_on_commit_callbacks: Any
+) -> None:
+    fund(alice.org, 5 * USD)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = deploy(signed_in(alice), name="my chat", replicas=2)
+    deployment = Deployment.objects.get(org=alice.org)
+    assert response.status_code == 302 and response["Location"] == f"/deployments/{deployment.pk}/"
+    assert (deployment.name, deployment.model_id, deployment.gpu_type_id, deployment.desired_replicas) == (
+        "my chat", "smollm2-135m-instruct", "cpu", 2,
+    )  # fmt: skip
+    assert len(launches) == 2
+
+
+@pytest.mark.parametrize(
+    ("form", "status", "says"),
+    [
+        ({"replicas": 0}, 400, "replicas must be between 1 and 8"),
+        ({"replicas": "many"}, 400, "replicas must be between 1 and 8"),
+        ({"placement": ""}, 400, "Choose a GPU and region."),
+        ({"placement": "h100@atl1"}, 400, "No provider offers NVIDIA H100 in atl1"),
+    ],
+)
+def test_bad_input_is_shown_in_the_form_and_creates_nothing(
+    alice: Persona, fleet: str, launches: list[str], form: dict[str, object], status: int, says: str
+) -> None:
+    fund(alice.org, 5 * USD)
+    before = ledger_snapshot()
+    response = deploy(signed_in(alice), **form)
+    assert response.status_code == status and says in response.content.decode()
+    assert not Deployment.objects.exists() and launches == [] and ledger_snapshot() == before
+
+
+def test_no_credit_says_to_add_funds(alice: Persona, fleet: str, launches: list[str]) -> None:
+    response = deploy(signed_in(alice))
+    assert response.status_code == 402
+    assert "Add funds on the Billing page, then deploy again." in response.content.decode()
+    assert not Deployment.objects.exists() and launches == []

@@ -27,7 +27,7 @@ def launches(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return started
 
 
-def deploy(client: Client, **form: object) -> object:
+def deploy(client: Client, **form: object) -> Any:
     return client.post("/catalog/smollm2-135m-instruct/deploy", {"placement": "cpu@local", "replicas": 1, **form})
 
 

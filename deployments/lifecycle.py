@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from django.utils import timezone
 
+from deployments.live import deployment_changed_on_commit
 from deployments.models import (
     FINAL_STATES,
     LIVE_STATES,
@@ -45,6 +46,7 @@ def deployment_transition(deployment: Deployment, to: DeploymentStatus, reason: 
         fields.append("stopped_at")
     deployment.save(update_fields=fields)
     DeploymentEvent.objects.create(deployment=deployment, from_status=previous, to_status=to, reason=reason)
+    deployment_changed_on_commit(deployment.pk)
 
 
 def deployment_refresh_status(deployment: Deployment) -> None:

@@ -1,4 +1,5 @@
-"""ASGI entry point: `uvicorn gpucloud.asgi:application`: the /v1 gateway and Django (websockets join later)."""
+"""ASGI entry point: `uvicorn gpucloud.asgi:application`: the /v1 gateway, Django, and the pages'
+websockets (Channels)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,12 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gpucloud.settings")
 
 django_asgi_app = get_asgi_application()
 
-from channels.routing import ProtocolTypeRouter  # noqa: E402  (Django must be set up first)
+from channels.auth import AuthMiddlewareStack  # noqa: E402  (Django must be set up first)
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from django.urls import path  # noqa: E402
 
+from deployments.consumers import OrgEventsConsumer  # noqa: E402
 from deployments.gateway.app import gateway_app, gateway_shutdown  # noqa: E402
 
 # reference/000's per-deployment routes; with a bearer key they take the gateway's streaming path.
@@ -57,4 +62,9 @@ async def lifespan_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             return
 
 
-application = ProtocolTypeRouter({"http": http_app, "lifespan": lifespan_app})
+# Pages' live updates: the signed-in session's org, from a page of an allowed host.
+websocket_app = AllowedHostsOriginValidator(
+    AuthMiddlewareStack(URLRouter([path("ws/org/", OrgEventsConsumer.as_asgi())]))
+)
+
+application = ProtocolTypeRouter({"http": http_app, "websocket": websocket_app, "lifespan": lifespan_app})

@@ -1,0 +1,82 @@
+"""Live updates over /ws/org/: a status change, once committed, reaches the open pages of the
+deployment's organization (the badge rendered by the pages' own partial) and no one else's;
+a socket without a signed-in session is refused. With REDIS_URL set (CI) the push crosses the
+Redis channel layer, as it does from a Celery worker to a web process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+from asgiref.sync import sync_to_async
+from asgiref.testing import ApplicationCommunicator
+from django.db import connections
+
+from deployments.lifecycle import deployment_transition
+from deployments.models import Deployment, DeploymentStatus
+from gpucloud.asgi import application
+from tests.conftest import Persona
+from tests.deployments.test_pages import running, signed_in
+
+pytestmark = pytest.mark.django_db(transaction=True)  # pushes happen on commit
+
+
+class Socket(ApplicationCommunicator):
+    """A browser's websocket to the ASGI app (channels.testing's needs daphne, which we don't run)."""
+
+    def __init__(self, session_id: str | None) -> None:
+        headers = [(b"origin", b"http://testserver"), (b"host", b"testserver")]
+        if session_id is not None:
+            headers.append((b"cookie", f"sessionid={session_id}".encode()))
+        scope = {"type": "websocket", "path": "/ws/org/", "headers": headers, "query_string": b"",
+                 "subprotocols": [], "client": ("127.0.0.1", 50000), "server": ("testserver", 80)}  # fmt: skip
+        super().__init__(application, scope)
+
+    async def connect(self) -> tuple[bool, int | None]:
+        await self.send_input({"type": "websocket.connect"})
+        answer = await self.receive_output(5)
+        return answer["type"] == "websocket.accept", answer.get("code")
+
+    async def receive_json(self) -> dict[str, Any]:
+        message = await self.receive_output(5)
+        assert message["type"] == "websocket.send", message
+        return dict(json.loads(message["text"]))
+
+    async def close(self) -> None:
+        await self.send_input({"type": "websocket.disconnect", "code": 1000})
+        await self.wait(2)
+
+
+def stop(deployment_id: str) -> None:
+    deployment = Deployment.objects.get(pk=deployment_id)
+    deployment_transition(deployment, DeploymentStatus.STOPPING, "Deleted by the user.")
+
+
+def session_of(persona: Persona) -> str:
+    return str(signed_in(persona).cookies["sessionid"].value)
+
+
+async def scenario(alice_session: str, charlie_session: str, deployment_id: str) -> dict[str, Any]:
+    mine, theirs, nobody = Socket(alice_session), Socket(charlie_session), Socket(None)
+    assert (await mine.connect())[0] and (await theirs.connect())[0]
+    refused, code = await nobody.connect()
+    assert not refused and code == 4401
+    await sync_to_async(stop)(deployment_id)
+    pushed = await mine.receive_json()
+    assert await theirs.receive_nothing(timeout=0.5)
+    await mine.close()
+    await theirs.close()
+    await sync_to_async(connections.close_all)()
+    return dict(pushed)
+
+
+@pytest.mark.usefixtures("catalog")
+def test_a_status_change_reaches_the_orgs_pages_only(settings: Any, alice: Persona, charlie: Persona) -> None:
+    settings.ALLOWED_HOSTS = ["testserver"]
+    deployment = running(alice)
+    pushed = asyncio.run(scenario(session_of(alice), session_of(charlie), deployment.pk))
+    assert pushed["type"] == "deployment.changed" and pushed["deployment_id"] == deployment.pk
+    assert pushed["status"] == "stopping"
+    assert f'id="status-{deployment.pk}"' in pushed["html"] and ">Stopping<" in pushed["html"]

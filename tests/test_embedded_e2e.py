@@ -3,12 +3,15 @@ plus in-process Celery worker and beat, SQLite under a fresh var/), driven over 
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -97,6 +100,25 @@ def _engines() -> list[str]:
     return found
 
 
+def _follow_live_updates(base: str, session_id: str) -> list[dict[str, str]]:
+    """Open the pages' websocket as the signed-in browser does and collect what it pushes."""
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    received: list[dict[str, str]] = []
+    socket_url = base.replace("http://", "ws://") + "/ws/org/"
+    connection = connect(socket_url, additional_headers={"Cookie": f"sessionid={session_id}", "Origin": base},
+                         open_timeout=10)  # fmt: skip
+
+    def listen() -> None:
+        with connection, contextlib.suppress(ConnectionClosed):  # the server stops at the end of the test
+            for message in connection:
+                received.append(json.loads(message))
+
+    threading.Thread(target=listen, daemon=True).start()
+    return received
+
+
 def _csrf(client: httpx.Client, path: str) -> str:
     client.get(path)
     return client.cookies["csrftoken"]
@@ -155,6 +177,7 @@ def test_new_user_journey_and_clean_shutdown(server: tuple[str, Path, subprocess
     granted = _manage(["grant_credit", "new@example.com", "5", "--reason", "e2e"], var_dir)
     assert granted.returncode == 0, granted.stderr
     auth = {"Authorization": f"Bearer {key}"}
+    pushes = _follow_live_updates(base, browser.cookies["sessionid"])  # the signed-in browser's websocket
     created = httpx.post(
         f"{base}/api/v1/deployments",
         json={"name": "e2e", "model_id": "smollm2-135m-instruct", "gpu_type": "cpu", "region": "local"},
@@ -164,6 +187,9 @@ def test_new_user_journey_and_clean_shutdown(server: tuple[str, Path, subprocess
     deployment = f"{base}/api/v1/deployments/{created.json()['id']}"
     started = time.monotonic()
     _wait_for(lambda: httpx.get(deployment, headers=auth).json()["status"] == "active", 60, "an active deployment")
+    # The in-process worker made the change; the in-memory channel layer carried it to the socket.
+    _wait_for(lambda: "active" in [p["status"] for p in pushes], 10, "the live 'active' push")
+    assert {p["deployment_id"] for p in pushes} == {created.json()["id"]}
     print(f"\ndeployment active after {time.monotonic() - started:.1f} s")
     answer = httpx.post(
         f"{deployment}/chat/completions",

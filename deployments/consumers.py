@@ -46,4 +46,5 @@ class OrgEventsConsumer(AsyncJsonWebsocketConsumer):
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
     async def deployment_changed(self, event: dict[str, Any]) -> None:
-        await self.send_json({k: event[k] for k in ("type", "deployment_id", "status", "html")})
+        fields = ("type", "deployment_id", "status", "html", "cost_micros", "rate_micros", "as_of_ms")
+        await self.send_json({k: event[k] for k in fields})

@@ -11,6 +11,7 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
 from django.template.loader import render_to_string
+from django.utils import timezone
 
 logger = logging.getLogger(__name__)
 
@@ -32,11 +33,14 @@ def deployment_push(deployment_id: str) -> None:
     layer = get_channel_layer()
     if deployment is None or layer is None:
         return
+    from deployments.selectors import deployment_ticker
+
     message = {
         "type": "deployment.changed",
         "deployment_id": deployment.pk,
         "status": deployment.status,
         "html": render_to_string("deployments/detail.html#status", {"deployment": deployment}),
+        **deployment_ticker(deployment, now=timezone.now()),  # corrects the page's running cost (the rate changed)
     }
     try:
         async_to_sync(layer.group_send)(org_group(deployment.org_id), message)

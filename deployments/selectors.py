@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from django.db.models import QuerySet, Sum
 
 from accounts.models import Organization
+from billing.metering import cost_micros
 from billing.models import UsageMeter
 from deployments.models import Deployment, DeploymentEvent, DeploymentStatus, Instance, InstanceState
 from gpucloud.errors import NotFound
@@ -79,3 +81,25 @@ def _row(deployment: Deployment, cost: int) -> DeploymentRow:
 
 def deployment_row(deployment: Deployment) -> DeploymentRow:
     return _row(deployment, total_cost_micros(deployment))
+
+
+def accrued_cost_micros(deployment: Deployment, *, now: datetime) -> int:
+    """What the deployment's replicas have cost up to `now`, as metering will bill it: each
+    launched instance's running time (60-second minimum) at its price, to its end or to now.
+    The pages tick on from this figure at the current hourly rate."""
+    total = 0
+    for instance in deployment.instances.exclude(launched_at=None):
+        assert instance.launched_at is not None
+        end = instance.terminated_at or now
+        total += cost_micros(instance.hourly_price_micros, int((end - instance.launched_at).total_seconds()))
+    return total
+
+
+def deployment_ticker(deployment: Deployment, *, now: datetime) -> dict[str, int]:
+    """The running cost as pages tick it: the accrued cost at `now`, the current hourly rate of
+    its live replicas, and `now` in milliseconds (the clock the page counts from)."""
+    return {
+        "cost_micros": accrued_cost_micros(deployment, now=now),
+        "rate_micros": deployment_row(deployment).hourly_cost_micros,
+        "as_of_ms": int(now.timestamp() * 1000),
+    }

@@ -52,6 +52,7 @@ def deployment_detail(request: HttpRequest, deployment_id: str) -> HttpResponse:
         "base_url": request.build_absolute_uri("/v1"),
         "model_name": deployment.model_id or deployment.pk,
         "runtime": (end - deployment.started_at) if deployment.started_at else None,
+        "ticker": selectors.deployment_ticker(deployment, now=now),
         "can_write": role_at_least(principal.role, CAN_WRITE),
     }
     return render(request, "deployments/detail.html", context)

@@ -79,4 +79,5 @@ def test_a_status_change_reaches_the_orgs_pages_only(settings: Any, alice: Perso
     pushed = asyncio.run(scenario(session_of(alice), session_of(charlie), deployment.pk))
     assert pushed["type"] == "deployment.changed" and pushed["deployment_id"] == deployment.pk
     assert pushed["status"] == "stopping"
+    assert (pushed["cost_micros"], pushed["rate_micros"]) == (60_000, 3_600_000)  # corrects the page's ticker
     assert f'id="status-{deployment.pk}"' in pushed["html"] and ">Stopping<" in pushed["html"]

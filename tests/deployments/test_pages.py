@@ -80,7 +80,9 @@ def test_the_detail_page_has_real_connection_values(alice: Persona, catalog: Non
     assert "curl http://testserver/v1/chat/completions" in page
     assert deployment.instances.get().pk in page and "Ready" in page
     assert "Engine healthy." in page
-    assert "$0.12" in page  # total cost so far
+    assert "$0.12 billed so far" in page
+    # The running cost the page ticks from: one replica just launched = its first minute, at $3.60/h.
+    assert 'data-cost-micros="60000" data-rate-micros="3600000"' in page
     assert "Stop…" in page
 
 

@@ -33,14 +33,14 @@ def deployment_push(deployment_id: str) -> None:
     layer = get_channel_layer()
     if deployment is None or layer is None:
         return
-    from deployments.selectors import deployment_ticker
+    from deployments.selectors import deployment_row
 
     message = {
         "type": "deployment.changed",
         "deployment_id": deployment.pk,
         "status": deployment.status,
         "html": render_to_string("deployments/detail.html#status", {"deployment": deployment}),
-        **deployment_ticker(deployment, now=timezone.now()),  # corrects the page's running cost (the rate changed)
+        **deployment_row(deployment, now=timezone.now()).ticker,  # corrects the page's running cost (the rate changed)
     }
     try:
         async_to_sync(layer.group_send)(org_group(deployment.org_id), message)

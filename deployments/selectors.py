@@ -4,6 +4,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.db.models import QuerySet, Sum
+from django.utils import timezone
 
 from accounts.models import Organization
 from billing.metering import cost_micros
@@ -53,11 +54,20 @@ class DeploymentRow:
     deployment: Deployment
     ready: int
     live: int
-    total_cost_micros: int
+    total_cost_micros: int  # billed so far
+    accrued_micros: int  # cost up to `as_of`, as metering will bill it
+    as_of: datetime
 
     @property
     def hourly_cost_micros(self) -> int:
         return self.deployment.hourly_price_micros * self.live
+
+    @property
+    def ticker(self) -> dict[str, int]:
+        """The running cost as pages tick it: the accrued cost at `as_of`, the current hourly rate
+        of the live replicas, and `as_of` in milliseconds (the clock the page counts from)."""
+        return {"cost_micros": self.accrued_micros, "rate_micros": self.hourly_cost_micros,
+                "as_of_ms": int(self.as_of.timestamp() * 1000)}  # fmt: skip
 
 
 def deployment_rows(org: Organization) -> list[DeploymentRow]:
@@ -70,36 +80,30 @@ def deployment_rows(org: Organization) -> list[DeploymentRow]:
         "meter_key", "billed_micros"
     ):
         costs[by_instance[meter_key]] = costs.get(by_instance[meter_key], 0) + billed
-    return [_row(d, costs.get(d.pk, 0)) for d in deployments]
+    now = timezone.now()
+    return [_row(d, costs.get(d.pk, 0), now) for d in deployments]
 
 
-def _row(deployment: Deployment, cost: int) -> DeploymentRow:
-    states = [i.state for i in deployment.instances.all()]
+def _row(deployment: Deployment, cost: int, now: datetime) -> DeploymentRow:
+    instances = list(deployment.instances.all())
+    states = [i.state for i in instances]
     live = sum(s not in (InstanceState.TERMINATED, InstanceState.FAILED) for s in states)
-    return DeploymentRow(deployment, ready=states.count(InstanceState.READY), live=live, total_cost_micros=cost)
+    return DeploymentRow(
+        deployment, ready=states.count(InstanceState.READY), live=live, total_cost_micros=cost,
+        accrued_micros=_accrued(instances, now), as_of=now,
+    )  # fmt: skip
 
 
-def deployment_row(deployment: Deployment) -> DeploymentRow:
-    return _row(deployment, total_cost_micros(deployment))
+def deployment_row(deployment: Deployment, *, now: datetime | None = None) -> DeploymentRow:
+    return _row(deployment, total_cost_micros(deployment), now or timezone.now())
 
 
-def accrued_cost_micros(deployment: Deployment, *, now: datetime) -> int:
-    """What the deployment's replicas have cost up to `now`, as metering will bill it: each
-    launched instance's running time (60-second minimum) at its price, to its end or to now.
-    The pages tick on from this figure at the current hourly rate."""
+def _accrued(instances: list[Instance], now: datetime) -> int:
+    """What the replicas have cost up to `now`, as metering will bill it: each launched
+    instance's running time (60-second minimum) at its price, to its end or to now."""
     total = 0
-    for instance in deployment.instances.exclude(launched_at=None):
-        assert instance.launched_at is not None
-        end = instance.terminated_at or now
-        total += cost_micros(instance.hourly_price_micros, int((end - instance.launched_at).total_seconds()))
+    for instance in instances:
+        if instance.launched_at is not None:
+            end = instance.terminated_at or now
+            total += cost_micros(instance.hourly_price_micros, int((end - instance.launched_at).total_seconds()))
     return total
-
-
-def deployment_ticker(deployment: Deployment, *, now: datetime) -> dict[str, int]:
-    """The running cost as pages tick it: the accrued cost at `now`, the current hourly rate of
-    its live replicas, and `now` in milliseconds (the clock the page counts from)."""
-    return {
-        "cost_micros": accrued_cost_micros(deployment, now=now),
-        "rate_micros": deployment_row(deployment).hourly_cost_micros,
-        "as_of_ms": int(now.timestamp() * 1000),
-    }

@@ -45,14 +45,13 @@ def deployment_detail(request: HttpRequest, deployment_id: str) -> HttpResponse:
     end = deployment.stopped_at or now
     context = {
         "deployment": deployment,
-        "row": selectors.deployment_row(deployment),
+        "row": selectors.deployment_row(deployment, now=now),
         "instances": list(selectors.instances_of(deployment)),
         "events": list(deployment.events.order_by("-at", "-pk")[:EVENTS_SHOWN]),
         "stats": metrics.deployment_window(deployment, since=now - timedelta(hours=24), until=now),
         "base_url": request.build_absolute_uri("/v1"),
         "model_name": deployment.model_id or deployment.pk,
         "runtime": (end - deployment.started_at) if deployment.started_at else None,
-        "ticker": selectors.deployment_ticker(deployment, now=now),
         "can_write": role_at_least(principal.role, CAN_WRITE),
     }
     return render(request, "deployments/detail.html", context)

@@ -33,7 +33,7 @@
     var rate = Number(ticker.dataset.rateMicros);
     var elapsedHours = Math.max(0, Date.now() - Number(ticker.dataset.asOf)) / 3600000;
     var dollars = (cost + rate * elapsedHours) / 1e6;
-    ticker.textContent = "$" + dollars.toFixed(rate > 0 && rate < 3600000 ? 6 : 4);
+    ticker.textContent = "$" + dollars.toFixed(rate === 0 ? 2 : rate < 3600000 ? 6 : 4);
   }
   function tick() { document.querySelectorAll(".ticker").forEach(show); }
   window.gpucloudTicker = function (message) {

@@ -49,14 +49,15 @@ def signed_in(persona: Persona) -> Client:
     return client
 
 
-def test_the_list_shows_this_orgs_deployments_with_cost(alice: Persona, charlie: Persona, catalog: None) -> None:
+def test_the_list_shows_this_orgs_deployments_and_running_cost(alice: Persona, charlie: Persona, catalog: None) -> None:
     mine = running(alice, "alpha", replicas=2)
     running(charlie, "charlies-secret")
     page = signed_in(alice).get("/deployments/").content.decode()
     assert "alpha" in page and mine.pk in page and "charlies-secret" not in page
     assert "2 of 2" in page  # replicas ready
     assert "$7.20" in page  # 2 replicas at $3.60/h
-    assert "$0.24" in page  # 2 meters of $0.12 billed so far
+    # cost so far, ticking in the browser from what has accrued: 2 first minutes at $3.60/h
+    assert 'data-cost-micros="120000" data-rate-micros="7200000"' in page and ">$0.12<" in page
 
 
 def test_the_list_reads_a_fixed_number_of_queries(

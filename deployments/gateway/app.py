@@ -132,7 +132,6 @@ def _parse(exchange: relay.Exchange, endpoint: Endpoint) -> str:
     if model is not None and not isinstance(model, str):
         raise errors.bad_request("'model' must be a string.", param="model")
     if endpoint.streams and payload.get("stream") is True:
-        exchange.stream = True
         options = payload.get("stream_options")
         if options is not None and not isinstance(options, dict):
             raise errors.bad_request("'stream_options' must be an object.", param="stream_options")

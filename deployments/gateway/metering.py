@@ -96,9 +96,6 @@ class LocalStore:
         self._in_flight: dict[str, int] = {}
 
     async def add(self, counts: dict[Key, Fields], in_flight: dict[str, int]) -> None:
-        self.add_sync(counts, in_flight)
-
-    def add_sync(self, counts: dict[Key, Fields], in_flight: dict[str, int]) -> None:
         with self._lock:
             for key, fields in counts.items():
                 merge(self._minutes[key], fields)
@@ -115,15 +112,12 @@ class LocalStore:
         with self._lock:
             return dict(self._in_flight)
 
-    def clear(self) -> None:
-        with self._lock:
-            self._minutes.clear()
-            self._in_flight.clear()
-
 
 class RedisStore:
-    """Counters in Redis hashes, one per (deployment, minute), shared by every gateway process.
-    Each process also publishes its in-flight counts under a key that expires when it stops."""
+    """Counters in Redis hashes, one per (deployment, minute), shared by every gateway process,
+    indexed by minute overall (the rollup) and per deployment (a deployment's metrics read only
+    its own minutes). Each process also publishes its in-flight counts under a key that expires
+    when it stops."""
 
     PREFIX = "gpucloud:gw"
 
@@ -133,12 +127,14 @@ class RedisStore:
         self._async_clients: PerLoop[redis.asyncio.Redis] = PerLoop(
             lambda: redis.asyncio.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
         )
+        # The readers (rollup task, metrics pages) share one pooled, thread-safe client.
+        self._sync = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2, decode_responses=True)
 
     def _async(self) -> redis.asyncio.Redis:
         return self._async_clients.get()
 
-    def _sync(self) -> redis.Redis:
-        return redis.Redis.from_url(self.url, socket_timeout=5, socket_connect_timeout=2, decode_responses=True)
+    def _index(self, deployment_id: str | None) -> str:
+        return f"{self.PREFIX}:index" if deployment_id is None else f"{self.PREFIX}:index:{deployment_id}"
 
     def _hash(self, key: Key) -> str:
         return f"{self.PREFIX}:m:{key[0]}:{key[1]}"
@@ -153,7 +149,9 @@ class RedisStore:
                 else:
                     pipe.hincrbyfloat(name, field, value)
             pipe.expire(name, KEEP_SECONDS + 120)
-            pipe.zadd(f"{self.PREFIX}:index", {f"{key[0]}:{key[1]}": key[1]})
+            pipe.zadd(self._index(None), {f"{key[0]}:{key[1]}": key[1]})
+            pipe.zadd(self._index(key[0]), {f"{key[0]}:{key[1]}": key[1]})
+            pipe.expire(self._index(key[0]), KEEP_SECONDS + 120)
         flight = f"{self.PREFIX}:inflight:{self.process}"
         pipe.delete(flight)
         if in_flight:
@@ -162,42 +160,25 @@ class RedisStore:
         await pipe.execute()
 
     def minutes(self, deployment_id: str | None = None) -> dict[Key, dict[str, float]]:
-        client = self._sync()
-        try:
-            client.zremrangebyscore(f"{self.PREFIX}:index", 0, time.time() - KEEP_SECONDS)
-            members = [str(m) for m in client.zrange(f"{self.PREFIX}:index", 0, -1)]
-            keys = [(dep, int(minute)) for dep, _, minute in (m.rpartition(":") for m in members)]
-            keys = [k for k in keys if deployment_id in (None, k[0])]
-            pipe = client.pipeline(transaction=False)
-            for key in keys:
-                pipe.hgetall(self._hash(key))
-            result = {}
-            for key, raw in zip(keys, pipe.execute(), strict=True):
-                if raw:
-                    result[key] = {str(k): float(v) for k, v in raw.items()}
-            return result
-        finally:
-            client.close()
+        index = self._index(deployment_id)
+        self._sync.zremrangebyscore(index, 0, time.time() - KEEP_SECONDS)
+        members = [str(m) for m in self._sync.zrange(index, 0, -1)]
+        keys = [(dep, int(minute)) for dep, _, minute in (m.rpartition(":") for m in members)]
+        pipe = self._sync.pipeline(transaction=False)
+        for key in keys:
+            pipe.hgetall(self._hash(key))
+        result = {}
+        for key, raw in zip(keys, pipe.execute(), strict=True):
+            if raw:
+                result[key] = {str(k): float(v) for k, v in raw.items()}
+        return result
 
     def in_flight(self) -> dict[str, int]:
-        client = self._sync()
-        try:
-            totals: dict[str, int] = {}
-            for name in client.scan_iter(f"{self.PREFIX}:inflight:*"):
-                for dep, count in client.hgetall(name).items():
-                    totals[str(dep)] = totals.get(str(dep), 0) + int(count)
-            return totals
-        finally:
-            client.close()
-
-    def clear(self) -> None:
-        client = self._sync()
-        try:
-            names = list(client.scan_iter(f"{self.PREFIX}:*"))
-            if names:
-                client.delete(*names)
-        finally:
-            client.close()
+        totals: dict[str, int] = {}
+        for name in self._sync.scan_iter(f"{self.PREFIX}:inflight:*"):
+            for dep, count in self._sync.hgetall(name).items():
+                totals[str(dep)] = totals.get(str(dep), 0) + int(count)
+        return totals
 
 
 _store: LocalStore | RedisStore | None = None
@@ -252,14 +233,10 @@ class Aggregator:
         while True:
             await asyncio.sleep(FLUSH_SECONDS)
             await self.flush()
-            if not self.pending and not any(_in_flight_values()):
+            from deployments.gateway.routing import deployment_in_flight
+
+            if not self.pending and not any(deployment_in_flight.values()):
                 return  # idle: the next request starts the flusher again
-
-
-def _in_flight_values() -> list[int]:
-    from deployments.gateway.routing import deployment_in_flight
-
-    return list(deployment_in_flight.values())
 
 
 aggregator = Aggregator()

@@ -65,13 +65,11 @@ class Exchange:
     path: str
     body: bytes
     content_type: str
-    stream: bool = False
     client_wants_usage: bool = False
     started: float = field(default_factory=time.perf_counter)
     first_token_at: float | None = None  # streams: when the first generated token arrived
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    usage_reported: bool = False
     status: int = 0
     cut: bool = False
     response_started: bool = False
@@ -188,7 +186,6 @@ def _repaired_json(payload: bytes, exchange: Exchange) -> bytes:
     usage = shapes.Usage.from_payload(document)
     if usage is not None:
         exchange.prompt_tokens, exchange.completion_tokens = usage.prompt_tokens, usage.completion_tokens
-        exchange.usage_reported = True
     repair = shapes.REPAIRS.get(exchange.path)
     if repair is None:
         return payload
@@ -263,7 +260,6 @@ def _event(event: bytes, exchange: Exchange) -> bytes | None:
         exchange.prompt_tokens = usage.prompt_tokens
         if usage.completion_tokens >= exchange.completion_tokens:
             exchange.completion_tokens = usage.completion_tokens
-        exchange.usage_reported = True
         if not exchange.client_wants_usage:
             if not chunk.get("choices"):
                 return None  # the usage-only chunk the gateway asked for: not the client's

@@ -49,19 +49,6 @@ def repair_completion(payload: dict[str, Any]) -> None:
             choice.setdefault("text", "")
 
 
-def repair_chunk(payload: dict[str, Any], *, chat: bool) -> None:
-    """A stream chunk: choices need `finish_reason` and `index` (chat), or `logprobs`/`text` too."""
-    for position, choice in enumerate(payload.get("choices") or ()):
-        if isinstance(choice, dict):
-            choice.setdefault("index", position)
-            choice.setdefault("finish_reason", None)
-            if chat:
-                choice.setdefault("delta", {})
-            else:
-                choice.setdefault("logprobs", None)
-                choice.setdefault("text", "")
-
-
 def chunk_tokens(payload: dict[str, Any], *, chat: bool) -> int:
     """Tokens of generated text in one chunk: engines stream one token per chunk (llama.cpp,
     vLLM at its default stream interval), so a chunk with text counts one."""

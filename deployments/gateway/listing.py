@@ -16,7 +16,7 @@ _RANK = {"instant": 0, "deploying": 1, "cold": 2}
 def _entry(deployment: Any) -> dict[str, Any]:
     from deployments.models import InstanceState
 
-    ready = deployment.instances.filter(state=InstanceState.READY).exists()
+    ready = any(i.state == InstanceState.READY for i in deployment.instances.all())
     availability = "instant" if ready else "cold" if deployment.is_cold else "deploying"
     entry: dict[str, Any] = {
         "id": deployment.model_id,
@@ -35,7 +35,11 @@ def models_document(caller: Caller, model: str = "") -> dict[str, Any]:
     """The list (no `model`), or the one model or deployment id named, in OpenAI's Model shape."""
     from deployments.models import Deployment
 
-    deployments = Deployment.objects.filter(org_id=caller.org_id, status__in=ROUTABLE).exclude(model=None)
+    deployments = (
+        Deployment.objects.filter(org_id=caller.org_id, status__in=ROUTABLE)
+        .exclude(model=None)
+        .prefetch_related("instances")
+    )
     if caller.deployment_id:
         deployments = deployments.filter(pk=caller.deployment_id)
     if model:

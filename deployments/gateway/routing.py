@@ -12,8 +12,10 @@ import itertools
 import time
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import Any
 
 from asgiref.sync import sync_to_async
+from django.db.models import Prefetch
 
 from deployments.gateway import errors
 from deployments.gateway.keys import Caller
@@ -44,9 +46,17 @@ class Route:
     ready_in_seconds: int = 0  # an estimate while it starts; 0 when ready
 
 
+def live_instances() -> Prefetch[Any]:
+    """A deployment's instances that are not over (history can be long): one query for many."""
+    from deployments.models import FINAL_STATES, Instance
+
+    return Prefetch("instances", queryset=Instance.objects.exclude(state__in=FINAL_STATES))
+
+
 def ready_estimate(deployment: object, now: float | None = None) -> int:
     """Seconds until a starting deployment is likely ready: engines on this machine load in
-    seconds, GPU machines from a cloud take minutes (reference/001: 3 to 10)."""
+    seconds, GPU machines from a cloud take minutes (reference/001: 3 to 10). Reads the
+    deployment's instances through `.all()`, so a prefetch serves it."""
     from django.conf import settings
 
     from deployments.models import FINAL_STATES, Deployment
@@ -57,9 +67,10 @@ def ready_estimate(deployment: object, now: float | None = None) -> int:
         if deployment.gpu_type_id == "cpu"
         else (settings.GPUCLOUD_READY_ESTIMATE_SECONDS)
     )
-    starting = deployment.instances.exclude(state__in=FINAL_STATES).order_by("-created_at").first()
-    if starting is None:
+    live = [i for i in deployment.instances.all() if i.state not in FINAL_STATES]
+    if not live:
         return base
+    starting = max(live, key=lambda i: i.created_at)
     elapsed = (now or time.time()) - starting.created_at.timestamp()
     return max(1, int(base - elapsed))
 
@@ -75,14 +86,19 @@ def _resolve(org_id: str, model: str) -> Route | None:
     from deployments.models import Deployment, InstanceState
 
     by_id = model.startswith("dep_")  # a deployment id, else a catalog model slug
-    deployments = Deployment.objects.filter(
-        org_id=org_id, status__in=ROUTABLE, **{"pk" if by_id else "model_id": model}
-    ).select_related("model")
+    deployments = (
+        Deployment.objects.filter(org_id=org_id, status__in=ROUTABLE, **{"pk" if by_id else "model_id": model})
+        .select_related("model")
+        .prefetch_related("instances")
+    )
     candidates = []
     for deployment in deployments.order_by("-created_at"):
         if deployment.status == "stopped" and not deployment.is_cold:
             continue  # a stopped model deployment is gone, not asleep
-        ready = deployment.instances.filter(state=InstanceState.READY).exclude(endpoint_url="").order_by("pk")
+        ready = sorted(
+            (i for i in deployment.instances.all() if i.state == InstanceState.READY and i.endpoint_url),
+            key=lambda i: i.pk,
+        )
         candidates.append(
             Route(
                 deployment_id=deployment.pk,

@@ -117,3 +117,14 @@ def counters(deployment_id: str, *, at_least: int, timeout: float = 5.0) -> dict
             return total
         time.sleep(0.1)
     raise AssertionError(f"only {total.get('requests', 0)} of {at_least} requests were counted: {total}")
+
+
+def eventually(predicate: Callable[[], bool], *, timeout: float = 3.0) -> bool:
+    """Whether `predicate` holds within `timeout`: the engine simulator runs on its own thread, so what it
+    records after its last write (a stream's end, a cut) lands a moment after the client has read it."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
+    return True

@@ -6,6 +6,7 @@ from django.http import HttpRequest
 
 from accounts.auth import principal_from_session
 from accounts.selectors import memberships_for_user
+from billing.selectors import balance_ticker
 
 
 def current_org(request: HttpRequest) -> dict[str, Any]:
@@ -17,4 +18,5 @@ def current_org(request: HttpRequest) -> dict[str, Any]:
         "principal": principal,
         "current_org": principal.org,
         "user_memberships": memberships_for_user(request.user),
+        "header_balance": balance_ticker(principal.org),  # the header's ticking balance, on every page
     }

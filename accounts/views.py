@@ -12,12 +12,12 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
-from accounts import selectors, services
+from accounts import overview, selectors, services
 from accounts.auth import SESSION_ORG_KEY, principal_from_session
 from accounts.models import ApiKeyKind
 from accounts.principal import Principal
 from accounts.roles import CAN_MANAGE_MEMBERS, Role, role_at_least
-from deployments.selectors import deployments_running_count
+from deployments.selectors import RUNNING_STATUSES, deployment_rows
 from gpucloud.errors import ApiError
 
 
@@ -33,10 +33,15 @@ def home(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_GET
 def dashboard(request: HttpRequest) -> HttpResponse:
-    principal = _principal(request)
+    org = _principal(request).org
+    rows = deployment_rows(org, active_only=True)
     context = {
-        "key_count": selectors.api_keys_of(principal.org).filter(revoked_at__isnull=True).count(),
-        "running_deployments": deployments_running_count(principal.org),
+        "rows": rows,
+        "running_deployments": sum(r.deployment.status in RUNNING_STATUSES for r in rows),
+        "month": overview.month_to_date(org),
+        "activity": overview.recent_activity(org),
+        "quick_models": overview.quick_deploy_models(),
+        "has_key": selectors.api_keys_of(org).filter(revoked_at__isnull=True).exists(),
     }
     return render(request, "accounts/dashboard.html", context)
 

@@ -11,7 +11,8 @@ from django.db.models import QuerySet, Sum
 from django.utils import timezone
 
 from accounts.models import Organization
-from billing.models import AccountKind, BillingProfile, LedgerAccount, LedgerEntry, TransactionKind
+from billing.metering import cost_micros
+from billing.models import AccountKind, BillingProfile, LedgerAccount, LedgerEntry, TransactionKind, UsageMeter
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,34 @@ def balance_of(org: Organization) -> Balance:
     )
     available, held = balances.get(AccountKind.AVAILABLE, 0), balances.get(AccountKind.HELD, 0)
     return Balance(balance_micros=available + held, available_micros=available, held_micros=held)
+
+
+@dataclass(frozen=True)
+class BalanceTicker:
+    """The spendable balance as pages tick it: what is available at `as_of` once the running
+    sessions' unbilled seconds are counted, and how fast it falls (their summed hourly rate)."""
+
+    available_micros: int
+    rate_micros: int
+    as_of: datetime
+
+    @property
+    def as_of_ms(self) -> int:
+        return int(self.as_of.timestamp() * 1000)
+
+
+def balance_ticker(org: Organization, *, now: datetime | None = None) -> BalanceTicker:
+    """Two queries: the org's accounts and its open usage meters. Metering bills each open
+    session up to its last tick; the rest is what it has cost since, to the second."""
+    now = now or timezone.now()
+    unbilled = rate = 0
+    for price, started_at, billed in UsageMeter.objects.filter(org=org, ended_at__isnull=True).values_list(
+        "hourly_price_micros", "started_at", "billed_micros"
+    ):
+        seconds = max(0, int((now - started_at).total_seconds()))
+        unbilled += max(0, cost_micros(price, seconds) - billed)
+        rate += price
+    return BalanceTicker(available_micros=balance_of(org).available_micros - unbilled, rate_micros=rate, as_of=now)
 
 
 def profile_of(org: Organization) -> BillingProfile:

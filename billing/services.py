@@ -16,6 +16,7 @@ from billing.ledger import Line, Posting, ledger_post, org_accounts, system_acco
 from billing.models import AccountKind, BillingProfile, CheckoutSession, TransactionKind
 from billing.selectors import profile_of
 from gpucloud.errors import Conflict, InvalidRequest
+from gpucloud.live import balance_changed_on_commit
 from gpucloud.money import MICROS_PER_USD, usd_text
 
 CAN_MANAGE_BILLING = CAN_MANAGE_MEMBERS  # admins and owners move money and change billing settings
@@ -126,20 +127,22 @@ def stripe_credit(
     """Credit money Stripe collected. `key` names the Stripe object, so every path that learns
     of the same payment (redirect-free webhook, synchronous refill answer) credits it once."""
     available, _ = org_accounts(org)
-    return ledger_post(
+    posting = ledger_post(
         idempotency_key=key,
         kind=kind,
         org=org,
         description=description,
         lines=[Line(system_account(AccountKind.STRIPE_CLEARING), -amount_micros), Line(available, amount_micros)],
     )
+    balance_changed_on_commit(org.pk)  # after the post: outside a transaction it runs at once
+    return posting
 
 
 def stripe_refund(*, org: Organization, amount_micros: int, key: str, charge_id: str) -> Posting:
     """Money Stripe already returned to the card: recorded even if the credit was spent (an
     overdraft, flagged on the transaction)."""
     available, _ = org_accounts(org)
-    return ledger_post(
+    posting = ledger_post(
         idempotency_key=key,
         kind=TransactionKind.REFUND,
         org=org,
@@ -148,6 +151,8 @@ def stripe_refund(*, org: Organization, amount_micros: int, key: str, charge_id:
         metadata={"charge": charge_id, "amount_micros": amount_micros},
         lines=[Line(available, -amount_micros), Line(system_account(AccountKind.STRIPE_CLEARING), amount_micros)],
     )
+    balance_changed_on_commit(org.pk)  # after the post: outside a transaction it runs at once
+    return posting
 
 
 # --- Operator credit ---------------------------------------------------------------------
@@ -169,7 +174,7 @@ def credit_grant(
         raise InvalidRequest("The amount must not be zero.", param="amount")
     available, _ = org_accounts(org)
     promotional = system_account(AccountKind.PROMOTIONAL)
-    return ledger_post(
+    posting = ledger_post(
         idempotency_key=idempotency_key or f"adjustment:{uuid.uuid4()}",
         kind=TransactionKind.ADJUSTMENT,
         org=org,
@@ -178,6 +183,8 @@ def credit_grant(
         created_by=created_by,
         lines=[Line(promotional, -amount_micros), Line(available, amount_micros)],
     )
+    balance_changed_on_commit(org.pk)  # after the post: outside a transaction it runs at once
+    return posting
 
 
 # --- Settings ----------------------------------------------------------------------------

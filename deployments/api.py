@@ -13,6 +13,7 @@ from accounts.roles import CAN_READ
 from catalog import fleet
 from catalog.models import CatalogModel, GpuType
 from deployments import metrics, proxy, schemas, selectors, services
+from deployments.logs import log_tails
 from deployments.models import Deployment, InstanceState
 from gpucloud.errors import InvalidRequest, PermissionDenied
 from gpucloud.money import MICROS_PER_USD
@@ -99,12 +100,7 @@ def deployments_events(request: HttpRequest, deployment_id: str) -> list[dict[st
 @router.get("/deployments/{deployment_id}/logs", response=list[schemas.LogsOut], summary="Engine logs per instance")
 def deployments_logs(request: HttpRequest, deployment_id: str, tail: int = 200) -> list[dict[str, object]]:
     deployment = selectors.deployment_get_for_org(api_principal(request).org, deployment_id)
-    tail = max(1, min(tail, 2000))
-    return [
-        {"instance_id": i.pk, "lines": fleet.driver(i.provider).logs(i.provider_instance_id, tail=tail)}
-        for i in selectors.instances_of(deployment)
-        if i.provider and i.provider_instance_id
-    ]
+    return [{"instance_id": pk, "lines": lines} for pk, lines in log_tails(deployment, tail=tail).items()]
 
 
 @router.post(

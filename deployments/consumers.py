@@ -1,16 +1,23 @@
 """Websockets of the pages: /ws/org/ streams the current organization's live updates to a
-signed-in browser. Thin: authenticate by session, join the org's group, forward messages."""
+signed-in browser; /ws/deployments/<id>/logs/ follows one deployment's engine logs. Thin:
+authenticate by session, check the org, forward."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from deployments.live import org_group
+from deployments.logs import log_tails, new_lines
+from gpucloud.live import org_group
 
+logger = logging.getLogger(__name__)
 UNAUTHENTICATED = 4401
+NOT_FOUND = 4404
+LOG_TAIL = 200
 
 
 def _current_org_id(user: Any, session: Any) -> str | None:
@@ -46,5 +53,59 @@ class OrgEventsConsumer(AsyncJsonWebsocketConsumer):
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
     async def deployment_changed(self, event: dict[str, Any]) -> None:
-        fields = ("type", "deployment_id", "status", "html", "cost_micros", "rate_micros", "as_of_ms")
+        fields = ("type", "deployment_id", "status", "html", "cost_micros", "rate_micros", "as_of_ms", "balance")
         await self.send_json({k: event[k] for k in fields})
+
+    async def balance_changed(self, event: dict[str, Any]) -> None:
+        await self.send_json({"type": event["type"], "balance": event["balance"]})
+
+
+def _deployment_of_session(user: Any, session: Any, deployment_id: str) -> Any:
+    """The deployment when it belongs to the session's current org, else None (the socket closes
+    as a page of another tenant's deployment would 404)."""
+    from deployments.models import Deployment
+
+    org_id = _current_org_id(user, session)
+    return Deployment.objects.filter(org_id=org_id, pk=deployment_id).first() if org_id else None
+
+
+class DeploymentLogsConsumer(AsyncJsonWebsocketConsumer):
+    """/ws/deployments/<id>/logs/: the replicas' engine logs, first their tail, then each new line
+    as the provider reports it (polled: providers expose tails, not streams, in general)."""
+
+    poll_seconds = 1.0
+    task: asyncio.Task[None] | None = None
+
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        deployment_id = self.scope["url_route"]["kwargs"]["deployment_id"]
+        deployment = None
+        if user is not None and user.is_authenticated:
+            deployment = await database_sync_to_async(_deployment_of_session)(
+                user, self.scope["session"], deployment_id
+            )
+        if deployment is None:
+            await self.close(code=UNAUTHENTICATED if not user or not user.is_authenticated else NOT_FOUND)
+            return
+        await self.accept()
+        self.task = asyncio.create_task(self._follow(deployment))
+
+    async def disconnect(self, code: int) -> None:
+        if self.task:
+            self.task.cancel()
+
+    async def _follow(self, deployment: Any) -> None:
+        seen: dict[str, list[str]] = {}
+        read = database_sync_to_async(lambda: log_tails(deployment, tail=LOG_TAIL))
+        while True:
+            try:
+                tails = await read()
+            except Exception:  # a provider hiccup must not end the stream; the next poll retries
+                logger.warning("log poll for %s failed", deployment.pk, exc_info=True)
+                tails = {}
+            for instance_id, lines in tails.items():
+                fresh = new_lines(seen.get(instance_id, []), lines)
+                seen[instance_id] = lines
+                if fresh:
+                    await self.send_json({"type": "logs", "instance_id": instance_id, "lines": fresh})
+            await asyncio.sleep(self.poll_seconds)

@@ -78,17 +78,78 @@ def deployment_window(deployment: Deployment, *, since: datetime, until: datetim
     """The deployment's requests from `since` to `until` (now): stored minutes, overlaid with the
     counter store's newer totals for the minutes not rolled up yet."""
     until = until or timezone.now()
+    total: dict[str, float] = {}
+    for fields in _minutes(deployment, since, until).values():
+        _add(total, fields)
+    return _summary(deployment, total, since, until)
+
+
+@dataclass(frozen=True)
+class SeriesPoint:
+    start: datetime
+    requests: int
+    errors: int
+    latency_ms_avg: float | None
+    latency_ms_p95: float | None
+
+
+def deployment_series(
+    deployment: Deployment, *, since: datetime, until: datetime, step: timedelta = timedelta(hours=1)
+) -> list[SeriesPoint]:
+    """Requests, errors and latency per `step` from `since` to `until`, empty steps included
+    (the charts draw a gap as zero traffic, which it is)."""
+    origin = _minute(since)
+    buckets: dict[int, dict[str, float]] = {}
+    for minute, fields in _minutes(deployment, since, until).items():
+        _add(buckets.setdefault(int((minute - origin.timestamp()) // step.total_seconds()), {}), fields)
+    points = []
+    for index in range(int((until - origin) / step) + 1):
+        total = buckets.get(index, {})
+        requests = int(total.get("requests", 0))
+        points.append(SeriesPoint(
+            start=origin + index * step, requests=requests, errors=int(total.get("errors", 0)),
+            latency_ms_avg=round(total["latency_ms_sum"] / requests, 2) if requests else None,
+            latency_ms_p95=_percentile(total, "lat:", 0.95),
+        ))  # fmt: skip
+    return points
+
+
+def uptime_ratio(deployment: Deployment, *, since: datetime, until: datetime) -> float | None:
+    """The share of the window, from when the deployment was first active, with at least one
+    ready replica; None before it ever was."""
+    start = max(since, deployment.started_at) if deployment.started_at else None
+    end = min(until, deployment.stopped_at) if deployment.stopped_at else until
+    if start is None or end <= start:
+        return None
+    intervals = sorted(
+        (max(i.ready_at, start), min(i.terminated_at or end, end))
+        for i in deployment.instances.exclude(ready_at=None)
+        if i.ready_at is not None
+    )
+    covered, reach = timedelta(0), start
+    for begin, finish in intervals:
+        begin = max(begin, reach)
+        if finish > begin:
+            covered += finish - begin
+            reach = finish
+    return min(1.0, covered / (end - start))
+
+
+def _minutes(deployment: Deployment, since: datetime, until: datetime) -> dict[int, dict[str, float]]:
+    """The deployment's counters per minute (epoch seconds): stored rows overlaid with the counter
+    store's newer totals for the minutes not rolled up yet."""
     rows: dict[int, dict[str, float]] = {}
     for row in RequestMinute.objects.filter(deployment=deployment, minute__gte=_minute(since), minute__lte=until):
         rows[int(row.minute.timestamp())] = _fields_of_row(row)
     for (_, minute), fields in metering.store().minutes(deployment.pk).items():
         if _minute(since).timestamp() <= minute <= until.timestamp():
             rows[minute] = fields
-    total: dict[str, float] = {}
-    for fields in rows.values():
-        for name, value in fields.items():
-            total[name] = total.get(name, 0) + value
-    return _summary(deployment, total, since, until)
+    return rows
+
+
+def _add(total: dict[str, float], fields: dict[str, float]) -> None:
+    for name, value in fields.items():
+        total[name] = total.get(name, 0) + value
 
 
 def _minute(at: datetime) -> datetime:

@@ -13,6 +13,7 @@ from deployments.models import Deployment, DeploymentEvent, DeploymentStatus, In
 from gpucloud.errors import NotFound
 
 RUNNING_STATUSES = (DeploymentStatus.ACTIVE, DeploymentStatus.SCALING, DeploymentStatus.DEGRADED)
+ENDED_STATUSES = (DeploymentStatus.STOPPED, DeploymentStatus.FAILED)
 
 
 def deployment_get_for_org(org: Organization, deployment_id: str) -> Deployment:
@@ -27,10 +28,6 @@ def deployment_get_for_org(org: Organization, deployment_id: str) -> Deployment:
 
 def deployments_of(org: Organization) -> QuerySet[Deployment]:
     return Deployment.objects.filter(org=org).select_related("model", "gpu_type", "region").order_by("-created_at")
-
-
-def deployments_running_count(org: Organization) -> int:
-    return Deployment.objects.filter(org=org, status__in=RUNNING_STATUSES).count()
 
 
 def instances_of(deployment: Deployment) -> QuerySet[Instance]:
@@ -70,10 +67,14 @@ class DeploymentRow:
                 "as_of_ms": int(self.as_of.timestamp() * 1000)}  # fmt: skip
 
 
-def deployment_rows(org: Organization) -> list[DeploymentRow]:
-    """The org's deployments with replica counts and cost so far, in three queries whatever
-    their number (deployments, their instances, their meters)."""
-    deployments = list(deployments_of(org).prefetch_related("instances"))
+def deployment_rows(org: Organization, *, active_only: bool = False) -> list[DeploymentRow]:
+    """The org's deployments (only those not stopped or failed with `active_only`) with replica
+    counts and cost so far, in three queries whatever their number (deployments, their instances,
+    their meters)."""
+    queryset = deployments_of(org)
+    if active_only:
+        queryset = queryset.exclude(status__in=ENDED_STATUSES)
+    deployments = list(queryset.prefetch_related("instances"))
     by_instance = {i.pk: d.pk for d in deployments for i in d.instances.all()}
     costs: dict[str, int] = {}
     for meter_key, billed in UsageMeter.objects.filter(meter_key__in=list(by_instance)).values_list(

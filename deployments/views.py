@@ -10,13 +10,18 @@ from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
-from django.views.decorators.http import require_GET, require_http_methods
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from accounts import selectors as selectors_keys
+from accounts import services as key_services
 from accounts.auth import principal_from_session
+from accounts.models import ApiKeyKind
 from accounts.principal import Principal
 from accounts.roles import CAN_WRITE, role_at_least
 from deployments import metrics, selectors, services
+from deployments.logs import log_tails
 from deployments.models import Deployment
+from deployments.price_comparison import cost_comparison
 from gpucloud.errors import ApiError, NotFound
 
 EVENTS_SHOWN = 50
@@ -36,25 +41,81 @@ def deployments_list(request: HttpRequest) -> HttpResponse:
     return render(request, "deployments/list.html", {"rows": selectors.deployment_rows(principal.org)})
 
 
-@login_required
-@require_GET
-def deployment_detail(request: HttpRequest, deployment_id: str) -> HttpResponse:
-    principal = principal_from_session(request)
-    deployment = _deployment(principal, deployment_id)
+def _detail(
+    request: HttpRequest, principal: Principal, deployment: Deployment, status: int = 200, **extra: object
+) -> HttpResponse:
     now = timezone.now()
     end = deployment.stopped_at or now
+    day_ago = now - timedelta(hours=24)
+    row = selectors.deployment_row(deployment, now=now)
+    stats = metrics.deployment_window(deployment, since=day_ago, until=now)
+    series = metrics.deployment_series(deployment, since=day_ago, until=now)
     context = {
         "deployment": deployment,
-        "row": selectors.deployment_row(deployment, now=now),
+        "row": row,
         "instances": list(selectors.instances_of(deployment)),
         "events": list(deployment.events.order_by("-at", "-pk")[:EVENTS_SHOWN]),
-        "stats": metrics.deployment_window(deployment, since=now - timedelta(hours=24), until=now),
+        "stats": stats,
+        "uptime": metrics.uptime_ratio(deployment, since=day_ago, until=now),
+        "chart": {
+            "hours": [p.start.isoformat() for p in series],
+            "requests": [p.requests for p in series],
+            "errors": [p.errors for p in series],
+            "latency_avg": [p.latency_ms_avg for p in series],
+            "latency_p95": [p.latency_ms_p95 for p in series],
+        },
+        "comparison": cost_comparison(stats, hourly_rate_micros=deployment.hourly_price_micros),
+        "keys": [
+            k for k in selectors_keys.api_keys_of(principal.org).filter(deployment=deployment) if not k.is_revoked
+        ],
         "base_url": request.build_absolute_uri("/v1"),
         "model_name": deployment.model_id or deployment.pk,
         "runtime": (end - deployment.started_at) if deployment.started_at else None,
         "can_write": role_at_least(principal.role, CAN_WRITE),
+        **extra,
     }
-    return render(request, "deployments/detail.html", context)
+    return render(request, "deployments/detail.html", context, status=status)
+
+
+@login_required
+@require_GET
+def deployment_detail(request: HttpRequest, deployment_id: str) -> HttpResponse:
+    principal = principal_from_session(request)
+    return _detail(request, principal, _deployment(principal, deployment_id))
+
+
+@login_required
+@require_POST
+def deployment_key(request: HttpRequest, deployment_id: str) -> HttpResponse:
+    """Create a key for this deployment, or regenerate one of its keys (`key_id`): the page shows
+    the secret once, filled into the quick-start snippets."""
+    principal = principal_from_session(request)
+    deployment = _deployment(principal, deployment_id)
+    key_id = request.POST.get("key_id", "")
+    try:
+        if key_id:
+            key = selectors_keys.api_key_get_for_org(principal.org, key_id)
+            if key.deployment_id != deployment.pk:
+                raise NotFound("No such key on this deployment.", param="key_id")
+            key, plaintext = key_services.api_key_regenerate(principal=principal, key=key)
+        else:
+            key, plaintext = key_services.api_key_create(
+                principal=principal, name=f"{deployment.name} key", kind=ApiKeyKind.DEPLOYMENT,
+                deployment_id=deployment.pk,
+            )  # fmt: skip
+    except ApiError as exc:
+        return _detail(request, principal, deployment, exc.status, key_error=exc.message)
+    return _detail(request, principal, deployment, new_key=plaintext, new_key_id=key.pk)
+
+
+@login_required
+@require_GET
+def deployment_logs(request: HttpRequest, deployment_id: str) -> HttpResponse:
+    """The replicas' log tails as plain text: the page's live log without JavaScript."""
+    deployment = _deployment(principal_from_session(request), deployment_id)
+    parts = [f"== {pk} ==\n" + "\n".join(lines) for pk, lines in log_tails(deployment, tail=500).items()]
+    body = "\n\n".join(parts) or "No replica has written logs yet."
+    return HttpResponse(body + "\n", content_type="text/plain; charset=utf-8")
 
 
 @login_required

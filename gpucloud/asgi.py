@@ -19,7 +19,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.urls import path  # noqa: E402
 
-from deployments.consumers import OrgEventsConsumer  # noqa: E402
+from deployments.consumers import DeploymentLogsConsumer, OrgEventsConsumer  # noqa: E402
 from deployments.gateway.app import gateway_app, gateway_shutdown  # noqa: E402
 
 # reference/000's per-deployment routes; with a bearer key they take the gateway's streaming path.
@@ -64,7 +64,14 @@ async def lifespan_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 # Pages' live updates: the signed-in session's org, from a page of an allowed host.
 websocket_app = AllowedHostsOriginValidator(
-    AuthMiddlewareStack(URLRouter([path("ws/org/", OrgEventsConsumer.as_asgi())]))
+    AuthMiddlewareStack(
+        URLRouter(
+            [
+                path("ws/org/", OrgEventsConsumer.as_asgi()),
+                path("ws/deployments/<str:deployment_id>/logs/", DeploymentLogsConsumer.as_asgi()),
+            ]
+        )
+    )
 )
 
 application = ProtocolTypeRouter({"http": http_app, "websocket": websocket_app, "lifespan": lifespan_app})

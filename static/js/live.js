@@ -1,5 +1,6 @@
-// Live updates for the pages (deployments/consumers.py): each pushed status badge replaces the
-// one on the page with the same id. The pages work without it; it reconnects with backoff.
+// Live updates for the pages (deployments/consumers.py): each pushed status badge replaces the one
+// on the page with the same id; running costs and the balance restart from each pushed snapshot.
+// The pages work without it; it reconnects with backoff.
 (function () {
   "use strict";
   if (!("WebSocket" in window)) return;
@@ -10,10 +11,12 @@
     socket.onopen = function () { delay = 1000; };
     socket.onmessage = function (event) {
       var message = JSON.parse(event.data);
-      if (message.type !== "deployment.changed") return;
-      var badge = document.getElementById("status-" + message.deployment_id);
-      if (badge) badge.outerHTML = message.html;
-      if (window.gpucloudTicker) window.gpucloudTicker(message);
+      if (message.type === "deployment.changed") {
+        var badge = document.getElementById("status-" + message.deployment_id);
+        if (badge) badge.outerHTML = message.html;
+        window.gpucloudTicker.deployment(message);
+      }
+      if (message.balance) window.gpucloudTicker.balance(message.balance);
     };
     socket.onclose = function (event) {
       if (event.code === 4401) return;  // signed out: nothing to follow
@@ -21,31 +24,67 @@
       delay = Math.min(delay * 2, 30000);
     };
   }
-  connect();
+  document.addEventListener("DOMContentLoaded", connect);
 })();
 
-// Running cost: from the server's snapshot (cost at as-of, current hourly rate), one tick a second.
-// Pushes correct the snapshot whenever the rate changes (a replica starts or stops).
+// Running costs rise and the balance falls, one tick a second, from the server's snapshot (an
+// amount at as-of and the current hourly rate). Pushes replace the snapshot when the rate changes.
 (function () {
   "use strict";
-  function show(ticker) {
-    var cost = Number(ticker.dataset.costMicros);
-    var rate = Number(ticker.dataset.rateMicros);
-    var elapsedHours = Math.max(0, Date.now() - Number(ticker.dataset.asOf)) / 3600000;
-    var dollars = (cost + rate * elapsedHours) / 1e6;
-    ticker.textContent = "$" + dollars.toFixed(rate === 0 ? 2 : rate < 3600000 ? 6 : 4);
+  function elapsedHours(el) { return Math.max(0, Date.now() - Number(el.dataset.asOf)) / 3600000; }
+  function dollars(micros, rate) {
+    // Enough digits that a running rate visibly moves each second.
+    return (micros < 0 ? "-$" : "$") + (Math.abs(micros) / 1e6).toFixed(rate === 0 ? 2 : rate < 3600000 ? 6 : 4);
   }
-  function tick() { document.querySelectorAll(".ticker").forEach(show); }
-  window.gpucloudTicker = function (message) {
-    var ticker = document.getElementById("cost-" + message.deployment_id);
-    if (!ticker || message.cost_micros === undefined) return;
-    ticker.dataset.costMicros = message.cost_micros;
-    ticker.dataset.rateMicros = message.rate_micros;
-    ticker.dataset.asOf = message.as_of_ms;
-    show(ticker);
+  function showCost(el) {
+    var rate = Number(el.dataset.rateMicros);
+    el.textContent = dollars(Number(el.dataset.costMicros) + rate * elapsedHours(el), rate);
+  }
+  function showBalance(el) {
+    var rate = Number(el.dataset.rateMicros);
+    el.textContent = dollars(Number(el.dataset.availableMicros) - rate * elapsedHours(el), rate);
+  }
+  function tick() {
+    document.querySelectorAll(".ticker").forEach(showCost);
+    document.querySelectorAll(".balance").forEach(showBalance);
+  }
+  window.gpucloudTicker = {
+    deployment: function (message) {
+      var el = document.getElementById("cost-" + message.deployment_id);
+      if (!el || message.cost_micros === undefined) return;
+      el.dataset.costMicros = message.cost_micros;
+      el.dataset.rateMicros = message.rate_micros;
+      el.dataset.asOf = message.as_of_ms;
+      showCost(el);
+    },
+    balance: function (snapshot) {
+      document.querySelectorAll(".balance").forEach(function (el) {
+        el.dataset.availableMicros = snapshot.available_micros;
+        el.dataset.rateMicros = snapshot.rate_micros;
+        el.dataset.asOf = snapshot.as_of_ms;
+        showBalance(el);
+      });
+    },
   };
-  if (document.querySelector(".ticker")) { tick(); setInterval(tick, 1000); }
-  else document.addEventListener("DOMContentLoaded", function () {
-    if (document.querySelector(".ticker")) { tick(); setInterval(tick, 1000); }
-  });
+  document.addEventListener("DOMContentLoaded", function () { tick(); setInterval(tick, 1000); });
 })();
+
+// Copy buttons: <button data-copy="#id"> copies that element's text (the connection values, snippets).
+document.addEventListener("click", function (event) {
+  "use strict";
+  var button = event.target.closest && event.target.closest("[data-copy]");
+  if (!button) return;
+  var source = document.querySelector(button.dataset.copy);
+  if (!source || !navigator.clipboard) return;
+  navigator.clipboard.writeText(source.textContent.trim()).then(function () {
+    var label = button.textContent;
+    button.textContent = "Copied";
+    setTimeout(function () { button.textContent = label; }, 1500);
+  });
+});
+// Copy buttons are hidden until the clipboard is there to use.
+document.addEventListener("DOMContentLoaded", function () {
+  "use strict";
+  if (!navigator.clipboard) return;
+  document.querySelectorAll("button.copy[hidden]").forEach(function (b) { b.hidden = false; });
+});

@@ -1,0 +1,93 @@
+"""The dashboard's reads: one org's money, what runs, what it cost this month and what happened
+lately. A fixed number of queries whatever the org holds (the page-speed bench seeds 200
+deployments and 100,000 ledger entries)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from django.db.models import BigIntegerField, Sum
+from django.db.models.fields.json import KeyTextTransform
+from django.db.models.functions import Cast
+from django.utils import timezone
+
+from accounts.models import Organization
+from billing.models import AccountKind, LedgerEntry, LedgerTransaction, TransactionKind
+from catalog.models import CatalogModel
+from deployments.models import DeploymentEvent, DeploymentStatus
+
+ACTIVITY_SHOWN = 10
+QUICK_DEPLOY_SHOWN = 4
+# Transitions worth a line in the activity feed (replica churn in between is on the deployment page).
+NOTABLE_STATUSES = (DeploymentStatus.PROVISIONING, DeploymentStatus.ACTIVE, DeploymentStatus.DEGRADED,
+                    DeploymentStatus.STOPPED, DeploymentStatus.FAILED, DeploymentStatus.SCALED_TO_ZERO)  # fmt: skip
+MONEY_IN = (TransactionKind.TOPUP, TransactionKind.AUTO_REFILL, TransactionKind.REFUND, TransactionKind.ADJUSTMENT)
+
+
+@dataclass(frozen=True)
+class MonthToDate:
+    spend_micros: int
+    gpu_seconds: int
+
+    @property
+    def gpu_hours(self) -> float:
+        return self.gpu_seconds / 3600
+
+
+@dataclass(frozen=True)
+class Activity:
+    at: datetime
+    text: str
+    url: str | None = None
+    failure: bool = False
+
+
+def month_to_date(org: Organization, *, now: datetime | None = None) -> MonthToDate:
+    """Usage charged since the first of this month (UTC): spend and GPU-seconds, summed in the database."""
+    now = (now or timezone.now()).astimezone(UTC)
+    start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    totals = LedgerEntry.objects.filter(
+        transaction__org=org, transaction__kind=TransactionKind.USAGE, transaction__created_at__gte=start,
+        account__kind=AccountKind.AVAILABLE,
+    ).aggregate(
+        spent=Sum("amount_micros"),
+        seconds=Sum(Cast(KeyTextTransform("gpu_seconds", "transaction__metadata"), BigIntegerField())),
+    )  # fmt: skip
+    return MonthToDate(spend_micros=-(totals["spent"] or 0), gpu_seconds=totals["seconds"] or 0)
+
+
+def recent_activity(org: Organization) -> list[Activity]:
+    """Deployments starting, becoming active, stopping and failing, and money coming in, newest first."""
+    events = (
+        DeploymentEvent.objects.filter(deployment__org=org, instance__isnull=True, to_status__in=NOTABLE_STATUSES)
+        .select_related("deployment")
+        .order_by("-at", "-pk")[:ACTIVITY_SHOWN]
+    )
+    items = [_event_activity(e) for e in events]
+    credits = LedgerTransaction.objects.filter(org=org, kind__in=MONEY_IN).order_by("-created_at")[:ACTIVITY_SHOWN]
+    items += [Activity(at=t.created_at, text=t.description or t.get_kind_display()) for t in credits]
+    return sorted(items, key=lambda a: a.at, reverse=True)[:ACTIVITY_SHOWN]
+
+
+def _event_activity(event: DeploymentEvent) -> Activity:
+    name = event.deployment.name
+    text = {
+        DeploymentStatus.PROVISIONING: f"{name} deployment started",
+        DeploymentStatus.ACTIVE: f"{name} is active",
+        DeploymentStatus.DEGRADED: f"{name} is degraded",
+        DeploymentStatus.STOPPED: f"{name} stopped",
+        DeploymentStatus.FAILED: f"{name} failed",
+        DeploymentStatus.SCALED_TO_ZERO: f"{name} scaled to zero",
+    }.get(event.to_status, f"{name}: {event.to_status}")  # type: ignore[call-overload]
+    if event.reason and event.to_status in (DeploymentStatus.FAILED, DeploymentStatus.DEGRADED):
+        text = f"{text}: {event.reason}"
+    failure = event.to_status in (DeploymentStatus.FAILED, DeploymentStatus.DEGRADED)
+    return Activity(at=event.at, text=text, url=f"/deployments/{event.deployment_id}/", failure=failure)
+
+
+def quick_deploy_models() -> list[CatalogModel]:
+    """The catalog's first models by its own order: the popular ones it puts forward."""
+    return list(
+        CatalogModel.objects.select_related("default_gpu_type").order_by("sort_order", "slug")[:QUICK_DEPLOY_SHOWN]
+    )

@@ -1,0 +1,35 @@
+"""Engine logs of a deployment's replicas: the tail the API returns, and the new lines a followed
+tail has gained since the last look (what the detail page streams)."""
+
+from __future__ import annotations
+
+from catalog import fleet
+from catalog.providers.base import ProviderError
+from deployments.models import Deployment
+from deployments.selectors import instances_of
+
+TAIL_MAX = 2000
+
+
+def log_tails(deployment: Deployment, *, tail: int = 200) -> dict[str, list[str]]:
+    """The last `tail` lines of each replica the provider knows, by instance id. A provider that
+    cannot answer right now yields an explanatory line instead of failing the whole read."""
+    tail = max(1, min(tail, TAIL_MAX))
+    tails: dict[str, list[str]] = {}
+    for instance in instances_of(deployment):
+        if not (instance.provider and instance.provider_instance_id):
+            continue
+        try:
+            tails[instance.pk] = fleet.driver(instance.provider).logs(instance.provider_instance_id, tail=tail)
+        except ProviderError as exc:
+            tails[instance.pk] = [f"[gpucloud] logs unavailable: {exc}"]
+    return tails
+
+
+def new_lines(previous: list[str], current: list[str]) -> list[str]:
+    """The lines of `current` that follow what `previous` ended with: two tails of the same growing
+    log overlap where the older one's end meets the newer one's start."""
+    for overlap in range(min(len(previous), len(current)), 0, -1):
+        if previous[-overlap:] == current[:overlap]:
+            return current[overlap:]
+    return current

@@ -1,0 +1,52 @@
+"""Live updates to the pages: messages for one org's open pages go to its websocket group after the
+change commits. In the distributed topology the Redis channel layer carries them from whichever
+process made the change (a Celery worker, usually) to the web process holding the socket."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.db import transaction
+from django.utils import timezone
+
+logger = logging.getLogger(__name__)
+
+
+def org_group(org_id: str) -> str:
+    return f"org.{org_id}"
+
+
+def org_push(org_id: str, message: dict[str, Any]) -> None:
+    """Send `message` to the org's open pages; one that cannot be sent is logged and dropped (a
+    page still shows the truth on its next load)."""
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    try:
+        async_to_sync(layer.group_send)(org_group(org_id), message)
+    except Exception:
+        logger.warning("live update %s for org %s not sent", message.get("type"), org_id, exc_info=True)
+
+
+def balance_snapshot(org: Any) -> dict[str, int]:
+    """The org's balance ticker as the pages count from it (see billing.selectors.balance_ticker)."""
+    from billing.selectors import balance_ticker
+
+    ticker = balance_ticker(org, now=timezone.now())
+    return {"available_micros": ticker.available_micros, "rate_micros": ticker.rate_micros, "as_of_ms": ticker.as_of_ms}
+
+
+def balance_changed_on_commit(org_id: str) -> None:
+    """Money moved (a top-up, a grant, a refund): the pages' balance restarts from the new figure."""
+    transaction.on_commit(lambda: _balance_push(org_id))
+
+
+def _balance_push(org_id: str) -> None:
+    from accounts.models import Organization
+
+    org = Organization.objects.filter(pk=org_id).first()
+    if org is not None:
+        org_push(org_id, {"type": "balance.changed", "balance": balance_snapshot(org)})

@@ -1,0 +1,57 @@
+// The deployment page: Plotly charts of the last 24 hours (data from the page's json_script) and the
+// replicas' logs followed over a websocket (deployments/consumers.py DeploymentLogsConsumer).
+(function () {
+  "use strict";
+  var MAX_LOG_LINES = 2000;
+
+  function charts() {
+    var source = document.getElementById("chart-data");
+    if (!source || !window.Plotly) return;
+    var data = JSON.parse(source.textContent);
+    var layout = {
+      margin: { l: 48, r: 12, t: 8, b: 36 }, height: 220, showlegend: true,
+      legend: { orientation: "h", y: -0.25 }, xaxis: { type: "date" }, yaxis: { rangemode: "tozero" },
+      paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "rgba(0,0,0,0)",
+    };
+    var config = { displayModeBar: false, responsive: true };
+    Plotly.newPlot("chart-requests", [
+      { x: data.hours, y: data.requests, type: "bar", name: "requests" },
+      { x: data.hours, y: data.errors, type: "bar", name: "failed" },
+    ], Object.assign({ barmode: "overlay" }, layout), config);
+    Plotly.newPlot("chart-latency", [
+      { x: data.hours, y: data.latency_avg, type: "scatter", mode: "lines+markers", name: "average", connectgaps: false },
+      { x: data.hours, y: data.latency_p95, type: "scatter", mode: "lines+markers", name: "p95", line: { dash: "dot" } },
+    ], layout, config);
+  }
+
+  function logs() {
+    var box = document.getElementById("logs");
+    if (!box || !("WebSocket" in window)) return;
+    var delay = 1000, started = false;
+    function append(message) {
+      if (!started) { box.textContent = ""; started = true; }
+      var atBottom = box.scrollTop + box.clientHeight >= box.scrollHeight - 4;
+      var text = message.lines.map(function (line) { return message.instance_id + " | " + line; }).join("\n") + "\n";
+      box.appendChild(document.createTextNode(text));
+      while (box.childNodes.length > MAX_LOG_LINES) box.removeChild(box.firstChild);
+      if (atBottom) box.scrollTop = box.scrollHeight;
+    }
+    function connect() {
+      var scheme = location.protocol === "https:" ? "wss://" : "ws://";
+      var socket = new WebSocket(scheme + location.host + box.dataset.socket);
+      socket.onopen = function () {
+        delay = 1000;
+        if (!started) box.textContent = "Waiting for log lines…";
+      };
+      socket.onmessage = function (event) { append(JSON.parse(event.data)); };
+      socket.onclose = function (event) {
+        if (event.code === 4401 || event.code === 4404) { box.textContent = "Logs are not available to this session."; return; }
+        setTimeout(connect, delay);
+        delay = Math.min(delay * 2, 30000);
+      };
+    }
+    connect();
+  }
+
+  document.addEventListener("DOMContentLoaded", function () { charts(); logs(); });
+})();

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +15,8 @@ from asgiref.sync import sync_to_async
 from asgiref.testing import ApplicationCommunicator
 from django.db import connections
 
+from billing.services import credit_grant
+from deployments.consumers import DeploymentLogsConsumer
 from deployments.lifecycle import deployment_transition
 from deployments.models import Deployment, DeploymentStatus
 from gpucloud.asgi import application
@@ -26,11 +29,11 @@ pytestmark = pytest.mark.django_db(transaction=True)  # pushes happen on commit
 class Socket(ApplicationCommunicator):
     """A browser's websocket to the ASGI app (channels.testing's needs daphne, which we don't run)."""
 
-    def __init__(self, session_id: str | None) -> None:
+    def __init__(self, session_id: str | None, path: str = "/ws/org/") -> None:
         headers = [(b"origin", b"http://testserver"), (b"host", b"testserver")]
         if session_id is not None:
             headers.append((b"cookie", f"sessionid={session_id}".encode()))
-        scope = {"type": "websocket", "path": "/ws/org/", "headers": headers, "query_string": b"",
+        scope = {"type": "websocket", "path": path, "headers": headers, "query_string": b"",
                  "subprotocols": [], "client": ("127.0.0.1", 50000), "server": ("testserver", 80)}  # fmt: skip
         super().__init__(application, scope)
 
@@ -81,3 +84,61 @@ def test_a_status_change_reaches_the_orgs_pages_only(settings: Any, alice: Perso
     assert pushed["status"] == "stopping"
     assert (pushed["cost_micros"], pushed["rate_micros"]) == (60_000, 3_600_000)  # corrects the page's ticker
     assert f'id="status-{deployment.pk}"' in pushed["html"] and ">Stopping<" in pushed["html"]
+    # The org's balance restarts from the server's figure too: nothing unbilled (the fixture's meter
+    # is billed two minutes ahead), falling at the running replica's rate.
+    assert pushed["balance"]["available_micros"] == 0 and pushed["balance"]["rate_micros"] == 3_600_000
+
+
+async def top_up_reaches(session: str, org: Any) -> dict[str, Any]:
+    socket = Socket(session)
+    assert (await socket.connect())[0]
+    await sync_to_async(credit_grant)(org=org, amount_micros=5_000_000, reason="promo")
+    pushed = await socket.receive_json()
+    await socket.close()
+    await sync_to_async(connections.close_all)()
+    return pushed
+
+
+def test_money_coming_in_restarts_the_pages_balance(settings: Any, alice: Persona) -> None:
+    settings.ALLOWED_HOSTS = ["testserver"]
+    pushed = asyncio.run(top_up_reaches(session_of(alice), alice.org))
+    assert pushed == {"type": "balance.changed", "balance": pushed["balance"]}
+    assert (pushed["balance"]["available_micros"], pushed["balance"]["rate_micros"]) == (5_000_000, 0)
+
+
+async def follow_logs(session: str, deployment_id: str, log: Path) -> list[dict[str, Any]]:
+    socket = Socket(session, f"/ws/deployments/{deployment_id}/logs/")
+    assert (await socket.connect())[0]
+    received = [await socket.receive_json()]  # the tail so far
+    with log.open("a") as handle:
+        handle.write("request served\n")
+    received.append(await socket.receive_json())  # only what was added
+    await socket.close()
+    await sync_to_async(connections.close_all)()
+    return received
+
+
+async def refused(session: str | None, deployment_id: str) -> int | None:
+    accepted, code = await Socket(session, f"/ws/deployments/{deployment_id}/logs/").connect()
+    assert not accepted
+    await sync_to_async(connections.close_all)()
+    return code
+
+
+@pytest.mark.usefixtures("catalog")
+def test_logs_stream_their_tail_then_each_new_line_to_the_org_only(
+    settings: Any, alice: Persona, charlie: Persona, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings.ALLOWED_HOSTS = ["testserver"]
+    settings.VAR_DIR = tmp_path
+    monkeypatch.setattr(DeploymentLogsConsumer, "poll_seconds", 0.05)
+    deployment = running(alice)
+    log = tmp_path / "instances" / "p" / "engine.log"
+    log.parent.mkdir(parents=True)
+    log.write_text("loading model\nserver listening\n")
+    instance_id = deployment.instances.get().pk
+    first, second = asyncio.run(follow_logs(session_of(alice), deployment.pk, log))
+    assert first == {"type": "logs", "instance_id": instance_id, "lines": ["loading model", "server listening"]}
+    assert second == {"type": "logs", "instance_id": instance_id, "lines": ["request served"]}
+    assert asyncio.run(refused(session_of(charlie), deployment.pk)) == 4404
+    assert asyncio.run(refused(None, deployment.pk)) == 4401

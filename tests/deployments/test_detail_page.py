@@ -1,0 +1,120 @@
+"""The deployment page beyond its facts: a deployment key made or regenerated there (its secret shown
+once and filled into the snippets), the 24-hour chart data, uptime, the cost comparison, the logs
+(plain text without JavaScript) and the vendored plotly.js."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.test import Client
+from django.utils import timezone
+
+from accounts.auth import principal_from_api_key
+from accounts.models import ApiKey, Membership
+from accounts.roles import Role
+from deployments.metrics import uptime_ratio
+from deployments.models import RequestMinute
+from gpucloud.errors import Unauthenticated
+from tests.conftest import Persona
+from tests.deployments.test_pages import running, signed_in
+
+pytestmark = pytest.mark.django_db
+
+
+def shown_key(page: str) -> str:
+    match = re.search(r'id="new-key">(gpc_dep_\w+)<', page)
+    assert match, "the new key's secret is on the page"
+    return match.group(1)
+
+
+def test_a_deployment_key_made_on_the_page_is_shown_once_and_fills_the_snippets(alice: Persona, catalog: None) -> None:
+    deployment = running(alice)
+    client = signed_in(alice)
+    made = client.post(f"/deployments/{deployment.pk}/key")
+    page = made.content.decode()
+    secret = shown_key(page)
+    assert f'api_key="{secret}"' in page and f"Authorization: Bearer {secret}" in page
+    principal = principal_from_api_key(secret)
+    assert principal.via_deployment_key and principal.org == alice.org
+    key = ApiKey.objects.get(deployment=deployment)
+    assert secret not in client.get(f"/deployments/{deployment.pk}/").content.decode()  # once only
+    assert key.masked in client.get(f"/deployments/{deployment.pk}/").content.decode()
+
+    again = client.post(f"/deployments/{deployment.pk}/key", {"key_id": key.pk}).content.decode()
+    fresh = shown_key(again)
+    assert fresh != secret and ApiKey.objects.filter(deployment=deployment).count() == 1  # same key, new secret
+    assert principal_from_api_key(fresh).org == alice.org
+    with pytest.raises(Unauthenticated):  # the old secret stopped working
+        principal_from_api_key(secret)
+
+
+def test_keys_of_other_deployments_and_viewers_are_refused_and_nothing_changes(
+    alice: Persona, bob: Persona, catalog: None
+) -> None:
+    first, second = running(alice, "first"), running(alice, "second")
+    client = signed_in(alice)
+    shown_key(client.post(f"/deployments/{first.pk}/key").content.decode())
+    key = ApiKey.objects.get(deployment=first)
+    before = key.key_hash
+    refused = client.post(f"/deployments/{second.pk}/key", {"key_id": key.pk})
+    assert refused.status_code == 404 and "No such key on this deployment." in refused.content.decode()
+    Membership.objects.filter(org=alice.org, user=bob.user).update(role=Role.VIEWER)
+    viewer = signed_in(bob).post(f"/deployments/{first.pk}/key")
+    assert viewer.status_code == 403 and "needs member or higher" in viewer.content.decode()
+    key.refresh_from_db()
+    assert key.key_hash == before and ApiKey.objects.filter(deployment__in=[first, second]).count() == 1
+
+
+def test_the_charts_uptime_and_cost_comparison_come_from_measured_traffic(alice: Persona, catalog: None) -> None:
+    deployment = running(alice)
+    now = timezone.now()
+    two_hours_ago = (now - timedelta(hours=2)).replace(second=0, microsecond=0)
+    RequestMinute.objects.create(
+        deployment=deployment, minute=two_hours_ago, requests=10, errors=1, prompt_tokens=1000,
+        completion_tokens=9000, latency_ms_sum=5000, generation_ms_sum=90_000, latency_hist={"40": 10},
+    )  # fmt: skip
+    page = signed_in(alice).get(f"/deployments/{deployment.pk}/").content.decode()
+    chart = json.loads(re.search(r'<script id="chart-data" type="application/json">(.*?)</script>', page).group(1))  # type: ignore[union-attr]
+    assert len(chart["hours"]) == 25 and sum(chart["requests"]) == 10 and sum(chart["errors"]) == 1
+    assert [v for v in chart["latency_avg"] if v is not None] == [500.0]
+    # 9000 tokens in 90 s of generation = 100 tokens/s; $3.60/h ÷ 360,000 tokens/h = $10 per 1M.
+    assert "kept busy at 100.0 tokens/s" in page and "≈ $10.00" in page
+    assert 'OpenAI GPT-4 <span class="muted">(published)</span>' in page and "$30.00" in page
+    assert 'src="/static/vendor/plotly.min.js"' in page
+
+
+def test_uptime_is_the_share_of_the_window_with_a_ready_replica(alice: Persona, catalog: None) -> None:
+    deployment = running(alice)
+    now = timezone.now()
+    deployment.started_at = now - timedelta(hours=10)
+    deployment.save()
+    instance = deployment.instances.get()
+    instance.ready_at, instance.terminated_at = now - timedelta(hours=10), now - timedelta(hours=4)
+    instance.save()
+    deployment.instances.create(
+        state="ready", provider="local", provider_instance_id="q", tag="t", api_key="k", endpoint_url="http://x",
+        hourly_price_micros=1, launched_at=now - timedelta(hours=3), ready_at=now - timedelta(hours=2),
+    )  # fmt: skip
+    # ready 10 h→4 h ago and 2 h ago→now: 8 of the 10 hours since it started.
+    assert uptime_ratio(deployment, since=now - timedelta(hours=24), until=now) == pytest.approx(0.8)
+
+
+def test_logs_without_javascript_are_plain_text_and_plotly_is_served(
+    alice: Persona, charlie: Persona, catalog: None, settings: Any, tmp_path: Path
+) -> None:
+    settings.VAR_DIR = tmp_path
+    deployment = running(alice)
+    (tmp_path / "instances" / "p").mkdir(parents=True)
+    (tmp_path / "instances" / "p" / "engine.log").write_text("loading model\nserver listening\n")
+    text = signed_in(alice).get(f"/deployments/{deployment.pk}/logs")
+    assert text["Content-Type"].startswith("text/plain")
+    assert text.content.decode() == f"== {deployment.instances.get().pk} ==\nloading model\nserver listening\n"
+    assert signed_in(charlie).get(f"/deployments/{deployment.pk}/logs").status_code == 404
+    settings.DEBUG = True  # the embedded server serves static files from the finders
+    bundle = Client().get("/static/vendor/plotly.min.js")
+    assert bundle.status_code == 200 and b"plotly" in b"".join(bundle.streaming_content)[:2000].lower()  # type: ignore[attr-defined]

@@ -35,9 +35,11 @@ def home(request: HttpRequest) -> HttpResponse:
 def dashboard(request: HttpRequest) -> HttpResponse:
     org = _principal(request).org
     rows = deployment_rows(org, active_only=True)
+    running = sum(r.deployment.status in RUNNING_STATUSES for r in rows)
     context = {
         "rows": rows,
-        "running_deployments": sum(r.deployment.status in RUNNING_STATUSES for r in rows),
+        "running_deployments": running,
+        "other_deployments": len(rows) - running,
         "month": overview.month_to_date(org),
         "activity": overview.recent_activity(org),
         "quick_models": overview.quick_deploy_models(),

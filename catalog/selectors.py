@@ -4,14 +4,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 
 from catalog.models import CatalogModel, GpuType, ModelCategory, Preset, Region
 from gpucloud.errors import InvalidRequest, NotFound
 
 
-def models_list(*, category: str | None = None) -> QuerySet[CatalogModel]:
+def models_list(
+    *, category: str | None = None, search: str = "", gpu_type: str | None = None
+) -> QuerySet[CatalogModel]:
+    """The catalog, optionally one category, models matching every word of `search` (in the name,
+    slug or description), and those that run on `gpu_type` by default."""
     qs = CatalogModel.objects.select_related("default_gpu_type")
+    for word in search.split()[:8]:
+        qs = qs.filter(Q(name__icontains=word) | Q(slug__icontains=word) | Q(description__icontains=word))
+    if gpu_type:
+        qs = qs.filter(default_gpu_type_id=gpu_type)
     if category:
         if category not in ModelCategory.values:
             raise InvalidRequest(

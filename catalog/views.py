@@ -19,12 +19,18 @@ from gpucloud.errors import ApiError, InvalidRequest, NotFound
 @require_GET
 def catalog(request: HttpRequest) -> HttpResponse:
     category = request.GET.get("category") or None
+    search = request.GET.get("q", "").strip()[:100]
+    gpu_type = request.GET.get("gpu") or None
     try:
-        models = list(selectors.models_list(category=category))
-    except InvalidRequest:
-        category, models = None, list(selectors.models_list())
+        models = list(selectors.models_list(category=category, search=search, gpu_type=gpu_type))
+    except InvalidRequest:  # an unknown category from an old link: show everything rather than fail
+        category, models = None, list(selectors.models_list(search=search, gpu_type=gpu_type))
     template = "catalog/catalog.html#models" if request.htmx else "catalog/catalog.html"  # type: ignore[attr-defined]
-    return render(request, template, {"models": models, "categories": ModelCategory.choices, "category": category})
+    context = {
+        "models": models, "categories": ModelCategory.choices, "category": category, "search": search,
+        "gpu_types": selectors.gpu_types_list(), "gpu_type": gpu_type,
+    }  # fmt: skip
+    return render(request, template, context)
 
 
 def _model_or_404(slug: str) -> CatalogModel:

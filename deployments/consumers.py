@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from typing import Any
+from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
@@ -18,6 +19,13 @@ logger = logging.getLogger(__name__)
 UNAUTHENTICATED = 4401
 NOT_FOUND = 4404
 LOG_TAIL = 200
+
+
+def _snapshot(org_id: str, focus: str | None) -> list[dict[str, Any]]:
+    from accounts.models import Organization
+    from deployments.live import org_snapshot
+
+    return org_snapshot(Organization.objects.get(pk=org_id), focus=focus)
 
 
 def _current_org_id(user: Any, session: Any) -> str | None:
@@ -47,14 +55,19 @@ class OrgEventsConsumer(AsyncJsonWebsocketConsumer):
         self.group = org_group(org_id)
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
+        # Joined first, then the snapshot: a change between the page's render and now is not lost.
+        focus = parse_qs(self.scope.get("query_string", b"").decode()).get("focus", [None])[0]
+        for message in await database_sync_to_async(_snapshot)(org_id, focus):
+            await self.send_json(message)
 
     async def disconnect(self, code: int) -> None:
         if self.group:
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
     async def deployment_changed(self, event: dict[str, Any]) -> None:
-        fields = ("type", "deployment_id", "status", "html", "cost_micros", "rate_micros", "as_of_ms", "balance")
-        await self.send_json({k: event[k] for k in fields})
+        fields = ("type", "deployment_id", "status", "html", "cost_micros", "rate_micros", "as_of_ms", "balance",
+                  "timeline_html")  # fmt: skip
+        await self.send_json({k: event[k] for k in fields if k in event})
 
     async def balance_changed(self, event: dict[str, Any]) -> None:
         await self.send_json({"type": event["type"], "balance": event["balance"]})

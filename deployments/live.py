@@ -4,11 +4,17 @@ balance (whose rate just changed) go to the org's open pages."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from django.db import transaction
 from django.template.loader import render_to_string
 from django.utils import timezone
 
 from gpucloud.live import balance_snapshot, org_push
+
+if TYPE_CHECKING:
+    from accounts.models import Organization
+    from deployments.selectors import DeploymentRow
 
 
 def deployment_changed_on_commit(deployment_id: str) -> None:
@@ -22,11 +28,35 @@ def deployment_push(deployment_id: str) -> None:
     deployment = Deployment.objects.filter(pk=deployment_id).select_related("org").first()
     if deployment is None:
         return
-    org_push(deployment.org_id, {
+    row = deployment_row(deployment, now=timezone.now())
+    org_push(deployment.org_id, _changed(row, balance_snapshot(deployment.org), timeline=True))
+
+
+def org_snapshot(org: Organization, *, focus: str | None = None) -> list[dict[str, Any]]:
+    """What a page that just connected may have missed since it was rendered: the current state of
+    every deployment not ended (with its replicas and events for the one the page shows, `focus`),
+    and the balance."""
+    from deployments.selectors import deployment_rows
+
+    balance = balance_snapshot(org)
+    rows = deployment_rows(org, active_only=True)
+    return [_changed(row, balance, timeline=row.deployment.pk == focus) for row in rows] + [
+        {"type": "balance.changed", "balance": balance}
+    ]
+
+
+def _changed(row: DeploymentRow, balance: dict[str, int], *, timeline: bool) -> dict[str, Any]:
+    from deployments.selectors import deployment_timeline
+
+    deployment = row.deployment
+    message = {
         "type": "deployment.changed",
         "deployment_id": deployment.pk,
         "status": deployment.status,
         "html": render_to_string("deployments/detail.html#status", {"deployment": deployment}),
-        **deployment_row(deployment, now=timezone.now()).ticker,  # corrects the page's running cost (the rate changed)
-        "balance": balance_snapshot(deployment.org),
-    })  # fmt: skip
+        **row.ticker,  # corrects the page's running cost (the rate changed)
+        "balance": balance,
+    }
+    if timeline:  # the deployment page's replicas and events, rendered by its own partial
+        message["timeline_html"] = render_to_string("deployments/detail.html#timeline", deployment_timeline(deployment))
+    return message

@@ -34,6 +34,18 @@ def instances_of(deployment: Deployment) -> QuerySet[Instance]:
     return deployment.instances.order_by("created_at")
 
 
+EVENTS_SHOWN = 50
+
+
+def deployment_timeline(deployment: Deployment) -> dict[str, object]:
+    """What the page's replicas and events partial shows: every replica, the latest events first."""
+    return {
+        "deployment": deployment,
+        "instances": list(instances_of(deployment)),
+        "events": list(deployment.events.order_by("-at", "-pk")[:EVENTS_SHOWN]),
+    }
+
+
 def events_of(deployment: Deployment) -> QuerySet[DeploymentEvent]:
     return deployment.events.order_by("at", "pk")
 

@@ -24,8 +24,6 @@ from deployments.models import Deployment
 from deployments.price_comparison import cost_comparison
 from gpucloud.errors import ApiError, NotFound
 
-EVENTS_SHOWN = 50
-
 
 def _deployment(principal: Principal, deployment_id: str) -> Deployment:
     try:
@@ -51,10 +49,8 @@ def _detail(
     stats = metrics.deployment_window(deployment, since=day_ago, until=now)
     series = metrics.deployment_series(deployment, since=day_ago, until=now)
     context = {
-        "deployment": deployment,
+        **selectors.deployment_timeline(deployment),
         "row": row,
-        "instances": list(selectors.instances_of(deployment)),
-        "events": list(deployment.events.order_by("-at", "-pk")[:EVENTS_SHOWN]),
         "stats": stats,
         "uptime": metrics.uptime_ratio(deployment, since=day_ago, until=now),
         "chart": {

@@ -3,6 +3,7 @@ websockets (Channels)."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import os
 import re
@@ -21,6 +22,7 @@ from django.urls import path  # noqa: E402
 
 from deployments.consumers import DeploymentLogsConsumer, OrgEventsConsumer  # noqa: E402
 from deployments.gateway.app import gateway_app, gateway_shutdown  # noqa: E402
+from gpucloud.live import server_loop_set  # noqa: E402
 
 # reference/000's per-deployment routes; with a bearer key they take the gateway's streaming path.
 DEPLOYMENT_CHAT = re.compile(r"^/api/v1/(?:orgs/(?P<org>[\w-]+)/)?deployments/(?P<dep>[\w-]+)/chat/completions/?$")
@@ -55,8 +57,10 @@ async def lifespan_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             # moved out of the collector's generations, a full collection no longer walks it, which
             # removes tens-of-milliseconds pauses from the gateway's tail latency.
             gc.freeze()
+            server_loop_set(asyncio.get_running_loop())  # live pushes from worker threads land on it
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
+            server_loop_set(None)
             await gateway_shutdown()
             await send({"type": "lifespan.shutdown.complete"})
             return

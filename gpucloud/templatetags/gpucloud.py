@@ -1,8 +1,10 @@
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django import template
+from django.utils import timezone
+from django.utils.timesince import timesince
 
 from gpucloud.durations import duration_text
 from gpucloud.money import usd_text
@@ -29,3 +31,13 @@ def usd_number(micros: int | None) -> str:
 def duration(value: timedelta | None) -> str:
     """A timedelta as people read it: timedelta(seconds=7500) -> '2 h 05 min'."""
     return "—" if value is None else duration_text(int(value.total_seconds()))
+
+
+@register.filter
+def ago(value: datetime | None) -> str:
+    """How long ago, as a feed says it: 'just now' under a minute, else '5 minutes ago'."""
+    if value is None:
+        return "—"
+    if (timezone.now() - value).total_seconds() < 60:
+        return "just now"
+    return f"{timesince(value)} ago"

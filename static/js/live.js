@@ -7,13 +7,18 @@
   var delay = 1000;
   function connect() {
     var scheme = location.protocol === "https:" ? "wss://" : "ws://";
-    var socket = new WebSocket(scheme + location.host + "/ws/org/");
+    // The deployment page asks for its replicas and events in the snapshot sent on connecting.
+    var focus = document.querySelector("[data-live-focus]");
+    var query = focus ? "?focus=" + encodeURIComponent(focus.dataset.liveFocus) : "";
+    var socket = new WebSocket(scheme + location.host + "/ws/org/" + query);
     socket.onopen = function () { delay = 1000; };
     socket.onmessage = function (event) {
       var message = JSON.parse(event.data);
       if (message.type === "deployment.changed") {
         var badge = document.getElementById("status-" + message.deployment_id);
         if (badge) badge.outerHTML = message.html;
+        var timeline = document.getElementById("timeline-" + message.deployment_id);
+        if (timeline && message.timeline_html) timeline.outerHTML = message.timeline_html;
         window.gpucloudTicker.deployment(message);
       }
       if (message.balance) window.gpucloudTicker.balance(message.balance);

@@ -70,3 +70,15 @@ def test_catalog_page_lists_models_with_prices(client: Client, catalog: None, al
     assert "Llama 3.3 70B Instruct" in page and "$2.59" in page
     partial = client.get("/catalog/?category=image", HTTP_HX_REQUEST="true").content.decode()
     assert "<html" not in partial and "FLUX.1" in partial and "Llama" not in partial
+
+
+def test_catalog_search_and_gpu_filter_narrow_the_list(client: Client, catalog: None, alice: Persona) -> None:
+    client.force_login(alice.user)
+    found = client.get("/catalog/?q=smol", HTTP_HX_REQUEST="true").content.decode()
+    assert "SmolLM2 135M Instruct" in found and "Llama" not in found
+    both_words = client.get("/catalog/?q=llama+70b").content.decode()
+    assert "Llama 3.3 70B Instruct" in both_words and "Llama 3.1 8B" not in both_words
+    on_cpu = client.get("/catalog/?gpu=cpu", HTTP_HX_REQUEST="true").content.decode()
+    assert "SmolLM2" in on_cpu and "Llama" not in on_cpu
+    nothing = client.get("/catalog/?q=no-such-model-anywhere&category=bogus").content.decode()
+    assert "No model matches “no-such-model-anywhere”" in nothing  # an unknown category is ignored, not a 500

@@ -29,11 +29,11 @@ pytestmark = pytest.mark.django_db(transaction=True)  # pushes happen on commit
 class Socket(ApplicationCommunicator):
     """A browser's websocket to the ASGI app (channels.testing's needs daphne, which we don't run)."""
 
-    def __init__(self, session_id: str | None, path: str = "/ws/org/") -> None:
+    def __init__(self, session_id: str | None, path: str = "/ws/org/", query: bytes = b"") -> None:
         headers = [(b"origin", b"http://testserver"), (b"host", b"testserver")]
         if session_id is not None:
             headers.append((b"cookie", f"sessionid={session_id}".encode()))
-        scope = {"type": "websocket", "path": path, "headers": headers, "query_string": b"",
+        scope = {"type": "websocket", "path": path, "headers": headers, "query_string": query,
                  "subprotocols": [], "client": ("127.0.0.1", 50000), "server": ("testserver", 80)}  # fmt: skip
         super().__init__(application, scope)
 
@@ -62,10 +62,17 @@ def session_of(persona: Persona) -> str:
 
 
 async def scenario(alice_session: str, charlie_session: str, deployment_id: str) -> dict[str, Any]:
-    mine, theirs, nobody = Socket(alice_session), Socket(charlie_session), Socket(None)
+    mine = Socket(alice_session, query=f"focus={deployment_id}".encode())  # the deployment's own page
+    theirs, nobody = Socket(charlie_session), Socket(None)
     assert (await mine.connect())[0] and (await theirs.connect())[0]
     refused, code = await nobody.connect()
     assert not refused and code == 4401
+    # On connecting, a page first gets the current truth (what changed since it was rendered).
+    snapshot = [await mine.receive_json(), await mine.receive_json()]
+    assert [(m["type"], m.get("status")) for m in snapshot] == [("deployment.changed", "active"),
+                                                                ("balance.changed", None)]  # fmt: skip
+    assert f'id="timeline-{deployment_id}"' in snapshot[0]["timeline_html"]  # its replicas and events
+    assert (await theirs.receive_json())["type"] == "balance.changed"  # charlie runs nothing
     await sync_to_async(stop)(deployment_id)
     pushed = await mine.receive_json()
     assert await theirs.receive_nothing(timeout=0.5)
@@ -84,6 +91,7 @@ def test_a_status_change_reaches_the_orgs_pages_only(settings: Any, alice: Perso
     assert pushed["status"] == "stopping"
     assert (pushed["cost_micros"], pushed["rate_micros"]) == (60_000, 3_600_000)  # corrects the page's ticker
     assert f'id="status-{deployment.pk}"' in pushed["html"] and ">Stopping<" in pushed["html"]
+    assert "active → <strong>stopping</strong>: Deleted by the user." in pushed["timeline_html"]  # the new event
     # The org's balance restarts from the server's figure too: nothing unbilled (the fixture's meter
     # is billed two minutes ahead), falling at the running replica's rate.
     assert pushed["balance"]["available_micros"] == 0 and pushed["balance"]["rate_micros"] == 3_600_000
@@ -92,6 +100,7 @@ def test_a_status_change_reaches_the_orgs_pages_only(settings: Any, alice: Perso
 async def top_up_reaches(session: str, org: Any) -> dict[str, Any]:
     socket = Socket(session)
     assert (await socket.connect())[0]
+    assert (await socket.receive_json())["balance"]["available_micros"] == 0  # the snapshot on connecting
     await sync_to_async(credit_grant)(org=org, amount_micros=5_000_000, reason="promo")
     pushed = await socket.receive_json()
     await socket.close()

@@ -76,6 +76,7 @@ def test_the_list_reads_a_fixed_number_of_queries(
 def test_the_detail_page_has_real_connection_values(alice: Persona, catalog: None) -> None:
     deployment = running(alice)
     page = signed_in(alice).get(f"/deployments/{deployment.pk}/").content.decode()
+    assert "<title>chat · gpucloud</title>" in page
     assert 'base_url="http://testserver/v1"' in page
     assert 'model="smollm2-135m-instruct"' in page
     assert "curl http://testserver/v1/chat/completions" in page

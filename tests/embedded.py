@@ -1,0 +1,110 @@
+"""`make run`'s entry point as a new user meets it, for the end-to-end and browser tests: the real
+`manage.py serve` process (uvicorn plus in-process Celery worker and beat, SQLite under a fresh
+var/), and what the tests read around it (its mail folder, its engine processes)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+PASSWORD = "a-long-e2e-password-42"
+TAG = f"gpucloud-e2e-{os.getpid()}"
+
+
+@dataclass
+class Embedded:
+    base: str
+    var_dir: Path
+    process: subprocess.Popen[str]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+        except httpx.HTTPError:
+            value = None
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def _env(var_dir: Path) -> dict[str, str]:
+    """The user's environment without the test suite's database and Redis: `make run` defaults."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE")}
+    env["GPUCLOUD_VAR_DIR"] = str(var_dir)
+    return env
+
+
+@contextlib.contextmanager
+def embedded_server(var_dir: Path) -> Iterator[Embedded]:
+    env = _env(var_dir)
+    env.update(GPUCLOUD_HEARTBEAT_SECONDS="1", PYTHONUNBUFFERED="1", GPUCLOUD_FLEET_TAG=TAG,
+               GPUCLOUD_LOCAL_THREADS="1")  # fmt: skip
+    for command in (["migrate", "--noinput", "-v0"], ["load_catalog"]):
+        subprocess.run([sys.executable, "manage.py", *command], cwd=ROOT, env=env, check=True, timeout=120)
+    port = free_port()
+    log = (var_dir / "serve.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "serve", "--port", str(port)],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: httpx.get(f"{base}/healthz", timeout=2).status_code == 200, 60, "the server")
+        yield Embedded(base, var_dir, process)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+        log.close()
+        for pid in engines():  # a failed run must not leave engines behind
+            os.kill(int(pid), signal.SIGKILL)
+
+
+def manage(args: list[str], var_dir: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env=_env(var_dir), capture_output=True, text=True, timeout=60
+    )
+
+
+def engines() -> list[str]:
+    """Engine processes started by this run's servers (their command lines carry the fleet tag)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"catalog.providers.local.engine" in argv and TAG.encode() in argv:
+            found.append(entry.name)
+    return found
+
+
+def mail_matching(var_dir: Path, pattern: str) -> re.Match[str] | None:
+    for path in sorted((var_dir / "mail").glob("*.log")):
+        match = re.search(pattern, path.read_text())
+        if match:
+            return match
+    return None

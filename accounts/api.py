@@ -82,6 +82,15 @@ def members_list(request: HttpRequest, org_id: str) -> list[dict[str, object]]:
     ]
 
 
+@router.patch("/orgs/{org_id}/members/{user_id}", response=schemas.MemberOut, summary="Change a member's role")
+def members_update(request: HttpRequest, org_id: str, user_id: int, payload: schemas.MemberRoleIn) -> dict[str, object]:
+    membership = services.membership_role_set(
+        principal=_principal_in_org(request, org_id), user_id=user_id, role=payload.role
+    )
+    return {"user_id": membership.user_id, "email": membership.user.email, "role": membership.role,
+            "joined_at": membership.created_at}  # fmt: skip
+
+
 @router.delete("/orgs/{org_id}/members/{user_id}", response={204: None}, summary="Remove a member")
 def members_remove(request: HttpRequest, org_id: str, user_id: int) -> Status[None]:
     services.membership_remove(principal=_principal_in_org(request, org_id), user_id=user_id)

@@ -38,6 +38,10 @@ class MemberOut(Schema):
     joined_at: datetime
 
 
+class MemberRoleIn(Schema):
+    role: str = Field(description="owner, admin, member or viewer")
+
+
 class InvitationIn(Schema):
     email: str = Field(min_length=3, max_length=254)
     role: Literal["owner", "admin", "member", "viewer"] = "member"

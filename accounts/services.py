@@ -132,6 +132,30 @@ def membership_remove(*, principal: Principal, user_id: int) -> None:
         target.delete()
 
 
+def membership_role_set(*, principal: Principal, user_id: int, role: str) -> Membership:
+    """Change a member's role. Admins manage admins, members and viewers; only an owner makes or
+    unmakes owners, and the last owner stays an owner."""
+    principal.require(CAN_MANAGE_MEMBERS, "changing roles")
+    try:
+        role_value = Role(role)
+    except ValueError:
+        raise InvalidRequest(f"Unknown role {role!r}; use owner, admin, member or viewer.", param="role") from None
+    with transaction.atomic():
+        memberships = list(Membership.objects.select_for_update().filter(org=principal.org).order_by("pk"))
+        target = next((m for m in memberships if m.user_id == user_id), None)
+        if target is None:
+            raise NotFound(f"No member {user_id} in {principal.org.name}.", param="user_id")
+        if Role.OWNER in (role_value, target.role):
+            principal.require(CAN_GRANT_OWNER, "making or unmaking an owner")
+        owners = sum(m.role == Role.OWNER for m in memberships)
+        if target.role == Role.OWNER and role_value != Role.OWNER and owners == 1:
+            raise Conflict("An organization needs at least one owner; make someone else owner first.", param="role")
+        if target.role != role_value:
+            target.role = role_value
+            target.save(update_fields=["role"])
+    return target
+
+
 # --- API keys -------------------------------------------------------------------------
 
 

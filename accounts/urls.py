@@ -24,4 +24,5 @@ urlpatterns = [
     path(
         "organization/members/<int:user_id>/remove", views.organization_member_remove, name="organization_member_remove"
     ),
+    path("organization/members/<int:user_id>/role", views.organization_member_role, name="organization_member_role"),
 ]

@@ -113,16 +113,22 @@ def api_keys_regenerate(request: HttpRequest, key_id: str) -> HttpResponse:
 # --- Organization ---------------------------------------------------------------------
 
 
-@login_required
-@require_GET
-def organization(request: HttpRequest) -> HttpResponse:
+def _organization_page(request: HttpRequest, status: int = 200, **extra: object) -> HttpResponse:
     principal = _principal(request)
     return render(request, "accounts/organization.html", {
         "members": selectors.members_of(principal.org),
         "invitations": selectors.pending_invitations_of(principal.org),
         "can_manage": role_at_least(principal.role, CAN_MANAGE_MEMBERS),
         "roles": [r for r in Role if r != Role.OWNER or principal.role == Role.OWNER],
-    })  # fmt: skip
+        "invite_role": "member",
+        **extra,
+    }, status=status)  # fmt: skip
+
+
+@login_required
+@require_GET
+def organization(request: HttpRequest) -> HttpResponse:
+    return _organization_page(request)
 
 
 def _act(request: HttpRequest, action: Callable[[], object], success: str) -> HttpResponse:
@@ -139,13 +145,29 @@ def _act(request: HttpRequest, action: Callable[[], object], success: str) -> Ht
 @login_required
 @require_POST
 def organization_invite(request: HttpRequest) -> HttpResponse:
+    """Invite by email; a refusal comes back inline in the form with what was typed."""
     principal = _principal(request)
-    email = request.POST.get("email", "")
-    return _act(
-        request,
-        lambda: services.invitation_create(principal=principal, email=email, role=request.POST.get("role", "member")),
-        f"Invitation sent to {email.strip().lower()}.",
-    )
+    email, role = request.POST.get("email", ""), request.POST.get("role", "member")
+    try:
+        services.invitation_create(principal=principal, email=email, role=role)
+    except ApiError as exc:
+        return _organization_page(request, exc.status, invite_error=exc.message, invite_email=email, invite_role=role)
+    messages.success(request, f"Invitation sent to {email.strip().lower()}.")
+    return redirect("organization")
+
+
+@login_required
+@require_POST
+def organization_member_role(request: HttpRequest, user_id: int) -> HttpResponse:
+    principal = _principal(request)
+    try:
+        membership = services.membership_role_set(
+            principal=principal, user_id=user_id, role=request.POST.get("role", "")
+        )
+    except ApiError as exc:
+        return _organization_page(request, exc.status, role_error=exc.message, role_error_user=user_id)
+    messages.success(request, f"{membership.user.email} is now {membership.get_role_display().lower()}.")
+    return redirect("organization")
 
 
 @login_required
@@ -169,11 +191,14 @@ def organization_member_remove(request: HttpRequest, user_id: int) -> HttpRespon
 @login_required
 @require_POST
 def organization_create(request: HttpRequest) -> HttpResponse:
-    def create() -> None:
-        org = services.organization_create(user=request.user, name=request.POST.get("name", ""))  # type: ignore[arg-type]
-        request.session[SESSION_ORG_KEY] = org.pk
-
-    return _act(request, create, "Organization created; you are its owner.")
+    name = request.POST.get("name", "")
+    try:
+        org = services.organization_create(user=request.user, name=name)  # type: ignore[arg-type]
+    except ApiError as exc:
+        return _organization_page(request, exc.status, create_error=exc.message, create_name=name)
+    request.session[SESSION_ORG_KEY] = org.pk
+    messages.success(request, f"Organization {org.name} created; you are its owner and work in it now.")
+    return redirect("organization")
 
 
 @login_required

@@ -61,10 +61,20 @@ def principal_from_api_key(token: str) -> Principal:
 
 
 def principal_from_session(request: HttpRequest) -> Principal:
-    """The signed-in user acting in the org chosen in their session (their personal org by default)."""
+    """The signed-in user acting in the org chosen in their session (their personal org by default).
+    Read once per request (the view, the navigation and the header all ask)."""
     user = request.user
     assert isinstance(user, User)
     org_id = request.session.get(SESSION_ORG_KEY)
+    cached = getattr(request, "_gpucloud_principal", None)
+    if cached is not None and cached[0] == (user.pk, org_id):
+        return cached[1]
+    principal = _principal_of_session(user, org_id)
+    request._gpucloud_principal = ((user.pk, org_id), principal)  # type: ignore[attr-defined]
+    return principal
+
+
+def _principal_of_session(user: User, org_id: str | None) -> Principal:
     membership = selectors.membership_for(user, org_id) if org_id else None
     if membership is None:
         membership = selectors.default_membership(user)

@@ -1,19 +1,17 @@
-"""The dashboard's reads: one org's money, what runs, what it cost this month and what happened
-lately. A fixed number of queries whatever the org holds (the page-speed bench seeds 200
-deployments and 100,000 ledger entries)."""
+"""The dashboard's reads: what it cost this month and what happened lately. A fixed number of
+queries whatever the org holds (the page-speed bench seeds 200 deployments and 100,000 ledger
+entries)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from django.db.models import BigIntegerField, Sum
-from django.db.models.fields.json import KeyTextTransform
-from django.db.models.functions import Cast
 from django.utils import timezone
 
 from accounts.models import Organization
-from billing.models import AccountKind, LedgerEntry, LedgerTransaction, TransactionKind
+from billing.models import LedgerTransaction, TransactionKind
+from billing.selectors import UsageReport, usage_report
 from catalog.models import CatalogModel
 from deployments.models import DeploymentEvent, DeploymentStatus
 
@@ -26,16 +24,6 @@ MONEY_IN = (TransactionKind.TOPUP, TransactionKind.AUTO_REFILL, TransactionKind.
 
 
 @dataclass(frozen=True)
-class MonthToDate:
-    spend_micros: int
-    gpu_seconds: int
-
-    @property
-    def gpu_hours(self) -> float:
-        return self.gpu_seconds / 3600
-
-
-@dataclass(frozen=True)
 class Activity:
     at: datetime
     text: str
@@ -43,18 +31,10 @@ class Activity:
     failure: bool = False
 
 
-def month_to_date(org: Organization, *, now: datetime | None = None) -> MonthToDate:
-    """Usage charged since the first of this month (UTC): spend and GPU-seconds, summed in the database."""
-    now = (now or timezone.now()).astimezone(UTC)
-    start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    totals = LedgerEntry.objects.filter(
-        transaction__org=org, transaction__kind=TransactionKind.USAGE, transaction__created_at__gte=start,
-        account__kind=AccountKind.AVAILABLE,
-    ).aggregate(
-        spent=Sum("amount_micros"),
-        seconds=Sum(Cast(KeyTextTransform("gpu_seconds", "transaction__metadata"), BigIntegerField())),
-    )  # fmt: skip
-    return MonthToDate(spend_micros=-(totals["spent"] or 0), gpu_seconds=totals["seconds"] or 0)
+def month_to_date(org: Organization, *, now: datetime | None = None) -> UsageReport:
+    """Usage charged since the first of this month (UTC)."""
+    today = (now or timezone.now()).astimezone(UTC).date()
+    return usage_report(org, start=today.replace(day=1), end=today)
 
 
 def recent_activity(org: Organization) -> list[Activity]:

@@ -3,11 +3,12 @@ constant time however many entries exist); reports aggregate entries."""
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 
-from django.db.models import QuerySet, Sum
+from django.db.models import BigIntegerField, QuerySet, Sum
+from django.db.models.fields.json import KeyTextTransform
+from django.db.models.functions import Cast, TruncDate
 from django.utils import timezone
 
 from accounts.models import Organization
@@ -134,23 +135,27 @@ class UsageReport:
 
 
 def usage_report(org: Organization, *, start: date, end: date) -> UsageReport:
-    """Spend by service and by day, GPU hours and average cost per GPU-hour for [start, end] (UTC days)."""
+    """Spend by service and by day, GPU hours and average cost per GPU-hour for [start, end] (UTC
+    days), summed in the database: a month of a busy org is tens of thousands of entries."""
     report = UsageReport(start=start, end=end)
-    by_service: dict[str, int] = defaultdict(int)
     by_day: dict[date, int] = {start + timedelta(days=n): 0 for n in range((end - start).days + 1)}
-    rows = LedgerEntry.objects.filter(
+    usage = LedgerEntry.objects.filter(
         account__org=org,
         account__kind=AccountKind.AVAILABLE,
         transaction__kind=TransactionKind.USAGE,
         created_at__gte=_day_start(start),
         created_at__lt=_day_start(end + timedelta(days=1)),
-    ).values_list("amount_micros", "created_at", "transaction__service", "transaction__metadata")
-    for amount, created_at, service, metadata in rows:
-        spent = -amount
-        report.total_micros += spent
-        by_service[service or "other"] += spent
-        by_day[created_at.astimezone(UTC).date()] += spent
-        report.gpu_seconds += int((metadata or {}).get("gpu_seconds", 0))
-    report.by_service = dict(sorted(by_service.items(), key=lambda item: -item[1]))
+    )
+    seconds = Cast(KeyTextTransform("gpu_seconds", "transaction__metadata"), BigIntegerField())
+    by_service = usage.values("transaction__service").annotate(spent=Sum("amount_micros"), seconds=Sum(seconds))
+    for row in by_service:
+        report.total_micros -= row["spent"]
+        report.gpu_seconds += row["seconds"] or 0
+        name = row["transaction__service"] or "other"
+        report.by_service[name] = report.by_service.get(name, 0) - row["spent"]
+    days = usage.annotate(day=TruncDate("created_at", tzinfo=UTC)).values("day").annotate(spent=Sum("amount_micros"))
+    for row in days:
+        by_day[row["day"]] = -row["spent"]
+    report.by_service = dict(sorted(report.by_service.items(), key=lambda item: -item[1]))
     report.by_day = by_day
     return report

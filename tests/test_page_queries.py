@@ -1,0 +1,72 @@
+"""No page's query count grows with what the org holds: each page is read at a small and a larger
+scale of deployments, replicas, events, keys, members, invitations and ledger entries, and must
+issue the same number of queries (an N+1 would add one per row)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+
+from accounts import services as account_services
+from accounts.models import ApiKeyKind, Membership
+from accounts.principal import Principal
+from accounts.roles import Role
+from billing.services import credit_grant
+from deployments.lifecycle import deployment_transition
+from deployments.models import Deployment, DeploymentStatus
+from tests.conftest import Persona
+from tests.deployments.test_pages import running, signed_in
+
+pytestmark = pytest.mark.django_db
+
+PAGES = ["/dashboard/", "/deployments/", "/billing/", "/catalog/", "/catalog/smollm2-135m-instruct/",
+         "/api-keys/", "/organization/", "{detail}"]  # fmt: skip
+
+
+def grow(persona: Persona, detail: Deployment, scale: int, start: int) -> None:
+    """Add `scale` of everything the pages list, numbered from `start`."""
+    owner = Principal(user=persona.user, org=persona.org, role=Role.OWNER)
+    for n in range(start, start + scale):
+        deployment = running(persona, f"d{n}", replicas=2)
+        if n % 2:
+            deployment_transition(deployment, DeploymentStatus.DEGRADED, "A replica is down.")
+        credit_grant(org=persona.org, amount_micros=1_000_000, reason=f"grant {n}")
+        account_services.api_key_create(principal=owner, name=f"k{n}", kind=ApiKeyKind.ACCOUNT)
+        account_services.api_key_create(principal=owner, name=f"dk{n}", kind=ApiKeyKind.DEPLOYMENT,
+                                        deployment_id=detail.pk)  # fmt: skip
+        account_services.invitation_create(principal=owner, email=f"guest{n}@example.com", role="viewer")
+        user, _ = account_services.user_create(email=f"member{n}@example.com", password=None)
+        Membership.objects.create(org=persona.org, user=user, role=Role.MEMBER)
+        deployment_transition(detail, DeploymentStatus.SCALING if n % 2 else DeploymentStatus.ACTIVE, f"step {n}")
+        detail.instances.create(
+            state="terminated", provider="local", provider_instance_id=f"old{n}", tag="t", api_key="k",
+            endpoint_url="http://x", hourly_price_micros=1,
+        )  # fmt: skip
+
+
+def counts(client: Client, detail: Deployment) -> dict[str, int]:
+    found = {}
+    for page in PAGES:
+        path = page.format(detail=f"/deployments/{detail.pk}/")
+        with CaptureQueriesContext(connection) as queries:
+            assert client.get(path).status_code == 200, path
+        found[page] = len(queries)
+    return found
+
+
+def test_no_page_reads_more_queries_as_the_org_grows(
+    alice: Persona, catalog: None, django_capture_on_commit_callbacks: Any
+) -> None:
+    detail = running(alice, "detail")
+    client = signed_in(alice)
+    grow(alice, detail, 2, 0)
+    counts(client, detail)  # first visits write once (the session, the billing profile)
+    small = counts(client, detail)
+    grow(alice, detail, 8, 2)
+    large = counts(client, detail)
+    assert large == small
+    assert max(small.values()) <= 20, small  # the detail page reads the most: 17 today

@@ -66,11 +66,11 @@ class OrgEventsConsumer(AsyncJsonWebsocketConsumer):
 
     async def deployment_changed(self, event: dict[str, Any]) -> None:
         fields = ("type", "deployment_id", "status", "html", "cost_micros", "rate_micros", "as_of_ms", "balance",
-                  "timeline_html")  # fmt: skip
+                  "timeline_html", "activity_html")  # fmt: skip
         await self.send_json({k: event[k] for k in fields if k in event})
 
     async def balance_changed(self, event: dict[str, Any]) -> None:
-        await self.send_json({"type": event["type"], "balance": event["balance"]})
+        await self.send_json({k: event[k] for k in ("type", "balance", "activity_html") if k in event})
 
 
 def _deployment_of_session(user: Any, session: Any, deployment_id: str) -> Any:

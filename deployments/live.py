@@ -10,7 +10,7 @@ from django.db import transaction
 from django.template.loader import render_to_string
 from django.utils import timezone
 
-from gpucloud.live import balance_snapshot, org_push
+from gpucloud.live import activity_html, balance_snapshot, org_push
 
 if TYPE_CHECKING:
     from accounts.models import Organization
@@ -29,7 +29,9 @@ def deployment_push(deployment_id: str) -> None:
     if deployment is None:
         return
     row = deployment_row(deployment, now=timezone.now())
-    org_push(deployment.org_id, _changed(row, balance_snapshot(deployment.org), timeline=True))
+    message = _changed(row, balance_snapshot(deployment.org), timeline=True)
+    message["activity_html"] = activity_html(deployment.org)  # a new line on the dashboard's feed
+    org_push(deployment.org_id, message)
 
 
 def org_snapshot(org: Organization, *, focus: str | None = None) -> list[dict[str, Any]]:
@@ -41,7 +43,7 @@ def org_snapshot(org: Organization, *, focus: str | None = None) -> list[dict[st
     balance = balance_snapshot(org)
     rows = deployment_rows(org, active_only=True)
     return [_changed(row, balance, timeline=row.deployment.pk == focus) for row in rows] + [
-        {"type": "balance.changed", "balance": balance}
+        {"type": "balance.changed", "balance": balance, "activity_html": activity_html(org)}
     ]
 
 

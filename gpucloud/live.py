@@ -64,6 +64,15 @@ def balance_snapshot(org: Any) -> dict[str, int]:
     return {"available_micros": ticker.available_micros, "rate_micros": ticker.rate_micros, "as_of_ms": ticker.as_of_ms}
 
 
+def activity_html(org: Any) -> str:
+    """The dashboard's recent activity, rendered by the dashboard's own partial."""
+    from django.template.loader import render_to_string
+
+    from accounts.overview import recent_activity
+
+    return render_to_string("accounts/dashboard.html#activity", {"activity": recent_activity(org)})
+
+
 def balance_changed_on_commit(org_id: str) -> None:
     """Money moved (a top-up, a grant, a refund): the pages' balance restarts from the new figure."""
     transaction.on_commit(lambda: _balance_push(org_id))
@@ -74,4 +83,6 @@ def _balance_push(org_id: str) -> None:
 
     org = Organization.objects.filter(pk=org_id).first()
     if org is not None:
-        org_push(org_id, {"type": "balance.changed", "balance": balance_snapshot(org)})
+        org_push(
+            org_id, {"type": "balance.changed", "balance": balance_snapshot(org), "activity_html": activity_html(org)}
+        )

@@ -22,6 +22,8 @@
         window.gpucloudTicker.deployment(message);
       }
       if (message.balance) window.gpucloudTicker.balance(message.balance);
+      var activity = document.getElementById("activity");
+      if (activity && message.activity_html) activity.outerHTML = message.activity_html;
     };
     socket.onclose = function (event) {
       if (event.code === 4401) return;  // signed out: nothing to follow

@@ -92,6 +92,7 @@ def test_a_status_change_reaches_the_orgs_pages_only(settings: Any, alice: Perso
     assert (pushed["cost_micros"], pushed["rate_micros"]) == (60_000, 3_600_000)  # corrects the page's ticker
     assert f'id="status-{deployment.pk}"' in pushed["html"] and ">Stopping<" in pushed["html"]
     assert "active → <strong>stopping</strong>: Deleted by the user." in pushed["timeline_html"]  # the new event
+    assert "chat is active" in pushed["activity_html"]  # the dashboard's feed, from its own partial
     # The org's balance restarts from the server's figure too: nothing unbilled (the fixture's meter
     # is billed two minutes ahead), falling at the running replica's rate.
     assert pushed["balance"]["available_micros"] == 0 and pushed["balance"]["rate_micros"] == 3_600_000
@@ -111,7 +112,8 @@ async def top_up_reaches(session: str, org: Any) -> dict[str, Any]:
 def test_money_coming_in_restarts_the_pages_balance(settings: Any, alice: Persona) -> None:
     settings.ALLOWED_HOSTS = ["testserver"]
     pushed = asyncio.run(top_up_reaches(session_of(alice), alice.org))
-    assert pushed == {"type": "balance.changed", "balance": pushed["balance"]}
+    assert set(pushed) == {"type", "balance", "activity_html"} and pushed["type"] == "balance.changed"
+    assert 'id="activity"' in pushed["activity_html"] and "Credit from the operator" in pushed["activity_html"]
     assert (pushed["balance"]["available_micros"], pushed["balance"]["rate_micros"]) == (5_000_000, 0)
 
 

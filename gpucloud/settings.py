@@ -119,7 +119,9 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL]},
+            # A socket waits on Redis for up to 5 s per read (channels_redis's BRPOP); redis-py 8
+            # gives up on any read after 5 s by default, which killed idle pages' sockets.
+            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 15}]},
         }
     }
 else:

@@ -14,10 +14,11 @@ register = template.Library()
 
 @register.filter
 def usd(micros: int | None) -> str:
-    """Format integer micro-USD as dollars: 4410000 -> '$4.41'."""
+    """Format integer micro-USD as dollars: 4410000 -> '$4.41'; an amount under a cent keeps its
+    micro-dollars (833 -> '$0.000833'), since a minute of a cheap GPU would otherwise read $0.00."""
     if micros is None:
         return "—"
-    text = usd_text(micros)
+    text = usd_text(micros, places=6 if 0 < abs(micros) < 10_000 else 2)
     return f"-${text[1:]}" if text.startswith("-") else f"${text}"
 
 

@@ -40,8 +40,10 @@
   "use strict";
   function elapsedHours(el) { return Math.max(0, Date.now() - Number(el.dataset.asOf)) / 3600000; }
   function dollars(micros, rate) {
-    // Enough digits that a running rate visibly moves each second.
-    return (micros < 0 ? "-$" : "$") + (Math.abs(micros) / 1e6).toFixed(rate === 0 ? 2 : rate < 3600000 ? 6 : 4);
+    // Enough digits that a running rate visibly moves each second, and that an amount under a
+    // cent does not read $0.00 (as the server's usd filter).
+    var places = rate === 0 ? (micros !== 0 && Math.abs(micros) < 10000 ? 6 : 2) : rate < 3600000 ? 6 : 4;
+    return (micros < 0 ? "-$" : "$") + (Math.abs(micros) / 1e6).toFixed(places);
   }
   function showCost(el) {
     var rate = Number(el.dataset.rateMicros);

@@ -17,8 +17,10 @@ from accounts.auth import SESSION_ORG_KEY, principal_from_session
 from accounts.models import ApiKeyKind
 from accounts.principal import Principal
 from accounts.roles import CAN_MANAGE_MEMBERS, Role, role_at_least
-from deployments.selectors import RUNNING_STATUSES, deployment_rows
+from deployments.selectors import deployment_rows, deployments_count, deployments_running_count
 from gpucloud.errors import ApiError
+
+DASHBOARD_ROWS = 20  # the newest deployments not ended; the Deployments page lists them all
 
 
 def _principal(request: HttpRequest) -> Principal:
@@ -34,12 +36,13 @@ def home(request: HttpRequest) -> HttpResponse:
 @require_GET
 def dashboard(request: HttpRequest) -> HttpResponse:
     org = _principal(request).org
-    rows = deployment_rows(org, active_only=True)
-    running = sum(r.deployment.status in RUNNING_STATUSES for r in rows)
+    rows = deployment_rows(org, active_only=True, limit=DASHBOARD_ROWS)
+    not_ended, running = deployments_count(org, active_only=True), deployments_running_count(org)
     context = {
         "rows": rows,
+        "not_ended": not_ended,
         "running_deployments": running,
-        "other_deployments": len(rows) - running,
+        "other_deployments": not_ended - running,
         "month": overview.month_to_date(org),
         "activity": overview.recent_activity(org),
         "quick_models": overview.quick_deploy_models(),

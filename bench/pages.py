@@ -26,7 +26,8 @@ What it seeds, in one org (the bench user's named org, made with the services th
   the last --days days (default 60): 98% usage charges (metadata gpu_seconds, like metering's) and
   2% top-ups. They are bulk-inserted in batches, keeping the ledger's invariants (every
   transaction sums to zero, balance_after is each account's running balance, the cached
-  balances equal the sums); the run checks them with billing.invariants before measuring.
+  balances equal the sums, the daily usage rollup is rebuilt from them); the run checks them with
+  billing.invariants before measuring.
   Month-scoped reads (the dashboard's month to date, the billing page's usage report) see only
   this month's share, so the figures depend on the day of the month: the JSON says how many
   usage entries fell in the current month. --month-share F puts a fraction F of the entries
@@ -411,7 +412,10 @@ def ledger_times(rng: random.Random, args: argparse.Namespace) -> list[datetime]
 
 
 def seed_ledger(seeded: Seeded, rng: random.Random, args: argparse.Namespace) -> None:
+    from billing.rollup import usage_days_rebuild
+
     LedgerLoader(seeded.org, ledger_times(rng, args), rng).load(seeded.meter_keys)
+    usage_days_rebuild()  # bulk-loaded entries bypass ledger_post, which keeps the daily rollup
 
 
 def check_ledger(seeded: Seeded, rng: random.Random, args: argparse.Namespace) -> None:

@@ -44,4 +44,17 @@ def ledger_violations() -> list[str]:
             violations.append(f"account {account} holds {account.balance_micros} but open holds total {reserved}")
     negative = LedgerAccount.objects.filter(Q(kind=AccountKind.HELD, balance_micros__lt=0))
     violations += [f"account {a} is negative" for a in negative]
-    return violations
+    return violations + _usage_day_violations()
+
+
+def _usage_day_violations() -> list[str]:
+    from billing.rollup import usage_days_from_entries, usage_days_stored
+
+    computed, stored = usage_days_from_entries(), usage_days_stored()
+    return [
+        f"usage of org {org} on {day} ({service or 'other'}): the rollup says {stored.get(key)}, "
+        f"the entries {computed.get(key)} (spend, GPU-seconds)"
+        for key in sorted(set(computed) | set(stored), key=str)
+        if computed.get(key) != stored.get(key)
+        for org, day, service in [key]
+    ]

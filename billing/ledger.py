@@ -6,8 +6,8 @@ Every posting:
    nothing; the database's unique constraint backs this up),
 3. checks that lines sum to zero and that no org account goes below zero (available may, only
    for a metering charge marked as overdraft),
-4. inserts the transaction and entries and moves the cached balances with F(), all in one
-   database transaction.
+4. inserts the transaction and entries and moves the cached balances with F(), and counts a
+   usage posting in its org's UsageDay, all in one database transaction.
 """
 
 from __future__ import annotations
@@ -15,12 +15,21 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC
 
 from django.db import IntegrityError, transaction
 from django.db.models import F
 
 from accounts.models import Organization, User
-from billing.models import AccountKind, LedgerAccount, LedgerEntry, LedgerTransaction, Service, TransactionKind
+from billing.models import (
+    AccountKind,
+    LedgerAccount,
+    LedgerEntry,
+    LedgerTransaction,
+    Service,
+    TransactionKind,
+    UsageDay,
+)
 from gpucloud.errors import ApiError
 from gpucloud.money import usd_text
 
@@ -105,7 +114,24 @@ def ledger_post(
         except IntegrityError:  # the same key committed between our check and insert
             return Posting(LedgerTransaction.objects.get(idempotency_key=idempotency_key), created=False)
         _write_entries(txn, locked, deltas)
+        if kind == TransactionKind.USAGE and org is not None:
+            _usage_day_add(txn, locked, deltas)
     return Posting(txn, created=True)
+
+
+def _usage_day_add(txn: LedgerTransaction, locked: dict[int, LedgerAccount], deltas: dict[int, int]) -> None:
+    """Count a new usage posting in its org's day (see UsageDay): what it took from available."""
+    spent = -sum(
+        d for pk, d in deltas.items() if locked[pk].org_id == txn.org_id and locked[pk].kind == AccountKind.AVAILABLE
+    )
+    if not spent:
+        return
+    day = txn.created_at.astimezone(UTC).date()
+    seconds = int((txn.metadata or {}).get("gpu_seconds", 0))
+    row, _ = UsageDay.objects.get_or_create(org_id=txn.org_id, day=day, service=txn.service)
+    UsageDay.objects.filter(pk=row.pk).update(
+        spend_micros=F("spend_micros") + spent, gpu_seconds=F("gpu_seconds") + seconds
+    )
 
 
 def _check_limits(locked: dict[int, LedgerAccount], deltas: dict[int, int], allow_overdraft: bool) -> bool:

@@ -100,7 +100,8 @@ class LedgerEntry(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
-        indexes = [models.Index(fields=["account", "-id"])]
+        # (account, -id): the statement's pages; (account, created_at): reports over a period.
+        indexes = [models.Index(fields=["account", "-id"]), models.Index(fields=["account", "created_at"])]
         constraints = [models.CheckConstraint(condition=~Q(amount_micros=0), name="ledger_entry_nonzero")]
 
     def __str__(self) -> str:
@@ -166,6 +167,25 @@ class UsageMeter(models.Model):
     @property
     def is_running(self) -> bool:
         return self.ended_at is None
+
+
+class UsageDay(models.Model):
+    """Usage charged to an org on one UTC day for one service: the sum of its usage entries on the
+    org's available account and their GPU-seconds. Written by `ledger_post` in the transaction that
+    posts each usage entry, so reports over a month read a few dozen rows instead of every entry;
+    `ledger_check` proves it equals the entries."""
+
+    org = models.ForeignKey("accounts.Organization", on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    service = models.CharField(max_length=20, blank=True)
+    spend_micros = models.BigIntegerField(default=0)
+    gpu_seconds = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["org", "day", "service"], name="usage_day_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.org_id} {self.day} {self.service or 'other'} {self.spend_micros}"
 
 
 class BillingProfile(models.Model):

@@ -1,19 +1,24 @@
 """Reads of billing data. Balances come from the cached account rows (two indexed rows,
-constant time however many entries exist); reports aggregate entries."""
+constant time however many entries exist); reports read the daily usage rollup."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
 
-from django.db.models import BigIntegerField, QuerySet, Sum
-from django.db.models.fields.json import KeyTextTransform
-from django.db.models.functions import Cast, TruncDate
+from django.db.models import QuerySet, Sum
 from django.utils import timezone
 
 from accounts.models import Organization
 from billing.metering import cost_micros
-from billing.models import AccountKind, BillingProfile, LedgerAccount, LedgerEntry, TransactionKind, UsageMeter
+from billing.models import (
+    AccountKind,
+    BillingProfile,
+    LedgerAccount,
+    LedgerEntry,
+    UsageDay,
+    UsageMeter,
+)
 
 
 @dataclass(frozen=True)
@@ -91,29 +96,11 @@ def statement_of(
     return entries.select_related("transaction").order_by("-pk")
 
 
-def _day_start(day: date) -> datetime:
-    return datetime.combine(day, time.min, tzinfo=UTC)
-
-
-def spend_between(org: Organization, since: datetime, until: datetime) -> int:
-    """Usage charged to the org in [since, until), in micro-USD (a positive number)."""
-    total = (
-        LedgerEntry.objects.filter(
-            account__org=org,
-            account__kind=AccountKind.AVAILABLE,
-            transaction__kind=TransactionKind.USAGE,
-            created_at__gte=since,
-            created_at__lt=until,
-        ).aggregate(total=Sum("amount_micros"))["total"]
-        or 0
-    )
-    return -total
-
-
 def spend_today(org: Organization, *, now: datetime | None = None) -> int:
-    now = now or timezone.now()
-    start = _day_start(now.astimezone(UTC).date())
-    return spend_between(org, start, start + timedelta(days=1))
+    """Usage charged to the org today (UTC), in micro-USD (a positive number), from the daily
+    rollup that each usage posting updates in its own transaction (so it is exact)."""
+    today = (now or timezone.now()).astimezone(UTC).date()
+    return UsageDay.objects.filter(org=org, day=today).aggregate(total=Sum("spend_micros"))["total"] or 0
 
 
 @dataclass
@@ -136,26 +123,14 @@ class UsageReport:
 
 def usage_report(org: Organization, *, start: date, end: date) -> UsageReport:
     """Spend by service and by day, GPU hours and average cost per GPU-hour for [start, end] (UTC
-    days), summed in the database: a month of a busy org is tens of thousands of entries."""
+    days), from the org's daily usage rollup (a month is a few dozen rows however busy)."""
     report = UsageReport(start=start, end=end)
-    by_day: dict[date, int] = {start + timedelta(days=n): 0 for n in range((end - start).days + 1)}
-    usage = LedgerEntry.objects.filter(
-        account__org=org,
-        account__kind=AccountKind.AVAILABLE,
-        transaction__kind=TransactionKind.USAGE,
-        created_at__gte=_day_start(start),
-        created_at__lt=_day_start(end + timedelta(days=1)),
-    )
-    seconds = Cast(KeyTextTransform("gpu_seconds", "transaction__metadata"), BigIntegerField())
-    by_service = usage.values("transaction__service").annotate(spent=Sum("amount_micros"), seconds=Sum(seconds))
-    for row in by_service:
-        report.total_micros -= row["spent"]
-        report.gpu_seconds += row["seconds"] or 0
-        name = row["transaction__service"] or "other"
-        report.by_service[name] = report.by_service.get(name, 0) - row["spent"]
-    days = usage.annotate(day=TruncDate("created_at", tzinfo=UTC)).values("day").annotate(spent=Sum("amount_micros"))
-    for row in days:
-        by_day[row["day"]] = -row["spent"]
+    report.by_day = {start + timedelta(days=n): 0 for n in range((end - start).days + 1)}
+    days = UsageDay.objects.filter(org=org, day__gte=start, day__lte=end)
+    for day, service, spent, seconds in days.values_list("day", "service", "spend_micros", "gpu_seconds"):
+        report.total_micros += spent
+        report.gpu_seconds += seconds
+        report.by_day[day] += spent
+        report.by_service[service or "other"] = report.by_service.get(service or "other", 0) + spent
     report.by_service = dict(sorted(report.by_service.items(), key=lambda item: -item[1]))
-    report.by_day = by_day
     return report

@@ -74,12 +74,18 @@ class Window:
     cost_per_million_tokens_micros: int | None
 
 
-def deployment_window(deployment: Deployment, *, since: datetime, until: datetime | None = None) -> Window:
+Minutes = dict[int, dict[str, float]]
+
+
+def deployment_window(
+    deployment: Deployment, *, since: datetime, until: datetime | None = None, minutes: Minutes | None = None
+) -> Window:
     """The deployment's requests from `since` to `until` (now): stored minutes, overlaid with the
-    counter store's newer totals for the minutes not rolled up yet."""
+    counter store's newer totals for the minutes not rolled up yet (`minutes`, when the caller
+    has read them already)."""
     until = until or timezone.now()
     total: dict[str, float] = {}
-    for fields in _minutes(deployment, since, until).values():
+    for fields in (minutes if minutes is not None else minutes_between(deployment, since, until)).values():
         _add(total, fields)
     return _summary(deployment, total, since, until)
 
@@ -94,13 +100,19 @@ class SeriesPoint:
 
 
 def deployment_series(
-    deployment: Deployment, *, since: datetime, until: datetime, step: timedelta = timedelta(hours=1)
+    deployment: Deployment,
+    *,
+    since: datetime,
+    until: datetime,
+    step: timedelta = timedelta(hours=1),
+    minutes: Minutes | None = None,
 ) -> list[SeriesPoint]:
     """Requests, errors and latency per `step` from `since` to `until`, empty steps included
     (the charts draw a gap as zero traffic, which it is)."""
     origin = _minute(since)
     buckets: dict[int, dict[str, float]] = {}
-    for minute, fields in _minutes(deployment, since, until).items():
+    minutes = minutes if minutes is not None else minutes_between(deployment, since, until)
+    for minute, fields in minutes.items():
         _add(buckets.setdefault(int((minute - origin.timestamp()) // step.total_seconds()), {}), fields)
     points = []
     for index in range(int((until - origin) / step) + 1):
@@ -135,12 +147,18 @@ def uptime_ratio(deployment: Deployment, *, since: datetime, until: datetime) ->
     return min(1.0, covered / (end - start))
 
 
-def _minutes(deployment: Deployment, since: datetime, until: datetime) -> dict[int, dict[str, float]]:
+def minutes_between(deployment: Deployment, since: datetime, until: datetime) -> Minutes:
     """The deployment's counters per minute (epoch seconds): stored rows overlaid with the counter
     store's newer totals for the minutes not rolled up yet."""
-    rows: dict[int, dict[str, float]] = {}
-    for row in RequestMinute.objects.filter(deployment=deployment, minute__gte=_minute(since), minute__lte=until):
-        rows[int(row.minute.timestamp())] = _fields_of_row(row)
+    rows: Minutes = {}
+    stored = RequestMinute.objects.filter(deployment=deployment, minute__gte=_minute(since), minute__lte=until)
+    for minute, *values, latency_hist, ttft_hist in stored.values_list(
+        "minute", *COUNTERS, *SUMS, "latency_hist", "ttft_hist"
+    ):
+        fields = dict(zip((*COUNTERS, *SUMS), map(float, values), strict=True))
+        fields.update({f"lat:{k}": float(v) for k, v in latency_hist.items()})
+        fields.update({f"ttft:{k}": float(v) for k, v in ttft_hist.items()})
+        rows[int(minute.timestamp())] = fields
     for (_, minute), fields in metering.store().minutes(deployment.pk).items():
         if _minute(since).timestamp() <= minute <= until.timestamp():
             rows[minute] = fields
@@ -154,13 +172,6 @@ def _add(total: dict[str, float], fields: dict[str, float]) -> None:
 
 def _minute(at: datetime) -> datetime:
     return at.replace(second=0, microsecond=0)
-
-
-def _fields_of_row(row: RequestMinute) -> dict[str, float]:
-    fields: dict[str, float] = {name: float(getattr(row, name)) for name in (*COUNTERS, *SUMS)}
-    fields.update({f"lat:{k}": float(v) for k, v in row.latency_hist.items()})
-    fields.update({f"ttft:{k}": float(v) for k, v in row.ttft_hist.items()})
-    return fields
 
 
 def _summary(deployment: Deployment, total: dict[str, float], since: datetime, until: datetime) -> Window:

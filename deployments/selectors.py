@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 
 from django.db.models import QuerySet, Sum
 from django.utils import timezone
@@ -27,7 +28,22 @@ def deployment_get_for_org(org: Organization, deployment_id: str) -> Deployment:
 
 
 def deployments_of(org: Organization) -> QuerySet[Deployment]:
-    return Deployment.objects.filter(org=org).select_related("model", "gpu_type", "region").order_by("-created_at")
+    # The catalog model's long text and engine arguments are never shown with a deployment.
+    return (
+        Deployment.objects.filter(org=org)
+        .select_related("model", "gpu_type", "region")
+        .defer("model__description", "model__engine_args")
+        .order_by("-created_at")
+    )
+
+
+def deployments_count(org: Organization, *, active_only: bool = False) -> int:
+    queryset = Deployment.objects.filter(org=org)
+    return (queryset.exclude(status__in=ENDED_STATUSES) if active_only else queryset).count()
+
+
+def deployments_running_count(org: Organization) -> int:
+    return Deployment.objects.filter(org=org, status__in=RUNNING_STATUSES).count()
 
 
 def instances_of(deployment: Deployment) -> QuerySet[Instance]:
@@ -71,7 +87,7 @@ class DeploymentRow:
     def hourly_cost_micros(self) -> int:
         return self.deployment.hourly_price_micros * self.live
 
-    @property
+    @cached_property  # the templates read it four times a row
     def ticker(self) -> dict[str, int]:
         """The running cost as pages tick it: the accrued cost at `as_of`, the current hourly rate
         of the live replicas, and `as_of` in milliseconds (the clock the page counts from)."""
@@ -79,13 +95,17 @@ class DeploymentRow:
                 "as_of_ms": int(self.as_of.timestamp() * 1000)}  # fmt: skip
 
 
-def deployment_rows(org: Organization, *, active_only: bool = False) -> list[DeploymentRow]:
-    """The org's deployments (only those not stopped or failed with `active_only`) with replica
-    counts and cost so far, in three queries whatever their number (deployments, their instances,
-    their meters)."""
+def deployment_rows(
+    org: Organization, *, active_only: bool = False, offset: int = 0, limit: int | None = None
+) -> list[DeploymentRow]:
+    """The org's deployments, newest first (only those not stopped or failed with `active_only`;
+    `limit` of them from `offset`), with replica counts and cost so far, in three queries whatever
+    their number (deployments, their instances, their meters)."""
     queryset = deployments_of(org)
     if active_only:
         queryset = queryset.exclude(status__in=ENDED_STATUSES)
+    if limit is not None:
+        queryset = queryset[offset : offset + limit]
     deployments = list(queryset.prefetch_related("instances"))
     by_instance = {i.pk: d.pk for d in deployments for i in d.instances.all()}
     costs: dict[str, int] = {}

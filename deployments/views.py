@@ -32,11 +32,29 @@ def _deployment(principal: Principal, deployment_id: str) -> Deployment:
         raise Http404("No such deployment in this organization.") from None
 
 
+LIST_PAGE = 50
+
+
 @login_required
 @require_GET
 def deployments_list(request: HttpRequest) -> HttpResponse:
-    principal = principal_from_session(request)
-    return render(request, "deployments/list.html", {"rows": selectors.deployment_rows(principal.org)})
+    """The org's deployments, newest first, LIST_PAGE at a time (`?page=`)."""
+    org = principal_from_session(request).org
+    total = selectors.deployments_count(org)
+    pages = max(1, -(-total // LIST_PAGE))
+    page = request.GET.get("page", "1")
+    number = min(int(page), pages) if page.isdigit() and int(page) > 0 else 1
+    rows = selectors.deployment_rows(org, offset=(number - 1) * LIST_PAGE, limit=LIST_PAGE)
+    first = (number - 1) * LIST_PAGE + 1
+    context = {
+        "rows": rows,
+        "total": total,
+        "page": number,
+        "pages": pages,
+        "first": first,
+        "last": first + len(rows) - 1,
+    }
+    return render(request, "deployments/list.html", context)
 
 
 def _detail(
@@ -46,8 +64,9 @@ def _detail(
     end = deployment.stopped_at or now
     day_ago = now - timedelta(hours=24)
     row = selectors.deployment_row(deployment, now=now)
-    stats = metrics.deployment_window(deployment, since=day_ago, until=now)
-    series = metrics.deployment_series(deployment, since=day_ago, until=now)
+    minutes = metrics.minutes_between(deployment, day_ago, now)  # read once for the figures and the charts
+    stats = metrics.deployment_window(deployment, since=day_ago, until=now, minutes=minutes)
+    series = metrics.deployment_series(deployment, since=day_ago, until=now, minutes=minutes)
     context = {
         **selectors.deployment_timeline(deployment),
         "row": row,

@@ -19,4 +19,7 @@ class Command(BaseCommand):
             self.stderr.write(violation)
         if violations:
             raise CommandError(f"{len(violations)} ledger violation(s)")
-        self.stdout.write("Ledger OK: transactions balance, cached balances match entries, holds match held credit.")
+        self.stdout.write(
+            "Ledger OK: transactions balance, cached balances match entries, holds match held credit, "
+            "daily usage matches entries."
+        )

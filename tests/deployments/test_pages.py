@@ -128,3 +128,19 @@ def test_viewers_cannot_stop_and_are_told_why(alice: Persona, bob: Persona, cata
     assert "needs member or higher" in response.content.decode()
     deployment.refresh_from_db()
     assert deployment.status == "active"
+
+
+def test_the_list_pages_by_fifty_newest_first(alice: Persona, catalog: None) -> None:
+    for n in range(53):
+        Deployment.objects.create(org=alice.org, name=f"dep-{n:02d}", status="stopped",
+                                  model_id="smollm2-135m-instruct", gpu_type_id="cpu", region_id="local",
+                                  hourly_price_micros=1)  # fmt: skip
+    client = signed_in(alice)
+    first = client.get("/deployments/").content.decode()
+    assert "dep-52" in first and "dep-03" in first and "dep-02" not in first  # the newest fifty
+    assert "1\N{EN DASH}50 of 53" in first and 'href="?page=2" rel="next"' in first
+    second = client.get("/deployments/?page=2").content.decode()
+    assert "dep-02" in second and "dep-00" in second and "dep-03" not in second and "51\N{EN DASH}53 of 53" in second
+    assert 'href="?page=1" rel="prev"' in second
+    for bad in ("0", "x", "99"):  # out of range or not a number: the nearest real page
+        assert client.get(f"/deployments/?page={bad}").status_code == 200

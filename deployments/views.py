@@ -64,9 +64,9 @@ def _detail(
     end = deployment.stopped_at or now
     day_ago = now - timedelta(hours=24)
     row = selectors.deployment_row(deployment, now=now)
-    minutes = metrics.minutes_between(deployment, day_ago, now)  # read once for the figures and the charts
-    stats = metrics.deployment_window(deployment, since=day_ago, until=now, minutes=minutes)
-    series = metrics.deployment_series(deployment, since=day_ago, until=now, minutes=minutes)
+    hours = metrics.hours_between(deployment, day_ago, now)  # read once for the figures and the charts
+    stats = metrics.deployment_window(deployment, since=day_ago, until=now, hours=hours)
+    series = metrics.deployment_series(deployment, since=day_ago, until=now, hours=hours)
     context = {
         **selectors.deployment_timeline(deployment),
         "row": row,

@@ -118,3 +118,35 @@ def test_logs_without_javascript_are_plain_text_and_plotly_is_served(
     settings.DEBUG = True  # the embedded server serves static files from the finders
     bundle = Client().get("/static/vendor/plotly.min.js")
     assert bundle.status_code == 200 and b"plotly" in b"".join(bundle.streaming_content)[:2000].lower()  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("vendor_sums", [True, False], ids=["database-sums", "python-sums"])
+def test_hourly_metrics_merge_minutes_and_histograms(
+    alice: Persona, catalog: None, vendor_sums: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from django.db import connection
+
+    from deployments import metrics
+    from deployments.gateway.metering import bucket_upper_ms
+
+    if not vendor_sums:
+        monkeypatch.setattr(connection, "vendor", "sqlite")  # the portable path, on this database
+    deployment = running(alice)
+    hour = timezone.now().replace(minute=0, second=0, microsecond=0) - timedelta(hours=3)
+    for minute, requests, hist in ((hour, 4, {"10": 3, "20": 1}), (hour + timedelta(minutes=59), 6, {"20": 6}),
+                                   (hour + timedelta(hours=1), 2, {"30": 2})):  # fmt: skip
+        RequestMinute.objects.create(deployment=deployment, minute=minute, requests=requests,
+                                     latency_ms_sum=100 * requests, latency_hist=hist, ttft_hist={"5": 1})  # fmt: skip
+    hours = metrics.hours_between(deployment, hour - timedelta(minutes=5), timezone.now())
+    first, second = int(hour.timestamp()), int((hour + timedelta(hours=1)).timestamp())
+    assert hours[first]["requests"] == 10 and hours[first]["lat:10"] == 3 and hours[first]["lat:20"] == 7
+    assert hours[second]["lat:30"] == 2 and hours[first]["ttft:5"] == 2 and set(hours) == {first, second}
+    series = metrics.deployment_series(deployment, since=hour - timedelta(minutes=5), until=timezone.now(),
+                                       hours=hours)  # fmt: skip
+    busy = [p for p in series if p.requests]
+    assert [(p.start.timestamp(), p.requests, p.latency_ms_p95) for p in busy] == [
+        (first, 10, round(bucket_upper_ms(20), 2)), (second, 2, round(bucket_upper_ms(30), 2))
+    ]  # fmt: skip
+    window = metrics.deployment_window(deployment, since=hour - timedelta(minutes=5), hours=hours)
+    assert (window.requests, window.latency_ms_avg) == (12, 100.0)
+    assert window.latency_ms_p50 == round(bucket_upper_ms(20), 2)

@@ -130,11 +130,11 @@ def test_bad_env_value_stops_start_up(tmp_path: Path) -> None:
     assert "DEBUG='perhaps' is not a boolean" in result.stderr
 
 
-def test_dashboard_counts_running_deployments_and_keys(client: Client, alice: Persona) -> None:
-    Deployment.objects.create(org=alice.org, name="a", status=DeploymentStatus.ACTIVE)
-    Deployment.objects.create(org=alice.org, name="b", status=DeploymentStatus.STOPPED)
+def test_dashboard_counts_running_deployments(client: Client, alice: Persona) -> None:
+    running = Deployment.objects.create(org=alice.org, name="a", status=DeploymentStatus.ACTIVE)
+    stopped = Deployment.objects.create(org=alice.org, name="b", status=DeploymentStatus.STOPPED)
     client.force_login(alice.user)
     client.post("/organization/switch", {"org_id": alice.org.pk})
     page = client.get("/dashboard/").content.decode()
-    assert 'Running deployments</span><span class="stat-value">1<' in page
-    assert 'Active API keys</span><span class="stat-value">1<' in page
+    assert 'Active deployments</span><span class="stat-value">1<' in page
+    assert f'id="status-{running.pk}"' in page and f'id="status-{stopped.pk}"' not in page

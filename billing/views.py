@@ -31,15 +31,22 @@ def _statement(request: HttpRequest, before: int | None) -> dict[str, object]:
 @login_required
 @require_GET
 def billing(request: HttpRequest) -> HttpResponse:
-    principal = principal_from_session(request)
-    org, today = principal.org, timezone.now().date()
-    profile = selectors.profile_of(org)
-    report = selectors.usage_report(org, start=today.replace(day=1), end=today)
     checkout = request.GET.get("checkout")
     if checkout == "success":
         messages.info(request, "Payment received by Stripe: your balance updates as soon as Stripe confirms it.")
     elif checkout == "cancelled":
         messages.info(request, "Checkout cancelled; nothing was charged.")
+    return _billing_page(request)
+
+
+def _billing_page(
+    request: HttpRequest, status: int = 200, *, errors: dict[str, str] | None = None, posted: object = None
+) -> HttpResponse:
+    """The page; after a refused form, with the refusal next to that form and what was typed."""
+    principal = principal_from_session(request)
+    org, today = principal.org, timezone.now().date()
+    profile = selectors.profile_of(org)
+    report = selectors.usage_report(org, start=today.replace(day=1), end=today)
     context = {
         "balance": selectors.balance_of(org),
         "profile": profile,
@@ -55,8 +62,10 @@ def billing(request: HttpRequest) -> HttpResponse:
         "payments_configured": stripe_gateway.is_configured(),
         "can_manage": role_at_least(principal.role, CAN_MANAGE_BILLING),
         **_statement(request, None),
+        "errors": errors or {},
+        "posted": posted or {},
     }
-    return render(request, "billing/billing.html", context)
+    return render(request, "billing/billing.html", context, status=status)
 
 
 @login_required
@@ -68,12 +77,14 @@ def billing_transactions(request: HttpRequest) -> HttpResponse:
     return render(request, "billing/billing.html#statement_rows", context)
 
 
-def _attempt(request: HttpRequest, action: Callable[[], HttpResponse | None], success: str = "") -> HttpResponse:
+def _attempt(
+    request: HttpRequest, action: Callable[[], HttpResponse | None], form: str, success: str = ""
+) -> HttpResponse:
+    """Run a form's action; a refusal comes back inline, next to `form`, with what was typed."""
     try:
         response = action()
     except ApiError as exc:
-        messages.error(request, exc.message)
-        return redirect("billing")
+        return _billing_page(request, exc.status, errors={form: exc.message}, posted=request.POST)
     if response is not None:
         return response
     if success:
@@ -94,7 +105,7 @@ def billing_add_funds(request: HttpRequest) -> HttpResponse:
         checkout = services.add_funds_checkout(principal=principal, amount_micros=amount, **_return_urls(request))
         return redirect(checkout.url)
 
-    return _attempt(request, start)
+    return _attempt(request, start, "topup")
 
 
 @login_required
@@ -104,7 +115,7 @@ def billing_save_card(request: HttpRequest) -> HttpResponse:
         principal = principal_from_session(request)
         return redirect(services.save_card_checkout(principal=principal, **_return_urls(request)).url)
 
-    return _attempt(request, start)
+    return _attempt(request, start, "card")
 
 
 @login_required
@@ -118,7 +129,7 @@ def billing_auto_refill(request: HttpRequest) -> HttpResponse:
             amount_micros=services.usd_to_micros(request.POST.get("amount_usd", ""), param="amount_usd"),
         )
 
-    return _attempt(request, save, "Auto-refill settings saved.")
+    return _attempt(request, save, "refill", "Auto-refill settings saved.")
 
 
 @login_required
@@ -129,4 +140,4 @@ def billing_spend_limit(request: HttpRequest) -> HttpResponse:
         limit = services.usd_to_micros(raw, param="daily_limit_usd") if raw else None
         services.spend_limit_set(principal=principal_from_session(request), daily_limit_micros=limit)
 
-    return _attempt(request, save, "Daily spend limit saved.")
+    return _attempt(request, save, "limit", "Daily spend limit saved.")

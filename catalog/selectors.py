@@ -57,6 +57,12 @@ def presets_list() -> QuerySet[Preset]:
     return Preset.objects.select_related("gpu_type")
 
 
+def presets_for(options: list[DeployOption]) -> list[Preset]:
+    """The presets whose GPU class is among a model's deploy options (a preset runs on its own GPU)."""
+    gpus = {o.gpu.slug for o in options}
+    return [p for p in presets_list().select_related("gpu_type") if p.gpu_type_id in gpus]
+
+
 @dataclass(frozen=True)
 class DeployOption:
     """Where a model can run: a GPU type that fits it, in a region with an offer, at the

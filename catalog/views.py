@@ -49,6 +49,8 @@ def _model_page(request: HttpRequest, model: CatalogModel, status: int = 200, **
         "chosen": chosen,
         "name": form.get("name") or model.slug,
         "replicas": form.get("replicas", 1),
+        "presets": selectors.presets_for(options),
+        "preset": form.get("preset", ""),
         "max_replicas": settings.GPUCLOUD_MAX_REPLICAS,
         "errors": form.get("errors", {}),
         "can_write": role_at_least(principal_from_session(request).role, CAN_WRITE),
@@ -70,8 +72,9 @@ def model_deploy(request: HttpRequest, slug: str) -> HttpResponse:
     model = _model_or_404(slug)
     name = request.POST.get("name", "").strip()[:100]
     placement = request.POST.get("placement", "")
+    preset = request.POST.get("preset", "")
     gpu_type, _, region = placement.partition("@")
-    form: dict[str, object] = {"name": name, "placement": placement}
+    form: dict[str, object] = {"name": name, "placement": placement, "preset": preset}
     try:
         replicas = int(request.POST.get("replicas", "1"))
     except ValueError:
@@ -82,10 +85,10 @@ def model_deploy(request: HttpRequest, slug: str) -> HttpResponse:
     try:
         deployment = deployment_create(
             principal=principal_from_session(request), name=name, model_id=model.slug, gpu_type=gpu_type,
-            region=region, replicas=replicas,
+            region=region, replicas=replicas, preset=preset or None,
         )  # fmt: skip
     except ApiError as exc:
-        field = exc.param if exc.param in ("replicas", "gpu_type", "region") else "form"
+        field = exc.param if exc.param in ("replicas", "gpu_type", "region", "preset") else "form"
         field = "placement" if field in ("gpu_type", "region") else field
         return _model_page(request, model, exc.status, **form, errors={field: _with_advice(exc)})
     messages.success(request, f"Deploying {model.name}: it shows as active here when its first replica is ready.")

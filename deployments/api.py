@@ -33,6 +33,7 @@ def _deployment_out(request: HttpRequest, deployment: Deployment) -> dict[str, o
         "model_id": deployment.model_id,
         "gpu_type": deployment.gpu_type_id,
         "region": deployment.region_id,
+        "preset": deployment.preset_id,
         "replicas": deployment.desired_replicas,
         "endpoint_url": request.build_absolute_uri(f"/api/v1/deployments/{deployment.pk}/chat/completions"),
         "hourly_cost_usd": deployment.hourly_price_micros * max(live, 0) / MICROS_PER_USD,
@@ -64,6 +65,7 @@ def deployments_create(request: HttpRequest, payload: schemas.DeploymentCreateIn
         gpu_type=payload.gpu_type,
         region=payload.region,
         replicas=payload.replicas,
+        preset=payload.preset,
     )
     return Status(201, _deployment_out(request, deployment))
 

@@ -106,6 +106,7 @@ class DeploymentLogsConsumer(AsyncJsonWebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         if self.task:
             self.task.cancel()
+            await asyncio.wait({self.task}, timeout=5)  # a provider read in flight finishes first
 
     async def _follow(self, deployment: Any) -> None:
         seen: dict[str, list[str]] = {}

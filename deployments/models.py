@@ -42,6 +42,10 @@ class Deployment(models.Model):
     model = models.ForeignKey("catalog.CatalogModel", null=True, on_delete=models.PROTECT, related_name="+")
     gpu_type = models.ForeignKey("catalog.GpuType", null=True, on_delete=models.PROTECT, related_name="+")
     region = models.ForeignKey("catalog.Region", null=True, on_delete=models.PROTECT, related_name="+")
+    preset = models.ForeignKey(
+        "catalog.Preset", null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+        help_text="GPU class and engine configuration chosen together (reference/000 presets)",
+    )  # fmt: skip
     desired_replicas = models.PositiveSmallIntegerField(default=1)
     hourly_price_micros = models.BigIntegerField(default=0, help_text="Per replica, from the chosen offer")
     concurrency_limit = models.PositiveIntegerField(

@@ -49,7 +49,8 @@ def _spec(instance: Instance) -> InstanceSpec:
         api_key=instance.api_key,
         gpu_type=deployment.gpu_type_id,
         region=deployment.region_id,
-        engine_args=model.engine_args,
+        # A preset's engine configuration (dtype, batch size, quantization) overrides the model's.
+        engine_args={**model.engine_args, **(deployment.preset.engine_config if deployment.preset else {})},
     )
 
 

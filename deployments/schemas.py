@@ -12,6 +12,7 @@ class DeploymentCreateIn(Schema):
     gpu_type: str
     region: str
     replicas: int = 1
+    preset: str | None = Field(None, description="speed, latency, cost or balanced: the GPU must be the preset's")
 
 
 class InstanceOut(Schema):
@@ -32,6 +33,7 @@ class DeploymentOut(Schema):
     model_id: str | None
     gpu_type: str | None
     region: str | None
+    preset: str | None
     replicas: int
     endpoint_url: str = Field(description="POST OpenAI chat completions here (with your API key)")
     hourly_cost_usd: float = Field(description="All replicas, per hour")

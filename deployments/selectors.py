@@ -20,7 +20,9 @@ ENDED_STATUSES = (DeploymentStatus.STOPPED, DeploymentStatus.FAILED)
 def deployment_get_for_org(org: Organization, deployment_id: str) -> Deployment:
     """The org's deployment, or 404: another tenant's deployment does not exist for this caller."""
     deployment = (
-        Deployment.objects.filter(org=org, pk=deployment_id).select_related("model", "gpu_type", "region").first()
+        Deployment.objects.filter(org=org, pk=deployment_id)
+        .select_related("model", "gpu_type", "region", "preset")
+        .first()
     )
     if deployment is None:
         raise NotFound(f"No deployment {deployment_id!r}.", param="deployment_id")

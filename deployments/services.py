@@ -16,7 +16,7 @@ from billing.metering import cost_micros
 from billing.models import Service
 from billing.policy import launch_check
 from catalog import fleet
-from catalog.models import CatalogModel, GpuType, Region
+from catalog.models import CatalogModel, GpuType, Preset, Region
 from deployments.lifecycle import deployment_transition, instance_transition
 from deployments.models import FINAL_STATES, Deployment, DeploymentKind, DeploymentStatus, Instance, InstanceState
 from deployments.provisioning import first_minute_hold_key
@@ -31,10 +31,18 @@ class NoCapacity(ApiError):
 
 
 def deployment_create(
-    *, principal: Principal, name: str, model_id: str, gpu_type: str, region: str, replicas: int = 1
+    *,
+    principal: Principal,
+    name: str,
+    model_id: str,
+    gpu_type: str,
+    region: str,
+    replicas: int = 1,
+    preset: str | None = None,
 ) -> Deployment:
     """Validate, check credit, hold the first minute per replica, and provision after commit.
-    Every refusal raises before anything is written or launched."""
+    Every refusal raises before anything is written or launched. A preset brings its engine
+    configuration and must run on its own GPU class."""
     principal.require(CAN_WRITE, "creating deployments")
     model = CatalogModel.objects.filter(slug=model_id).first()
     if model is None:
@@ -42,6 +50,7 @@ def deployment_create(
     gpu = GpuType.objects.filter(slug=gpu_type).first()
     if gpu is None:
         raise InvalidRequest(f"Unknown GPU type {gpu_type!r}; see GET /api/v1/gpu-types.", param="gpu_type")
+    chosen_preset = _preset_for(preset, gpu) if preset else None
     if gpu.vram_gb < model.min_vram_gb:
         raise InvalidRequest(
             f"{model.name} needs {model.min_vram_gb} GB of VRAM; {gpu.name} has {gpu.vram_gb} GB. "
@@ -68,6 +77,7 @@ def deployment_create(
             model=model,
             gpu_type=gpu,
             region_id=region,
+            preset=chosen_preset,
             desired_replicas=replicas,
             hourly_price_micros=price,
             created_by=principal.user,
@@ -76,6 +86,18 @@ def deployment_create(
         for _ in range(replicas):
             _instance_add(deployment, price)
     return deployment
+
+
+def _preset_for(slug: str, gpu: GpuType) -> Preset:
+    found = Preset.objects.select_related("gpu_type").filter(slug=slug).first()
+    if found is None:
+        names = ", ".join(Preset.objects.values_list("slug", flat=True))
+        raise InvalidRequest(f"Unknown preset {slug!r}; use one of {names}, or none.", param="preset")
+    if found.gpu_type_id != gpu.slug:
+        raise InvalidRequest(
+            f"The {found.name} preset runs on {found.gpu_type.name}; choose that GPU or no preset.", param="preset"
+        )
+    return found
 
 
 def _instance_add(deployment: Deployment, price_per_hour_micros: int) -> Instance:

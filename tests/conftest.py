@@ -32,6 +32,17 @@ def _test_settings(settings: Any) -> None:
 
 
 @pytest.fixture(autouse=True)
+def _fresh_channel_layer() -> Any:
+    """Each test gets its own channel layer instance: a Redis layer keeps receive state for the event
+    loop that used it (one loop per web process in production; one per asyncio.run in tests)."""
+    from channels.layers import channel_layers
+
+    channel_layers.backends.clear()
+    yield
+    channel_layers.backends.clear()
+
+
+@pytest.fixture(autouse=True)
 def _clear_cache() -> Any:
     """allauth's rate limits count in the cache; every test starts from zero."""
     cache.clear()

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from billing.holds import hold_open
 from billing.metering import usage_charge, usage_meter_start
-from billing.models import Service
+from billing.models import BillingProfile, Service
 from billing.selectors import balance_of
 from tests.billing.conftest import fund, ledger_snapshot
 from tests.conftest import Persona
@@ -172,6 +172,21 @@ def test_page_add_funds_bad_amount_shows_error(client: Client, alice: Persona, s
     settings.STRIPE_SECRET_KEY = "sk_test_unused"
     client.force_login(alice.user)
     before = ledger_snapshot()
-    response = client.post("/billing/add-funds", {"amount_usd": "-5"}, follow=True)
-    assert "Top-ups are between $5.00 and $10000.00." in response.content.decode()
+    response = client.post("/billing/add-funds", {"amount_usd": "-5"})
+    html = response.content.decode()
+    assert response.status_code == 400  # shown inline, next to the form, with what was typed
+    assert 'id="topup-error" role="alert">Top-ups are between $5.00 and $10000.00.<' in html
+    assert 'value="-5" aria-invalid="true"' in html
     assert ledger_snapshot() == before
+
+
+def test_page_spend_limit_refusal_is_inline_and_changes_nothing(client: Client, alice: Persona) -> None:
+    client.force_login(alice.user)
+    client.post("/organization/switch", {"org_id": alice.org.pk})
+    response = client.post("/billing/spend-limit", {"daily_limit_usd": "lots"})
+    assert response.status_code == 400 and 'id="limit-error" role="alert">' in response.content.decode()
+    assert 'value="lots" placeholder="none" aria-invalid="true"' in response.content.decode()
+    assert BillingProfile.objects.get(org=alice.org).daily_spend_limit_micros is None
+    saved = client.post("/billing/spend-limit", {"daily_limit_usd": "20"}, follow=True)
+    assert "Daily spend limit saved." in saved.content.decode()
+    assert BillingProfile.objects.get(org=alice.org).daily_spend_limit_micros == 20 * USD

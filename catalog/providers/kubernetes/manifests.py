@@ -122,6 +122,12 @@ def _vllm(spec: InstanceSpec, params: dict[str, Any], options: DriverOptions, gp
         args += ["--dtype", str(params["dtype"])]
     if params.get("max_model_len"):
         args += ["--max-model-len", str(params["max_model_len"])]
+    if params.get("max_num_seqs"):  # a preset's batch size
+        args += ["--max-num-seqs", str(params["max_num_seqs"])]
+    if params.get("quantization"):
+        # The cost preset asks for 8-bit weights; vLLM's on-load 8-bit quantization is FP8 (it has
+        # no dynamic int8 for dense models), so "int8" becomes --quantization fp8.
+        args += ["--quantization", "fp8" if params["quantization"] == "int8" else str(params["quantization"])]
     if gpus > 1:
         args += ["--tensor-parallel-size", str(gpus)]
     return EngineRun(options.vllm_image, None, args, SERVICE_PORT, _http_probe(SERVICE_PORT))

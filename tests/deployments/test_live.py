@@ -1,7 +1,6 @@
 """Live updates over /ws/org/: a status change, once committed, reaches the open pages of the
 deployment's organization (the badge rendered by the pages' own partial) and no one else's;
-a socket without a signed-in session is refused. With REDIS_URL set (CI) the push crosses the
-Redis channel layer, as it does from a Celery worker to a web process."""
+a socket without a signed-in session is refused; a deployment's logs stream to its org only."""
 
 from __future__ import annotations
 
@@ -24,6 +23,13 @@ from tests.conftest import Persona
 from tests.deployments.test_pages import running, signed_in
 
 pytestmark = pytest.mark.django_db(transaction=True)  # pushes happen on commit
+
+
+@pytest.fixture(autouse=True)
+def _in_memory_layer(settings: Any) -> None:
+    """These tests are about the consumers and the pushes; the in-memory layer carries them within
+    this process. Crossing processes through Redis is tests/deployments/test_live_cross_process.py."""
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
 
 class Socket(ApplicationCommunicator):
@@ -49,7 +55,9 @@ class Socket(ApplicationCommunicator):
 
     async def close(self) -> None:
         await self.send_input({"type": "websocket.disconnect", "code": 1000})
-        await self.wait(2)
+        # A consumer on the Redis layer leaves once its pending read returns (up to channels_redis's
+        # 5 s BRPOP); waiting less would cancel it mid-read instead.
+        await self.wait(10)
 
 
 def stop(deployment_id: str) -> None:

@@ -18,7 +18,7 @@ import pytest
 from tests.embedded import PASSWORD, ROOT, Embedded, embedded_server, engines, mail_matching, manage, wait_for
 
 CHROMIUM = Path("/usr/bin/chromium")
-# Debian's Chromium with the flags DEVELOPERS.md gives (never `playwright install`: nothing is downloaded).
+# Debian's Chromium with the flags DEVELOPERS.md gives (the system browser: nothing is downloaded).
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run"]  # fmt: skip
 SHOTS = ROOT / "test-artifacts" / "screenshots"

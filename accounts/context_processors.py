@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.http import HttpRequest
+from django.utils.functional import SimpleLazyObject
 
 from accounts.auth import principal_from_session
 from accounts.selectors import memberships_for_user
@@ -18,5 +19,6 @@ def current_org(request: HttpRequest) -> dict[str, Any]:
         "principal": principal,
         "current_org": principal.org,
         "user_memberships": memberships_for_user(request.user),
-        "header_balance": balance_ticker(principal.org),  # the header's ticking balance, on every page
+        # The header's ticking balance: read only when a full page renders it, not for htmx partials.
+        "header_balance": SimpleLazyObject(lambda: balance_ticker(principal.org)),
     }

@@ -1,5 +1,5 @@
 """The daily usage rollup (UsageDay) recomputed from the ledger's entries: what `ledger_check`
-compares it with, and how it is rebuilt (the migration that introduced it, bulk-loaded data)."""
+compares it with, and how it is rebuilt (`ledger_check --rebuild-usage-days`, bulk-loaded data)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from django.db.models import BigIntegerField, Sum
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast, TruncDate
 
-from billing.models import AccountKind, LedgerEntry, TransactionKind, UsageDay
+from billing.ledger import system_account
+from billing.models import AccountKind, LedgerAccount, LedgerEntry, TransactionKind, UsageDay
 
 DayKey = tuple[str, date, str]  # org id, UTC day, service
 
@@ -45,9 +46,12 @@ def usage_days_stored() -> dict[DayKey, tuple[int, int]]:
 
 
 def usage_days_rebuild() -> int:
-    """Replace every UsageDay row with what the entries say; returns how many rows there are."""
-    computed = usage_days_from_entries()
+    """Replace every UsageDay row with what the entries say; returns how many rows there are.
+    Every usage posting locks the revenue account, so holding it keeps postings out meanwhile."""
     with transaction.atomic():
+        revenue = system_account(AccountKind.REVENUE)
+        LedgerAccount.objects.select_for_update().filter(pk=revenue.pk).first()
+        computed = usage_days_from_entries()
         UsageDay.objects.all().delete()
         UsageDay.objects.bulk_create(
             UsageDay(org_id=org_id, day=day, service=service, spend_micros=spent, gpu_seconds=seconds)

@@ -12,7 +12,7 @@ from accounts.auth import INFERENCE_AUTH, api_principal
 from accounts.roles import CAN_READ
 from catalog import fleet
 from catalog.models import CatalogModel, GpuType
-from deployments import metrics, proxy, schemas, selectors, services
+from deployments import metrics, proxy, scaling, schemas, selectors, services
 from deployments.logs import log_tails
 from deployments.models import Deployment, InstanceState
 from gpucloud.errors import InvalidRequest, PermissionDenied
@@ -142,6 +142,34 @@ def deployments_metrics(request: HttpRequest, deployment_id: str, window: str = 
         "gpu_cost_usd": stats.gpu_cost_micros / MICROS_PER_USD,
         "cost_per_1m_tokens_usd": None if per_million is None else per_million / MICROS_PER_USD,
     }
+
+
+def _scaling_out(deployment: Deployment) -> dict[str, object]:
+    return {
+        "min_replicas": deployment.min_replicas,
+        "max_replicas": deployment.max_replicas,
+        "scale_to_zero": deployment.scale_to_zero,
+        "idle_timeout_seconds": deployment.idle_timeout_seconds,
+        "target": {"metric": deployment.scaling_metric, "value": deployment.scaling_target},
+        "replicas": deployment.desired_replicas,
+    }
+
+
+@router.get("/deployments/{deployment_id}/scaling", response=schemas.ScalingOut, summary="Autoscaling settings")
+def deployments_scaling_get(request: HttpRequest, deployment_id: str) -> dict[str, object]:
+    return _scaling_out(selectors.deployment_get_for_org(api_principal(request).org, deployment_id))
+
+
+@router.patch("/deployments/{deployment_id}/scaling", response=schemas.ScalingOut, summary="Change autoscaling")
+def deployments_scaling_set(request: HttpRequest, deployment_id: str, payload: schemas.ScalingIn) -> dict[str, object]:
+    principal = api_principal(request)
+    deployment = selectors.deployment_get_for_org(principal.org, deployment_id)
+    target = payload.target or schemas.ScalingTargetIn()
+    change = scaling.ScalingChange(
+        min_replicas=payload.min_replicas, max_replicas=payload.max_replicas, scale_to_zero=payload.scale_to_zero,
+        idle_timeout_seconds=payload.idle_timeout_seconds, metric=target.metric, target=target.value,
+    )  # fmt: skip
+    return _scaling_out(scaling.deployment_scaling_set(principal=principal, deployment=deployment, change=change))
 
 
 @router.get("/gpu-model-configs", response=list[schemas.GpuModelConfigOut], summary="Valid GPU x model pairs")

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.db import connections
 
 from deployments.logs import log_tails, new_lines
 from gpucloud.live import org_group
@@ -19,6 +21,19 @@ logger = logging.getLogger(__name__)
 UNAUTHENTICATED = 4401
 NOT_FOUND = 4404
 LOG_TAIL = 200
+
+
+def _off_thread(function: Callable[..., Any]) -> Callable[..., Any]:
+    """Run `function` in a pool thread rather than asgiref's one shared sync thread (the gateway's
+    lookups wait on that one), closing the thread's database connections afterwards."""
+
+    def run(*args: Any) -> Any:
+        try:
+            return function(*args)
+        finally:
+            connections.close_all()
+
+    return database_sync_to_async(run, thread_sensitive=False)
 
 
 def _snapshot(org_id: str, focus: str | None) -> list[dict[str, Any]]:
@@ -57,7 +72,7 @@ class OrgEventsConsumer(AsyncJsonWebsocketConsumer):
         await self.accept()
         # Joined first, then the snapshot: a change between the page's render and now is not lost.
         focus = parse_qs(self.scope.get("query_string", b"").decode()).get("focus", [None])[0]
-        for message in await database_sync_to_async(_snapshot)(org_id, focus):
+        for message in await _off_thread(_snapshot)(org_id, focus):
             await self.send_json(message)
 
     async def disconnect(self, code: int) -> None:
@@ -110,16 +125,27 @@ class DeploymentLogsConsumer(AsyncJsonWebsocketConsumer):
 
     async def _follow(self, deployment: Any) -> None:
         seen: dict[str, list[str]] = {}
-        read = database_sync_to_async(lambda: log_tails(deployment, tail=LOG_TAIL))
+        read = _off_thread(self._read)  # provider calls are slow
         while True:
             try:
-                tails = await read()
+                tails = await read(deployment)
             except Exception:  # a provider hiccup must not end the stream; the next poll retries
                 logger.warning("log poll for %s failed", deployment.pk, exc_info=True)
                 tails = {}
+            if tails is None:  # no longer a member of the deployment's org
+                await self.close(code=UNAUTHENTICATED)
+                return
             for instance_id, lines in tails.items():
                 fresh = new_lines(seen.get(instance_id, []), lines)
                 seen[instance_id] = lines
                 if fresh:
                     await self.send_json({"type": "logs", "instance_id": instance_id, "lines": fresh})
             await asyncio.sleep(self.poll_seconds)
+
+    def _read(self, deployment: Any) -> dict[str, list[str]] | None:
+        """The live replicas' tails, while the user still belongs to the deployment's org."""
+        from accounts.models import Membership
+
+        if not Membership.objects.filter(user=self.scope["user"], org_id=deployment.org_id).exists():
+            return None
+        return log_tails(deployment, tail=LOG_TAIL, live_only=True)

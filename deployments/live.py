@@ -17,6 +17,9 @@ if TYPE_CHECKING:
     from deployments.selectors import DeploymentRow
 
 
+SNAPSHOT_ROWS = 50  # the newest deployments not ended: as many as a page lists
+
+
 def deployment_changed_on_commit(deployment_id: str) -> None:
     transaction.on_commit(lambda: deployment_push(deployment_id))
 
@@ -41,7 +44,7 @@ def org_snapshot(org: Organization, *, focus: str | None = None) -> list[dict[st
     from deployments.selectors import deployment_rows
 
     balance = balance_snapshot(org)
-    rows = deployment_rows(org, active_only=True)
+    rows = deployment_rows(org, active_only=True, limit=SNAPSHOT_ROWS)
     return [_changed(row, balance, timeline=row.deployment.pk == focus) for row in rows] + [
         {"type": "balance.changed", "balance": balance, "activity_html": activity_html(org)}
     ]

@@ -3,26 +3,32 @@ tail has gained since the last look (what the detail page streams)."""
 
 from __future__ import annotations
 
+import logging
+
 from catalog import fleet
 from catalog.providers.base import ProviderError
-from deployments.models import Deployment
+from deployments.models import FINAL_STATES, Deployment
 from deployments.selectors import instances_of
 
+logger = logging.getLogger(__name__)
 TAIL_MAX = 2000
 
 
-def log_tails(deployment: Deployment, *, tail: int = 200) -> dict[str, list[str]]:
-    """The last `tail` lines of each replica the provider knows, by instance id. A provider that
-    cannot answer right now yields an explanatory line instead of failing the whole read."""
+def log_tails(deployment: Deployment, *, tail: int = 200, live_only: bool = False) -> dict[str, list[str]]:
+    """The last `tail` lines of each replica the provider knows (only those not ended with
+    `live_only`: a follower wants new lines), by instance id. A provider that cannot answer right
+    now yields an explanatory line instead of failing the whole read."""
     tail = max(1, min(tail, TAIL_MAX))
     tails: dict[str, list[str]] = {}
-    for instance in instances_of(deployment):
+    instances = instances_of(deployment)
+    for instance in instances.exclude(state__in=FINAL_STATES) if live_only else instances:
         if not (instance.provider and instance.provider_instance_id):
             continue
         try:
             tails[instance.pk] = fleet.driver(instance.provider).logs(instance.provider_instance_id, tail=tail)
         except ProviderError as exc:
-            tails[instance.pk] = [f"[gpucloud] logs unavailable: {exc}"]
+            tails[instance.pk] = ["[gpucloud] the provider cannot return this replica's logs right now."]
+            logger.warning("logs of %s unavailable: %s", instance.pk, exc)
     return tails
 
 

@@ -161,7 +161,7 @@ def hours_between(deployment: Deployment, since: datetime, until: datetime) -> H
     for row in per_hour.annotate(**{name: Sum(name) for name in (*COUNTERS, *SUMS)}).order_by():
         hours[int(row["hour"].timestamp())] = {name: float(row[name] or 0) for name in (*COUNTERS, *SUMS)}
     for hour, name, count in _histograms_per_hour(stored):
-        fields = hours[hour]
+        fields = hours.setdefault(hour, {})  # a minute rolled up between the two reads lands anyway
         fields[name] = fields.get(name, 0) + count
     for epoch, fields in recent.items():
         _add(hours.setdefault(_hour(epoch), {}), fields)
@@ -172,10 +172,10 @@ def hours_between(deployment: Deployment, since: datetime, until: datetime) -> H
 # spares decoding a JSON object per minute in Python: most of the page's time for a busy day.
 _PG_HISTOGRAMS = """
     SELECT hour, name, SUM(count)::bigint FROM (
-        SELECT date_trunc('hour', m.minute) AS hour, 'lat:' || h.key AS name, h.value::bigint AS count
+        SELECT date_trunc('hour', m.minute, 'UTC') AS hour, 'lat:' || h.key AS name, h.value::bigint AS count
         FROM ({minutes}) m, jsonb_each_text(m.latency_hist) h
         UNION ALL
-        SELECT date_trunc('hour', m.minute), 'ttft:' || h.key, h.value::bigint
+        SELECT date_trunc('hour', m.minute, 'UTC'), 'ttft:' || h.key, h.value::bigint
         FROM ({minutes}) m, jsonb_each_text(m.ttft_hist) h
     ) buckets GROUP BY hour, name
 """

@@ -32,6 +32,11 @@ class DeploymentStatus(models.TextChoices):
     FAILED = "failed"
 
 
+class ScalingMetric(models.TextChoices):
+    CONCURRENCY = "concurrency"  # requests in flight per replica
+    QUEUE_DEPTH = "queue_depth"  # requests waiting per replica
+
+
 class Deployment(models.Model):
     id = models.CharField(primary_key=True, max_length=40, default=new_deployment_id, editable=False)
     org = models.ForeignKey("accounts.Organization", on_delete=models.PROTECT, related_name="deployments")
@@ -51,6 +56,15 @@ class Deployment(models.Model):
     concurrency_limit = models.PositiveIntegerField(
         null=True, blank=True, help_text="Requests in flight at once through the gateway; more get 429"
     )
+    # Autoscaling (deployments/autoscale.py): replicas between min and max, following `target`
+    # requests per replica (in flight, or queued); to zero after `idle_timeout_seconds` without
+    # traffic when `scale_to_zero` and min is 0.
+    min_replicas = models.PositiveSmallIntegerField(default=1)
+    max_replicas = models.PositiveSmallIntegerField(default=1)
+    scale_to_zero = models.BooleanField(default=False)
+    idle_timeout_seconds = models.PositiveIntegerField(default=900)
+    scaling_metric = models.CharField(max_length=12, choices=ScalingMetric.choices, default=ScalingMetric.CONCURRENCY)
+    scaling_target = models.FloatField(default=4.0, help_text="Requests per replica the autoscaler aims for")
     created_by = models.ForeignKey("accounts.User", null=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True, help_text="First time a replica was ready")

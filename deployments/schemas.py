@@ -85,3 +85,30 @@ class MetricsOut(Schema):
     replicas_ready: int
     gpu_cost_usd: float = Field(description="Replica running time in the window at the hourly price")
     cost_per_1m_tokens_usd: float | None = Field(description="GPU cost of the window / tokens served in it")
+
+
+class ScalingTarget(Schema):
+    metric: str = Field(description="concurrency (requests in flight per replica) or queue_depth (waiting)")
+    value: float = Field(description="Requests per replica the autoscaler aims for")
+
+
+class ScalingTargetIn(Schema):
+    metric: str | None = None
+    value: float | None = None
+
+
+class ScalingIn(Schema):
+    min_replicas: int | None = None
+    max_replicas: int | None = None
+    scale_to_zero: bool | None = None
+    idle_timeout_seconds: int | None = None
+    target: ScalingTargetIn | None = None
+
+
+class ScalingOut(Schema):
+    min_replicas: int
+    max_replicas: int
+    scale_to_zero: bool
+    idle_timeout_seconds: int
+    target: ScalingTarget
+    replicas: int = Field(description="Replicas the deployment runs now (desired)")

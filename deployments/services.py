@@ -79,6 +79,8 @@ def deployment_create(
             region_id=region,
             preset=chosen_preset,
             desired_replicas=replicas,
+            min_replicas=replicas,  # fixed at what was asked until the scaling settings change
+            max_replicas=replicas,
             hourly_price_micros=price,
             created_by=principal.user,
         )

@@ -42,8 +42,10 @@ def deployments_list(request: HttpRequest) -> HttpResponse:
     org = principal_from_session(request).org
     total = selectors.deployments_count(org)
     pages = max(1, -(-total // LIST_PAGE))
-    page = request.GET.get("page", "1")
-    number = min(int(page), pages) if page.isdigit() and int(page) > 0 else 1
+    try:
+        number = min(max(int(request.GET.get("page", "1")), 1), pages)
+    except ValueError:  # not a number: the first page
+        number = 1
     rows = selectors.deployment_rows(org, offset=(number - 1) * LIST_PAGE, limit=LIST_PAGE)
     first = (number - 1) * LIST_PAGE + 1
     context = {

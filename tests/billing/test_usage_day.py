@@ -75,5 +75,7 @@ def test_ledger_check_finds_a_rollup_that_disagrees_and_a_rebuild_restores_it(al
     with pytest.raises(CommandError, match="1 ledger violation"):
         call_command("ledger_check", stdout=io.StringIO(), stderr=err)
     assert "the rollup says (1, 7200), the entries (2000000, 7200)" in err.getvalue()
+    out = io.StringIO()
+    call_command("ledger_check", "--rebuild-usage-days", stdout=out)
+    assert "Daily usage rebuilt: 1 org-day-service rows." in out.getvalue() and "Ledger OK" in out.getvalue()
     assert usage_days_rebuild() == 1
-    call_command("ledger_check", stdout=io.StringIO())

@@ -14,6 +14,7 @@ from asgiref.sync import sync_to_async
 from asgiref.testing import ApplicationCommunicator
 from django.db import connections
 
+from accounts.models import Membership
 from billing.services import credit_grant
 from deployments.consumers import DeploymentLogsConsumer
 from deployments.lifecycle import deployment_transition
@@ -134,6 +135,9 @@ async def follow_logs(alice: str, charlie: str, deployment_id: str, log: Path) -
     with log.open("a") as handle:
         handle.write("request served\n")
     received.append(await socket.receive_json())  # only what was added
+    await sync_to_async(Membership.objects.filter(org__deployments=deployment_id).delete)()  # she leaves the org
+    closed = await socket.receive_output(5)
+    received.append({"closed": closed["type"] == "websocket.close", "code": closed.get("code")})
     await socket.close()
     refusals = []
     for session in (charlie, None):
@@ -157,7 +161,8 @@ def test_logs_stream_their_tail_then_each_new_line_to_the_org_only(
     log.write_text("loading model\nserver listening\n")
     instance_id = deployment.instances.get().pk
     seen = asyncio.run(follow_logs(session_of(alice), session_of(charlie), deployment.pk, log))
-    first, second = seen["received"]
+    first, second, after_leaving = seen["received"]
+    assert after_leaving == {"closed": True, "code": 4401}  # the stream ends when membership does
     assert first == {"type": "logs", "instance_id": instance_id, "lines": ["loading model", "server listening"]}
     assert second == {"type": "logs", "instance_id": instance_id, "lines": ["request served"]}
     assert seen["refusals"] == [(False, 4404), (False, 4401)]  # another org's page, no session

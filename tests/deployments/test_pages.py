@@ -142,5 +142,5 @@ def test_the_list_pages_by_fifty_newest_first(alice: Persona, catalog: None) -> 
     second = client.get("/deployments/?page=2").content.decode()
     assert "dep-02" in second and "dep-00" in second and "dep-03" not in second and "51\N{EN DASH}53 of 53" in second
     assert 'href="?page=1" rel="prev"' in second
-    for bad in ("0", "x", "99"):  # out of range or not a number: the nearest real page
+    for bad in ("0", "x", "99", "\N{SUPERSCRIPT TWO}"):  # out of range or not a number: the nearest real page
         assert client.get(f"/deployments/?page={bad}").status_code == 200

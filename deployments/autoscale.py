@@ -22,6 +22,7 @@ class Policy:
     scale_to_zero: bool
     idle_timeout_seconds: int
     target: float  # requests per replica (in flight, or queued, per the deployment's metric)
+    follow_load: bool = True  # False when the metric is not measured: bounds and idle only
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,8 @@ def decide(policy: Policy, streaks: Streaks, *, replicas: int, load: float, idle
     idle_for = idle_seconds if idle_seconds is not None else float("inf")
     if policy.scale_to_zero and policy.min_replicas == 0 and load == 0 and idle_for >= policy.idle_timeout_seconds:
         return Decision(0, Streaks(), f"Scaled to zero after {policy.idle_timeout_seconds} s without requests.")
+    if not policy.follow_load:
+        return Decision(replicas, Streaks(), "")
     per_replica = load / replicas
     if per_replica > policy.target:
         streaks = Streaks(above=streaks.above + 1)

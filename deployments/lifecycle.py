@@ -60,8 +60,13 @@ def deployment_refresh_status(deployment: Deployment) -> None:
         return
     ready = states.count(InstanceState.READY)
     coming = sum(state in (*LIVE_STATES, *PRE_LAUNCH_STATES) for state in states)
+    starting = sum(state in (*PRE_LAUNCH_STATES, InstanceState.LOADING) for state in states)
     if ready >= deployment.desired_replicas:
         deployment_transition(deployment, DeploymentStatus.ACTIVE)
+    elif (
+        deployment.status == DeploymentStatus.SCALING and ready > 0 and ready + starting >= deployment.desired_replicas
+    ):
+        return  # the autoscaler's new replicas are on their way: still scaling, not degraded
     elif ready > 0:
         deployment_transition(deployment, DeploymentStatus.DEGRADED, f"{ready} of {deployment.desired_replicas} ready.")
     elif states and all(state == InstanceState.FAILED for state in states):

@@ -18,7 +18,16 @@ from billing.policy import launch_check
 from catalog import fleet
 from catalog.models import CatalogModel, GpuType, Preset, Region
 from deployments.lifecycle import deployment_transition, instance_transition
-from deployments.models import FINAL_STATES, Deployment, DeploymentKind, DeploymentStatus, Instance, InstanceState
+from deployments.live import deployment_changed_on_commit
+from deployments.models import (
+    FINAL_STATES,
+    Deployment,
+    DeploymentEvent,
+    DeploymentKind,
+    DeploymentStatus,
+    Instance,
+    InstanceState,
+)
 from deployments.provisioning import first_minute_hold_key
 from deployments.selectors import RUNNING_STATUSES
 from gpucloud.errors import ApiError, InvalidRequest, NotFound
@@ -172,6 +181,40 @@ def deployment_scale_to_zero(*, deployment_id: str, reason: str) -> Deployment:
         for instance in deployment.instances.select_for_update().exclude(state__in=FINAL_STATES).order_by("pk"):
             instance_transition(instance, InstanceState.TERMINATING, reason)
             transaction.on_commit(partial(instance_terminate_task.delay, instance.pk))
+    return deployment
+
+
+def deployment_scale(*, deployment_id: str, replicas: int, reason: str) -> Deployment:
+    """Run `replicas` replicas (at least 1; `deployment_scale_to_zero` takes it to none): new ones with
+    their first minute held (InsufficientCredit 402 and nothing changed when the org cannot pay), or
+    the newest ones terminated. Only a running deployment scales. Every change is an event."""
+    from deployments.tasks import instance_terminate_task
+
+    with transaction.atomic():
+        deployment = Deployment.objects.select_for_update().select_related("org").get(pk=deployment_id)
+        if deployment.status not in RUNNING_STATUSES or replicas < 1 or replicas == deployment.desired_replicas:
+            return deployment
+        live = list(
+            deployment.instances.select_for_update()
+            .exclude(state__in=(*FINAL_STATES, InstanceState.TERMINATING))
+            .order_by("created_at", "pk")
+        )
+        before = deployment.desired_replicas
+        for _ in range(replicas - len(live)):
+            _instance_add(deployment, deployment.hourly_price_micros)
+        for instance in reversed(live[replicas:]):  # the newest go first
+            instance_transition(instance, InstanceState.TERMINATING, f"Scaled down: {reason}")
+            transaction.on_commit(partial(instance_terminate_task.delay, instance.pk))
+        deployment.desired_replicas = replicas
+        deployment.save(update_fields=["desired_replicas"])
+        DeploymentEvent.objects.create(
+            deployment=deployment, from_status=deployment.status, to_status=deployment.status,
+            reason=f"Scaled {before} → {replicas}: {reason}",
+        )  # fmt: skip
+        if replicas > before:
+            deployment_transition(deployment, DeploymentStatus.SCALING, f"Adding {replicas - before} replica(s).")
+        else:
+            deployment_changed_on_commit(deployment.pk)
     return deployment
 
 

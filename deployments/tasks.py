@@ -48,3 +48,10 @@ def request_minutes_rollup_task() -> None:
     from deployments.metrics import request_minutes_rollup
 
     request_minutes_rollup()
+
+
+@shared_task(ignore_result=True, soft_time_limit=50, time_limit=60)
+def autoscale_task() -> None:
+    from deployments.autoscaler import autoscale_round
+
+    autoscale_round()

@@ -1,0 +1,84 @@
+"""The autoscaler's round (beat, every GPUCLOUD_AUTOSCALE_SECONDS, 30 by default): for each running
+deployment, read its load and idle time from the gateway's counters, ask `autoscale.decide`, and
+apply the answer through the services (new replicas are billed from launch, removed ones stop
+billing when their termination is confirmed). The streaks between rounds live in the cache: losing
+them only delays a change by a few checks, and any process may run the round.
+
+Load is the requests in flight (the `concurrency` metric). The gateway does not count a queue yet,
+so a deployment whose target is `queue_depth` gets only its bounds and scale-to-zero applied.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime
+
+from django.core.cache import cache
+from django.db.models import Max
+
+from deployments import services
+from deployments.autoscale import Decision, Policy, Streaks, decide
+from deployments.gateway import metering
+from deployments.models import Deployment, RequestMinute, ScalingMetric
+from deployments.selectors import RUNNING_STATUSES
+from gpucloud.errors import ApiError
+
+logger = logging.getLogger(__name__)
+STREAKS_SECONDS = 600
+
+
+def autoscale_round(*, now: float | None = None) -> dict[str, int]:
+    """Returns the deployments whose replica count changed, with the new count."""
+    now = now if now is not None else time.time()
+    in_flight = metering.store().in_flight()
+    changed: dict[str, int] = {}
+    for deployment in Deployment.objects.filter(status__in=RUNNING_STATUSES):
+        decision = _decide(deployment, in_flight.get(deployment.pk, 0), now)
+        if decision.changed and _apply(deployment, decision):
+            changed[deployment.pk] = decision.replicas
+    return changed
+
+
+def _decide(deployment: Deployment, in_flight: int, now: float) -> Decision:
+    policy = Policy(
+        min_replicas=deployment.min_replicas, max_replicas=deployment.max_replicas,
+        scale_to_zero=deployment.scale_to_zero, idle_timeout_seconds=deployment.idle_timeout_seconds,
+        target=deployment.scaling_target, follow_load=deployment.scaling_metric == ScalingMetric.CONCURRENCY,
+    )  # fmt: skip
+    key = f"autoscale:streaks:{deployment.pk}"
+    remembered = cache.get(key) or (0, 0)
+    decision = decide(
+        policy, Streaks(*remembered), replicas=deployment.desired_replicas, load=in_flight,
+        idle_seconds=_idle_seconds(deployment, now) if in_flight == 0 else 0.0,
+    )  # fmt: skip
+    cache.set(key, (decision.streaks.above, decision.streaks.below), STREAKS_SECONDS)
+    return decision
+
+
+def _idle_seconds(deployment: Deployment, now: float) -> float | None:
+    """Seconds since the minute of the deployment's last request (the counters' resolution), or since
+    it started when it has served none."""
+    minutes = [
+        minute for (_, minute), fields in metering.store().minutes(deployment.pk).items() if fields.get("requests")
+    ]
+    stored = RequestMinute.objects.filter(deployment=deployment, requests__gt=0).aggregate(last=Max("minute"))["last"]
+    last = max([*minutes, stored.timestamp() if stored else 0.0]) + 60 if (minutes or stored) else None
+    if last is None:
+        started = deployment.started_at or deployment.created_at
+        return max(0.0, now - started.timestamp())
+    return max(0.0, now - last)
+
+
+def _apply(deployment: Deployment, decision: Decision) -> bool:
+    try:
+        if decision.replicas == 0:
+            services.deployment_scale_to_zero(deployment_id=deployment.pk, reason=decision.reason)
+        else:
+            services.deployment_scale(deployment_id=deployment.pk, replicas=decision.replicas, reason=decision.reason)
+    except ApiError as exc:  # e.g. the org cannot pay for another replica: stay as it is, try next round
+        logger.warning("autoscaling %s to %d refused: %s", deployment.pk, decision.replicas, exc.message)
+        return False
+    logger.info("autoscaled %s to %d at %s: %s", deployment.pk, decision.replicas,
+                datetime.now(UTC).isoformat(timespec="seconds"), decision.reason)  # fmt: skip
+    return True

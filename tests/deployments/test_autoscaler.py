@@ -1,0 +1,95 @@
+"""The autoscaler applied: replicas added (first minute held, provisioned after commit) or the newest
+removed, each change an event, billing following the instances; a round reads in-flight requests
+from the gateway's counters and scales up after three busy checks, down after three quiet ones,
+to zero when idle, and a refusal (no credit) changes nothing."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.core.cache import cache
+from django.utils import timezone
+
+from deployments import autoscaler, services
+from deployments.models import Deployment, DeploymentEvent, Instance, InstanceState
+from tests.billing.conftest import fund
+from tests.conftest import Persona
+from tests.deployments.test_pages import running
+
+pytestmark = pytest.mark.django_db
+USD = 1_000_000
+
+
+@pytest.fixture
+def tasks(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
+    from deployments import tasks as deployment_tasks
+
+    sent: dict[str, list[str]] = {"provision": [], "terminate": []}
+    monkeypatch.setattr(deployment_tasks.instance_provision_task, "delay", sent["provision"].append)
+    monkeypatch.setattr(deployment_tasks.instance_terminate_task, "delay", sent["terminate"].append)
+    return sent
+
+
+def live(deployment: Deployment) -> list[Instance]:
+    return list(deployment.instances.exclude(state__in=("terminated", "failed", "terminating")).order_by("created_at"))
+
+
+def test_scaling_up_adds_held_replicas_and_down_removes_the_newest(
+    alice: Persona, catalog: None, tasks: dict[str, list[str]], django_capture_on_commit_callbacks: Any
+) -> None:
+    fund(alice.org, 5 * USD)
+    deployment = running(alice)
+    with django_capture_on_commit_callbacks(execute=True):
+        services.deployment_scale(deployment_id=deployment.pk, replicas=3, reason="busy")
+    deployment.refresh_from_db()
+    added = live(deployment)[1:]
+    assert (deployment.desired_replicas, deployment.status, len(added)) == (3, "scaling", 2)
+    assert tasks["provision"] == [i.pk for i in added]
+    assert DeploymentEvent.objects.filter(deployment=deployment, reason="Scaled 1 → 3: busy").exists()
+    with django_capture_on_commit_callbacks(execute=True):
+        services.deployment_scale(deployment_id=deployment.pk, replicas=1, reason="quiet")
+    deployment.refresh_from_db()
+    assert deployment.desired_replicas == 1 and tasks["terminate"] == [added[1].pk, added[0].pk]  # newest first
+    assert [i.state for i in Instance.objects.filter(pk__in=tasks["terminate"])] == [InstanceState.TERMINATING] * 2
+
+
+def test_a_round_scales_on_in_flight_requests_and_to_zero_when_idle(
+    alice: Persona, catalog: None, tasks: dict[str, list[str]], monkeypatch: pytest.MonkeyPatch,
+    django_capture_on_commit_callbacks: Any,
+) -> None:  # fmt: skip
+    cache.clear()
+    fund(alice.org, 5 * USD)
+    deployment = running(alice)
+    Deployment.objects.filter(pk=deployment.pk).update(
+        min_replicas=0, max_replicas=2, scale_to_zero=True, idle_timeout_seconds=300, scaling_target=4,
+        started_at=timezone.now() - timedelta(hours=1),
+    )  # fmt: skip
+    load = {deployment.pk: 12}
+    monkeypatch.setattr(autoscaler.metering.store(), "in_flight", lambda: dict(load))
+    now = timezone.now().timestamp()
+    with django_capture_on_commit_callbacks(execute=True):
+        rounds = [autoscaler.autoscale_round(now=now + 30 * n) for n in range(3)]
+    assert rounds == [{}, {}, {deployment.pk: 2}]
+    Instance.objects.filter(deployment=deployment).update(state=InstanceState.READY)
+    Deployment.objects.filter(pk=deployment.pk).update(status="active")
+    load[deployment.pk] = 0  # quiet, and no request for more than the idle timeout (it served none)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert autoscaler.autoscale_round(now=now + 120) == {deployment.pk: 0}
+    deployment.refresh_from_db()
+    assert (deployment.status, deployment.desired_replicas) == ("scaled_to_zero", 0)
+    assert live(deployment) == []
+
+
+def test_a_scale_up_the_org_cannot_pay_for_changes_nothing(
+    alice: Persona, catalog: None, tasks: dict[str, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache.clear()
+    deployment = running(alice)  # no credit at all
+    Deployment.objects.filter(pk=deployment.pk).update(min_replicas=1, max_replicas=3, scaling_target=1)
+    monkeypatch.setattr(autoscaler.metering.store(), "in_flight", lambda: {deployment.pk: 50})
+    for n in range(4):
+        assert autoscaler.autoscale_round(now=1e9 + 30 * n) == {}
+    deployment.refresh_from_db()
+    assert deployment.desired_replicas == 1 and len(live(deployment)) == 1 and tasks["provision"] == []

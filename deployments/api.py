@@ -12,7 +12,7 @@ from accounts.auth import INFERENCE_AUTH, api_principal
 from accounts.roles import CAN_READ
 from catalog import fleet
 from catalog.models import CatalogModel, GpuType
-from deployments import metrics, proxy, scaling, schemas, selectors, services
+from deployments import metrics, proxy, scaling, schemas, selectors, services, sla
 from deployments.logs import log_tails
 from deployments.models import Deployment, InstanceState
 from gpucloud.errors import InvalidRequest, PermissionDenied
@@ -170,6 +170,19 @@ def deployments_scaling_set(request: HttpRequest, deployment_id: str, payload: s
         idle_timeout_seconds=payload.idle_timeout_seconds, metric=target.metric, target=target.value,
     )  # fmt: skip
     return _scaling_out(scaling.deployment_scaling_set(principal=principal, deployment=deployment, change=change))
+
+
+@router.get("/deployments/{deployment_id}/sla", response=schemas.SlaOut, summary="SLA targets and breaches")
+def deployments_sla_get(request: HttpRequest, deployment_id: str) -> dict[str, object]:
+    return sla.sla_report(selectors.deployment_get_for_org(api_principal(request).org, deployment_id))
+
+
+@router.patch("/deployments/{deployment_id}/sla", response=schemas.SlaOut, summary="Set SLA targets")
+def deployments_sla_set(request: HttpRequest, deployment_id: str, payload: schemas.SlaIn) -> dict[str, object]:
+    principal = api_principal(request)
+    deployment = selectors.deployment_get_for_org(principal.org, deployment_id)
+    changes = payload.dict(exclude_unset=True)  # absent: unchanged; null: removed
+    return sla.sla_report(sla.deployment_sla_set(principal=principal, deployment=deployment, changes=changes))
 
 
 @router.get("/gpu-model-configs", response=list[schemas.GpuModelConfigOut], summary="Valid GPU x model pairs")

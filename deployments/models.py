@@ -65,6 +65,9 @@ class Deployment(models.Model):
     idle_timeout_seconds = models.PositiveIntegerField(default=900)
     scaling_metric = models.CharField(max_length=12, choices=ScalingMetric.choices, default=ScalingMetric.CONCURRENCY)
     scaling_target = models.FloatField(default=4.0, help_text="Requests per replica the autoscaler aims for")
+    # SLA targets (deployments/sla.py): checked every minute against the measured window.
+    ttft_target_ms = models.PositiveIntegerField(null=True, blank=True, help_text="Time to first token, p95")
+    throughput_target_tps = models.FloatField(null=True, blank=True, help_text="Tokens/s per request, at least")
     created_by = models.ForeignKey("accounts.User", null=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True, help_text="First time a replica was ready")
@@ -180,3 +183,25 @@ class RequestMinute(models.Model):
 
     def __str__(self) -> str:
         return f"{self.deployment_id} {self.minute:%Y-%m-%d %H:%M} {self.requests} requests"
+
+
+class SlaMetric(models.TextChoices):
+    TTFT = "ttft_ms"
+    THROUGHPUT = "throughput_tps"
+
+
+class SlaBreach(models.Model):
+    """A target missed by a deployment's measured window: open until a check meets it again."""
+
+    deployment = models.ForeignKey(Deployment, on_delete=models.CASCADE, related_name="sla_breaches")
+    metric = models.CharField(max_length=16, choices=SlaMetric.choices)
+    target = models.FloatField()
+    measured = models.FloatField()
+    at = models.DateTimeField(default=timezone.now)
+    recovered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["deployment", "-at"])]
+
+    def __str__(self) -> str:
+        return f"{self.deployment_id} {self.metric} {self.measured} vs {self.target}"

@@ -112,3 +112,27 @@ class ScalingOut(Schema):
     idle_timeout_seconds: int
     target: ScalingTarget
     replicas: int = Field(description="Replicas the deployment runs now (desired)")
+
+
+class SlaIn(Schema):
+    ttft_target_ms: int | None = Field(None, description="p95 time to first token to stay under; null removes it")
+    throughput_target_tps: float | None = Field(None, description="tokens/s per request to stay above")
+    concurrency_limit: int | None = Field(None, description="requests in flight at once; more get 429")
+
+
+class SlaBreachOut(Schema):
+    at: datetime
+    metric: str
+    target: float
+    measured: float
+    recovered_at: datetime | None
+
+
+class SlaOut(Schema):
+    ttft_target_ms: int | None
+    throughput_target_tps: float | None
+    concurrency_limit: int | None
+    breach_count_24h: int
+    last_ttft_ms: float | None = Field(description="p95 over the last 5 minutes, when there was traffic")
+    last_throughput_tps: float | None
+    breaches: list[SlaBreachOut]

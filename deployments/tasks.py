@@ -55,3 +55,10 @@ def autoscale_task() -> None:
     from deployments.autoscaler import autoscale_round
 
     autoscale_round()
+
+
+@shared_task(ignore_result=True, soft_time_limit=50, time_limit=60)
+def sla_monitor_task() -> None:
+    from deployments.sla import sla_monitor_round
+
+    sla_monitor_round()

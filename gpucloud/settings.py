@@ -151,6 +151,7 @@ CELERY_BEAT_SCHEDULE = {
     "auto-refill-resume": {"task": "billing.tasks.auto_refill_resume_task", "schedule": 300.0},
     "fleet-reconcile": {"task": "deployments.tasks.fleet_reconcile_task", "schedule": 30.0},
     "request-minutes-rollup": {"task": "deployments.tasks.request_minutes_rollup_task", "schedule": 60.0},
+    "sla-monitor": {"task": "deployments.tasks.sla_monitor_task", "schedule": 60.0},
     "autoscale": {
         "task": "deployments.tasks.autoscale_task",
         "schedule": float(env_int("GPUCLOUD_AUTOSCALE_SECONDS", 30, minimum=1)),

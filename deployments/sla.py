@@ -1,0 +1,110 @@
+"""SLA targets per deployment (reference/000 "SLA"): time to first token (p95, ms) and generation
+speed (tokens/s per request), checked every minute against the last five minutes the gateway
+measured. A missed target opens a breach (time, metric, target, measured); the first check that
+meets it again closes it. A window without traffic is not judged. The concurrency limit is the
+gateway's (429 + Retry-After beyond it)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from accounts.principal import Principal
+from accounts.roles import CAN_WRITE
+from deployments.metrics import Window, deployment_window
+from deployments.models import Deployment, SlaBreach, SlaMetric
+from deployments.selectors import RUNNING_STATUSES
+from gpucloud.errors import InvalidRequest
+
+CHECK_WINDOW = timedelta(minutes=5)
+HISTORY_SHOWN = 50
+BOUNDS: dict[str, tuple[float, float]] = {
+    "ttft_target_ms": (1, 600_000),
+    "throughput_target_tps": (0.001, 100_000),
+    "concurrency_limit": (1, 100_000),
+}
+
+
+def deployment_sla_set(*, principal: Principal, deployment: Deployment, changes: dict[str, Any]) -> Deployment:
+    """Set the targets named in `changes` (None removes one); a value out of bounds refuses them all."""
+    principal.require(CAN_WRITE, "changing SLA targets")
+    for name, value in changes.items():
+        low, high = BOUNDS[name]
+        if value is not None and not low <= value <= high:
+            raise InvalidRequest(f"{name} must be between {low:g} and {high:g}, or null to remove it.", param=name)
+    with transaction.atomic():
+        locked = Deployment.objects.select_for_update().get(pk=deployment.pk)
+        for name, value in changes.items():
+            setattr(locked, name, value)
+        if changes:
+            locked.save(update_fields=list(changes))
+    return locked
+
+
+@dataclass(frozen=True)
+class Measured:
+    ttft_ms: float | None
+    throughput_tps: float | None
+
+
+def measured(deployment: Deployment, *, now: datetime) -> Measured:
+    window: Window = deployment_window(deployment, since=now - CHECK_WINDOW, until=now)
+    return Measured(ttft_ms=window.ttft_ms_p95, throughput_tps=window.tokens_per_second)
+
+
+def sla_check(deployment: Deployment, *, now: datetime | None = None) -> list[tuple[str, SlaBreach]]:
+    """Compare the last window with the targets; returns what happened: ("breach" | "recovered", row)."""
+    now = now or timezone.now()
+    seen = measured(deployment, now=now)
+    happened: list[tuple[str, SlaBreach]] = []
+    checks = (
+        (SlaMetric.TTFT, deployment.ttft_target_ms, seen.ttft_ms, lambda m, t: m > t),
+        (SlaMetric.THROUGHPUT, deployment.throughput_target_tps, seen.throughput_tps, lambda m, t: m < t),
+    )
+    for metric, target, value, misses in checks:
+        if target is None or value is None:
+            continue
+        open_breach = deployment.sla_breaches.filter(metric=metric, recovered_at__isnull=True).first()
+        if misses(value, target) and open_breach is None:
+            breach = SlaBreach.objects.create(
+                deployment=deployment, metric=metric, target=target, measured=value, at=now
+            )
+            happened.append(("breach", breach))
+        elif not misses(value, target) and open_breach is not None:
+            open_breach.recovered_at = now
+            open_breach.save(update_fields=["recovered_at"])
+            happened.append(("recovered", open_breach))
+    return happened
+
+
+def sla_monitor_round(*, now: datetime | None = None) -> int:
+    """Check every running deployment that has a target; returns how many breaches opened or closed."""
+    changes = 0
+    targeted = Deployment.objects.filter(status__in=RUNNING_STATUSES).exclude(
+        ttft_target_ms__isnull=True, throughput_target_tps__isnull=True
+    )
+    for deployment in targeted:
+        changes += len(sla_check(deployment, now=now))
+    return changes
+
+
+def sla_report(deployment: Deployment, *, now: datetime | None = None) -> dict[str, Any]:
+    now = now or timezone.now()
+    seen = measured(deployment, now=now)
+    breaches = deployment.sla_breaches.order_by("-at", "-pk")
+    return {
+        "ttft_target_ms": deployment.ttft_target_ms,
+        "throughput_target_tps": deployment.throughput_target_tps,
+        "concurrency_limit": deployment.concurrency_limit,
+        "breach_count_24h": breaches.filter(at__gte=now - timedelta(hours=24)).count(),
+        "last_ttft_ms": seen.ttft_ms,
+        "last_throughput_tps": seen.throughput_tps,
+        "breaches": [
+            {"at": b.at, "metric": b.metric, "target": b.target, "measured": b.measured, "recovered_at": b.recovered_at}
+            for b in breaches[:HISTORY_SHOWN]
+        ],
+    }

@@ -1,17 +1,14 @@
-"""The dashboard's reads: what it cost this month and what happened lately. A fixed number of
+"""The dashboard's reads beyond money and deployments: what happened lately. A fixed number of
 queries whatever the org holds (the page-speed bench seeds 200 deployments and 100,000 ledger
 entries)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
-
-from django.utils import timezone
+from datetime import datetime
 
 from accounts.models import Organization
 from billing.models import LedgerTransaction, TransactionKind
-from billing.selectors import UsageReport, usage_report
 from catalog.models import CatalogModel
 from deployments.models import DeploymentEvent, DeploymentStatus
 
@@ -29,12 +26,6 @@ class Activity:
     text: str
     url: str | None = None
     failure: bool = False
-
-
-def month_to_date(org: Organization, *, now: datetime | None = None) -> UsageReport:
-    """Usage charged since the first of this month (UTC)."""
-    today = (now or timezone.now()).astimezone(UTC).date()
-    return usage_report(org, start=today.replace(day=1), end=today)
 
 
 def recent_activity(org: Organization) -> list[Activity]:

@@ -17,6 +17,7 @@ from accounts.auth import SESSION_ORG_KEY, principal_from_session
 from accounts.models import ApiKeyKind
 from accounts.principal import Principal
 from accounts.roles import CAN_MANAGE_MEMBERS, Role, role_at_least
+from billing.selectors import usage_month_to_date
 from deployments.selectors import deployment_rows, deployments_count, deployments_running_count
 from gpucloud.errors import ApiError
 
@@ -43,7 +44,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "not_ended": not_ended,
         "running_deployments": running,
         "other_deployments": not_ended - running,
-        "month": overview.month_to_date(org),
+        "month": usage_month_to_date(org),
         "activity": overview.recent_activity(org),
         "quick_models": overview.quick_deploy_models(),
         "has_key": selectors.api_keys_of(org).filter(revoked_at__isnull=True).exists(),

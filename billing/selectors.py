@@ -121,6 +121,12 @@ class UsageReport:
         return self.total_micros * 3600 // self.gpu_seconds if self.gpu_seconds else None
 
 
+def usage_month_to_date(org: Organization, *, now: datetime | None = None) -> UsageReport:
+    """The usage report from the first of this month (UTC) to today."""
+    today = (now or timezone.now()).astimezone(UTC).date()
+    return usage_report(org, start=today.replace(day=1), end=today)
+
+
 def usage_report(org: Organization, *, start: date, end: date) -> UsageReport:
     """Spend by service and by day, GPU hours and average cost per GPU-hour for [start, end] (UTC
     days), from the org's daily usage rollup (a month is a few dozen rows however busy)."""

@@ -8,7 +8,6 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from accounts.auth import principal_from_session
@@ -44,9 +43,9 @@ def _billing_page(
 ) -> HttpResponse:
     """The page; after a refused form, with the refusal next to that form and what was typed."""
     principal = principal_from_session(request)
-    org, today = principal.org, timezone.now().date()
+    org = principal.org
     profile = selectors.profile_of(org)
-    report = selectors.usage_report(org, start=today.replace(day=1), end=today)
+    report = selectors.usage_month_to_date(org)
     context = {
         "balance": selectors.balance_of(org),
         "profile": profile,

@@ -32,15 +32,19 @@ def autoscale_round(*, now: float | None = None) -> dict[str, int]:
     """Returns the deployments whose replica count changed, with the new count."""
     now = now if now is not None else time.time()
     in_flight = metering.store().in_flight()
+    deployments = list(Deployment.objects.filter(status__in=RUNNING_STATUSES))
+    last_requests = _last_requests([d.pk for d in deployments])
     changed: dict[str, int] = {}
-    for deployment in Deployment.objects.filter(status__in=RUNNING_STATUSES):
-        decision = _decide(deployment, in_flight.get(deployment.pk, 0), now)
+    for deployment in deployments:
+        load = in_flight.get(deployment.pk, 0)
+        idle = _idle_seconds(deployment, last_requests.get(deployment.pk), now) if load == 0 else 0.0
+        decision = _decide(deployment, load, idle)
         if decision.changed and _apply(deployment, decision):
             changed[deployment.pk] = decision.replicas
     return changed
 
 
-def _decide(deployment: Deployment, in_flight: int, now: float) -> Decision:
+def _decide(deployment: Deployment, in_flight: int, idle_seconds: float | None) -> Decision:
     policy = Policy(
         min_replicas=deployment.min_replicas, max_replicas=deployment.max_replicas,
         scale_to_zero=deployment.scale_to_zero, idle_timeout_seconds=deployment.idle_timeout_seconds,
@@ -50,24 +54,36 @@ def _decide(deployment: Deployment, in_flight: int, now: float) -> Decision:
     remembered = cache.get(key) or (0, 0)
     decision = decide(
         policy, Streaks(*remembered), replicas=deployment.desired_replicas, load=in_flight,
-        idle_seconds=_idle_seconds(deployment, now) if in_flight == 0 else 0.0,
+        idle_seconds=idle_seconds,
     )  # fmt: skip
     cache.set(key, (decision.streaks.above, decision.streaks.below), STREAKS_SECONDS)
     return decision
 
 
-def _idle_seconds(deployment: Deployment, now: float) -> float | None:
-    """Seconds since the minute of the deployment's last request (the counters' resolution), or since
-    it started when it has served none."""
-    minutes = [
-        minute for (_, minute), fields in metering.store().minutes(deployment.pk).items() if fields.get("requests")
-    ]
-    stored = RequestMinute.objects.filter(deployment=deployment, requests__gt=0).aggregate(last=Max("minute"))["last"]
-    last = max([*minutes, stored.timestamp() if stored else 0.0]) + 60 if (minutes or stored) else None
-    if last is None:
+def _last_requests(deployment_ids: list[str]) -> dict[str, float]:
+    """When each deployment last served a request (the end of that minute, epoch seconds): the
+    stored minutes in one query, the counter store's newer ones in one read."""
+    last: dict[str, float] = {}
+    stored = (
+        RequestMinute.objects.filter(deployment_id__in=deployment_ids, requests__gt=0)
+        .values("deployment_id")
+        .annotate(latest=Max("minute"))
+    )
+    for row in stored:
+        last[row["deployment_id"]] = row["latest"].timestamp() + 60
+    wanted = set(deployment_ids)
+    for (deployment_id, minute), fields in metering.store().minutes().items():
+        if deployment_id in wanted and fields.get("requests"):
+            last[deployment_id] = max(last.get(deployment_id, 0.0), minute + 60)
+    return last
+
+
+def _idle_seconds(deployment: Deployment, last_request: float | None, now: float) -> float:
+    """Seconds since its last request (minute resolution), or since it started when it served none."""
+    if last_request is None:
         started = deployment.started_at or deployment.created_at
         return max(0.0, now - started.timestamp())
-    return max(0.0, now - last)
+    return max(0.0, now - last_request)
 
 
 def _apply(deployment: Deployment, decision: Decision) -> bool:

@@ -4,6 +4,7 @@ balance (whose rate just changed) go to the org's open pages."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
@@ -18,6 +19,9 @@ if TYPE_CHECKING:
 
 
 SNAPSHOT_ROWS = 50  # the newest deployments not ended: as many as a page lists
+# A page rendered a deployment as stopping; it stopped before the page's socket joined (so the push
+# went to nobody): the snapshot still carries deployments that ended this recently.
+SNAPSHOT_ENDED_WITHIN = timedelta(minutes=15)
 
 
 def deployment_changed_on_commit(deployment_id: str) -> None:
@@ -39,12 +43,13 @@ def deployment_push(deployment_id: str) -> None:
 
 def org_snapshot(org: Organization, *, focus: str | None = None) -> list[dict[str, Any]]:
     """What a page that just connected may have missed since it was rendered: the current state of
-    every deployment not ended (with its replicas and events for the one the page shows, `focus`),
-    and the balance."""
+    every deployment not ended or ended within SNAPSHOT_ENDED_WITHIN (with its replicas and events
+    for the one the page shows, `focus`), and the balance."""
     from deployments.selectors import deployment_rows
 
     balance = balance_snapshot(org)
-    rows = deployment_rows(org, active_only=True, limit=SNAPSHOT_ROWS)
+    ended_since = timezone.now() - SNAPSHOT_ENDED_WITHIN
+    rows = deployment_rows(org, active_only=True, ended_since=ended_since, limit=SNAPSHOT_ROWS)
     return [_changed(row, balance, timeline=row.deployment.pk == focus) for row in rows] + [
         {"type": "balance.changed", "balance": balance, "activity_html": activity_html(org)}
     ]

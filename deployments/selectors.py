@@ -4,7 +4,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
 
-from django.db.models import QuerySet, Sum
+from django.db.models import Q, QuerySet, Sum
 from django.utils import timezone
 
 from accounts.models import Organization
@@ -98,14 +98,21 @@ class DeploymentRow:
 
 
 def deployment_rows(
-    org: Organization, *, active_only: bool = False, offset: int = 0, limit: int | None = None
+    org: Organization,
+    *,
+    active_only: bool = False,
+    ended_since: datetime | None = None,
+    offset: int = 0,
+    limit: int | None = None,
 ) -> list[DeploymentRow]:
-    """The org's deployments, newest first (only those not stopped or failed with `active_only`;
-    `limit` of them from `offset`), with replica counts and cost so far, in three queries whatever
-    their number (deployments, their instances, their meters)."""
+    """The org's deployments, newest first (only those not stopped or failed with `active_only`,
+    and with `ended_since` also those that ended since then; `limit` of them from `offset`), with
+    replica counts and cost so far, in three queries whatever their number (deployments, their
+    instances, their meters)."""
     queryset = deployments_of(org)
     if active_only:
-        queryset = queryset.exclude(status__in=ENDED_STATUSES)
+        recently_ended = Q(stopped_at__gte=ended_since) if ended_since else Q(pk__in=[])
+        queryset = queryset.filter(~Q(status__in=ENDED_STATUSES) | recently_ended)
     if limit is not None:
         queryset = queryset[offset : offset + limit]
     deployments = list(queryset.prefetch_related("instances"))

@@ -74,6 +74,12 @@ def embedded_server(var_dir: Path) -> Iterator[Embedded]:
     try:
         wait_for(lambda: httpx.get(f"{base}/healthz", timeout=2).status_code == 200, 60, "the server")
         yield Embedded(base, var_dir, process)
+    except BaseException:
+        # A failing test shows what the server did: CI keeps nothing else of the run.
+        log.flush()
+        tail = (var_dir / "serve.log").read_text(errors="replace")[-12_000:]
+        print(f"\n--- last of {var_dir / 'serve.log'} ---\n{tail}")
+        raise
     finally:
         if process.poll() is None:
             process.kill()

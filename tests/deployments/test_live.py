@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from asgiref.testing import ApplicationCommunicator
 from django.db import connections
+from django.utils import timezone
 
 from accounts.models import Membership
 from billing.services import credit_grant
@@ -106,6 +108,30 @@ def test_a_status_change_reaches_the_orgs_pages_only(settings: Any, alice: Perso
     # The org's balance restarts from the server's figure too: nothing unbilled (the fixture's meter
     # is billed two minutes ahead), falling at the running replica's rate.
     assert pushed["balance"]["available_micros"] == 0 and pushed["balance"]["rate_micros"] == 3_600_000
+
+
+async def snapshot_statuses(session: str) -> dict[str, str]:
+    socket = Socket(session)
+    assert (await socket.connect())[0]
+    statuses = {}
+    while (message := await socket.receive_json())["type"] == "deployment.changed":
+        statuses[message["deployment_id"]] = message["status"]
+    await socket.close()
+    await sync_to_async(connections.close_all)()
+    return statuses
+
+
+@pytest.mark.usefixtures("catalog")
+def test_a_page_whose_deployment_stopped_before_its_socket_joined_learns_it(settings: Any, alice: Persona) -> None:
+    """The page rendered "Stopping"; the stop finished before the page's socket joined the group, so
+    the push reached nobody: the snapshot on connecting carries it. Long-ended ones stay out."""
+    settings.ALLOWED_HOSTS = ["testserver"]
+    just_stopped, long_stopped, live = running(alice, "a"), running(alice, "b"), running(alice, "c")
+    for deployment in (just_stopped, long_stopped):
+        deployment_transition(deployment, DeploymentStatus.STOPPED, "All instances terminated.")
+    Deployment.objects.filter(pk=long_stopped.pk).update(stopped_at=timezone.now() - timedelta(minutes=16))
+    statuses = asyncio.run(snapshot_statuses(session_of(alice)))
+    assert statuses == {just_stopped.pk: "stopped", live.pk: "active"}
 
 
 async def top_up_reaches(session: str, org: Any) -> dict[str, Any]:

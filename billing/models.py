@@ -201,6 +201,9 @@ class BillingProfile(models.Model):
     stripe_payment_method_id = models.CharField(max_length=100, blank=True)
     payment_method_label = models.CharField(max_length=100, blank=True)
     grace_started_at = models.DateTimeField(null=True, blank=True)
+    # Set when available credit fell below the low-balance threshold (balance.low fired), cleared
+    # once it is back above: one event per fall, however many charges happen below.
+    low_balance_since = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
         return f"billing of {self.org_id}"

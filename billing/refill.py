@@ -20,7 +20,8 @@ from accounts.services import activity_record
 from billing import selectors, stripe_gateway
 from billing.models import AutoRefillAttempt, BillingProfile, RefillStatus, TransactionKind
 from billing.services import stripe_credit
-from gpucloud.money import usd_text
+from gpucloud.money import MICROS_PER_USD, usd_text
+from webhooks.events import event_emit
 
 
 def refill_needed(org: Organization) -> bool:
@@ -96,6 +97,18 @@ def _refill_failed(attempt: AutoRefillAttempt, error: str) -> AutoRefillAttempt:
             org=attempt.org,
             kind="billing.auto_refill_failed",
             message=f"Auto-refill of ${usd_text(attempt.amount_micros)} failed ({error}); auto-refill is now off.",
+        )
+        event_emit(
+            org_id=attempt.org_id,
+            event_type="autorefill.failed",
+            data={
+                "org_id": attempt.org_id,
+                "attempt_id": attempt.pk,
+                "amount_usd": attempt.amount_micros / MICROS_PER_USD,
+                "error": error[:500],
+                "auto_refill_enabled": False,
+            },
+            dedupe_key=f"autorefill.failed:{attempt.pk}",
         )
         from billing.tasks import auto_refill_failed_email_task
 

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from celery import shared_task
 
 from accounts.models import Organization
-from billing import emails, holds, metering, policy, refill, stripe_events
+from billing import alerts, emails, holds, metering, policy, refill, stripe_events
 from billing.models import AutoRefillAttempt, BillingProfile
 
 
@@ -24,6 +24,7 @@ def balance_after_debit_task(org_id: str) -> None:
     attempt = refill.auto_refill_start(org)
     if attempt is not None:
         auto_refill_execute_task.delay(attempt.pk)
+    alerts.low_balance_check(org)
     policy.zero_balance_check(org)
 
 

@@ -16,6 +16,7 @@ from deployments.models import (
     Instance,
     InstanceState,
 )
+from webhooks.events import deployment_event_emit
 
 
 def instance_transition(instance: Instance, to: InstanceState, reason: str = "", **fields: object) -> None:
@@ -45,8 +46,27 @@ def deployment_transition(deployment: Deployment, to: DeploymentStatus, reason: 
         deployment.stopped_at = timezone.now()
         fields.append("stopped_at")
     deployment.save(update_fields=fields)
-    DeploymentEvent.objects.create(deployment=deployment, from_status=previous, to_status=to, reason=reason)
+    event = DeploymentEvent.objects.create(deployment=deployment, from_status=previous, to_status=to, reason=reason)
+    webhook = _webhook_event_for(previous, to)
+    if webhook is not None:
+        extra = {"cause": "health"} if webhook == "deployment.recovered" else {}
+        deployment_event_emit(deployment, webhook, key=event.pk, previous_status=previous, reason=reason, **extra)
     deployment_changed_on_commit(deployment.pk)
+
+
+def _webhook_event_for(previous: str, to: DeploymentStatus) -> str | None:
+    """The webhook a status change fires, if any (webhooks/events.py lists them)."""
+    if to == DeploymentStatus.ACTIVE:
+        if previous == DeploymentStatus.DEGRADED:
+            return "deployment.recovered"
+        return None if previous == DeploymentStatus.SCALING else "deployment.active"
+    if to == DeploymentStatus.SCALED_TO_ZERO or previous == DeploymentStatus.SCALED_TO_ZERO:
+        return "deployment.scaled"  # to zero, or woken to one replica
+    return {
+        DeploymentStatus.DEGRADED: "deployment.degraded",
+        DeploymentStatus.FAILED: "deployment.failed",
+        DeploymentStatus.STOPPED: "deployment.stopped",
+    }.get(to)
 
 
 def deployment_refresh_status(deployment: Deployment) -> None:

@@ -32,6 +32,7 @@ from deployments.provisioning import first_minute_hold_key
 from deployments.selectors import RUNNING_STATUSES
 from gpucloud.errors import ApiError, InvalidRequest, NotFound
 from gpucloud.money import usd_text
+from webhooks.events import deployment_event_emit
 
 
 class NoCapacity(ApiError):
@@ -207,10 +208,11 @@ def deployment_scale(*, deployment_id: str, replicas: int, reason: str) -> Deplo
             transaction.on_commit(partial(instance_terminate_task.delay, instance.pk))
         deployment.desired_replicas = replicas
         deployment.save(update_fields=["desired_replicas"])
-        DeploymentEvent.objects.create(
+        event = DeploymentEvent.objects.create(
             deployment=deployment, from_status=deployment.status, to_status=deployment.status,
             reason=f"Scaled {before} → {replicas}: {reason}",
         )  # fmt: skip
+        deployment_event_emit(deployment, "deployment.scaled", key=event.pk, previous_replicas=before, reason=reason)
         if replicas > before:
             deployment_transition(deployment, DeploymentStatus.SCALING, f"Adding {replicas - before} replica(s).")
         else:

@@ -19,6 +19,7 @@ from deployments.metrics import Window, deployment_window
 from deployments.models import Deployment, SlaBreach, SlaMetric
 from deployments.selectors import RUNNING_STATUSES
 from gpucloud.errors import InvalidRequest
+from webhooks.events import deployment_event_emit
 
 CHECK_WINDOW = timedelta(minutes=5)
 HISTORY_SHOWN = 50
@@ -70,15 +71,31 @@ def sla_check(deployment: Deployment, *, now: datetime | None = None) -> list[tu
             continue
         open_breach = deployment.sla_breaches.filter(metric=metric, recovered_at__isnull=True).first()
         if misses(value, target) and open_breach is None:
-            breach = SlaBreach.objects.create(
-                deployment=deployment, metric=metric, target=target, measured=value, at=now
-            )
+            with transaction.atomic():
+                breach = SlaBreach.objects.create(
+                    deployment=deployment, metric=metric, target=target, measured=value, at=now
+                )
+                deployment_event_emit(deployment, "deployment.sla_breach", key=f"breach-{breach.pk}",
+                                      **_breach_data(breach))  # fmt: skip
             happened.append(("breach", breach))
         elif not misses(value, target) and open_breach is not None:
-            open_breach.recovered_at = now
-            open_breach.save(update_fields=["recovered_at"])
+            with transaction.atomic():
+                open_breach.recovered_at = now
+                open_breach.save(update_fields=["recovered_at"])
+                deployment_event_emit(deployment, "deployment.recovered", key=f"sla-recovered-{open_breach.pk}",
+                                      cause="sla", now_measured=value, **_breach_data(open_breach))  # fmt: skip
             happened.append(("recovered", open_breach))
     return happened
+
+
+def _breach_data(breach: SlaBreach) -> dict[str, Any]:
+    return {
+        "metric": breach.metric,
+        "target": breach.target,
+        "measured": breach.measured,
+        "breached_at": breach.at.isoformat(),
+        "window_seconds": int(CHECK_WINDOW.total_seconds()),
+    }
 
 
 def sla_monitor_round(*, now: datetime | None = None) -> int:

@@ -18,6 +18,7 @@ from billing.api import router as billing_router
 from catalog.api import router as catalog_router
 from deployments.api import router as deployments_router
 from gpucloud.errors import ApiError, error_response
+from webhooks.api import router as webhooks_router
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ api.add_router("", keys_router)
 api.add_router("", catalog_router)
 api.add_router("", billing_router)
 api.add_router("", deployments_router)
+api.add_router("", webhooks_router)
 
 _HTTP_ERROR_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error"}
 

@@ -47,6 +47,7 @@ INSTALLED_APPS = [
     "catalog",
     "deployments",
     "billing",
+    "webhooks",
 ]
 
 MIDDLEWARE = [
@@ -152,6 +153,10 @@ CELERY_BEAT_SCHEDULE = {
     "fleet-reconcile": {"task": "deployments.tasks.fleet_reconcile_task", "schedule": 30.0},
     "request-minutes-rollup": {"task": "deployments.tasks.request_minutes_rollup_task", "schedule": 60.0},
     "sla-monitor": {"task": "deployments.tasks.sla_monitor_task", "schedule": 60.0},
+    "webhook-dispatch": {
+        "task": "webhooks.tasks.webhook_dispatch_task",
+        "schedule": float(env_int("GPUCLOUD_WEBHOOK_DISPATCH_SECONDS", 5, minimum=1)),
+    },
     "autoscale": {
         "task": "deployments.tasks.autoscale_task",
         "schedule": float(env_int("GPUCLOUD_AUTOSCALE_SECONDS", 30, minimum=1)),
@@ -278,6 +283,8 @@ GPUCLOUD_METERING_INTERVAL_SECONDS = env_int("GPUCLOUD_METERING_INTERVAL_SECONDS
 GPUCLOUD_ZERO_BALANCE_GRACE_SECONDS = env_int("GPUCLOUD_ZERO_BALANCE_GRACE_SECONDS", 300, minimum=0)
 GPUCLOUD_TOPUP_MIN_USD = env_int("GPUCLOUD_TOPUP_MIN_USD", 5, minimum=1)
 GPUCLOUD_TOPUP_MAX_USD = env_int("GPUCLOUD_TOPUP_MAX_USD", 10_000, minimum=1)
+# balance.low fires when an org's available credit falls below this many dollars.
+GPUCLOUD_LOW_BALANCE_USD = env_int("GPUCLOUD_LOW_BALANCE_USD", 5, minimum=0)
 GPUCLOUD_AUTO_REFILL_MIN_INTERVAL_SECONDS = env_int("GPUCLOUD_AUTO_REFILL_MIN_INTERVAL_SECONDS", 3600, minimum=0)
 
 # --- Fleet ------------------------------------------------------------------------------
@@ -294,6 +301,12 @@ GPUCLOUD_LAUNCH_GRACE_SECONDS = env_int("GPUCLOUD_LAUNCH_GRACE_SECONDS", 120, mi
 
 # --- Stripe (payments switch on only when STRIPE_SECRET_KEY is set) ---------------------
 STRIPE_SECRET_KEY = env_str("STRIPE_SECRET_KEY")
+# --- Outgoing webhooks (webhooks/) --------------------------------------------------
+# Hosts that may receive webhooks although they resolve to internal addresses (an on-premise
+# receiver, a test receiver on loopback). Empty: only public addresses, over https outside DEBUG.
+WEBHOOK_ALLOWED_HOSTS = [host.lower() for host in env_list("WEBHOOK_ALLOWED_HOSTS", [])]
+WEBHOOK_TIMEOUT_SECONDS = float(env_int("WEBHOOK_TIMEOUT_SECONDS", 10, minimum=1))
+
 STRIPE_WEBHOOK_SECRET = env_str("STRIPE_WEBHOOK_SECRET")
 STRIPE_PUBLISHABLE_KEY = env_str("STRIPE_PUBLISHABLE_KEY")
 STRIPE_API_BASE = env_str("STRIPE_API_BASE", "https://api.stripe.com")  # tests point this at a local fake

@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from ninja import Schema
+from pydantic import Field
+
+
+class WebhookIn(Schema):
+    url: str = Field(description="https URL that receives the events (http only in debug)")
+    events: list[str] = Field(description="Event types to receive, e.g. deployment.active, deployment.sla_breach")
+    retry_schedule: str | None = Field(
+        None, description="standard (8 attempts over about 27 hours, the default) or short (5 attempts over 10 minutes)"
+    )
+
+
+class WebhookPatchIn(Schema):
+    url: str | None = None
+    events: list[str] | None = None
+    retry_schedule: str | None = None
+    enabled: bool | None = Field(None, description="false pauses deliveries; true turns a disabled webhook back on")
+
+
+class WebhookOut(Schema):
+    id: str
+    deployment_id: str
+    url: str
+    events: list[str]
+    retry_schedule: str
+    enabled: bool
+    disabled_reason: str | None = Field(description="Why deliveries stopped (e.g. the receiver answered 410)")
+    created_at: datetime
+
+
+class WebhookCreatedOut(WebhookOut):
+    secret: str = Field(description="Signing secret (whsec_...): shown only now; keep it to verify deliveries")
+
+
+class AttemptOut(Schema):
+    number: int
+    at: datetime
+    response_code: int | None
+    latency_ms: int | None
+    error: str | None
+    succeeded: bool
+
+
+class DeliveryOut(Schema):
+    id: str
+    event_id: str = Field(description="The webhook-id header: the same on every attempt of this event")
+    event_type: str
+    status: str = Field(description="pending (an attempt is due at next_attempt_at), succeeded or failed")
+    attempts: int
+    next_attempt_at: datetime | None
+    last_response_code: int | None
+    last_error: str | None
+    created_at: datetime
+    finished_at: datetime | None
+    attempt_log: list[AttemptOut]
+
+
+class EventTypeOut(Schema):
+    type: str
+    description: str

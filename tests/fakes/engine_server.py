@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import json
 import threading
 import time
+from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -39,6 +41,7 @@ class Behaviour:
     tokens: int = 8  # completion tokens when the request sets no max_tokens
     fail_status: int = 0  # answer every inference request with this status (0: answer normally)
     embedding_dims: int = 8
+    max_running: int = 0  # generations at once (vLLM's --max-num-seqs); the rest wait. 0: no limit
 
 
 @dataclass
@@ -60,6 +63,8 @@ class Engine:
     behaviour: Behaviour = field(default_factory=Behaviour)
     records: list[Record] = field(default_factory=list)
     _ids: itertools.count[int] = field(default_factory=itertools.count)
+    running: int = 0  # generating now
+    waiting: int = 0  # queued for a free slot: what /metrics reports as vllm:num_requests_waiting
 
     # --- plumbing -----------------------------------------------------------------------------
 
@@ -67,6 +72,7 @@ class Engine:
         app = web.Application()
         app.router.add_get("/health", self._health)
         app.router.add_get("/v1/models", self._models)
+        app.router.add_get("/metrics", self._metrics)
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/completions", self._completions)
         app.router.add_post("/v1/embeddings", self._embeddings)
@@ -114,6 +120,32 @@ class Engine:
 
     # --- text generation ----------------------------------------------------------------------
 
+    @contextlib.asynccontextmanager
+    async def _slot(self) -> AsyncIterator[None]:
+        """Wait for a free generation slot when the engine has a limit, as vLLM's scheduler does."""
+        if self.behaviour.max_running:
+            self.waiting += 1
+            try:
+                while self.running >= self.behaviour.max_running:
+                    await asyncio.sleep(0.005)
+            finally:
+                self.waiting -= 1
+        self.running += 1
+        try:
+            yield
+        finally:
+            self.running -= 1
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        """vLLM's Prometheus gauges of its scheduler (the names and labels vLLM publishes)."""
+        if self.api_key and request.headers.get("Authorization") != f"Bearer {self.api_key}":
+            return _error(401, "Invalid API Key", "authentication_error")
+        lines = []
+        for name, value in (("num_requests_running", self.running), ("num_requests_waiting", self.waiting)):
+            lines += [f"# HELP vllm:{name} Number of requests.", f"# TYPE vllm:{name} gauge",
+                      f'vllm:{name}{{model_name="sim"}} {float(value)}']  # fmt: skip
+        return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         refusal = self._refusal(request)
         if refusal is not None:
@@ -123,14 +155,16 @@ class Engine:
         if not isinstance(messages, list):
             return _error(400, "Expected 'messages' to be an array", "invalid_request_error")
         prompt = sum(_count_words(m.get("content")) for m in messages if isinstance(m, dict)) + 4 * len(messages)
-        return await self._generate(request, body, prompt, chat=True)
+        async with self._slot():
+            return await self._generate(request, body, prompt, chat=True)
 
     async def _completions(self, request: web.Request) -> web.StreamResponse:
         refusal = self._refusal(request)
         if refusal is not None:
             return refusal
         body = await self._json(request)
-        return await self._generate(request, body, _count_words(body.get("prompt")), chat=False)
+        async with self._slot():
+            return await self._generate(request, body, _count_words(body.get("prompt")), chat=False)
 
     async def _generate(
         self, request: web.Request, body: dict[str, Any], prompt: int, *, chat: bool

@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     params.api_keys = [api_key]
     params.n_ctx = args.ctx_size
     params.n_parallel = args.parallel
+    params.endpoint_metrics = True  # /metrics: the autoscaler reads requests_deferred (the queue) there
     if args.alias:
         params.model_alias = {args.alias}
     if args.threads:

@@ -12,9 +12,9 @@ from accounts.auth import INFERENCE_AUTH, api_principal
 from accounts.roles import CAN_READ
 from catalog import fleet
 from catalog.models import CatalogModel, GpuType
-from deployments import metrics, proxy, scaling, schemas, selectors, services, sla
+from deployments import metrics, proxy, rollout, scaling, schemas, selectors, services, sla
 from deployments.logs import log_tails
-from deployments.models import Deployment, InstanceState
+from deployments.models import Deployment, Instance, InstanceState
 from gpucloud.errors import InvalidRequest, PermissionDenied
 from gpucloud.money import MICROS_PER_USD
 
@@ -23,7 +23,7 @@ router = Router(tags=["deployments"])
 
 def _deployment_out(request: HttpRequest, deployment: Deployment) -> dict[str, object]:
     instances = list(selectors.instances_of(deployment))
-    live = sum(i.state not in (InstanceState.TERMINATED, InstanceState.FAILED) for i in instances)
+    live = [i for i in instances if i.state not in (InstanceState.TERMINATED, InstanceState.FAILED)]
     end = deployment.stopped_at or timezone.now()
     return {
         "id": deployment.pk,
@@ -36,7 +36,7 @@ def _deployment_out(request: HttpRequest, deployment: Deployment) -> dict[str, o
         "preset": deployment.preset_id,
         "replicas": deployment.desired_replicas,
         "endpoint_url": request.build_absolute_uri(f"/api/v1/deployments/{deployment.pk}/chat/completions"),
-        "hourly_cost_usd": deployment.hourly_price_micros * max(live, 0) / MICROS_PER_USD,
+        "hourly_cost_usd": sum(i.hourly_price_micros for i in live) / MICROS_PER_USD,
         "created_at": deployment.created_at,
         "started_at": deployment.started_at,
         "runtime_seconds": int((end - deployment.started_at).total_seconds()) if deployment.started_at else 0,
@@ -46,6 +46,9 @@ def _deployment_out(request: HttpRequest, deployment: Deployment) -> dict[str, o
                 "id": i.pk,
                 "state": i.state,
                 "provider": i.provider or None,
+                "gpu_type": i.config(deployment)[0],
+                "preset": i.config(deployment)[1],
+                "hourly_price_usd": i.hourly_price_micros / MICROS_PER_USD,
                 "launched_at": i.launched_at,
                 "ready_at": i.ready_at,
                 "terminated_at": i.terminated_at,
@@ -53,6 +56,23 @@ def _deployment_out(request: HttpRequest, deployment: Deployment) -> dict[str, o
             }
             for i in instances
         ],
+        "rollout": _rollout_out(deployment, live),
+    }
+
+
+def _rollout_out(deployment: Deployment, live: list[Instance]) -> dict[str, object] | None:
+    if not deployment.rollout_state:
+        return None
+    replicas = [i for i in live if i.state != InstanceState.TERMINATING]
+    left = sum(not i.runs_config_of(deployment) for i in replicas)
+    return {
+        "state": deployment.rollout_state,
+        "preset": deployment.preset_id,
+        "from_preset": deployment.rollout_from_preset_id,
+        "replaced": max(0, deployment.rollout_total - left),
+        "total": deployment.rollout_total,
+        "message": deployment.rollout_message or None,
+        "started_at": deployment.rollout_started_at,
     }
 
 
@@ -170,6 +190,15 @@ def deployments_scaling_set(request: HttpRequest, deployment_id: str, payload: s
         idle_timeout_seconds=payload.idle_timeout_seconds, metric=target.metric, target=target.value,
     )  # fmt: skip
     return _scaling_out(scaling.deployment_scaling_set(principal=principal, deployment=deployment, change=change))
+
+
+@router.patch("/deployments/{deployment_id}/preset", response=schemas.DeploymentOut,
+              summary="Apply an inference preset: replicas are replaced one at a time")  # fmt: skip
+def deployments_preset_set(request: HttpRequest, deployment_id: str, payload: schemas.PresetIn) -> dict[str, object]:
+    principal = api_principal(request)
+    deployment = selectors.deployment_get_for_org(principal.org, deployment_id)
+    changed = rollout.deployment_preset_set(principal=principal, deployment=deployment, preset=payload.preset)
+    return _deployment_out(request, changed)
 
 
 @router.get("/deployments/{deployment_id}/sla", response=schemas.SlaOut, summary="SLA targets and breaches")

@@ -20,7 +20,7 @@ from django.db.models import Max
 from deployments import services
 from deployments.autoscale import Decision, Policy, Streaks, decide
 from deployments.gateway import metering
-from deployments.models import Deployment, RequestMinute, ScalingMetric
+from deployments.models import Deployment, RequestMinute, RolloutState, ScalingMetric
 from deployments.selectors import RUNNING_STATUSES
 from gpucloud.errors import ApiError
 
@@ -32,7 +32,9 @@ def autoscale_round(*, now: float | None = None) -> dict[str, int]:
     """Returns the deployments whose replica count changed, with the new count."""
     now = now if now is not None else time.time()
     in_flight = metering.store().in_flight()
-    deployments = list(Deployment.objects.filter(status__in=RUNNING_STATUSES))
+    # A preset rollout owns the replica count until it ends (deployments/rollout.py).
+    running = Deployment.objects.filter(status__in=RUNNING_STATUSES)
+    deployments = list(running.exclude(rollout_state=RolloutState.ROLLING))
     last_requests = _last_requests([d.pk for d in deployments])
     changed: dict[str, int] = {}
     for deployment in deployments:

@@ -32,6 +32,14 @@ class DeploymentStatus(models.TextChoices):
     FAILED = "failed"
 
 
+class RolloutState(models.TextChoices):
+    """Where the last preset change stands (deployments/rollout.py); blank when there was none."""
+
+    ROLLING = "rolling"  # replicas on the old configuration are being replaced, one at a time
+    DONE = "done"
+    FAILED = "failed"  # a new replica could not start: the old ones keep serving; apply it again to retry
+
+
 class ScalingMetric(models.TextChoices):
     CONCURRENCY = "concurrency"  # requests in flight per replica
     QUEUE_DEPTH = "queue_depth"  # requests waiting per replica
@@ -68,6 +76,16 @@ class Deployment(models.Model):
     # SLA targets (deployments/sla.py): checked every minute against the measured window.
     ttft_target_ms = models.PositiveIntegerField(null=True, blank=True, help_text="Time to first token, p95")
     throughput_target_tps = models.FloatField(null=True, blank=True, help_text="Tokens/s per request, at least")
+    # A preset change (deployments/rollout.py) sets the preset, its GPU class and price above at
+    # once; replicas still on the previous ones are then replaced one at a time.
+    rollout_state = models.CharField(max_length=8, choices=RolloutState.choices, blank=True)
+    rollout_message = models.CharField(max_length=500, blank=True, help_text="The last step, or why it stopped")
+    rollout_from_preset = models.ForeignKey(
+        "catalog.Preset", null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+        help_text="The preset before the last change (null: none)",
+    )  # fmt: skip
+    rollout_total = models.PositiveSmallIntegerField(default=0, help_text="Replicas the last rollout replaces")
+    rollout_started_at = models.DateTimeField(null=True, blank=True)
     created_by = models.ForeignKey("accounts.User", null=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True, help_text="First time a replica was ready")
@@ -92,6 +110,15 @@ class Deployment(models.Model):
             self.kind == DeploymentKind.SERVERLESS and self.status == DeploymentStatus.STOPPED
         )
 
+    @property
+    def is_rolling(self) -> bool:
+        return self.rollout_state == RolloutState.ROLLING
+
+    @property
+    def config(self) -> tuple[str | None, str | None]:
+        """The GPU class and preset its replicas are to run."""
+        return (self.gpu_type_id, self.preset_id)
+
 
 def new_instance_id() -> str:
     return new_id("inst")
@@ -102,13 +129,14 @@ class InstanceState(models.TextChoices):
     PROVISIONING = "provisioning"
     LOADING = "loading"
     READY = "ready"
+    DRAINING = "draining"  # out of routing, finishing its requests before it is terminated (billed)
     CRASH_LOOPING = "crash_looping"
     TERMINATING = "terminating"
     TERMINATED = "terminated"
     FAILED = "failed"
 
 
-LIVE_STATES = (InstanceState.LOADING, InstanceState.READY, InstanceState.CRASH_LOOPING)
+LIVE_STATES = (InstanceState.LOADING, InstanceState.READY, InstanceState.DRAINING, InstanceState.CRASH_LOOPING)
 PRE_LAUNCH_STATES = (InstanceState.WAITING_FOR_CAPACITY, InstanceState.PROVISIONING)
 FINAL_STATES = (InstanceState.TERMINATED, InstanceState.FAILED)
 
@@ -124,6 +152,11 @@ class Instance(models.Model):
     endpoint_url = models.CharField(max_length=300, blank=True)
     hourly_price_micros = models.BigIntegerField(default=0)
     hourly_cost_micros = models.BigIntegerField(default=0)
+    # What it runs, from its deployment when it was made (null on rows that predate the record:
+    # those run their deployment's configuration).
+    gpu_type = models.ForeignKey("catalog.GpuType", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    preset = models.ForeignKey("catalog.Preset", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    drain_started_at = models.DateTimeField(null=True, blank=True, help_text="Left routing to be replaced")
     failure_reason = models.CharField(max_length=500, blank=True)
     launch_attempts = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(default=timezone.now)
@@ -136,6 +169,13 @@ class Instance(models.Model):
 
     def __str__(self) -> str:
         return f"{self.pk} {self.state}"
+
+    def config(self, deployment: Deployment) -> tuple[str | None, str | None]:
+        """The GPU class and preset it runs (`deployment` is its own, passed to spare a query)."""
+        return (self.gpu_type_id, self.preset_id) if self.gpu_type_id else deployment.config
+
+    def runs_config_of(self, deployment: Deployment) -> bool:
+        return self.config(deployment) == deployment.config
 
 
 class DeploymentEvent(models.Model):

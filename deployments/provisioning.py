@@ -37,9 +37,13 @@ def _locked(instance_id: str) -> Instance:
 
 
 def _spec(instance: Instance) -> InstanceSpec:
+    """What the instance runs: its own GPU class and preset (during a preset rollout they differ
+    from replica to replica), or its deployment's for a row that predates that record."""
     deployment = instance.deployment
     model = deployment.model
-    assert model is not None and deployment.gpu_type_id and deployment.region_id
+    gpu_type, _ = instance.config(deployment)
+    preset = instance.preset if instance.gpu_type_id else deployment.preset
+    assert model is not None and gpu_type and deployment.region_id
     return InstanceSpec(
         instance_id=instance.pk,
         tag=instance.tag,
@@ -47,10 +51,10 @@ def _spec(instance: Instance) -> InstanceSpec:
         model=model.engine_args,
         served_model_name=model.slug,
         api_key=instance.api_key,
-        gpu_type=deployment.gpu_type_id,
+        gpu_type=gpu_type,
         region=deployment.region_id,
         # A preset's engine configuration (dtype, batch size, quantization) overrides the model's.
-        engine_args={**model.engine_args, **(deployment.preset.engine_config if deployment.preset else {})},
+        engine_args={**model.engine_args, **(preset.engine_config if preset else {})},
     )
 
 
@@ -116,7 +120,8 @@ def _record_launch(instance_id: str, launched: ProviderInstance, provider: str, 
 
 def _billing_start(instance: Instance, started_at: datetime) -> None:
     deployment = instance.deployment
-    gpu = deployment.gpu_type.name if deployment.gpu_type else "?"
+    gpu_type = instance.gpu_type or deployment.gpu_type
+    gpu = gpu_type.name if gpu_type else "?"
     meter = usage_meter_start(
         org=deployment.org,
         meter_key=instance.pk,

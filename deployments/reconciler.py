@@ -8,6 +8,7 @@ difference. No leaked machine keeps billing the operator, no lost machine keeps 
   terminated at the provider's end time and replace it if the deployment still wants it.
 - Terminating in the database: terminate again until the provider confirms.
 - Stuck pre-launch or loading: run the step again.
+- A preset rollout in progress: take its next step (if its task was lost, this finishes it).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from deployments.models import (
     DeploymentStatus,
     Instance,
     InstanceState,
+    RolloutState,
 )
 
 
@@ -43,6 +45,7 @@ class ReconcileReport:
     lost: list[str] = field(default_factory=list)
     confirmed: list[str] = field(default_factory=list)  # terminations confirmed
     replaced: list[str] = field(default_factory=list)  # new instances for deployments short of replicas
+    rolled: dict[str, str] = field(default_factory=dict)  # rolling deployments: the step each took
     errors: list[str] = field(default_factory=list)
 
 
@@ -115,9 +118,14 @@ def _retry_stuck(now: datetime, report: ReconcileReport) -> None:
 
 
 def _converge_replicas(report: ReconcileReport) -> None:
-    """Deployments that want more instances than they have (after a loss or a platform restart) get them."""
+    """Deployments that want more instances than they have (after a loss or a platform restart) get
+    them, and preset rollouts take their next step. A rollout launches its new replica before an old
+    one leaves, so replicas of either configuration count toward what the deployment wants."""
+    from deployments.rollout import rollout_advance
     from deployments.services import replica_add_if_short
 
+    for deployment_id in Deployment.objects.filter(rollout_state=RolloutState.ROLLING).values_list("pk", flat=True):
+        report.rolled[deployment_id] = rollout_advance(deployment_id=deployment_id)
     wanting = Deployment.objects.exclude(
         status__in=[
             DeploymentStatus.STOPPING,

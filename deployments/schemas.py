@@ -19,10 +19,23 @@ class InstanceOut(Schema):
     id: str
     state: str
     provider: str | None
+    gpu_type: str | None = Field(description="The GPU class it runs on")
+    preset: str | None = Field(description="The preset it runs (during a rollout, the old or the new one)")
+    hourly_price_usd: float = Field(description="Its own offer's price per hour")
     launched_at: datetime | None
     ready_at: datetime | None
     terminated_at: datetime | None
     failure_reason: str | None
+
+
+class RolloutOut(Schema):
+    state: str = Field(description="rolling, done or failed (the old replicas keep serving; apply it again)")
+    preset: str | None = Field(description="The preset rolled to")
+    from_preset: str | None
+    replaced: int = Field(description="Replicas moved to the new configuration so far")
+    total: int
+    message: str | None = Field(description="The last step, or why it stopped")
+    started_at: datetime | None
 
 
 class DeploymentOut(Schema):
@@ -36,12 +49,17 @@ class DeploymentOut(Schema):
     preset: str | None
     replicas: int
     endpoint_url: str = Field(description="POST OpenAI chat completions here (with your API key)")
-    hourly_cost_usd: float = Field(description="All replicas, per hour")
+    hourly_cost_usd: float = Field(description="All replicas, per hour, each at its own price")
     created_at: datetime
     started_at: datetime | None
     runtime_seconds: int
     total_cost_usd: float
     instances: list[InstanceOut]
+    rollout: RolloutOut | None = Field(description="The last preset change; null when there was none")
+
+
+class PresetIn(Schema):
+    preset: str | None = Field(None, description="speed, latency, cost or balanced (see GET /api/v1/presets)")
 
 
 class DeploymentEventOut(Schema):

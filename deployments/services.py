@@ -121,6 +121,8 @@ def _instance_add(deployment: Deployment, price_per_hour_micros: int) -> Instanc
         tag=settings.GPUCLOUD_FLEET_TAG,
         api_key=secrets.token_urlsafe(32),
         hourly_price_micros=price_per_hour_micros,
+        gpu_type_id=deployment.gpu_type_id,
+        preset_id=deployment.preset_id,
     )
     hold_open(
         org=deployment.org,
@@ -131,6 +133,12 @@ def _instance_add(deployment: Deployment, price_per_hour_micros: int) -> Instanc
     )
     transaction.on_commit(lambda: instance_provision_task.delay(instance.pk))
     return instance
+
+
+def replica_add(deployment: Deployment) -> Instance:
+    """One more replica on the deployment's configuration and price, provisioned after commit
+    (InsufficientCredit 402 when its first minute cannot be held)."""
+    return _instance_add(deployment, deployment.hourly_price_micros)
 
 
 def replica_add_if_short(deployment: Deployment) -> Instance | None:

@@ -1,0 +1,176 @@
+"""A GPU cloud for tests: a provider driver (registered by dotted path) whose offers come from its
+`Provider.config` and whose machines are engine simulators on loopback (tests/fakes/engine_server.py)
+that answer health checks and OpenAI requests like the real engine would.
+
+Config: {"region": "atl1", "gpus": {"h100": {"price": 4_410_000, "capacity": 2}, ...},
+"fail": {"h100": "message"} (a permanent launch failure), "gap_ms": 0 (the engines' token gap)}.
+Machines live in this process (module state shared by every driver object): `LAUNCHED` keeps the
+spec of each launch and `peak()` the most machines that ran at once, so tests can check what ran.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from aiohttp import web
+
+from catalog.models import Provider
+from catalog.providers.base import Driver, InstanceSpec, InstanceState, Offer, ProviderError, ProviderInstance, Tier
+from tests.fakes.engine_server import Behaviour, Engine
+
+DRIVER = "tests.fleet.sim_cloud.SimCloud"
+
+
+class Box:
+    """One machine: an engine simulator on a loopback port, in a thread of its own. Powering it off
+    ends it the way a terminated machine ends: whatever it was serving is cut at once."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.port = 0
+        self._loop = asyncio.new_event_loop()
+        self._runner = web.AppRunner(engine.app(), handler_cancellation=True, access_log=None, shutdown_timeout=0.5)
+        self._started = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        if not self._started.wait(10):
+            raise RuntimeError("the machine did not start")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_until_complete(self._runner.setup())
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        self._loop.run_until_complete(site.start())
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._started.set()
+        self._loop.run_forever()
+        self._loop.run_until_complete(self._runner.cleanup())
+        self._loop.close()
+
+    def power_off(self) -> None:
+        def cut() -> None:
+            server = self._runner.server
+            for handler in server.connections if server else []:
+                if handler.transport is not None:
+                    handler.transport.abort()
+            self._loop.stop()
+
+        self._loop.call_soon_threadsafe(cut)
+        self._thread.join(5)
+
+
+@dataclass
+class Machine:
+    spec: InstanceSpec
+    gpu_type: str
+    engine: Box
+    started_at: datetime
+
+
+_lock = threading.Lock()
+_machines: dict[str, Machine] = {}  # provider instance id -> running machine
+_ended: dict[str, datetime] = {}
+_peak: dict[str, int] = {}  # tag -> most machines running at once
+LAUNCHED: dict[str, InstanceSpec] = {}  # our instance id -> what it was asked to run
+
+
+def running(tag: str) -> list[Machine]:
+    with _lock:
+        return [m for m in _machines.values() if m.spec.tag == tag]
+
+
+def peak(tag: str) -> int:
+    return _peak.get(tag, 0)
+
+
+def provider_create(tag: str, *, gpus: dict[str, dict[str, int]], **config: object) -> Provider:
+    """The sim cloud as an enabled provider of atl1 launching machines tagged `tag`."""
+    return Provider.objects.create(
+        slug="sim", name="Sim cloud", driver=DRIVER, config={"tag": tag, "region": "atl1", "gpus": gpus, **config}
+    )
+
+
+def provider_set(**config: object) -> None:
+    provider = Provider.objects.get(slug="sim")
+    provider.config = {**provider.config, **config}
+    provider.save(update_fields=["config"])
+
+
+def stop_all(tag: str) -> None:
+    for machine in running(tag):
+        SimCloud(slug="sim", config={}).terminate(f"sim-{machine.spec.instance_id}")
+
+
+class SimCloud(Driver):
+    def offers(self) -> list[Offer]:
+        region = self.config.get("region", "atl1")
+        offers = []
+        for gpu, terms in self.config.get("gpus", {}).items():
+            used = sum(m.gpu_type == gpu for m in running(self.config.get("tag", "")))
+            offers.append(Offer(
+                provider=self.slug, gpu_type=gpu, gpu_count=1, region=region, tier=Tier.SECURE, spot=False,
+                price_per_hour_micros=terms["price"], cost_per_hour_micros=terms["price"] // 2,
+                available=max(0, terms["capacity"] - used),
+            ))  # fmt: skip
+        return offers
+
+    def launch(self, spec: InstanceSpec, offer: Offer) -> ProviderInstance:
+        pid = f"sim-{spec.instance_id}"
+        with _lock:
+            if pid in _machines:
+                return self._seen(pid, _machines[pid])
+        if spec.gpu_type in self.config.get("fail", {}):
+            raise ProviderError(self.config["fail"][spec.gpu_type], permanent=True)
+        if not any(o.gpu_type == spec.gpu_type and o.available > 0 for o in self.offers()):
+            raise ProviderError(f"No {spec.gpu_type} left.", no_capacity=True)
+        behaviour = Behaviour(gap_ms=float(self.config.get("gap_ms", 0)))
+        engine = Box(Engine(api_key=spec.api_key, behaviour=behaviour))
+        machine = Machine(spec=spec, gpu_type=spec.gpu_type, engine=engine, started_at=datetime.now(UTC))
+        with _lock:
+            _machines[pid] = machine
+            LAUNCHED[spec.instance_id] = spec
+            count = sum(m.spec.tag == spec.tag for m in _machines.values())
+            _peak[spec.tag] = max(_peak.get(spec.tag, 0), count)
+        return self._seen(pid, machine)
+
+    def _seen(self, pid: str, machine: Machine) -> ProviderInstance:
+        return ProviderInstance(
+            provider_instance_id=pid, instance_id=machine.spec.instance_id, tag=machine.spec.tag,
+            state=InstanceState.RUNNING, endpoint_url=machine.engine.url, started_at=machine.started_at,
+        )  # fmt: skip
+
+    def status(self, provider_instance_id: str) -> ProviderInstance:
+        with _lock:
+            machine = _machines.get(provider_instance_id)
+        if machine is not None:
+            return self._seen(provider_instance_id, machine)
+        return ProviderInstance(
+            provider_instance_id=provider_instance_id, instance_id=provider_instance_id.removeprefix("sim-"), tag="",
+            state=InstanceState.TERMINATED, ended_at=_ended.get(provider_instance_id),
+        )  # fmt: skip
+
+    def terminate(self, provider_instance_id: str) -> None:
+        with _lock:
+            machine = _machines.pop(provider_instance_id, None)
+            if machine is not None:
+                _ended[provider_instance_id] = datetime.now(UTC)
+        if machine is not None:
+            machine.engine.power_off()
+
+    def list_instances(self, tag: str) -> list[ProviderInstance]:
+        with _lock:
+            mine = [(pid, m) for pid, m in _machines.items() if m.spec.tag == tag]
+        return [self._seen(pid, m) for pid, m in mine]
+
+    def logs(self, provider_instance_id: str, *, tail: int = 200) -> list[str]:
+        return []
+
+    def endpoint(self, provider_instance_id: str) -> str:
+        return _machines[provider_instance_id].engine.url

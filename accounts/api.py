@@ -130,8 +130,9 @@ keys_router = Router(tags=["api-keys"])
 )
 def api_keys_create(request: HttpRequest, payload: schemas.ApiKeyCreateIn) -> Status[schemas.ApiKeyCreatedOut]:
     key, plaintext = services.api_key_create(
-        principal=api_principal(request), name=payload.name, kind=payload.kind, deployment_id=payload.deployment_id
-    )
+        principal=api_principal(request), name=payload.name, kind=payload.kind, deployment_id=payload.deployment_id,
+        scoped=payload.scoped,
+    )  # fmt: skip
     return Status(201, _created(key, plaintext))
 
 

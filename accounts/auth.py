@@ -1,7 +1,8 @@
 """Authentication of the management API: bearer API keys first, then the browser session.
 
 Each failure says what is wrong (wrong key, revoked key, missing key) with a 401; a
-deployment key on the management API is a 403, since it is valid but not allowed here.
+deployment key or another scoped key on the management API is a 403, since it is valid but not
+allowed here. On inference routes a scoped key is let through only to a deployment it may invoke.
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ from django.http import HttpRequest
 from ninja.security import APIKeyCookie, HttpBearer
 from ninja.utils import check_csrf
 
-from accounts import keys, selectors, services
+from accounts import grants, keys, selectors, services
 from accounts.models import ApiKey, ApiKeyKind, User
 from accounts.principal import Principal
-from accounts.roles import Role
+from accounts.roles import CAN_INVOKE, Role
 from gpucloud.errors import PermissionDenied, Unauthenticated
 
 _INVALID_KEY = (
@@ -106,14 +107,25 @@ class ApiKeyAuth(HttpBearer):
             raise PermissionDenied(
                 "Deployment keys can only call the inference API under /v1/; use an account key (gpc_live_) here."
             )
+        if principal.via_scoped_key:
+            raise PermissionDenied(grants.SCOPED_KEY_REFUSED)
         return principal
 
 
 class InferenceKeyAuth(ApiKeyAuth):
-    """Bearer auth for inference routes: account keys, and deployment keys (checked per route)."""
+    """Bearer auth for inference routes (`/deployments/{deployment_id}/...`): account keys, and
+    scoped keys on the deployments they may invoke, checked here so that no route can forget it."""
 
     def authenticate(self, request: HttpRequest, token: str) -> Principal:
-        return principal_from_api_key(token)
+        principal = principal_from_api_key(token)
+        if principal.via_scoped_key:
+            assert principal.api_key is not None
+            match = request.resolver_match
+            deployment_id = match.kwargs.get("deployment_id") if match else None
+            grants.scoped_key_invoke_check(key=principal.api_key, deployment_id=deployment_id)
+            if not principal.via_deployment_key:  # a key never does more than its creator may
+                principal.require(CAN_INVOKE, "invoking deployments")
+        return principal
 
 
 class SessionAuth(APIKeyCookie):

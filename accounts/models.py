@@ -15,7 +15,7 @@ from django.db.models.functions import Lower
 from django.utils import timezone
 
 from accounts.roles import Role
-from gpucloud.ids import new_invitation_id, new_key_id, new_org_id
+from gpucloud.ids import new_id, new_invitation_id, new_key_id, new_org_id
 
 
 class UserManager(BaseUserManager["User"]):
@@ -127,6 +127,9 @@ class ApiKey(models.Model):
     deployment = models.ForeignKey(
         "deployments.Deployment", null=True, blank=True, on_delete=models.CASCADE, related_name="api_keys"
     )
+    # A scoped key has no account-level access: it may only invoke the deployments it is granted
+    # (KeyGrant). Deployment keys are always scoped (their own deployment is an implicit grant).
+    scoped = models.BooleanField(default=False)
     key_hash = models.CharField(max_length=64, unique=True)
     last_four = models.CharField(max_length=4)
     created_at = models.DateTimeField(default=timezone.now)
@@ -140,7 +143,10 @@ class ApiKey(models.Model):
                 condition=models.Q(kind="account", deployment__isnull=True)
                 | models.Q(kind="deployment", deployment__isnull=False),
                 name="apikey_deployment_matches_kind",
-            )
+            ),
+            models.CheckConstraint(
+                condition=models.Q(kind="account") | models.Q(scoped=True), name="apikey_deployment_keys_scoped"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -155,6 +161,32 @@ class ApiKey(models.Model):
         from accounts.keys import PREFIXES
 
         return f"{PREFIXES[ApiKeyKind(self.kind)]}••••{self.last_four}"
+
+
+class GrantRole(models.TextChoices):
+    INFERENCE = "inference", "Inference"  # `deployment:invoke`: call the deployment through the gateway
+
+
+def new_grant_id() -> str:
+    return new_id("grant")
+
+
+class KeyGrant(models.Model):
+    """Lets a scoped key (a scoped account key, or a deployment key beyond its own deployment)
+    invoke one deployment. Key and deployment belong to the same org (accounts/grants.py checks)."""
+
+    id = models.CharField(primary_key=True, max_length=40, default=new_grant_id, editable=False)
+    key = models.ForeignKey(ApiKey, on_delete=models.CASCADE, related_name="grants")
+    deployment = models.ForeignKey("deployments.Deployment", on_delete=models.CASCADE, related_name="key_grants")
+    role = models.CharField(max_length=12, choices=GrantRole.choices, default=GrantRole.INFERENCE)
+    created_by = models.ForeignKey(User, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["key", "deployment"], name="keygrant_one_per_key_deployment")]
+
+    def __str__(self) -> str:
+        return f"{self.key_id} may {self.role} {self.deployment_id}"
 
 
 class ActivityEvent(models.Model):

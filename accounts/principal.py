@@ -20,6 +20,12 @@ class Principal:
     def via_deployment_key(self) -> bool:
         return self.api_key is not None and self.api_key.kind == ApiKeyKind.DEPLOYMENT
 
+    @property
+    def via_scoped_key(self) -> bool:
+        """A key limited to the deployments granted to it (every deployment key, and account keys
+        created scoped): no account-level access (accounts/grants.py)."""
+        return self.api_key is not None and self.api_key.scoped
+
     def require(self, minimum: Role, action: str) -> None:
         """Raise 403 unless the caller's role in the org is at least `minimum`."""
         if not role_at_least(self.role, minimum):

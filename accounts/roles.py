@@ -25,4 +25,5 @@ CAN_READ = Role.VIEWER
 CAN_WRITE = Role.MEMBER
 CAN_INVOKE = Role.MEMBER  # `deployment:invoke`: call the org's deployments through the gateway
 CAN_MANAGE_MEMBERS = Role.ADMIN
+CAN_MANAGE_ACCESS = Role.ADMIN  # grant and revoke scoped keys' access to deployments
 CAN_GRANT_OWNER = Role.OWNER

@@ -58,6 +58,11 @@ class ApiKeyCreateIn(Schema):
     name: str = Field(min_length=1, max_length=100)
     kind: Literal["account", "deployment"] = "account"
     deployment_id: str | None = None
+    scoped: bool | None = Field(
+        default=None,
+        description="Account keys: true for a key that can only invoke the deployments granted to it "
+        "(POST /deployments/{id}/permissions) and has no account-level access. Deployment keys are always scoped.",
+    )
 
 
 class ApiKeyOut(Schema):
@@ -65,6 +70,7 @@ class ApiKeyOut(Schema):
     name: str
     kind: str
     deployment_id: str | None
+    scoped: bool
     masked_key: str = Field(alias="masked")
     created_at: datetime
     last_used_at: datetime | None

@@ -160,9 +160,12 @@ def membership_role_set(*, principal: Principal, user_id: int, role: str) -> Mem
 
 
 def api_key_create(
-    *, principal: Principal, name: str, kind: str, deployment_id: str | None = None
+    *, principal: Principal, name: str, kind: str, deployment_id: str | None = None, scoped: bool | None = None
 ) -> tuple[ApiKey, str]:
-    """Create a key; returns it with its plaintext, which is never stored or shown again."""
+    """Create a key; returns it with its plaintext, which is never stored or shown again.
+
+    A scoped account key starts with access to nothing: grants add deployments (accounts/grants.py).
+    Deployment keys are always scoped; `scoped=False` with one is refused rather than ignored."""
     principal.require(CAN_WRITE, "creating API keys")
     try:
         kind_value = ApiKeyKind(kind)
@@ -172,6 +175,8 @@ def api_key_create(
     if kind_value == ApiKeyKind.DEPLOYMENT:
         if not deployment_id:
             raise InvalidRequest("A deployment key needs deployment_id.", param="deployment_id")
+        if scoped is False:
+            raise InvalidRequest("Deployment keys are always scoped; omit scoped or send true.", param="scoped")
         from deployments.selectors import deployment_get_for_org
 
         deployment = deployment_get_for_org(principal.org, deployment_id)
@@ -184,6 +189,7 @@ def api_key_create(
         name=_clean_name(name),
         kind=kind_value,
         deployment=deployment,
+        scoped=kind_value == ApiKeyKind.DEPLOYMENT or bool(scoped),
         key_hash=new.key_hash,
         last_four=new.last_four,
     )

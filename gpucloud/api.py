@@ -17,6 +17,7 @@ from accounts.auth import API_AUTH
 from billing.api import router as billing_router
 from catalog.api import router as catalog_router
 from deployments.api import router as deployments_router
+from deployments.permissions_api import router as permissions_router
 from gpucloud.errors import ApiError, error_response
 from webhooks.api import router as webhooks_router
 
@@ -37,6 +38,7 @@ api.add_router("", keys_router)
 api.add_router("", catalog_router)
 api.add_router("", billing_router)
 api.add_router("", deployments_router)
+api.add_router("", permissions_router)
 api.add_router("", webhooks_router)
 
 _HTTP_ERROR_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error"}

@@ -1,6 +1,7 @@
 """API key resolution for the gateway, cached so the hot path skips the database.
 
-A revoked or regenerated key stops working within KEY_CACHE_SECONDS (the documented bound)."""
+A revoked or regenerated key stops working within KEY_CACHE_SECONDS (the documented bound), and
+a scoped key's grants are read with it: a grant or its revocation takes effect within the same bound."""
 
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ KEY_CACHE_SECONDS = 5.0
 class Caller:
     org_id: str
     key_id: str
-    deployment_id: str | None  # set for deployment keys: the only deployment they may call
+    # Scoped keys (deployment keys, scoped account keys): the only deployments they may call and
+    # list (accounts/grants.py). None: the whole org.
+    allowed: frozenset[str] | None = None
     can_invoke: bool = True  # account keys of viewers read, they do not invoke
 
 
@@ -28,6 +31,7 @@ _cache: TtlCache[str, Caller | ApiError] = TtlCache(KEY_CACHE_SECONDS)
 
 def _lookup(token: str) -> Caller | ApiError:
     from accounts.auth import principal_from_api_key
+    from accounts.grants import invocable_deployments
 
     try:
         principal = principal_from_api_key(token)
@@ -37,7 +41,7 @@ def _lookup(token: str) -> Caller | ApiError:
     return Caller(
         org_id=principal.org.pk,
         key_id=principal.api_key.pk,
-        deployment_id=principal.api_key.deployment_id,
+        allowed=invocable_deployments(principal.api_key),
         can_invoke=principal.via_deployment_key or role_at_least(principal.role, CAN_INVOKE),
     )
 

@@ -40,8 +40,8 @@ def models_document(caller: Caller, model: str = "") -> dict[str, Any]:
         .exclude(model=None)
         .prefetch_related("instances")
     )
-    if caller.deployment_id:
-        deployments = deployments.filter(pk=caller.deployment_id)
+    if caller.allowed is not None:
+        deployments = deployments.filter(pk__in=caller.allowed)
     if model:
         deployments = deployments.filter(**{"pk" if model.startswith("dep_") else "model_id": model})
     best: dict[str, dict[str, Any]] = {}

@@ -4,6 +4,9 @@ named by id), its ready instances, and the one with the fewest requests in fligh
 Routes are cached for ROUTE_CACHE_SECONDS per (org, model): a replica that becomes ready or goes
 away is seen within that bound; the hot path normally reads no database. A replica that fails a
 request is taken out of this process's rotation for EJECT_SECONDS.
+
+A scoped key is routed only among the deployments it may invoke (Caller.allowed); a model the org
+serves but the key may not reach is a 403, before anything is woken, held or forwarded.
 """
 
 from __future__ import annotations
@@ -75,14 +78,14 @@ def ready_estimate(deployment: object, now: float | None = None) -> int:
     return max(1, int(base - elapsed))
 
 
-_routes: TtlCache[tuple[str, str], Route | None] = TtlCache(ROUTE_CACHE_SECONDS)
+_routes: TtlCache[tuple[str, str, frozenset[str] | None], Route | None] = TtlCache(ROUTE_CACHE_SECONDS)
 in_flight: dict[str, int] = defaultdict(int)  # per instance, this process
 deployment_in_flight: dict[str, int] = defaultdict(int)  # per deployment, this process
 _ejected: dict[str, float] = {}  # instance id -> monotonic time it may serve again
 _turn = itertools.count()  # rotates ties, so idle replicas share sequential traffic
 
 
-def _resolve(org_id: str, model: str) -> Route | None:
+def _resolve(org_id: str, model: str, allowed: frozenset[str] | None = None) -> Route | None:
     from deployments.models import Deployment, InstanceState
 
     by_id = model.startswith("dep_")  # a deployment id, else a catalog model slug
@@ -91,6 +94,8 @@ def _resolve(org_id: str, model: str) -> Route | None:
         .select_related("model")
         .prefetch_related("instances")
     )
+    if allowed is not None:
+        deployments = deployments.filter(pk__in=allowed)
     candidates = []
     for deployment in deployments.order_by("-created_at"):
         if deployment.status == "stopped" and not deployment.is_cold:
@@ -121,18 +126,29 @@ async def route_for(caller: Caller, model: str, *, fresh: bool = False) -> Route
     key may not call it. `fresh` skips the cache (a client waiting for a wake)."""
     if not model:
         raise errors.bad_request("'model' is required.", param="model")
-    key = (caller.org_id, model)
-    if fresh:
-        _routes.forget(key)
-    route = await _routes.get(key, lambda: sync_to_async(_resolve)(caller.org_id, model))
+    route = await _cached_route(caller.org_id, model, None, fresh=fresh)
     if route is None:
         raise errors.not_found(
             f"The model '{model}' does not exist or is not deployed in your organization; "
             "deploy it with POST /api/v1/deployments."
         )
-    if caller.deployment_id and route.deployment_id != caller.deployment_id:
-        raise errors.forbidden("This deployment key may only call its own deployment.")
+    if caller.allowed is not None and route.deployment_id not in caller.allowed:
+        # The org's best deployment of `model` is not one this key may call: take the best it may.
+        route = await _cached_route(caller.org_id, model, caller.allowed, fresh=fresh)
+        if route is None:
+            from accounts.grants import not_granted_message
+
+            raise errors.forbidden(not_granted_message(model))
     return route
+
+
+async def _cached_route(org_id: str, model: str, allowed: frozenset[str] | None, *, fresh: bool) -> Route | None:
+    key = (org_id, model, allowed)
+    if fresh:
+        _routes.forget(key)
+    if allowed is None:
+        return await _routes.get(key, lambda: sync_to_async(_resolve)(org_id, model))
+    return await _routes.get(key, lambda: sync_to_async(_resolve)(org_id, model, allowed))
 
 
 def pick(route: Route, *, exclude: frozenset[str] = frozenset()) -> Target | None:

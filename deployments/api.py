@@ -9,13 +9,13 @@ from django.utils import timezone
 from ninja import Router, Status
 
 from accounts.auth import INFERENCE_AUTH, api_principal
-from accounts.roles import CAN_READ
+from accounts.roles import CAN_INVOKE, CAN_READ
 from catalog import fleet
 from catalog.models import CatalogModel, GpuType
 from deployments import metrics, proxy, rollout, scaling, schemas, selectors, services, sla
 from deployments.logs import log_tails
 from deployments.models import Deployment, Instance, InstanceState
-from gpucloud.errors import InvalidRequest, PermissionDenied
+from gpucloud.errors import InvalidRequest
 from gpucloud.money import MICROS_PER_USD
 
 router = Router(tags=["deployments"])
@@ -134,8 +134,9 @@ def deployments_logs(request: HttpRequest, deployment_id: str, tail: int = 200) 
 def deployments_chat(request: HttpRequest, deployment_id: str) -> HttpResponseBase:
     principal = api_principal(request)
     deployment = selectors.deployment_get_for_org(principal.org, deployment_id)
-    if principal.via_deployment_key and principal.api_key and principal.api_key.deployment_id != deployment.pk:
-        raise PermissionDenied("This deployment key is scoped to another deployment.")
+    # Scoped keys were checked against their grants by INFERENCE_AUTH; everyone else needs the role.
+    if not principal.via_deployment_key:
+        principal.require(CAN_INVOKE, "invoking deployments")
     return proxy.chat_completions(deployment, request.body)
 
 

@@ -4,8 +4,10 @@ apply the answer through the services (new replicas are billed from launch, remo
 billing when their termination is confirmed). The streaks between rounds live in the cache: losing
 them only delays a change by a few checks, and any process may run the round.
 
-Load is the requests in flight (the `concurrency` metric). The gateway does not count a queue yet,
-so a deployment whose target is `queue_depth` gets only its bounds and scale-to-zero applied.
+Load is the requests in flight at the gateway (the `concurrency` metric) or the requests waiting
+for a generation slot in the replicas' engines (`queue_depth`, read from their /metrics); when no
+replica reports its queue, only the bounds and scale-to-zero apply that round. Idle time always
+counts from the gateway: a deployment with requests in flight is not idle.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from django.db.models import Max
 
 from deployments import services
 from deployments.autoscale import Decision, Policy, Streaks, decide
+from deployments.engine_metrics import queue_depths
 from deployments.gateway import metering
 from deployments.models import Deployment, RequestMinute, RolloutState, ScalingMetric
 from deployments.selectors import RUNNING_STATUSES
@@ -36,26 +39,29 @@ def autoscale_round(*, now: float | None = None) -> dict[str, int]:
     running = Deployment.objects.filter(status__in=RUNNING_STATUSES)
     deployments = list(running.exclude(rollout_state=RolloutState.ROLLING))
     last_requests = _last_requests([d.pk for d in deployments])
+    queues = queue_depths([d for d in deployments if d.scaling_metric == ScalingMetric.QUEUE_DEPTH])
     changed: dict[str, int] = {}
     for deployment in deployments:
-        load = in_flight.get(deployment.pk, 0)
-        idle = _idle_seconds(deployment, last_requests.get(deployment.pk), now) if load == 0 else 0.0
+        flying = in_flight.get(deployment.pk, 0)
+        idle = _idle_seconds(deployment, last_requests.get(deployment.pk), now) if flying == 0 else 0.0
+        load = flying if deployment.scaling_metric == ScalingMetric.CONCURRENCY else queues.get(deployment.pk)
         decision = _decide(deployment, load, idle)
         if decision.changed and _apply(deployment, decision):
             changed[deployment.pk] = decision.replicas
     return changed
 
 
-def _decide(deployment: Deployment, in_flight: int, idle_seconds: float | None) -> Decision:
+def _decide(deployment: Deployment, load: float | None, idle_seconds: float | None) -> Decision:
+    """`load` None: not measured this round (no replica reported its queue)."""
     policy = Policy(
         min_replicas=deployment.min_replicas, max_replicas=deployment.max_replicas,
         scale_to_zero=deployment.scale_to_zero, idle_timeout_seconds=deployment.idle_timeout_seconds,
-        target=deployment.scaling_target, follow_load=deployment.scaling_metric == ScalingMetric.CONCURRENCY,
+        target=deployment.scaling_target, follow_load=load is not None,
     )  # fmt: skip
     key = f"autoscale:streaks:{deployment.pk}"
     remembered = cache.get(key) or (0, 0)
     decision = decide(
-        policy, Streaks(*remembered), replicas=deployment.desired_replicas, load=in_flight,
+        policy, Streaks(*remembered), replicas=deployment.desired_replicas, load=load or 0,
         idle_seconds=idle_seconds,
     )  # fmt: skip
     cache.set(key, (decision.streaks.above, decision.streaks.below), STREAKS_SECONDS)

@@ -35,7 +35,8 @@ async def http_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await gateway_app(scope, receive, send)
         return
     match = DEPLOYMENT_CHAT.match(path) if scope["method"] == "POST" else None
-    if match and any(name == b"authorization" for name, _ in scope.get("headers") or []):
+    # The org-scoped form exists only in the gateway; the other is Django's too (browser sessions).
+    if match and (match["org"] or any(name == b"authorization" for name, _ in scope.get("headers") or [])):
         pinned = {
             **scope,
             "path": "/v1/chat/completions",

@@ -8,6 +8,7 @@ get each event at least once and drop repeats by `webhook-id`.
 
 from __future__ import annotations
 
+import binascii
 import json
 import logging
 import time
@@ -70,14 +71,14 @@ def delivery_attempt(
 def send(delivery: WebhookDelivery, *, transport: httpx.BaseTransport | None = None) -> Outcome:
     """POST the event, signed with the subscription's secret, to its URL (checked again now)."""
     body = json.dumps(payload(delivery.event), separators=(",", ":")).encode()
-    headers = {
-        "Content-Type": "application/json",
-        "User-Agent": USER_AGENT,
-        **signature_headers(
-            secret=delivery.subscription.secret, message_id=delivery.event.pk, timestamp=int(time.time()), body=body
-        ),
-    }
     started = time.monotonic()
+    try:
+        signed = signature_headers(
+            secret=delivery.subscription.secret, message_id=delivery.event.pk, timestamp=int(time.time()), body=body
+        )
+    except (ValueError, binascii.Error):  # a secret not of our making (set by hand): nothing unsigned leaves
+        return Outcome(None, 0, "The subscription's signing secret is not a whsec_ secret; recreate the webhook.")
+    headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT, **signed}
     try:
         response = guard.post(
             delivery.subscription.url, content=body, headers=headers, timeout=settings.WEBHOOK_TIMEOUT_SECONDS,

@@ -10,6 +10,7 @@ from django.db import models
 from django.utils import timezone
 
 from gpucloud.ids import new_id
+from webhooks.signing import secret_generate
 
 
 def new_webhook_id() -> str:
@@ -38,7 +39,7 @@ class WebhookSubscription(models.Model):
     url = models.URLField(max_length=2000)
     events = models.JSONField(default=list, help_text="Event types delivered to this URL")
     # Needed in the clear to sign each delivery; shown to the user once, at creation.
-    secret = models.CharField(max_length=80)
+    secret = models.CharField(max_length=80, default=secret_generate)
     retry_schedule = models.CharField(max_length=12, choices=RetrySchedule.choices, default=RetrySchedule.STANDARD)
     enabled = models.BooleanField(default=True)
     disabled_reason = models.CharField(max_length=300, blank=True)

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from django.test import Client
 
+from accounts.auth import SESSION_ORG_KEY
 from accounts.models import ApiKey, KeyGrant, Membership
 from accounts.principal import Principal
 from accounts.roles import Role
@@ -194,3 +195,23 @@ def test_a_scoped_key_invokes_only_granted_deployments_on_the_chat_route(
         demoted = chat(granted)
         assert demoted.status_code == 403 and "viewer" in demoted.json()["error"]["message"]
         assert (len(granted_engine.engine.records), len(other.engine.records)) == (1, 0)
+
+
+def test_a_viewer_invokes_nothing_on_the_chat_route_with_a_session_or_an_account_key(
+    client: Client, alice: Persona, bob: Persona
+) -> None:
+    with EngineThread(Engine(api_key=ENGINE_KEY)) as engine:
+        deployment = serving_deployment(alice, [engine])
+        path = f"/api/v1/deployments/{deployment.pk}/chat/completions"
+        assert post(client, path, CHAT, **bob.auth).status_code == 200  # a member may
+        Membership.objects.filter(org=alice.org, user=bob.user).update(role=Role.VIEWER)
+        by_key = post(client, path, CHAT, **bob.auth)
+        assert by_key.status_code == 403 and "viewer" in by_key.json()["error"]["message"]
+        browser = Client()
+        browser.force_login(bob.user)
+        chosen = browser.session
+        chosen[SESSION_ORG_KEY] = alice.org.pk  # working in alice's org, as the org switcher sets it
+        chosen.save()
+        session = post(browser, path, CHAT)
+        assert session.status_code == 403 and "viewer" in session.json()["error"]["message"], session.content
+        assert len(engine.engine.records) == 1  # only the member's request reached the engine

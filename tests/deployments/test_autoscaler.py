@@ -5,9 +5,12 @@ to zero when idle, and a refusal (no credit) changes nothing."""
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import timedelta
 from typing import Any
 
+import httpx
 import pytest
 from django.core.cache import cache
 from django.utils import timezone
@@ -17,6 +20,8 @@ from deployments.models import Deployment, DeploymentEvent, Instance, InstanceSt
 from tests.billing.conftest import fund
 from tests.conftest import Persona
 from tests.deployments.test_pages import running
+from tests.fakes.engine_server import Engine, EngineThread
+from tests.gateway.conftest import ENGINE_KEY, serving_deployment
 
 pytestmark = pytest.mark.django_db
 USD = 1_000_000
@@ -93,3 +98,42 @@ def test_a_scale_up_the_org_cannot_pay_for_changes_nothing(
         assert autoscaler.autoscale_round(now=1e9 + 30 * n) == {}
     deployment.refresh_from_db()
     assert deployment.desired_replicas == 1 and len(live(deployment)) == 1 and tasks["provision"] == []
+
+
+def test_a_queue_depth_target_scales_on_what_waits_in_the_engines(
+    alice: Persona, tasks: dict[str, list[str]], monkeypatch: pytest.MonkeyPatch,
+    django_capture_on_commit_callbacks: Any,
+) -> None:  # fmt: skip
+    """Two requests wait behind a busy slot on the one replica (vLLM's num_requests_waiting on its
+    /metrics): above a target of 1 waiting per replica for 3 checks, a replica is added; a replica
+    that stops answering /metrics leaves the load unknown and nothing changes on guesswork."""
+    cache.clear()
+    engine = EngineThread(Engine(api_key=ENGINE_KEY))
+    engine.engine.behaviour.max_running = 1
+    engine.engine.behaviour.ttft_ms = 4000
+    with engine:
+        deployment = serving_deployment(alice, [engine])
+        fund(alice.org, 5 * USD)
+        Deployment.objects.filter(pk=deployment.pk).update(min_replicas=1, max_replicas=3, scaling_metric="queue_depth",
+                                                          scaling_target=1)  # fmt: skip
+        monkeypatch.setattr(autoscaler.metering.store(), "in_flight", lambda: {deployment.pk: 3})
+
+        def ask() -> None:
+            body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
+            httpx.post(f"{engine.url}/v1/chat/completions", headers={"Authorization": f"Bearer {ENGINE_KEY}"},
+                       json=body, timeout=30)  # fmt: skip
+
+        load = [threading.Thread(target=ask) for _ in range(3)]
+        for thread in load:
+            thread.start()
+        time.sleep(0.5)
+        with django_capture_on_commit_callbacks(execute=True):
+            rounds = [autoscaler.autoscale_round(now=1e9 + 30 * n) for n in range(3)]
+        assert rounds == [{}, {}, {deployment.pk: 2}]  # 2 waiting on 1 replica > 1: up after 3 checks
+        for thread in load:
+            thread.join()
+    # The engine is gone: the queue is unknown, and unknown is not "empty" (no scale-down on it).
+    Instance.objects.filter(deployment=deployment).update(state=InstanceState.READY)
+    Deployment.objects.filter(pk=deployment.pk).update(status="active")
+    with django_capture_on_commit_callbacks(execute=True):
+        assert [autoscaler.autoscale_round(now=1e9 + 30 * n) for n in range(3, 7)] == [{}, {}, {}, {}]

@@ -223,3 +223,16 @@ def test_the_test_endpoint_sends_a_test_event_now(
     assert body["attempt_log"][0]["response_code"] == 200
     payload = Webhook(webhook["secret"]).verify(receiver.requests[0].body, receiver.requests[0].headers)
     assert payload["type"] == "webhook.test" and payload["data"]["webhook_id"] == webhook["id"]
+
+
+def test_a_secret_not_of_our_making_sends_nothing_unsigned(
+    client: Client, alice: Persona, receiver: Receiver, catalog: None, django_capture_on_commit_callbacks: Any
+) -> None:
+    deployment = running(alice)
+    subscribe(client, alice, deployment, url=receiver.url, events=["deployment.degraded"])
+    WebhookSubscription.objects.update(secret="typed-in-the-admin")
+    with django_capture_on_commit_callbacks(execute=True):
+        degrade(deployment)
+    delivery = WebhookDelivery.objects.get()
+    assert receiver.requests == [] and "not a whsec_ secret" in delivery.last_error
+    assert WebhookSubscription(org=alice.org, deployment=deployment, url=receiver.url).secret.startswith("whsec_")

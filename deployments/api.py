@@ -86,6 +86,9 @@ def deployments_create(request: HttpRequest, payload: schemas.DeploymentCreateIn
         region=payload.region,
         replicas=payload.replicas,
         preset=payload.preset,
+        serverless=services.serverless_options(
+            kind=payload.kind, idle_timeout_seconds=payload.idle_timeout_seconds, start_cold=payload.start_cold
+        ),
     )
     return Status(201, _deployment_out(request, deployment))
 

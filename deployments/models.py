@@ -105,10 +105,9 @@ class Deployment(models.Model):
 
     @property
     def is_cold(self) -> bool:
-        """Nothing runs, and a request may wake it: scaled to zero, or a stopped serverless endpoint."""
-        return self.status == DeploymentStatus.SCALED_TO_ZERO or (
-            self.kind == DeploymentKind.SERVERLESS and self.status == DeploymentStatus.STOPPED
-        )
+        """Nothing runs, and a request may wake it: scaled to zero (idle, or created cold). A stopped
+        deployment was deleted or stopped for nonpayment: it stays stopped."""
+        return self.status == DeploymentStatus.SCALED_TO_ZERO
 
     @property
     def is_rolling(self) -> bool:

@@ -13,6 +13,13 @@ class DeploymentCreateIn(Schema):
     region: str
     replicas: int = 1
     preset: str | None = Field(None, description="speed, latency, cost or balanced: the GPU must be the preset's")
+    kind: str = Field(
+        "model",
+        description="model (replicas run until changed) or serverless (scales to zero after idle_timeout_seconds "
+        "without requests; the next request wakes it)",
+    )
+    idle_timeout_seconds: int | None = Field(None, description="serverless only: default 900 (15 minutes)")
+    start_cold: bool = Field(False, description="serverless only: launch nothing until the first request")
 
 
 class InstanceOut(Schema):

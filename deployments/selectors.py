@@ -84,10 +84,7 @@ class DeploymentRow:
     total_cost_micros: int  # billed so far
     accrued_micros: int  # cost up to `as_of`, as metering will bill it
     as_of: datetime
-
-    @property
-    def hourly_cost_micros(self) -> int:
-        return self.deployment.hourly_price_micros * self.live
+    hourly_cost_micros: int  # the live replicas at their own prices (they differ during a preset rollout)
 
     @cached_property  # the templates read it four times a row
     def ticker(self) -> dict[str, int]:
@@ -129,10 +126,11 @@ def deployment_rows(
 def _row(deployment: Deployment, cost: int, now: datetime) -> DeploymentRow:
     instances = list(deployment.instances.all())
     states = [i.state for i in instances]
-    live = sum(s not in (InstanceState.TERMINATED, InstanceState.FAILED) for s in states)
+    running = [i for i in instances if i.state not in (InstanceState.TERMINATED, InstanceState.FAILED)]
     return DeploymentRow(
-        deployment, ready=states.count(InstanceState.READY), live=live, total_cost_micros=cost,
+        deployment, ready=states.count(InstanceState.READY), live=len(running), total_cost_micros=cost,
         accrued_micros=_accrued(instances, now), as_of=now,
+        hourly_cost_micros=sum(i.hourly_price_micros for i in running),
     )  # fmt: skip
 
 

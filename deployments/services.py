@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass
 from functools import partial
 
 from django.conf import settings
@@ -49,10 +50,12 @@ def deployment_create(
     region: str,
     replicas: int = 1,
     preset: str | None = None,
+    serverless: Serverless | None = None,
 ) -> Deployment:
     """Validate, check credit, hold the first minute per replica, and provision after commit.
     Every refusal raises before anything is written or launched. A preset brings its engine
-    configuration and must run on its own GPU class."""
+    configuration and must run on its own GPU class. A serverless endpoint scales to zero when idle
+    (and with `start_cold` launches nothing until its first request)."""
     principal.require(CAN_WRITE, "creating deployments")
     model = CatalogModel.objects.filter(slug=model_id).first()
     if model is None:
@@ -78,26 +81,62 @@ def deployment_create(
     if not with_capacity:
         raise NoCapacity(f"No {gpu.name} capacity in {region} right now; try another region or later.")
     price = with_capacity[0].price_per_hour_micros  # what the launch will most likely cost
-    launch_check(principal.org)
+    cold = serverless is not None and serverless.start_cold
+    if not cold:
+        launch_check(principal.org)
     with transaction.atomic():
         deployment = Deployment.objects.create(
             org=principal.org,
             name=(name or model.slug).strip()[:100],
-            kind=DeploymentKind.MODEL,
+            kind=DeploymentKind.SERVERLESS if serverless else DeploymentKind.MODEL,
             model=model,
             gpu_type=gpu,
             region_id=region,
             preset=chosen_preset,
-            desired_replicas=replicas,
-            min_replicas=replicas,  # fixed at what was asked until the scaling settings change
+            desired_replicas=0 if cold else replicas,
+            # Fixed at what was asked until the scaling settings change; serverless may idle to zero.
+            min_replicas=0 if serverless else replicas,
             max_replicas=replicas,
+            scale_to_zero=serverless is not None,
+            idle_timeout_seconds=serverless.idle_timeout_seconds
+            if serverless
+            else settings.GPUCLOUD_SERVERLESS_IDLE_SECONDS,
             hourly_price_micros=price,
             created_by=principal.user,
         )
+        if cold:
+            deployment_transition(
+                deployment, DeploymentStatus.SCALED_TO_ZERO, "Created cold: the first request starts it."
+            )
+            return deployment
         deployment_transition(deployment, DeploymentStatus.PROVISIONING, "Created.")
         for _ in range(replicas):
             _instance_add(deployment, price)
     return deployment
+
+
+@dataclass(frozen=True)
+class Serverless:
+    idle_timeout_seconds: int
+    start_cold: bool = False
+
+
+def serverless_options(*, kind: str, idle_timeout_seconds: int | None, start_cold: bool) -> Serverless | None:
+    """What POST /deployments asked for beyond a plain model deployment; 400 for what does not fit."""
+    from deployments.scaling import IDLE_TIMEOUT_BOUNDS
+
+    if kind not in (DeploymentKind.MODEL, DeploymentKind.SERVERLESS):
+        raise InvalidRequest("kind must be model or serverless.", param="kind")
+    if kind == DeploymentKind.MODEL:
+        if idle_timeout_seconds is not None or start_cold:
+            field = "idle_timeout_seconds" if idle_timeout_seconds is not None else "start_cold"
+            raise InvalidRequest(f"{field} applies to serverless deployments (kind: serverless).", param=field)
+        return None
+    idle = settings.GPUCLOUD_SERVERLESS_IDLE_SECONDS if idle_timeout_seconds is None else idle_timeout_seconds
+    low, high = IDLE_TIMEOUT_BOUNDS
+    if not low <= idle <= high:
+        raise InvalidRequest(f"idle_timeout_seconds must be between {low} and {high}.", param="idle_timeout_seconds")
+    return Serverless(idle_timeout_seconds=idle, start_cold=start_cold)
 
 
 def _preset_for(slug: str, gpu: GpuType) -> Preset:

@@ -292,6 +292,8 @@ GPUCLOUD_FLEET_TAG = env_str("GPUCLOUD_FLEET_TAG", "gpucloud")  # every instance
 GPUCLOUD_LOCAL_SLOTS = env_int("GPUCLOUD_LOCAL_SLOTS", 2, minimum=0)
 GPUCLOUD_LOCAL_PRICE_MICROS = env_int("GPUCLOUD_LOCAL_PRICE_MICROS", 50_000, minimum=0)  # $0.05/hour
 GPUCLOUD_LOCAL_THREADS = env_int("GPUCLOUD_LOCAL_THREADS", 0, minimum=0)  # 0: llama.cpp's default
+# A serverless endpoint (and a cold-started model) is terminated after this long without a request.
+GPUCLOUD_SERVERLESS_IDLE_SECONDS = env_int("GPUCLOUD_SERVERLESS_IDLE_SECONDS", 900, minimum=60)
 GPUCLOUD_MAX_REPLICAS = env_int("GPUCLOUD_MAX_REPLICAS", 8, minimum=1)
 GPUCLOUD_READY_TIMEOUT_SECONDS = env_int("GPUCLOUD_READY_TIMEOUT_SECONDS", 900, minimum=1)
 # What the gateway tells a client waiting for a wake (reference/001's estimated_ready_seconds).

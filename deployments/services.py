@@ -77,11 +77,11 @@ def deployment_create(
     offers = fleet.offers_for(gpu_type=gpu.slug, region=region)
     if not offers:
         raise InvalidRequest(f"No provider offers {gpu.name} in {region}.", param="region")
-    with_capacity = [o for o in offers if o.available > 0]
-    if not with_capacity:
-        raise NoCapacity(f"No {gpu.name} capacity in {region} right now; try another region or later.")
-    price = with_capacity[0].price_per_hour_micros  # what the launch will most likely cost
     cold = serverless is not None and serverless.start_cold
+    with_capacity = [o for o in offers if o.available > 0]
+    if not with_capacity and not cold:  # a cold endpoint needs capacity only when a request wakes it
+        raise NoCapacity(f"No {gpu.name} capacity in {region} right now; try another region or later.")
+    price = (with_capacity or offers)[0].price_per_hour_micros  # what the launch will most likely cost
     if not cold:
         launch_check(principal.org)
     with transaction.atomic():

@@ -15,6 +15,7 @@ from django.test import Client
 from django.utils import timezone
 
 from billing.models import CreditHold
+from catalog.models import Provider
 from deployments import autoscaler, services
 from deployments.models import Deployment, DeploymentStatus, Instance
 from tests.billing.conftest import fund
@@ -55,8 +56,12 @@ def test_start_cold_launches_and_holds_nothing_until_the_first_request(
     alice: Persona,
     tasks: dict[str, list[str]],  # noqa: F811 (the fixture)
 ) -> None:
+    config = Provider.objects.get(slug="local").config
+    Provider.objects.filter(slug="local").update(config={**config, "slots": 0})  # the machine is full
+    assert create(client, alice, kind="serverless").status_code == 409  # no capacity to start now
     created = create(client, alice, kind="serverless", start_cold=True, idle_timeout_seconds=300)
-    assert created.status_code == 201, created.content  # no credit needed to exist
+    assert created.status_code == 201, created.content  # no credit and no capacity needed to exist
+    Provider.objects.filter(slug="local").update(config=config)
     body = created.json()
     assert (body["status"], body["replicas"], body["instances"]) == ("scaled_to_zero", 0, [])
     deployment = Deployment.objects.get(pk=body["id"])

@@ -6,6 +6,10 @@ Rules (issue 8): scale up one replica after 3 consecutive checks above target, d
 below, never outside [min, max]; to zero after `idle_timeout_seconds` without a request when
 scale-to-zero is on and min is 0 (the next request wakes it through the gateway); a deployment
 outside its bounds (settings just changed) is brought inside at once.
+
+SLA-driven: while the deployment misses one of its SLA targets (an open breach, deployments/sla.py)
+a check counts as above target whatever the load says, and it never scales down: a latency target
+missed at low concurrency still gets a replica (up to max).
 """
 
 from __future__ import annotations
@@ -44,9 +48,18 @@ class Decision:
         return bool(self.reason)
 
 
-def decide(policy: Policy, streaks: Streaks, *, replicas: int, load: float, idle_seconds: float | None) -> Decision:
+def decide(
+    policy: Policy,
+    streaks: Streaks,
+    *,
+    replicas: int,
+    load: float,
+    idle_seconds: float | None,
+    sla_missed: str = "",
+) -> Decision:
     """`load`: the metric summed over the deployment (e.g. requests in flight now); `idle_seconds`:
-    time since its last request (None: none yet, counted as idle since it started)."""
+    time since its last request (None: none yet, counted as idle since it started); `sla_missed`:
+    which SLA target the deployment misses now, if any (e.g. "TTFT p95 812 ms > 500 ms")."""
     floor = max(policy.min_replicas, 0 if policy.scale_to_zero else 1)
     if replicas < floor or replicas > policy.max_replicas:
         bounded = min(max(replicas, floor), policy.max_replicas)
@@ -56,6 +69,11 @@ def decide(policy: Policy, streaks: Streaks, *, replicas: int, load: float, idle
     idle_for = idle_seconds if idle_seconds is not None else float("inf")
     if policy.scale_to_zero and policy.min_replicas == 0 and load == 0 and idle_for >= policy.idle_timeout_seconds:
         return Decision(0, Streaks(), f"Scaled to zero after {policy.idle_timeout_seconds} s without requests.")
+    if sla_missed:
+        streaks = Streaks(above=streaks.above + 1)
+        if streaks.above >= CHECKS_TO_ACT and replicas < policy.max_replicas:
+            return Decision(replicas + 1, Streaks(), f"SLA missed ({sla_missed}) for {CHECKS_TO_ACT} checks.")
+        return Decision(replicas, streaks, "")
     if not policy.follow_load:
         return Decision(replicas, Streaks(), "")
     per_replica = load / replicas

@@ -23,8 +23,9 @@ from deployments import services
 from deployments.autoscale import Decision, Policy, Streaks, decide
 from deployments.engine_metrics import queue_depths
 from deployments.gateway import metering
-from deployments.models import Deployment, RequestMinute, RolloutState, ScalingMetric
+from deployments.models import Deployment, RequestMinute, RolloutState, ScalingMetric, SlaBreach
 from deployments.selectors import RUNNING_STATUSES
+from deployments.sla import breach_text
 from gpucloud.errors import ApiError
 
 logger = logging.getLogger(__name__)
@@ -40,18 +41,19 @@ def autoscale_round(*, now: float | None = None) -> dict[str, int]:
     deployments = list(running.exclude(rollout_state=RolloutState.ROLLING))
     last_requests = _last_requests([d.pk for d in deployments])
     queues = queue_depths([d for d in deployments if d.scaling_metric == ScalingMetric.QUEUE_DEPTH])
+    missed = _sla_missed([d.pk for d in deployments])
     changed: dict[str, int] = {}
     for deployment in deployments:
         flying = in_flight.get(deployment.pk, 0)
         idle = _idle_seconds(deployment, last_requests.get(deployment.pk), now) if flying == 0 else 0.0
         load = flying if deployment.scaling_metric == ScalingMetric.CONCURRENCY else queues.get(deployment.pk)
-        decision = _decide(deployment, load, idle)
+        decision = _decide(deployment, load, idle, missed.get(deployment.pk, ""))
         if decision.changed and _apply(deployment, decision):
             changed[deployment.pk] = decision.replicas
     return changed
 
 
-def _decide(deployment: Deployment, load: float | None, idle_seconds: float | None) -> Decision:
+def _decide(deployment: Deployment, load: float | None, idle_seconds: float | None, sla_missed: str) -> Decision:
     """`load` None: not measured this round (no replica reported its queue)."""
     policy = Policy(
         min_replicas=deployment.min_replicas, max_replicas=deployment.max_replicas,
@@ -62,10 +64,18 @@ def _decide(deployment: Deployment, load: float | None, idle_seconds: float | No
     remembered = cache.get(key) or (0, 0)
     decision = decide(
         policy, Streaks(*remembered), replicas=deployment.desired_replicas, load=load or 0,
-        idle_seconds=idle_seconds,
+        idle_seconds=idle_seconds, sla_missed=sla_missed,
     )  # fmt: skip
     cache.set(key, (decision.streaks.above, decision.streaks.below), STREAKS_SECONDS)
     return decision
+
+
+def _sla_missed(deployment_ids: list[str]) -> dict[str, str]:
+    """The SLA target each deployment misses now (its open breach, as the monitor measured it)."""
+    missed: dict[str, str] = {}
+    for breach in SlaBreach.objects.filter(deployment_id__in=deployment_ids, recovered_at__isnull=True).order_by("at"):
+        missed.setdefault(breach.deployment_id, breach_text(breach))
+    return missed
 
 
 def _last_requests(deployment_ids: list[str]) -> dict[str, float]:

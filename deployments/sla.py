@@ -88,6 +88,13 @@ def sla_check(deployment: Deployment, *, now: datetime | None = None) -> list[tu
     return happened
 
 
+def breach_text(breach: SlaBreach) -> str:
+    """A breach as people read it: "TTFT p95 812 ms > 500 ms", "throughput 31.0 tokens/s < 50 tokens/s"."""
+    if breach.metric == SlaMetric.TTFT:
+        return f"TTFT p95 {breach.measured:.0f} ms > {breach.target:g} ms"
+    return f"throughput {breach.measured:.1f} tokens/s < {breach.target:g} tokens/s"
+
+
 def _breach_data(breach: SlaBreach) -> dict[str, Any]:
     return {
         "metric": breach.metric,

@@ -16,7 +16,7 @@ from django.core.cache import cache
 from django.utils import timezone
 
 from deployments import autoscaler, services
-from deployments.models import Deployment, DeploymentEvent, Instance, InstanceState
+from deployments.models import Deployment, DeploymentEvent, Instance, InstanceState, SlaBreach, SlaMetric
 from tests.billing.conftest import fund
 from tests.conftest import Persona
 from tests.deployments.test_pages import running
@@ -137,3 +137,22 @@ def test_a_queue_depth_target_scales_on_what_waits_in_the_engines(
     Deployment.objects.filter(pk=deployment.pk).update(status="active")
     with django_capture_on_commit_callbacks(execute=True):
         assert [autoscaler.autoscale_round(now=1e9 + 30 * n) for n in range(3, 7)] == [{}, {}, {}, {}]
+
+
+def test_an_open_sla_breach_adds_a_replica_at_low_load(
+    alice: Persona, catalog: None, tasks: dict[str, list[str]], monkeypatch: pytest.MonkeyPatch,
+    django_capture_on_commit_callbacks: Any,
+) -> None:  # fmt: skip
+    cache.clear()
+    fund(alice.org, 5 * USD)
+    deployment = running(alice)
+    Deployment.objects.filter(pk=deployment.pk).update(min_replicas=1, max_replicas=2, scaling_target=4,
+                                                       ttft_target_ms=500)  # fmt: skip
+    monkeypatch.setattr(autoscaler.metering.store(), "in_flight", lambda: {deployment.pk: 1})
+    SlaBreach.objects.create(deployment=deployment, metric=SlaMetric.TTFT, target=500, measured=812)
+    with django_capture_on_commit_callbacks(execute=True):
+        rounds = [autoscaler.autoscale_round(now=1e9 + 30 * n) for n in range(3)]
+    assert rounds == [{}, {}, {deployment.pk: 2}]
+    assert DeploymentEvent.objects.filter(
+        deployment=deployment, reason="Scaled 1 → 2: SLA missed (TTFT p95 812 ms > 500 ms) for 3 checks."
+    ).exists()

@@ -122,3 +122,18 @@ def test_new_bounds_apply_at_the_next_check() -> None:
     raised = Policy(min_replicas=2, max_replicas=4, scale_to_zero=False, idle_timeout_seconds=300, target=4)
     decision = decide(raised, Streaks(), replicas=1, load=0, idle_seconds=None)
     assert (decision.replicas, decision.reason) == (2, "Brought within 2 to 4 replicas.")
+
+
+def test_a_missed_sla_target_scales_up_at_any_load_and_blocks_scaling_down() -> None:
+    """SLA-driven scaling: TTFT missed at 1 request in flight (well under the concurrency target)
+    still adds a replica after three checks, up to max; while it is missed nothing is removed."""
+    streaks, replicas, seen = Streaks(), 2, []
+    for _ in range(9):
+        decision = decide(POLICY, streaks, replicas=replicas, load=1, idle_seconds=0,
+                          sla_missed="TTFT p95 812 ms > 500 ms")  # fmt: skip
+        replicas, streaks = decision.replicas, decision.streaks
+        seen.append((replicas, decision.reason))
+    assert [r for r, _ in seen] == [2, 2, 3, 3, 3, 3, 3, 3, 3]  # never past max (3), never down at load 1
+    assert seen[2][1] == "SLA missed (TTFT p95 812 ms > 500 ms) for 3 checks."
+    # Met again: the quiet load scales it down as usual.
+    assert run(POLICY, [1, 1, 1], replicas=3) == [3, 3, 2]

@@ -308,17 +308,17 @@ def _drained(deployment: Deployment, instance: Instance, now: datetime) -> bool:
     waited = (now - instance.drain_started_at).total_seconds()
     if waited < DRAIN_SETTLE_SECONDS:
         return False
-    return waited >= DRAIN_TIMEOUT_SECONDS or _in_flight(deployment.pk) == 0
+    return waited >= DRAIN_TIMEOUT_SECONDS or _in_flight(instance.pk) == 0
 
 
-def _in_flight(deployment_id: str) -> int | None:
-    """Requests in flight on the deployment across gateway processes; None when unknown."""
+def _in_flight(instance_id: str) -> int | None:
+    """Requests in flight on the replica across gateway processes; None when unknown."""
     from deployments.gateway import metering
 
     try:
-        return metering.store().in_flight().get(deployment_id, 0)
+        return metering.store().in_flight().get(instance_id, 0)
     except redis.RedisError:  # the counter store is away: wait for the drain timeout instead
-        logger.warning("in-flight counts unavailable; %s drains until its timeout", deployment_id, exc_info=True)
+        logger.warning("in-flight counts unavailable; %s drains until its timeout", instance_id, exc_info=True)
         return None
 
 

@@ -219,9 +219,12 @@ class Aggregator:
 
     async def flush(self) -> None:
         from deployments.gateway.routing import deployment_in_flight
+        from deployments.gateway.routing import in_flight as instance_in_flight
 
         counts = self.drain()
-        in_flight = {k: v for k, v in deployment_in_flight.items() if v}
+        # Per deployment (the autoscaler, the metrics) and per replica (a draining replica is done
+        # when its own count is zero); the ids' prefixes (dep_, inst_) keep the two apart.
+        in_flight = {k: v for k, v in (*deployment_in_flight.items(), *instance_in_flight.items()) if v}
         try:
             await store().add(counts, in_flight)
         except Exception:  # Redis away: keep the counts for the next flush rather than lose them

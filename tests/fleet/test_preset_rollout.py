@@ -183,12 +183,32 @@ def test_a_drain_waits_for_requests_in_flight_up_to_its_timeout(
         assert patch(client, alice, deployment, {"preset": "latency"}).status_code == 200
     t0 = timezone.now()
     assert rollout.rollout_advance(deployment_id=deployment.pk, now=t0) == "draining"
-    asyncio.run(metering.store().add({}, {deployment.pk: 1}))  # a gateway reports a request in flight
+    (old, _, _), _new = states(deployment)
+    asyncio.run(metering.store().add({}, {deployment.pk: 1, old: 1}))  # a gateway: one request on the old one
     try:
         assert rollout.rollout_advance(deployment_id=deployment.pk, now=t0 + SETTLE) == "draining"
         timeout = t0 + timedelta(seconds=rollout.DRAIN_TIMEOUT_SECONDS)
         with django_capture_on_commit_callbacks(execute=True):
             assert rollout.rollout_advance(deployment_id=deployment.pk, now=timeout) == "done"
+    finally:
+        asyncio.run(metering.store().add({}, {}))
+    assert [state for _, state, _ in states(deployment)] == ["terminated", "ready"]
+
+
+def test_a_drain_ends_once_its_own_replica_is_idle_whatever_the_others_serve(
+    client: Client, alice: Persona, cloud: str, nudges: list[str], django_capture_on_commit_callbacks: Any
+) -> None:
+    fund(alice.org, 50 * USD)
+    deployment = deploy(client, alice, django_capture_on_commit_callbacks, replicas=1)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert patch(client, alice, deployment, {"preset": "latency"}).status_code == 200
+    t0 = timezone.now()
+    assert rollout.rollout_advance(deployment_id=deployment.pk, now=t0) == "draining"
+    _old, (new, _, _) = states(deployment)
+    asyncio.run(metering.store().add({}, {deployment.pk: 7, new: 7}))  # busy, but only on the new replica
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            assert rollout.rollout_advance(deployment_id=deployment.pk, now=t0 + SETTLE) == "done"
     finally:
         asyncio.run(metering.store().add({}, {}))
     assert [state for _, state, _ in states(deployment)] == ["terminated", "ready"]

@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.urls import path
 
 from deployments import views
+from webhooks import views as webhook_views
 
 urlpatterns = [
     path("deployments/", views.deployments_list, name="deployments"),
@@ -10,4 +11,15 @@ urlpatterns = [
     path("deployments/<str:deployment_id>/stop", views.deployment_stop, name="deployment_stop"),
     path("deployments/<str:deployment_id>/key", views.deployment_key, name="deployment_key"),
     path("deployments/<str:deployment_id>/logs", views.deployment_logs, name="deployment_logs"),
+    path("deployments/<str:deployment_id>/webhooks", webhook_views.webhook_add, name="webhook_add"),
+    path(
+        "deployments/<str:deployment_id>/webhooks/<str:webhook_id>/test",
+        webhook_views.webhook_test,
+        name="webhook_test",
+    ),
+    path(
+        "deployments/<str:deployment_id>/webhooks/<str:webhook_id>/delete",
+        webhook_views.webhook_delete,
+        name="webhook_delete",
+    ),
 ]

@@ -23,6 +23,8 @@ from deployments.logs import log_tails
 from deployments.models import Deployment
 from deployments.price_comparison import cost_comparison
 from gpucloud.errors import ApiError, NotFound
+from webhooks.events import EVENT_TYPES
+from webhooks.selectors import webhooks_for_page
 
 
 def _deployment(principal: Principal, deployment_id: str) -> Deployment:
@@ -59,7 +61,7 @@ def deployments_list(request: HttpRequest) -> HttpResponse:
     return render(request, "deployments/list.html", context)
 
 
-def _detail(
+def detail_page(
     request: HttpRequest, principal: Principal, deployment: Deployment, status: int = 200, **extra: object
 ) -> HttpResponse:
     now = timezone.now()
@@ -89,6 +91,8 @@ def _detail(
         "model_name": deployment.model_id or deployment.pk,
         "runtime": (end - deployment.started_at) if deployment.started_at else None,
         "can_write": role_at_least(principal.role, CAN_WRITE),
+        "webhooks": webhooks_for_page(deployment),
+        "webhook_event_types": EVENT_TYPES,
         **extra,
     }
     return render(request, "deployments/detail.html", context, status=status)
@@ -98,7 +102,7 @@ def _detail(
 @require_GET
 def deployment_detail(request: HttpRequest, deployment_id: str) -> HttpResponse:
     principal = principal_from_session(request)
-    return _detail(request, principal, _deployment(principal, deployment_id))
+    return detail_page(request, principal, _deployment(principal, deployment_id))
 
 
 @login_required
@@ -121,8 +125,8 @@ def deployment_key(request: HttpRequest, deployment_id: str) -> HttpResponse:
                 deployment_id=deployment.pk,
             )  # fmt: skip
     except ApiError as exc:
-        return _detail(request, principal, deployment, exc.status, key_error=exc.message)
-    return _detail(request, principal, deployment, new_key=plaintext, new_key_id=key.pk)
+        return detail_page(request, principal, deployment, exc.status, key_error=exc.message)
+    return detail_page(request, principal, deployment, new_key=plaintext, new_key_id=key.pk)
 
 
 @login_required

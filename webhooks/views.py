@@ -20,13 +20,16 @@ from webhooks import services
 def webhook_add(request: HttpRequest, deployment_id: str) -> HttpResponse:
     principal = principal_from_session(request)
     deployment = _deployment(principal, deployment_id)
-    posted = {"url": request.POST.get("url", ""), "events": request.POST.getlist("events"),
-              "retry_schedule": request.POST.get("retry_schedule", "")}  # fmt: skip
+    url, events, schedule = (
+        request.POST.get("url", ""),
+        request.POST.getlist("events"),
+        request.POST.get("retry_schedule"),
+    )
+    posted = {"url": url, "events": events, "retry_schedule": schedule or ""}
     try:
         subscription = services.subscription_create(
-            principal=principal, deployment=deployment, url=posted["url"], events=posted["events"],
-            retry_schedule=posted["retry_schedule"] or None,
-        )  # fmt: skip
+            principal=principal, deployment=deployment, url=url, events=events, retry_schedule=schedule or None
+        )
     except ApiError as exc:
         return detail_page(request, principal, deployment, exc.status, webhook_error=exc.message,
                            webhook_posted=posted)  # fmt: skip

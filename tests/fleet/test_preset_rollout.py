@@ -7,10 +7,11 @@ autoscaler and the reconciler do not undo a rollout (the reconciler finishes one
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -174,44 +175,45 @@ def test_two_replicas_roll_to_a_new_preset_one_at_a_time(
     assert UsageMeter.objects.get(meter_key=old1).ended_at is not None
 
 
-def test_a_drain_waits_for_requests_in_flight_up_to_its_timeout(
-    client: Client, alice: Persona, cloud: str, nudges: list[str], django_capture_on_commit_callbacks: Any
-) -> None:
+@contextlib.contextmanager
+def one_replica_draining(client: Client, alice: Persona, capture: Any) -> Iterator[tuple[Deployment, datetime]]:
+    """A one-replica deployment rolling to `latency`: the new replica ready, the old one draining
+    since the time yielded. The gateway counts reported meanwhile are cleared afterwards."""
     fund(alice.org, 50 * USD)
-    deployment = deploy(client, alice, django_capture_on_commit_callbacks, replicas=1)
-    with django_capture_on_commit_callbacks(execute=True):
+    deployment = deploy(client, alice, capture, replicas=1)
+    with capture(execute=True):
         assert patch(client, alice, deployment, {"preset": "latency"}).status_code == 200
     t0 = timezone.now()
     assert rollout.rollout_advance(deployment_id=deployment.pk, now=t0) == "draining"
-    (old, _, _), _new = states(deployment)
-    asyncio.run(metering.store().add({}, {deployment.pk: 1, old: 1}))  # a gateway: one request on the old one
     try:
+        yield deployment, t0
+    finally:
+        asyncio.run(metering.store().add({}, {}))
+    assert [state for _, state, _ in states(deployment)] == ["terminated", "ready"]
+
+
+@pytest.mark.usefixtures("cloud", "nudges")
+def test_a_drain_waits_for_requests_in_flight_up_to_its_timeout(
+    client: Client, alice: Persona, django_capture_on_commit_callbacks: Any
+) -> None:
+    with one_replica_draining(client, alice, django_capture_on_commit_callbacks) as (deployment, t0):
+        (old, _, _), _new = states(deployment)
+        asyncio.run(metering.store().add({}, {deployment.pk: 1, old: 1}))  # a gateway: one request on the old one
         assert rollout.rollout_advance(deployment_id=deployment.pk, now=t0 + SETTLE) == "draining"
         timeout = t0 + timedelta(seconds=rollout.DRAIN_TIMEOUT_SECONDS)
         with django_capture_on_commit_callbacks(execute=True):
             assert rollout.rollout_advance(deployment_id=deployment.pk, now=timeout) == "done"
-    finally:
-        asyncio.run(metering.store().add({}, {}))
-    assert [state for _, state, _ in states(deployment)] == ["terminated", "ready"]
 
 
+@pytest.mark.usefixtures("cloud", "nudges")
 def test_a_drain_ends_once_its_own_replica_is_idle_whatever_the_others_serve(
-    client: Client, alice: Persona, cloud: str, nudges: list[str], django_capture_on_commit_callbacks: Any
+    client: Client, alice: Persona, django_capture_on_commit_callbacks: Any
 ) -> None:
-    fund(alice.org, 50 * USD)
-    deployment = deploy(client, alice, django_capture_on_commit_callbacks, replicas=1)
-    with django_capture_on_commit_callbacks(execute=True):
-        assert patch(client, alice, deployment, {"preset": "latency"}).status_code == 200
-    t0 = timezone.now()
-    assert rollout.rollout_advance(deployment_id=deployment.pk, now=t0) == "draining"
-    _old, (new, _, _) = states(deployment)
-    asyncio.run(metering.store().add({}, {deployment.pk: 7, new: 7}))  # busy, but only on the new replica
-    try:
+    with one_replica_draining(client, alice, django_capture_on_commit_callbacks) as (deployment, t0):
+        _old, (new, _, _) = states(deployment)
+        asyncio.run(metering.store().add({}, {deployment.pk: 7, new: 7}))  # busy, but only on the new replica
         with django_capture_on_commit_callbacks(execute=True):
             assert rollout.rollout_advance(deployment_id=deployment.pk, now=t0 + SETTLE) == "done"
-    finally:
-        asyncio.run(metering.store().add({}, {}))
-    assert [state for _, state, _ in states(deployment)] == ["terminated", "ready"]
 
 
 def test_a_replica_that_cannot_launch_stops_the_rollout_and_the_old_ones_serve_on(

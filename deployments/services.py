@@ -286,11 +286,16 @@ def deployment_wake(*, deployment_id: str, reason: str = "Woken by a request.") 
 
 def deployments_stop_for_nonpayment(*, org: Organization) -> int:
     """Stop every running workload of the org (the zero-balance policy). Pods keep their storage
-    and can start again; other deployments are torn down like a delete."""
+    and can start again; serverless endpoints go cold (a request wakes them once there is credit
+    again); other deployments are torn down like a delete."""
     from deployments.tasks import instance_terminate_task
 
     stopped = 0
     for deployment in Deployment.objects.filter(org=org, status__in=(*RUNNING_STATUSES, DeploymentStatus.PROVISIONING)):
+        if deployment.kind == DeploymentKind.SERVERLESS:
+            deployment_scale_to_zero(deployment_id=deployment.pk, reason="Balance at $0 past the grace period.")
+            stopped += 1
+            continue
         with transaction.atomic():
             target = DeploymentStatus.STOPPED if deployment.kind == DeploymentKind.POD else DeploymentStatus.STOPPING
             deployment_transition(deployment, target, "Balance at $0 past the grace period.")

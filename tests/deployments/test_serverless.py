@@ -100,3 +100,22 @@ def test_a_stopped_serverless_endpoint_is_not_woken(alice: Persona, catalog: Non
     assert not deployment.is_cold
     fund(alice.org, 5 * USD)
     assert services.deployment_wake(deployment_id=deployment.pk).status == DeploymentStatus.STOPPED
+
+
+@pytest.mark.usefixtures("fleet")
+def test_at_zero_balance_a_serverless_endpoint_goes_cold_and_wakes_after_a_top_up(
+    client: Client,
+    alice: Persona,
+    tasks: dict[str, list[str]],  # noqa: F811 (the fixture)
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    fund(alice.org, 5 * USD)
+    deployment_id = create(client, alice, kind="serverless").json()["id"]
+    (instance,) = Instance.objects.filter(deployment_id=deployment_id)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert services.deployments_stop_for_nonpayment(org=alice.org) == 1
+    deployment = Deployment.objects.get(pk=deployment_id)
+    assert (deployment.status, deployment.desired_replicas, deployment.is_cold) == ("scaled_to_zero", 0, True)
+    assert tasks["terminate"] == [instance.pk]  # nothing keeps running (or billing)
+    services.deployment_wake(deployment_id=deployment_id)  # the next request, credit permitting
+    assert Deployment.objects.get(pk=deployment_id).status == DeploymentStatus.PROVISIONING

@@ -33,6 +33,17 @@ def grants_of(deployment: Deployment) -> QuerySet[KeyGrant]:
     return KeyGrant.objects.filter(deployment=deployment).select_related("key").order_by("created_at", "pk")
 
 
+def grantable_keys(deployment: Deployment) -> QuerySet[ApiKey]:
+    """The org's keys a grant on `deployment` could name and does not yet: live scoped keys other
+    than the deployment's own."""
+    return (
+        ApiKey.objects.filter(org_id=deployment.org_id, scoped=True, revoked_at__isnull=True)
+        .exclude(deployment_id=deployment.pk)
+        .exclude(grants__deployment=deployment)
+        .order_by("name", "pk")
+    )
+
+
 def invocable_deployments(key: ApiKey) -> frozenset[str] | None:
     """The ids of the deployments a scoped key may invoke; None for an unscoped key (not limited)."""
     if not key.scoped:

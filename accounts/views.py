@@ -89,8 +89,9 @@ def api_keys_create(request: HttpRequest) -> HttpResponse:
     principal = _principal(request)
     try:
         key, plaintext = services.api_key_create(
-            principal=principal, name=request.POST.get("name", ""), kind=ApiKeyKind.ACCOUNT
-        )
+            principal=principal, name=request.POST.get("name", ""), kind=ApiKeyKind.ACCOUNT,
+            scoped=bool(request.POST.get("scoped")),
+        )  # fmt: skip
     except ApiError as exc:
         return _render_keys(request, principal, status=exc.status, form_error=exc.message)
     return _render_keys(request, principal, new_key=plaintext, new_key_name=key.name)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from deployments import views
+from deployments import access_views, views
 from webhooks import views as webhook_views
 
 urlpatterns = [
@@ -12,6 +12,12 @@ urlpatterns = [
     path("deployments/<str:deployment_id>/key", views.deployment_key, name="deployment_key"),
     path("deployments/<str:deployment_id>/logs", views.deployment_logs, name="deployment_logs"),
     path("deployments/<str:deployment_id>/webhooks", webhook_views.webhook_add, name="webhook_add"),
+    path("deployments/<str:deployment_id>/access", access_views.deployment_grant, name="deployment_grant"),
+    path(
+        "deployments/<str:deployment_id>/access/<str:key_id>/revoke",
+        access_views.deployment_grant_revoke,
+        name="deployment_grant_revoke",
+    ),
     path(
         "deployments/<str:deployment_id>/webhooks/<str:webhook_id>/test",
         webhook_views.webhook_test,

@@ -12,12 +12,13 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from accounts import grants
 from accounts import selectors as selectors_keys
 from accounts import services as key_services
 from accounts.auth import principal_from_session
 from accounts.models import ApiKeyKind
 from accounts.principal import Principal
-from accounts.roles import CAN_WRITE, role_at_least
+from accounts.roles import CAN_MANAGE_ACCESS, CAN_WRITE, role_at_least
 from deployments import metrics, selectors, services
 from deployments.logs import log_tails
 from deployments.models import Deployment
@@ -92,6 +93,9 @@ def detail_page(
         "runtime": (end - deployment.started_at) if deployment.started_at else None,
         "can_write": role_at_least(principal.role, CAN_WRITE),
         "webhooks": webhooks_for_page(deployment),
+        "grants": grants.grants_of(deployment),
+        "grantable_keys": grants.grantable_keys(deployment),
+        "can_manage_access": role_at_least(principal.role, CAN_MANAGE_ACCESS),
         "webhook_event_types": EVENT_TYPES,
         **extra,
     }

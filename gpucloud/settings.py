@@ -274,6 +274,9 @@ LOGGING = {
         # Django's own console handler would print every record a second time via root.
         "django": {"handlers": [], "level": "INFO", "propagate": True},
         "django.db.backends": {"level": "WARNING"},
+        # Celery's per-task lines (received, succeeded, beat sending) every few seconds drown the
+        # rest; failures are logged at ERROR whatever this says.
+        "celery": {"level": env_str("CELERY_LOG_LEVEL", "WARNING")},
     },
 }
 

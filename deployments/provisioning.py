@@ -20,6 +20,7 @@ from billing.holds import hold_void
 from billing.metering import usage_meter_start, usage_meter_stop, usage_prepay_from_hold
 from billing.models import CreditHold, HoldStatus, Service, UsageMeter
 from catalog import fleet
+from catalog.models import Provider
 from catalog.providers.base import InstanceSpec, ProviderError, ProviderInstance
 from catalog.providers.base import InstanceState as ProviderState
 from deployments.lifecycle import deployment_refresh_status, instance_transition
@@ -256,6 +257,8 @@ def local_instances_stop_all() -> int:
             stopped += instance_terminate(instance_id)
         except ProviderError:
             continue  # the reconciler finishes it on the next start
+    if not Provider.objects.filter(slug="local").exists():  # no catalog loaded: nothing can have run
+        return stopped
     local = fleet.driver("local")
     for stray in local.list_instances(settings.GPUCLOUD_FLEET_TAG):  # launched, never recorded
         local.terminate(stray.provider_instance_id)

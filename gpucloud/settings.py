@@ -275,8 +275,11 @@ LOGGING = {
         "django": {"handlers": [], "level": "INFO", "propagate": True},
         "django.db.backends": {"level": "WARNING"},
         # Celery's per-task lines (received, succeeded, beat sending) every few seconds drown the
-        # rest; failures are logged at ERROR whatever this says.
-        "celery": {"level": env_str("CELERY_LOG_LEVEL", "WARNING")},
+        # rest; failures are logged at ERROR whatever this says. Start-up lines ("ready.") stay.
+        **{
+            name: {"level": env_str("CELERY_LOG_LEVEL", "WARNING")}
+            for name in ("celery.app.trace", "celery.worker.strategy", "celery.beat")
+        },
     },
 }
 

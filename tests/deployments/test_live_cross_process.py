@@ -78,6 +78,7 @@ def _worker_env(var_dir: Path) -> dict[str, str]:
         CELERY_TASK_ALWAYS_EAGER="0",
         GPUCLOUD_VAR_DIR=str(var_dir),
         PYTHONUNBUFFERED="1",
+        CELERY_LOG_LEVEL="INFO",  # the test reads the worker's "task succeeded" line
     )
     return env
 

@@ -12,7 +12,7 @@ from django.views.decorators.http import require_POST
 from accounts import grants
 from accounts.auth import principal_from_session
 from accounts.models import GrantRole
-from deployments.views import _deployment, detail_page
+from deployments.views import deployment_for_page, detail_page
 from gpucloud.errors import ApiError
 
 
@@ -20,7 +20,7 @@ from gpucloud.errors import ApiError
 @require_POST
 def deployment_grant(request: HttpRequest, deployment_id: str) -> HttpResponse:
     principal = principal_from_session(request)
-    deployment = _deployment(principal, deployment_id)
+    deployment = deployment_for_page(principal, deployment_id)
     try:
         grants.key_grant_create(principal=principal, deployment=deployment, key_id=request.POST.get("key_id", ""),
                                 role=GrantRole.INFERENCE)  # fmt: skip
@@ -33,7 +33,7 @@ def deployment_grant(request: HttpRequest, deployment_id: str) -> HttpResponse:
 @require_POST
 def deployment_grant_revoke(request: HttpRequest, deployment_id: str, key_id: str) -> HttpResponse:
     principal = principal_from_session(request)
-    deployment = _deployment(principal, deployment_id)
+    deployment = deployment_for_page(principal, deployment_id)
     try:
         grants.key_grant_revoke(principal=principal, deployment=deployment, key_id=key_id)
     except ApiError as exc:

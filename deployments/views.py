@@ -28,7 +28,7 @@ from webhooks.events import EVENT_TYPES
 from webhooks.selectors import webhooks_for_page
 
 
-def _deployment(principal: Principal, deployment_id: str) -> Deployment:
+def deployment_for_page(principal: Principal, deployment_id: str) -> Deployment:
     try:
         return selectors.deployment_get_for_org(principal.org, deployment_id)
     except NotFound:
@@ -106,7 +106,7 @@ def detail_page(
 @require_GET
 def deployment_detail(request: HttpRequest, deployment_id: str) -> HttpResponse:
     principal = principal_from_session(request)
-    return detail_page(request, principal, _deployment(principal, deployment_id))
+    return detail_page(request, principal, deployment_for_page(principal, deployment_id))
 
 
 @login_required
@@ -115,7 +115,7 @@ def deployment_key(request: HttpRequest, deployment_id: str) -> HttpResponse:
     """Create a key for this deployment, or regenerate one of its keys (`key_id`): the page shows
     the secret once, filled into the quick-start snippets."""
     principal = principal_from_session(request)
-    deployment = _deployment(principal, deployment_id)
+    deployment = deployment_for_page(principal, deployment_id)
     key_id = request.POST.get("key_id", "")
     try:
         if key_id:
@@ -137,7 +137,7 @@ def deployment_key(request: HttpRequest, deployment_id: str) -> HttpResponse:
 @require_GET
 def deployment_logs(request: HttpRequest, deployment_id: str) -> HttpResponse:
     """The replicas' log tails as plain text: the page's live log without JavaScript."""
-    deployment = _deployment(principal_from_session(request), deployment_id)
+    deployment = deployment_for_page(principal_from_session(request), deployment_id)
     parts = [f"== {pk} ==\n" + "\n".join(lines) for pk, lines in log_tails(deployment, tail=500).items()]
     body = "\n\n".join(parts) or "No replica has written logs yet."
     return HttpResponse(body + "\n", content_type="text/plain; charset=utf-8")
@@ -149,7 +149,7 @@ def deployment_stop(request: HttpRequest, deployment_id: str) -> HttpResponse:
     """GET asks for confirmation; POST tears the deployment down (billing stops as each replica's
     termination is confirmed)."""
     principal = principal_from_session(request)
-    deployment = _deployment(principal, deployment_id)
+    deployment = deployment_for_page(principal, deployment_id)
     if request.method == "GET":
         return render(
             request, "deployments/stop.html", {"deployment": deployment, "row": selectors.deployment_row(deployment)}

@@ -10,7 +10,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from accounts.auth import principal_from_session
-from deployments.views import _deployment, detail_page
+from deployments.views import deployment_for_page, detail_page
 from gpucloud.errors import ApiError
 from webhooks import services
 
@@ -19,7 +19,7 @@ from webhooks import services
 @require_POST
 def webhook_add(request: HttpRequest, deployment_id: str) -> HttpResponse:
     principal = principal_from_session(request)
-    deployment = _deployment(principal, deployment_id)
+    deployment = deployment_for_page(principal, deployment_id)
     url, events, schedule = (
         request.POST.get("url", ""),
         request.POST.getlist("events"),
@@ -40,7 +40,7 @@ def webhook_add(request: HttpRequest, deployment_id: str) -> HttpResponse:
 @require_POST
 def webhook_test(request: HttpRequest, deployment_id: str, webhook_id: str) -> HttpResponse:
     principal = principal_from_session(request)
-    deployment = _deployment(principal, deployment_id)
+    deployment = deployment_for_page(principal, deployment_id)
     try:
         subscription = services.subscription_get(deployment, webhook_id)
         delivery = services.subscription_test(principal=principal, subscription=subscription)
@@ -58,7 +58,7 @@ def webhook_test(request: HttpRequest, deployment_id: str, webhook_id: str) -> H
 @require_POST
 def webhook_delete(request: HttpRequest, deployment_id: str, webhook_id: str) -> HttpResponse:
     principal = principal_from_session(request)
-    deployment = _deployment(principal, deployment_id)
+    deployment = deployment_for_page(principal, deployment_id)
     try:
         subscription = services.subscription_get(deployment, webhook_id)
         services.subscription_delete(principal=principal, subscription=subscription)

@@ -7,7 +7,6 @@ from accounts import views
 urlpatterns = [
     path("", views.home, name="home"),
     path("dashboard/", views.dashboard, name="dashboard"),
-    path("pods/", views.placeholder, {"section": "Pods"}, name="pods"),
     path("api-keys/", views.api_keys, name="api_keys"),
     path("api-keys/create", views.api_keys_create, name="api_keys_create"),
     path("api-keys/<str:key_id>/revoke", views.api_keys_revoke, name="api_keys_revoke"),

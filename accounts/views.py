@@ -52,13 +52,6 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     return render(request, "accounts/dashboard.html", context)
 
 
-@login_required
-@require_GET
-def placeholder(request: HttpRequest, section: str) -> HttpResponse:
-    """Sections whose pages later issues build; the navigation already links to them."""
-    return render(request, "placeholder.html", {"section": section})
-
-
 # --- API keys ---------------------------------------------------------------------------
 
 

@@ -27,10 +27,19 @@ def catalog(request: HttpRequest) -> HttpResponse:
         category, models = None, list(selectors.models_list(search=search, gpu_type=gpu_type))
     template = "catalog/catalog.html#models" if request.htmx else "catalog/catalog.html"  # type: ignore[attr-defined]
     context = {
-        "models": models, "categories": ModelCategory.choices, "category": category, "search": search,
+        "groups": _by_category(models), "categories": ModelCategory.choices, "category": category, "search": search,
         "gpu_types": selectors.gpu_types_list(), "gpu_type": gpu_type,
     }  # fmt: skip
     return render(request, template, context)
+
+
+def _by_category(models: list[CatalogModel]) -> list[tuple[str, list[CatalogModel]]]:
+    """The models under their category's heading, categories in the catalog's order, empty ones left out."""
+    return [
+        (label, found)
+        for value, label in ModelCategory.choices
+        if (found := [m for m in models if m.category == value])
+    ]
 
 
 def _model_or_404(slug: str) -> CatalogModel:

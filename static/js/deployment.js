@@ -14,9 +14,15 @@
       paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "rgba(0,0,0,0)",
     };
     var config = { displayModeBar: false, responsive: true };
+    var total = data.requests.reduce(function (sum, n) { return sum + n; }, 0);
+    if (total === 0) {  // an empty chart says so instead of showing bare axes
+      layout.annotations = [{ text: "No requests in the last 24 hours", xref: "paper", yref: "paper",
+                              x: 0.5, y: 0.5, showarrow: false, font: { size: 14 } }];
+    }
     Plotly.newPlot("chart-requests", [
       { x: data.hours, y: data.requests, type: "bar", name: "requests" },
-      { x: data.hours, y: data.errors, type: "bar", name: "failed" },
+      // hatched as well as coloured: failures stay visible to people who do not see the colours
+      { x: data.hours, y: data.errors, type: "bar", name: "failed", marker: { pattern: { shape: "/" } } },
     ], Object.assign({ barmode: "overlay" }, layout), config);
     Plotly.newPlot("chart-latency", [
       { x: data.hours, y: data.latency_avg, type: "scatter", mode: "lines+markers", name: "average", connectgaps: false },

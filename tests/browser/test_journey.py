@@ -107,7 +107,12 @@ def test_sign_up_to_deploy_chat_and_stop_in_a_browser(server: Embedded, browser:
     # Deploy SmolLM2 from the catalog with the suggested GPU.
     page.click("nav >> text=Catalog")
     page.fill("#catalog-search", "smol")
-    page.wait_for_timeout(600)  # the search swaps the list in place
+    # The search swaps the list in place: only matching models, under their categories' headings.
+    page.wait_for_function(
+        "[...document.querySelectorAll('#models article h3')].map(h => h.textContent)"
+        ".every(name => /smol/i.test(name)) && document.querySelectorAll('#models article').length > 0"
+    )
+    assert page.locator("#models #models").count() == 0  # replaced, not nested inside the old list
     shoot(page, "05-catalog-search")
     page.click("text=SmolLM2 135M Instruct")
     page.wait_for_url("**/catalog/smollm2-135m-instruct/")

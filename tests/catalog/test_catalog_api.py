@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+
 from django.test import Client
 
 from catalog.models import CatalogModel, GpuType, Preset, Region
@@ -82,3 +84,28 @@ def test_catalog_search_and_gpu_filter_narrow_the_list(client: Client, catalog: 
     assert "SmolLM2" in on_cpu and "Llama" not in on_cpu
     nothing = client.get("/catalog/?q=no-such-model-anywhere&category=bogus").content.decode()
     assert "No model matches “no-such-model-anywhere”" in nothing  # an unknown category is ignored, not a 500
+
+
+def test_catalog_page_groups_models_under_their_category(client: Client, catalog: None, alice: Persona) -> None:
+    client.force_login(alice.user)
+    page = client.get("/catalog/").content.decode()
+    headings = re.findall(r'class="category-head">([^<]+)<', page)
+    assert [h.strip() for h in headings] == [
+        "Large language model",
+        "Embeddings",
+        "Speech to text",
+        "Text to speech",
+        "Image generation",
+    ]
+    embeddings_head = page.index('class="category-head">Embeddings')
+    assert page.index("Llama 3.3 70B Instruct") < embeddings_head < page.index("FLUX.1")
+
+
+def test_a_filtered_list_replaces_the_list_instead_of_nesting_in_it(
+    client: Client, catalog: None, alice: Persona
+) -> None:
+    client.force_login(alice.user)
+    page = client.get("/catalog/").content.decode()
+    assert 'hx-target="#models" hx-swap="outerHTML"' in page
+    partial = client.get("/catalog/?q=smol", HTTP_HX_REQUEST="true").content.decode().strip()
+    assert partial.startswith('<div id="models"') and partial.count('id="models"') == 1

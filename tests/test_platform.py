@@ -14,6 +14,7 @@ from django.test import Client
 from deployments.models import Deployment, DeploymentStatus
 from gpucloud.env import env_bool, env_int, parse_database_url
 from gpucloud.money import usd_text
+from gpucloud.templatetags.gpucloud import usd_exact
 from tests.conftest import Persona
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,6 +55,11 @@ def test_usd_text_is_exact() -> None:
     assert usd_text(4_410_000) == "4.41"
     assert usd_text(5) == "0.00" and usd_text(5_000) == "0.01"
     assert usd_text(-1_234_567) == "-1.23"
+
+
+def test_balances_on_pages_keep_every_micro_dollar() -> None:
+    assert usd_exact(24_996_612) == "$24.996612" and usd_exact(25_000_000) == "$25.00"
+    assert usd_exact(-1_500) == "-$0.001500" and usd_exact(None) == "—"
 
 
 def test_healthz_reports_database(client: Client, db: None) -> None:

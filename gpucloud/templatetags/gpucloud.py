@@ -23,6 +23,16 @@ def usd(micros: int | None) -> str:
 
 
 @register.filter
+def usd_exact(micros: int | None) -> str:
+    """Every micro-dollar of a balance: 24996612 -> '$24.996612' (not '$25.00' beside a ticking
+    $24.99...); whole cents keep two places."""
+    if micros is None or micros % 10_000 == 0:
+        return usd(micros)
+    text = usd_text(micros, places=6)
+    return f"-${text[1:]}" if text.startswith("-") else f"${text}"
+
+
+@register.filter
 def usd_number(micros: int | None) -> str:
     """For form values: 25000000 -> '25.00'."""
     return "" if micros is None else usd_text(micros)

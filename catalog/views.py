@@ -11,7 +11,9 @@ from accounts.auth import principal_from_session
 from accounts.roles import CAN_WRITE, role_at_least
 from catalog import selectors
 from catalog.models import CatalogModel, ModelCategory
-from deployments.services import deployment_create
+from catalog.selectors import DeployOption
+from deployments.models import DeploymentKind
+from deployments.services import Serverless, deployment_create, serverless_options
 from gpucloud.errors import ApiError, InvalidRequest, NotFound
 
 
@@ -60,6 +62,10 @@ def _model_page(request: HttpRequest, model: CatalogModel, status: int = 200, **
         "replicas": form.get("replicas", 1),
         "presets": selectors.presets_for(options),
         "preset": form.get("preset", ""),
+        "kind": form.get("kind") or DeploymentKind.MODEL,
+        "idle_minutes": form.get("idle_minutes", settings.GPUCLOUD_SERVERLESS_IDLE_SECONDS // 60),
+        "start_cold": form.get("start_cold", False),
+        "estimate": _estimate(options, chosen, form.get("replicas", 1)),
         "max_replicas": settings.GPUCLOUD_MAX_REPLICAS,
         "errors": form.get("errors", {}),
         "can_write": role_at_least(principal_from_session(request).role, CAN_WRITE),
@@ -83,7 +89,11 @@ def model_deploy(request: HttpRequest, slug: str) -> HttpResponse:
     placement = request.POST.get("placement", "")
     preset = request.POST.get("preset", "")
     gpu_type, _, region = placement.partition("@")
-    form: dict[str, object] = {"name": name, "placement": placement, "preset": preset}
+    kind = request.POST.get("kind", DeploymentKind.MODEL)
+    start_cold = request.POST.get("start_cold") == "on"
+    idle_text = request.POST.get("idle_minutes", "").strip()
+    form: dict[str, object] = {"name": name, "placement": placement, "preset": preset, "kind": kind,
+                               "idle_minutes": idle_text, "start_cold": start_cold}  # fmt: skip
     try:
         replicas = int(request.POST.get("replicas", "1"))
     except ValueError:
@@ -92,16 +102,38 @@ def model_deploy(request: HttpRequest, slug: str) -> HttpResponse:
     if not gpu_type or not region:
         return _model_page(request, model, 400, **form, errors={"placement": "Choose a GPU and region."})
     try:
+        serverless = _serverless(kind, idle_text, start_cold)
         deployment = deployment_create(
             principal=principal_from_session(request), name=name, model_id=model.slug, gpu_type=gpu_type,
-            region=region, replicas=replicas, preset=preset or None,
+            region=region, replicas=replicas, preset=preset or None, serverless=serverless,
         )  # fmt: skip
     except ApiError as exc:
         field = exc.param if exc.param in ("replicas", "gpu_type", "region", "preset") else "form"
         field = "placement" if field in ("gpu_type", "region") else field
+        field = "kind" if exc.param in ("kind", "idle_timeout_seconds", "start_cold") else field
         return _model_page(request, model, exc.status, **form, errors={field: _with_advice(exc)})
     messages.success(request, f"Deploying {model.name}: it shows as active here when its first replica is ready.")
     return redirect("deployment_detail", deployment_id=deployment.pk)
+
+
+def _serverless(kind: str, idle_text: str, start_cold: bool) -> Serverless | None:
+    """The form's dedicated / serverless choice as deployment_create takes it (idle time in minutes)."""
+    if kind != DeploymentKind.SERVERLESS:
+        return serverless_options(kind=kind, idle_timeout_seconds=None, start_cold=False)
+    try:
+        idle_seconds = round(float(idle_text) * 60) if idle_text else None
+    except ValueError:
+        raise InvalidRequest("Idle minutes must be a number, e.g. 15.", param="idle_timeout_seconds") from None
+    return serverless_options(kind=kind, idle_timeout_seconds=idle_seconds, start_cold=start_cold)
+
+
+def _estimate(options: list[DeployOption], chosen: object, replicas: object) -> dict[str, int] | None:
+    """What the chosen GPU costs for the asked replicas, per hour and per day, shown before launch."""
+    option = next((o for o in options if o.key == chosen), None)
+    count = replicas if isinstance(replicas, int) and replicas > 0 else 1
+    if option is None:
+        return None
+    return {"replicas": count, "hour": option.price_per_hour_micros * count, "day": option.price_per_day_micros * count}
 
 
 def _with_advice(exc: ApiError) -> str:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from deployments.models import Deployment
+from deployments.models import Deployment, DeploymentKind, DeploymentStatus
 from tests.billing.conftest import fund, ledger_snapshot
 from tests.conftest import Persona
 from tests.deployments.test_pages import signed_in
@@ -62,6 +62,9 @@ def test_one_click_deploy_creates_and_opens_the_deployment(
         ({"replicas": "many"}, 400, "replicas must be between 1 and 8"),
         ({"placement": ""}, 400, "Choose a GPU and region."),
         ({"placement": "h100@atl1"}, 400, "No provider offers NVIDIA H100 in atl1"),
+        ({"kind": "serverless", "idle_minutes": "soon"}, 400, "Idle minutes must be a number"),
+        ({"kind": "serverless", "idle_minutes": "0.5"}, 400, "idle_timeout_seconds must be between 60"),
+        ({"kind": "spot"}, 400, "kind must be model or serverless."),
     ],
 )
 def test_bad_input_is_shown_in_the_form_and_creates_nothing(
@@ -79,3 +82,32 @@ def test_no_credit_says_to_add_funds(alice: Persona, fleet: str, launches: list[
     assert response.status_code == 402
     assert "Add funds on the Billing page, then deploy again." in response.content.decode()
     assert not Deployment.objects.exists() and launches == []
+
+
+def test_the_estimate_before_launch_covers_the_asked_replicas(alice: Persona, fleet: str) -> None:
+    page = signed_in(alice).get("/catalog/smollm2-135m-instruct/").content.decode()
+    assert "Estimated cost: <strong>$0.05/hr</strong> ($1.20/day) for 1 replica while running." in page
+    refused = deploy(signed_in(alice), replicas=3)  # no credit: the form comes back with the choice kept
+    assert (
+        "Estimated cost: <strong>$0.15/hr</strong> ($3.60/day) for 3 replicas while running."
+        in refused.content.decode()
+    )
+
+
+def test_a_serverless_deployment_from_the_page_scales_to_zero_after_its_idle_minutes(
+    alice: Persona, fleet: str, launches: list[str], django_capture_on_commit_callbacks: Any
+) -> None:
+    fund(alice.org, 5 * USD)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = deploy(signed_in(alice), kind="serverless", idle_minutes="5")
+    deployment = Deployment.objects.get(org=alice.org)
+    assert response.status_code == 302 and deployment.kind == DeploymentKind.SERVERLESS
+    assert deployment.scale_to_zero and deployment.idle_timeout_seconds == 300 and len(launches) == 1
+
+
+def test_a_cold_start_from_the_page_launches_and_holds_nothing(alice: Persona, fleet: str, launches: list[str]) -> None:
+    before = ledger_snapshot()
+    response = deploy(signed_in(alice), kind="serverless", start_cold="on")  # no credit needed to exist
+    deployment = Deployment.objects.get(org=alice.org)
+    assert response.status_code == 302 and deployment.status == DeploymentStatus.SCALED_TO_ZERO
+    assert launches == [] and ledger_snapshot() == before

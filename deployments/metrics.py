@@ -132,7 +132,7 @@ def uptime_ratio(deployment: Deployment, *, since: datetime, until: datetime) ->
         return None
     intervals = sorted(
         (max(i.ready_at, start), min(i.terminated_at or end, end))
-        for i in deployment.instances.exclude(ready_at=None)
+        for i in deployment.instances.all()  # prefetched on the page
         if i.ready_at is not None
     )
     covered, reach = timedelta(0), start
@@ -254,8 +254,9 @@ def gpu_cost_micros(deployment: Deployment, *, since: datetime, until: datetime)
     it at its hourly price (the 60-second session minimum is a billing rule, not GPU time)."""
     total = 0
     now = timezone.now()
-    for instance in deployment.instances.exclude(launched_at=None):
-        assert instance.launched_at is not None
+    for instance in deployment.instances.all():  # prefetched on the page
+        if instance.launched_at is None:
+            continue
         start = max(instance.launched_at, since)
         end = min(instance.terminated_at or now, until)
         if end > start:

@@ -59,7 +59,7 @@ def deployment_timeline(deployment: Deployment) -> dict[str, object]:
     """What the page's replicas and events partial shows: every replica, the latest events first."""
     return {
         "deployment": deployment,
-        "instances": list(instances_of(deployment)),
+        "instances": sorted(deployment.instances.all(), key=lambda i: i.created_at),  # prefetched on the page
         "events": list(deployment.events.order_by("-at", "-pk")[:EVENTS_SHOWN]),
     }
 
@@ -70,7 +70,7 @@ def events_of(deployment: Deployment) -> QuerySet[DeploymentEvent]:
 
 def total_cost_micros(deployment: Deployment) -> int:
     """What the deployment's instances have been charged so far (their meters are keyed by instance id)."""
-    ids = list(deployment.instances.values_list("pk", flat=True))
+    ids = [i.pk for i in deployment.instances.all()]  # prefetched on the page
     return UsageMeter.objects.filter(meter_key__in=ids).aggregate(total=Sum("billed_micros"))["total"] or 0
 
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from deployments import access_views, views
+from deployments import access_views, settings_views, views
 from webhooks import views as webhook_views
 
 urlpatterns = [
@@ -13,6 +13,9 @@ urlpatterns = [
     path("deployments/<str:deployment_id>/logs", views.deployment_logs, name="deployment_logs"),
     path("deployments/<str:deployment_id>/webhooks", webhook_views.webhook_add, name="webhook_add"),
     path("deployments/<str:deployment_id>/access", access_views.deployment_grant, name="deployment_grant"),
+    path("deployments/<str:deployment_id>/scaling", settings_views.deployment_scaling, name="deployment_scaling"),
+    path("deployments/<str:deployment_id>/sla", settings_views.deployment_sla, name="deployment_sla"),
+    path("deployments/<str:deployment_id>/preset", settings_views.deployment_preset, name="deployment_preset"),
     path(
         "deployments/<str:deployment_id>/access/<str:key_id>/revoke",
         access_views.deployment_grant_revoke,

@@ -7,6 +7,7 @@ from datetime import timedelta
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.db.models import prefetch_related_objects
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
@@ -23,6 +24,7 @@ from deployments import metrics, selectors, services
 from deployments.logs import log_tails
 from deployments.models import Deployment
 from deployments.price_comparison import cost_comparison
+from deployments.settings_page import settings_context
 from gpucloud.errors import ApiError, NotFound
 from webhooks.events import EVENT_TYPES
 from webhooks.selectors import webhooks_for_page
@@ -68,7 +70,10 @@ def detail_page(
     now = timezone.now()
     end = deployment.stopped_at or now
     day_ago = now - timedelta(hours=24)
+    # Its replicas are read once: the row, the timeline, uptime and GPU cost all walk them.
+    prefetch_related_objects([deployment], "instances")
     row = selectors.deployment_row(deployment, now=now)
+    can_write = role_at_least(principal.role, CAN_WRITE)
     hours = metrics.hours_between(deployment, day_ago, now)  # read once for the figures and the charts
     stats = metrics.deployment_window(deployment, since=day_ago, until=now, hours=hours)
     series = metrics.deployment_series(deployment, since=day_ago, until=now, hours=hours)
@@ -91,12 +96,13 @@ def detail_page(
         "base_url": request.build_absolute_uri("/v1"),
         "model_name": deployment.model_id or deployment.pk,
         "runtime": (end - deployment.started_at) if deployment.started_at else None,
-        "can_write": role_at_least(principal.role, CAN_WRITE),
+        "can_write": can_write,
         "webhooks": webhooks_for_page(deployment),
         "grants": grants.grants_of(deployment),
         "grantable_keys": grants.grantable_keys(deployment),
         "can_manage_access": role_at_least(principal.role, CAN_MANAGE_ACCESS),
         "webhook_event_types": EVENT_TYPES,
+        **settings_context(deployment, now=now, can_write=can_write, extra=extra),
         **extra,
     }
     return render(request, "deployments/detail.html", context, status=status)

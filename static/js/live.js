@@ -53,9 +53,21 @@
     var rate = Number(el.dataset.rateMicros);
     el.textContent = dollars(Number(el.dataset.availableMicros) - rate * elapsedHours(el), rate);
   }
+  function durationText(seconds) {  // as gpucloud/durations.py: 2 h 05 min, 3 min 20 s, 45 s
+    var s = Math.max(0, seconds), hours = Math.floor(s / 3600), minutes = Math.floor((s % 3600) / 60), secs = s % 60;
+    function two(n) { return (n < 10 ? "0" : "") + n; }
+    if (hours) return hours + " h " + two(minutes) + " min";
+    return minutes ? minutes + " min " + two(secs) + " s" : secs + " s";
+  }
+  function showRuntime(el) {
+    var badge = document.getElementById("status-" + el.dataset.deployment);
+    if (badge && /status-(stopped|failed)/.test(badge.className)) return;  // ended: the figure stands
+    el.textContent = durationText(Math.floor(Date.now() / 1000 - Number(el.dataset.startedS)));
+  }
   function tick() {
     document.querySelectorAll(".ticker").forEach(showCost);
     document.querySelectorAll(".balance").forEach(showBalance);
+    document.querySelectorAll(".runtime").forEach(showRuntime);
   }
   window.gpucloudTicker = {
     deployment: function (message) {

@@ -106,6 +106,7 @@ def test_sign_up_to_deploy_chat_and_stop_in_a_browser(server: Embedded, browser:
 
     # Deploy SmolLM2 from the catalog with the suggested GPU.
     page.click("nav >> text=Catalog")
+    shoot(page, "05-catalog")
     page.fill("#catalog-search", "smol")
     # The search swaps the list in place: only matching models, under their categories' headings.
     page.wait_for_function(
@@ -117,6 +118,9 @@ def test_sign_up_to_deploy_chat_and_stop_in_a_browser(server: Embedded, browser:
     page.click("text=SmolLM2 135M Instruct")
     page.wait_for_url("**/catalog/smollm2-135m-instruct/")
     shoot(page, "06-model")
+    page.fill("#deploy-replicas", "2")  # the estimate follows the form before anything launches
+    assert "$0.10/hr ($2.40/day) for 2 replicas" in page.inner_text("#deploy-estimate")
+    page.fill("#deploy-replicas", "1")
     page.click("button:has-text('Deploy')")
     page.wait_for_url(re.compile(r".*/deployments/dep_\w+/$"))
     deployment_id = page.url.rstrip("/").rsplit("/", 1)[1]
@@ -144,9 +148,11 @@ def test_sign_up_to_deploy_chat_and_stop_in_a_browser(server: Embedded, browser:
     # The running cost rises and the balance falls, by the second, without a reload.
     cost, balance = f"#cost-{deployment_id}", ".header-balance"
     first_cost, first_balance = dollars(page.inner_text(cost)), dollars(page.inner_text(balance))
+    first_runtime = page.inner_text(".runtime")
     page.wait_for_timeout(2500)
     assert dollars(page.inner_text(cost)) > first_cost
     assert dollars(page.inner_text(balance)) < first_balance
+    assert page.inner_text(".runtime") != first_runtime  # the runtime counts up too
     page.wait_for_function("document.getElementById('logs').textContent.includes('|')")  # engine lines streamed
     shoot(page, "08-deployment-active")
 
@@ -185,9 +191,18 @@ def _check_phone_and_keyboard(browser: object, desktop: object, server: Embedded
         assert overflow <= 0, f"{path} is {overflow}px wider than a phone"
     page.keyboard.press("Tab")
     assert page.evaluate("document.activeElement.className") == "skip-link"
-    page.keyboard.press("Tab")
-    outline = page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
-    assert outline not in ("", "none"), "the focused control shows where focus is"
+    # Every control the keyboard reaches on the deployment page shows where focus is.
+    unmarked = []
+    for _ in range(40):
+        page.keyboard.press("Tab")
+        focused = page.evaluate(
+            "(() => { const e = document.activeElement, s = getComputedStyle(e);"
+            " return [e.tagName + ' ' + (e.textContent || '').trim().slice(0, 30),"
+            " s.outlineStyle, s.outlineWidth]; })()"
+        )
+        if focused[1] in ("", "none") or focused[2] == "0px":
+            unmarked.append(focused[0])
+    assert unmarked == [], f"focus is invisible on: {unmarked}"
     phone.close()
 
 

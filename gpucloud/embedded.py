@@ -94,7 +94,23 @@ def serve(*, host: str, port: int, background: bool = True) -> None:
         uvicorn.Server(config).run()  # installs its own SIGINT/SIGTERM handlers; returns on shutdown
     finally:
         services.stop()
+        _keep_request_minutes()
         _stop_local_engines()
+
+
+def _keep_request_minutes() -> None:
+    """Without Redis the gateway's per-minute request counters live in this process until the beat
+    copies them to the database (every minute): copy them once more on the way out, so a restart
+    loses no metrics. With Redis they outlive the process and the next copy takes them."""
+    from deployments.gateway.metering import LocalStore, store
+    from deployments.metrics import request_minutes_rollup
+
+    if not isinstance(store(), LocalStore):
+        return
+    try:
+        request_minutes_rollup()
+    except Exception:  # the database is going too: say so, do not hide the shutdown
+        logger.warning("Request metrics of the last minute were not saved", exc_info=True)
 
 
 def _stop_local_engines() -> None:

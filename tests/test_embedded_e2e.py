@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
+import sqlite3
 import subprocess
 import threading
 import time
@@ -138,3 +139,10 @@ def test_new_user_journey_and_clean_shutdown(server: tuple[str, Path, subprocess
     log = (var_dir / "serve.log").read_text()
     assert "Embedded Celery worker and beat stopped" in log
     assert engines() == []  # no process left behind
+    # The chat's request metrics outlive the process (without Redis they were only in memory).
+    with sqlite3.connect(var_dir / "gpucloud.sqlite3") as db:
+        (requests,) = db.execute(
+            "SELECT COALESCE(SUM(requests), 0) FROM deployments_requestminute WHERE deployment_id = ?",
+            (created.json()["id"],),
+        ).fetchone()
+    assert requests >= 1

@@ -45,9 +45,9 @@ rest of a request is Python: middleware, views, building model instances, templa
 the database runs inside this process: its work counts in "cpu p50", and "db ms" leaves out the
 rows a query steps through after its first one. settings.DEBUG is off while timing, as in
 production, so queries are not logged.
-Baselines in the same run: /healthz (one query, no session: the framework floor) and /pods/
-(a placeholder page behind the sign-in: the floor every signed-in page pays for the session,
-the user, the org and the header's balance).
+Baselines in the same run: /healthz (one query, no session: the framework floor) and
+/accounts/email/ (a small page behind the sign-in, one list of addresses: about the floor every
+signed-in page pays for the session, the user, the org and the header's balance).
 --profile PATH prints a cProfile of PATH (10 requests, top functions by cumulative time); DETAIL
 in PATH stands for the measured deployment's id, e.g. --profile /deployments/DETAIL/.
 """
@@ -92,7 +92,7 @@ DEPLOYMENT_KEYS = 20
 WARMUP = 3
 MODEL, GPU, REGION = "smollm2-135m-instruct", "cpu", "local"
 PRICE_MICROS = 3_600_000  # $3.60/h per replica, as in the tests: a minute costs 60,000
-BASELINES = ("/healthz", "/pods/")
+BASELINES = ("/healthz", "/accounts/email/")
 
 
 def pct(values: list[float], q: float) -> float:

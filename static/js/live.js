@@ -16,7 +16,12 @@
       var message = JSON.parse(event.data);
       if (message.type === "deployment.changed") {
         var badge = document.getElementById("status-" + message.deployment_id);
+        // A deployment this page does not show yet, or one whose status moved: lists and counts
+        // built from statuses re-read themselves (hx-trigger="deployment-changed from:body").
+        var ended = message.status === "stopped" || message.status === "failed";
+        var moved = badge ? !badge.classList.contains("status-" + message.status) : !ended;
         if (badge) badge.outerHTML = message.html;
+        if (moved) document.body.dispatchEvent(new CustomEvent("deployment-changed", { detail: message }));
         var timeline = document.getElementById("timeline-" + message.deployment_id);
         if (timeline && message.timeline_html) timeline.outerHTML = message.timeline_html;
         window.gpucloudTicker.deployment(message);

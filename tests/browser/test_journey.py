@@ -103,6 +103,9 @@ def test_sign_up_to_deploy_chat_and_stop_in_a_browser(server: Embedded, browser:
     assert dollars(page.inner_text(".header-balance")) == 5.0
     assert "Credit from the operator" in page.inner_text("#activity-h + ul")
     shoot(page, "04-dashboard-empty")
+    watcher = context.new_page()  # a second tab left on the dashboard: the new deployment appears there live
+    watcher.goto(f"{server.base}/dashboard/")
+    watcher.wait_for_timeout(500)  # its socket joins the org's group
 
     # Deploy SmolLM2 from the catalog with the suggested GPU.
     page.click("nav >> text=Catalog")
@@ -132,6 +135,11 @@ def test_sign_up_to_deploy_chat_and_stop_in_a_browser(server: Embedded, browser:
     page.wait_for_function(f"document.querySelector('{badge}').textContent.trim() === 'Active'", timeout=120_000)
     print(f"\nactive {time.monotonic() - started:.1f} s after deploying, shown live")
     page.wait_for_function("!document.getElementById('logs').textContent.includes('Connecting')")
+    watcher.wait_for_function(
+        f"document.querySelector('#dashboard-live {badge}')?.textContent.trim() === 'Active'", timeout=10_000
+    )
+    assert watcher.inner_text("#dashboard-live .stat-value >> nth=1").strip() == "1"  # active deployments
+    watcher.close()
 
     # Chat with the quick-start values: a deployment key made on the page, its base URL and model.
     page.click("button:has-text('Create a deployment key')")

@@ -13,6 +13,7 @@ from catalog import selectors
 from catalog.models import CatalogModel, ModelCategory
 from catalog.selectors import DeployOption
 from deployments.models import DeploymentKind
+from deployments.scaling import IDLE_TIMEOUT_BOUNDS
 from deployments.services import Serverless, deployment_create, serverless_options
 from gpucloud.errors import ApiError, InvalidRequest, NotFound
 
@@ -124,6 +125,10 @@ def _serverless(kind: str, idle_text: str, start_cold: bool) -> Serverless | Non
         idle_seconds = round(float(idle_text) * 60) if idle_text else None
     except ValueError:
         raise InvalidRequest("Idle minutes must be a number, e.g. 15.", param="idle_timeout_seconds") from None
+    low, high = IDLE_TIMEOUT_BOUNDS
+    if idle_seconds is not None and not low <= idle_seconds <= high:  # said in the form's unit
+        raise InvalidRequest(f"Idle minutes must be between {low // 60} and {high // 60} (a week).",
+                             param="idle_timeout_seconds")  # fmt: skip
     return serverless_options(kind=kind, idle_timeout_seconds=idle_seconds, start_cold=start_cold)
 
 

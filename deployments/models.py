@@ -26,7 +26,7 @@ class DeploymentStatus(models.TextChoices):
     ACTIVE = "active"
     SCALING = "scaling"
     DEGRADED = "degraded"
-    SCALED_TO_ZERO = "scaled_to_zero"  # no replica, billing nothing; the next request wakes it
+    SCALED_TO_ZERO = "scaled_to_zero", "Scaled to zero"  # no replica, billing nothing; the next request wakes it
     STOPPING = "stopping"
     STOPPED = "stopped"
     FAILED = "failed"
@@ -124,12 +124,12 @@ def new_instance_id() -> str:
 
 
 class InstanceState(models.TextChoices):
-    WAITING_FOR_CAPACITY = "waiting_for_capacity"
+    WAITING_FOR_CAPACITY = "waiting_for_capacity", "Waiting for capacity"
     PROVISIONING = "provisioning"
     LOADING = "loading"
     READY = "ready"
     DRAINING = "draining"  # out of routing, finishing its requests before it is terminated (billed)
-    CRASH_LOOPING = "crash_looping"
+    CRASH_LOOPING = "crash_looping", "Crash looping"
     TERMINATING = "terminating"
     TERMINATED = "terminated"
     FAILED = "failed"

@@ -10,6 +10,7 @@ separate processes over Redis instead.
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from dataclasses import dataclass
 
@@ -83,8 +84,15 @@ class BackgroundServices:
         logger.info("Embedded Celery worker and beat stopped")
 
 
+class PortInUse(RuntimeError):
+    pass
+
+
 def serve(*, host: str, port: int, background: bool = True) -> None:
-    """Serve until SIGINT/SIGTERM, then stop the background threads; nothing is left running."""
+    """Serve until SIGINT/SIGTERM, then stop the background threads; nothing is left running.
+    A taken port stops it before anything starts: its shutdown stops this machine's engines, which
+    may be another gpucloud's still serving there."""
+    check_port_free(host, port)
     services = BackgroundServices()
     if background:
         services.start()
@@ -96,6 +104,18 @@ def serve(*, host: str, port: int, background: bool = True) -> None:
         services.stop()
         _keep_request_minutes()
         _stop_local_engines()
+
+
+def check_port_free(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise PortInUse(
+                f"{host}:{port} is taken ({exc.strerror}): is gpucloud already running there? "
+                "Stop it, or choose another port (make run PORT=8001)."
+            ) from None
 
 
 def _keep_request_minutes() -> None:

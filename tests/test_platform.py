@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -134,6 +135,18 @@ def test_bad_env_value_stops_start_up(tmp_path: Path) -> None:
     result = _manage(["check"], {"DEBUG": "perhaps", "GPUCLOUD_VAR_DIR": str(tmp_path)})
     assert result.returncode != 0
     assert "DEBUG='perhaps' is not a boolean" in result.stderr
+
+
+def test_a_second_server_on_a_taken_port_stops_before_starting_anything(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = _manage(["serve", "--port", str(port)], {"GPUCLOUD_VAR_DIR": str(tmp_path)})
+    assert result.returncode == 1
+    assert f"127.0.0.1:{port} is taken" in result.stderr and "make run PORT=8001" in result.stderr
+    # Nothing started, so nothing was stopped: a gpucloud serving there keeps its engines.
+    assert "Celery" not in result.stderr + result.stdout and "serving on" not in result.stdout
 
 
 def test_dashboard_counts_running_deployments(client: Client, alice: Persona) -> None:

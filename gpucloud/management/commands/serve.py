@@ -3,7 +3,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from gpucloud import embedded
 
@@ -20,9 +20,12 @@ class Command(BaseCommand):
         parser.add_argument("--no-background", action="store_true", help="Do not start the in-process worker and beat")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        self.stdout.write(f"gpucloud: serving on http://{options['host']}:{options['port']}/ (Ctrl-C stops)")
         try:
+            embedded.check_port_free(options["host"], options["port"])
+            self.stdout.write(f"gpucloud: serving on http://{options['host']}:{options['port']}/ (Ctrl-C stops)")
             embedded.serve(host=options["host"], port=options["port"], background=not options["no_background"])
+        except embedded.PortInUse as exc:
+            raise CommandError(str(exc)) from None
         except KeyboardInterrupt:
             pass  # uvicorn re-raises the Ctrl-C it handled; everything is already stopped
         self.stdout.write("gpucloud: stopped")

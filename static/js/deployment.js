@@ -8,9 +8,14 @@
     var source = document.getElementById("chart-data");
     if (!source || !window.Plotly) return;
     var data = JSON.parse(source.textContent);
+    // The page's own colours (light or dark scheme), so axes and legends stay readable in both.
+    var css = getComputedStyle(document.documentElement);
+    function colour(name) { return css.getPropertyValue(name).trim(); }
+    var axis = { gridcolor: colour("--line"), linecolor: colour("--line"), zerolinecolor: colour("--line") };
     var layout = {
       margin: { l: 48, r: 12, t: 8, b: 36 }, height: 220, showlegend: true,
-      legend: { orientation: "h", y: -0.25 }, xaxis: { type: "date" }, yaxis: { rangemode: "tozero" },
+      legend: { orientation: "h", y: -0.25 }, font: { color: colour("--fg") },
+      xaxis: Object.assign({ type: "date" }, axis), yaxis: Object.assign({ rangemode: "tozero" }, axis),
       paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "rgba(0,0,0,0)",
     };
     var config = { displayModeBar: false, responsive: true };

@@ -10,9 +10,12 @@ separate processes over Redis instead.
 from __future__ import annotations
 
 import logging
+import signal
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
+from types import FrameType
 
 import uvicorn
 from celery import beat
@@ -96,6 +99,7 @@ def serve(*, host: str, port: int, background: bool = True) -> None:
     services = BackgroundServices()
     if background:
         services.start()
+    previous = _sigterm_as_ctrl_c()
     try:
         # lifespan: the gateway flushes its counters and closes its engine connections on shutdown.
         config = uvicorn.Config("gpucloud.asgi:application", host=host, port=port, lifespan="on", log_level="info")
@@ -104,6 +108,22 @@ def serve(*, host: str, port: int, background: bool = True) -> None:
         services.stop()
         _keep_request_minutes()
         _stop_local_engines()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _sigterm_as_ctrl_c() -> signal.Handlers | Callable[..., object] | int | None:
+    """uvicorn shuts down on SIGTERM, then raises it again under the handler it found; the default
+    one ends the process before the worker and the engines are stopped. This one is installed instead: it
+    raises KeyboardInterrupt as Ctrl-C does, and serve's cleanup runs. Returns the handler it
+    replaced (None off the main thread, where signals cannot be handled)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, stop)
 
 
 def check_port_free(host: str, port: int) -> None:

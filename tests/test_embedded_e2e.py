@@ -146,3 +146,26 @@ def test_new_user_journey_and_clean_shutdown(server: tuple[str, Path, subprocess
             (created.json()["id"],),
         ).fetchone()
     assert requests >= 1
+
+
+def test_sigterm_stops_the_platform_and_its_engines_as_ctrl_c_does(
+    server: tuple[str, Path, subprocess.Popen[str]],
+) -> None:
+    """What `kill`, systemd and container runtimes send: uvicorn re-raises it after its own shutdown,
+    which by default ends the process before the engines are stopped."""
+    base, var_dir, process = server
+    made = manage(["create_user", "term@example.com", "--credit", "5", "--api-key", "term"], var_dir)
+    assert made.returncode == 0, made.stderr
+    key = made.stdout.strip().splitlines()[-1]
+    created = httpx.post(
+        f"{base}/api/v1/deployments",
+        json={"model_id": "smollm2-135m-instruct", "gpu_type": "cpu", "region": "local"},
+        headers={"Authorization": f"Bearer {key}"},
+    )
+    assert created.status_code == 201, created.text
+    wait_for(lambda: engines() != [], 30, "an engine")
+
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) == 0
+    assert "Embedded Celery worker and beat stopped" in (var_dir / "serve.log").read_text()
+    assert engines() == []

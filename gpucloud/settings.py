@@ -9,6 +9,7 @@ cache) point every web, worker and beat process at the same shared services.
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 from pathlib import Path
 
@@ -294,7 +295,11 @@ GPUCLOUD_LOW_BALANCE_USD = env_int("GPUCLOUD_LOW_BALANCE_USD", 5, minimum=0)
 GPUCLOUD_AUTO_REFILL_MIN_INTERVAL_SECONDS = env_int("GPUCLOUD_AUTO_REFILL_MIN_INTERVAL_SECONDS", 3600, minimum=0)
 
 # --- Fleet ------------------------------------------------------------------------------
-GPUCLOUD_FLEET_TAG = env_str("GPUCLOUD_FLEET_TAG", "gpucloud")  # every instance we launch carries it
+# Every instance we launch carries the tag; the reconciler reaps tagged instances it has no record
+# of. Two embedded platforms on one machine (two checkouts) must not reap each other's engines,
+# so the embedded default names the var/ directory; a shared database keeps one tag for all.
+_EMBEDDED_TAG = "gpucloud-" + hashlib.sha256(str(VAR_DIR.resolve()).encode()).hexdigest()[:8]
+GPUCLOUD_FLEET_TAG = env_str("GPUCLOUD_FLEET_TAG", "gpucloud" if DATABASE_URL else _EMBEDDED_TAG)
 GPUCLOUD_LOCAL_SLOTS = env_int("GPUCLOUD_LOCAL_SLOTS", 2, minimum=0)
 GPUCLOUD_LOCAL_PRICE_MICROS = env_int("GPUCLOUD_LOCAL_PRICE_MICROS", 50_000, minimum=0)  # $0.05/hour
 GPUCLOUD_LOCAL_THREADS = env_int("GPUCLOUD_LOCAL_THREADS", 0, minimum=0)  # 0: llama.cpp's default

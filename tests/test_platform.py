@@ -149,6 +149,20 @@ def test_a_second_server_on_a_taken_port_stops_before_starting_anything(tmp_path
     assert "Celery" not in result.stderr + result.stdout and "serving on" not in result.stdout
 
 
+def test_each_embedded_platform_tags_its_engines_apart(tmp_path: Path) -> None:
+    def tag(env: dict[str, str]) -> str:
+        shown = _manage(["shell", "-c", "from django.conf import settings; print(settings.GPUCLOUD_FLEET_TAG)"], env)
+        assert shown.returncode == 0, shown.stderr
+        return shown.stdout.strip().splitlines()[-1]
+
+    one, two = {"GPUCLOUD_VAR_DIR": str(tmp_path / "one")}, {"GPUCLOUD_VAR_DIR": str(tmp_path / "two")}
+    assert tag(one) == tag(one) != tag(two)  # stable per var/, apart between checkouts
+    assert tag(one).startswith("gpucloud-")
+    assert tag({**one, "GPUCLOUD_FLEET_TAG": "mine"}) == "mine"
+    shared = {**one, "DATABASE_URL": os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test")}
+    assert tag(shared) == "gpucloud"  # processes sharing a database share the tag
+
+
 def test_dashboard_counts_running_deployments(client: Client, alice: Persona) -> None:
     running = Deployment.objects.create(org=alice.org, name="a", status=DeploymentStatus.ACTIVE)
     stopped = Deployment.objects.create(org=alice.org, name="b", status=DeploymentStatus.STOPPED)

@@ -12,14 +12,18 @@ from gpucloud.money import usd_text
 register = template.Library()
 
 
+def _dollars(micros: int, places: int) -> str:
+    text = usd_text(micros, places=places)
+    return f"-${text[1:]}" if text.startswith("-") else f"${text}"
+
+
 @register.filter
 def usd(micros: int | None) -> str:
     """Format integer micro-USD as dollars: 4410000 -> '$4.41'; an amount under a cent keeps its
     micro-dollars (833 -> '$0.000833'), since a minute of a cheap GPU would otherwise read $0.00."""
     if micros is None:
         return "—"
-    text = usd_text(micros, places=6 if 0 < abs(micros) < 10_000 else 2)
-    return f"-${text[1:]}" if text.startswith("-") else f"${text}"
+    return _dollars(micros, 6 if 0 < abs(micros) < 10_000 else 2)
 
 
 @register.filter
@@ -28,8 +32,7 @@ def usd_exact(micros: int | None) -> str:
     $24.99...); whole cents keep two places."""
     if micros is None or micros % 10_000 == 0:
         return usd(micros)
-    text = usd_text(micros, places=6)
-    return f"-${text[1:]}" if text.startswith("-") else f"${text}"
+    return _dollars(micros, 6)
 
 
 @register.filter

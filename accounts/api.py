@@ -11,7 +11,7 @@ from accounts.auth import api_principal
 from accounts.models import ApiKey, Invitation, Membership
 from accounts.principal import Principal
 from accounts.roles import CAN_READ
-from gpucloud.errors import NotFound
+from gpucloud.core.errors import NotFound
 
 router = Router(tags=["account"])
 

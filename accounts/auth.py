@@ -19,7 +19,7 @@ from accounts import grants, keys, selectors, services
 from accounts.models import ApiKey, ApiKeyKind, User
 from accounts.principal import Principal
 from accounts.roles import CAN_INVOKE, Role
-from gpucloud.errors import PermissionDenied, Unauthenticated
+from gpucloud.core.errors import PermissionDenied, Unauthenticated
 
 _INVALID_KEY = (
     "Invalid API key. Check that it was copied in full; gpucloud keys start with gpc_live_ (account) "

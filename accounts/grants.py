@@ -11,17 +11,24 @@ The gateway reads them with the key (cached), so a change takes effect within it
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from django.db.models import QuerySet
 
-from accounts.models import ApiKey, ApiKeyKind, GrantRole, KeyGrant
+from accounts.models import ApiKey, ApiKeyKind, GrantRole, KeyGrant, Organization
 from accounts.principal import Principal
 from accounts.roles import CAN_MANAGE_ACCESS
-from gpucloud.errors import Conflict, InvalidRequest, NotFound, PermissionDenied
+from gpucloud.core.errors import Conflict, InvalidRequest, NotFound, PermissionDenied
 
-if TYPE_CHECKING:
-    from deployments.models import Deployment
+
+class Deployment(Protocol):
+    """What a grant names: a deployment (deployments.models.Deployment, a layer above accounts)."""
+
+    org_id: str
+
+    @property
+    def pk(self) -> Any: ...
+
 
 ROLES = ", ".join(repr(role.value) for role in GrantRole)
 
@@ -30,7 +37,7 @@ ROLES = ", ".join(repr(role.value) for role in GrantRole)
 
 
 def grants_of(deployment: Deployment) -> QuerySet[KeyGrant]:
-    return KeyGrant.objects.filter(deployment=deployment).select_related("key").order_by("created_at", "pk")
+    return KeyGrant.objects.filter(deployment_id=deployment.pk).select_related("key").order_by("created_at", "pk")
 
 
 def grantable_keys(deployment: Deployment) -> QuerySet[ApiKey]:
@@ -39,7 +46,7 @@ def grantable_keys(deployment: Deployment) -> QuerySet[ApiKey]:
     return (
         ApiKey.objects.filter(org_id=deployment.org_id, scoped=True, revoked_at__isnull=True)
         .exclude(deployment_id=deployment.pk)
-        .exclude(grants__deployment=deployment)
+        .exclude(grants__deployment_id=deployment.pk)
         .order_by("name", "pk")
     )
 
@@ -56,11 +63,9 @@ def invocable_deployments(key: ApiKey) -> frozenset[str] | None:
 def scoped_key_invoke_check(*, key: ApiKey, deployment_id: str | None) -> None:
     """Raise unless the scoped `key` may invoke `deployment_id`: 404 when the org has no such
     deployment (another tenant's is as absent as an unknown one), 403 when it is not granted."""
-    from deployments.models import Deployment
-
     if deployment_id is None:
         raise PermissionDenied(SCOPED_KEY_REFUSED)
-    if not Deployment.objects.filter(org_id=key.org_id, pk=deployment_id).exists():
+    if not Organization.objects.filter(pk=key.org_id, deployments__pk=deployment_id).exists():
         raise NotFound(f"No deployment {deployment_id!r}.", param="deployment_id")
     allowed = invocable_deployments(key)
     if allowed is not None and deployment_id not in allowed:
@@ -98,7 +103,7 @@ def key_grant_create(*, principal: Principal, deployment: Deployment, key_id: st
 
 def key_grant_revoke(*, principal: Principal, deployment: Deployment, key_id: str) -> None:
     principal.require(CAN_MANAGE_ACCESS, "revoking keys' access to deployments")
-    deleted, _ = KeyGrant.objects.filter(deployment=deployment, key_id=key_id, key__org=principal.org).delete()
+    deleted, _ = KeyGrant.objects.filter(deployment_id=deployment.pk, key_id=key_id, key__org=principal.org).delete()
     if not deleted:
         raise NotFound(f"API key {key_id!r} has no grant on deployment {deployment.pk}.", param="key_id")
 

@@ -16,7 +16,13 @@ import string
 import zlib
 from dataclasses import dataclass
 
-from accounts.models import ApiKeyKind
+from django.db import models
+
+
+class ApiKeyKind(models.TextChoices):
+    ACCOUNT = "account", "Account key"
+    DEPLOYMENT = "deployment", "Deployment key"
+
 
 ALPHABET = string.digits + string.ascii_letters
 RANDOM_LENGTH = 40

@@ -14,8 +14,9 @@ from django.db import models
 from django.db.models.functions import Lower
 from django.utils import timezone
 
+from accounts.keys import PREFIXES, ApiKeyKind
 from accounts.roles import Role
-from gpucloud.ids import new_id, new_invitation_id, new_key_id, new_org_id
+from gpucloud.core.ids import new_id, new_invitation_id, new_key_id, new_org_id
 
 
 class UserManager(BaseUserManager["User"]):
@@ -111,11 +112,6 @@ class Invitation(models.Model):
         return self.accepted_at is None and self.revoked_at is None
 
 
-class ApiKeyKind(models.TextChoices):
-    ACCOUNT = "account", "Account key"
-    DEPLOYMENT = "deployment", "Deployment key"
-
-
 class ApiKey(models.Model):
     """A bearer credential. Only a SHA-256 of the secret is stored (see accounts/keys.py)."""
 
@@ -158,8 +154,6 @@ class ApiKey(models.Model):
 
     @property
     def masked(self) -> str:
-        from accounts.keys import PREFIXES
-
         return f"{PREFIXES[ApiKeyKind(self.kind)]}••••{self.last_four}"
 
 

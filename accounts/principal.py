@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from accounts.models import ApiKey, ApiKeyKind, Organization, User
 from accounts.roles import Role, role_at_least
-from gpucloud.errors import PermissionDenied
+from gpucloud.core.errors import PermissionDenied
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from django.db.models import QuerySet
 
 from accounts.models import ApiKey, Invitation, Membership, Organization, User
-from gpucloud.errors import NotFound
+from gpucloud.core.errors import NotFound
 
 
 def memberships_for_user(user: User) -> QuerySet[Membership]:

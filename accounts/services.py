@@ -10,7 +10,8 @@ from accounts import keys
 from accounts.models import ActivityEvent, ApiKey, ApiKeyKind, Invitation, Membership, Organization, User
 from accounts.principal import Principal
 from accounts.roles import CAN_GRANT_OWNER, CAN_MANAGE_MEMBERS, CAN_WRITE, Role
-from gpucloud.errors import Conflict, InvalidRequest, NotFound
+from gpucloud.core.errors import Conflict, InvalidRequest, NotFound
+from gpucloud.core.jobs import enqueue
 
 NAME_MAX = 100
 
@@ -80,9 +81,7 @@ def invitation_create(*, principal: Principal, email: str, role: str) -> Invitat
             invitation = Invitation.objects.create(org=org, email=email, role=role_value, invited_by=principal.user)
     except IntegrityError:
         raise Conflict(f"{email} already has a pending invitation to {org.name}.", param="email") from None
-    from accounts.tasks import invitation_email_send_task
-
-    transaction.on_commit(lambda: invitation_email_send_task.delay(invitation.pk))
+    enqueue("accounts.tasks.invitation_email_send_task", invitation.pk)
     return invitation
 
 
@@ -177,9 +176,10 @@ def api_key_create(
             raise InvalidRequest("A deployment key needs deployment_id.", param="deployment_id")
         if scoped is False:
             raise InvalidRequest("Deployment keys are always scoped; omit scoped or send true.", param="scoped")
-        from deployments.selectors import deployment_get_for_org
-
-        deployment = deployment_get_for_org(principal.org, deployment_id)
+        # The org's own deployments only (reached through its relation: deployments is a layer above).
+        deployment = principal.org.deployments.filter(pk=deployment_id).first()
+        if deployment is None:
+            raise NotFound(f"No deployment {deployment_id!r}.", param="deployment_id")
     elif deployment_id:
         raise InvalidRequest("Account keys are not tied to a deployment; omit deployment_id.", param="deployment_id")
     new = keys.key_generate(kind_value)

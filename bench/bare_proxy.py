@@ -1,6 +1,6 @@
 """The floor for a Python HTTP hop: an ASGI app that relays every request to one engine with aiohttp
 and streams the answer back as it arrives, and does nothing else (no auth, routing, metering or
-schema repair). bench/gateway.py runs it under the same uvicorn as the gateway, so the difference
+schema repair). bench/gateway_bench.py runs it under the same uvicorn as the gateway, so the difference
 between the two is what the gateway's own work costs and the rest is the hop itself.
 
     BARE_PROXY_UPSTREAM=http://127.0.0.1:9100 uvicorn bench.bare_proxy:app --loop uvloop --http httptools

@@ -12,7 +12,7 @@ from django.utils import timezone
 from accounts.models import Organization
 from billing import selectors
 from billing.models import BillingProfile
-from gpucloud.money import MICROS_PER_USD
+from gpucloud.core.money import MICROS_PER_USD
 from webhooks.events import event_emit
 
 

@@ -16,8 +16,8 @@ from accounts.roles import CAN_READ
 from billing import schemas, selectors, services, stripe_gateway
 from billing.models import BillingProfile, LedgerEntry, TransactionKind
 from billing.policy import grace_period
-from gpucloud.errors import InvalidRequest
-from gpucloud.money import MICROS_PER_USD
+from gpucloud.core.errors import InvalidRequest
+from gpucloud.core.money import MICROS_PER_USD
 
 router = Router(tags=["billing"])
 PAGE_MAX = 200

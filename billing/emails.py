@@ -10,7 +10,7 @@ from django.core.mail import send_mail
 from accounts.models import Membership, Organization
 from accounts.roles import Role
 from billing.models import AutoRefillAttempt
-from gpucloud.money import usd_text
+from gpucloud.core.money import usd_text
 
 
 def _billing_contacts(org: Organization) -> list[str]:

@@ -15,7 +15,7 @@ from django.utils import timezone
 from accounts.models import Organization
 from billing.ledger import Line, ledger_post, org_accounts, system_account
 from billing.models import AccountKind, CreditHold, HoldStatus, Service, TransactionKind
-from gpucloud.errors import Conflict, InvalidRequest, NotFound
+from gpucloud.core.errors import Conflict, InvalidRequest, NotFound
 
 
 def hold_open(

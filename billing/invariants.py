@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.db.models import Count, Q, Sum
 
 from billing.models import AccountKind, CreditHold, HoldStatus, LedgerAccount, LedgerEntry, LedgerTransaction
+from billing.rollup import usage_days_from_entries, usage_days_stored
 
 
 def ledger_violations() -> list[str]:
@@ -48,7 +49,6 @@ def ledger_violations() -> list[str]:
 
 
 def _usage_day_violations() -> list[str]:
-    from billing.rollup import usage_days_from_entries, usage_days_stored
 
     computed, stored = usage_days_from_entries(), usage_days_stored()
     return [

@@ -30,8 +30,8 @@ from billing.models import (
     TransactionKind,
     UsageDay,
 )
-from gpucloud.errors import ApiError
-from gpucloud.money import usd_text
+from gpucloud.core.errors import ApiError
+from gpucloud.core.money import usd_text
 
 
 class InsufficientCredit(ApiError):

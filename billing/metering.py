@@ -14,9 +14,10 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.models import Organization
+from billing.holds import hold_post
 from billing.ledger import Line, ledger_post, org_accounts, system_account
-from billing.models import AccountKind, LedgerTransaction, Service, TransactionKind, UsageMeter
-from gpucloud.durations import duration_text
+from billing.models import AccountKind, CreditHold, HoldStatus, LedgerTransaction, Service, TransactionKind, UsageMeter
+from gpucloud.core.durations import duration_text
 
 MINIMUM_SECONDS = 60
 SECONDS_PER_HOUR = 3600
@@ -118,8 +119,6 @@ def usage_charge_running(*, now: datetime | None = None) -> list[str]:
 def usage_prepay_from_hold(meter: UsageMeter, hold_id: str) -> None:
     """Post a first-minute hold (placed when the launch was requested) as the session's first
     60 seconds: the hold becomes the usage charge and metering continues from second 60."""
-    from billing.holds import hold_post
-    from billing.models import CreditHold, HoldStatus
 
     with transaction.atomic():
         meter = UsageMeter.objects.select_for_update().get(pk=meter.pk)

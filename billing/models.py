@@ -16,7 +16,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from gpucloud.ids import new_id
+from gpucloud.core.ids import new_id
 
 
 class AccountKind(models.TextChoices):

@@ -13,8 +13,13 @@ from accounts.models import Organization
 from accounts.services import activity_record
 from billing import selectors
 from billing.ledger import InsufficientCredit
-from billing.models import BillingProfile
-from gpucloud.money import usd_text
+from billing.metering import usage_meter_stop
+from billing.models import BillingProfile, UsageMeter
+from gpucloud.core.jobs import enqueue, send
+from gpucloud.core.money import usd_text
+
+# The workload side's task that stops every running workload of an org (deployments/tasks.py).
+WORKLOADS_STOP_TASK = "deployments.tasks.workloads_stop_for_nonpayment_task"
 
 
 class SpendLimitReached(InsufficientCredit):
@@ -70,26 +75,21 @@ def _grace_start(org: Organization, profile: BillingProfile, now: datetime) -> s
         kind="billing.grace_started",
         message=f"Balance reached $0.00: running workloads stop at {deadline:%Y-%m-%d %H:%M} UTC unless you add funds.",
     )
-    from billing.tasks import zero_balance_email_task
-
-    transaction.on_commit(lambda: zero_balance_email_task.delay(org.pk, deadline.isoformat()))
+    enqueue("billing.tasks.zero_balance_email_task", org.pk, deadline.isoformat())
     return "grace_started"
 
 
 def _stop_workloads(org: Organization, now: datetime) -> str:
-    """Stop every running workload of the org (pods keep their storage) and end their billing."""
-    from billing.metering import usage_meter_stop
-    from billing.models import UsageMeter
-    from deployments.services import deployments_stop_for_nonpayment
-
-    stopped = deployments_stop_for_nonpayment(org=org)
+    """Grace is over: billing ends every open meter of the org now, and asks the workload side to
+    stop what runs (it owns the workloads; pods keep their storage). Billing decides, it never stops
+    a workload itself: the stop goes out by task name, at once (the caller holds no transaction)."""
+    send(WORKLOADS_STOP_TASK, org.pk)
     meters = list(UsageMeter.objects.filter(org=org, ended_at__isnull=True))
     for meter in meters:
         usage_meter_stop(meter, now)
-    if stopped or meters:
-        activity_record(
-            org=org,
-            kind="billing.workloads_stopped",
-            message=f"Stopped {max(stopped, len(meters))} workload(s): the balance stayed at $0.00 past grace.",
-        )
+    activity_record(
+        org=org,
+        kind="billing.workloads_stopped",
+        message=f"Stopping every running workload ({len(meters)} billed): the balance stayed at $0.00 past grace.",
+    )
     return "stopped"

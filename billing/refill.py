@@ -20,7 +20,8 @@ from accounts.services import activity_record
 from billing import selectors, stripe_gateway
 from billing.models import AutoRefillAttempt, BillingProfile, RefillStatus, TransactionKind
 from billing.services import stripe_credit
-from gpucloud.money import MICROS_PER_USD, usd_text
+from gpucloud.core.jobs import enqueue
+from gpucloud.core.money import MICROS_PER_USD, usd_text
 from webhooks.events import event_emit
 
 
@@ -110,9 +111,7 @@ def _refill_failed(attempt: AutoRefillAttempt, error: str) -> AutoRefillAttempt:
             },
             dedupe_key=f"autorefill.failed:{attempt.pk}",
         )
-        from billing.tasks import auto_refill_failed_email_task
-
-        transaction.on_commit(lambda: auto_refill_failed_email_task.delay(attempt.pk))
+        enqueue("billing.tasks.auto_refill_failed_email_task", attempt.pk)
     attempt.refresh_from_db()
     return attempt
 

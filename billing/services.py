@@ -13,11 +13,11 @@ from accounts.principal import Principal
 from accounts.roles import CAN_MANAGE_MEMBERS
 from billing import stripe_gateway
 from billing.ledger import Line, Posting, ledger_post, org_accounts, system_account
+from billing.live import balance_changed_on_commit
 from billing.models import AccountKind, BillingProfile, CheckoutSession, TransactionKind
 from billing.selectors import profile_of
-from gpucloud.errors import Conflict, InvalidRequest
-from gpucloud.live import balance_changed_on_commit
-from gpucloud.money import MICROS_PER_USD, usd_text
+from gpucloud.core.errors import Conflict, InvalidRequest
+from gpucloud.core.money import MICROS_PER_USD, usd_text
 
 CAN_MANAGE_BILLING = CAN_MANAGE_MEMBERS  # admins and owners move money and change billing settings
 

@@ -26,7 +26,7 @@ from billing.models import (
     TransactionKind,
 )
 from billing.services import stripe_credit, stripe_refund
-from gpucloud.money import usd_text
+from gpucloud.core.money import usd_text
 
 CENT = 10_000  # micro-USD
 

@@ -12,7 +12,7 @@ from typing import Any
 import stripe
 from django.conf import settings
 
-from gpucloud.errors import ApiError
+from gpucloud.core.errors import ApiError
 
 
 class PaymentsNotConfigured(ApiError):

@@ -12,7 +12,8 @@ from django.views.decorators.http import require_POST
 
 from billing import stripe_gateway
 from billing.models import StripeEvent, StripeEventStatus
-from gpucloud.errors import error_response
+from gpucloud.core.errors import error_response
+from gpucloud.core.jobs import enqueue
 
 
 def stripe_event_store(event: dict[str, Any]) -> tuple[StripeEvent, bool]:
@@ -41,7 +42,5 @@ def stripe_webhook(request: HttpRequest) -> JsonResponse:
         return error_response(400, "invalid_request_error", "The payload is not a Stripe event.")
     stored, needs_processing = stripe_event_store(event)
     if needs_processing:
-        from billing.tasks import stripe_event_process_task
-
-        transaction.on_commit(lambda: stripe_event_process_task.delay(stored.pk))
+        enqueue("billing.tasks.stripe_event_process_task", stored.pk)
     return JsonResponse({"received": True})

@@ -5,7 +5,7 @@ from typing import Any
 from ninja import Schema
 from pydantic import Field
 
-from gpucloud.money import usd_text
+from gpucloud.core.money import usd_text
 
 
 class Price(Schema):

@@ -1,6 +1,7 @@
 from django.contrib import admin
 
-from deployments.models import Deployment, DeploymentEvent, Instance
+from deployments.models import Deployment, DeploymentEvent
+from fleet.models import Instance
 
 
 class InstanceInline(admin.TabularInline):

@@ -1,35 +1,14 @@
-"""Status changes, each recorded as a DeploymentEvent, and the deployment status derived from
-its instances."""
+"""A deployment's status changes, each recorded as a DeploymentEvent (its instances' changes come
+through deployments.workload), and the status derived from its instances."""
 
 from __future__ import annotations
 
 from django.utils import timezone
 
 from deployments.live import deployment_changed_on_commit
-from deployments.models import (
-    FINAL_STATES,
-    LIVE_STATES,
-    PRE_LAUNCH_STATES,
-    Deployment,
-    DeploymentEvent,
-    DeploymentStatus,
-    Instance,
-    InstanceState,
-)
+from deployments.models import Deployment, DeploymentEvent, DeploymentStatus
+from fleet.models import FINAL_STATES, LIVE_STATES, PRE_LAUNCH_STATES, InstanceState
 from webhooks.events import deployment_event_emit
-
-
-def instance_transition(instance: Instance, to: InstanceState, reason: str = "", **fields: object) -> None:
-    """Move an instance (already locked by the caller) to `to`, saving `fields` with it."""
-    previous = instance.state
-    instance.state = to
-    for name, value in fields.items():
-        setattr(instance, name, value)
-    instance.save(update_fields=["state", *fields])
-    if previous != to:
-        DeploymentEvent.objects.create(
-            deployment_id=instance.deployment_id, instance=instance, from_status=previous, to_status=to, reason=reason
-        )
 
 
 def deployment_transition(deployment: Deployment, to: DeploymentStatus, reason: str = "") -> None:

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import logging
 
-from catalog import fleet
-from catalog.providers.base import ProviderError
-from deployments.models import FINAL_STATES, Deployment
+from deployments.models import Deployment
 from deployments.selectors import instances_of
+from fleet import drivers
+from fleet.models import FINAL_STATES
+from fleet.providers.base import ProviderError
 
 logger = logging.getLogger(__name__)
 TAIL_MAX = 2000
@@ -25,7 +26,7 @@ def log_tails(deployment: Deployment, *, tail: int = 200, live_only: bool = Fals
         if not (instance.provider and instance.provider_instance_id):
             continue
         try:
-            tails[instance.pk] = fleet.driver(instance.provider).logs(instance.provider_instance_id, tail=tail)
+            tails[instance.pk] = drivers.driver(instance.provider).logs(instance.provider_instance_id, tail=tail)
         except ProviderError as exc:
             tails[instance.pk] = ["[gpucloud] the provider cannot return this replica's logs right now."]
             logger.warning("logs of %s unavailable: %s", instance.pk, exc)

@@ -18,7 +18,7 @@ from django.db.models import QuerySet, Sum
 from django.db.models.functions import TruncHour
 from django.utils import timezone
 
-from deployments.gateway import metering
+from deployments import traffic
 from deployments.models import Deployment, RequestMinute
 
 COUNTERS = (
@@ -38,7 +38,7 @@ def request_minutes_rollup(*, now: float | None = None) -> int:
     now = now or time.time()
     existing = set(Deployment.objects.values_list("pk", flat=True))
     written = 0
-    for (deployment_id, minute), fields in metering.store().minutes().items():
+    for (deployment_id, minute), fields in traffic.store().minutes().items():
         if deployment_id not in existing:
             continue
         values = _row_values(fields)
@@ -151,7 +151,7 @@ def hours_between(deployment: Deployment, since: datetime, until: datetime) -> H
     pages read it on every view."""
     recent = {
         minute: fields
-        for (_, minute), fields in metering.store().minutes(deployment.pk).items()
+        for (_, minute), fields in traffic.store().minutes(deployment.pk).items()
         if _minute(since).timestamp() <= minute <= until.timestamp()
     }
     stored = RequestMinute.objects.filter(deployment=deployment, minute__gte=_minute(since), minute__lte=until)
@@ -229,7 +229,7 @@ def _summary(deployment: Deployment, total: dict[str, float], since: datetime, u
         ttft_ms_avg=round(total["ttft_ms_sum"] / ttft_count, 2) if ttft_count else None,
         ttft_ms_p95=_percentile(total, "ttft:", 0.95),
         tokens_per_second=round(completion / generation_s, 2) if generation_s > 0 else None,
-        in_flight=metering.store().in_flight().get(deployment.pk, 0),
+        in_flight=traffic.store().in_flight().get(deployment.pk, 0),
         gpu_cost_micros=cost,
         cost_per_million_tokens_micros=cost * 1_000_000 // tokens if tokens else None,
     )
@@ -245,8 +245,8 @@ def _percentile(total: dict[str, float], prefix: str, q: float) -> float | None:
     for index, value in buckets:
         seen += value
         if seen >= q * count:
-            return round(metering.bucket_upper_ms(index), 2)
-    return round(metering.bucket_upper_ms(buckets[-1][0]), 2)
+            return round(traffic.bucket_upper_ms(index), 2)
+    return round(traffic.bucket_upper_ms(buckets[-1][0]), 2)
 
 
 def gpu_cost_micros(deployment: Deployment, *, since: datetime, until: datetime) -> int:

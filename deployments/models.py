@@ -1,8 +1,6 @@
-"""Deployments and the instances (replicas) that serve them.
-
-A deployment states what the customer wants (model, GPU, region, replicas); each Instance row
-tracks one machine from launch request to confirmed termination, and is what billing meters.
-Every status change is a DeploymentEvent.
+"""Deployments: what the customer wants (model, GPU, region, replicas). The machines that serve
+them are fleet.models.Instance rows (one per replica). Every status change, of the deployment or of
+one of its instances, is a DeploymentEvent.
 """
 
 from __future__ import annotations
@@ -10,7 +8,7 @@ from __future__ import annotations
 from django.db import models
 from django.utils import timezone
 
-from gpucloud.ids import new_deployment_id, new_id
+from gpucloud.core.ids import new_deployment_id
 
 
 class DeploymentKind(models.TextChoices):
@@ -119,67 +117,11 @@ class Deployment(models.Model):
         return (self.gpu_type_id, self.preset_id)
 
 
-def new_instance_id() -> str:
-    return new_id("inst")
-
-
-class InstanceState(models.TextChoices):
-    WAITING_FOR_CAPACITY = "waiting_for_capacity", "Waiting for capacity"
-    PROVISIONING = "provisioning"
-    LOADING = "loading"
-    READY = "ready"
-    DRAINING = "draining"  # out of routing, finishing its requests before it is terminated (billed)
-    CRASH_LOOPING = "crash_looping", "Crash looping"
-    TERMINATING = "terminating"
-    TERMINATED = "terminated"
-    FAILED = "failed"
-
-
-LIVE_STATES = (InstanceState.LOADING, InstanceState.READY, InstanceState.DRAINING, InstanceState.CRASH_LOOPING)
-PRE_LAUNCH_STATES = (InstanceState.WAITING_FOR_CAPACITY, InstanceState.PROVISIONING)
-FINAL_STATES = (InstanceState.TERMINATED, InstanceState.FAILED)
-
-
-class Instance(models.Model):
-    id = models.CharField(primary_key=True, max_length=40, default=new_instance_id, editable=False)
-    deployment = models.ForeignKey(Deployment, on_delete=models.PROTECT, related_name="instances")
-    state = models.CharField(max_length=22, choices=InstanceState.choices, default=InstanceState.PROVISIONING)
-    provider = models.CharField(max_length=40, blank=True)
-    provider_instance_id = models.CharField(max_length=200, blank=True)
-    tag = models.CharField(max_length=100)
-    api_key = models.CharField(max_length=100, help_text="The engine's secret; only the platform calls it")
-    endpoint_url = models.CharField(max_length=300, blank=True)
-    hourly_price_micros = models.BigIntegerField(default=0)
-    hourly_cost_micros = models.BigIntegerField(default=0)
-    # What it runs, from its deployment when it was made (null on rows that predate the record:
-    # those run their deployment's configuration).
-    gpu_type = models.ForeignKey("catalog.GpuType", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
-    preset = models.ForeignKey("catalog.Preset", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
-    drain_started_at = models.DateTimeField(null=True, blank=True, help_text="Left routing to be replaced")
-    failure_reason = models.CharField(max_length=500, blank=True)
-    launch_attempts = models.PositiveIntegerField(default=0)
-    created_at = models.DateTimeField(default=timezone.now)
-    launched_at = models.DateTimeField(null=True, blank=True, help_text="Provider accepted the launch: billing starts")
-    ready_at = models.DateTimeField(null=True, blank=True)
-    terminated_at = models.DateTimeField(null=True, blank=True, help_text="Provider confirmed: billing stops")
-
-    class Meta:
-        indexes = [models.Index(fields=["state"]), models.Index(fields=["provider", "provider_instance_id"])]
-
-    def __str__(self) -> str:
-        return f"{self.pk} {self.state}"
-
-    def config(self, deployment: Deployment) -> tuple[str | None, str | None]:
-        """The GPU class and preset it runs (`deployment` is its own, passed to spare a query)."""
-        return (self.gpu_type_id, self.preset_id) if self.gpu_type_id else deployment.config
-
-    def runs_config_of(self, deployment: Deployment) -> bool:
-        return self.config(deployment) == deployment.config
-
-
 class DeploymentEvent(models.Model):
     deployment = models.ForeignKey(Deployment, on_delete=models.CASCADE, related_name="events")
-    instance = models.ForeignKey(Instance, null=True, blank=True, on_delete=models.CASCADE, related_name="events")
+    instance = models.ForeignKey(
+        "fleet.Instance", null=True, blank=True, on_delete=models.CASCADE, related_name="events"
+    )
     at = models.DateTimeField(default=timezone.now)
     from_status = models.CharField(max_length=22, blank=True)
     to_status = models.CharField(max_length=22)

@@ -9,8 +9,9 @@ from collections.abc import Iterator
 import httpx
 from django.http import HttpResponse, HttpResponseBase, StreamingHttpResponse
 
-from deployments.models import Deployment, InstanceState
-from gpucloud.errors import ApiError
+from deployments.models import Deployment
+from fleet.models import InstanceState
+from gpucloud.core.errors import ApiError
 
 TIMEOUT = httpx.Timeout(connect=5.0, read=300.0, write=30.0, pool=5.0)
 

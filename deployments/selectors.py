@@ -10,8 +10,9 @@ from django.utils import timezone
 from accounts.models import Organization
 from billing.metering import cost_micros
 from billing.models import UsageMeter
-from deployments.models import Deployment, DeploymentEvent, DeploymentStatus, Instance, InstanceState
-from gpucloud.errors import NotFound
+from deployments.models import Deployment, DeploymentEvent, DeploymentStatus
+from fleet.models import Instance, InstanceState
+from gpucloud.core.errors import NotFound
 
 RUNNING_STATUSES = (DeploymentStatus.ACTIVE, DeploymentStatus.SCALING, DeploymentStatus.DEGRADED)
 ENDED_STATUSES = (DeploymentStatus.STOPPED, DeploymentStatus.FAILED)

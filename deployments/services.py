@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from functools import partial
 
 from django.conf import settings
 from django.db import transaction
@@ -16,23 +15,19 @@ from billing.holds import hold_open
 from billing.metering import cost_micros
 from billing.models import Service
 from billing.policy import launch_check
-from catalog import fleet
 from catalog.models import CatalogModel, GpuType, Preset, Region
-from deployments.lifecycle import deployment_transition, instance_transition
+from deployments.lifecycle import deployment_transition
 from deployments.live import deployment_changed_on_commit
-from deployments.models import (
-    FINAL_STATES,
-    Deployment,
-    DeploymentEvent,
-    DeploymentKind,
-    DeploymentStatus,
-    Instance,
-    InstanceState,
-)
-from deployments.provisioning import first_minute_hold_key
+from deployments.models import Deployment, DeploymentEvent, DeploymentKind, DeploymentStatus
+from deployments.scaling.settings import IDLE_TIMEOUT_BOUNDS
 from deployments.selectors import RUNNING_STATUSES
-from gpucloud.errors import ApiError, InvalidRequest, NotFound
-from gpucloud.money import usd_text
+from fleet import drivers
+from fleet.models import FINAL_STATES, Instance, InstanceState
+from fleet.provisioning import first_minute_hold_key
+from fleet.transitions import instance_transition
+from gpucloud.core.errors import ApiError, InvalidRequest, NotFound
+from gpucloud.core.jobs import enqueue
+from gpucloud.core.money import usd_text
 from webhooks.events import deployment_event_emit
 
 
@@ -74,7 +69,7 @@ def deployment_create(
         raise InvalidRequest(f"Unknown region {region!r}; see GET /api/v1/regions.", param="region")
     if not 1 <= replicas <= settings.GPUCLOUD_MAX_REPLICAS:
         raise InvalidRequest(f"replicas must be between 1 and {settings.GPUCLOUD_MAX_REPLICAS}.", param="replicas")
-    offers = fleet.offers_for(gpu_type=gpu.slug, region=region)
+    offers = drivers.offers_for(gpu_type=gpu.slug, region=region)
     if not offers:
         raise InvalidRequest(f"No provider offers {gpu.name} in {region}.", param="region")
     cold = serverless is not None and serverless.start_cold
@@ -123,8 +118,6 @@ class Serverless:
 
 def serverless_options(*, kind: str, idle_timeout_seconds: int | None, start_cold: bool) -> Serverless | None:
     """What POST /deployments asked for beyond a plain model deployment; 400 for what does not fit."""
-    from deployments.scaling import IDLE_TIMEOUT_BOUNDS
-
     if kind not in (DeploymentKind.MODEL, DeploymentKind.SERVERLESS):
         raise InvalidRequest("kind must be model or serverless.", param="kind")
     if kind == DeploymentKind.MODEL:
@@ -153,8 +146,6 @@ def _preset_for(slug: str, gpu: GpuType) -> Preset:
 
 def _instance_add(deployment: Deployment, price_per_hour_micros: int) -> Instance:
     """A new replica with its first minute held (402 when the credit is short), provisioned after commit."""
-    from deployments.tasks import instance_provision_task
-
     instance = Instance.objects.create(
         deployment=deployment,
         tag=settings.GPUCLOUD_FLEET_TAG,
@@ -170,7 +161,7 @@ def _instance_add(deployment: Deployment, price_per_hour_micros: int) -> Instanc
         description=f"First minute of {deployment.name} (${usd_text(price_per_hour_micros)}/h)",
         service=Service.MODEL,
     )
-    transaction.on_commit(lambda: instance_provision_task.delay(instance.pk))
+    enqueue("fleet.tasks.instance_provision_task", instance.pk)
     return instance
 
 
@@ -198,8 +189,6 @@ def replica_add_if_short(deployment: Deployment) -> Instance | None:
 
 def deployment_delete(*, principal: Principal, deployment: Deployment) -> Deployment:
     """Tear down; billing stops for each instance when its provider confirms termination."""
-    from deployments.tasks import instance_terminate_task
-
     principal.require(CAN_WRITE, "deleting deployments")
     with transaction.atomic():
         deployment = Deployment.objects.select_for_update().get(pk=deployment.pk)
@@ -208,7 +197,7 @@ def deployment_delete(*, principal: Principal, deployment: Deployment) -> Deploy
         deployment_transition(deployment, DeploymentStatus.STOPPING, "Deleted by the user.")
         for instance in deployment.instances.select_for_update().exclude(state__in=FINAL_STATES).order_by("pk"):
             instance_transition(instance, InstanceState.TERMINATING, "Deployment deleted.")
-            transaction.on_commit(partial(instance_terminate_task.delay, instance.pk))
+            enqueue("fleet.tasks.instance_terminate_task", instance.pk)
         if not deployment.instances.exclude(state__in=FINAL_STATES).exists():
             deployment_transition(deployment, DeploymentStatus.STOPPED, "Nothing was running.")
     return deployment
@@ -217,8 +206,6 @@ def deployment_delete(*, principal: Principal, deployment: Deployment) -> Deploy
 def deployment_scale_to_zero(*, deployment_id: str, reason: str) -> Deployment:
     """Take every replica down and keep the deployment, billing nothing, until a request wakes it
     (the autoscaler's idle path). Safe to call again."""
-    from deployments.tasks import instance_terminate_task
-
     with transaction.atomic():
         deployment = Deployment.objects.select_for_update().get(pk=deployment_id)
         if not deployment.wants_replicas:
@@ -228,7 +215,7 @@ def deployment_scale_to_zero(*, deployment_id: str, reason: str) -> Deployment:
         deployment_transition(deployment, DeploymentStatus.SCALED_TO_ZERO, reason)
         for instance in deployment.instances.select_for_update().exclude(state__in=FINAL_STATES).order_by("pk"):
             instance_transition(instance, InstanceState.TERMINATING, reason)
-            transaction.on_commit(partial(instance_terminate_task.delay, instance.pk))
+            enqueue("fleet.tasks.instance_terminate_task", instance.pk)
     return deployment
 
 
@@ -236,8 +223,6 @@ def deployment_scale(*, deployment_id: str, replicas: int, reason: str) -> Deplo
     """Run `replicas` replicas (at least 1; `deployment_scale_to_zero` takes it to none): new ones with
     their first minute held (InsufficientCredit 402 and nothing changed when the org cannot pay), or
     the newest ones terminated. Only a running deployment scales. Every change is an event."""
-    from deployments.tasks import instance_terminate_task
-
     with transaction.atomic():
         deployment = Deployment.objects.select_for_update().select_related("org").get(pk=deployment_id)
         if deployment.status not in RUNNING_STATUSES or replicas < 1 or replicas == deployment.desired_replicas:
@@ -252,7 +237,7 @@ def deployment_scale(*, deployment_id: str, replicas: int, reason: str) -> Deplo
             _instance_add(deployment, deployment.hourly_price_micros)
         for instance in reversed(live[replicas:]):  # the newest go first
             instance_transition(instance, InstanceState.TERMINATING, f"Scaled down: {reason}")
-            transaction.on_commit(partial(instance_terminate_task.delay, instance.pk))
+            enqueue("fleet.tasks.instance_terminate_task", instance.pk)
         deployment.desired_replicas = replicas
         deployment.save(update_fields=["desired_replicas"])
         event = DeploymentEvent.objects.create(
@@ -288,8 +273,6 @@ def deployments_stop_for_nonpayment(*, org: Organization) -> int:
     """Stop every running workload of the org (the zero-balance policy). Pods keep their storage
     and can start again; serverless endpoints go cold (a request wakes them once there is credit
     again); other deployments are torn down like a delete."""
-    from deployments.tasks import instance_terminate_task
-
     stopped = 0
     for deployment in Deployment.objects.filter(org=org, status__in=(*RUNNING_STATUSES, DeploymentStatus.PROVISIONING)):
         if deployment.kind == DeploymentKind.SERVERLESS:
@@ -301,7 +284,7 @@ def deployments_stop_for_nonpayment(*, org: Organization) -> int:
             deployment_transition(deployment, target, "Balance at $0 past the grace period.")
             for instance in deployment.instances.exclude(state__in=FINAL_STATES).order_by("pk"):
                 instance_transition(instance, InstanceState.TERMINATING, "Balance at $0 past the grace period.")
-                transaction.on_commit(partial(instance_terminate_task.delay, instance.pk))
+                enqueue("fleet.tasks.instance_terminate_task", instance.pk)
             if target == DeploymentStatus.STOPPING and not deployment.instances.exclude(state__in=FINAL_STATES):
                 deployment_transition(deployment, DeploymentStatus.STOPPED, "Nothing was running.")
         stopped += 1

@@ -18,7 +18,7 @@ from accounts.roles import CAN_WRITE
 from deployments.metrics import Window, deployment_window
 from deployments.models import Deployment, SlaBreach, SlaMetric
 from deployments.selectors import RUNNING_STATUSES
-from gpucloud.errors import InvalidRequest
+from gpucloud.core.errors import InvalidRequest
 from webhooks.events import deployment_event_emit
 
 CHECK_WINDOW = timedelta(minutes=5)

@@ -16,10 +16,10 @@ from accounts.api import router as accounts_router
 from accounts.auth import API_AUTH
 from billing.api import router as billing_router
 from catalog.api import router as catalog_router
-from deployments.api import router as deployments_router
-from deployments.permissions_api import router as permissions_router
-from gpucloud.errors import ApiError, error_response
-from webhooks.api import router as webhooks_router
+from deployments.api.deployments import router as deployments_router
+from deployments.api.permissions import router as permissions_router
+from deployments.api.webhooks import router as webhooks_router
+from gpucloud.core.errors import ApiError, error_response
 
 logger = logging.getLogger(__name__)
 

@@ -20,9 +20,9 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.urls import path  # noqa: E402
 
-from deployments.consumers import DeploymentLogsConsumer, OrgEventsConsumer  # noqa: E402
-from deployments.gateway.app import gateway_app, gateway_shutdown  # noqa: E402
-from gpucloud.live import server_loop_set  # noqa: E402
+from gateway.app import gateway_app, gateway_shutdown  # noqa: E402
+from gpucloud.core.live import server_loop_set  # noqa: E402
+from pages.consumers import DeploymentLogsConsumer, OrgEventsConsumer  # noqa: E402
 
 # reference/000's per-deployment routes; with a bearer key they take the gateway's streaming path.
 DEPLOYMENT_CHAT = re.compile(r"^/api/v1/(?:orgs/(?P<org>[\w-]+)/)?deployments/(?P<dep>[\w-]+)/chat/completions/?$")

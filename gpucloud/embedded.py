@@ -22,6 +22,9 @@ from celery import beat
 from celery.worker import WorkController
 from celery.worker import state as worker_state
 
+from deployments.metrics import request_minutes_rollup
+from deployments.traffic import LocalStore, store
+from fleet.provisioning import local_instances_stop_all
 from gpucloud.celery import app as celery_app
 
 logger = logging.getLogger(__name__)
@@ -142,8 +145,6 @@ def _keep_request_minutes() -> None:
     """Without Redis the gateway's per-minute request counters live in this process until the beat
     copies them to the database (every minute): copy them once more on the way out, so a restart
     loses no metrics. With Redis they outlive the process and the next copy takes them."""
-    from deployments.gateway.metering import LocalStore, store
-    from deployments.metrics import request_minutes_rollup
 
     if not isinstance(store(), LocalStore):
         return
@@ -155,7 +156,6 @@ def _keep_request_minutes() -> None:
 
 def _stop_local_engines() -> None:
     """Engines are separate processes: stopping the platform must not leave them running (or billing)."""
-    from deployments.provisioning import local_instances_stop_all
 
     stopped = local_instances_stop_all()
     if stopped:

@@ -6,6 +6,7 @@ import logging
 import time
 from dataclasses import dataclass
 
+import redis
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
@@ -35,8 +36,6 @@ def redis_check() -> Check | None:
     """None when no Redis is configured (embedded topology)."""
     if not settings.REDIS_URL:
         return None
-    import redis
-
     try:
         client = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=2)
         client.ping()

@@ -9,7 +9,7 @@ from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.views import defaults
 
-from gpucloud.errors import ApiError, NotFound, PermissionDenied
+from gpucloud.core.errors import ApiError, NotFound, PermissionDenied
 
 
 class ApiErrorPageMiddleware:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
-from gpucloud.env import env_bool, env_int, env_list, env_str, parse_database_url
+from gpucloud.core.env import env_bool, env_int, env_list, env_str, parse_database_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("GPUCLOUD_VAR_DIR") or BASE_DIR / "var")
@@ -46,9 +46,10 @@ INSTALLED_APPS = [
     "gpucloud",
     "accounts",
     "catalog",
-    "deployments",
     "billing",
     "webhooks",
+    "fleet",
+    "deployments",
 ]
 
 MIDDLEWARE = [
@@ -78,7 +79,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
-                "accounts.context_processors.current_org",
+                "pages.context_processors.current_org",
             ],
         },
     },
@@ -151,7 +152,7 @@ CELERY_BEAT_SCHEDULE = {
     "holds-expire": {"task": "billing.tasks.holds_expire_task", "schedule": 60.0},
     "zero-balance-sweep": {"task": "billing.tasks.zero_balance_sweep_task", "schedule": 60.0},
     "auto-refill-resume": {"task": "billing.tasks.auto_refill_resume_task", "schedule": 300.0},
-    "fleet-reconcile": {"task": "deployments.tasks.fleet_reconcile_task", "schedule": 30.0},
+    "fleet-reconcile": {"task": "fleet.tasks.fleet_reconcile_task", "schedule": 30.0},
     "request-minutes-rollup": {"task": "deployments.tasks.request_minutes_rollup_task", "schedule": 60.0},
     "sla-monitor": {"task": "deployments.tasks.sla_monitor_task", "schedule": 60.0},
     "webhook-dispatch": {

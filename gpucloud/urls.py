@@ -12,10 +12,8 @@ urlpatterns = [
     re_path(r"^api/", views.api_not_found),  # unknown API paths answer in the API's JSON error shape
     path("accounts/", include("allauth.urls")),
     path("admin/", admin.site.urls),
-    path("", include("accounts.urls")),
-    path("", include("catalog.urls")),
     path("", include("billing.urls")),
-    path("", include("deployments.urls")),
+    path("", include("pages.urls")),
 ]
 
 handler404 = "gpucloud.views.not_found"

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.http import require_GET
+from django.views.defaults import page_not_found
+from django.views.defaults import server_error as html_server_error
 
 from gpucloud import health
-from gpucloud.errors import error_response
+from gpucloud.core.errors import error_response
 
 API_PREFIXES = ("/api/", "/v1/")
 
@@ -34,14 +36,10 @@ def api_not_found(request: HttpRequest) -> HttpResponse:
 def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
     if request.path.startswith(API_PREFIXES):
         return api_not_found(request)
-    from django.views.defaults import page_not_found
-
     return page_not_found(request, exception or Exception())
 
 
 def server_error(request: HttpRequest) -> HttpResponse:
     if request.path.startswith(API_PREFIXES):
         return error_response(500, "api_error", "Internal error; it has been logged.")
-    from django.views.defaults import server_error as html_server_error
-
     return html_server_error(request)

@@ -10,15 +10,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from channels.layers import channel_layers
 from django.core.cache import cache
 
 from accounts import services
 from accounts.models import ApiKeyKind, Membership, Organization, User
 from accounts.principal import Principal
 from accounts.roles import Role
-from catalog.fleet import driver
 from catalog.models import Provider
 from catalog.services import catalog_load
+from fleet.drivers import driver
+from gpucloud.celery import app
 
 PASSWORD = "a-long-test-password-42"
 
@@ -26,7 +28,6 @@ PASSWORD = "a-long-test-password-42"
 @pytest.fixture(autouse=True)
 def _test_settings(settings: Any) -> None:
     settings.CELERY_TASK_ALWAYS_EAGER = True
-    from gpucloud.celery import app
 
     app.conf.task_always_eager = True
 
@@ -35,7 +36,6 @@ def _test_settings(settings: Any) -> None:
 def _fresh_channel_layer() -> Any:
     """Each test gets its own channel layer instance: a Redis layer keeps receive state for the event
     loop that used it (one loop per web process in production; one per asyncio.run in tests)."""
-    from channels.layers import channel_layers
 
     channel_layers.backends.clear()
     yield

@@ -103,7 +103,7 @@ def engines() -> list[str]:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"catalog.providers.local.engine" in argv and TAG.encode() in argv:
+        if b"fleet.providers.local.engine" in argv and TAG.encode() in argv:
             found.append(entry.name)
     return found
 

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
 from tests.embedded import PASSWORD, embedded_server, engines, mail_matching, manage, wait_for
 
@@ -29,8 +31,6 @@ def server(tmp_path: Path) -> Iterator[tuple[str, Path, subprocess.Popen[str]]]:
 
 def _follow_live_updates(base: str, session_id: str) -> list[dict[str, str]]:
     """Open the pages' websocket as the signed-in browser does and collect what it pushes."""
-    from websockets.exceptions import ConnectionClosed
-    from websockets.sync.client import connect
 
     received: list[dict[str, str]] = []
     socket_url = base.replace("http://", "ws://") + "/ws/org/"

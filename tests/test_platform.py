@@ -13,8 +13,8 @@ from django.core.exceptions import ImproperlyConfigured
 from django.test import Client
 
 from deployments.models import Deployment, DeploymentStatus
-from gpucloud.env import env_bool, env_int, parse_database_url
-from gpucloud.money import usd_text
+from gpucloud.core.env import env_bool, env_int, parse_database_url
+from gpucloud.core.money import usd_text
 from gpucloud.templatetags.gpucloud import usd_exact
 from tests.conftest import Persona
 

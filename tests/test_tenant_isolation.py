@@ -37,8 +37,12 @@ from accounts.models import ApiKey, Invitation, KeyGrant, Membership, User
 from accounts.principal import Principal
 from accounts.roles import Role
 from accounts.services import api_key_create, api_key_revoke, user_create
-from deployments.gateway import keys, routing
 from deployments.models import Deployment
+from gateway import counters as metering
+from gateway import keys, routing
+from gateway.app import ENDPOINTS
+from gpucloud.api import api
+from gpucloud.asgi import http_app
 from tests.conftest import PASSWORD, Persona
 from tests.gateway.conftest import serving_deployment
 
@@ -208,7 +212,6 @@ class Route:
 
 def api_routes() -> list[Route]:
     """Every operation of the /api/v1 NinjaAPI, as ninja's own OpenAPI generator walks them."""
-    from gpucloud.api import api
 
     schema = api.get_openapi_schema(path_prefix="")
     bodies = {
@@ -308,8 +311,6 @@ class GatewayRoute:
 
 
 def gateway_routes() -> list[GatewayRoute]:
-    from deployments.gateway.app import ENDPOINTS
-
     routes = [GatewayRoute("GET", "/v1/models", []),
               GatewayRoute("GET", "/v1/models/{deployment_id}", ["deployment_id"], lists=True)]  # fmt: skip
     routes += [GatewayRoute("POST", path, ["deployment_id"], endpoint.multipart, model_in_body=True)
@@ -442,7 +443,6 @@ def run_api_cells(matrix: Matrix, tenants: tuple[Tenant, Tenant], routes: list[R
 def run_gateway_cells(matrix: Matrix, tenants: tuple[Tenant, Tenant]) -> None:
     """All in one event loop (the gateway's caches and counters belong to the loop); its database
     reads run on this thread, inside the test's transaction."""
-    from gpucloud.asgi import http_app
 
     async def run() -> None:
         transport = httpx.ASGITransport(app=cast(Any, http_app))  # a plain ASGI callable, typed loosely
@@ -457,7 +457,6 @@ def run_gateway_cells(matrix: Matrix, tenants: tuple[Tenant, Tenant]) -> None:
                         control = await call(client, headers, route, target.control) if target.control else None
                         sent = {str(v) for v in target.params.values()}
                         matrix.judge(label, expected_gateway(caller, route, target), outcome, control, sent, markers)
-        from deployments.gateway import metering
 
         await metering.flush_now()
 

@@ -8,12 +8,11 @@ the org that lists them."""
 from __future__ import annotations
 
 import logging
-from functools import partial
 from typing import Any
 
-from django.db import transaction
 from django.utils import timezone
 
+from gpucloud.core.jobs import enqueue
 from webhooks.models import DeliveryStatus, WebhookDelivery, WebhookEvent, WebhookSubscription
 
 logger = logging.getLogger(__name__)
@@ -56,15 +55,13 @@ def event_emit(
 
 
 def deliveries_create(event: WebhookEvent, subscriptions: list[WebhookSubscription]) -> list[WebhookDelivery]:
-    from webhooks.tasks import webhook_deliver_task
-
     now = timezone.now()
     deliveries = [
         WebhookDelivery.objects.create(subscription=s, event=event, status=DeliveryStatus.PENDING, next_attempt_at=now)
         for s in subscriptions
     ]
     for delivery in deliveries:
-        transaction.on_commit(partial(webhook_deliver_task.delay, delivery.pk))
+        enqueue("webhooks.tasks.webhook_deliver_task", delivery.pk)
     return deliveries
 
 

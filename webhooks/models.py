@@ -9,7 +9,7 @@ from __future__ import annotations
 from django.db import models
 from django.utils import timezone
 
-from gpucloud.ids import new_id
+from gpucloud.core.ids import new_id
 from webhooks.signing import secret_generate
 
 

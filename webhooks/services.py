@@ -4,16 +4,17 @@ delete, send a test event, redeliver. Every path that takes a URL checks where i
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from accounts.models import Organization
 from accounts.principal import Principal
 from accounts.roles import CAN_WRITE
-from deployments.models import Deployment
-from gpucloud.errors import Conflict, InvalidRequest, NotFound
+from gpucloud.core.errors import Conflict, InvalidRequest, NotFound
+from gpucloud.core.jobs import enqueue
 from webhooks import guard
 from webhooks.delivery import delivery_attempt
 from webhooks.events import EVENT_TYPES, TEST_EVENT, deliveries_create
@@ -25,6 +26,16 @@ from webhooks.models import (
     WebhookSubscription,
 )
 from webhooks.signing import secret_generate
+
+
+class Deployment(Protocol):
+    """What a subscription watches: a deployment (deployments.models.Deployment, a layer above)."""
+
+    org_id: str
+
+    @property
+    def pk(self) -> Any: ...
+
 
 MAX_PER_DEPLOYMENT = 10
 
@@ -75,17 +86,17 @@ def subscription_create(
     schedule = schedule_check(retry_schedule or RetrySchedule.STANDARD)
     url = url_check(url)
     with transaction.atomic():
-        Deployment.objects.select_for_update().filter(pk=deployment.pk).first()  # counts below stay true
-        if deployment.webhooks.count() >= MAX_PER_DEPLOYMENT:
+        Organization.objects.select_for_update().filter(pk=deployment.org_id).first()  # counts below stay true
+        if WebhookSubscription.objects.filter(deployment_id=deployment.pk).count() >= MAX_PER_DEPLOYMENT:
             raise Conflict(f"A deployment has at most {MAX_PER_DEPLOYMENT} webhooks; delete one first.")
         return WebhookSubscription.objects.create(
-            org_id=deployment.org_id, deployment=deployment, url=url, events=events, retry_schedule=schedule,
+            org_id=deployment.org_id, deployment_id=deployment.pk, url=url, events=events, retry_schedule=schedule,
             secret=secret_generate(), created_by=principal.user,
         )  # fmt: skip
 
 
 def subscription_get(deployment: Deployment, webhook_id: str) -> WebhookSubscription:
-    subscription = deployment.webhooks.filter(pk=webhook_id).first()
+    subscription = WebhookSubscription.objects.filter(deployment_id=deployment.pk, pk=webhook_id).first()
     if subscription is None:
         raise NotFound(f"No webhook {webhook_id!r} on this deployment.", param="webhook_id")
     return subscription
@@ -141,8 +152,6 @@ def subscription_test(*, principal: Principal, subscription: WebhookSubscription
 
 def delivery_redeliver(*, principal: Principal, subscription: WebhookSubscription, delivery_id: str) -> WebhookDelivery:
     """Attempt a finished delivery again from the start of its schedule (same event, same id)."""
-    from webhooks.tasks import webhook_deliver_task
-
     principal.require(CAN_WRITE, "redelivering webhooks")
     if not subscription.enabled:
         raise Conflict("This webhook is disabled; enable it (PATCH enabled: true) before redelivering.")
@@ -157,5 +166,5 @@ def delivery_redeliver(*, principal: Principal, subscription: WebhookSubscriptio
         delivery.next_attempt_at = timezone.now()
         delivery.finished_at = None
         delivery.save(update_fields=["status", "attempts", "next_attempt_at", "finished_at"])
-        transaction.on_commit(lambda: webhook_deliver_task.delay(delivery.pk))
+        enqueue("webhooks.tasks.webhook_deliver_task", delivery.pk)
     return delivery

@@ -3,7 +3,7 @@
 import accounts.models
 import django.db.models.deletion
 import django.utils.timezone
-import gpucloud.ids
+import gpucloud.core.ids
 from django.conf import settings
 from django.db import migrations, models
 
@@ -20,7 +20,7 @@ class Migration(migrations.Migration):
         migrations.CreateModel(
             name='Invitation',
             fields=[
-                ('id', models.CharField(default=gpucloud.ids.new_invitation_id, editable=False, max_length=40, primary_key=True, serialize=False)),
+                ('id', models.CharField(default=gpucloud.core.ids.new_invitation_id, editable=False, max_length=40, primary_key=True, serialize=False)),
                 ('email', models.EmailField(max_length=254)),
                 ('role', models.CharField(choices=[('owner', 'Owner'), ('admin', 'Admin'), ('member', 'Member'), ('viewer', 'Viewer')], max_length=10)),
                 ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
@@ -39,7 +39,7 @@ class Migration(migrations.Migration):
         migrations.CreateModel(
             name='Organization',
             fields=[
-                ('id', models.CharField(default=gpucloud.ids.new_org_id, editable=False, max_length=40, primary_key=True, serialize=False)),
+                ('id', models.CharField(default=gpucloud.core.ids.new_org_id, editable=False, max_length=40, primary_key=True, serialize=False)),
                 ('name', models.CharField(max_length=100)),
                 ('is_personal', models.BooleanField(default=False)),
                 ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
@@ -68,7 +68,7 @@ class Migration(migrations.Migration):
         migrations.CreateModel(
             name='ApiKey',
             fields=[
-                ('id', models.CharField(default=gpucloud.ids.new_key_id, editable=False, max_length=40, primary_key=True, serialize=False)),
+                ('id', models.CharField(default=gpucloud.core.ids.new_key_id, editable=False, max_length=40, primary_key=True, serialize=False)),
                 ('name', models.CharField(max_length=100)),
                 ('kind', models.CharField(choices=[('account', 'Account key'), ('deployment', 'Deployment key')], max_length=12)),
                 ('key_hash', models.CharField(max_length=64, unique=True)),

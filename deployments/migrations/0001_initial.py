@@ -2,7 +2,7 @@
 
 import django.db.models.deletion
 import django.utils.timezone
-import gpucloud.ids
+import gpucloud.core.ids
 from django.db import migrations, models
 
 
@@ -18,7 +18,7 @@ class Migration(migrations.Migration):
         migrations.CreateModel(
             name='Deployment',
             fields=[
-                ('id', models.CharField(default=gpucloud.ids.new_deployment_id, editable=False, max_length=40, primary_key=True, serialize=False)),
+                ('id', models.CharField(default=gpucloud.core.ids.new_deployment_id, editable=False, max_length=40, primary_key=True, serialize=False)),
                 ('name', models.CharField(max_length=100)),
                 ('kind', models.CharField(choices=[('model', 'Model deployment'), ('serverless', 'Serverless endpoint'), ('dedicated', 'Dedicated deployment'), ('pod', 'Pod')], default='model', max_length=12)),
                 ('status', models.CharField(choices=[('pending', 'Pending'), ('provisioning', 'Provisioning'), ('active', 'Active'), ('scaling', 'Scaling'), ('degraded', 'Degraded'), ('stopping', 'Stopping'), ('stopped', 'Stopped'), ('failed', 'Failed')], default='pending', max_length=14)),

@@ -6,8 +6,8 @@ from django import template
 from django.utils import timezone
 from django.utils.timesince import timesince
 
-from gpucloud.durations import duration_text
-from gpucloud.money import usd_text
+from gpucloud.core.durations import duration_text
+from gpucloud.core.money import usd_text
 
 register = template.Library()
 

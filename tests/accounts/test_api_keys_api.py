@@ -5,7 +5,8 @@ from typing import Any
 
 from django.test import Client
 
-from accounts.models import ApiKey, Membership
+from accounts.keys import key_generate
+from accounts.models import ApiKey, ApiKeyKind, Membership
 from accounts.roles import Role
 from deployments.models import Deployment
 from tests.conftest import Persona
@@ -52,8 +53,6 @@ def test_missing_wrong_and_revoked_keys_get_distinct_401s(client: Client, alice:
 
 
 def test_a_valid_checksum_for_an_unknown_key_is_a_401(client: Client, alice: Persona) -> None:
-    from accounts.keys import key_generate
-    from accounts.models import ApiKeyKind
 
     forged = key_generate(ApiKeyKind.ACCOUNT).plaintext  # well-formed, never stored
     response = client.get("/api/v1/me", HTTP_AUTHORIZATION=f"Bearer {forged}")

@@ -4,7 +4,7 @@ from datetime import datetime, timedelta
 
 from accounts.models import Organization
 from billing.ledger import Line, ledger_post, org_accounts, system_account
-from billing.models import AccountKind, LedgerEntry, LedgerTransaction, TransactionKind
+from billing.models import AccountKind, LedgerAccount, LedgerEntry, LedgerTransaction, TransactionKind
 
 
 def fund(org: Organization, micros: int, key: str = "") -> None:
@@ -22,7 +22,6 @@ def fund(org: Organization, micros: int, key: str = "") -> None:
 def ledger_snapshot() -> tuple[int, int, list[tuple[int, int]]]:
     """Everything that a refused operation must leave untouched (an empty account row that a
     lookup created on the way is not money, so zero balances are left out)."""
-    from billing.models import LedgerAccount
 
     return (
         LedgerTransaction.objects.count(),

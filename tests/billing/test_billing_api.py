@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from billing.holds import hold_open
 from billing.metering import usage_charge, usage_meter_start
-from billing.models import BillingProfile, Service
+from billing.models import BillingProfile, LedgerAccount, Service
 from billing.selectors import balance_of
 from tests.billing.conftest import fund, ledger_snapshot
 from tests.conftest import Persona
@@ -146,7 +146,6 @@ def test_create_user_with_credit(client: Client, db: None) -> None:
 
 
 def test_ledger_check_finds_a_tampered_cache(alice: Persona) -> None:
-    from billing.models import LedgerAccount
 
     fund(alice.org, 5 * USD)
     LedgerAccount.objects.filter(org=alice.org, kind="available").update(balance_micros=6 * USD)

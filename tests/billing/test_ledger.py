@@ -1,13 +1,16 @@
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
+from django.utils import timezone
 
 from billing.holds import hold_open, hold_post, hold_void, holds_expire_due
 from billing.invariants import ledger_violations
 from billing.ledger import InsufficientCredit, Line, ledger_post, org_accounts, system_account
 from billing.models import AccountKind, CreditHold, HoldStatus, TransactionKind
 from billing.selectors import balance_of
-from gpucloud.errors import Conflict
+from gpucloud.core.errors import Conflict
 from tests.billing.conftest import fund, ledger_snapshot
 from tests.conftest import Persona
 
@@ -106,9 +109,6 @@ def test_a_hold_beyond_available_is_refused_and_leaves_no_row(alice: Persona) ->
 
 
 def test_expired_holds_release_everything_once(alice: Persona) -> None:
-    from datetime import timedelta
-
-    from django.utils import timezone
 
     fund(alice.org, 10 * USD)
     hold = hold_open(org=alice.org, amount_micros=3 * USD, idempotency_key="e", description="x")

@@ -4,6 +4,7 @@ follows Stripe's documented API, with webhooks signed by real HMAC."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,7 +13,7 @@ from django.core import mail
 from django.test import Client
 
 from accounts.models import ActivityEvent
-from billing import refill
+from billing import refill, stripe_gateway
 from billing.invariants import ledger_violations
 from billing.metering import usage_charge, usage_meter_start
 from billing.models import (
@@ -134,7 +135,6 @@ def test_bad_signature_and_bad_json_are_400_and_store_nothing(
 def test_stale_signature_is_refused(
     client: Client, alice: Persona, stripe_fake: FakeStripe, django_capture_on_commit_callbacks: Any
 ) -> None:
-    import time
 
     event = stripe_fake.event("checkout.session.completed", {"id": "cs_x", "object": "checkout.session"})
     payload = json.dumps(event).encode()
@@ -249,7 +249,6 @@ def test_a_crash_after_recording_the_attempt_resumes_with_the_same_key(
     attempt = refill.auto_refill_start(alice.org)
     assert attempt is not None
     # The worker charged the card, then died before recording the result: Stripe has the charge.
-    from billing import stripe_gateway
 
     profile = BillingProfile.objects.get(org=alice.org)
     stripe_gateway.charge_off_session(

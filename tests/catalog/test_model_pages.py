@@ -10,6 +10,7 @@ import pytest
 from django.test import Client
 
 from deployments.models import Deployment, DeploymentKind, DeploymentStatus
+from fleet import tasks
 from tests.billing.conftest import fund, ledger_snapshot
 from tests.conftest import Persona
 from tests.deployments.test_pages import signed_in
@@ -20,7 +21,6 @@ USD = 1_000_000
 
 @pytest.fixture
 def launches(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    from deployments import tasks
 
     started: list[str] = []
     monkeypatch.setattr(tasks.instance_provision_task, "delay", lambda instance_id: started.append(instance_id))

@@ -15,8 +15,11 @@ import pytest
 from django.core.cache import cache
 from django.utils import timezone
 
-from deployments import autoscaler, services
-from deployments.models import Deployment, DeploymentEvent, Instance, InstanceState, SlaBreach, SlaMetric
+from deployments import services
+from deployments.models import Deployment, DeploymentEvent, SlaBreach, SlaMetric
+from deployments.scaling import autoscaler
+from fleet import tasks as deployment_tasks
+from fleet.models import Instance, InstanceState
 from tests.billing.conftest import fund
 from tests.conftest import Persona
 from tests.deployments.test_pages import running
@@ -29,7 +32,6 @@ USD = 1_000_000
 
 @pytest.fixture
 def tasks(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
-    from deployments import tasks as deployment_tasks
 
     sent: dict[str, list[str]] = {"provision": [], "terminate": []}
     monkeypatch.setattr(deployment_tasks.instance_provision_task, "delay", sent["provision"].append)
@@ -72,7 +74,7 @@ def test_a_round_scales_on_in_flight_requests_and_to_zero_when_idle(
         started_at=timezone.now() - timedelta(hours=1),
     )  # fmt: skip
     load = {deployment.pk: 12}
-    monkeypatch.setattr(autoscaler.metering.store(), "in_flight", lambda: dict(load))
+    monkeypatch.setattr(autoscaler.traffic.store(), "in_flight", lambda: dict(load))
     now = timezone.now().timestamp()
     with django_capture_on_commit_callbacks(execute=True):
         rounds = [autoscaler.autoscale_round(now=now + 30 * n) for n in range(3)]
@@ -93,7 +95,7 @@ def test_a_scale_up_the_org_cannot_pay_for_changes_nothing(
     cache.clear()
     deployment = running(alice)  # no credit at all
     Deployment.objects.filter(pk=deployment.pk).update(min_replicas=1, max_replicas=3, scaling_target=1)
-    monkeypatch.setattr(autoscaler.metering.store(), "in_flight", lambda: {deployment.pk: 50})
+    monkeypatch.setattr(autoscaler.traffic.store(), "in_flight", lambda: {deployment.pk: 50})
     for n in range(4):
         assert autoscaler.autoscale_round(now=1e9 + 30 * n) == {}
     deployment.refresh_from_db()
@@ -116,7 +118,7 @@ def test_a_queue_depth_target_scales_on_what_waits_in_the_engines(
         fund(alice.org, 5 * USD)
         Deployment.objects.filter(pk=deployment.pk).update(min_replicas=1, max_replicas=3, scaling_metric="queue_depth",
                                                           scaling_target=1)  # fmt: skip
-        monkeypatch.setattr(autoscaler.metering.store(), "in_flight", lambda: {deployment.pk: 3})
+        monkeypatch.setattr(autoscaler.traffic.store(), "in_flight", lambda: {deployment.pk: 3})
 
         def ask() -> None:
             body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
@@ -148,7 +150,7 @@ def test_an_open_sla_breach_adds_a_replica_at_low_load(
     deployment = running(alice)
     Deployment.objects.filter(pk=deployment.pk).update(min_replicas=1, max_replicas=2, scaling_target=4,
                                                        ttft_target_ms=500)  # fmt: skip
-    monkeypatch.setattr(autoscaler.metering.store(), "in_flight", lambda: {deployment.pk: 1})
+    monkeypatch.setattr(autoscaler.traffic.store(), "in_flight", lambda: {deployment.pk: 1})
     SlaBreach.objects.create(deployment=deployment, metric=SlaMetric.TTFT, target=500, measured=812)
     with django_capture_on_commit_callbacks(execute=True):
         rounds = [autoscaler.autoscale_round(now=1e9 + 30 * n) for n in range(3)]

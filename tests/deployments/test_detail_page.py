@@ -11,15 +11,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
 from accounts.auth import principal_from_api_key
 from accounts.models import ApiKey, Membership
 from accounts.roles import Role
+from deployments import metrics
 from deployments.metrics import uptime_ratio
 from deployments.models import RequestMinute
-from gpucloud.errors import Unauthenticated
+from deployments.traffic import bucket_upper_ms
+from gpucloud.core.errors import Unauthenticated
 from tests.conftest import Persona
 from tests.deployments.test_pages import running, signed_in
 
@@ -124,10 +127,6 @@ def test_logs_without_javascript_are_plain_text_and_plotly_is_served(
 def test_hourly_metrics_merge_minutes_and_histograms(
     alice: Persona, catalog: None, vendor_sums: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from django.db import connection
-
-    from deployments import metrics
-    from deployments.gateway.metering import bucket_upper_ms
 
     if not vendor_sums:
         monkeypatch.setattr(connection, "vendor", "sqlite")  # the portable path, on this database

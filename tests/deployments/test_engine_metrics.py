@@ -11,8 +11,8 @@ import time
 import httpx
 import pytest
 
-from deployments.engine_metrics import queue_depths, waiting_in
-from deployments.models import Instance
+from fleet.engines import queue_depths, waiting_in
+from fleet.models import Instance
 from tests.conftest import Persona
 from tests.fakes.engine_server import Engine, EngineThread
 from tests.gateway.conftest import ENGINE_KEY, serving_deployment

@@ -18,10 +18,10 @@ from django.utils import timezone
 
 from accounts.models import Membership
 from billing.services import credit_grant
-from deployments.consumers import DeploymentLogsConsumer
 from deployments.lifecycle import deployment_transition
 from deployments.models import Deployment, DeploymentStatus
 from gpucloud.asgi import application
+from pages.consumers import DeploymentLogsConsumer
 from tests.conftest import Persona
 from tests.deployments.test_pages import running, signed_in
 

@@ -23,9 +23,11 @@ from asgiref.sync import sync_to_async
 from django.conf import settings as django_settings
 from django.db import connection, connections, transaction
 
-from deployments.lifecycle import deployment_transition, instance_transition
-from deployments.models import Deployment, DeploymentEvent, DeploymentStatus, InstanceState
-from deployments.tasks import instance_terminate_task
+from deployments.lifecycle import deployment_transition
+from deployments.models import Deployment, DeploymentEvent, DeploymentStatus
+from fleet.models import InstanceState
+from fleet.tasks import instance_terminate_task
+from fleet.transitions import instance_transition
 from gpucloud.celery import app
 from tests.conftest import Persona
 from tests.deployments.test_live import Socket, session_of

@@ -13,7 +13,9 @@ from accounts.auth import SESSION_ORG_KEY
 from accounts.models import Membership
 from accounts.roles import Role
 from billing.models import Service, UsageMeter
-from deployments.models import Deployment, DeploymentEvent, Instance, InstanceState
+from deployments.models import Deployment, DeploymentEvent
+from fleet import tasks
+from fleet.models import Instance, InstanceState
 from tests.conftest import Persona
 
 pytestmark = pytest.mark.django_db
@@ -101,7 +103,6 @@ def test_other_orgs_deployments_are_404(alice: Persona, charlie: Persona, catalo
 def test_stopping_asks_first_then_tears_down(
     alice: Persona, catalog: None, monkeypatch: pytest.MonkeyPatch, django_capture_on_commit_callbacks: Any
 ) -> None:
-    from deployments import tasks
 
     terminated: list[str] = []
     monkeypatch.setattr(tasks.instance_terminate_task, "delay", lambda instance_id: terminated.append(instance_id))

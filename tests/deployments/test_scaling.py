@@ -14,8 +14,8 @@ from django.test import Client
 
 from accounts.models import Membership
 from accounts.roles import Role
-from deployments.autoscale import Decision, Policy, Streaks, decide
 from deployments.models import Deployment
+from deployments.scaling.policy import Decision, Policy, Streaks, decide
 from tests.conftest import Persona
 from tests.deployments.test_pages import running
 

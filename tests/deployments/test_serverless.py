@@ -16,8 +16,10 @@ from django.utils import timezone
 
 from billing.models import CreditHold
 from catalog.models import Provider
-from deployments import autoscaler, services
-from deployments.models import Deployment, DeploymentStatus, Instance
+from deployments import services
+from deployments.models import Deployment, DeploymentStatus
+from deployments.scaling import autoscaler
+from fleet.models import Instance
 from tests.billing.conftest import fund
 from tests.conftest import Persona
 from tests.deployments.test_autoscaler import tasks  # noqa: F401 (a fixture)

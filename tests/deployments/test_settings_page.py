@@ -17,9 +17,10 @@ from django.utils.html import escape
 
 from accounts.models import Membership
 from accounts.roles import Role
-from deployments.gateway.metering import bucket, bucket_upper_ms
-from deployments.models import Deployment, DeploymentKind, Instance, RequestMinute, RolloutState, SlaBreach
-from deployments.settings_page import scaling_summary
+from deployments.models import Deployment, DeploymentKind, RequestMinute, RolloutState, SlaBreach
+from deployments.traffic import bucket, bucket_upper_ms
+from fleet.models import Instance
+from pages.deployments.scaling_section import scaling_summary
 from tests.billing.conftest import fund
 from tests.conftest import Persona
 from tests.deployments.test_pages import running, signed_in

@@ -17,6 +17,7 @@ from accounts.models import Membership
 from accounts.roles import Role
 from deployments.models import Deployment, RequestMinute
 from deployments.sla import sla_check, sla_monitor_round
+from deployments.traffic import bucket_upper_ms
 from tests.conftest import Persona
 from tests.deployments.test_pages import running
 
@@ -55,7 +56,6 @@ def test_targets_are_set_removed_and_bounded(
 
 
 def test_the_monitor_opens_and_closes_breaches_from_measured_windows(alice: Persona, catalog: None) -> None:
-    from deployments.gateway.metering import bucket_upper_ms
 
     deployment = running(alice)
     Deployment.objects.filter(pk=deployment.pk).update(ttft_target_ms=200, throughput_target_tps=50)

@@ -27,6 +27,7 @@ from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import uvloop
 from aiohttp import web
 
 WORDS = ("The", " quick", " brown", " fox", " jumps", " over", " the", " lazy", " dog", ".")
@@ -360,8 +361,6 @@ def main() -> None:
         api_key=args.api_key, behaviour=Behaviour(ttft_ms=args.ttft_ms, gap_ms=args.gap_ms, tokens=args.tokens)
     )
     try:
-        import uvloop
-
         uvloop.install()
     except ImportError:
         pass

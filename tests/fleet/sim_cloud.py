@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from catalog.models import Provider
-from catalog.providers.base import Driver, InstanceSpec, InstanceState, Offer, ProviderError, ProviderInstance, Tier
+from fleet.providers.base import Driver, InstanceSpec, InstanceState, Offer, ProviderError, ProviderInstance, Tier
 from tests.fakes.engine_server import Behaviour, Engine
 
 DRIVER = "tests.fleet.sim_cloud.SimCloud"

@@ -11,8 +11,12 @@ from django.test import Client
 
 from billing.models import CreditHold, HoldStatus, LedgerTransaction, TransactionKind, UsageMeter
 from billing.selectors import balance_of
-from catalog.fleet import driver
-from deployments.models import Deployment, DeploymentEvent, Instance
+from catalog.models import Provider
+from deployments.models import Deployment, DeploymentEvent
+from fleet.drivers import driver
+from fleet.models import Instance
+from fleet.providers.base import ProviderError
+from fleet.providers.local.driver import LocalDriver
 from tests.billing.conftest import fund, ledger_snapshot
 from tests.conftest import Persona
 
@@ -154,8 +158,6 @@ def test_gpu_model_configs(client: Client, alice: Persona, fleet: str) -> None:
 def test_permanent_provider_error_fails_the_replica_with_its_reason(
     client: Client, alice: Persona, fleet: str, django_capture_on_commit_callbacks: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from catalog.providers.base import ProviderError
-    from catalog.providers.local.driver import LocalDriver
 
     def refuse(*args: object) -> None:
         raise ProviderError("Image not found: registry said 404.", permanent=True)
@@ -172,7 +174,6 @@ def test_permanent_provider_error_fails_the_replica_with_its_reason(
 def test_no_capacity_falls_over_to_the_next_offer(
     client: Client, alice: Persona, fleet: str, django_capture_on_commit_callbacks: Any, tmp_path: Any
 ) -> None:
-    from catalog.models import Provider
 
     # Two providers offer cpu in local; the cheaper one is full, so the launch lands on the other.
     Provider.objects.filter(slug="local").update(

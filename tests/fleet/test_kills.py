@@ -4,6 +4,7 @@ each instance's billed seconds match its lifetime."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -12,18 +13,20 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.core.management import call_command
 from django.test import Client
 from django.utils import timezone
 
 from billing.metering import cost_micros
 from billing.models import UsageMeter
 from catalog.data import SMOLLM2_GGUF
-from catalog.fleet import driver
-from catalog.providers.base import InstanceSpec, ProviderError
-from catalog.providers.local.driver import LocalDriver
-from deployments import provisioning
-from deployments.models import LIVE_STATES, Deployment, Instance, InstanceState
-from deployments.reconciler import fleet_reconcile
+from deployments.models import Deployment
+from fleet import provisioning, tasks
+from fleet.drivers import driver
+from fleet.models import LIVE_STATES, Instance, InstanceState
+from fleet.providers.base import InstanceSpec, ProviderError
+from fleet.providers.local.driver import LocalDriver
+from fleet.reconciler import fleet_reconcile
 from tests.billing.conftest import fund
 from tests.conftest import Persona
 
@@ -115,7 +118,6 @@ def test_killed_after_launch_before_commit(client: Client, alice: Persona, fleet
 
 def test_killed_after_commit(client: Client, alice: Persona, fleet: str, django_capture_on_commit_callbacks: Any,
                              monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
-    from deployments import tasks
 
     fund(alice.org, 10 * USD)
     deployment = create_without_running_tasks(client, alice, django_capture_on_commit_callbacks)
@@ -196,9 +198,6 @@ def test_orphans_are_reaped(alice: Persona, fleet: str, django_capture_on_commit
 
 
 def test_fleet_command_lists_and_reaps(alice: Persona, fleet: str, django_capture_on_commit_callbacks: Any) -> None:
-    import io
-
-    from django.core.management import call_command
 
     local = driver("local")
     spec = InstanceSpec(instance_id="inst_stray", tag=fleet, engine="llama.cpp", model={"gguf": SMOLLM2_GGUF},

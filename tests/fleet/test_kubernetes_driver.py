@@ -18,10 +18,10 @@ import kmock
 import pytest
 from kubernetes import client
 
-from catalog.providers.base import InstanceSpec, InstanceState, Offer, ProviderError, Tier
-from catalog.providers.kubernetes.driver import KubernetesDriver
-from catalog.providers.kubernetes.manifests import INSTANCE_LABEL, TAG_LABEL, instance_labels
-from catalog.providers.registry import driver_for
+from fleet.providers.base import InstanceSpec, InstanceState, Offer, ProviderError, Tier
+from fleet.providers.kubernetes.driver import KubernetesDriver
+from fleet.providers.kubernetes.manifests import INSTANCE_LABEL, TAG_LABEL, instance_labels
+from fleet.providers.registry import driver_for
 from tests.fleet.k8s_emulator import TIMEOUT, EmulatedCluster, add_node, add_pod, set_pod_status
 
 NS = "gpucloud"

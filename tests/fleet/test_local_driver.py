@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from catalog.data import SMOLLM2_GGUF
-from catalog.providers.base import InstanceSpec, InstanceState, ProviderError
-from catalog.providers.local.driver import LocalDriver
+from fleet.providers.base import InstanceSpec, InstanceState, ProviderError
+from fleet.providers.local.driver import LocalDriver
 
 
 @pytest.fixture

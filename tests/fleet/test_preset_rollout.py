@@ -25,10 +25,16 @@ from billing.models import CreditHold, HoldStatus, UsageMeter
 from billing.selectors import balance_of
 from catalog.models import Provider
 from catalog.services import catalog_load
-from deployments import autoscaler, reconciler, rollout
+from deployments import preset_rollout as rollout
 from deployments import tasks as deployment_tasks
-from deployments.gateway import metering, routing
-from deployments.models import Deployment, DeploymentEvent, Instance
+from deployments import traffic
+from deployments.models import Deployment, DeploymentEvent
+from deployments.scaling import autoscaler
+from deployments.services import deployment_wake
+from fleet import provisioning, reconciler
+from fleet import tasks as fleet_tasks
+from fleet.models import Instance
+from gateway import routing
 from tests.billing.conftest import fund, ledger_snapshot
 from tests.conftest import Persona
 from tests.fleet import sim_cloud
@@ -188,7 +194,7 @@ def one_replica_draining(client: Client, alice: Persona, capture: Any) -> Iterat
     try:
         yield deployment, t0
     finally:
-        asyncio.run(metering.store().add({}, {}))
+        asyncio.run(traffic.store().add({}, {}))
     assert [state for _, state, _ in states(deployment)] == ["terminated", "ready"]
 
 
@@ -198,7 +204,7 @@ def test_a_drain_waits_for_requests_in_flight_up_to_its_timeout(
 ) -> None:
     with one_replica_draining(client, alice, django_capture_on_commit_callbacks) as (deployment, t0):
         (old, _, _), _new = states(deployment)
-        asyncio.run(metering.store().add({}, {deployment.pk: 1, old: 1}))  # a gateway: one request on the old one
+        asyncio.run(traffic.store().add({}, {deployment.pk: 1, old: 1}))  # a gateway: one request on the old one
         assert rollout.rollout_advance(deployment_id=deployment.pk, now=t0 + SETTLE) == "draining"
         timeout = t0 + timedelta(seconds=rollout.DRAIN_TIMEOUT_SECONDS)
         with django_capture_on_commit_callbacks(execute=True):
@@ -211,7 +217,7 @@ def test_a_drain_ends_once_its_own_replica_is_idle_whatever_the_others_serve(
 ) -> None:
     with one_replica_draining(client, alice, django_capture_on_commit_callbacks) as (deployment, t0):
         _old, (new, _, _) = states(deployment)
-        asyncio.run(metering.store().add({}, {deployment.pk: 7, new: 7}))  # busy, but only on the new replica
+        asyncio.run(traffic.store().add({}, {deployment.pk: 7, new: 7}))  # busy, but only on the new replica
         with django_capture_on_commit_callbacks(execute=True):
             assert rollout.rollout_advance(deployment_id=deployment.pk, now=t0 + SETTLE) == "done"
 
@@ -298,8 +304,8 @@ def test_the_autoscaler_and_the_reconciler_do_not_undo_a_rollout(
     with django_capture_on_commit_callbacks(execute=True):
         assert patch(client, alice, deployment, {"preset": "speed"}).status_code == 200
     # Mid-roll (three replicas for two, one of them the surge), under a load that wants more.
-    monkeypatch.setattr(metering.LocalStore, "in_flight", lambda self: {deployment.pk: 40})
-    monkeypatch.setattr(metering.RedisStore, "in_flight", lambda self: {deployment.pk: 40})
+    monkeypatch.setattr(traffic.LocalStore, "in_flight", lambda self: {deployment.pk: 40})
+    monkeypatch.setattr(traffic.RedisStore, "in_flight", lambda self: {deployment.pk: 40})
     for _ in range(3):
         assert autoscaler.autoscale_round() == {}
     with django_capture_on_commit_callbacks(execute=True):
@@ -309,8 +315,8 @@ def test_the_autoscaler_and_the_reconciler_do_not_undo_a_rollout(
 
     # With its task gone (nudges are only recorded here), the reconciler's rounds finish the rollout.
     monkeypatch.setattr(rollout, "DRAIN_SETTLE_SECONDS", 0.0)
-    monkeypatch.setattr(metering.RedisStore, "in_flight", lambda self: {})
-    monkeypatch.setattr(metering.LocalStore, "in_flight", lambda self: {})
+    monkeypatch.setattr(traffic.RedisStore, "in_flight", lambda self: {})
+    monkeypatch.setattr(traffic.LocalStore, "in_flight", lambda self: {})
     steps = []
     for _ in range(4):
         with django_capture_on_commit_callbacks(execute=True):
@@ -319,8 +325,8 @@ def test_the_autoscaler_and_the_reconciler_do_not_undo_a_rollout(
     assert [(state, gpu) for _, state, gpu in states(deployment) if state == "ready"] == [("ready", "h100")] * 2
     assert sim_cloud.peak(cloud) == 3
     # Once it is over the autoscaler acts again (the same load adds a replica after three checks).
-    monkeypatch.setattr(metering.RedisStore, "in_flight", lambda self: {deployment.pk: 40})
-    monkeypatch.setattr(metering.LocalStore, "in_flight", lambda self: {deployment.pk: 40})
+    monkeypatch.setattr(traffic.RedisStore, "in_flight", lambda self: {deployment.pk: 40})
+    monkeypatch.setattr(traffic.LocalStore, "in_flight", lambda self: {deployment.pk: 40})
     with django_capture_on_commit_callbacks(execute=True):
         rounds = [autoscaler.autoscale_round() for _ in range(3)]
     assert rounds == [{}, {}, {deployment.pk: 3}]
@@ -449,7 +455,6 @@ def test_a_change_during_a_rollout_is_409(
 def test_a_deployment_scaled_to_zero_takes_the_preset_for_its_next_wake(
     client: Client, alice: Persona, cloud: str, django_capture_on_commit_callbacks: Any
 ) -> None:
-    from deployments.services import deployment_wake
 
     fund(alice.org, 50 * USD)
     deployment = serving(alice, status="scaled_to_zero")
@@ -470,13 +475,12 @@ def test_nothing_moves_while_the_new_replica_loads(
     client: Client, alice: Persona, cloud: str, nudges: list[str], django_capture_on_commit_callbacks: Any,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
-    from deployments import provisioning
 
     fund(alice.org, 50 * USD)
     deployment = deploy(client, alice, django_capture_on_commit_callbacks)
     old1, old2 = (pk for pk, _, _ in states(deployment))
     waits: list[str] = []
-    monkeypatch.setattr(deployment_tasks.instance_wait_ready_task, "delay", lambda pk, *_: waits.append(pk))
+    monkeypatch.setattr(fleet_tasks.instance_wait_ready_task, "delay", lambda pk, *_: waits.append(pk))
     with django_capture_on_commit_callbacks(execute=True):
         assert patch(client, alice, deployment, {"preset": "speed"}).status_code == 200
     new1 = states(deployment)[2][0]

@@ -12,10 +12,11 @@ from django.test import Client
 from django.utils import timezone
 from django.utils.html import escape
 
-from catalog.providers.kubernetes.manifests import engine_run
-from catalog.providers.kubernetes.options import DriverOptions
-from deployments.models import Deployment, Instance
-from deployments.provisioning import _spec
+from deployments.models import Deployment
+from deployments.workload import DeploymentWorkload
+from fleet.models import Instance
+from fleet.providers.kubernetes.manifests import engine_run
+from fleet.providers.kubernetes.options import DriverOptions
 from tests.billing.conftest import fund, ledger_snapshot
 from tests.conftest import Persona
 
@@ -55,13 +56,17 @@ def test_the_presets_engine_configuration_reaches_the_engine(alice: Persona, cat
     )  # fmt: skip
     instance = Instance.objects.create(deployment=deployment, tag="t", api_key="k", hourly_price_micros=1,
                                        created_at=timezone.now())  # fmt: skip
-    spec = _spec(Instance.objects.select_related("deployment__preset", "deployment__model").get(pk=instance.pk))
+    spec = DeploymentWorkload().instance_spec(
+        Instance.objects.select_related("deployment__preset", "deployment__model").get(pk=instance.pk)
+    )
     assert spec.engine_args["dtype"] == "float16" and spec.engine_args["max_num_seqs"] == 256
     args: list[Any] = engine_run(spec, DriverOptions(), gpus=1).args
     assert args[args.index("--dtype") + 1] == "float16"
     assert args[args.index("--max-num-seqs") + 1] == "256"
     deployment.preset_id = "cost"
     deployment.save()
-    cost = _spec(Instance.objects.select_related("deployment__preset", "deployment__model").get(pk=instance.pk))
+    cost = DeploymentWorkload().instance_spec(
+        Instance.objects.select_related("deployment__preset", "deployment__model").get(pk=instance.pk)
+    )
     cost_args = engine_run(cost, DriverOptions(), gpus=1).args
     assert cost_args[cost_args.index("--quantization") + 1] == "fp8"  # 8-bit weights, as vLLM quantizes on load

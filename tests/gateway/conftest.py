@@ -16,9 +16,11 @@ from django.db import connections
 from django.utils import timezone
 
 from catalog.services import catalog_load
-from deployments.gateway import limits, metering, routing
-from deployments.gateway.keys import cache_clear
-from deployments.models import Deployment, DeploymentKind, Instance, InstanceState
+from deployments.models import Deployment, DeploymentKind
+from fleet.models import Instance, InstanceState
+from gateway import counters as metering
+from gateway import limits, routing
+from gateway.keys import cache_clear
 from tests.conftest import Persona
 from tests.fakes.engine_server import Engine, EngineThread
 

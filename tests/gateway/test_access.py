@@ -3,6 +3,7 @@ deployment, viewers only read, revoked keys stop within the documented bound."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import httpx
@@ -12,7 +13,7 @@ from accounts.models import ApiKey, ApiKeyKind, Membership
 from accounts.principal import Principal
 from accounts.roles import Role
 from accounts.services import api_key_create, api_key_revoke
-from deployments.gateway import keys
+from gateway import keys, routing
 from tests.conftest import Persona
 from tests.fakes.engine_server import EngineThread
 from tests.gateway.conftest import serving_deployment
@@ -64,7 +65,6 @@ def test_deployment_keys_reach_their_own_deployment_only(
 def test_a_revoked_key_stops_within_the_cache_bound(
     server: str, alice: Persona, engines: Callable[[], EngineThread], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import time
 
     monkeypatch.setattr(keys._cache, "ttl", 0.5)  # the bound is KEY_CACHE_SECONDS (5 s); shortened here
     serving_deployment(alice, [engines()])
@@ -106,7 +106,6 @@ def test_warm_requests_read_no_database(
 ) -> None:
     """Once a key and a route are cached, the hot path makes no lookup at all (each lookup is the
     only way the gateway reaches the database)."""
-    from deployments.gateway import routing
 
     serving_deployment(alice, [engines()])
     assert call(server, alice.key).status_code == 200  # warms both caches

@@ -18,8 +18,9 @@ from django.test import Client
 
 from catalog.models import Provider
 from catalog.services import catalog_load
-from deployments import rollout
-from deployments.models import Deployment, Instance
+from deployments import preset_rollout as rollout
+from deployments.models import Deployment
+from fleet.models import Instance
 from tests.billing.conftest import fund
 from tests.conftest import Persona
 from tests.fleet import sim_cloud

@@ -11,10 +11,12 @@ from collections.abc import Callable
 import httpx
 import openai
 import pytest
+from django.test import Client
 
-from deployments.gateway import routing
 from deployments.metrics import request_minutes_rollup
 from deployments.models import RequestMinute
+from gateway import counters as metering
+from gateway import routing
 from tests.conftest import Persona
 from tests.fakes.engine_server import EngineThread
 from tests.gateway.conftest import counters, eventually, serving_deployment
@@ -247,7 +249,6 @@ def test_rollup_writes_minutes_once_and_metrics_api_reports_them(server: str, al
     request_minutes_rollup()  # again: the same rows, not doubled
     rows = list(RequestMinute.objects.filter(deployment=deployment))
     assert sum(r.requests for r in rows) == 3 and sum(r.completion_tokens for r in rows) == 12
-    from django.test import Client
 
     metrics = Client().get(f"/api/v1/deployments/{deployment.pk}/metrics?window=1h", **alice.auth).json()
     assert metrics["requests"] == 3 and metrics["prompt_tokens"] == 3 * 7 and metrics["completion_tokens"] == 12
@@ -260,7 +261,6 @@ def test_rollup_writes_minutes_once_and_metrics_api_reports_them(server: str, al
 
 
 def test_requests_in_flight_are_published_for_the_autoscaler(server: str, alice: Persona, engines: Engines) -> None:
-    from deployments.gateway import metering
 
     engine = engines()
     engine.engine.behaviour.gap_ms = 400

@@ -17,8 +17,9 @@ from accounts.principal import Principal
 from accounts.roles import Role
 from accounts.services import api_key_create
 from billing.models import CreditHold
-from deployments.gateway import keys
-from deployments.models import Deployment, Instance
+from deployments.models import Deployment
+from fleet.models import Instance
+from gateway import keys
 from tests.billing.conftest import fund
 from tests.conftest import Persona
 from tests.fakes.engine_server import EngineThread

@@ -9,8 +9,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from deployments.gateway import errors, relay
-from deployments.gateway.routing import Target
+from gateway import errors, relay
+from gateway.routing import Target
 
 TARGET = Target(instance_id="inst_x", endpoint_url="http://127.0.0.1:9", api_key="k")
 

@@ -17,8 +17,11 @@ from django.db import connection
 from django.utils import timezone
 
 from billing.models import CreditHold, HoldStatus
-from deployments.models import Deployment, Instance, InstanceState
-from deployments.provisioning import first_minute_hold_key
+from deployments.models import Deployment
+from examples.cold_start import create_when_ready
+from fleet import tasks
+from fleet.models import Instance, InstanceState
+from fleet.provisioning import first_minute_hold_key
 from tests.billing.conftest import fund, ledger_snapshot
 from tests.conftest import Persona
 from tests.fakes.engine_server import EngineThread
@@ -32,7 +35,6 @@ BODY = {"model": "smollm2-135m-instruct", "messages": [{"role": "user", "content
 @pytest.fixture
 def launches(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Provisioning requests, recorded instead of run: the test plays the provider."""
-    from deployments import tasks
 
     started: list[str] = []
     monkeypatch.setattr(tasks.instance_provision_task, "delay", lambda instance_id: started.append(instance_id))
@@ -167,7 +169,6 @@ def test_waking_without_credit_is_402_and_changes_nothing(server: str, alice: Pe
 def test_the_readme_retry_helper_rides_out_a_cold_start(
     server: str, alice: Persona, launches: list[str], engines: Callable[[], EngineThread], settings: Any
 ) -> None:
-    from examples.cold_start import create_when_ready
 
     settings.GPUCLOUD_READY_ESTIMATE_LOCAL_SECONDS = 1  # Retry-After: 1
     fund(alice.org, 10 * USD)

@@ -26,6 +26,7 @@ from tests.conftest import Persona
 from tests.deployments.test_autoscaler import tasks  # noqa: F401 (a fixture)
 from tests.deployments.test_pages import running
 from tests.fakes.stripe_server import FakeStripe
+from webhooks import tasks as webhook_tasks
 from webhooks.models import WebhookEvent, WebhookSubscription
 from webhooks.signing import secret_generate
 
@@ -49,7 +50,6 @@ def fired(**filters: Any) -> list[tuple[str, dict[str, Any]]]:
 
 @pytest.fixture(autouse=True)
 def _no_sending(monkeypatch: pytest.MonkeyPatch) -> None:
-    from webhooks import tasks as webhook_tasks
 
     monkeypatch.setattr(webhook_tasks.webhook_deliver_task, "delay", lambda delivery_id: None)
 

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from django.test import Client
 
+from accounts.auth import SESSION_ORG_KEY
 from accounts.models import Membership
 from accounts.roles import Role
 from tests.conftest import Persona
@@ -65,7 +66,6 @@ def test_viewers_see_webhooks_without_the_forms_and_other_orgs_cannot_touch_them
     viewer = Client()
     viewer.force_login(bob.user)
     session = viewer.session
-    from accounts.auth import SESSION_ORG_KEY
 
     session[SESSION_ORG_KEY] = alice.org.pk
     session.save()

@@ -7,8 +7,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from accounts.models import Organization, User
 from billing import selectors
 from billing.services import credit_grant, usd_to_micros
-from gpucloud.errors import ApiError
-from gpucloud.money import usd_text
+from gpucloud.core.errors import ApiError
+from gpucloud.core.money import usd_text
 
 
 class Command(BaseCommand):

@@ -1,0 +1,238 @@
+"""REST endpoints of deployments (reference/000 shapes)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.http import HttpRequest, HttpResponseBase
+from django.utils import timezone
+from ninja import Router, Status
+
+from accounts.auth import INFERENCE_AUTH, api_principal
+from accounts.roles import CAN_INVOKE, CAN_READ
+from catalog.models import CatalogModel, GpuType
+from deployments import metrics, proxy, schemas, selectors, services, sla
+from deployments import preset_rollout as rollout
+from deployments.logs import log_tails
+from deployments.models import Deployment
+from deployments.scaling import settings as scaling
+from fleet import drivers
+from fleet.models import Instance, InstanceState
+from gpucloud.core.errors import InvalidRequest
+from gpucloud.core.money import MICROS_PER_USD
+
+router = Router(tags=["deployments"])
+
+
+def _deployment_out(request: HttpRequest, deployment: Deployment) -> dict[str, object]:
+    instances = list(selectors.instances_of(deployment))
+    live = [i for i in instances if i.state not in (InstanceState.TERMINATED, InstanceState.FAILED)]
+    end = deployment.stopped_at or timezone.now()
+    return {
+        "id": deployment.pk,
+        "name": deployment.name,
+        "status": deployment.status,
+        "status_reason": deployment.status_reason or None,
+        "model_id": deployment.model_id,
+        "gpu_type": deployment.gpu_type_id,
+        "region": deployment.region_id,
+        "preset": deployment.preset_id,
+        "replicas": deployment.desired_replicas,
+        "endpoint_url": request.build_absolute_uri(f"/api/v1/deployments/{deployment.pk}/chat/completions"),
+        "hourly_cost_usd": sum(i.hourly_price_micros for i in live) / MICROS_PER_USD,
+        "created_at": deployment.created_at,
+        "started_at": deployment.started_at,
+        "runtime_seconds": int((end - deployment.started_at).total_seconds()) if deployment.started_at else 0,
+        "total_cost_usd": selectors.total_cost_micros(deployment) / MICROS_PER_USD,
+        "instances": [
+            {
+                "id": i.pk,
+                "state": i.state,
+                "provider": i.provider or None,
+                "gpu_type": i.config(deployment)[0],
+                "preset": i.config(deployment)[1],
+                "hourly_price_usd": i.hourly_price_micros / MICROS_PER_USD,
+                "launched_at": i.launched_at,
+                "ready_at": i.ready_at,
+                "terminated_at": i.terminated_at,
+                "failure_reason": i.failure_reason or None,
+            }
+            for i in instances
+        ],
+        "rollout": _rollout_out(deployment, live),
+    }
+
+
+def _rollout_out(deployment: Deployment, live: list[Instance]) -> dict[str, object] | None:
+    if not deployment.rollout_state:
+        return None
+    replicas = [i for i in live if i.state != InstanceState.TERMINATING]
+    left = sum(not i.runs_config_of(deployment) for i in replicas)
+    return {
+        "state": deployment.rollout_state,
+        "preset": deployment.preset_id,
+        "from_preset": deployment.rollout_from_preset_id,
+        "replaced": max(0, deployment.rollout_total - left),
+        "total": deployment.rollout_total,
+        "message": deployment.rollout_message or None,
+        "started_at": deployment.rollout_started_at,
+    }
+
+
+@router.post("/deployments", response={201: schemas.DeploymentOut}, summary="Deploy a catalog model")
+def deployments_create(request: HttpRequest, payload: schemas.DeploymentCreateIn) -> Status[dict[str, object]]:
+    deployment = services.deployment_create(
+        principal=api_principal(request),
+        name=payload.name,
+        model_id=payload.model_id,
+        gpu_type=payload.gpu_type,
+        region=payload.region,
+        replicas=payload.replicas,
+        preset=payload.preset,
+        serverless=services.serverless_options(
+            kind=payload.kind, idle_timeout_seconds=payload.idle_timeout_seconds, start_cold=payload.start_cold
+        ),
+    )
+    return Status(201, _deployment_out(request, deployment))
+
+
+@router.get("/deployments", response=list[schemas.DeploymentOut], summary="Your deployments")
+def deployments_list(request: HttpRequest) -> list[dict[str, object]]:
+    principal = api_principal(request)
+    principal.require(CAN_READ, "listing deployments")
+    return [_deployment_out(request, d) for d in selectors.deployments_of(principal.org)]
+
+
+@router.get("/deployments/{deployment_id}", response=schemas.DeploymentOut, summary="One deployment")
+def deployments_get(request: HttpRequest, deployment_id: str) -> dict[str, object]:
+    return _deployment_out(request, selectors.deployment_get_for_org(api_principal(request).org, deployment_id))
+
+
+@router.delete("/deployments/{deployment_id}", response=schemas.DeploymentOut, summary="Tear down a deployment")
+def deployments_delete(request: HttpRequest, deployment_id: str) -> dict[str, object]:
+    principal = api_principal(request)
+    deployment = selectors.deployment_get_for_org(principal.org, deployment_id)
+    return _deployment_out(request, services.deployment_delete(principal=principal, deployment=deployment))
+
+
+@router.get("/deployments/{deployment_id}/events", response=list[schemas.DeploymentEventOut], summary="Status history")
+def deployments_events(request: HttpRequest, deployment_id: str) -> list[dict[str, object]]:
+    deployment = selectors.deployment_get_for_org(api_principal(request).org, deployment_id)
+    return [
+        {"at": e.at, "instance_id": e.instance_id, "from_status": e.from_status, "to_status": e.to_status,
+         "reason": e.reason}
+        for e in selectors.events_of(deployment)
+    ]  # fmt: skip
+
+
+@router.get("/deployments/{deployment_id}/logs", response=list[schemas.LogsOut], summary="Engine logs per instance")
+def deployments_logs(request: HttpRequest, deployment_id: str, tail: int = 200) -> list[dict[str, object]]:
+    deployment = selectors.deployment_get_for_org(api_principal(request).org, deployment_id)
+    return [{"instance_id": pk, "lines": lines} for pk, lines in log_tails(deployment, tail=tail).items()]
+
+
+@router.post(
+    "/deployments/{deployment_id}/chat/completions",
+    summary="OpenAI chat completions on this deployment (JSON or SSE); account or deployment key",
+    response={200: None},
+    auth=INFERENCE_AUTH,
+)
+def deployments_chat(request: HttpRequest, deployment_id: str) -> HttpResponseBase:
+    principal = api_principal(request)
+    deployment = selectors.deployment_get_for_org(principal.org, deployment_id)
+    # Scoped keys were checked against their grants by INFERENCE_AUTH; everyone else needs the role.
+    if not principal.via_deployment_key:
+        principal.require(CAN_INVOKE, "invoking deployments")
+    return proxy.chat_completions(deployment, request.body)
+
+
+METRIC_WINDOWS = {"5m": timedelta(minutes=5), "1h": timedelta(hours=1), "24h": timedelta(hours=24),
+                  "7d": timedelta(days=7), "30d": timedelta(days=30)}  # fmt: skip
+
+
+@router.get("/deployments/{deployment_id}/metrics", response=schemas.MetricsOut, summary="Request metrics and cost")
+def deployments_metrics(request: HttpRequest, deployment_id: str, window: str = "1h") -> dict[str, object]:
+    deployment = selectors.deployment_get_for_org(api_principal(request).org, deployment_id)
+    if window not in METRIC_WINDOWS:
+        raise InvalidRequest(f"window must be one of {', '.join(METRIC_WINDOWS)}.", param="window")
+    until = timezone.now()
+    since = until - METRIC_WINDOWS[window]
+    stats = metrics.deployment_window(deployment, since=since, until=until)
+    per_million = stats.cost_per_million_tokens_micros
+    return {
+        **{k: v for k, v in vars(stats).items() if k not in ("gpu_cost_micros", "cost_per_million_tokens_micros")},
+        "deployment_id": deployment.pk,
+        "window": window,
+        "since": since,
+        "until": until,
+        "replicas_ready": deployment.instances.filter(state=InstanceState.READY).count(),
+        "gpu_cost_usd": stats.gpu_cost_micros / MICROS_PER_USD,
+        "cost_per_1m_tokens_usd": None if per_million is None else per_million / MICROS_PER_USD,
+    }
+
+
+def _scaling_out(deployment: Deployment) -> dict[str, object]:
+    return {
+        "min_replicas": deployment.min_replicas,
+        "max_replicas": deployment.max_replicas,
+        "scale_to_zero": deployment.scale_to_zero,
+        "idle_timeout_seconds": deployment.idle_timeout_seconds,
+        "target": {"metric": deployment.scaling_metric, "value": deployment.scaling_target},
+        "replicas": deployment.desired_replicas,
+    }
+
+
+@router.get("/deployments/{deployment_id}/scaling", response=schemas.ScalingOut, summary="Autoscaling settings")
+def deployments_scaling_get(request: HttpRequest, deployment_id: str) -> dict[str, object]:
+    return _scaling_out(selectors.deployment_get_for_org(api_principal(request).org, deployment_id))
+
+
+@router.patch("/deployments/{deployment_id}/scaling", response=schemas.ScalingOut, summary="Change autoscaling")
+def deployments_scaling_set(request: HttpRequest, deployment_id: str, payload: schemas.ScalingIn) -> dict[str, object]:
+    principal = api_principal(request)
+    deployment = selectors.deployment_get_for_org(principal.org, deployment_id)
+    target = payload.target or schemas.ScalingTargetIn()
+    change = scaling.ScalingChange(
+        min_replicas=payload.min_replicas, max_replicas=payload.max_replicas, scale_to_zero=payload.scale_to_zero,
+        idle_timeout_seconds=payload.idle_timeout_seconds, metric=target.metric, target=target.value,
+    )  # fmt: skip
+    return _scaling_out(scaling.deployment_scaling_set(principal=principal, deployment=deployment, change=change))
+
+
+@router.patch("/deployments/{deployment_id}/preset", response=schemas.DeploymentOut,
+              summary="Apply an inference preset: replicas are replaced one at a time")  # fmt: skip
+def deployments_preset_set(request: HttpRequest, deployment_id: str, payload: schemas.PresetIn) -> dict[str, object]:
+    principal = api_principal(request)
+    deployment = selectors.deployment_get_for_org(principal.org, deployment_id)
+    changed = rollout.deployment_preset_set(principal=principal, deployment=deployment, preset=payload.preset)
+    return _deployment_out(request, changed)
+
+
+@router.get("/deployments/{deployment_id}/sla", response=schemas.SlaOut, summary="SLA targets and breaches")
+def deployments_sla_get(request: HttpRequest, deployment_id: str) -> dict[str, object]:
+    return sla.sla_report(selectors.deployment_get_for_org(api_principal(request).org, deployment_id))
+
+
+@router.patch("/deployments/{deployment_id}/sla", response=schemas.SlaOut, summary="Set SLA targets")
+def deployments_sla_set(request: HttpRequest, deployment_id: str, payload: schemas.SlaIn) -> dict[str, object]:
+    principal = api_principal(request)
+    deployment = selectors.deployment_get_for_org(principal.org, deployment_id)
+    changes = payload.dict(exclude_unset=True)  # absent: unchanged; null: removed
+    return sla.sla_report(sla.deployment_sla_set(principal=principal, deployment=deployment, changes=changes))
+
+
+@router.get("/gpu-model-configs", response=list[schemas.GpuModelConfigOut], summary="Valid GPU x model pairs")
+def gpu_model_configs(request: HttpRequest) -> list[dict[str, object]]:
+    offers = [o for drv in drivers.enabled_drivers() for o in drv.offers()]
+    configs: list[dict[str, object]] = []
+    for model in CatalogModel.objects.all():
+        for gpu in GpuType.objects.filter(vram_gb__gte=model.min_vram_gb):
+            matching = [o for o in offers if o.gpu_type == gpu.slug]
+            prices = [o.price_per_hour_micros for o in matching]
+            configs.append({
+                "model_id": model.slug,
+                "gpu_type": gpu.slug,
+                "regions": sorted({o.region for o in matching if o.available > 0}),
+                "hourly_price_usd": min(prices) / MICROS_PER_USD if prices else None,
+            })  # fmt: skip
+    return configs

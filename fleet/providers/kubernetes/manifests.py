@@ -1,0 +1,259 @@
+"""The objects of one instance: a Secret holding its API key, a Service in front of it, and a
+Deployment running one pod with the engine container. All three share one name derived from our
+instance id and carry the tag and instance labels (the reconciler finds them by those).
+
+The API key never appears in a pod spec: the container reads it from the Secret
+(env valueFrom secretKeyRef) and the engines get it as `$(GPUCLOUD_ENGINE_API_KEY)`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes import client
+
+from fleet.providers.base import InstanceSpec, ProviderError
+from fleet.providers.kubernetes.options import DriverOptions
+
+TAG_LABEL = "gpucloud.io/tag"
+INSTANCE_LABEL = "gpucloud.io/instance"
+SPOT_LABEL = "gpucloud.io/spot"
+MANAGED_BY_LABELS = {"app.kubernetes.io/managed-by": "gpucloud"}
+CONTAINER_NAME = "engine"
+SERVICE_PORT = 8000  # the Service's port, and where the built-in engines listen
+API_KEY_ENV = "GPUCLOUD_ENGINE_API_KEY"
+API_KEY_SECRET_KEY = "api-key"  # noqa: S105 - the key inside the Secret, not a secret
+HF_TOKEN_SECRET_KEY = "token"  # noqa: S105 - likewise
+NAME_PREFIX = "gpc-"
+MAX_NAME_LENGTH = 63
+_LABEL_VALUE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where an instance may run and what it takes there."""
+
+    node_gpu_type: str  # node label value
+    region: str
+    spot: bool
+    gpu_resource: str  # nvidia.com/gpu or amd.com/gpu
+    gpus: int
+
+
+@dataclass(frozen=True)
+class InstanceObjects:
+    secret: client.V1Secret
+    service: client.V1Service
+    deployment: client.V1Deployment
+
+
+@dataclass(frozen=True)
+class EngineRun:
+    """How the container runs an engine: image, entry point, arguments, port and readiness probe."""
+
+    image: str
+    command: list[str] | None
+    args: list[str]
+    port: int
+    probe: client.V1Probe
+
+
+def object_name(instance_id: str) -> str:
+    """The DNS-1035 name of an instance's objects: `gpc-` + the id, lowercased, '-' for the rest."""
+    slug = re.sub(r"[^a-z0-9-]+", "-", instance_id.lower()).strip("-")
+    return (NAME_PREFIX + slug)[:MAX_NAME_LENGTH].rstrip("-")
+
+
+def label_value(value: str, what: str) -> str:
+    """`value` if Kubernetes accepts it as a label value, else a permanent ProviderError."""
+    if not _LABEL_VALUE.match(value):
+        raise ProviderError(f"The {what} {value!r} is not a valid Kubernetes label value.", permanent=True)
+    return value
+
+
+def instance_labels(*, tag: str, instance_id: str) -> dict[str, str]:
+    return {
+        TAG_LABEL: label_value(tag, "tag"),
+        INSTANCE_LABEL: label_value(instance_id, "instance id"),
+        **MANAGED_BY_LABELS,
+    }
+
+
+def instance_objects(spec: InstanceSpec, placement: Placement, options: DriverOptions) -> InstanceObjects:
+    """The three objects for `spec`; an engine or model we cannot run is a permanent ProviderError."""
+    name = object_name(spec.instance_id)
+    labels = instance_labels(tag=spec.tag, instance_id=spec.instance_id)
+    run = engine_run(spec, options, placement.gpus)
+    return InstanceObjects(
+        secret=client.V1Secret(
+            api_version="v1", kind="Secret", metadata=_meta(name, labels, options), type="Opaque",
+            string_data={API_KEY_SECRET_KEY: spec.api_key},
+        ),
+        service=_service(name, labels, options, run.port),
+        deployment=_deployment(name, labels, options, _pod_spec(name, spec, placement, options, run)),
+    )  # fmt: skip
+
+
+# --- engines ------------------------------------------------------------------------------
+
+
+def engine_run(spec: InstanceSpec, options: DriverOptions, gpus: int) -> EngineRun:
+    """The container for the spec's engine: vLLM, llama.cpp's server, or a custom container."""
+    params = {**spec.model, **spec.engine_args}
+    if spec.engine == "vllm":
+        return _vllm(spec, params, options, gpus)
+    if spec.engine == "llama.cpp":
+        return _llamacpp(spec, params, options)
+    if spec.engine == "container":
+        return _custom_container(spec)
+    raise ProviderError(f"The kubernetes provider cannot run the {spec.engine!r} engine.", permanent=True)
+
+
+def _vllm(spec: InstanceSpec, params: dict[str, Any], options: DriverOptions, gpus: int) -> EngineRun:
+    if not params.get("hf_repo"):
+        raise ProviderError("A vLLM model needs an hf_repo.", permanent=True)
+    args = [
+        "--model", str(params["hf_repo"]), "--served-model-name", spec.served_model_name,
+        "--api-key", f"$({API_KEY_ENV})", "--port", str(SERVICE_PORT),
+    ]  # fmt: skip
+    if params.get("dtype"):
+        args += ["--dtype", str(params["dtype"])]
+    if params.get("max_model_len"):
+        args += ["--max-model-len", str(params["max_model_len"])]
+    if params.get("max_num_seqs"):  # a preset's batch size
+        args += ["--max-num-seqs", str(params["max_num_seqs"])]
+    if params.get("quantization"):
+        # The cost preset asks for 8-bit weights; vLLM's on-load 8-bit quantization is FP8 (it has
+        # no dynamic int8 for dense models), so "int8" becomes --quantization fp8.
+        args += ["--quantization", "fp8" if params["quantization"] == "int8" else str(params["quantization"])]
+    if gpus > 1:
+        args += ["--tensor-parallel-size", str(gpus)]
+    return EngineRun(options.vllm_image, None, args, SERVICE_PORT, _http_probe(SERVICE_PORT))
+
+
+def _llamacpp(spec: InstanceSpec, params: dict[str, Any], options: DriverOptions) -> EngineRun:
+    if params.get("hf_repo"):
+        source = ["--hf-repo", str(params["hf_repo"])]
+        source += ["--hf-file", str(params["hf_file"])] if params.get("hf_file") else []
+    elif params.get("url"):
+        source = ["--model-url", str(params["url"])]
+    else:
+        raise ProviderError("A llama.cpp model on kubernetes needs an hf_repo or a url to its GGUF.", permanent=True)
+    args = [
+        *source,
+        "--alias", spec.served_model_name, "--api-key", f"$({API_KEY_ENV})",
+        "--host", "0.0.0.0", "--port", str(SERVICE_PORT),  # noqa: S104 - inside the pod, behind the Service
+        "--ctx-size", str(params.get("ctx_size", 4096)), "--n-gpu-layers", "999",
+    ]  # fmt: skip
+    if params.get("embedding"):
+        args.append("--embedding")
+    return EngineRun(options.llamacpp_image, None, args, SERVICE_PORT, _http_probe(SERVICE_PORT))
+
+
+def _custom_container(spec: InstanceSpec) -> EngineRun:
+    """The spec's own image and command; readiness is its port accepting connections (it may have
+    no /health)."""
+    if not spec.image:
+        raise ProviderError("A container instance needs an image.", permanent=True)
+    port = spec.ports[0] if spec.ports else SERVICE_PORT
+    probe = client.V1Probe(tcp_socket=client.V1TCPSocketAction(port=port), period_seconds=10)
+    return EngineRun(spec.image, list(spec.command) if spec.command else None, [], port, probe)
+
+
+def _http_probe(port: int) -> client.V1Probe:
+    return client.V1Probe(
+        http_get=client.V1HTTPGetAction(path="/health", port=port), period_seconds=10, timeout_seconds=5
+    )
+
+
+# --- objects ------------------------------------------------------------------------------
+
+
+def _meta(name: str, labels: dict[str, str], options: DriverOptions) -> client.V1ObjectMeta:
+    return client.V1ObjectMeta(name=name, namespace=options.namespace, labels=dict(labels))
+
+
+def _service(name: str, labels: dict[str, str], options: DriverOptions, target_port: int) -> client.V1Service:
+    return client.V1Service(
+        api_version="v1",
+        kind="Service",
+        metadata=_meta(name, labels, options),
+        spec=client.V1ServiceSpec(
+            type=options.service_type,
+            selector={INSTANCE_LABEL: labels[INSTANCE_LABEL]},
+            ports=[client.V1ServicePort(name="http", port=SERVICE_PORT, target_port=target_port, protocol="TCP")],
+        ),
+    )
+
+
+def _deployment(
+    name: str, labels: dict[str, str], options: DriverOptions, pod_spec: client.V1PodSpec
+) -> client.V1Deployment:
+    """One replica, recreated (never two pods holding GPUs during a rollout)."""
+    return client.V1Deployment(
+        api_version="apps/v1",
+        kind="Deployment",
+        metadata=_meta(name, labels, options),
+        spec=client.V1DeploymentSpec(
+            replicas=1,
+            selector=client.V1LabelSelector(match_labels={INSTANCE_LABEL: labels[INSTANCE_LABEL]}),
+            strategy=client.V1DeploymentStrategy(type="Recreate"),
+            template=client.V1PodTemplateSpec(metadata=client.V1ObjectMeta(labels=dict(labels)), spec=pod_spec),
+        ),
+    )
+
+
+def _pod_spec(
+    name: str, spec: InstanceSpec, placement: Placement, options: DriverOptions, run: EngineRun
+) -> client.V1PodSpec:
+    container = client.V1Container(
+        name=CONTAINER_NAME, image=run.image, command=run.command, args=run.args or None,
+        ports=[client.V1ContainerPort(name="http", container_port=run.port)],
+        env=_env(name, spec, options),
+        resources=client.V1ResourceRequirements(limits={placement.gpu_resource: str(placement.gpus)}),
+        readiness_probe=run.probe,
+        volume_mounts=[client.V1VolumeMount(name="shm", mount_path="/dev/shm")],  # noqa: S108 - shared memory for the engine's workers
+    )  # fmt: skip
+    return client.V1PodSpec(
+        containers=[container],
+        affinity=_affinity(placement, options),
+        tolerations=[client.V1Toleration(key=placement.gpu_resource, operator="Exists", effect="NoSchedule")],
+        volumes=[client.V1Volume(name="shm", empty_dir=client.V1EmptyDirVolumeSource(medium="Memory"))],
+        automount_service_account_token=False,  # the engine has no business with the API server
+        enable_service_links=False,
+    )
+
+
+def _env(name: str, spec: InstanceSpec, options: DriverOptions) -> list[client.V1EnvVar]:
+    """The API key (and the operator's Hugging Face token) from Secrets, then the spec's own env."""
+    env = [_secret_env(API_KEY_ENV, name, API_KEY_SECRET_KEY)]
+    if options.hf_token_secret:
+        env.append(_secret_env("HF_TOKEN", options.hf_token_secret, HF_TOKEN_SECRET_KEY))
+    return env + [client.V1EnvVar(name=key, value=value) for key, value in sorted(spec.env.items())]
+
+
+def _secret_env(variable: str, secret: str, key: str) -> client.V1EnvVar:
+    return client.V1EnvVar(
+        name=variable,
+        value_from=client.V1EnvVarSource(secret_key_ref=client.V1SecretKeySelector(name=secret, key=key)),
+    )
+
+
+def _affinity(placement: Placement, options: DriverOptions) -> client.V1Affinity:
+    """Nodes of the GPU type, in the region (unless the provider has one fixed region), spot or not."""
+    expressions = [_requirement(options.gpu_type_label, "In", placement.node_gpu_type)]
+    if not options.region:
+        expressions.append(_requirement(options.region_label, "In", placement.region))
+    expressions.append(_requirement(SPOT_LABEL, "In" if placement.spot else "NotIn", "true"))
+    term = client.V1NodeSelectorTerm(match_expressions=expressions)
+    return client.V1Affinity(
+        node_affinity=client.V1NodeAffinity(
+            required_during_scheduling_ignored_during_execution=client.V1NodeSelector(node_selector_terms=[term])
+        )
+    )
+
+
+def _requirement(key: str, operator: str, value: str) -> client.V1NodeSelectorRequirement:
+    return client.V1NodeSelectorRequirement(key=key, operator=operator, values=[value])

@@ -1,0 +1,101 @@
+"""The kubernetes provider's config (`Provider.config`), parsed once and checked loudly.
+
+Keys (all optional): namespace, service_type ("ClusterIP" or "NodePort"), vllm_image,
+llamacpp_image, gpu_resources {gpu_type: resource name}, gpu_counts {gpu_type: GPUs per
+instance}, gpu_type_label, region_label, region (fixed, overrides the node label), prices_micros
+and costs_micros {gpu_type: micro-USD per hour}, tier, endpoint_template, request_timeout_seconds,
+follow_timeout_seconds, hf_token_secret (an existing Secret with key "token", exposed as HF_TOKEN).
+Connection keys (kubeconfig, context, in_cluster, host, token, verify_ssl) are read by `api`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from fleet.providers.base import ProviderError, Tier
+
+NVIDIA_GPU = "nvidia.com/gpu"
+AMD_GPU = "amd.com/gpu"
+DEFAULT_GPU_RESOURCES = {
+    "h100": NVIDIA_GPU,
+    "a100-80gb": NVIDIA_GPU,
+    "l40s": NVIDIA_GPU,
+    "rtx-4090": NVIDIA_GPU,
+    "mi300x": AMD_GPU,
+    "mi325x": AMD_GPU,
+    "mi300x_8": AMD_GPU,
+    "mi325x_8": AMD_GPU,
+}
+DEFAULT_ENDPOINT_TEMPLATE = "http://{name}.{namespace}.svc.cluster.local:{port}"
+SERVICE_TYPES = ("ClusterIP", "NodePort")
+_MULTI_GPU_SUFFIX = re.compile(r"^(?P<base>.+)_(?P<count>\d+)$")  # "mi300x_8": 8 MI300X as one unit
+
+
+@dataclass(frozen=True)
+class DriverOptions:
+    namespace: str = "gpucloud"
+    service_type: str = "ClusterIP"
+    vllm_image: str = "vllm/vllm-openai:v0.11.0"
+    llamacpp_image: str = "ghcr.io/ggml-org/llama.cpp:server"
+    gpu_resources: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_GPU_RESOURCES))
+    gpu_counts: dict[str, int] = field(default_factory=dict)
+    gpu_type_label: str = "gpucloud.io/gpu-type"
+    region_label: str = "topology.kubernetes.io/region"
+    region: str = ""
+    prices_micros: dict[str, int] = field(default_factory=dict)
+    costs_micros: dict[str, int] = field(default_factory=dict)
+    tier: Tier = Tier.SECURE
+    endpoint_template: str = DEFAULT_ENDPOINT_TEMPLATE
+    request_timeout_seconds: float = 10.0
+    follow_timeout_seconds: float = 300.0
+    hf_token_secret: str = ""
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> DriverOptions:
+        """The options with defaults filled in; a malformed value is a permanent ProviderError."""
+        try:
+            options = cls(
+                namespace=str(config.get("namespace", cls.namespace)),
+                service_type=str(config.get("service_type", cls.service_type)),
+                vllm_image=str(config.get("vllm_image", cls.vllm_image)),
+                llamacpp_image=str(config.get("llamacpp_image", cls.llamacpp_image)),
+                gpu_resources={**DEFAULT_GPU_RESOURCES, **_str_map(config.get("gpu_resources", {}))},
+                gpu_counts={k: int(v) for k, v in dict(config.get("gpu_counts", {})).items()},
+                gpu_type_label=str(config.get("gpu_type_label", cls.gpu_type_label)),
+                region_label=str(config.get("region_label", cls.region_label)),
+                region=str(config.get("region", "")),
+                prices_micros={k: int(v) for k, v in dict(config.get("prices_micros", {})).items()},
+                costs_micros={k: int(v) for k, v in dict(config.get("costs_micros", {})).items()},
+                tier=Tier(config.get("tier", Tier.SECURE)),
+                endpoint_template=str(config.get("endpoint_template", DEFAULT_ENDPOINT_TEMPLATE)),
+                request_timeout_seconds=float(config.get("request_timeout_seconds", cls.request_timeout_seconds)),
+                follow_timeout_seconds=float(config.get("follow_timeout_seconds", cls.follow_timeout_seconds)),
+                hf_token_secret=str(config.get("hf_token_secret", "")),
+            )
+        except (TypeError, ValueError) as exc:
+            raise ProviderError(f"Invalid kubernetes provider config: {exc}", permanent=True) from exc
+        if options.service_type not in SERVICE_TYPES:
+            raise ProviderError(f"service_type must be one of {SERVICE_TYPES}.", permanent=True)
+        return options
+
+    def gpus_per_instance(self, gpu_type: str) -> int:
+        """GPUs one instance of `gpu_type` takes: configured, or the `_<n>` suffix, or 1."""
+        if gpu_type in self.gpu_counts:
+            return self.gpu_counts[gpu_type]
+        match = _MULTI_GPU_SUFFIX.match(gpu_type)
+        return int(match["count"]) if match else 1
+
+    def node_gpu_type(self, gpu_type: str) -> str:
+        """The node label value that carries `gpu_type`'s GPUs ("mi300x_8" runs on "mi300x" nodes)."""
+        match = _MULTI_GPU_SUFFIX.match(gpu_type)
+        return match["base"] if match else gpu_type
+
+    def gpu_resource(self, gpu_type: str) -> str | None:
+        """The extended resource name (nvidia.com/gpu, amd.com/gpu) of a GPU type, if known."""
+        return self.gpu_resources.get(gpu_type) or self.gpu_resources.get(self.node_gpu_type(gpu_type))
+
+
+def _str_map(value: Any) -> dict[str, str]:
+    return {str(k): str(v) for k, v in dict(value).items()}

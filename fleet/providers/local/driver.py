@@ -1,0 +1,299 @@
+"""The local driver: each instance is an engine process on this machine (see engine.py).
+
+Processes are found through /proc by the tag and instance id on their command line, so a
+restarted platform (or a worker that died mid-launch) sees exactly what runs. Engines start in
+their own session: a worker's death does not take them down; the reconciler adopts or reaps.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from fleet.providers.base import Driver, InstanceSpec, InstanceState, Offer, ProviderError, ProviderInstance, Tier
+
+ENGINE_MODULE = "fleet.providers.local.engine"
+# Engines started before the fleet package existed run this module: still ours to list and stop.
+ENGINE_MODULES = (ENGINE_MODULE, "catalog.providers.local.engine")
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
+STOP_TIMEOUT_SECONDS = 10.0
+FOLLOW_POLL_SECONDS = 0.2
+
+
+class LocalDriver(Driver):
+    """Config: slots (how many engines at once), price_per_hour_micros, instances_dir, threads, and
+    tag: the platform's fleet tag; slots count that platform's engines (every engine when unset)."""
+
+    @property
+    def slots(self) -> int:
+        return int(self.config.get("slots", 2))
+
+    @property
+    def instances_dir(self) -> Path:
+        return Path(self.config["instances_dir"])
+
+    # --- offers ---------------------------------------------------------------------------
+    def offers(self) -> list[Offer]:
+        free = max(0, self.slots - len(_engine_processes(tag=self.config.get("tag"))))
+        return [
+            Offer(
+                provider=self.slug,
+                gpu_type="cpu",
+                gpu_count=1,
+                region="local",
+                tier=Tier.SECURE,
+                spot=False,
+                price_per_hour_micros=int(self.config.get("price_per_hour_micros", 50_000)),
+                cost_per_hour_micros=0,
+                available=free,
+            )
+        ]
+
+    # --- lifecycle ------------------------------------------------------------------------
+    def launch(self, spec: InstanceSpec, offer: Offer) -> ProviderInstance:
+        meta = self._meta(spec.instance_id)
+        if meta.get("pid") and _alive(int(meta["pid"])):  # launched before (a retried task)
+            return self._recorded(spec.instance_id, meta)
+        if spec.instance_id in {p.instance_id for p in _engine_processes(tag=None)}:
+            return self.status(spec.instance_id)
+        running = _engine_processes(tag=self.config.get("tag"))
+        if spec.engine != "llama.cpp":
+            raise ProviderError(
+                f"The local provider runs llama.cpp GGUF models only, not {spec.engine!r}.", permanent=True
+            )
+        if len(running) >= self.slots:
+            raise ProviderError(f"All {self.slots} local engine slots are in use.", no_capacity=True)
+        model_path = _gguf_path(spec.model)
+        port = _free_port()
+        workdir = self.instances_dir / spec.instance_id
+        workdir.mkdir(parents=True, exist_ok=True)
+        command = [
+            sys.executable, "-m", ENGINE_MODULE,
+            "--instance-id", spec.instance_id, "--tag", spec.tag, "--port", str(port),
+            "--model-path", str(model_path), "--alias", spec.served_model_name,
+            "--ctx-size", str(spec.engine_args.get("ctx_size", 2048)),
+        ]  # fmt: skip
+        if self.config.get("threads"):
+            command += ["--threads", str(self.config["threads"])]
+        if spec.engine_args.get("embedding"):
+            command.append("--embedding")
+        env = {**os.environ, **spec.env, "GPUCLOUD_ENGINE_API_KEY": spec.api_key, "PYTHONUNBUFFERED": "1"}
+        with (workdir / "engine.log").open("ab") as log:
+            process = subprocess.Popen(  # noqa: S603 - our own interpreter and module, no shell
+                command, cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True,
+            )  # fmt: skip
+        meta = {"pid": process.pid, "port": port, "tag": spec.tag, "started_at": _now().isoformat()}
+        (workdir / "instance.json").write_text(json.dumps(meta))
+        # Not a /proc lookup: right after fork the child may not show the engine's command line yet.
+        return self._recorded(spec.instance_id, meta)
+
+    def status(self, provider_instance_id: str) -> ProviderInstance:
+        for process in _engine_processes(tag=None):
+            if process.instance_id == provider_instance_id:
+                return process.as_instance()
+        meta = self._meta(provider_instance_id)
+        return ProviderInstance(
+            provider_instance_id=provider_instance_id,
+            instance_id=provider_instance_id,
+            tag=str(meta.get("tag", "")),
+            state=InstanceState.TERMINATED,
+            ended_at=self._ended_at(provider_instance_id),
+        )
+
+    def terminate(self, provider_instance_id: str) -> None:
+        for process in _engine_processes(tag=None):
+            if process.instance_id == provider_instance_id:
+                _stop(process.pid)
+
+    def list_instances(self, tag: str) -> list[ProviderInstance]:
+        return [p.as_instance() for p in _engine_processes(tag=tag)]
+
+    def logs(self, provider_instance_id: str, *, tail: int = 200) -> list[str]:
+        path = self.instances_dir / provider_instance_id / "engine.log"
+        if not path.exists():
+            return []
+        with path.open("rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, handle.tell() - 256 * 1024))
+            lines = handle.read().decode("utf-8", "replace").splitlines()
+        return lines[-tail:]
+
+    def follow_logs(self, provider_instance_id: str) -> Iterator[str]:
+        """The whole log, then new lines as the engine writes them, until it exits."""
+        path = self.instances_dir / provider_instance_id / "engine.log"
+        if not path.exists():
+            return
+        with path.open("rb") as handle:
+            pending = b""
+            while True:
+                chunk = handle.read(64 * 1024)
+                if chunk:
+                    pending += chunk
+                    *lines, pending = pending.split(b"\n")
+                    yield from (line.decode("utf-8", "replace") for line in lines)
+                    continue
+                if self.status(provider_instance_id).state == InstanceState.TERMINATED:
+                    if pending:
+                        yield pending.decode("utf-8", "replace")
+                    return
+                time.sleep(FOLLOW_POLL_SECONDS)
+
+    def endpoint(self, provider_instance_id: str) -> str:
+        port = self._meta(provider_instance_id).get("port")
+        if not port:
+            raise ProviderError(f"Unknown local instance {provider_instance_id}.", permanent=True)
+        return f"http://127.0.0.1:{port}"
+
+    # --- helpers --------------------------------------------------------------------------
+    def _recorded(self, instance_id: str, meta: dict[str, Any]) -> ProviderInstance:
+        return ProviderInstance(
+            provider_instance_id=instance_id,
+            instance_id=instance_id,
+            tag=str(meta["tag"]),
+            state=InstanceState.RUNNING,
+            endpoint_url=f"http://127.0.0.1:{meta['port']}",
+            started_at=datetime.fromisoformat(meta["started_at"]),
+        )
+
+    def _meta(self, instance_id: str) -> dict[str, Any]:
+        path = self.instances_dir / instance_id / "instance.json"
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    def _ended_at(self, instance_id: str) -> datetime | None:
+        """When a gone engine stopped: its log's last write is the best witness we have."""
+        path = self.instances_dir / instance_id / "engine.log"
+        return datetime.fromtimestamp(path.stat().st_mtime, tz=UTC) if path.exists() else None
+
+
+class _EngineProcess:
+    def __init__(self, pid: int, argv: list[str], started_at: datetime) -> None:
+        self.pid = pid
+        self.argv = argv
+        self.started_at = started_at
+
+    def _arg(self, name: str) -> str:
+        return self.argv[self.argv.index(name) + 1] if name in self.argv else ""
+
+    @property
+    def instance_id(self) -> str:
+        return self._arg("--instance-id")
+
+    @property
+    def tag(self) -> str:
+        return self._arg("--tag")
+
+    def as_instance(self) -> ProviderInstance:
+        return ProviderInstance(
+            provider_instance_id=self.instance_id,
+            instance_id=self.instance_id,
+            tag=self.tag,
+            state=InstanceState.RUNNING,
+            endpoint_url=f"http://127.0.0.1:{self._arg('--port')}",
+            started_at=self.started_at,
+        )
+
+
+def _engine_processes(*, tag: str | None) -> list[_EngineProcess]:
+    """Live engine processes (zombies are reaped, not counted), optionally only those with `tag`."""
+    found = []
+    boot = _boot_time()
+    ticks = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+            if not any(module in argv for module in ENGINE_MODULES):
+                continue
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited while we looked
+        pid = int(entry.name)
+        if stat[0] in ("Z", "X"):
+            _reap(pid)
+            continue
+        process = _EngineProcess(pid, argv, datetime.fromtimestamp(boot + int(stat[19]) / ticks, tz=UTC))
+        if tag is None or process.tag == tag:
+            found.append(process)
+    return found
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass  # not our child: its own parent (or init) reaps it
+
+
+def _stop(pid: int) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within the timeout."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        _reap(pid)
+        if not _alive(pid):
+            return
+        time.sleep(0.05)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    time.sleep(0.05)
+    _reap(pid)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
+def _boot_time() -> float:
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith("btime "):
+            return float(line.split()[1])
+    return 0.0
+
+
+def _gguf_path(model: dict[str, Any]) -> Path:
+    """A GGUF given by path, or by a file inside an installed package (located without importing it)."""
+    if "path" in model:
+        path = Path(model["path"])
+    elif "gguf" in model:
+        spec = importlib.util.find_spec(model["gguf"]["package"])
+        if spec is None or not spec.submodule_search_locations:
+            raise ProviderError(
+                f"The model package {model['gguf']['package']!r} is not installed on this machine.", permanent=True
+            )
+        path = Path(next(iter(spec.submodule_search_locations))) / model["gguf"]["file"]
+    else:
+        raise ProviderError("The local provider needs a GGUF model.", permanent=True)
+    if not path.is_file():
+        raise ProviderError(f"Model file {path} does not exist.", permanent=True)
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _now() -> datetime:
+    return datetime.now(tz=UTC)

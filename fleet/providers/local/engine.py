@@ -1,0 +1,69 @@
+"""One local inference instance: the llama.cpp OpenAI-compatible server from the xllamacpp
+wheel, serving one GGUF on a loopback port, refusing requests without the instance's key.
+
+Run by the local driver as
+  python -m fleet.providers.local.engine --instance-id ID --tag TAG --port N --model-path FILE
+with the key in GPUCLOUD_ENGINE_API_KEY (not on the command line, which other users can read).
+The tag and instance id stay on the command line on purpose: they are how the driver finds its
+processes again after the platform restarts. Deliberately free of Django: it starts in ~1 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+import time
+
+import xllamacpp  # type: ignore[import-untyped]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--instance-id", required=True)
+    parser.add_argument("--tag", required=True)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--model-path", required=True)
+    parser.add_argument("--alias", default="")
+    parser.add_argument("--ctx-size", type=int, default=2048)
+    parser.add_argument("--parallel", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--embedding", action="store_true", help="serve /v1/embeddings with mean pooling")
+    args = parser.parse_args(argv)
+    api_key = os.environ.get("GPUCLOUD_ENGINE_API_KEY", "")
+    if not api_key:
+        print("GPUCLOUD_ENGINE_API_KEY is required", file=sys.stderr)
+        return 2
+
+    params = xllamacpp.CommonParams()
+    params.model.path = args.model_path
+    params.port = args.port
+    params.api_keys = [api_key]
+    params.n_ctx = args.ctx_size
+    params.n_parallel = args.parallel
+    params.endpoint_metrics = True  # /metrics: the autoscaler reads requests_deferred (the queue) there
+    if args.alias:
+        params.model_alias = {args.alias}
+    if args.threads:
+        params.cpuparams.n_threads = args.threads
+    if args.embedding:
+        params.embedding = True
+        params.pooling_type = xllamacpp.llama_pooling_type.LLAMA_POOLING_TYPE_MEAN
+
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    started = time.monotonic()
+    server = xllamacpp.Server(params)  # loads the model and listens on 127.0.0.1:port in its own threads
+    print(f"gpucloud engine {args.instance_id}: serving on 127.0.0.1:{args.port} "
+          f"after {time.monotonic() - started:.1f} s", flush=True)  # fmt: skip
+    stop.wait()
+    print(f"gpucloud engine {args.instance_id}: stopping", flush=True)
+    del server
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

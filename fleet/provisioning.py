@@ -1,0 +1,234 @@
+"""Launching, readiness and teardown of instances. Each function takes an instance id, is safe
+to run again after a crash at any point, and leaves the reconciler a consistent picture:
+the provider is asked first and the database records only what the provider confirmed.
+
+Billing follows the instance: the meter starts when the provider accepts the launch (its
+first minute is the hold placed at creation) and stops at the provider's confirmed end.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from billing.holds import hold_void
+from billing.metering import usage_meter_start, usage_meter_stop, usage_prepay_from_hold
+from billing.models import CreditHold, HoldStatus, UsageMeter
+from catalog.models import Provider
+from fleet import drivers
+from fleet.engines import engine_healthy
+from fleet.models import FINAL_STATES, PRE_LAUNCH_STATES, Instance, InstanceState
+from fleet.providers.base import InstanceState as ProviderState
+from fleet.providers.base import ProviderError, ProviderInstance
+from fleet.transitions import instance_transition
+from fleet.workloads import workload
+from gpucloud.core.jobs import enqueue
+
+
+def first_minute_hold_key(instance_id: str) -> str:
+    return f"instance:{instance_id}:first-minute"
+
+
+def _locked(instance_id: str) -> Instance:
+    return Instance.objects.select_for_update().select_related("deployment").get(pk=instance_id)
+
+
+# --- launch ---------------------------------------------------------------------------------
+
+
+def instance_provision(instance_id: str) -> str:
+    """Launch on the cheapest offer with capacity; returns 'launched', 'waiting', 'failed' or 'skipped'.
+    Raises ProviderError for retryable provider failures (the task retries with backoff)."""
+    with transaction.atomic():
+        instance = _locked(instance_id)
+        if instance.state not in PRE_LAUNCH_STATES:
+            return "skipped"
+        instance.launch_attempts += 1
+        instance.save(update_fields=["launch_attempts"])
+    spec = workload().instance_spec(instance)
+    for offer in drivers.offers_for(gpu_type=spec.gpu_type, region=spec.region):
+        try:
+            launched = drivers.driver(offer.provider).launch(spec, offer)
+        except ProviderError as exc:
+            if exc.no_capacity:
+                continue
+            if exc.permanent:
+                instance_fail(instance_id, exc.message)
+                return "failed"
+            raise
+        _record_launch(instance_id, launched, offer.provider, offer.price_per_hour_micros, offer.cost_per_hour_micros)
+        return "launched"
+    with transaction.atomic():
+        instance = _locked(instance_id)
+        if instance.state in PRE_LAUNCH_STATES:
+            reason = f"No capacity for {spec.gpu_type} in {spec.region} right now; retrying."
+            instance_transition(instance, InstanceState.WAITING_FOR_CAPACITY, reason)
+            workload().owner_refresh(instance)
+    return "waiting"
+
+
+def _record_launch(instance_id: str, launched: ProviderInstance, provider: str, price: int, cost: int) -> None:
+    with transaction.atomic():
+        instance = _locked(instance_id)
+        started = launched.started_at or timezone.now()
+        fields: dict[str, Any] = {
+            "provider": provider,
+            "provider_instance_id": launched.provider_instance_id,
+            "endpoint_url": launched.endpoint_url or "",
+            "hourly_price_micros": price,
+            "hourly_cost_micros": cost,
+            "launched_at": started,
+        }
+        if instance.state in PRE_LAUNCH_STATES:
+            instance_transition(instance, InstanceState.LOADING, f"Launched on {provider}.", **fields)
+            _billing_start(instance, started)
+            workload().owner_refresh(instance)
+            enqueue("fleet.tasks.instance_wait_ready_task", instance_id)
+        else:  # deleted while the provider was launching: bill what ran, then take it down
+            instance_transition(instance, InstanceState(instance.state), **fields)
+            _billing_start(instance, started)
+            enqueue("fleet.tasks.instance_terminate_task", instance_id)
+
+
+def _billing_start(instance: Instance, started_at: datetime) -> None:
+    subject = workload().billing_subject(instance)
+    meter = usage_meter_start(
+        org=subject.org,
+        meter_key=instance.pk,
+        service=subject.service,
+        description=subject.description,
+        hourly_price_micros=instance.hourly_price_micros,
+        started_at=started_at,
+    )
+    hold = CreditHold.objects.filter(idempotency_key=first_minute_hold_key(instance.pk)).first()
+    if hold is not None:
+        usage_prepay_from_hold(meter, hold.pk)
+
+
+def instance_fail(instance_id: str, reason: str) -> None:
+    """A permanent failure before anything ran: nothing to bill, the hold goes back."""
+    with transaction.atomic():
+        instance = _locked(instance_id)
+        if instance.state in FINAL_STATES:
+            return
+        instance_transition(instance, InstanceState.FAILED, reason, failure_reason=reason[:500])
+        _release_hold(instance.pk)
+        workload().owner_refresh(instance)
+
+
+def _release_hold(instance_id: str) -> None:
+    hold = CreditHold.objects.filter(idempotency_key=first_minute_hold_key(instance_id)).first()
+    if hold is not None and hold.status == HoldStatus.OPEN:
+        hold_void(hold_id=hold.pk)
+
+
+# --- readiness ------------------------------------------------------------------------------
+
+
+def instance_check_ready(instance_id: str) -> bool | None:
+    """True when ready, None while loading, False when it will not become ready."""
+    instance = Instance.objects.select_related("deployment").get(pk=instance_id)
+    if instance.state == InstanceState.READY:
+        return True
+    if instance.state != InstanceState.LOADING:
+        return False
+    if _healthy(instance):
+        with transaction.atomic():
+            instance = _locked(instance_id)
+            if instance.state == InstanceState.LOADING:
+                instance_transition(instance, InstanceState.READY, "Engine healthy.", ready_at=timezone.now())
+                workload().owner_refresh(instance)
+        return True
+    status = drivers.driver(instance.provider).status(instance.provider_instance_id)
+    if status.state == ProviderState.TERMINATED:
+        instance_gone(instance_id, status.ended_at, "The engine exited while loading.")
+        return False
+    assert instance.launched_at is not None
+    if (timezone.now() - instance.launched_at).total_seconds() > settings.GPUCLOUD_READY_TIMEOUT_SECONDS:
+        with transaction.atomic():
+            instance = _locked(instance_id)
+            reason = f"Not healthy after {settings.GPUCLOUD_READY_TIMEOUT_SECONDS} s; stopping it."
+            instance_transition(instance, InstanceState.TERMINATING, reason, failure_reason=reason)
+        instance_terminate(instance_id)
+        return False
+    return None
+
+
+def _healthy(instance: Instance) -> bool:
+    if not instance.endpoint_url:  # some providers assign the address after the launch call returns
+        instance.endpoint_url = drivers.driver(instance.provider).endpoint(instance.provider_instance_id)
+        Instance.objects.filter(pk=instance.pk).update(endpoint_url=instance.endpoint_url)
+    return engine_healthy(instance.endpoint_url)
+
+
+# --- teardown -------------------------------------------------------------------------------
+
+
+def instance_terminate(instance_id: str) -> bool:
+    """Ask the provider to terminate and record it once the provider confirms; True when confirmed.
+    Raises ProviderError for retryable failures."""
+    instance = Instance.objects.select_related("deployment").get(pk=instance_id)
+    if instance.state in FINAL_STATES:
+        return True
+    if not instance.provider_instance_id:  # never launched (or launch not recorded yet)
+        if instance.state in PRE_LAUNCH_STATES or instance.state == InstanceState.TERMINATING:
+            with transaction.atomic():
+                instance = _locked(instance_id)
+                if not instance.provider_instance_id and instance.state not in FINAL_STATES:
+                    instance_transition(instance, InstanceState.TERMINATED, "Stopped before launch.")
+                    _release_hold(instance.pk)
+                    workload().owner_refresh(instance)
+        return True
+    driver = drivers.driver(instance.provider)
+    driver.terminate(instance.provider_instance_id)
+    status = driver.status(instance.provider_instance_id)
+    if status.state != ProviderState.TERMINATED:
+        return False
+    instance_gone(instance_id, status.ended_at, "Terminated.")
+    return True
+
+
+def instance_gone(instance_id: str, ended_at: datetime | None, reason: str) -> None:
+    """The provider confirms the instance no longer exists: stop billing at its end, record it."""
+    with transaction.atomic():
+        instance = _locked(instance_id)
+        if instance.state in FINAL_STATES:
+            return
+        end = min(ended_at or timezone.now(), timezone.now())
+        if instance.launched_at:
+            end = max(end, instance.launched_at)
+        instance_transition(instance, InstanceState.TERMINATED, reason, terminated_at=end)
+        meter = UsageMeter.objects.filter(meter_key=instance.pk).first()
+        if meter is not None:
+            usage_meter_stop(meter, end)
+        _release_hold(instance.pk)
+        workload().owner_refresh(instance)
+
+
+def local_instances_stop_all() -> int:
+    """Stop every engine this machine runs for the platform (the embedded server's shutdown):
+    billing stops at the confirmed end; deployments keep wanting their replicas, so the next
+    start of the platform launches them again."""
+    stopped = 0
+    for instance_id in (
+        Instance.objects.filter(provider="local").exclude(state__in=FINAL_STATES).values_list("pk", flat=True)
+    ):
+        with transaction.atomic():
+            instance = _locked(instance_id)
+            if instance.state in FINAL_STATES:
+                continue
+            instance_transition(instance, InstanceState.TERMINATING, "The platform is shutting down.")
+        try:
+            stopped += instance_terminate(instance_id)
+        except ProviderError:
+            continue  # the reconciler finishes it on the next start
+    if not Provider.objects.filter(slug="local").exists():  # no catalog loaded: nothing can have run
+        return stopped
+    local = drivers.driver("local")
+    for stray in local.list_instances(settings.GPUCLOUD_FLEET_TAG):  # launched, never recorded
+        local.terminate(stray.provider_instance_id)
+    return stopped

@@ -1,0 +1,226 @@
+"""The /v1 ASGI app: authenticate (cached), route (cached), admit, relay, measure.
+See the package docstring."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from dataclasses import dataclass
+from email.parser import BytesParser
+from email.policy import HTTP
+from typing import Any
+
+from asgiref.sync import sync_to_async
+
+from gateway import counters as metering
+from gateway import errors, limits, listing, relay, wake
+from gateway.keys import Caller, caller_for
+from gateway.routing import route_for
+from gpucloud.core.errors import ApiError
+
+MAX_BODY_BYTES = 32 * 1024 * 1024
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    categories: frozenset[str]  # catalog model categories whose engines serve it
+    streams: bool = False
+    multipart: bool = False
+
+
+ENDPOINTS = {
+    "/v1/chat/completions": Endpoint(frozenset({"llm"}), streams=True),
+    "/v1/completions": Endpoint(frozenset({"llm"}), streams=True),
+    "/v1/embeddings": Endpoint(frozenset({"embedding"})),
+    "/v1/audio/transcriptions": Endpoint(frozenset({"stt"}), multipart=True),
+    "/v1/audio/translations": Endpoint(frozenset({"stt"}), multipart=True),
+    "/v1/audio/speech": Endpoint(frozenset({"tts"})),
+    "/v1/images/generations": Endpoint(frozenset({"image"})),
+}
+SERVES = {"llm": "chat and text completions", "embedding": "embeddings", "stt": "audio transcriptions",
+          "tts": "speech", "image": "image generations"}  # fmt: skip
+
+
+async def gateway_shutdown() -> None:
+    """The server is stopping: flush this process's counters, close the engine connections."""
+    with contextlib.suppress(Exception):
+        await metering.flush_now()
+    await relay.close_sessions()
+
+
+async def gateway_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    try:
+        await _handle(scope, receive, send)
+    except errors.GatewayError as exc:
+        await relay.send_json(send, exc.status, exc.body(), exc.headers)
+    except ApiError as exc:  # from key lookup: 401 wrong/revoked key
+        mapped = errors.GatewayError(exc.status, exc.message, type_="invalid_request_error", code=exc.type)
+        await relay.send_json(send, mapped.status, mapped.body())
+    except Exception:  # a bug or an outage of ours (Redis, the database): still OpenAI's shape
+        logger.exception("gateway request failed")
+        failure = errors.GatewayError(500, "The gateway failed to handle this request.", type_="server_error")
+        with contextlib.suppress(Exception):  # the response may have started already
+            await relay.send_json(send, failure.status, failure.body())
+
+
+async def _handle(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    path, method = scope["path"].rstrip("/"), scope["method"]
+    caller = await _authenticate(scope)
+    if path == "/v1/models" or path.startswith("/v1/models/"):
+        if method != "GET":
+            raise errors.GatewayError(405, f"Use GET for {path}.", type_="invalid_request_error")
+        document = await sync_to_async(listing.models_document)(caller, path.removeprefix("/v1/models").strip("/"))
+        await relay.send_json(send, 200, json.dumps(document).encode())
+        return
+    endpoint = ENDPOINTS.get(path)
+    if endpoint is None:
+        raise errors.GatewayError(404, f"Unknown endpoint {method} {path}.", type_="invalid_request_error")
+    if method != "POST":
+        raise errors.GatewayError(405, f"Use POST for {path}.", type_="invalid_request_error")
+    if not caller.can_invoke:
+        raise errors.forbidden("Your role in this organization may read but not invoke deployments (viewer).")
+    await _inference(scope, receive, send, caller, path, endpoint)
+
+
+async def _inference(
+    scope: dict[str, Any], receive: Any, send: Any, caller: Caller, path: str, endpoint: Endpoint
+) -> None:
+    headers = dict(scope.get("headers") or [])
+    content_type = headers.get(b"content-type", b"application/json").decode("latin-1")
+    body = await _read_body(receive)
+    exchange = relay.Exchange(path=path, body=body, content_type=content_type)
+    requested = _parse(exchange, endpoint)
+    if scope.get("gpucloud.org") and scope["gpucloud.org"] != caller.org_id:
+        raise errors.not_found(f"No organization {scope['gpucloud.org']!r} for this key.", param=None)
+    requested = scope.get("gpucloud.deployment") or requested  # the per-deployment routes of reference/000
+    route = await route_for(caller, requested)
+    gone = _Disconnect(receive)
+    try:
+        if route.category not in endpoint.categories:
+            serves = SERVES.get(route.category, route.category)
+            raise errors.bad_request(f"'{route.model}' serves {serves}, not {path}.", param="model")
+        if not route.targets:
+            wait = wake.wait_seconds(headers.get(b"x-wait-for-ready"))
+            route = await wake.ready_route(caller, requested, route, wait=wait, gone=gone.happened)
+        slot = await limits.acquire(route.deployment_id, route.concurrency_limit)
+        try:
+            await gone.run_until_disconnect(relay.forward(route, exchange, send), exchange)
+        finally:
+            await limits.release(route.deployment_id, slot)
+    except errors.GatewayError as exc:
+        exchange.status = exc.status
+        raise
+    finally:
+        gone.stop()
+        metering.observe(_sample(route.deployment_id, exchange))
+
+
+def _parse(exchange: relay.Exchange, endpoint: Endpoint) -> str:
+    """The model the request names; for streams, ask the engine for usage on the client's behalf."""
+    if endpoint.multipart:
+        return _form_field(exchange.body, exchange.content_type, "model")
+    try:
+        payload = json.loads(exchange.body)
+    except ValueError:
+        raise errors.bad_request("The request body is not valid JSON.") from None
+    if not isinstance(payload, dict):
+        raise errors.bad_request("The request body must be a JSON object.")
+    model = payload.get("model")
+    if model is not None and not isinstance(model, str):
+        raise errors.bad_request("'model' must be a string.", param="model")
+    if endpoint.streams and payload.get("stream") is True:
+        options = payload.get("stream_options")
+        if options is not None and not isinstance(options, dict):
+            raise errors.bad_request("'stream_options' must be an object.", param="stream_options")
+        exchange.client_wants_usage = bool(options and options.get("include_usage"))
+        if not exchange.client_wants_usage:
+            # Usage at the end, and with every chunk where the engine can (vLLM), so a stream the
+            # client cuts short is still metered from the engine's own count; stripped on the way back.
+            payload["stream_options"] = {**(options or {}), "include_usage": True, "continuous_usage_stats": True}
+            exchange.body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+    return model or ""
+
+
+def _form_field(body: bytes, content_type: str, name: str) -> str:
+    if not content_type.startswith("multipart/form-data"):
+        raise errors.bad_request("Send this endpoint multipart/form-data (a file and a model).")
+    message = BytesParser(policy=HTTP).parsebytes(b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + body)
+    for part in message.iter_parts() if message.is_multipart() else ():
+        if part.get_param("name", header="content-disposition") == name:
+            value = part.get_payload(decode=True)
+            return value.decode().strip() if isinstance(value, bytes) else ""
+    return ""
+
+
+def _sample(deployment_id: str, exchange: relay.Exchange) -> metering.Sample:
+    now = time.perf_counter()
+    ttft = exchange.first_token_at - exchange.started if exchange.first_token_at else None
+    return metering.Sample(
+        deployment_id=deployment_id,
+        status=exchange.status or 500,
+        latency_s=now - exchange.started,
+        ttft_s=ttft,
+        prompt_tokens=exchange.prompt_tokens,
+        completion_tokens=exchange.completion_tokens,
+        cut=exchange.cut,
+    )
+
+
+class _Disconnect:
+    """Watches the client's connection once the body is read: a client that goes away cancels
+    the wait or the engine request it was served by."""
+
+    def __init__(self, receive: Any) -> None:
+        self._task = asyncio.ensure_future(self._watch(receive))
+
+    @staticmethod
+    async def _watch(receive: Any) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    def happened(self) -> bool:
+        return self._task.done()
+
+    async def run_until_disconnect(self, work: Any, exchange: relay.Exchange) -> None:
+        job = asyncio.ensure_future(work)
+        done, _ = await asyncio.wait({job, self._task}, return_when=asyncio.FIRST_COMPLETED)
+        if job in done:
+            job.result()
+            return
+        job.cancel()  # closes the engine connection: the engine stops generating
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await job
+        exchange.cut = True
+        exchange.status = exchange.status or 499
+
+    def stop(self) -> None:
+        self._task.cancel()
+
+
+async def _authenticate(scope: dict[str, Any]) -> Caller:
+    header = dict(scope.get("headers") or []).get(b"authorization", b"").decode("latin-1")
+    scheme, _, token = header.partition(" ")
+    if not header:
+        raise errors.unauthorized("You didn't provide an API key. Send 'Authorization: Bearer <gpucloud key>'.")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise errors.unauthorized("Malformed Authorization header; expected 'Bearer <key>'.")
+    return await caller_for(token.strip())
+
+
+async def _read_body(receive: Any) -> bytes:
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise errors.bad_request("The client disconnected.")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise errors.GatewayError(413, "The request body is larger than 32 MB.", type_="invalid_request_error")
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            return b"".join(chunks)

@@ -1,0 +1,323 @@
+"""Forwarding one request to an engine and its answer back to the client.
+
+JSON answers are read whole, repaired to OpenAI's schema and sent; SSE streams are relayed event
+by event as they arrive (never buffered beyond one event). The usage the engine reports is read
+on the way; when the gateway asked for it on the client's behalf it is taken out again. A request
+that fails before anything reached the client (the engine unreachable or answering 5xx) is
+retried once on another ready replica, and the failing one is taken out of rotation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from gateway import counters as metering
+from gateway import errors, routing, shapes
+from gateway.routing import Route, Target
+from gpucloud.core.per_loop import PerLoop
+
+Send = Any
+Receive = Any
+CONNECT_TIMEOUT = 5.0
+READ_TIMEOUT = 300.0  # between two reads of an engine's answer: long prompts take a while
+CUT_DRAIN_SECONDS = 0.1  # how long a cut stream waits for the rest of a half-arrived event
+STREAM_HEADERS = [
+    (b"content-type", b"text/event-stream"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),  # tell a reverse proxy in front of us not to buffer either
+]
+DONE = b"data: [DONE]"
+
+
+# Idle pooled connections are dropped before the engines drop them (llama.cpp's server and
+# uvicorn-based engines such as vLLM close idle keep-alive connections after 5 s): reusing one
+# the engine just closed would fail a request that never reached it.
+KEEPALIVE_SECONDS = 4.0
+
+
+def _new_session() -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=KEEPALIVE_SECONDS),
+        timeout=aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT, sock_read=READ_TIMEOUT),
+        auto_decompress=False,
+        skip_auto_headers=("User-Agent", "Accept-Encoding"),
+    )
+
+
+# One pooled client per event loop (its connections belong to the loop that opened them).
+_sessions: PerLoop[aiohttp.ClientSession] = PerLoop(_new_session, usable=lambda s: not s.closed)
+
+
+def _session() -> aiohttp.ClientSession:
+    return _sessions.get()
+
+
+@dataclass
+class Exchange:
+    """One request's way through the gateway, and what is measured of it."""
+
+    path: str
+    body: bytes
+    content_type: str
+    client_wants_usage: bool = False
+    started: float = field(default_factory=time.perf_counter)
+    first_token_at: float | None = None  # streams: when the first generated token arrived
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    status: int = 0
+    cut: bool = False
+    response_started: bool = False
+
+    @property
+    def chat(self) -> bool:
+        return self.path == "/v1/chat/completions"
+
+
+class _Retryable(Exception):
+    """The engine failed before anything reached the client: another replica may serve it."""
+
+    def __init__(self, error: errors.GatewayError) -> None:
+        self.error = error
+
+
+async def forward(route: Route, exchange: Exchange, send: Send) -> None:
+    """Serve the exchange from the route's least busy replica, retrying once on another."""
+    tried: set[str] = set()
+    for attempt in (1, 2):
+        target = routing.pick(route, exclude=frozenset(tried))
+        if target is None:
+            break
+        tried.add(target.instance_id)
+        try:
+            await _forward_once(route, target, exchange, send)
+            return
+        except _Retryable as failure:
+            routing.eject(target.instance_id)
+            if attempt == 2 or routing.pick(route, exclude=frozenset(tried)) is None:
+                raise failure.error from None
+    raise errors.unavailable(f"Deployment {route.deployment_id} has no ready replica.")
+
+
+async def _forward_once(route: Route, target: Target, exchange: Exchange, send: Send) -> None:
+    routing.in_flight[target.instance_id] += 1
+    routing.deployment_in_flight[route.deployment_id] += 1
+    metering.aggregator.keep_flushing()
+    try:
+        upstream = await _send_request(target, exchange)
+        try:
+            await _relay(upstream, exchange, send)
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            if not exchange.response_started:
+                timeout = isinstance(exc, TimeoutError)
+                raise errors.upstream_failed(
+                    f"The model's engine failed mid-answer ({type(exc).__name__}).", timeout=timeout
+                ) from None
+            # Part of the stream went out: end it where it broke; the client sees no [DONE].
+            exchange.status = 504 if isinstance(exc, TimeoutError) else 502
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            upstream.release() if upstream.content.at_eof() else upstream.close()
+    finally:
+        routing.in_flight[target.instance_id] -= 1
+        routing.deployment_in_flight[route.deployment_id] -= 1
+
+
+async def _send_request(target: Target, exchange: Exchange) -> aiohttp.ClientResponse:
+    """POST to the engine and wait for its status line. An engine may close an idle pooled
+    connection just as it is reused (llama.cpp does after a stream); such a request never reached
+    the engine, so it is sent once more on a new connection before the replica is blamed."""
+    headers = {"Authorization": f"Bearer {target.api_key}", "Content-Type": exchange.content_type}
+    url = f"{target.endpoint_url}{exchange.path}"
+    for attempt in (1, 2):
+        try:
+            return await _session().post(url, data=exchange.body, headers=headers)
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+            if attempt == 1 and not isinstance(exc, aiohttp.ClientConnectorError):
+                continue  # a stale pooled connection: the pool hands out a fresh one next
+            raise _Retryable(
+                errors.upstream_failed(f"The model's engine could not be reached ({type(exc).__name__}).")
+            ) from None
+        except aiohttp.ConnectionTimeoutError:
+            raise _Retryable(
+                errors.upstream_failed("The model's engine did not accept the connection in time.", timeout=True)
+            ) from None
+        except (TimeoutError, aiohttp.SocketTimeoutError):  # it took the request and went quiet: not retried
+            raise errors.upstream_failed("The model's engine did not answer in time.", timeout=True) from None
+        except aiohttp.ClientError as exc:
+            raise _Retryable(
+                errors.upstream_failed(f"The model's engine could not be reached ({type(exc).__name__}).")
+            ) from None
+    raise AssertionError("unreachable")
+
+
+async def _relay(upstream: aiohttp.ClientResponse, exchange: Exchange, send: Send) -> None:
+    if upstream.status >= 500:
+        raise _Retryable(_engine_error(upstream.status, await upstream.read()))
+    if upstream.status >= 400:
+        raise _engine_error(upstream.status, await upstream.read())
+    if upstream.content_type == "text/event-stream":
+        await _relay_stream(upstream, exchange, send)
+    else:
+        await _relay_whole(upstream, exchange, send)
+
+
+async def _relay_whole(upstream: aiohttp.ClientResponse, exchange: Exchange, send: Send) -> None:
+    payload = await upstream.read()
+    content_type = upstream.headers.get("Content-Type", "application/json")
+    if upstream.content_type == "application/json":
+        payload = _repaired_json(payload, exchange)
+    exchange.status = 200
+    await send_bytes(send, 200, payload, content_type)
+
+
+def _repaired_json(payload: bytes, exchange: Exchange) -> bytes:
+    try:
+        document = json.loads(payload)
+    except ValueError:
+        return payload  # not ours to judge: relayed as the engine sent it
+    if not isinstance(document, dict):
+        return payload
+    usage = shapes.Usage.from_payload(document)
+    if usage is not None:
+        exchange.prompt_tokens, exchange.completion_tokens = usage.prompt_tokens, usage.completion_tokens
+    repair = shapes.REPAIRS.get(exchange.path)
+    if repair is None:
+        return payload
+    repair(document)
+    return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+async def _relay_stream(upstream: aiohttp.ClientResponse, exchange: Exchange, send: Send) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": STREAM_HEADERS})
+    exchange.response_started = True
+    exchange.status = 200
+    pending = b""
+    try:
+        async for data in upstream.content.iter_any():
+            pending += data.replace(b"\r\n", b"\n")  # SSE allows CRLF; events then end in a blank line
+            if b"\n\n" not in pending:
+                continue
+            *events, pending = pending.split(b"\n\n")
+            out = [e for e in (_event(e, exchange) for e in events) if e is not None]
+            if out:
+                await send({"type": "http.response.body", "body": b"".join(out), "more_body": True})
+    except asyncio.CancelledError:
+        await _count_what_arrived(upstream, pending, exchange)
+        raise
+    tail = _event(pending.strip(), exchange) if pending.strip() else None
+    await send({"type": "http.response.body", "body": tail or b"", "more_body": False})
+
+
+async def _count_what_arrived(upstream: aiohttp.ClientResponse, pending: bytes, exchange: Exchange) -> None:
+    """The client went away mid-stream: meter what the engine already sent, then let the caller
+    close the connection at once (which is how the engine learns to stop).
+
+    Two turns of the event loop move what sits in the socket into the reader's buffer; an event
+    cut in two by the network is completed (briefly awaited), since its first half is not a
+    token yet. A token the engine writes after this, before it sees the connection close, is
+    not counted: it never reached the gateway.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + CUT_DRAIN_SECONDS
+    with contextlib.suppress(Exception):
+        for _ in range(2):
+            await asyncio.sleep(0)
+        pending += upstream.content.read_nowait().replace(b"\r\n", b"\n")
+        while pending.strip() and not pending.endswith(b"\n\n") and loop.time() < deadline:
+            data = await asyncio.wait_for(upstream.content.readany(), deadline - loop.time())
+            if not data:
+                break
+            pending += data.replace(b"\r\n", b"\n")
+    for event in pending.split(b"\n\n"):
+        if event.strip():
+            _event(event.strip(), exchange)
+
+
+def _event(event: bytes, exchange: Exchange) -> bytes | None:
+    """One SSE event, as it goes to the client (None: dropped), with its tokens counted."""
+    if not event.startswith(b"data:") or event == DONE:
+        return event + b"\n\n"
+    try:
+        chunk = json.loads(event[5:])
+    except ValueError:
+        return event + b"\n\n"
+    if not isinstance(chunk, dict):
+        return event + b"\n\n"
+    tokens = shapes.chunk_tokens(chunk, chat=exchange.chat)
+    if tokens:
+        exchange.completion_tokens += tokens
+        if exchange.first_token_at is None:
+            exchange.first_token_at = time.perf_counter()
+    usage = shapes.Usage.from_payload(chunk)
+    changed = False
+    if usage is not None:
+        exchange.prompt_tokens = usage.prompt_tokens
+        if usage.completion_tokens >= exchange.completion_tokens:
+            exchange.completion_tokens = usage.completion_tokens
+        if not exchange.client_wants_usage:
+            if not chunk.get("choices"):
+                return None  # the usage-only chunk the gateway asked for: not the client's
+            del chunk["usage"]
+            changed = True
+    if "timings" in chunk:  # llama.cpp's own statistics, not part of OpenAI's chunk
+        del chunk["timings"]
+        changed = True
+    if changed:
+        return b"data: " + json.dumps(chunk, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
+    return event + b"\n\n"
+
+
+def _engine_error(status: int, payload: bytes) -> errors.GatewayError:
+    """An engine's error, rewritten in OpenAI's shape (llama.cpp omits `param`, numbers `code`)."""
+    try:
+        detail = json.loads(payload).get("error", {})
+    except (ValueError, AttributeError):
+        detail = {}
+    message = detail.get("message") if isinstance(detail, dict) else None
+    if status >= 500:
+        return errors.upstream_failed(f"The model's engine failed: {message or status}.")
+    return errors.GatewayError(
+        status if status in (400, 404, 413, 422) else 400,
+        message or f"The model's engine refused the request ({status}).",
+        type_="invalid_request_error",
+    )
+
+
+async def send_bytes(
+    send: Send,
+    status: int,
+    payload: bytes,
+    content_type: str = "application/json",
+    headers: dict[str, str] | None = None,
+) -> None:
+    extra = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", content_type.encode()),
+                (b"content-length", str(len(payload)).encode()),
+                *extra,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
+
+
+async def send_json(send: Send, status: int, payload: bytes, headers: dict[str, str] | None = None) -> None:
+    await send_bytes(send, status, payload, "application/json", headers)
+
+
+async def close_sessions() -> None:
+    for session in _sessions.values():
+        with contextlib.suppress(Exception):
+            await session.close()
+    _sessions.clear()

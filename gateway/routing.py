@@ -1,0 +1,171 @@
+"""Which engine serves a request: the caller's deployment of the named model (or the deployment
+named by id), its ready instances, and the one with the fewest requests in flight.
+
+Routes are cached for ROUTE_CACHE_SECONDS per (org, model): a replica that becomes ready or goes
+away is seen within that bound; the hot path normally reads no database. A replica that fails a
+request is taken out of this process's rotation for EJECT_SECONDS.
+
+A scoped key is routed only among the deployments it may invoke (Caller.allowed); a model the org
+serves but the key may not reach is a 403, before anything is woken, held or forwarded.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db.models import Prefetch
+
+from accounts.grants import not_granted_message
+from deployments.models import Deployment
+from deployments.traffic import ROUTE_CACHE_SECONDS
+from fleet.models import FINAL_STATES, Instance, InstanceState
+from gateway import errors
+from gateway.keys import Caller
+from gateway.ttl_cache import TtlCache
+
+EJECT_SECONDS = 10.0
+# Deployments a request can reach: serving, on their way, or cold (a request wakes them).
+ROUTABLE = ("active", "degraded", "scaling", "provisioning", "scaled_to_zero", "stopped")
+
+
+@dataclass(frozen=True)
+class Target:
+    instance_id: str
+    endpoint_url: str
+    api_key: str
+
+
+@dataclass(frozen=True)
+class Route:
+    deployment_id: str
+    model: str
+    category: str  # the catalog model's category: what the engine serves (llm, embedding, stt...)
+    status: str
+    cold: bool
+    concurrency_limit: int | None
+    targets: tuple[Target, ...]
+    ready_in_seconds: int = 0  # an estimate while it starts; 0 when ready
+
+
+def live_instances() -> Prefetch[Any]:
+    """A deployment's instances that are not over (history can be long): one query for many."""
+
+    return Prefetch("instances", queryset=Instance.objects.exclude(state__in=FINAL_STATES))
+
+
+def ready_estimate(deployment: object, now: float | None = None) -> int:
+    """Seconds until a starting deployment is likely ready: engines on this machine load in
+    seconds, GPU machines from a cloud take minutes (reference/001: 3 to 10). Reads the
+    deployment's instances through `.all()`, so a prefetch serves it."""
+
+    assert isinstance(deployment, Deployment)
+    base = (
+        settings.GPUCLOUD_READY_ESTIMATE_LOCAL_SECONDS
+        if deployment.gpu_type_id == "cpu"
+        else (settings.GPUCLOUD_READY_ESTIMATE_SECONDS)
+    )
+    live = [i for i in deployment.instances.all() if i.state not in FINAL_STATES]
+    if not live:
+        return base
+    starting = max(live, key=lambda i: i.created_at)
+    elapsed = (now or time.time()) - starting.created_at.timestamp()
+    return max(1, int(base - elapsed))
+
+
+_routes: TtlCache[tuple[str, str, frozenset[str] | None], Route | None] = TtlCache(ROUTE_CACHE_SECONDS)
+in_flight: dict[str, int] = defaultdict(int)  # per instance, this process
+deployment_in_flight: dict[str, int] = defaultdict(int)  # per deployment, this process
+_ejected: dict[str, float] = {}  # instance id -> monotonic time it may serve again
+_turn = itertools.count()  # rotates ties, so idle replicas share sequential traffic
+
+
+def _resolve(org_id: str, model: str, allowed: frozenset[str] | None = None) -> Route | None:
+
+    by_id = model.startswith("dep_")  # a deployment id, else a catalog model slug
+    deployments = (
+        Deployment.objects.filter(org_id=org_id, status__in=ROUTABLE, **{"pk" if by_id else "model_id": model})
+        .select_related("model")
+        .prefetch_related("instances")
+    )
+    if allowed is not None:
+        deployments = deployments.filter(pk__in=allowed)
+    candidates = []
+    for deployment in deployments.order_by("-created_at"):
+        if deployment.status == "stopped" and not deployment.is_cold:
+            continue  # a stopped model deployment is gone, not asleep
+        ready = sorted(
+            (i for i in deployment.instances.all() if i.state == InstanceState.READY and i.endpoint_url),
+            key=lambda i: i.pk,
+        )
+        candidates.append(
+            Route(
+                deployment_id=deployment.pk,
+                model=deployment.model_id or model,
+                category=deployment.model.category if deployment.model else "",
+                status=deployment.status,
+                cold=deployment.is_cold,
+                concurrency_limit=deployment.concurrency_limit,
+                targets=tuple(Target(i.pk, i.endpoint_url, i.api_key) for i in ready),
+                ready_in_seconds=0 if ready else ready_estimate(deployment),
+            )
+        )
+    # Ready first, then one on its way, then a cold one to wake; newest first within each.
+    candidates.sort(key=lambda r: (not r.targets, r.cold))
+    return candidates[0] if candidates else None
+
+
+async def route_for(caller: Caller, model: str, *, fresh: bool = False) -> Route:
+    """The route for `model` in the caller's org: 404 when there is none, 403 when the caller's
+    key may not call it. `fresh` skips the cache (a client waiting for a wake)."""
+    if not model:
+        raise errors.bad_request("'model' is required.", param="model")
+    route = await _cached_route(caller.org_id, model, None, fresh=fresh)
+    if route is None:
+        raise errors.not_found(
+            f"The model '{model}' does not exist or is not deployed in your organization; "
+            "deploy it with POST /api/v1/deployments."
+        )
+    if caller.allowed is not None and route.deployment_id not in caller.allowed:
+        # The org's best deployment of `model` is not one this key may call: take the best it may.
+        route = await _cached_route(caller.org_id, model, caller.allowed, fresh=fresh)
+        if route is None:
+            raise errors.forbidden(not_granted_message(model))
+    return route
+
+
+async def _cached_route(org_id: str, model: str, allowed: frozenset[str] | None, *, fresh: bool) -> Route | None:
+    key = (org_id, model, allowed)
+    if fresh:
+        _routes.forget(key)
+    if allowed is None:
+        return await _routes.get(key, lambda: sync_to_async(_resolve)(org_id, model))
+    return await _routes.get(key, lambda: sync_to_async(_resolve)(org_id, model, allowed))
+
+
+def pick(route: Route, *, exclude: frozenset[str] = frozenset()) -> Target | None:
+    """The ready replica with the fewest requests in flight, skipping ejected ones while any
+    other remains (ties: in turn). None when every replica is excluded."""
+    now = time.monotonic()
+    candidates = [t for t in route.targets if t.instance_id not in exclude]
+    healthy = [t for t in candidates if _ejected.get(t.instance_id, 0.0) <= now]
+    pool = healthy or candidates
+    if not pool:
+        return None
+    start = next(_turn) % len(pool)
+    return min(pool[start:] + pool[:start], key=lambda t: in_flight[t.instance_id])
+
+
+def eject(instance_id: str) -> None:
+    """Take a failing replica out of rotation here for a while; it comes back on its own."""
+    _ejected[instance_id] = time.monotonic() + EJECT_SECONDS
+
+
+def routes_clear() -> None:
+    _routes.clear()
+    _ejected.clear()

@@ -1,0 +1,112 @@
+"""Requests for a deployment with no ready replica: a cold one is woken (its first minute held),
+and the client either gets 202 + Retry-After + Location at once (reference/001) or, with
+`X-Wait-For-Ready: <seconds>`, is held until a replica is ready and then served."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+
+from asgiref.sync import sync_to_async
+
+from deployments.services import deployment_wake
+from gateway import errors
+from gateway.keys import Caller
+from gateway.routing import Route, route_for
+from gpucloud.core.errors import ApiError
+
+MAX_WAIT_SECONDS = 600
+POLL_SECONDS = 0.5
+RETRY_AFTER_MAX_SECONDS = 30
+
+
+class Accepted(errors.GatewayError):
+    """202: the deployment is starting; retry after Retry-After, or poll Location."""
+
+    def __init__(self, route: Route, requested: str) -> None:
+        seconds = max(1, route.ready_in_seconds)
+        super().__init__(
+            202,
+            f"Model '{route.model}' is being deployed (deployment {route.deployment_id}). "
+            f"Estimated ready in ~{seconds} seconds; retry then, or send X-Wait-For-Ready to wait.",
+            type_="model_deploying",
+            headers={
+                "Retry-After": str(min(seconds, RETRY_AFTER_MAX_SECONDS)),
+                "Location": f"/v1/models/{requested}",
+            },
+        )
+        self.route = route
+        self.seconds = seconds
+
+    def body(self) -> bytes:
+        return json.dumps(
+            {
+                "status": "deploying",
+                "message": self.message,
+                "type": "model_deploying",
+                "estimated_ready_seconds": self.seconds,
+                "deployment_id": self.route.deployment_id,
+            }
+        ).encode()
+
+
+def wait_seconds(raw: bytes | None) -> float | None:
+    """The client's X-Wait-For-Ready, checked: a number of seconds from 0 to MAX_WAIT_SECONDS."""
+    if raw is None:
+        return None
+    try:
+        seconds = float(raw.decode("latin-1").strip())
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds <= MAX_WAIT_SECONDS:
+        raise errors.GatewayError(
+            400,
+            f"X-Wait-For-Ready must be a number of seconds between 0 and {MAX_WAIT_SECONDS}.",
+            type_="invalid_request_error",
+            param="X-Wait-For-Ready",
+        )
+    return seconds
+
+
+async def ready_route(
+    caller: Caller, requested: str, route: Route, *, wait: float | None, gone: Callable[[], bool]
+) -> Route:
+    """A route with a ready replica, waking the deployment first if it is cold. Raises Accepted
+    (202) when the client does not wait or its wait runs out, 402 when the wake cannot be paid."""
+    if route.cold:
+        await _wake(route)
+        route = await route_for(caller, requested, fresh=True)
+    if route.targets:
+        return route
+    if not wait:
+        raise Accepted(route, requested)
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline and not gone():
+        await asyncio.sleep(min(POLL_SECONDS, max(0.0, deadline - time.monotonic())))
+        try:
+            route = await route_for(caller, requested, fresh=True)
+        except errors.GatewayError as exc:
+            if exc.status == 404:  # failed or deleted while we waited
+                raise errors.GatewayError(
+                    503, f"The deployment behind '{requested}' stopped while starting.", type_="server_error",
+                    code="deployment_failed",
+                ) from None  # fmt: skip
+            raise
+        if route.targets:
+            return route
+    raise Accepted(route, requested)
+
+
+async def _wake(route: Route) -> None:
+
+    try:
+        await sync_to_async(deployment_wake)(deployment_id=route.deployment_id)
+    except ApiError as exc:
+        if exc.status == 402:
+            raise errors.GatewayError(
+                402, f"Waking deployment {route.deployment_id} needs credit: {exc.message}",
+                type_="insufficient_quota", code="insufficient_balance",
+            ) from None  # fmt: skip
+        raise

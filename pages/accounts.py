@@ -1,0 +1,211 @@
+"""Pages of the accounts app: dashboard shell, API keys, organization. Thin: parse, call, render."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_GET, require_POST
+
+from accounts import selectors, services
+from accounts.auth import SESSION_ORG_KEY, principal_from_session
+from accounts.models import ApiKeyKind
+from accounts.principal import Principal
+from accounts.roles import CAN_MANAGE_MEMBERS, Role, role_at_least
+from billing.selectors import usage_month_to_date
+from deployments.selectors import deployment_rows, deployments_count, deployments_running_count
+from gpucloud.core.errors import ApiError
+from pages import overview
+
+DASHBOARD_ROWS = 20  # the newest deployments not ended; the Deployments page lists them all
+
+
+def _principal(request: HttpRequest) -> Principal:
+    return principal_from_session(request)
+
+
+@require_GET
+def home(request: HttpRequest) -> HttpResponse:
+    return redirect("dashboard" if request.user.is_authenticated else "account_login")
+
+
+@login_required
+@require_GET
+def dashboard(request: HttpRequest) -> HttpResponse:
+    org = _principal(request).org
+    rows = deployment_rows(org, active_only=True, limit=DASHBOARD_ROWS)
+    not_ended, running = deployments_count(org, active_only=True), deployments_running_count(org)
+    context = {
+        "rows": rows,
+        "not_ended": not_ended,
+        "running_deployments": running,
+        "other_deployments": not_ended - running,
+        "month": usage_month_to_date(org),
+        "activity": overview.recent_activity(org),
+        "quick_models": overview.quick_deploy_models(),
+        "has_key": selectors.api_keys_of(org).filter(revoked_at__isnull=True).exists(),
+    }
+    return render(request, "accounts/dashboard.html", context)
+
+
+# --- API keys ---------------------------------------------------------------------------
+
+
+def _api_keys_context(principal: Principal, **extra: object) -> dict[str, object]:
+    keys = list(selectors.api_keys_of(principal.org))
+    return {
+        "account_keys": [k for k in keys if k.kind == ApiKeyKind.ACCOUNT],
+        "deployment_keys": [k for k in keys if k.kind == ApiKeyKind.DEPLOYMENT],
+        "can_write": role_at_least(principal.role, Role.MEMBER),
+        **extra,
+    }
+
+
+def _render_keys(request: HttpRequest, principal: Principal, status: int = 200, **extra: object) -> HttpResponse:
+    template = "accounts/api_keys.html#keys" if request.htmx else "accounts/api_keys.html"  # type: ignore[attr-defined]
+    return render(request, template, _api_keys_context(principal, **extra), status=status)
+
+
+@login_required
+@require_GET
+def api_keys(request: HttpRequest) -> HttpResponse:
+    return _render_keys(request, _principal(request))
+
+
+@login_required
+@require_POST
+def api_keys_create(request: HttpRequest) -> HttpResponse:
+    principal = _principal(request)
+    try:
+        key, plaintext = services.api_key_create(
+            principal=principal, name=request.POST.get("name", ""), kind=ApiKeyKind.ACCOUNT,
+            scoped=bool(request.POST.get("scoped")),
+        )  # fmt: skip
+    except ApiError as exc:
+        return _render_keys(request, principal, status=exc.status, form_error=exc.message)
+    return _render_keys(request, principal, new_key=plaintext, new_key_name=key.name)
+
+
+@login_required
+@require_POST
+def api_keys_revoke(request: HttpRequest, key_id: str) -> HttpResponse:
+    principal = _principal(request)
+    key = selectors.api_key_get_for_org(principal.org, key_id)
+    services.api_key_revoke(principal=principal, key=key)
+    return _render_keys(request, principal)
+
+
+@login_required
+@require_POST
+def api_keys_regenerate(request: HttpRequest, key_id: str) -> HttpResponse:
+    principal = _principal(request)
+    key = selectors.api_key_get_for_org(principal.org, key_id)
+    key, plaintext = services.api_key_regenerate(principal=principal, key=key)
+    return _render_keys(request, principal, new_key=plaintext, new_key_name=key.name)
+
+
+# --- Organization ---------------------------------------------------------------------
+
+
+def _organization_page(request: HttpRequest, status: int = 200, **extra: object) -> HttpResponse:
+    principal = _principal(request)
+    return render(request, "accounts/organization.html", {
+        "members": selectors.members_of(principal.org),
+        "invitations": selectors.pending_invitations_of(principal.org),
+        "can_manage": role_at_least(principal.role, CAN_MANAGE_MEMBERS),
+        "roles": [r for r in Role if r != Role.OWNER or principal.role == Role.OWNER],
+        "invite_role": "member",
+        **extra,
+    }, status=status)  # fmt: skip
+
+
+@login_required
+@require_GET
+def organization(request: HttpRequest) -> HttpResponse:
+    return _organization_page(request)
+
+
+def _act(request: HttpRequest, action: Callable[[], object], success: str) -> HttpResponse:
+    """Run a service call from a form and come back to the organization page with its outcome."""
+    try:
+        action()
+    except ApiError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, success)
+    return redirect("organization")
+
+
+@login_required
+@require_POST
+def organization_invite(request: HttpRequest) -> HttpResponse:
+    """Invite by email; a refusal comes back inline in the form with what was typed."""
+    principal = _principal(request)
+    email, role = request.POST.get("email", ""), request.POST.get("role", "member")
+    try:
+        services.invitation_create(principal=principal, email=email, role=role)
+    except ApiError as exc:
+        return _organization_page(request, exc.status, invite_error=exc.message, invite_email=email, invite_role=role)
+    messages.success(request, f"Invitation sent to {email.strip().lower()}.")
+    return redirect("organization")
+
+
+@login_required
+@require_POST
+def organization_member_role(request: HttpRequest, user_id: int) -> HttpResponse:
+    principal = _principal(request)
+    try:
+        membership = services.membership_role_set(
+            principal=principal, user_id=user_id, role=request.POST.get("role", "")
+        )
+    except ApiError as exc:
+        return _organization_page(request, exc.status, role_error=exc.message, role_error_user=user_id)
+    messages.success(request, f"{membership.user.email} is now {membership.get_role_display().lower()}.")
+    return redirect("organization")
+
+
+@login_required
+@require_POST
+def organization_invitation_revoke(request: HttpRequest, invitation_id: str) -> HttpResponse:
+    principal = _principal(request)
+    return _act(
+        request,
+        lambda: services.invitation_revoke(principal=principal, invitation_id=invitation_id),
+        "Invitation revoked.",
+    )
+
+
+@login_required
+@require_POST
+def organization_member_remove(request: HttpRequest, user_id: int) -> HttpResponse:
+    principal = _principal(request)
+    return _act(request, lambda: services.membership_remove(principal=principal, user_id=user_id), "Member removed.")
+
+
+@login_required
+@require_POST
+def organization_create(request: HttpRequest) -> HttpResponse:
+    name = request.POST.get("name", "")
+    try:
+        org = services.organization_create(user=request.user, name=name)  # type: ignore[arg-type]
+    except ApiError as exc:
+        return _organization_page(request, exc.status, create_error=exc.message, create_name=name)
+    request.session[SESSION_ORG_KEY] = org.pk
+    messages.success(request, f"Organization {org.name} created; you are its owner and work in it now.")
+    return redirect("organization")
+
+
+@login_required
+@require_POST
+def organization_switch(request: HttpRequest) -> HttpResponse:
+    membership = selectors.membership_get_for_user(request.user, request.POST.get("org_id", ""))  # type: ignore[arg-type]
+    request.session[SESSION_ORG_KEY] = membership.org_id
+    next_url = request.POST.get("next", "")
+    if not url_has_allowed_host_and_scheme(next_url, allowed_hosts={request.get_host()}):
+        next_url = reverse("dashboard")  # never redirect off-site
+    return redirect(next_url)

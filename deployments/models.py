@@ -31,7 +31,7 @@ class DeploymentStatus(models.TextChoices):
 
 
 class RolloutState(models.TextChoices):
-    """Where the last preset change stands (deployments/rollout.py); blank when there was none."""
+    """Where the last preset change stands (deployments/preset_rollout.py); blank when there was none."""
 
     ROLLING = "rolling"  # replicas on the old configuration are being replaced, one at a time
     DONE = "done"
@@ -62,7 +62,7 @@ class Deployment(models.Model):
     concurrency_limit = models.PositiveIntegerField(
         null=True, blank=True, help_text="Requests in flight at once through the gateway; more get 429"
     )
-    # Autoscaling (deployments/autoscale.py): replicas between min and max, following `target`
+    # Autoscaling (deployments/scaling/): replicas between min and max, following `target`
     # requests per replica (in flight, or queued); to zero after `idle_timeout_seconds` without
     # traffic when `scale_to_zero` and min is 0.
     min_replicas = models.PositiveSmallIntegerField(default=1)
@@ -74,7 +74,7 @@ class Deployment(models.Model):
     # SLA targets (deployments/sla.py): checked every minute against the measured window.
     ttft_target_ms = models.PositiveIntegerField(null=True, blank=True, help_text="Time to first token, p95")
     throughput_target_tps = models.FloatField(null=True, blank=True, help_text="Tokens/s per request, at least")
-    # A preset change (deployments/rollout.py) sets the preset, its GPU class and price above at
+    # A preset change (deployments/preset_rollout.py) sets the preset, its GPU class and price above at
     # once; replicas still on the previous ones are then replaced one at a time.
     rollout_state = models.CharField(max_length=8, choices=RolloutState.choices, blank=True)
     rollout_message = models.CharField(max_length=500, blank=True, help_text="The last step, or why it stopped")
@@ -140,7 +140,7 @@ class RequestMinute(models.Model):
 
     Written by the rollup task from the gateway's counters with absolute totals, so running the
     rollup again for a minute rewrites the same row. `latency_hist` and `ttft_hist` map a
-    log-spaced bucket index (see deployments.gateway.metering) to a count.
+    log-spaced bucket index (see deployments.traffic) to a count.
     """
 
     deployment = models.ForeignKey(Deployment, on_delete=models.CASCADE, related_name="request_minutes")

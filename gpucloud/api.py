@@ -1,6 +1,6 @@
 """The management REST API at /api/v1/: one NinjaAPI assembled from each app's router.
 
-Every error leaves through the handlers below in one shape (gpucloud/errors.py).
+Every error leaves through the handlers below in one shape (gpucloud/core/errors.py).
 """
 
 from __future__ import annotations

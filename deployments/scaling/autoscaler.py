@@ -35,7 +35,7 @@ def autoscale_round(*, now: float | None = None) -> dict[str, int]:
     """Returns the deployments whose replica count changed, with the new count."""
     now = now if now is not None else time.time()
     in_flight = traffic.store().in_flight()
-    # A preset rollout owns the replica count until it ends (deployments/rollout.py).
+    # A preset rollout owns the replica count until it ends (deployments/preset_rollout.py).
     running = Deployment.objects.filter(status__in=RUNNING_STATUSES)
     deployments = list(running.exclude(rollout_state=RolloutState.ROLLING))
     last_requests = _last_requests([d.pk for d in deployments])

@@ -99,6 +99,12 @@ class Driver(ABC):
         self.slug = slug
         self.config = config
 
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        """Settings the driver falls back on where the provider's stored config is silent (the
+        platform's own settings, say). They live with the driver, so a copied package brings them."""
+        return {}
+
     @abstractmethod
     def offers(self) -> list[Offer]:
         """What can be launched now, with our price, the provider's cost and availability."""

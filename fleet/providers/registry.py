@@ -25,4 +25,6 @@ def driver_class(name: str) -> type[Driver]:
 
 
 def driver_for(*, slug: str, driver: str, config: dict[str, Any]) -> Driver:
-    return driver_class(driver)(slug=slug, config=config)
+    """The driver for a provider: its stored `config` over the driver's own defaults."""
+    cls = driver_class(driver)
+    return cls(slug=slug, config={**cls.defaults(), **config})

@@ -7,20 +7,15 @@ from __future__ import annotations
 
 import math
 
-from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse, QueryDict
-from django.shortcuts import redirect
-from django.urls import reverse
-from django.views.decorators.http import require_POST
+from django.http import QueryDict
 
-from accounts.auth import principal_from_session
 from deployments import preset_rollout as rollout
 from deployments import sla
-from deployments.models import Deployment
 from deployments.scaling import settings as scaling
-from gpucloud.core.errors import ApiError, InvalidRequest
-from pages.deployments.views import deployment_for_page, detail_page
+from gpucloud.core.errors import InvalidRequest
+from pages.deployments.section_forms import SectionPost, section_form
 
+SECTION = "#scaling-h"
 SCALING_FIELDS = ("min_replicas", "max_replicas", "idle_timeout_seconds", "metric", "target")
 # The SLA form: field -> (its name in messages, whole numbers only). An empty field removes the target.
 SLA_FIELDS = {
@@ -30,65 +25,38 @@ SLA_FIELDS = {
 }
 
 
-@login_required
-@require_POST
-def deployment_scaling(request: HttpRequest, deployment_id: str) -> HttpResponse:
-    principal = principal_from_session(request)
-    deployment = deployment_for_page(principal, deployment_id)
-    form = request.POST
-    posted: dict[str, object] = {name: form.get(name, "") for name in SCALING_FIELDS}
-    posted["scale_to_zero"] = "scale_to_zero" in form  # an unticked box is not posted
-    try:
-        change = scaling.ScalingChange(
-            min_replicas=_whole(form, "min_replicas", "Minimum replicas"),
-            max_replicas=_whole(form, "max_replicas", "Maximum replicas"),
-            scale_to_zero=bool(posted["scale_to_zero"]),
-            idle_timeout_seconds=_whole(form, "idle_timeout_seconds", "Idle timeout (seconds)"),
-            metric=form.get("metric") or None,
-            target=_number(form, "target", "Target per replica"),
-        )
-        scaling.deployment_scaling_set(principal=principal, deployment=deployment, change=change)
-    except ApiError as exc:
-        return detail_page(request, principal, deployment, exc.status, scaling_error=exc.message,
-                           scaling_param=exc.param or "", scaling_posted=posted)  # fmt: skip
-    return _to_section(deployment)
+@section_form("scaling", anchor=SECTION)
+def deployment_scaling(post: SectionPost) -> None:
+    form = post.form
+    post.posted = {name: form.get(name, "") for name in SCALING_FIELDS}
+    post.posted["scale_to_zero"] = "scale_to_zero" in form  # an unticked box is not posted
+    change = scaling.ScalingChange(
+        min_replicas=_whole(form, "min_replicas", "Minimum replicas"),
+        max_replicas=_whole(form, "max_replicas", "Maximum replicas"),
+        scale_to_zero=bool(post.posted["scale_to_zero"]),
+        idle_timeout_seconds=_whole(form, "idle_timeout_seconds", "Idle timeout (seconds)"),
+        metric=form.get("metric") or None,
+        target=_number(form, "target", "Target per replica"),
+    )
+    scaling.deployment_scaling_set(principal=post.principal, deployment=post.deployment, change=change)
 
 
-@login_required
-@require_POST
-def deployment_sla(request: HttpRequest, deployment_id: str) -> HttpResponse:
-    principal = principal_from_session(request)
-    deployment = deployment_for_page(principal, deployment_id)
-    form = request.POST
-    posted = {name: form.get(name, "") for name in SLA_FIELDS}
-    try:
-        changes = {
-            name: (_whole if whole else _number)(form, name, label, optional=True)
-            for name, (label, whole) in SLA_FIELDS.items()
-        }
-        sla.deployment_sla_set(principal=principal, deployment=deployment, changes=changes)
-    except ApiError as exc:
-        return detail_page(request, principal, deployment, exc.status, sla_error=exc.message,
-                           sla_param=exc.param or "", sla_posted=posted)  # fmt: skip
-    return _to_section(deployment)
+@section_form("sla", anchor=SECTION)
+def deployment_sla(post: SectionPost) -> None:
+    form = post.form
+    post.posted = {name: form.get(name, "") for name in SLA_FIELDS}
+    changes = {
+        name: (_whole if whole else _number)(form, name, label, optional=True)
+        for name, (label, whole) in SLA_FIELDS.items()
+    }
+    sla.deployment_sla_set(principal=post.principal, deployment=post.deployment, changes=changes)
 
 
-@login_required
-@require_POST
-def deployment_preset(request: HttpRequest, deployment_id: str) -> HttpResponse:
-    principal = principal_from_session(request)
-    deployment = deployment_for_page(principal, deployment_id)
-    preset = request.POST.get("preset", "")
-    try:
-        rollout.deployment_preset_set(principal=principal, deployment=deployment, preset=preset or None)
-    except ApiError as exc:
-        return detail_page(request, principal, deployment, exc.status, preset_error=exc.message,
-                           preset_posted={"preset": preset})  # fmt: skip
-    return _to_section(deployment)
-
-
-def _to_section(deployment: Deployment) -> HttpResponse:
-    return redirect(reverse("deployment_detail", args=[deployment.pk]) + "#scaling-h")
+@section_form("preset", anchor=SECTION)
+def deployment_preset(post: SectionPost) -> None:
+    preset = post.form.get("preset", "")
+    post.posted = {"preset": preset}
+    rollout.deployment_preset_set(principal=post.principal, deployment=post.deployment, preset=preset or None)
 
 
 def _number(form: QueryDict, name: str, label: str, *, optional: bool = False, whole: bool = False) -> float | None:

@@ -1,6 +1,6 @@
 """What the deployment page's Scaling and SLA section shows: the autoscaling settings in words, the
 SLA report, the presets it may move to, and the forms' values (what was posted when a change was
-refused, else the current settings). The forms themselves post to deployments/settings_views.py."""
+refused, else the current settings). The forms themselves post to pages/deployments/scaling_forms.py."""
 
 from __future__ import annotations
 

@@ -20,6 +20,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from django.conf import settings
+
 from fleet.providers.base import Driver, InstanceSpec, InstanceState, Offer, ProviderError, ProviderInstance, Tier
 
 ENGINE_MODULE = "fleet.providers.local.engine"
@@ -33,6 +35,16 @@ FOLLOW_POLL_SECONDS = 0.2
 class LocalDriver(Driver):
     """Config: slots (how many engines at once), price_per_hour_micros, instances_dir, threads, and
     tag: the platform's fleet tag; slots count that platform's engines (every engine when unset)."""
+
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        return {
+            "slots": settings.GPUCLOUD_LOCAL_SLOTS,
+            "price_per_hour_micros": settings.GPUCLOUD_LOCAL_PRICE_MICROS,
+            "instances_dir": str(settings.VAR_DIR / "instances"),
+            "threads": settings.GPUCLOUD_LOCAL_THREADS,
+            "tag": settings.GPUCLOUD_FLEET_TAG,
+        }
 
     @property
     def slots(self) -> int:

@@ -29,10 +29,13 @@ def task_names_in_code() -> set[str]:
                 first = node.args[0]
                 if isinstance(first, ast.Constant) and isinstance(first.value, str):
                     names.add(first.value)
-            named_task = isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant)
-            if named_task and any(isinstance(t, ast.Name) and t.id.endswith("_TASK") for t in node.targets):
+            if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant) and _names_a_task(node):
                 names.add(str(node.value.value))
     return names
+
+
+def _names_a_task(assign: ast.Assign) -> bool:
+    return any(isinstance(target, ast.Name) and target.id.endswith("_TASK") for target in assign.targets)
 
 
 def test_every_enqueued_or_scheduled_name_is_a_registered_task() -> None:

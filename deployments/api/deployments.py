@@ -172,14 +172,9 @@ def deployments_metrics(request: HttpRequest, deployment_id: str, window: str = 
 
 
 def _scaling_out(deployment: Deployment) -> dict[str, object]:
-    return {
-        "min_replicas": deployment.min_replicas,
-        "max_replicas": deployment.max_replicas,
-        "scale_to_zero": deployment.scale_to_zero,
-        "idle_timeout_seconds": deployment.idle_timeout_seconds,
-        "target": {"metric": deployment.scaling_metric, "value": deployment.scaling_target},
-        "replicas": deployment.desired_replicas,
-    }
+    current = scaling.scaling_of(deployment)
+    fields = {name: value for name, value in vars(current).items() if name not in ("metric", "target")}
+    return {**fields, "target": {"metric": current.metric, "value": current.target}}
 
 
 @router.get("/deployments/{deployment_id}/scaling", response=schemas.ScalingOut, summary="Autoscaling settings")

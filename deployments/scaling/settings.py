@@ -18,6 +18,31 @@ TARGET_MAX = 1000.0
 
 
 @dataclass(frozen=True)
+class Scaling:
+    """A deployment's autoscaling settings, as the API answers them and the page's form shows them."""
+
+    min_replicas: int
+    max_replicas: int
+    scale_to_zero: bool
+    idle_timeout_seconds: int
+    metric: str
+    target: float
+    replicas: int  # what it runs now (desired)
+
+
+def scaling_of(deployment: Deployment) -> Scaling:
+    return Scaling(
+        min_replicas=deployment.min_replicas,
+        max_replicas=deployment.max_replicas,
+        scale_to_zero=deployment.scale_to_zero,
+        idle_timeout_seconds=deployment.idle_timeout_seconds,
+        metric=deployment.scaling_metric,
+        target=deployment.scaling_target,
+        replicas=deployment.desired_replicas,
+    )
+
+
+@dataclass(frozen=True)
 class ScalingChange:
     """What a PATCH asks for; None leaves a setting as it is."""
 

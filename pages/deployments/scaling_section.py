@@ -12,6 +12,7 @@ from catalog import selectors as catalog_selectors
 from catalog.models import Preset
 from deployments import sla
 from deployments.models import Deployment, DeploymentKind, DeploymentStatus, ScalingMetric
+from deployments.scaling.settings import scaling_of
 from gpucloud.core.durations import duration_text
 
 SETTINGS_CLOSED = (DeploymentStatus.STOPPING, DeploymentStatus.STOPPED, DeploymentStatus.FAILED)
@@ -71,14 +72,9 @@ def _presets_offered(deployment: Deployment) -> list[Preset]:
 
 
 def _scaling_values(deployment: Deployment) -> dict[str, object]:
-    return {
-        "min_replicas": deployment.min_replicas,
-        "max_replicas": deployment.max_replicas,
-        "scale_to_zero": deployment.scale_to_zero,
-        "idle_timeout_seconds": deployment.idle_timeout_seconds,
-        "metric": deployment.scaling_metric,
-        "target": f"{deployment.scaling_target:g}",
-    }
+    """The form's fields: the API's settings, the target as typed (4, not 4.0)."""
+    current = scaling_of(deployment)
+    return {**vars(current), "target": f"{current.target:g}"}
 
 
 def _sla_values(deployment: Deployment) -> dict[str, object]:

@@ -60,6 +60,8 @@ def _row_values(fields: dict[str, float]) -> dict[str, object]:
 
 @dataclass(frozen=True)
 class Window:
+    """What a deployment served in a window: the one shape behind the API's metrics and the page's."""
+
     requests: int
     errors: int
     rejected: int
@@ -71,10 +73,19 @@ class Window:
     latency_ms_p95: float | None
     ttft_ms_avg: float | None
     ttft_ms_p95: float | None
-    tokens_per_second: float | None  # generated tokens per second of generation, per request
+    tokens_per_second: float | None
     in_flight: int
     gpu_cost_micros: int
     cost_per_million_tokens_micros: int | None
+
+
+# What a window's less obvious figures mean (the API's schema shows them, deployments/schemas.py).
+WINDOW_DESCRIPTIONS = {
+    "errors": "Requests the engine or the gateway failed (5xx)",
+    "rejected": "Requests refused before the engine: 4xx, 429, 202 while waking",
+    "cut": "Streams the client closed early (metered up to the cut)",
+    "tokens_per_second": "Generated tokens per second of generation time",
+}
 
 
 Fields = dict[str, float]

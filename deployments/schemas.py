@@ -1,9 +1,13 @@
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime
+from typing import Any, get_type_hints
 
 from ninja import Schema
-from pydantic import Field
+from pydantic import Field, create_model
+
+from deployments.metrics import WINDOW_DESCRIPTIONS, Window
 
 
 class DeploymentCreateIn(Schema):
@@ -89,27 +93,36 @@ class LogsOut(Schema):
     lines: list[str]
 
 
-class MetricsOut(Schema):
+# A window's figures come from deployments.metrics.Window, the shape the page reads too; its money
+# fields are answered in USD under the names below instead.
+WINDOW_IN_MICROS = ("gpu_cost_micros", "cost_per_million_tokens_micros")
+
+
+class _MetricsHead(Schema):
     deployment_id: str
     window: str
     since: datetime
     until: datetime
-    requests: int
-    errors: int = Field(description="Requests the engine or the gateway failed (5xx)")
-    rejected: int = Field(description="Requests refused before the engine: 4xx, 429, 202 while waking")
-    cut: int = Field(description="Streams the client closed early (metered up to the cut)")
-    prompt_tokens: int
-    completion_tokens: int
-    latency_ms_avg: float | None
-    latency_ms_p50: float | None
-    latency_ms_p95: float | None
-    ttft_ms_avg: float | None
-    ttft_ms_p95: float | None
-    tokens_per_second: float | None = Field(description="Generated tokens per second of generation time")
-    in_flight: int
-    replicas_ready: int
-    gpu_cost_usd: float = Field(description="Replica running time in the window at the hourly price")
-    cost_per_1m_tokens_usd: float | None = Field(description="GPU cost of the window / tokens served in it")
+
+
+def _metrics_fields() -> dict[str, Any]:
+    """The window's figures (but its money), then what only the API adds."""
+    hints = get_type_hints(Window)
+    window = {
+        f.name: (hints[f.name], Field(description=WINDOW_DESCRIPTIONS.get(f.name)))
+        for f in dataclasses.fields(Window)
+        if f.name not in WINDOW_IN_MICROS
+    }
+    return {
+        **window,
+        "replicas_ready": (int, ...),
+        "gpu_cost_usd": (float, Field(description="Replica running time in the window at the hourly price")),
+        "cost_per_1m_tokens_usd": (float | None, Field(description="GPU cost of the window / tokens served in it")),
+    }
+
+
+_METRICS_FIELDS: dict[str, Any] = _metrics_fields()
+MetricsOut = create_model("MetricsOut", __base__=_MetricsHead, **_METRICS_FIELDS)
 
 
 class ScalingTarget(Schema):

@@ -9,6 +9,6 @@ touches no database; engines are called through one pooled async HTTP client per
     limits.py   per-deployment concurrency limit (429), in memory or Redis
     relay.py    forward to an engine, JSON whole or SSE event by event, retry once elsewhere
     shapes.py   answers repaired to OpenAI's schemas; usage and tokens read from them
-    metering.py per-minute counters per deployment, flushed to memory or Redis every second
+    counters.py per-minute sums per deployment, flushed every second to deployments/traffic.py
     listing.py  GET /v1/models with availability instant / deploying / cold
 """

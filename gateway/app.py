@@ -15,8 +15,7 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 
-from gateway import counters as metering
-from gateway import errors, limits, listing, relay, wake
+from gateway import counters, errors, limits, listing, relay, wake
 from gateway.keys import Caller, caller_for
 from gateway.routing import route_for
 from gpucloud.core.errors import ApiError
@@ -48,7 +47,7 @@ SERVES = {"llm": "chat and text completions", "embedding": "embeddings", "stt": 
 async def gateway_shutdown() -> None:
     """The server is stopping: flush this process's counters, close the engine connections."""
     with contextlib.suppress(Exception):
-        await metering.flush_now()
+        await counters.flush_now()
     await relay.close_sessions()
 
 
@@ -116,7 +115,7 @@ async def _inference(
         raise
     finally:
         gone.stop()
-        metering.observe(_sample(route.deployment_id, exchange))
+        counters.observe(_sample(route.deployment_id, exchange))
 
 
 def _parse(exchange: relay.Exchange, endpoint: Endpoint) -> str:
@@ -156,10 +155,10 @@ def _form_field(body: bytes, content_type: str, name: str) -> str:
     return ""
 
 
-def _sample(deployment_id: str, exchange: relay.Exchange) -> metering.Sample:
+def _sample(deployment_id: str, exchange: relay.Exchange) -> counters.Sample:
     now = time.perf_counter()
     ttft = exchange.first_token_at - exchange.started if exchange.first_token_at else None
-    return metering.Sample(
+    return counters.Sample(
         deployment_id=deployment_id,
         status=exchange.status or 500,
         latency_s=now - exchange.started,

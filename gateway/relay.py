@@ -18,8 +18,7 @@ from typing import Any
 
 import aiohttp
 
-from gateway import counters as metering
-from gateway import errors, routing, shapes
+from gateway import counters, errors, routing, shapes
 from gateway.routing import Route, Target
 from gpucloud.core.per_loop import PerLoop
 
@@ -108,7 +107,7 @@ async def forward(route: Route, exchange: Exchange, send: Send) -> None:
 async def _forward_once(route: Route, target: Target, exchange: Exchange, send: Send) -> None:
     routing.in_flight[target.instance_id] += 1
     routing.deployment_in_flight[route.deployment_id] += 1
-    metering.aggregator.keep_flushing()
+    counters.aggregator.keep_flushing()
     try:
         upstream = await _send_request(target, exchange)
         try:

@@ -10,6 +10,7 @@ import logging
 from django.http import Http404, HttpRequest, HttpResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
+from ninja.operation import Operation
 
 from accounts.api import keys_router
 from accounts.api import router as accounts_router
@@ -23,7 +24,22 @@ from gpucloud.core.errors import ApiError, error_response
 
 logger = logging.getLogger(__name__)
 
-api = NinjaAPI(
+# Operation ids are part of the published description (client generators name their methods after
+# them): routers that moved keep the ids their module gave them before (issue 13's layering).
+OPERATION_ID_MODULES = {
+    "deployments.api.deployments": "deployments.api",
+    "deployments.api.permissions": "deployments.permissions_api",
+    "deployments.api.webhooks": "webhooks.api",
+}
+
+
+class GpucloudApi(NinjaAPI):
+    def get_openapi_operation_id(self, operation: Operation) -> str:
+        module = operation.view_func.__module__
+        return f"{OPERATION_ID_MODULES.get(module, module)}_{operation.view_func.__name__}".replace(".", "_")
+
+
+api = GpucloudApi(
     title="gpucloud API",
     version="1",
     description=(

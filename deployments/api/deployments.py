@@ -11,8 +11,7 @@ from ninja import Router, Status
 from accounts.auth import INFERENCE_AUTH, api_principal
 from accounts.roles import CAN_INVOKE, CAN_READ
 from catalog.models import CatalogModel, GpuType
-from deployments import metrics, proxy, schemas, selectors, services, sla
-from deployments import preset_rollout as rollout
+from deployments import metrics, preset_rollout, proxy, schemas, selectors, services, sla
 from deployments.logs import log_tails
 from deployments.models import Deployment
 from deployments.scaling import settings as scaling
@@ -199,7 +198,7 @@ def deployments_scaling_set(request: HttpRequest, deployment_id: str, payload: s
 def deployments_preset_set(request: HttpRequest, deployment_id: str, payload: schemas.PresetIn) -> dict[str, object]:
     principal = api_principal(request)
     deployment = selectors.deployment_get_for_org(principal.org, deployment_id)
-    changed = rollout.deployment_preset_set(principal=principal, deployment=deployment, preset=payload.preset)
+    changed = preset_rollout.deployment_preset_set(principal=principal, deployment=deployment, preset=payload.preset)
     return _deployment_out(request, changed)
 
 

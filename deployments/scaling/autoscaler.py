@@ -1,5 +1,5 @@
 """The autoscaler's round (beat, every GPUCLOUD_AUTOSCALE_SECONDS, 30 by default): for each running
-deployment, read its load and idle time from the gateway's counters, ask `autoscale.decide`, and
+deployment, read its load and idle time from the gateway's counters, ask `policy.decide`, and
 apply the answer through the services (new replicas are billed from launch, removed ones stop
 billing when their termination is confirmed). The streaks between rounds live in the cache: losing
 them only delays a change by a few checks, and any process may run the round.

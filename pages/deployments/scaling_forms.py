@@ -9,8 +9,7 @@ import math
 
 from django.http import QueryDict
 
-from deployments import preset_rollout as rollout
-from deployments import sla
+from deployments import preset_rollout, sla
 from deployments.scaling import settings as scaling
 from gpucloud.core.errors import InvalidRequest
 from pages.deployments.section_forms import SectionPost, section_form
@@ -56,7 +55,7 @@ def deployment_sla(post: SectionPost) -> None:
 def deployment_preset(post: SectionPost) -> None:
     preset = post.form.get("preset", "")
     post.posted = {"preset": preset}
-    rollout.deployment_preset_set(principal=post.principal, deployment=post.deployment, preset=preset or None)
+    preset_rollout.deployment_preset_set(principal=post.principal, deployment=post.deployment, preset=preset or None)
 
 
 def _number(form: QueryDict, name: str, label: str, *, optional: bool = False, whole: bool = False) -> float | None:

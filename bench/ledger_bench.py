@@ -54,16 +54,39 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import django
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gpucloud.settings")
+django.setup()  # the bench reads DATABASE_URL from the environment only: Django can load now
 
-if TYPE_CHECKING:
-    from accounts.models import Organization
-    from billing.models import LedgerAccount
+from django.apps import apps
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import Sum
+from django.test.utils import (
+    CaptureQueriesContext,
+    setup_test_environment,
+    teardown_test_environment,
+)
+from django.utils import timezone
+
+from accounts.models import Organization
+from accounts.services import user_create
+from billing.invariants import ledger_violations
+from billing.ledger import Line, ledger_post, org_accounts, system_account
+from billing.models import (
+    AccountKind,
+    LedgerAccount,
+    LedgerEntry,
+    LedgerTransaction,
+    TransactionKind,
+)
+from billing.selectors import balance_of
 
 ENTRY_SIZES = (0, 10_000, 100_000, 1_000_000)
 SUM_BUDGET_S = 8.0  # wall-clock budget for the naive SUM at one size; at least MIN_SAMPLES calls
@@ -123,7 +146,6 @@ def time_threads(workers: Sequence[Callable[[], list[float]]]) -> Timing:
     A worker does its own warm-up (opening its connection) before the shared start, and closes
     its database connection when done.
     """
-    from django.db import connection
 
     start = threading.Barrier(len(workers) + 1)
     results: list[list[float]] = [[] for _ in workers]
@@ -156,7 +178,6 @@ def time_threads(workers: Sequence[Callable[[], list[float]]]) -> Timing:
 
 def worker_with_barrier(worker: Callable[[], list[float]], start: threading.Barrier) -> list[float]:
     """Warm up (first query opens this thread's connection), wait for the start, then work."""
-    from django.db import connection
 
     connection.ensure_connection()
     start.wait()
@@ -169,7 +190,6 @@ def worker_with_barrier(worker: Callable[[], list[float]], start: threading.Barr
 @contextmanager
 def throwaway_database() -> Iterator[None]:
     """Create a fresh, uniquely named test database, migrate it, and drop it afterwards."""
-    from django.db import connection
 
     test_settings = connection.settings_dict.setdefault("TEST", {})
     scratch = tempfile.TemporaryDirectory(prefix="ledger-bench-")
@@ -199,8 +219,6 @@ class OrgAccount:
 
 
 def new_org(label: str) -> OrgAccount:
-    from accounts.services import user_create
-    from billing.ledger import org_accounts
 
     _, org = user_create(email=f"{label}-{uuid.uuid4().hex[:8]}@bench.example", password=None)
     available, _ = org_accounts(org)
@@ -211,8 +229,6 @@ def new_org(label: str) -> OrgAccount:
 
 
 def post_once(target: OrgAccount, source: LedgerAccount, key: str, amount: int) -> None:
-    from billing.ledger import Line, ledger_post
-    from billing.models import TransactionKind
 
     posting = ledger_post(
         idempotency_key=key,
@@ -229,7 +245,6 @@ FLOOR_TABLE = "ledger_bench_floor"
 
 def select_one(_: int) -> None:
     """The floor of any transaction: BEGIN, one round trip, COMMIT (nothing to flush)."""
-    from django.db import connection, transaction
 
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SELECT 1")
@@ -238,14 +253,12 @@ def select_one(_: int) -> None:
 
 def insert_one(i: int) -> None:
     """The floor of a write: one row into a bare table, committed (the commit waits for the WAL flush)."""
-    from django.db import connection, transaction
 
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(f"INSERT INTO {FLOOR_TABLE} (n) VALUES (%s)", [i])  # noqa: S608 - a constant name
 
 
 def create_floor_table() -> None:
-    from django.db import connection
 
     with connection.cursor() as cursor:
         cursor.execute(f"CREATE TABLE {FLOOR_TABLE} (n integer NOT NULL)")
@@ -260,8 +273,6 @@ def posting_call(target: OrgAccount, source: LedgerAccount, prefix: str) -> Call
 
 def statements_per_call(call: Callable[[int], object]) -> int:
     """How many statements one call sends, BEGIN, SAVEPOINT and COMMIT included (each is a round trip)."""
-    from django.db import connection
-    from django.test.utils import CaptureQueriesContext
 
     with CaptureQueriesContext(connection) as captured:
         call(0)
@@ -276,8 +287,6 @@ class PostingRow:
 
 
 def bench_postings(postings: int, threads: int) -> list[PostingRow]:
-    from billing.ledger import system_account
-    from billing.models import AccountKind
 
     create_floor_table()
     source = system_account(AccountKind.STRIPE_CLEARING)
@@ -350,7 +359,6 @@ class Loader:
 
     def load_until(self, size: int) -> float:
         """Load entries until the org account has `size`; return the seconds it took."""
-        from django.db import connection, transaction
 
         started = time.perf_counter()
         load_batch = self._copy_batch if connection.vendor == "postgresql" else self._bulk_create_batch
@@ -374,9 +382,6 @@ class Loader:
         return rows
 
     def _bulk_create_batch(self, count: int) -> None:
-        from django.utils import timezone
-
-        from billing.models import LedgerEntry, LedgerTransaction, TransactionKind
 
         now = timezone.now()
         txns = LedgerTransaction.objects.bulk_create(
@@ -413,8 +418,6 @@ class Loader:
         LedgerEntry.objects.bulk_create(entries)
 
     def _copy_batch(self, count: int) -> None:
-        from django.db import connection
-        from django.utils import timezone
 
         now = timezone.now()
         with connection.cursor() as cursor:
@@ -430,7 +433,6 @@ class Loader:
             self._copy_entries(cursor, txn_ids, now)
 
     def _copy_transactions(self, cursor: Any, txn_ids: list[int], now: datetime) -> None:
-        from billing.models import TransactionKind
 
         columns = "id idempotency_key kind org service description reason overdraft created_at metadata"
         with cursor.copy(copy_sql("LedgerTransaction", columns)) as copy:
@@ -449,22 +451,18 @@ class Loader:
                 copy.write_row((txn_id, self.source.pk, -amount, source_after, now))
 
     def _store_cached_balances(self) -> None:
-        from billing.models import LedgerAccount
 
         LedgerAccount.objects.filter(pk=self.target.available.pk).update(balance_micros=self.available_total)
         LedgerAccount.objects.filter(pk=self.source.pk).update(balance_micros=self.source_total)
 
 
 def table_of(model_name: str) -> str:
-    from django.apps import apps
 
     return str(apps.get_model("billing", model_name)._meta.db_table)
 
 
 def copy_sql(model_name: str, fields: str) -> str:
     """`COPY table (columns) FROM STDIN` for the billing model's named fields."""
-    from django.apps import apps
-    from django.db import connection
 
     columns = {field.name: field.column for field in apps.get_model("billing", model_name)._meta.concrete_fields}
     quoted = ", ".join(connection.ops.quote_name(columns[name]) for name in fields.split())
@@ -473,16 +471,12 @@ def copy_sql(model_name: str, fields: str) -> str:
 
 def analyze() -> None:
     """Refresh the planner's statistics after a bulk load, as autovacuum soon would."""
-    from django.db import connection
 
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE")
 
 
 def naive_sum(account: LedgerAccount) -> int:
-    from django.db.models import Sum
-
-    from billing.models import LedgerEntry
 
     total = LedgerEntry.objects.filter(account=account).aggregate(total=Sum("amount_micros"))["total"]
     return int(total or 0)
@@ -497,9 +491,6 @@ class ReadRow:
 
 
 def bench_reads(max_entries: int, reads: int, batch_size: int) -> list[ReadRow]:
-    from billing.ledger import system_account
-    from billing.models import AccountKind
-    from billing.selectors import balance_of
 
     target = new_org("reader")
     loader = Loader(target, system_account(AccountKind.PROMOTIONAL), batch_size, random.Random(42))  # noqa: S311
@@ -517,7 +508,6 @@ def bench_reads(max_entries: int, reads: int, batch_size: int) -> list[ReadRow]:
 
 
 def check_balance(target: OrgAccount, size: int) -> None:
-    from billing.selectors import balance_of
 
     cached = balance_of(target.org).available_micros
     summed = naive_sum(target.available)
@@ -546,7 +536,6 @@ def _growth(before: Timing, after: Timing) -> str:
 
 
 def check_invariants() -> None:
-    from billing.invariants import ledger_violations
 
     started = time.perf_counter()
     violations = ledger_violations()
@@ -560,8 +549,6 @@ def check_invariants() -> None:
 
 
 def print_context() -> None:
-    import django
-    from django.db import connection
 
     print("Ledger benchmark")
     print(f"machine : {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
@@ -574,13 +561,11 @@ def print_context() -> None:
 
 
 def _debug() -> bool:
-    from django.conf import settings
 
     return bool(settings.DEBUG)
 
 
 def server_version() -> str:
-    from django.db import connection
 
     with connection.cursor() as cursor:
         cursor.execute("SELECT version()" if connection.vendor == "postgresql" else "SELECT sqlite_version()")
@@ -588,7 +573,6 @@ def server_version() -> str:
 
 
 def postgres_settings() -> str:
-    from django.db import connection
 
     shown = []
     with connection.cursor() as cursor:
@@ -615,10 +599,8 @@ def parse_args(argv: Sequence[str] | None, postgres: bool) -> argparse.Namespace
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv, postgres=bool(os.environ.get("DATABASE_URL", "").startswith("postgres")))
-    import django
 
     django.setup()
-    from django.test.utils import setup_test_environment, teardown_test_environment
 
     setup_test_environment(debug=False)  # no query log; emails go to memory
     started = time.perf_counter()

@@ -8,9 +8,12 @@ allowed here. On inference routes a scoped key is let through only to a deployme
 from __future__ import annotations
 
 import hmac
+from importlib import import_module
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth import get_user
+from django.contrib.sessions.backends.base import SessionBase
 from django.http import HttpRequest
 from ninja.security import APIKeyCookie, HttpBearer
 from ninja.utils import check_csrf
@@ -87,6 +90,25 @@ def _principal_of_session(user: User, org_id: str | None) -> Principal:
 
 
 SESSION_ORG_KEY = "current_org_id"
+
+
+class _StoredSession:
+    """What django.contrib.auth.get_user reads of a request: its session."""
+
+    def __init__(self, session: SessionBase) -> None:
+        self.session = session
+
+
+def principal_from_session_key(session_key: str) -> Principal | None:
+    """The signed-in user behind a session cookie, acting in the session's current org as the pages
+    decide it; None when the session does not exist, expired, or was signed out (Django's own rules:
+    the session's auth hash must still match the user's password, the user must be active). For a
+    caller outside Django's request cycle: the gateway."""
+    store: SessionBase = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
+    user = get_user(_StoredSession(store))  # type: ignore[arg-type]  # it reads request.session only
+    if not isinstance(user, User):
+        return None
+    return _principal_of_session(user, store.get(SESSION_ORG_KEY))
 
 
 class ApiKeyAuth(HttpBearer):

@@ -174,3 +174,26 @@ class SlaOut(Schema):
     last_ttft_ms: float | None = Field(description="p95 over the last 5 minutes, when there was traffic")
     last_throughput_tps: float | None
     breaches: list[SlaBreachOut]
+
+
+class InferenceErrorDetail(Schema):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class InferenceErrorOut(Schema):
+    """An error of the gateway's inference routes: OpenAI's error shape."""
+
+    error: InferenceErrorDetail
+
+
+class WakingOut(Schema):
+    """202: the deployment is starting (a cold serverless one was woken); retry after Retry-After."""
+
+    status: str = Field(description="deploying")
+    message: str
+    type: str = Field(description="model_deploying")
+    estimated_ready_seconds: int
+    deployment_id: str

@@ -4,6 +4,7 @@ touches no database; engines are called through one pooled async HTTP client per
 
     app.py      parse, authenticate, route, admit, relay, measure (the request's whole way)
     keys.py     bearer key -> Caller (cached; revocation within KEY_CACHE_SECONDS)
+    sessions.py signed-in session -> Caller on the per-deployment chat routes (cached), CSRF-checked
     routing.py  model or deployment id -> Route of ready replicas; least-busy pick, ejection
     wake.py     cold deployments: wake with a credit hold, 202 or wait for readiness
     limits.py   per-deployment concurrency limit (429), in memory or Redis

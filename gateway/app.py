@@ -18,6 +18,7 @@ from asgiref.sync import sync_to_async
 from gateway import counters, errors, limits, listing, relay, wake
 from gateway.keys import Caller, caller_for
 from gateway.routing import route_for
+from gateway.sessions import session_caller
 from gpucloud.core.errors import ApiError
 
 MAX_BODY_BYTES = 32 * 1024 * 1024
@@ -94,7 +95,8 @@ async def _inference(
     exchange = relay.Exchange(path=path, body=body, content_type=content_type)
     requested = _parse(exchange, endpoint)
     if scope.get("gpucloud.org") and scope["gpucloud.org"] != caller.org_id:
-        raise errors.not_found(f"No organization {scope['gpucloud.org']!r} for this key.", param=None)
+        whose = "this session" if caller.key_id is None else "this key"
+        raise errors.not_found(f"No organization {scope['gpucloud.org']!r} for {whose}.", param=None)
     requested = scope.get("gpucloud.deployment") or requested  # the per-deployment routes of reference/000
     route = await route_for(caller, requested)
     gone = _Disconnect(receive)
@@ -201,9 +203,13 @@ class _Disconnect:
 
 
 async def _authenticate(scope: dict[str, Any]) -> Caller:
-    header = dict(scope.get("headers") or []).get(b"authorization", b"").decode("latin-1")
+    """A bearer key; on the per-deployment chat routes, without one, the signed-in browser session."""
+    headers = dict(scope.get("headers") or [])
+    header = headers.get(b"authorization", b"").decode("latin-1")
     scheme, _, token = header.partition(" ")
     if not header:
+        if scope.get("gpucloud.deployment"):
+            return await session_caller(scope, headers)
         raise errors.unauthorized("You didn't provide an API key. Send 'Authorization: Bearer <gpucloud key>'.")
     if scheme.lower() != "bearer" or not token.strip():
         raise errors.unauthorized("Malformed Authorization header; expected 'Bearer <key>'.")

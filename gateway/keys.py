@@ -1,4 +1,5 @@
-"""API key resolution for the gateway, cached so the hot path skips the database.
+"""API key resolution for the gateway, cached so the hot path skips the database (a signed-in
+session's caller: gateway/sessions.py).
 
 A revoked or regenerated key stops working within KEY_CACHE_SECONDS (the documented bound), and
 a scoped key's grants are read with it: a grant or its revocation takes effect within the same bound."""
@@ -21,7 +22,7 @@ KEY_CACHE_SECONDS = 5.0
 @dataclass(frozen=True)
 class Caller:
     org_id: str
-    key_id: str
+    key_id: str | None  # None: a signed-in browser session (gateway/sessions.py), acting with its role
     # Scoped keys (deployment keys, scoped account keys): the only deployments they may call and
     # list (accounts/grants.py). None: the whole org.
     allowed: frozenset[str] | None = None

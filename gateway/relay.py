@@ -18,14 +18,13 @@ from typing import Any
 
 import aiohttp
 
+from fleet.engines import CONNECT_TIMEOUT_SECONDS, READ_TIMEOUT_SECONDS
 from gateway import counters, errors, routing, shapes
 from gateway.routing import Route, Target
 from gpucloud.core.per_loop import PerLoop
 
 Send = Any
 Receive = Any
-CONNECT_TIMEOUT = 5.0
-READ_TIMEOUT = 300.0  # between two reads of an engine's answer: long prompts take a while
 CUT_DRAIN_SECONDS = 0.1  # how long a cut stream waits for the rest of a half-arrived event
 STREAM_HEADERS = [
     (b"content-type", b"text/event-stream"),
@@ -44,7 +43,8 @@ KEEPALIVE_SECONDS = 4.0
 def _new_session() -> aiohttp.ClientSession:
     return aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=KEEPALIVE_SECONDS),
-        timeout=aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT, sock_read=READ_TIMEOUT),
+        # The control plane's timeouts for engines (fleet/engines.py): read is between two reads.
+        timeout=aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT_SECONDS, sock_read=READ_TIMEOUT_SECONDS),
         auto_decompress=False,
         skip_auto_headers=("User-Agent", "Accept-Encoding"),
     )
@@ -132,7 +132,7 @@ async def _send_request(target: Target, exchange: Exchange) -> aiohttp.ClientRes
     """POST to the engine and wait for its status line. An engine may close an idle pooled
     connection just as it is reused (llama.cpp does after a stream); such a request never reached
     the engine, so it is sent once more on a new connection before the replica is blamed."""
-    headers = {"Authorization": f"Bearer {target.api_key}", "Content-Type": exchange.content_type}
+    headers = {**target.headers, "Content-Type": exchange.content_type}
     url = f"{target.endpoint_url}{exchange.path}"
     for attempt in (1, 2):
         try:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -24,6 +24,7 @@ from django.db.models import Prefetch
 from accounts.grants import not_granted_message
 from deployments.models import Deployment
 from deployments.traffic import ROUTE_CACHE_SECONDS
+from fleet.engines import auth_headers
 from fleet.models import FINAL_STATES, Instance, InstanceState
 from gateway import errors
 from gateway.keys import Caller
@@ -39,6 +40,11 @@ class Target:
     instance_id: str
     endpoint_url: str
     api_key: str
+    # What every request to this engine carries (fleet/engines.py), built once per cached route.
+    headers: dict[str, str] = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "headers", auth_headers(self.api_key))
 
 
 @dataclass(frozen=True)

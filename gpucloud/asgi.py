@@ -24,7 +24,9 @@ from gateway.app import gateway_app, gateway_shutdown  # noqa: E402
 from gpucloud.core.live import server_loop_set  # noqa: E402
 from pages.consumers import DeploymentLogsConsumer, OrgEventsConsumer  # noqa: E402
 
-# reference/000's per-deployment routes; with a bearer key they take the gateway's streaming path.
+# reference/000's per-deployment routes: the gateway serves them whatever the auth (a bearer key,
+# or a page's signed-in session), so every chat is metered, limited, woken and measured alike. The
+# Django route of the same path only documents the operation (deployments/api/deployments.py).
 DEPLOYMENT_CHAT = re.compile(r"^/api/v1/(?:orgs/(?P<org>[\w-]+)/)?deployments/(?P<dep>[\w-]+)/chat/completions/?$")
 
 
@@ -35,8 +37,7 @@ async def http_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await gateway_app(scope, receive, send)
         return
     match = DEPLOYMENT_CHAT.match(path) if scope["method"] == "POST" else None
-    # The org-scoped form exists only in the gateway; the other is Django's too (browser sessions).
-    if match and (match["org"] or any(name == b"authorization" for name, _ in scope.get("headers") or [])):
+    if match:
         pinned = {
             **scope,
             "path": "/v1/chat/completions",

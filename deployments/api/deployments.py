@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from django.http import HttpRequest, HttpResponseBase
 from django.utils import timezone
 from ninja import Router, Status
 
 from accounts.auth import INFERENCE_AUTH, api_principal
-from accounts.roles import CAN_INVOKE, CAN_READ
+from accounts.roles import CAN_READ
 from catalog.models import CatalogModel, GpuType
-from deployments import metrics, preset_rollout, proxy, schemas, selectors, services, sla
+from deployments import metrics, preset_rollout, schemas, selectors, services, sla
 from deployments.logs import log_tails
 from deployments.models import Deployment
 from deployments.scaling import settings as scaling
 from fleet import drivers
 from fleet.models import Instance, InstanceState
-from gpucloud.core.errors import InvalidRequest
+from gpucloud.core.errors import ApiError, InvalidRequest
 from gpucloud.core.money import MICROS_PER_USD
 
 router = Router(tags=["deployments"])
@@ -130,19 +131,60 @@ def deployments_logs(request: HttpRequest, deployment_id: str, tail: int = 200) 
     return [{"instance_id": pk, "lines": lines} for pk, lines in log_tails(deployment, tail=tail).items()]
 
 
+class ServedByTheGateway(ApiError):
+    status = 503
+    type = "gateway_required"
+
+
+# What the gateway answers on the per-deployment chat routes (gateway/app.py, wake.py, limits.py,
+# relay.py, sessions.py); gpucloud/asgi.py hands it every POST to them, whatever the auth.
+_CHAT_ERRORS = frozenset({400, 401, 402, 403, 404, 413, 422, 429, 500, 502, 503, 504})
+_CHAT_DESCRIPTION = """\
+OpenAI's chat completions (`POST /v1/chat/completions`) pinned to this deployment: the body is
+OpenAI's CreateChatCompletionRequest (`model` may be left out); `"stream": true` answers Server-Sent
+Events. Served by the gateway, like every /v1 call: metered, held to the deployment's
+`concurrency_limit` (429 + Retry-After), a cold serverless deployment is woken (202 + Retry-After +
+Location, or send `X-Wait-For-Ready: <seconds>` to be served once it is ready; 402 when the wake
+cannot be paid). Errors are in OpenAI's error shape.
+
+Authenticate with an account key or a deployment key (`Authorization: Bearer ...`), or with a
+signed-in browser session acting in its current organization: a session call needs the
+`X-CSRFToken` header matching the `csrftoken` cookie, and an Origin of this site when one is sent
+(over HTTPS without an Origin, a Referer of this site); 403 otherwise, before anything is forwarded.
+Viewers may not invoke (403); another organization's deployment is 404."""
+_RETRY_AFTER = {"schema": {"type": "integer"}, "description": "Seconds to wait before retrying"}
+_CHAT_OPENAPI: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"type": "object", "description": "CreateChatCompletionRequest"}}},
+    },
+    "responses": {
+        200: {
+            "description": "The chat completion (JSON), or its chunks (SSE) when the request streams.",
+            "content": {"application/json": {"schema": {"type": "object"}}, "text/event-stream": {"schema": {}}},
+        },
+        202: {"headers": {"Retry-After": _RETRY_AFTER, "Location": {"schema": {"type": "string"}}}},
+        429: {"headers": {"Retry-After": _RETRY_AFTER}},
+        503: {"headers": {"Retry-After": _RETRY_AFTER}},
+    },
+}
+
+
 @router.post(
     "/deployments/{deployment_id}/chat/completions",
-    summary="OpenAI chat completions on this deployment (JSON or SSE); account or deployment key",
-    response={200: None},
+    summary="OpenAI chat completions on this deployment (JSON or SSE); a key or a signed-in session",
+    description=_CHAT_DESCRIPTION,
+    response={200: None, 202: schemas.WakingOut, _CHAT_ERRORS: schemas.InferenceErrorOut},
     auth=INFERENCE_AUTH,
+    openapi_extra=_CHAT_OPENAPI,
 )
 def deployments_chat(request: HttpRequest, deployment_id: str) -> HttpResponseBase:
-    principal = api_principal(request)
-    deployment = selectors.deployment_get_for_org(principal.org, deployment_id)
-    # Scoped keys were checked against their grants by INFERENCE_AUTH; everyone else needs the role.
-    if not principal.via_deployment_key:
-        principal.require(CAN_INVOKE, "invoking deployments")
-    return proxy.chat_completions(deployment, request.body)
+    """Documents the route: gpucloud/asgi.py serves it by the gateway, so Django sees it only when the
+    platform runs under another entry point than gpucloud.asgi."""
+    raise ServedByTheGateway(
+        "Chat completions are served by the gateway in front of Django; run the platform with "
+        "'uvicorn gpucloud.asgi:application' (make run)."
+    )
 
 
 METRIC_WINDOWS = {"5m": timedelta(minutes=5), "1h": timedelta(hours=1), "24h": timedelta(hours=24),

@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.test import Client
 
 from accounts.auth import SESSION_ORG_KEY
@@ -18,7 +19,7 @@ from accounts.services import api_key_create, api_key_revoke
 from deployments.models import Deployment
 from tests.conftest import Persona
 from tests.fakes.engine_server import Engine, EngineThread
-from tests.gateway.conftest import ENGINE_KEY, serving_deployment
+from tests.gateway.conftest import ENGINE_KEY, asgi_request, serving_deployment
 
 pytestmark = pytest.mark.django_db
 CHAT = {"model": "smollm2-135m-instruct", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
@@ -183,8 +184,9 @@ def test_a_scoped_key_invokes_only_granted_deployments_on_the_chat_route(
                                         name="customer", kind="account", scoped=True)  # fmt: skip
         KeyGrant.objects.create(key=key, deployment=granted)
 
-        def chat(deployment: Deployment) -> Any:
-            return post(client, f"/api/v1/deployments/{deployment.pk}/chat/completions", CHAT, **bearer(plaintext))
+        def chat(deployment: Deployment) -> Any:  # the gateway serves the route (gpucloud/asgi.py)
+            return asgi_request("POST", f"/api/v1/deployments/{deployment.pk}/chat/completions", json=CHAT,
+                                headers={"Authorization": f"Bearer {plaintext}"})  # fmt: skip
 
         assert chat(granted).status_code == 200
         refused = chat(ungranted)
@@ -202,16 +204,20 @@ def test_a_viewer_invokes_nothing_on_the_chat_route_with_a_session_or_an_account
 ) -> None:
     with EngineThread(Engine(api_key=ENGINE_KEY)) as engine:
         deployment = serving_deployment(alice, [engine])
-        path = f"/api/v1/deployments/{deployment.pk}/chat/completions"
-        assert post(client, path, CHAT, **bob.auth).status_code == 200  # a member may
+        path = f"/api/v1/deployments/{deployment.pk}/chat/completions"  # the gateway serves it (gpucloud/asgi.py)
+        by_bob = {"Authorization": f"Bearer {bob.key}"}
+        assert asgi_request("POST", path, json=CHAT, headers=by_bob).status_code == 200  # a member may
         Membership.objects.filter(org=alice.org, user=bob.user).update(role=Role.VIEWER)
-        by_key = post(client, path, CHAT, **bob.auth)
+        by_key = asgi_request("POST", path, json=CHAT, headers=by_bob)
         assert by_key.status_code == 403 and "viewer" in by_key.json()["error"]["message"]
         browser = Client()
         browser.force_login(bob.user)
         chosen = browser.session
         chosen[SESSION_ORG_KEY] = alice.org.pk  # working in alice's org, as the org switcher sets it
         chosen.save()
-        session = post(browser, path, CHAT)
+        token = "t" * 32  # a CSRF secret: the cookie and the header a page of this site sends
+        cookies = {settings.SESSION_COOKIE_NAME: browser.cookies[settings.SESSION_COOKIE_NAME].value,
+                   settings.CSRF_COOKIE_NAME: token}  # fmt: skip
+        session = asgi_request("POST", path, json=CHAT, headers={"X-CSRFToken": token}, cookies=cookies)
         assert session.status_code == 403 and "viewer" in session.json()["error"]["message"], session.content
         assert len(engine.engine.records) == 1  # only the member's request reached the engine

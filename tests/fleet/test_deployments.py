@@ -19,6 +19,7 @@ from fleet.providers.base import ProviderError
 from fleet.providers.local.driver import LocalDriver
 from tests.billing.conftest import fund, ledger_snapshot
 from tests.conftest import Persona
+from tests.gateway.conftest import asgi_request
 
 USD = 1_000_000
 SMOL = {"name": "chat", "model_id": "smollm2-135m-instruct", "gpu_type": "cpu", "region": "local", "replicas": 1}
@@ -44,13 +45,13 @@ def test_deploy_chat_delete(
     assert detail["instances"][0]["state"] == "ready" and detail["hourly_cost_usd"] == 0.05
     assert [i.instance_id for i in driver("local").list_instances(fleet)] == [detail["instances"][0]["id"]]
 
-    chat = client.post(
+    chat = asgi_request(  # the gateway serves the chat route (gpucloud/asgi.py)
+        "POST",
         f"/api/v1/deployments/{deployment_id}/chat/completions",
-        data=json.dumps({"model": "smollm2-135m-instruct", "messages": [{"role": "user", "content": "Hi!"}],
-                         "max_tokens": 12}),
-        content_type="application/json",
-        **alice.auth,
-    )  # fmt: skip
+        json={"model": "smollm2-135m-instruct", "messages": [{"role": "user", "content": "Hi!"}], "max_tokens": 12},
+        headers={"Authorization": f"Bearer {alice.key}"},
+        timeout=60,
+    )
     assert chat.status_code == 200, chat.content
     assert chat.json()["choices"][0]["message"]["content"].strip()
 
@@ -59,13 +60,14 @@ def test_deploy_chat_delete(
     scoped = client.post(
         "/api/v1/api-keys", data=json.dumps(key_request), content_type="application/json", **alice.auth
     ).json()["key"]
-    other = Deployment.objects.create(org=alice.org, name="other")
+    # Another deployment of the org, serving (the gateway routes only those; one it cannot route is a 404).
+    other = Deployment.objects.create(org=alice.org, name="other", status="active")
     as_customer: dict[str, Any] = {"HTTP_AUTHORIZATION": f"Bearer {scoped}"}
-    body = json.dumps({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4})
-    ok = client.post(f"/api/v1/deployments/{deployment_id}/chat/completions", data=body,
-                     content_type="application/json", **as_customer)  # fmt: skip
-    wrong = client.post(f"/api/v1/deployments/{other.pk}/chat/completions", data=body,
-                        content_type="application/json", **as_customer)  # fmt: skip
+    body = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}
+    ok = asgi_request("POST", f"/api/v1/deployments/{deployment_id}/chat/completions", json=body,
+                      headers={"Authorization": f"Bearer {scoped}"}, timeout=60)  # fmt: skip
+    wrong = asgi_request("POST", f"/api/v1/deployments/{other.pk}/chat/completions", json=body,
+                         headers={"Authorization": f"Bearer {scoped}"})  # fmt: skip
     assert ok.status_code == 200 and wrong.status_code == 403
     assert client.get(f"/api/v1/deployments/{deployment_id}", **as_customer).status_code == 403
 
@@ -134,11 +136,11 @@ def test_another_orgs_deployment_is_404(
         client.get(f"/api/v1/deployments/{deployment_id}", **charlie.auth),
         client.delete(f"/api/v1/deployments/{deployment_id}", **charlie.auth),
         client.get(f"/api/v1/deployments/{deployment_id}/logs", **charlie.auth),
-        client.post(
+        asgi_request(  # the gateway serves the chat route (gpucloud/asgi.py)
+            "POST",
             f"/api/v1/deployments/{deployment_id}/chat/completions",
-            data="{}",
-            content_type="application/json",
-            **charlie.auth,
+            json={},
+            headers={"Authorization": f"Bearer {charlie.key}"},
         ),
     ):
         assert response.status_code == 404

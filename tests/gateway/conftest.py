@@ -8,10 +8,12 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any, cast
 
+import httpx
 import pytest
 import uvicorn
-from asgiref.sync import sync_to_async
+from asgiref.sync import async_to_sync, sync_to_async
 from django.db import connections
 from django.utils import timezone
 
@@ -19,8 +21,10 @@ from catalog.services import catalog_load
 from deployments.models import Deployment, DeploymentKind
 from fleet.models import Instance, InstanceState
 from gateway import counters as metering
-from gateway import limits, routing
+from gateway import limits, routing, sessions
+from gateway.app import gateway_shutdown
 from gateway.keys import cache_clear
+from gpucloud.asgi import http_app
 from tests.conftest import Persona
 from tests.fakes.engine_server import Engine, EngineThread
 
@@ -30,6 +34,7 @@ ENGINE_KEY = "engine-secret"
 @pytest.fixture
 def server() -> Iterator[str]:
     cache_clear()
+    sessions.cache_clear()
     routing.routes_clear()
     limits._local.clear()
     metering.aggregator.drain()
@@ -49,6 +54,26 @@ def server() -> Iterator[str]:
     # The gateway's ORM calls ran in asgiref's shared sync thread: close that thread's connections
     # too, or the test database cannot be dropped at the end of the run.
     asyncio.run(sync_to_async(connections.close_all)())
+
+
+def asgi_request(method: str, path: str, *, cookies: dict[str, str] | None = None, **kwargs: Any) -> httpx.Response:
+    """One request to the production ASGI app (gpucloud.asgi: the gateway in front of Django) in
+    this thread, without a server: the gateway's database reads join the test's transaction. Its
+    caches are emptied first, so the request sees the database as it is now (tests of access rules,
+    not of the caches' bounds)."""
+
+    async def send() -> httpx.Response:
+        transport = httpx.ASGITransport(app=cast(Any, http_app))  # a plain ASGI callable, typed loosely
+        try:
+            async with httpx.AsyncClient(transport=transport, base_url="http://testserver", cookies=cookies) as client:
+                return await client.request(method, path, **kwargs)
+        finally:
+            await gateway_shutdown()  # this event loop's engine connections and counters
+
+    cache_clear()
+    sessions.cache_clear()
+    routing.routes_clear()
+    return async_to_sync(send)()
 
 
 @pytest.fixture

@@ -22,22 +22,25 @@ def sources() -> list[Path]:
 
 def task_names_in_code() -> set[str]:
     """String arguments of enqueue()/send() calls, and constants whose names end in _TASK."""
-    names = set()
+    names: set[str] = set()
     for path in sources():
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Call) and getattr(node.func, "id", None) in ("enqueue", "send") and node.args:
                 first = node.args[0]
                 if isinstance(first, ast.Constant) and isinstance(first.value, str):
                     names.add(first.value)
-            if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant):
-                if any(isinstance(t, ast.Name) and t.id.endswith("_TASK") for t in node.targets):
-                    names.add(str(node.value.value))
+            if (
+                isinstance(node, ast.Assign)
+                and isinstance(node.value, ast.Constant)
+                and any(isinstance(t, ast.Name) and t.id.endswith("_TASK") for t in node.targets)
+            ):
+                names.add(str(node.value.value))
     return names
 
 
 def test_every_enqueued_or_scheduled_name_is_a_registered_task() -> None:
     enqueued = task_names_in_code()
-    scheduled = {entry["task"] for entry in settings.CELERY_BEAT_SCHEDULE.values()}
+    scheduled = {str(entry["task"]) for entry in settings.CELERY_BEAT_SCHEDULE.values()}
     assert "fleet.tasks.instance_provision_task" in enqueued  # the scan finds the calls
     missing = sorted(name for name in enqueued | scheduled if name not in app.tasks)
     assert missing == []

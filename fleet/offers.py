@@ -53,9 +53,12 @@ def offers_refresh(provider: Provider) -> int | None:
         logger.warning("Offers of %s not refreshed: %s", provider.slug, exc.message)
         _expired_delete()
         return None
-    now = timezone.now()
-    rows = _rows(provider, listed, now)
     with transaction.atomic():
+        # One refresh of a provider at a time (beat and a launch's may meet), each stamped after the
+        # previous one: a slower refresh can never delete the rows a later one wrote.
+        Provider.objects.select_for_update().filter(pk=provider.pk).first()
+        now = timezone.now()
+        rows = _rows(provider, listed, now)
         Offer.objects.bulk_create(rows, update_conflicts=True, unique_fields=TERMS, update_fields=FIGURES)
         Offer.objects.filter(provider=provider, seen_at__lt=now).delete()  # no longer listed
         _expired_delete()

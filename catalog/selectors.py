@@ -68,8 +68,10 @@ def offers_live() -> QuerySet[Offer]:
     """The offers that count: from enabled providers, seen within GPUCLOUD_OFFER_MAX_AGE_SECONDS;
     cheapest first, then most available."""
     fresh_since = timezone.now() - timedelta(seconds=settings.GPUCLOUD_OFFER_MAX_AGE_SECONDS)
-    return Offer.objects.filter(provider__enabled=True, seen_at__gte=fresh_since).order_by(
-        "price_per_hour_micros", "-available", "provider_id", "pk"
+    return (
+        Offer.objects.filter(provider__enabled=True, seen_at__gte=fresh_since)
+        .select_related("provider")
+        .order_by("price_per_hour_micros", "-available", "provider_id", "pk")
     )
 
 

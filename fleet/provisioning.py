@@ -55,7 +55,7 @@ def instance_provision(instance_id: str) -> str:
     # The stored offers, full ones too: their availability may be stale, the provider has the last word.
     for offer in offers_for(gpu_type=spec.gpu_type, region=spec.region):
         try:
-            launched = drivers.driver(offer.provider_id).launch(spec, driver_offer(offer))
+            launched = drivers.driver_of(offer.provider).launch(spec, driver_offer(offer))
         except ProviderError as exc:
             if exc.no_capacity:  # its stored availability was wrong: ask it again
                 offers_refresh_soon(offer.provider_id)

@@ -101,3 +101,45 @@ class Provider(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class OfferTier(models.TextChoices):
+    COMMUNITY = "community", "Community"
+    SECURE = "secure", "Secure"
+
+
+class Offer(models.Model):
+    """What one provider can launch: a GPU type x count in a region, on a tier, spot or on-demand
+    (DESIGN §5). Written only by the fleet's refresh (fleet/offers.py), which replaces a provider's
+    rows with what its driver lists; requests read these rows and never ask a driver.
+
+    `gpu_type` and `region` are the driver's slugs, not foreign keys: a driver may list a GPU or a
+    region the catalog does not know (yet); such rows are kept and simply match nothing the catalog
+    sells until the catalog learns the slug. Rows not seen for GPUCLOUD_OFFER_MAX_AGE_SECONDS are
+    expired: readers ignore them and the next refresh deletes them. (Reliability, observed launch
+    success and preemptions, is to join these columns later.)
+    """
+
+    provider = models.ForeignKey(Provider, on_delete=models.CASCADE, related_name="offers")
+    gpu_type = models.SlugField(max_length=40)
+    gpu_count = models.PositiveSmallIntegerField(default=1)
+    region = models.SlugField(max_length=40)
+    tier = models.CharField(max_length=10, choices=OfferTier.choices)
+    spot = models.BooleanField(default=False)
+    price_per_hour_micros = models.BigIntegerField(help_text="What the customer pays per hour, micro-USD")
+    cost_per_hour_micros = models.BigIntegerField(help_text="What the provider charges the operator per hour")
+    available = models.PositiveIntegerField(help_text="How many can be launched, as of seen_at")
+    seen_at = models.DateTimeField(help_text="When the provider last listed it")
+
+    class Meta:
+        ordering = ["price_per_hour_micros", "-available", "provider_id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["provider", "gpu_type", "gpu_count", "region", "tier", "spot"], name="offer_one_per_terms"
+            )
+        ]
+        indexes = [models.Index(fields=["gpu_type", "region"], name="offer_gpu_region"),
+                   models.Index(fields=["seen_at"], name="offer_seen_at")]  # fmt: skip
+
+    def __str__(self) -> str:
+        return f"{self.provider_id}: {self.gpu_count}x {self.gpu_type} in {self.region}"

@@ -1,10 +1,16 @@
-"""Reads of the catalog."""
+"""Reads of the catalog, and of the offers stored for it (one query on the offer table each; no read
+asks a provider: fleet/offers.py keeps the table fresh)."""
 
 from __future__ import annotations
 
-from django.db.models import Q, QuerySet
+from dataclasses import dataclass
+from datetime import timedelta
 
-from catalog.models import CatalogModel, GpuType, ModelCategory, Preset, Region
+from django.conf import settings
+from django.db.models import Min, Q, QuerySet, Sum
+from django.utils import timezone
+
+from catalog.models import CatalogModel, GpuType, ModelCategory, Offer, Preset, Region
 from gpucloud.core.errors import InvalidRequest, NotFound
 
 
@@ -53,3 +59,65 @@ def regions_list() -> QuerySet[Region]:
 
 def presets_list() -> QuerySet[Preset]:
     return Preset.objects.select_related("gpu_type")
+
+
+# --- offers ---------------------------------------------------------------------------------
+
+
+def offers_live() -> QuerySet[Offer]:
+    """The offers that count: from enabled providers, seen within GPUCLOUD_OFFER_MAX_AGE_SECONDS;
+    cheapest first, then most available."""
+    fresh_since = timezone.now() - timedelta(seconds=settings.GPUCLOUD_OFFER_MAX_AGE_SECONDS)
+    return (
+        Offer.objects.filter(provider__enabled=True, seen_at__gte=fresh_since)
+        .select_related("provider")
+        .order_by("price_per_hour_micros", "-available", "provider_id", "pk")
+    )
+
+
+def offers_for(*, gpu_type: str, region: str) -> list[Offer]:
+    """Every live offer of `gpu_type` in `region`, cheapest first, then most available (full ones
+    included: their availability may be stale, and a launch asks the provider anyway)."""
+    return list(offers_live().filter(gpu_type=gpu_type, region=region))
+
+
+@dataclass(frozen=True)
+class DeployOption:
+    """Where a model can run: a GPU type that fits it, in a region with an offer, at the
+    cheapest price any provider asks there."""
+
+    gpu: GpuType
+    region: Region
+    price_per_hour_micros: int
+    available: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.gpu.slug}@{self.region.slug}"
+
+    @property
+    def price_per_day_micros(self) -> int:
+        return self.price_per_hour_micros * 24
+
+
+def deploy_options(model: CatalogModel) -> list[DeployOption]:
+    """Every (GPU, region) the model fits with a live offer: with capacity first, cheapest first.
+    The price is the cheapest any provider asks there; the availability is theirs together.
+    The first one is the one-click default."""
+    gpus = {g.slug: g for g in GpuType.objects.filter(vram_gb__gte=model.min_vram_gb)}
+    regions = {r.slug: r for r in Region.objects.all()}
+    best = (
+        offers_live()
+        .filter(gpu_type__in=list(gpus), region__in=list(regions))
+        .order_by()
+        .values("gpu_type", "region")
+        .annotate(price=Min("price_per_hour_micros"), available=Sum("available"))
+    )
+    options = [DeployOption(gpus[o["gpu_type"]], regions[o["region"]], o["price"], o["available"]) for o in best]
+    return sorted(options, key=lambda o: (o.available <= 0, o.price_per_hour_micros, o.gpu.vram_gb, o.key))
+
+
+def presets_for(options: list[DeployOption]) -> list[Preset]:
+    """The presets whose GPU class is among a model's deploy options (a preset runs on its own GPU)."""
+    gpus = {o.gpu.slug for o in options}
+    return [p for p in presets_list() if p.gpu_type_id in gpus]

@@ -33,6 +33,7 @@ from accounts.principal import Principal
 from accounts.roles import CAN_WRITE
 from billing.policy import launch_check
 from catalog.models import Preset
+from catalog.selectors import offers_for
 from deployments import traffic
 from deployments.lifecycle import deployment_refresh_status
 from deployments.live import deployment_changed_on_commit
@@ -40,7 +41,6 @@ from deployments.models import Deployment, DeploymentEvent, DeploymentStatus, Ro
 from deployments.selectors import RUNNING_STATUSES
 from deployments.services import NoCapacity, replica_add
 from deployments.traffic import FLUSH_SECONDS, ROUTE_CACHE_SECONDS
-from fleet import drivers
 from fleet.models import FINAL_STATES, PRE_LAUNCH_STATES, Instance, InstanceState
 from fleet.transitions import instance_transition
 from gpucloud.core.errors import ApiError, Conflict, InvalidRequest
@@ -162,7 +162,7 @@ def _offer_price(preset: Preset, deployment: Deployment, *, launching: bool) -> 
     """The price per replica-hour of the preset's GPU in the deployment's region: the cheapest offer
     with capacity when a replica launches now, else the cheapest offer."""
 
-    offers = drivers.offers_for(gpu_type=preset.gpu_type_id, region=deployment.region_id or "")
+    offers = offers_for(gpu_type=preset.gpu_type_id, region=deployment.region_id or "")
     gpu = preset.gpu_type.name
     if not offers:
         raise InvalidRequest(

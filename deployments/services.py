@@ -16,12 +16,12 @@ from billing.metering import cost_micros
 from billing.models import Service
 from billing.policy import launch_check
 from catalog.models import CatalogModel, GpuType, Preset, Region
+from catalog.selectors import offers_for
 from deployments.lifecycle import deployment_transition
 from deployments.live import deployment_changed_on_commit
 from deployments.models import Deployment, DeploymentEvent, DeploymentKind, DeploymentStatus
 from deployments.scaling.settings import IDLE_TIMEOUT_BOUNDS
 from deployments.selectors import RUNNING_STATUSES
-from fleet import drivers
 from fleet.models import FINAL_STATES, Instance, InstanceState
 from fleet.provisioning import first_minute_hold_key
 from fleet.transitions import instance_transition
@@ -69,7 +69,7 @@ def deployment_create(
         raise InvalidRequest(f"Unknown region {region!r}; see GET /api/v1/regions.", param="region")
     if not 1 <= replicas <= settings.GPUCLOUD_MAX_REPLICAS:
         raise InvalidRequest(f"replicas must be between 1 and {settings.GPUCLOUD_MAX_REPLICAS}.", param="replicas")
-    offers = drivers.offers_for(gpu_type=gpu.slug, region=region)
+    offers = offers_for(gpu_type=gpu.slug, region=region)
     if not offers:
         raise InvalidRequest(f"No provider offers {gpu.name} in {region}.", param="region")
     cold = serverless is not None and serverless.start_cold

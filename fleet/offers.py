@@ -1,61 +1,107 @@
-"""Offers as the catalog's pages and the deploy form see them: where a model can run and at what
-price (DESIGN §5). Read from the enabled providers' drivers."""
+"""Stored offers and their sync (DESIGN §5): what each provider can launch, kept in the catalog's
+offer table (catalog.models.Offer) so that no request asks a driver.
+
+What is stored: one row per provider x GPU type x GPU count x region x tier x spot, with our price,
+the provider's cost, how many can be launched and when the provider last listed it (`seen_at`).
+
+When it is refreshed (`offers_refresh`, through fleet.tasks.offers_refresh_task):
+- by beat, every enabled provider every GPUCLOUD_OFFERS_REFRESH_SECONDS;
+- at once for one provider after a launch there was refused for capacity (its availability was stale);
+- for one provider after each launch and each confirmed termination there, because a launch takes
+  capacity and an end gives it back: for the local and Kubernetes providers, whose capacity is this
+  platform's own, nothing else changes their availability, and it must be true before the next deploy;
+- for every enabled provider when the catalog is loaded (`manage.py load_catalog`) and when the embedded
+  server starts, so a fresh platform shows its offers at once.
+
+A refresh replaces the provider's rows with what its driver lists (upserted with seen_at=now, rows it no
+longer lists deleted). A provider error changes nothing: its rows stay, and once not seen for
+GPUCLOUD_OFFER_MAX_AGE_SECONDS readers ignore them (catalog.selectors.offers_live) and a refresh deletes
+them. A disabled provider has no offers.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from datetime import datetime, timedelta
 
-from catalog.models import CatalogModel, GpuType, Preset, Region
-from catalog.selectors import presets_list
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from catalog.models import Offer, OfferTier, Provider
 from fleet import drivers
+from fleet.providers import base
 from fleet.providers.base import ProviderError
+from gpucloud.core.jobs import enqueue
+
+logger = logging.getLogger(__name__)
+
+REFRESH_TASK = "fleet.tasks.offers_refresh_task"
+TERMS = ("provider", "gpu_type", "gpu_count", "region", "tier", "spot")
+FIGURES = ("price_per_hour_micros", "cost_per_hour_micros", "available", "seen_at")
 
 
-@dataclass(frozen=True)
-class DeployOption:
-    """Where a model can run: a GPU type that fits it, in a region with an offer, at the
-    cheapest price any provider asks there."""
-
-    gpu: GpuType
-    region: Region
-    price_per_hour_micros: int
-    available: int
-
-    @property
-    def key(self) -> str:
-        return f"{self.gpu.slug}@{self.region.slug}"
-
-    @property
-    def price_per_day_micros(self) -> int:
-        return self.price_per_hour_micros * 24
-
-
-def deploy_options(model: CatalogModel) -> list[DeployOption]:
-    """Every (GPU, region) the model fits with an offer now: with capacity first, cheapest first.
-    The first one is the one-click default."""
-
-    gpus = {g.slug: g for g in GpuType.objects.filter(vram_gb__gte=model.min_vram_gb)}
-    regions = {r.slug: r for r in Region.objects.all()}
-    best: dict[tuple[str, str], DeployOption] = {}
-    for drv in drivers.enabled_drivers():
-        try:
-            offers = drv.offers()
-        except ProviderError:
-            continue
-        for offer in offers:
-            if offer.gpu_type not in gpus or offer.region not in regions:
-                continue
-            key = (offer.gpu_type, offer.region)
-            seen = best.get(key)
-            option = DeployOption(gpus[offer.gpu_type], regions[offer.region], offer.price_per_hour_micros,
-                                  offer.available + (seen.available if seen else 0))  # fmt: skip
-            if seen is not None and seen.price_per_hour_micros < option.price_per_hour_micros:
-                option = DeployOption(seen.gpu, seen.region, seen.price_per_hour_micros, option.available)
-            best[key] = option
-    return sorted(best.values(), key=lambda o: (o.available <= 0, o.price_per_hour_micros, o.gpu.vram_gb))
+def offers_refresh(provider: Provider) -> int | None:
+    """Ask the provider's driver for its offers and make its rows exactly those; returns how many
+    are stored, or None when the driver failed (its rows are left to age out)."""
+    if not provider.enabled:
+        Offer.objects.filter(provider=provider).delete()
+        return 0
+    try:
+        listed = drivers.driver_of(provider).offers()
+    except ProviderError as exc:
+        logger.warning("Offers of %s not refreshed: %s", provider.slug, exc.message)
+        _expired_delete()
+        return None
+    with transaction.atomic():
+        # One refresh of a provider at a time (beat and a launch's may meet), each stamped after the
+        # previous one: a slower refresh can never delete the rows a later one wrote.
+        Provider.objects.select_for_update().filter(pk=provider.pk).first()
+        now = timezone.now()
+        rows = _rows(provider, listed, now)
+        Offer.objects.bulk_create(rows, update_conflicts=True, unique_fields=TERMS, update_fields=FIGURES)
+        Offer.objects.filter(provider=provider, seen_at__lt=now).delete()  # no longer listed
+        _expired_delete()
+    return len(rows)
 
 
-def presets_for(options: list[DeployOption]) -> list[Preset]:
-    """The presets whose GPU class is among a model's deploy options (a preset runs on its own GPU)."""
-    gpus = {o.gpu.slug for o in options}
-    return [p for p in presets_list().select_related("gpu_type") if p.gpu_type_id in gpus]
+def offers_refresh_all() -> dict[str, int | None]:
+    """Refresh every provider (disabled ones lose their rows); what each stored, None for a failure."""
+    return {provider.slug: offers_refresh(provider) for provider in Provider.objects.all()}
+
+
+def offers_refresh_soon(provider_slug: str) -> None:
+    """Refresh one provider's offers in the background, after the current transaction commits."""
+    enqueue(REFRESH_TASK, provider_slug)
+
+
+def driver_offer(offer: Offer) -> base.Offer:
+    """A stored offer as its driver takes it to launch."""
+    return base.Offer(
+        provider=offer.provider_id, gpu_type=offer.gpu_type, gpu_count=offer.gpu_count, region=offer.region,
+        tier=base.Tier(offer.tier), spot=offer.spot, price_per_hour_micros=offer.price_per_hour_micros,
+        cost_per_hour_micros=offer.cost_per_hour_micros, available=offer.available,
+    )  # fmt: skip
+
+
+def _rows(provider: Provider, listed: list[base.Offer], now: datetime) -> list[Offer]:
+    """One row per terms; a driver listing the same terms twice gets the cheaper one stored."""
+    by_terms: dict[tuple[object, ...], base.Offer] = {}
+    for o in listed:
+        key = (o.gpu_type, o.gpu_count, o.region, o.tier, o.spot)
+        if key not in by_terms or o.price_per_hour_micros < by_terms[key].price_per_hour_micros:
+            by_terms[key] = o
+    return [_row(provider, o, now) for o in by_terms.values()]
+
+
+def _row(provider: Provider, o: base.Offer, now: datetime) -> Offer:
+    return Offer(
+        provider=provider, gpu_type=o.gpu_type, gpu_count=o.gpu_count, region=o.region, tier=OfferTier(str(o.tier)),
+        spot=o.spot, price_per_hour_micros=o.price_per_hour_micros, cost_per_hour_micros=o.cost_per_hour_micros,
+        available=max(0, o.available), seen_at=now,
+    )  # fmt: skip
+
+
+def _expired_delete() -> None:
+    cutoff = timezone.now() - timedelta(seconds=settings.GPUCLOUD_OFFER_MAX_AGE_SECONDS)
+    Offer.objects.filter(seen_at__lt=cutoff).delete()

@@ -19,9 +19,11 @@ from billing.holds import hold_void
 from billing.metering import usage_meter_start, usage_meter_stop, usage_prepay_from_hold
 from billing.models import CreditHold, HoldStatus, UsageMeter
 from catalog.models import Provider
+from catalog.selectors import offers_for
 from fleet import drivers
 from fleet.engines import engine_healthy
 from fleet.models import FINAL_STATES, PRE_LAUNCH_STATES, Instance, InstanceState
+from fleet.offers import driver_offer, offers_refresh_soon
 from fleet.providers.base import InstanceState as ProviderState
 from fleet.providers.base import ProviderError, ProviderInstance
 from fleet.transitions import instance_transition
@@ -50,17 +52,20 @@ def instance_provision(instance_id: str) -> str:
         instance.launch_attempts += 1
         instance.save(update_fields=["launch_attempts"])
     spec = workload().instance_spec(instance)
-    for offer in drivers.offers_for(gpu_type=spec.gpu_type, region=spec.region):
+    # The stored offers, full ones too: their availability may be stale, the provider has the last word.
+    for offer in offers_for(gpu_type=spec.gpu_type, region=spec.region):
         try:
-            launched = drivers.driver(offer.provider).launch(spec, offer)
+            launched = drivers.driver_of(offer.provider).launch(spec, driver_offer(offer))
         except ProviderError as exc:
-            if exc.no_capacity:
+            if exc.no_capacity:  # its stored availability was wrong: ask it again
+                offers_refresh_soon(offer.provider_id)
                 continue
             if exc.permanent:
                 instance_fail(instance_id, exc.message)
                 return "failed"
             raise
-        _record_launch(instance_id, launched, offer.provider, offer.price_per_hour_micros, offer.cost_per_hour_micros)
+        _record_launch(instance_id, launched, offer.provider_id, offer.price_per_hour_micros,
+                       offer.cost_per_hour_micros)  # fmt: skip
         return "launched"
     with transaction.atomic():
         instance = _locked(instance_id)
@@ -73,6 +78,10 @@ def instance_provision(instance_id: str) -> str:
 
 def _record_launch(instance_id: str, launched: ProviderInstance, provider: str, price: int, cost: int) -> None:
     with transaction.atomic():
+        # A launch takes capacity: for the local and Kubernetes providers it is this platform's own
+        # machines, so nothing but this refresh (and the next one at a confirmed end) keeps their stored
+        # availability true for the next deploy; for a cloud it costs one offers call per launch.
+        offers_refresh_soon(provider)
         instance = _locked(instance_id)
         started = launched.started_at or timezone.now()
         fields: dict[str, Any] = {
@@ -207,6 +216,8 @@ def instance_gone(instance_id: str, ended_at: datetime | None, reason: str) -> N
             usage_meter_stop(meter, end)
         _release_hold(instance.pk)
         workload().owner_refresh(instance)
+        if instance.provider:  # the capacity it held is free again (see _record_launch)
+            offers_refresh_soon(instance.provider)
 
 
 def local_instances_stop_all() -> int:

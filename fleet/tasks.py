@@ -10,7 +10,8 @@ import time
 
 from celery import shared_task
 
-from fleet import provisioning, reconciler
+from catalog.models import Provider
+from fleet import offers, provisioning, reconciler
 from fleet.providers.base import ProviderError
 from fleet.workloads import workload
 
@@ -44,3 +45,15 @@ def instance_terminate_task(instance_id: str) -> None:
 @shared_task(ignore_result=True, soft_time_limit=100, time_limit=120)
 def fleet_reconcile_task() -> None:
     reconciler.fleet_reconcile()
+
+
+@shared_task(ignore_result=True, soft_time_limit=100, time_limit=120)
+def offers_refresh_task(provider_slug: str | None = None) -> None:
+    """Refresh one provider's stored offers, or every provider's. No retry: a failed refresh keeps the
+    rows, and the next beat run (GPUCLOUD_OFFERS_REFRESH_SECONDS) asks again."""
+    if provider_slug is None:
+        offers.offers_refresh_all()
+        return
+    provider = Provider.objects.filter(slug=provider_slug).first()
+    if provider is not None:  # a deleted provider's offers went with it
+        offers.offers_refresh(provider)

@@ -24,6 +24,7 @@ from celery.worker import state as worker_state
 
 from deployments.metrics import request_minutes_rollup
 from deployments.traffic import LocalStore, store
+from fleet.offers import offers_refresh_all
 from fleet.provisioning import local_instances_stop_all
 from gpucloud.celery import app as celery_app
 
@@ -99,6 +100,7 @@ def serve(*, host: str, port: int, background: bool = True) -> None:
     A taken port stops it before anything starts: its shutdown stops this machine's engines, which
     may be another gpucloud's still serving there."""
     check_port_free(host, port)
+    _refresh_offers()
     services = BackgroundServices()
     if background:
         services.start()
@@ -139,6 +141,16 @@ def check_port_free(host: str, port: int) -> None:
                 f"{host}:{port} is taken ({exc.strerror}): is gpucloud already running there? "
                 "Stop it, or choose another port (make run PORT=8001)."
             ) from None
+
+
+def _refresh_offers() -> None:
+    """Pages read stored offers, refreshed by beat only after its first interval: ask every provider
+    now, so the catalog offers GPUs from the first request (offers stored by an earlier run may have
+    expired, and the local machine's free slots changed when it stopped)."""
+
+    for slug, stored in offers_refresh_all().items():
+        if stored is None:
+            logger.warning("Offers of provider %s not refreshed at start; beat asks again", slug)
 
 
 def _keep_request_minutes() -> None:

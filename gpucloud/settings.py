@@ -153,6 +153,10 @@ CELERY_BEAT_SCHEDULE = {
     "zero-balance-sweep": {"task": "billing.tasks.zero_balance_sweep_task", "schedule": 60.0},
     "auto-refill-resume": {"task": "billing.tasks.auto_refill_resume_task", "schedule": 300.0},
     "fleet-reconcile": {"task": "fleet.tasks.fleet_reconcile_task", "schedule": 30.0},
+    "offers-refresh": {  # every enabled provider's offers, one driver call each (DESIGN §5)
+        "task": "fleet.tasks.offers_refresh_task",
+        "schedule": float(env_int("GPUCLOUD_OFFERS_REFRESH_SECONDS", 60, minimum=1)),
+    },
     "request-minutes-rollup": {"task": "deployments.tasks.request_minutes_rollup_task", "schedule": 60.0},
     "sla-monitor": {"task": "deployments.tasks.sla_monitor_task", "schedule": 60.0},
     "webhook-dispatch": {
@@ -312,6 +316,14 @@ GPUCLOUD_READY_TIMEOUT_SECONDS = env_int("GPUCLOUD_READY_TIMEOUT_SECONDS", 900, 
 GPUCLOUD_READY_ESTIMATE_SECONDS = env_int("GPUCLOUD_READY_ESTIMATE_SECONDS", 300, minimum=1)
 GPUCLOUD_READY_ESTIMATE_LOCAL_SECONDS = env_int("GPUCLOUD_READY_ESTIMATE_LOCAL_SECONDS", 15, minimum=1)
 GPUCLOUD_LAUNCH_GRACE_SECONDS = env_int("GPUCLOUD_LAUNCH_GRACE_SECONDS", 120, minimum=0)
+# Offers are stored (catalog.Offer) and refreshed per provider this often by beat, and after launches,
+# confirmed terminations and capacity refusals. One offers() call per provider per interval: raise it
+# for a cloud whose rate limit is tight. An offer not seen for the max age (a few missed refreshes:
+# the provider keeps failing) is no longer shown or launched on.
+GPUCLOUD_OFFERS_REFRESH_SECONDS = env_int("GPUCLOUD_OFFERS_REFRESH_SECONDS", 60, minimum=1)
+GPUCLOUD_OFFER_MAX_AGE_SECONDS = env_int(
+    "GPUCLOUD_OFFER_MAX_AGE_SECONDS", 5 * GPUCLOUD_OFFERS_REFRESH_SECONDS, minimum=GPUCLOUD_OFFERS_REFRESH_SECONDS + 1
+)
 
 # --- Stripe (payments switch on only when STRIPE_SECRET_KEY is set) ---------------------
 STRIPE_SECRET_KEY = env_str("STRIPE_SECRET_KEY")

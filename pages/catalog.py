@@ -11,10 +11,10 @@ from accounts.auth import principal_from_session
 from accounts.roles import CAN_WRITE, role_at_least
 from catalog import selectors
 from catalog.models import CatalogModel, ModelCategory
+from catalog.selectors import DeployOption, deploy_options, presets_for
 from deployments.models import DeploymentKind
 from deployments.scaling.settings import IDLE_TIMEOUT_BOUNDS
 from deployments.services import Serverless, deployment_create, serverless_options
-from fleet.offers import DeployOption, deploy_options, presets_for
 from gpucloud.core.errors import ApiError, InvalidRequest, NotFound
 
 

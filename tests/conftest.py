@@ -20,6 +20,7 @@ from accounts.roles import Role
 from catalog.models import Provider
 from catalog.services import catalog_load
 from fleet.drivers import driver
+from fleet.offers import offers_refresh_all
 from gpucloud.celery import app
 
 PASSWORD = "a-long-test-password-42"
@@ -90,9 +91,15 @@ def charlie(db: None) -> Persona:
     return make_persona("charlie@example.com", org_name="Charlie Corp")
 
 
+def platform_load() -> None:
+    """What `manage.py load_catalog` does: the catalog, then every provider's stored offers."""
+    catalog_load()
+    offers_refresh_all()
+
+
 @pytest.fixture
 def catalog(db: None) -> None:
-    catalog_load()
+    platform_load()
 
 
 @pytest.fixture
@@ -103,6 +110,7 @@ def fleet(db: None, settings: Any, tmp_path: Path) -> Iterator[str]:
     settings.GPUCLOUD_FLEET_TAG = tag
     settings.GPUCLOUD_LAUNCH_GRACE_SECONDS = 0
     Provider.objects.filter(slug="local").update(config={"instances_dir": str(tmp_path), "slots": 2, "threads": 1})
+    offers_refresh_all()  # the offers as this configuration makes them
     yield tag
     local = driver("local")
     for instance in local.list_instances(tag):

@@ -12,11 +12,11 @@ from ninja import Router, Status
 from accounts.auth import INFERENCE_AUTH, api_principal
 from accounts.roles import CAN_READ
 from catalog.models import CatalogModel, GpuType
+from catalog.selectors import offers_live
 from deployments import metrics, preset_rollout, schemas, selectors, services, sla
 from deployments.logs import log_tails
 from deployments.models import Deployment
 from deployments.scaling import settings as scaling
-from fleet import drivers
 from fleet.models import Instance, InstanceState
 from gpucloud.core.errors import ApiError, InvalidRequest
 from gpucloud.core.money import MICROS_PER_USD
@@ -259,7 +259,7 @@ def deployments_sla_set(request: HttpRequest, deployment_id: str, payload: schem
 
 @router.get("/gpu-model-configs", response=list[schemas.GpuModelConfigOut], summary="Valid GPU x model pairs")
 def gpu_model_configs(request: HttpRequest) -> list[dict[str, object]]:
-    offers = [o for drv in drivers.enabled_drivers() for o in drv.offers()]
+    offers = list(offers_live())
     configs: list[dict[str, object]] = []
     for model in CatalogModel.objects.all():
         for gpu in GpuType.objects.filter(vram_gb__gte=model.min_vram_gb):

@@ -20,6 +20,7 @@ from deployments import services
 from deployments.models import Deployment, DeploymentStatus
 from deployments.scaling import autoscaler
 from fleet.models import Instance
+from fleet.offers import offers_refresh_all
 from tests.billing.conftest import fund
 from tests.conftest import Persona
 from tests.deployments.test_autoscaler import tasks  # noqa: F401 (a fixture)
@@ -60,10 +61,12 @@ def test_start_cold_launches_and_holds_nothing_until_the_first_request(
 ) -> None:
     config = Provider.objects.get(slug="local").config
     Provider.objects.filter(slug="local").update(config={**config, "slots": 0})  # the machine is full
+    offers_refresh_all()
     assert create(client, alice, kind="serverless").status_code == 409  # no capacity to start now
     created = create(client, alice, kind="serverless", start_cold=True, idle_timeout_seconds=300)
     assert created.status_code == 201, created.content  # no credit and no capacity needed to exist
     Provider.objects.filter(slug="local").update(config=config)
+    offers_refresh_all()
     body = created.json()
     assert (body["status"], body["replicas"], body["instances"]) == ("scaled_to_zero", 0, [])
     deployment = Deployment.objects.get(pk=body["id"])

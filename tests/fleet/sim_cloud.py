@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from catalog.models import Provider
+from fleet.offers import offers_refresh
 from fleet.providers.base import Driver, InstanceSpec, InstanceState, Offer, ProviderError, ProviderInstance, Tier
 from tests.fakes.engine_server import Behaviour, Engine
 
@@ -91,16 +92,19 @@ def peak(tag: str) -> int:
 
 
 def provider_create(tag: str, *, gpus: dict[str, dict[str, int]], **config: object) -> Provider:
-    """The sim cloud as an enabled provider of atl1 launching machines tagged `tag`."""
-    return Provider.objects.create(
+    """The sim cloud as an enabled provider of atl1 launching machines tagged `tag`, its offers stored."""
+    provider = Provider.objects.create(
         slug="sim", name="Sim cloud", driver=DRIVER, config={"tag": tag, "region": "atl1", "gpus": gpus, **config}
     )
+    offers_refresh(provider)
+    return provider
 
 
 def provider_set(**config: object) -> None:
     provider = Provider.objects.get(slug="sim")
     provider.config = {**provider.config, **config}
     provider.save(update_fields=["config"])
+    offers_refresh(provider)
 
 
 def stop_all(tag: str) -> None:

@@ -15,6 +15,7 @@ from catalog.models import Provider
 from deployments.models import Deployment, DeploymentEvent
 from fleet.drivers import driver
 from fleet.models import Instance
+from fleet.offers import offers_refresh_all
 from fleet.providers.base import ProviderError
 from fleet.providers.local.driver import LocalDriver
 from tests.billing.conftest import fund, ledger_snapshot
@@ -185,6 +186,7 @@ def test_no_capacity_falls_over_to_the_next_offer(
         slug="local-b", name="Second box", driver="local",
         config={"instances_dir": str(tmp_path / "b"), "slots": 1, "threads": 1},
     )  # fmt: skip
+    offers_refresh_all()
     fund(alice.org, 10 * USD)
     response = create(client, alice, django_capture_on_commit_callbacks)
     assert response.status_code == 201

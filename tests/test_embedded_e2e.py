@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.embedded import PASSWORD, embedded_server, engines, mail_matching, manage, wait_for
+from tests.support.embedded import PASSWORD, embedded_server, engines, mail_matching, manage, wait_for
 
 pytestmark = pytest.mark.e2e
 

@@ -16,7 +16,7 @@ from deployments.models import Deployment, DeploymentStatus
 from gpucloud.env import env_bool, env_int, parse_database_url
 from gpucloud.money import usd_text
 from gpucloud.templatetags.gpucloud import usd_exact
-from tests.conftest import Persona
+from tests.support.personas import Persona
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -39,8 +39,8 @@ from accounts.roles import Role
 from accounts.services import api_key_create, api_key_revoke, user_create
 from deployments.gateway import keys, routing
 from deployments.models import Deployment
-from tests.conftest import PASSWORD, Persona
-from tests.gateway.conftest import serving_deployment
+from tests.support.gateway import serving_deployment
+from tests.support.personas import PASSWORD, Persona
 
 pytestmark = pytest.mark.django_db
 

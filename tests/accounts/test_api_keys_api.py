@@ -8,7 +8,7 @@ from django.test import Client
 from accounts.models import ApiKey, Membership
 from accounts.roles import Role
 from deployments.models import Deployment
-from tests.conftest import Persona
+from tests.support.personas import Persona
 
 
 def post(client: Client, path: str, body: dict[str, Any], **headers: Any) -> Any:

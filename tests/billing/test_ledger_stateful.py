@@ -27,7 +27,7 @@ from billing.models import (
 )
 from billing.selectors import balance_of
 from billing.services import stripe_credit, stripe_refund
-from tests.billing.conftest import at
+from tests.support.billing import at
 
 _machines = itertools.count()
 amounts = st.integers(min_value=1, max_value=50_000_000)

@@ -15,7 +15,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from tests.embedded import PASSWORD, ROOT, Embedded, embedded_server, engines, mail_matching, manage, wait_for
+from tests.support.embedded import PASSWORD, ROOT, Embedded, embedded_server, engines, mail_matching, manage, wait_for
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Debian's Chromium with the flags DEVELOPERS.md gives (the system browser: nothing is downloaded).

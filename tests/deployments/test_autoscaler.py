@@ -17,24 +17,14 @@ from django.utils import timezone
 
 from deployments import autoscaler, services
 from deployments.models import Deployment, DeploymentEvent, Instance, InstanceState, SlaBreach, SlaMetric
-from tests.billing.conftest import fund
-from tests.conftest import Persona
-from tests.deployments.test_pages import running
 from tests.fakes.engine_server import Engine, EngineThread
-from tests.gateway.conftest import ENGINE_KEY, serving_deployment
+from tests.support.billing import fund
+from tests.support.gateway import ENGINE_KEY, serving_deployment
+from tests.support.pages import running
+from tests.support.personas import Persona
 
 pytestmark = pytest.mark.django_db
 USD = 1_000_000
-
-
-@pytest.fixture
-def tasks(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
-    from deployments import tasks as deployment_tasks
-
-    sent: dict[str, list[str]] = {"provision": [], "terminate": []}
-    monkeypatch.setattr(deployment_tasks.instance_provision_task, "delay", sent["provision"].append)
-    monkeypatch.setattr(deployment_tasks.instance_terminate_task, "delay", sent["terminate"].append)
-    return sent
 
 
 def live(deployment: Deployment) -> list[Instance]:
@@ -130,6 +120,7 @@ def test_a_queue_depth_target_scales_on_what_waits_in_the_engines(
         with django_capture_on_commit_callbacks(execute=True):
             rounds = [autoscaler.autoscale_round(now=1e9 + 30 * n) for n in range(3)]
         assert rounds == [{}, {}, {deployment.pk: 2}]  # 2 waiting on 1 replica > 1: up after 3 checks
+        engine.engine.behaviour.ttft_ms = 0  # seen waiting: the queued requests need not take 4 s each now
         for thread in load:
             thread.join()
     # The engine is gone: the queue is unknown, and unknown is not "empty" (no scale-down on it).

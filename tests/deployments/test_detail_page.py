@@ -20,8 +20,8 @@ from accounts.roles import Role
 from deployments.metrics import uptime_ratio
 from deployments.models import RequestMinute
 from gpucloud.errors import Unauthenticated
-from tests.conftest import Persona
-from tests.deployments.test_pages import running, signed_in
+from tests.support.pages import running, signed_in
+from tests.support.personas import Persona
 
 pytestmark = pytest.mark.django_db
 

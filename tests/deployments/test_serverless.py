@@ -18,9 +18,8 @@ from billing.models import CreditHold
 from catalog.models import Provider
 from deployments import autoscaler, services
 from deployments.models import Deployment, DeploymentStatus, Instance
-from tests.billing.conftest import fund
-from tests.conftest import Persona
-from tests.deployments.test_autoscaler import tasks  # noqa: F401 (a fixture)
+from tests.support.billing import fund
+from tests.support.personas import Persona
 
 pytestmark = pytest.mark.django_db
 USD = 1_000_000
@@ -54,7 +53,7 @@ def test_a_serverless_endpoint_runs_then_idles_to_zero_after_fifteen_minutes(cli
 def test_start_cold_launches_and_holds_nothing_until_the_first_request(
     client: Client,
     alice: Persona,
-    tasks: dict[str, list[str]],  # noqa: F811 (the fixture)
+    tasks: dict[str, list[str]],
 ) -> None:
     config = Provider.objects.get(slug="local").config
     Provider.objects.filter(slug="local").update(config={**config, "slots": 0})  # the machine is full
@@ -106,7 +105,7 @@ def test_a_stopped_serverless_endpoint_is_not_woken(alice: Persona, catalog: Non
 def test_at_zero_balance_a_serverless_endpoint_goes_cold_and_wakes_after_a_top_up(
     client: Client,
     alice: Persona,
-    tasks: dict[str, list[str]],  # noqa: F811 (the fixture)
+    tasks: dict[str, list[str]],
     django_capture_on_commit_callbacks: Any,
 ) -> None:
     fund(alice.org, 5 * USD)

@@ -20,10 +20,10 @@ from accounts.roles import Role
 from deployments.gateway.metering import bucket, bucket_upper_ms
 from deployments.models import Deployment, DeploymentKind, Instance, RequestMinute, RolloutState, SlaBreach
 from deployments.settings_page import scaling_summary
-from tests.billing.conftest import fund
-from tests.conftest import Persona
-from tests.deployments.test_pages import running, signed_in
-from tests.fleet import sim_cloud
+from tests.support import sim_cloud
+from tests.support.billing import fund
+from tests.support.pages import running, signed_in
+from tests.support.personas import Persona
 
 pytestmark = pytest.mark.django_db
 USD = 1_000_000

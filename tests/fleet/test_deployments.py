@@ -13,8 +13,8 @@ from billing.models import CreditHold, HoldStatus, LedgerTransaction, Transactio
 from billing.selectors import balance_of
 from catalog.fleet import driver
 from deployments.models import Deployment, DeploymentEvent, Instance
-from tests.billing.conftest import fund, ledger_snapshot
-from tests.conftest import Persona
+from tests.support.billing import fund, ledger_snapshot
+from tests.support.personas import Persona
 
 USD = 1_000_000
 SMOL = {"name": "chat", "model_id": "smollm2-135m-instruct", "gpu_type": "cpu", "region": "local", "replicas": 1}

@@ -24,8 +24,8 @@ from catalog.providers.local.driver import LocalDriver
 from deployments import provisioning
 from deployments.models import LIVE_STATES, Deployment, Instance, InstanceState
 from deployments.reconciler import fleet_reconcile
-from tests.billing.conftest import fund
-from tests.conftest import Persona
+from tests.support.billing import fund
+from tests.support.personas import Persona
 
 USD = 1_000_000
 SMOL = {"name": "k", "model_id": "smollm2-135m-instruct", "gpu_type": "cpu", "region": "local", "replicas": 1}

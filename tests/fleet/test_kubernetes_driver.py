@@ -22,7 +22,7 @@ from catalog.providers.base import InstanceSpec, InstanceState, Offer, ProviderE
 from catalog.providers.kubernetes.driver import KubernetesDriver
 from catalog.providers.kubernetes.manifests import INSTANCE_LABEL, TAG_LABEL, instance_labels
 from catalog.providers.registry import driver_for
-from tests.fleet.k8s_emulator import TIMEOUT, EmulatedCluster, add_node, add_pod, set_pod_status
+from tests.support.k8s_emulator import TIMEOUT, EmulatedCluster, add_node, add_pod, set_pod_status
 
 NS = "gpucloud"
 TAG = "gpucloud-test"

@@ -29,9 +29,9 @@ from deployments import autoscaler, reconciler, rollout
 from deployments import tasks as deployment_tasks
 from deployments.gateway import metering, routing
 from deployments.models import Deployment, DeploymentEvent, Instance
-from tests.billing.conftest import fund, ledger_snapshot
-from tests.conftest import Persona
-from tests.fleet import sim_cloud
+from tests.support import sim_cloud
+from tests.support.billing import fund, ledger_snapshot
+from tests.support.personas import Persona
 
 pytestmark = pytest.mark.django_db
 USD = 1_000_000

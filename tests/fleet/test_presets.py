@@ -16,8 +16,8 @@ from catalog.providers.kubernetes.manifests import engine_run
 from catalog.providers.kubernetes.options import DriverOptions
 from deployments.models import Deployment, Instance
 from deployments.provisioning import _spec
-from tests.billing.conftest import fund, ledger_snapshot
-from tests.conftest import Persona
+from tests.support.billing import fund, ledger_snapshot
+from tests.support.personas import Persona
 
 pytestmark = pytest.mark.django_db
 USD = 1_000_000

@@ -20,9 +20,9 @@ from catalog.models import Provider
 from catalog.services import catalog_load
 from deployments import rollout
 from deployments.models import Deployment, Instance
-from tests.billing.conftest import fund
-from tests.conftest import Persona
-from tests.fleet import sim_cloud
+from tests.support import sim_cloud
+from tests.support.billing import fund
+from tests.support.personas import Persona
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the server thread must see committed rows
 MODEL = "llama-3.1-8b-instruct"

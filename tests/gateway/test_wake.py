@@ -19,10 +19,10 @@ from django.utils import timezone
 from billing.models import CreditHold, HoldStatus
 from deployments.models import Deployment, Instance, InstanceState
 from deployments.provisioning import first_minute_hold_key
-from tests.billing.conftest import fund, ledger_snapshot
-from tests.conftest import Persona
 from tests.fakes.engine_server import EngineThread
-from tests.gateway.conftest import counters, serving_deployment
+from tests.support.billing import fund, ledger_snapshot
+from tests.support.gateway import counters, serving_deployment
+from tests.support.personas import Persona
 
 pytestmark = pytest.mark.django_db(transaction=True)
 USD = 1_000_000

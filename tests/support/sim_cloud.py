@@ -21,7 +21,7 @@ from catalog.models import Provider
 from catalog.providers.base import Driver, InstanceSpec, InstanceState, Offer, ProviderError, ProviderInstance, Tier
 from tests.fakes.engine_server import Behaviour, Engine
 
-DRIVER = "tests.fleet.sim_cloud.SimCloud"
+DRIVER = "tests.support.sim_cloud.SimCloud"
 
 
 class Box:

@@ -478,6 +478,7 @@ def run_gateway_cells(matrix: Matrix, tenants: tuple[Tenant, Tenant]) -> None:
         request_finished.connect(close_old_connections)
 
 
+@pytest.mark.slow
 def test_no_route_leaks_across_tenants_or_past_a_keys_scope(
     alice: Persona, charlie: Persona, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -170,6 +170,7 @@ class LedgerMachine(RuleBasedStateMachine):
 
 
 @pytest.mark.django_db
+@pytest.mark.slow
 def test_ledger_state_machine() -> None:
     LedgerMachine.TestCase.settings = settings(
         max_examples=EXAMPLES,

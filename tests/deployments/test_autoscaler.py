@@ -90,6 +90,7 @@ def test_a_scale_up_the_org_cannot_pay_for_changes_nothing(
     assert deployment.desired_replicas == 1 and len(live(deployment)) == 1 and tasks["provision"] == []
 
 
+@pytest.mark.slow
 def test_a_queue_depth_target_scales_on_what_waits_in_the_engines(
     alice: Persona, tasks: dict[str, list[str]], monkeypatch: pytest.MonkeyPatch,
     django_capture_on_commit_callbacks: Any,

@@ -103,6 +103,7 @@ class Sampler:
             connections.close_all()
 
 
+@pytest.mark.slow
 def test_a_request_stream_loses_nothing_while_the_replicas_roll(
     server: str, alice: Persona, cloud: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

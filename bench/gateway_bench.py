@@ -134,9 +134,9 @@ def seed(platform: Platform, accuracy_requests: int, smollm2_url: str | None) ->
 
     call_command("migrate", verbosity=0)
     call_command("load_catalog", verbosity=0)
-    from tests.conftest import make_persona
     from tests.fakes.engine_server import EngineThread
-    from tests.gateway.conftest import serving_deployment
+    from tests.support.gateway import serving_deployment
+    from tests.support.personas import make_persona
 
     persona = make_persona("bench@example.com", org_name="Bench")
     platform.key = persona.key

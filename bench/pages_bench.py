@@ -186,7 +186,7 @@ class Seeded:
 def seed(args: argparse.Namespace) -> Seeded:
     from django.core.management import call_command
 
-    from tests.conftest import make_persona
+    from tests.support.personas import make_persona
 
     started = time.perf_counter()
     call_command("migrate", verbosity=0)

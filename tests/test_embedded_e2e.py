@@ -18,7 +18,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from tests.embedded import PASSWORD, embedded_server, engines, mail_matching, manage, wait_for
+from tests.support.embedded import PASSWORD, embedded_server, engines, mail_matching, manage, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -51,6 +51,7 @@ def _csrf(client: httpx.Client, path: str) -> str:
     return client.cookies["csrftoken"]
 
 
+@pytest.mark.slow
 def test_new_user_journey_and_clean_shutdown(server: tuple[str, Path, subprocess.Popen[str]]) -> None:
     base, var_dir, process = server
 
@@ -148,6 +149,7 @@ def test_new_user_journey_and_clean_shutdown(server: tuple[str, Path, subprocess
     assert requests >= 1
 
 
+@pytest.mark.slow
 def test_sigterm_stops_the_platform_and_its_engines_as_ctrl_c_does(
     server: tuple[str, Path, subprocess.Popen[str]],
 ) -> None:

@@ -18,8 +18,8 @@ from accounts.roles import Role
 from billing.services import credit_grant
 from deployments.lifecycle import deployment_transition
 from deployments.models import Deployment, DeploymentStatus
-from tests.conftest import Persona
-from tests.deployments.test_pages import running, signed_in
+from tests.support.pages import running, signed_in
+from tests.support.personas import Persona
 
 pytestmark = pytest.mark.django_db
 

@@ -16,7 +16,7 @@ from deployments.models import Deployment, DeploymentStatus
 from gpucloud.core.env import env_bool, env_int, parse_database_url
 from gpucloud.core.money import usd_text
 from gpucloud.templatetags.gpucloud import usd_exact
-from tests.conftest import Persona
+from tests.support.personas import Persona
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -149,6 +149,7 @@ def test_a_second_server_on_a_taken_port_stops_before_starting_anything(tmp_path
     assert "Celery" not in result.stderr + result.stdout and "serving on" not in result.stdout
 
 
+@pytest.mark.slow
 def test_each_embedded_platform_tags_its_engines_apart(tmp_path: Path) -> None:
     def tag(env: dict[str, str]) -> str:
         shown = _manage(["shell", "-c", "from django.conf import settings; print(settings.GPUCLOUD_FLEET_TAG)"], env)

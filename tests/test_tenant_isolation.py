@@ -44,8 +44,8 @@ from gateway import keys, routing, sessions
 from gateway.app import ENDPOINTS
 from gpucloud.api import api
 from gpucloud.asgi import DEPLOYMENT_CHAT, http_app
-from tests.conftest import PASSWORD, Persona
-from tests.gateway.conftest import serving_deployment
+from tests.support.gateway import serving_deployment
+from tests.support.personas import PASSWORD, Persona
 
 pytestmark = pytest.mark.django_db
 
@@ -497,6 +497,7 @@ def run_gateway_cells(matrix: Matrix, tenants: tuple[Tenant, Tenant]) -> None:
         request_finished.connect(close_old_connections)
 
 
+@pytest.mark.slow
 def test_no_route_leaks_across_tenants_or_past_a_keys_scope(
     alice: Persona, charlie: Persona, monkeypatch: pytest.MonkeyPatch
 ) -> None:

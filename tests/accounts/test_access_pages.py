@@ -9,8 +9,8 @@ from django.test import Client
 
 from accounts.auth import SESSION_ORG_KEY
 from accounts.models import ApiKey, KeyGrant
-from tests.conftest import Persona
-from tests.deployments.test_pages import running, signed_in
+from tests.support.pages import running, signed_in
+from tests.support.personas import Persona
 
 pytestmark = pytest.mark.django_db
 

@@ -9,7 +9,7 @@ from accounts.keys import key_generate
 from accounts.models import ApiKey, ApiKeyKind, Membership
 from accounts.roles import Role
 from deployments.models import Deployment
-from tests.conftest import Persona
+from tests.support.personas import Persona
 
 
 def post(client: Client, path: str, body: dict[str, Any], **headers: Any) -> Any:

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 PROBE = """
 from django.test import Client
@@ -31,6 +33,7 @@ def _probe(tmp_path: Path, **extra_env: str) -> str:
     return result.stdout.strip().splitlines()[-1]
 
 
+@pytest.mark.slow
 def test_github_login_redirects_to_github_when_configured(tmp_path: Path) -> None:
     get, post, location = _probe(tmp_path, GITHUB_CLIENT_ID="Iv1.abc123", GITHUB_CLIENT_SECRET="s3cret").split(" ", 2)
     assert (get, post) == ("200", "302")
@@ -38,5 +41,6 @@ def test_github_login_redirects_to_github_when_configured(tmp_path: Path) -> Non
     assert "client_id=Iv1.abc123" in location and "scope=user%3Aemail" in location
 
 
+@pytest.mark.slow
 def test_no_github_login_without_credentials(tmp_path: Path) -> None:
     assert _probe(tmp_path).split(" ")[:2] == ["404", "404"]

@@ -17,9 +17,9 @@ from accounts.principal import Principal
 from accounts.roles import Role
 from accounts.services import api_key_create, api_key_revoke
 from deployments.models import Deployment
-from tests.conftest import Persona
 from tests.fakes.engine_server import Engine, EngineThread
-from tests.gateway.conftest import ENGINE_KEY, asgi_request, serving_deployment
+from tests.support.gateway import ENGINE_KEY, asgi_request, serving_deployment
+from tests.support.personas import Persona
 
 pytestmark = pytest.mark.django_db
 CHAT = {"model": "smollm2-135m-instruct", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}

@@ -11,8 +11,8 @@ from django.test import Client
 
 from accounts.models import Invitation, Membership
 from accounts.roles import Role
-from tests.conftest import Persona
-from tests.deployments.test_pages import signed_in
+from tests.support.pages import signed_in
+from tests.support.personas import Persona
 
 pytestmark = pytest.mark.django_db
 

@@ -7,7 +7,7 @@ from django.test import Client
 
 from accounts.models import Invitation, Membership, Organization
 from accounts.roles import Role
-from tests.conftest import Persona
+from tests.support.personas import Persona
 
 
 def post(client: Client, path: str, body: dict[str, Any], **headers: Any) -> Any:

@@ -11,7 +11,7 @@ from django.test import Client
 
 from accounts.models import ApiKey, Membership, Organization, User
 from accounts.roles import Role
-from tests.conftest import PASSWORD, Persona
+from tests.support.personas import PASSWORD, Persona
 
 LINK = re.compile(r"https?://[^\s]+/accounts/confirm-email/[^\s]+/")
 

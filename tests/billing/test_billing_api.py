@@ -14,8 +14,8 @@ from billing.holds import hold_open
 from billing.metering import usage_charge, usage_meter_start
 from billing.models import BillingProfile, LedgerAccount, Service
 from billing.selectors import balance_of
-from tests.billing.conftest import fund, ledger_snapshot
-from tests.conftest import Persona
+from tests.support.billing import fund, ledger_snapshot
+from tests.support.personas import Persona
 
 USD = 1_000_000
 

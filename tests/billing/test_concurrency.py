@@ -14,7 +14,7 @@ from billing.invariants import ledger_violations
 from billing.ledger import InsufficientCredit, Line, ledger_post, org_accounts, system_account
 from billing.models import AccountKind, AutoRefillAttempt, BillingProfile, LedgerEntry, TransactionKind
 from billing.selectors import balance_of
-from tests.billing.conftest import fund
+from tests.support.billing import fund
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),

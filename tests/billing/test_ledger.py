@@ -11,8 +11,8 @@ from billing.ledger import InsufficientCredit, Line, ledger_post, org_accounts, 
 from billing.models import AccountKind, CreditHold, HoldStatus, TransactionKind
 from billing.selectors import balance_of
 from gpucloud.core.errors import Conflict
-from tests.billing.conftest import fund, ledger_snapshot
-from tests.conftest import Persona
+from tests.support.billing import fund, ledger_snapshot
+from tests.support.personas import Persona
 
 USD = 1_000_000
 

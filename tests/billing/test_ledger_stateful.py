@@ -27,7 +27,7 @@ from billing.models import (
 )
 from billing.selectors import balance_of
 from billing.services import stripe_credit, stripe_refund
-from tests.billing.conftest import at
+from tests.support.billing import at
 
 _machines = itertools.count()
 amounts = st.integers(min_value=1, max_value=50_000_000)
@@ -170,6 +170,7 @@ class LedgerMachine(RuleBasedStateMachine):
 
 
 @pytest.mark.django_db
+@pytest.mark.slow
 def test_ledger_state_machine() -> None:
     LedgerMachine.TestCase.settings = settings(
         max_examples=EXAMPLES,

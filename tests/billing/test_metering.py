@@ -4,8 +4,8 @@ from billing.invariants import ledger_violations
 from billing.metering import cost_micros, usage_charge, usage_meter_start, usage_meter_stop
 from billing.models import LedgerTransaction, Service, TransactionKind, UsageMeter
 from billing.selectors import balance_of
-from tests.billing.conftest import at, fund
-from tests.conftest import Persona
+from tests.support.billing import at, fund
+from tests.support.personas import Persona
 
 USD = 1_000_000
 H100 = 4_410_000  # $4.41/hour

@@ -14,8 +14,8 @@ from billing.models import BillingProfile, Service, UsageMeter
 from billing.policy import SpendLimitReached, launch_check, zero_balance_check
 from billing.selectors import balance_of
 from deployments.models import Deployment, DeploymentKind, DeploymentStatus
-from tests.billing.conftest import fund, ledger_snapshot
-from tests.conftest import Persona
+from tests.support.billing import fund, ledger_snapshot
+from tests.support.personas import Persona
 
 USD = 1_000_000
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -15,52 +14,22 @@ from django.test import Client
 from accounts.models import ActivityEvent
 from billing import refill, stripe_gateway
 from billing.invariants import ledger_violations
-from billing.metering import usage_charge, usage_meter_start
 from billing.models import (
     AutoRefillAttempt,
     BillingProfile,
     LedgerTransaction,
     RefillStatus,
-    Service,
     StripeEvent,
     StripeEventStatus,
     TransactionKind,
 )
 from billing.selectors import balance_of
-from tests.billing.conftest import at, fund, ledger_snapshot
-from tests.conftest import Persona
 from tests.fakes.stripe_server import FakeStripe, sign_webhook
+from tests.support.billing import fund, ledger_snapshot, spend_down
+from tests.support.personas import Persona
+from tests.support.stripe import SECRET, card_on_file, deliver, start_topup
 
 USD = 1_000_000
-SECRET = "whsec_test_secret"
-
-
-@pytest.fixture
-def stripe_fake(settings: Any) -> Iterator[FakeStripe]:
-    with FakeStripe() as fake:
-        settings.STRIPE_SECRET_KEY = "sk_test_fake"
-        settings.STRIPE_WEBHOOK_SECRET = SECRET
-        settings.STRIPE_API_BASE = fake.url
-        yield fake
-
-
-def deliver(client: Client, event: dict[str, Any], capture: Any, *, secret: str = SECRET) -> Any:
-    payload = json.dumps(event).encode()
-    with capture(execute=True):
-        return client.post(
-            "/billing/stripe/webhook/",
-            data=payload,
-            content_type="application/json",
-            HTTP_STRIPE_SIGNATURE=sign_webhook(payload, secret),
-        )
-
-
-def start_topup(client: Client, persona: Persona, amount: object = 50) -> dict[str, Any]:
-    response = client.post(
-        "/api/v1/billing/add-funds", data={"amount_usd": amount}, content_type="application/json", **persona.auth
-    )
-    assert response.status_code == 201, response.content
-    return response.json()
 
 
 def test_checkout_credits_only_on_the_signed_webhook(
@@ -199,23 +168,10 @@ def test_members_cannot_add_funds(client: Client, alice: Persona, bob: Persona, 
     assert not stripe_fake.requests
 
 
-def _card_on_file(client: Client, persona: Persona, fake: FakeStripe, capture: Any) -> None:
-    checkout = start_topup(client, persona, 20)
-    deliver(client, fake.event("checkout.session.completed", fake.complete_checkout(checkout["session_id"])), capture)
-
-
-def _spend_down(persona: Persona, micros: int) -> None:
-    meter = usage_meter_start(
-        org=persona.org, meter_key=f"spend-{micros}", service=Service.MODEL, description="llm",
-        hourly_price_micros=micros * 60, started_at=at(0),
-    )  # fmt: skip
-    usage_charge(meter, at(0), at(60))
-
-
 def test_auto_refill_charges_the_saved_card_once(
     client: Client, alice: Persona, stripe_fake: FakeStripe, django_capture_on_commit_callbacks: Any
 ) -> None:
-    _card_on_file(client, alice, stripe_fake, django_capture_on_commit_callbacks)
+    card_on_file(client, alice, stripe_fake, django_capture_on_commit_callbacks)
     patch = client.patch(
         "/api/v1/billing/auto-refill",
         data={"enabled": True, "threshold_usd": 10, "amount_usd": 30},
@@ -223,7 +179,7 @@ def test_auto_refill_charges_the_saved_card_once(
         **alice.auth,
     )
     assert patch.status_code == 200 and patch.json()["payment_method"] == "visa •••• 4242"
-    _spend_down(alice, 15 * USD)  # 20 - 15 = 5 < 10
+    spend_down(alice, 15 * USD)  # 20 - 15 = 5 < 10
     attempt = refill.auto_refill_start(alice.org)
     assert attempt is not None
     assert refill.auto_refill_start(alice.org) is None  # one in flight at most
@@ -242,10 +198,10 @@ def test_auto_refill_charges_the_saved_card_once(
 def test_a_crash_after_recording_the_attempt_resumes_with_the_same_key(
     client: Client, alice: Persona, stripe_fake: FakeStripe, django_capture_on_commit_callbacks: Any
 ) -> None:
-    _card_on_file(client, alice, stripe_fake, django_capture_on_commit_callbacks)
+    card_on_file(client, alice, stripe_fake, django_capture_on_commit_callbacks)
     client.patch("/api/v1/billing/auto-refill", data={"enabled": True, "threshold_usd": 10, "amount_usd": 30},
                  content_type="application/json", **alice.auth)  # fmt: skip
-    _spend_down(alice, 15 * USD)
+    spend_down(alice, 15 * USD)
     attempt = refill.auto_refill_start(alice.org)
     assert attempt is not None
     # The worker charged the card, then died before recording the result: Stripe has the charge.
@@ -264,11 +220,11 @@ def test_a_crash_after_recording_the_attempt_resumes_with_the_same_key(
 def test_a_declined_card_disables_auto_refill_and_emails(
     client: Client, alice: Persona, stripe_fake: FakeStripe, django_capture_on_commit_callbacks: Any
 ) -> None:
-    _card_on_file(client, alice, stripe_fake, django_capture_on_commit_callbacks)
+    card_on_file(client, alice, stripe_fake, django_capture_on_commit_callbacks)
     client.patch("/api/v1/billing/auto-refill", data={"enabled": True, "threshold_usd": 10, "amount_usd": 30},
                  content_type="application/json", **alice.auth)  # fmt: skip
     stripe_fake.decline_payment_method(BillingProfile.objects.get(org=alice.org).stripe_payment_method_id)
-    _spend_down(alice, 15 * USD)
+    spend_down(alice, 15 * USD)
     attempt = refill.auto_refill_start(alice.org)
     assert attempt is not None
     with django_capture_on_commit_callbacks(execute=True):
@@ -293,7 +249,7 @@ def test_auto_refill_needs_a_saved_card(client: Client, alice: Persona, stripe_f
 def test_refunds_from_stripe_post_the_difference_once(
     client: Client, alice: Persona, stripe_fake: FakeStripe, django_capture_on_commit_callbacks: Any
 ) -> None:
-    _card_on_file(client, alice, stripe_fake, django_capture_on_commit_callbacks)
+    card_on_file(client, alice, stripe_fake, django_capture_on_commit_callbacks)
     customer = BillingProfile.objects.get(org=alice.org).stripe_customer_id
     charge = {"id": "ch_1", "object": "charge", "customer": customer, "amount": 2000}
     for refunded in (500, 500, 2000, 500):  # partial, replay, full, a late replay of the first

@@ -17,7 +17,7 @@ from billing.metering import usage_charge, usage_meter_start
 from billing.models import AccountKind, Service, TransactionKind, UsageDay
 from billing.rollup import usage_days_from_entries, usage_days_rebuild, usage_days_stored
 from billing.services import credit_grant
-from tests.conftest import Persona
+from tests.support.personas import Persona
 
 pytestmark = pytest.mark.django_db
 USD = 1_000_000

@@ -15,7 +15,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from tests.embedded import PASSWORD, ROOT, Embedded, embedded_server, engines, mail_matching, manage, wait_for
+from tests.support.embedded import PASSWORD, ROOT, Embedded, embedded_server, engines, mail_matching, manage, wait_for
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Debian's Chromium with the flags DEVELOPERS.md gives (the system browser: nothing is downloaded).
@@ -63,6 +63,7 @@ def dollars(text: str) -> float:
     return float(match.group(2).replace(",", "")) * (-1 if match.group(1) else 1)
 
 
+@pytest.mark.slow
 def test_sign_up_to_deploy_chat_and_stop_in_a_browser(server: Embedded, browser: object) -> None:
     context = browser.new_context(viewport=DESKTOP)  # type: ignore[attr-defined]
     context.grant_permissions(["clipboard-read", "clipboard-write"], origin=server.base)

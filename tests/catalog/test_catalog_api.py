@@ -6,7 +6,7 @@ from django.test import Client
 
 from catalog.models import CatalogModel, GpuType, Preset, Region
 from catalog.services import catalog_load
-from tests.conftest import Persona
+from tests.support.personas import Persona
 
 REQUIRED_GPUS = {"h100", "a100-80gb", "l40s", "rtx-4090", "mi300x", "mi300x_8", "mi325x", "mi325x_8", "cpu"}
 REQUIRED_MODELS = {

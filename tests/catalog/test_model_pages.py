@@ -11,9 +11,9 @@ from django.test import Client
 
 from deployments.models import Deployment, DeploymentKind, DeploymentStatus
 from fleet import tasks
-from tests.billing.conftest import fund, ledger_snapshot
-from tests.conftest import Persona
-from tests.deployments.test_pages import signed_in
+from tests.support.billing import fund, ledger_snapshot
+from tests.support.pages import signed_in
+from tests.support.personas import Persona
 
 pytestmark = pytest.mark.django_db
 USD = 1_000_000

@@ -18,25 +18,15 @@ from django.utils import timezone
 from deployments import services
 from deployments.models import Deployment, DeploymentEvent, SlaBreach, SlaMetric
 from deployments.scaling import autoscaler
-from fleet import tasks as deployment_tasks
 from fleet.models import Instance, InstanceState
-from tests.billing.conftest import fund
-from tests.conftest import Persona
-from tests.deployments.test_pages import running
 from tests.fakes.engine_server import Engine, EngineThread
-from tests.gateway.conftest import ENGINE_KEY, serving_deployment
+from tests.support.billing import fund
+from tests.support.gateway import ENGINE_KEY, serving_deployment
+from tests.support.pages import running
+from tests.support.personas import Persona
 
 pytestmark = pytest.mark.django_db
 USD = 1_000_000
-
-
-@pytest.fixture
-def tasks(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
-
-    sent: dict[str, list[str]] = {"provision": [], "terminate": []}
-    monkeypatch.setattr(deployment_tasks.instance_provision_task, "delay", sent["provision"].append)
-    monkeypatch.setattr(deployment_tasks.instance_terminate_task, "delay", sent["terminate"].append)
-    return sent
 
 
 def live(deployment: Deployment) -> list[Instance]:
@@ -102,6 +92,7 @@ def test_a_scale_up_the_org_cannot_pay_for_changes_nothing(
     assert deployment.desired_replicas == 1 and len(live(deployment)) == 1 and tasks["provision"] == []
 
 
+@pytest.mark.slow
 def test_a_queue_depth_target_scales_on_what_waits_in_the_engines(
     alice: Persona, tasks: dict[str, list[str]], monkeypatch: pytest.MonkeyPatch,
     django_capture_on_commit_callbacks: Any,
@@ -132,6 +123,7 @@ def test_a_queue_depth_target_scales_on_what_waits_in_the_engines(
         with django_capture_on_commit_callbacks(execute=True):
             rounds = [autoscaler.autoscale_round(now=1e9 + 30 * n) for n in range(3)]
         assert rounds == [{}, {}, {deployment.pk: 2}]  # 2 waiting on 1 replica > 1: up after 3 checks
+        engine.engine.behaviour.ttft_ms = 0  # seen waiting: the queued requests need not take 4 s each now
         for thread in load:
             thread.join()
     # The engine is gone: the queue is unknown, and unknown is not "empty" (no scale-down on it).

@@ -23,8 +23,8 @@ from deployments.metrics import uptime_ratio
 from deployments.models import RequestMinute
 from deployments.traffic import bucket_upper_ms
 from gpucloud.core.errors import Unauthenticated
-from tests.conftest import Persona
-from tests.deployments.test_pages import running, signed_in
+from tests.support.pages import running, signed_in
+from tests.support.personas import Persona
 
 pytestmark = pytest.mark.django_db
 

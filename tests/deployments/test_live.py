@@ -5,14 +5,12 @@ a socket without a signed-in session is refused; a deployment's logs stream to i
 from __future__ import annotations
 
 import asyncio
-import json
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
-from asgiref.testing import ApplicationCommunicator
 from django.db import connections
 from django.utils import timezone
 
@@ -20,10 +18,10 @@ from accounts.models import Membership
 from billing.services import credit_grant
 from deployments.lifecycle import deployment_transition
 from deployments.models import Deployment, DeploymentStatus
-from gpucloud.asgi import application
 from pages.consumers import DeploymentLogsConsumer
-from tests.conftest import Persona
-from tests.deployments.test_pages import running, signed_in
+from tests.support.live import Socket
+from tests.support.pages import running, session_of
+from tests.support.personas import Persona
 
 pytestmark = pytest.mark.django_db(transaction=True)  # pushes happen on commit
 
@@ -35,41 +33,9 @@ def _in_memory_layer(settings: Any) -> None:
     settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
 
-class Socket(ApplicationCommunicator):
-    """A browser's websocket to the ASGI app (channels.testing's needs daphne, which we don't run)."""
-
-    def __init__(self, session_id: str | None, path: str = "/ws/org/", query: bytes = b"") -> None:
-        headers = [(b"origin", b"http://testserver"), (b"host", b"testserver")]
-        if session_id is not None:
-            headers.append((b"cookie", f"sessionid={session_id}".encode()))
-        scope = {"type": "websocket", "path": path, "headers": headers, "query_string": query,
-                 "subprotocols": [], "client": ("127.0.0.1", 50000), "server": ("testserver", 80)}  # fmt: skip
-        super().__init__(application, scope)
-
-    async def connect(self) -> tuple[bool, int | None]:
-        await self.send_input({"type": "websocket.connect"})
-        answer = await self.receive_output(5)
-        return answer["type"] == "websocket.accept", answer.get("code")
-
-    async def receive_json(self) -> dict[str, Any]:
-        message = await self.receive_output(5)
-        assert message["type"] == "websocket.send", message
-        return dict(json.loads(message["text"]))
-
-    async def close(self) -> None:
-        await self.send_input({"type": "websocket.disconnect", "code": 1000})
-        # A consumer on the Redis layer leaves once its pending read returns (up to channels_redis's
-        # 5 s BRPOP); waiting less would cancel it mid-read instead.
-        await self.wait(10)
-
-
 def stop(deployment_id: str) -> None:
     deployment = Deployment.objects.get(pk=deployment_id)
     deployment_transition(deployment, DeploymentStatus.STOPPING, "Deleted by the user.")
-
-
-def session_of(persona: Persona) -> str:
-    return str(signed_in(persona).cookies["sessionid"].value)
 
 
 async def scenario(alice_session: str, charlie_session: str, deployment_id: str) -> dict[str, Any]:

@@ -29,9 +29,9 @@ from fleet.models import InstanceState
 from fleet.tasks import instance_terminate_task
 from fleet.transitions import instance_transition
 from gpucloud.celery import app
-from tests.conftest import Persona
-from tests.deployments.test_live import Socket, session_of
-from tests.deployments.test_pages import running
+from tests.support.live import Socket
+from tests.support.pages import running, session_of
+from tests.support.personas import Persona
 
 ROOT = Path(__file__).resolve().parents[2]
 WAIT_SECONDS = 30  # for the worker to start and for the push: generous, for a slow, busy CI machine

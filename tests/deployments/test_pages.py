@@ -6,49 +6,15 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from django.test import Client
-from django.utils import timezone
 
-from accounts.auth import SESSION_ORG_KEY
 from accounts.models import Membership
 from accounts.roles import Role
-from billing.models import Service, UsageMeter
-from deployments.models import Deployment, DeploymentEvent
+from deployments.models import Deployment
 from fleet import tasks
-from fleet.models import Instance, InstanceState
-from tests.conftest import Persona
+from tests.support.pages import running, signed_in
+from tests.support.personas import Persona
 
 pytestmark = pytest.mark.django_db
-
-
-def running(persona: Persona, name: str = "chat", replicas: int = 1) -> Deployment:
-    deployment = Deployment.objects.create(
-        org=persona.org, name=name, status="active", model_id="smollm2-135m-instruct", gpu_type_id="cpu",
-        region_id="local", desired_replicas=replicas, hourly_price_micros=3_600_000, started_at=timezone.now(),
-    )  # fmt: skip
-    for _ in range(replicas):
-        instance = Instance.objects.create(
-            deployment=deployment, state=InstanceState.READY, provider="local", provider_instance_id="p",
-            tag="t", api_key="k", endpoint_url="http://127.0.0.1:1", hourly_price_micros=3_600_000,
-            launched_at=timezone.now(), ready_at=timezone.now(),
-        )  # fmt: skip
-        UsageMeter.objects.create(
-            org=persona.org, meter_key=instance.pk, service=Service.MODEL, description="x",
-            hourly_price_micros=3_600_000, started_at=timezone.now(), billed_seconds=120, billed_micros=120_000,
-        )  # fmt: skip
-    DeploymentEvent.objects.create(deployment=deployment, from_status="provisioning", to_status="active",
-                                   reason="Engine healthy.")  # fmt: skip
-    return deployment
-
-
-def signed_in(persona: Persona) -> Client:
-    """A browser session of the persona, working in the persona's org."""
-    client = Client()
-    client.force_login(persona.user)
-    session = client.session
-    session[SESSION_ORG_KEY] = persona.org.pk
-    session.save()
-    return client
 
 
 def test_the_list_shows_this_orgs_deployments_and_running_cost(alice: Persona, charlie: Persona, catalog: None) -> None:

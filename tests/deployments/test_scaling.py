@@ -16,8 +16,8 @@ from accounts.models import Membership
 from accounts.roles import Role
 from deployments.models import Deployment
 from deployments.scaling.policy import Decision, Policy, Streaks, decide
-from tests.conftest import Persona
-from tests.deployments.test_pages import running
+from tests.support.pages import running
+from tests.support.personas import Persona
 
 pytestmark = pytest.mark.django_db
 

@@ -21,9 +21,8 @@ from deployments.models import Deployment, DeploymentStatus
 from deployments.scaling import autoscaler
 from fleet.models import Instance
 from fleet.offers import offers_refresh_all
-from tests.billing.conftest import fund
-from tests.conftest import Persona
-from tests.deployments.test_autoscaler import tasks  # noqa: F401 (a fixture)
+from tests.support.billing import fund
+from tests.support.personas import Persona
 
 pytestmark = pytest.mark.django_db
 USD = 1_000_000
@@ -57,7 +56,7 @@ def test_a_serverless_endpoint_runs_then_idles_to_zero_after_fifteen_minutes(cli
 def test_start_cold_launches_and_holds_nothing_until_the_first_request(
     client: Client,
     alice: Persona,
-    tasks: dict[str, list[str]],  # noqa: F811 (the fixture)
+    tasks: dict[str, list[str]],
 ) -> None:
     config = Provider.objects.get(slug="local").config
     Provider.objects.filter(slug="local").update(config={**config, "slots": 0})  # the machine is full
@@ -111,7 +110,7 @@ def test_a_stopped_serverless_endpoint_is_not_woken(alice: Persona, catalog: Non
 def test_at_zero_balance_a_serverless_endpoint_goes_cold_and_wakes_after_a_top_up(
     client: Client,
     alice: Persona,
-    tasks: dict[str, list[str]],  # noqa: F811 (the fixture)
+    tasks: dict[str, list[str]],
     django_capture_on_commit_callbacks: Any,
 ) -> None:
     fund(alice.org, 5 * USD)

@@ -21,10 +21,10 @@ from deployments.models import Deployment, DeploymentKind, RequestMinute, Rollou
 from deployments.traffic import bucket, bucket_upper_ms
 from fleet.models import Instance
 from pages.deployments.scaling_section import scaling_summary
-from tests.billing.conftest import fund
-from tests.conftest import Persona
-from tests.deployments.test_pages import running, signed_in
-from tests.fleet import sim_cloud
+from tests.support import sim_cloud
+from tests.support.billing import fund
+from tests.support.pages import running, signed_in
+from tests.support.personas import Persona
 
 pytestmark = pytest.mark.django_db
 USD = 1_000_000

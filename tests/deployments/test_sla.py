@@ -18,8 +18,8 @@ from accounts.roles import Role
 from deployments.models import Deployment, RequestMinute
 from deployments.sla import sla_check, sla_monitor_round
 from deployments.traffic import bucket_upper_ms
-from tests.conftest import Persona
-from tests.deployments.test_pages import running
+from tests.support.pages import running
+from tests.support.personas import Persona
 
 pytestmark = pytest.mark.django_db
 

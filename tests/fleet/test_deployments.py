@@ -18,9 +18,9 @@ from fleet.models import Instance
 from fleet.offers import offers_refresh_all
 from fleet.providers.base import ProviderError
 from fleet.providers.local.driver import LocalDriver
-from tests.billing.conftest import fund, ledger_snapshot
-from tests.conftest import Persona
-from tests.gateway.conftest import asgi_request
+from tests.support.billing import fund, ledger_snapshot
+from tests.support.gateway import asgi_request
+from tests.support.personas import Persona
 
 USD = 1_000_000
 SMOL = {"name": "chat", "model_id": "smollm2-135m-instruct", "gpu_type": "cpu", "region": "local", "replicas": 1}

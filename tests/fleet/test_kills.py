@@ -27,8 +27,8 @@ from fleet.models import LIVE_STATES, Instance, InstanceState
 from fleet.providers.base import InstanceSpec, ProviderError
 from fleet.providers.local.driver import LocalDriver
 from fleet.reconciler import fleet_reconcile
-from tests.billing.conftest import fund
-from tests.conftest import Persona
+from tests.support.billing import fund
+from tests.support.personas import Persona
 
 USD = 1_000_000
 SMOL = {"name": "k", "model_id": "smollm2-135m-instruct", "gpu_type": "cpu", "region": "local", "replicas": 1}

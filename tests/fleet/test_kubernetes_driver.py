@@ -22,7 +22,7 @@ from fleet.providers.base import InstanceSpec, InstanceState, Offer, ProviderErr
 from fleet.providers.kubernetes.driver import KubernetesDriver
 from fleet.providers.kubernetes.manifests import INSTANCE_LABEL, TAG_LABEL, instance_labels
 from fleet.providers.registry import driver_for
-from tests.fleet.k8s_emulator import TIMEOUT, EmulatedCluster, add_node, add_pod, set_pod_status
+from tests.support.k8s_emulator import TIMEOUT, EmulatedCluster, add_node, add_pod, set_pod_status
 
 NS = "gpucloud"
 TAG = "gpucloud-test"

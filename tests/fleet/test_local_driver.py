@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -103,3 +104,16 @@ def test_embedding_engine_serves_mean_pooled_vectors(driver: LocalDriver) -> Non
     ).json()
     vectors = [item["embedding"] for item in response["data"]]
     assert len(vectors) == 2 and len(vectors[0]) == 576 and vectors[0] != vectors[1]
+
+
+def test_a_launched_engine_is_listed_and_terminated_as_soon_as_launch_returns(driver: LocalDriver) -> None:
+    """Popen returns while the child is still in exec, before /proc shows its command line (by which
+    the driver finds engines): launch waits for it, or a reconciler right after would miss the engine
+    (and not reap it) and a terminate would not stop it."""
+    driver.launch(spec("inst_now"), driver.offers()[0])
+    pid = json.loads((driver.instances_dir / "inst_now" / "instance.json").read_text())["pid"]
+    assert "inst_now" in Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+    assert [i.instance_id for i in driver.list_instances("test-tag")] == ["inst_now"]
+    driver.terminate("inst_now")
+    assert driver.list_instances("test-tag") == []
+    assert driver.status("inst_now").state == InstanceState.TERMINATED

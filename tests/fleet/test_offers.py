@@ -25,9 +25,9 @@ from fleet.offers import offers_refresh, offers_refresh_all
 from fleet.providers import base
 from fleet.providers.base import Driver, InstanceSpec, InstanceState, ProviderError, ProviderInstance
 from fleet.providers.local.driver import LocalDriver
-from tests.billing.conftest import fund
-from tests.conftest import Persona
 from tests.deployments.test_pages import signed_in
+from tests.support.billing import fund
+from tests.support.personas import Persona
 
 pytestmark = pytest.mark.django_db
 USD = 1_000_000

@@ -35,9 +35,9 @@ from fleet import provisioning, reconciler
 from fleet import tasks as fleet_tasks
 from fleet.models import Instance
 from gateway import routing
-from tests.billing.conftest import fund, ledger_snapshot
-from tests.conftest import Persona
-from tests.fleet import sim_cloud
+from tests.support import sim_cloud
+from tests.support.billing import fund, ledger_snapshot
+from tests.support.personas import Persona
 
 pytestmark = pytest.mark.django_db
 USD = 1_000_000

@@ -17,8 +17,8 @@ from deployments.workload import DeploymentWorkload
 from fleet.models import Instance
 from fleet.providers.kubernetes.manifests import engine_run
 from fleet.providers.kubernetes.options import DriverOptions
-from tests.billing.conftest import fund, ledger_snapshot
-from tests.conftest import Persona
+from tests.support.billing import fund, ledger_snapshot
+from tests.support.personas import Persona
 
 pytestmark = pytest.mark.django_db
 USD = 1_000_000

@@ -14,9 +14,9 @@ from accounts.principal import Principal
 from accounts.roles import Role
 from accounts.services import api_key_create, api_key_revoke
 from gateway import keys, routing
-from tests.conftest import Persona
 from tests.fakes.engine_server import EngineThread
-from tests.gateway.conftest import serving_deployment
+from tests.support.gateway import serving_deployment
+from tests.support.personas import Persona
 
 pytestmark = pytest.mark.django_db(transaction=True)
 BODY = {"model": "smollm2-135m-instruct", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}

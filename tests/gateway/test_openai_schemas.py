@@ -8,10 +8,10 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from tests.conftest import Persona
 from tests.fakes.engine_server import EngineThread
-from tests.gateway.conftest import ENGINE_KEY, serving_deployment
-from tests.gateway.openai_schema import assert_valid, problems, sse_documents
+from tests.support.gateway import ENGINE_KEY, serving_deployment
+from tests.support.openai_schema import assert_valid, problems, sse_documents
+from tests.support.personas import Persona
 
 pytestmark = pytest.mark.django_db(transaction=True)
 CHAT = {"model": "smollm2-135m-instruct", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}

@@ -21,9 +21,9 @@ from catalog.services import catalog_load
 from deployments import preset_rollout as rollout
 from deployments.models import Deployment
 from fleet.models import Instance
-from tests.billing.conftest import fund
-from tests.conftest import Persona
-from tests.fleet import sim_cloud
+from tests.support import sim_cloud
+from tests.support.billing import fund
+from tests.support.personas import Persona
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the server thread must see committed rows
 MODEL = "llama-3.1-8b-instruct"
@@ -104,6 +104,7 @@ class Sampler:
             connections.close_all()
 
 
+@pytest.mark.slow
 def test_a_request_stream_loses_nothing_while_the_replicas_roll(
     server: str, alice: Persona, cloud: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

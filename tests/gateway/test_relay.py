@@ -17,9 +17,9 @@ from deployments.metrics import request_minutes_rollup
 from deployments.models import RequestMinute
 from gateway import counters as metering
 from gateway import routing
-from tests.conftest import Persona
 from tests.fakes.engine_server import EngineThread
-from tests.gateway.conftest import counters, eventually, serving_deployment
+from tests.support.gateway import counters, eventually, serving_deployment
+from tests.support.personas import Persona
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the server thread must see committed rows
 Engines = Callable[[], EngineThread]

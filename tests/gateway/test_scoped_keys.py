@@ -20,10 +20,10 @@ from billing.models import CreditHold
 from deployments.models import Deployment
 from fleet.models import Instance
 from gateway import keys
-from tests.billing.conftest import fund
-from tests.conftest import Persona
 from tests.fakes.engine_server import EngineThread
-from tests.gateway.conftest import serving_deployment
+from tests.support.billing import fund
+from tests.support.gateway import serving_deployment
+from tests.support.personas import Persona
 
 pytestmark = pytest.mark.django_db(transaction=True)
 BODY = {"model": "smollm2-135m-instruct", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}

@@ -24,11 +24,11 @@ from deployments.models import Deployment
 from gateway import sessions
 from gateway.app import gateway_shutdown
 from gpucloud.asgi import http_app
-from tests.billing.conftest import fund
-from tests.conftest import Persona
 from tests.fakes.engine_server import EngineThread
-from tests.gateway.conftest import counters, serving_deployment
 from tests.gateway.test_wake import cold_deployment, launches  # noqa: F401  (a fixture)
+from tests.support.billing import fund
+from tests.support.gateway import counters, serving_deployment
+from tests.support.personas import Persona
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the server thread must see committed rows
 Engines = Callable[[], EngineThread]

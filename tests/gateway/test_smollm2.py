@@ -16,9 +16,9 @@ from accounts.roles import Role
 from accounts.services import api_key_create
 from deployments.models import Deployment
 from deployments.services import deployment_create
-from tests.billing.conftest import fund
-from tests.conftest import Persona
-from tests.gateway.openai_schema import assert_valid, sse_documents
+from tests.support.billing import fund
+from tests.support.openai_schema import assert_valid, sse_documents
+from tests.support.personas import Persona
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the server thread must see committed rows
 USD = 1_000_000

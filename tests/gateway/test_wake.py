@@ -22,10 +22,10 @@ from examples.cold_start import create_when_ready
 from fleet import tasks
 from fleet.models import Instance, InstanceState
 from fleet.provisioning import first_minute_hold_key
-from tests.billing.conftest import fund, ledger_snapshot
-from tests.conftest import Persona
 from tests.fakes.engine_server import EngineThread
-from tests.gateway.conftest import counters, serving_deployment
+from tests.support.billing import fund, ledger_snapshot
+from tests.support.gateway import counters, serving_deployment
+from tests.support.personas import Persona
 
 pytestmark = pytest.mark.django_db(transaction=True)
 USD = 1_000_000

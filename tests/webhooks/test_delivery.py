@@ -19,11 +19,9 @@ from standardwebhooks.webhooks import Webhook
 
 from deployments.lifecycle import deployment_transition
 from deployments.models import Deployment, DeploymentStatus
-from tests.conftest import Persona
-from tests.deployments.test_pages import running
-from tests.webhooks.conftest import subscribe
-from tests.webhooks.receiver import Receiver
-from tests.webhooks.test_signing import reference_verify
+from tests.support.pages import running
+from tests.support.personas import Persona
+from tests.support.webhooks import Receiver, reference_verify, subscribe
 from webhooks import schedule
 from webhooks.delivery import deliveries_due, delivery_attempt
 from webhooks.events import event_emit

@@ -20,12 +20,11 @@ from deployments import services
 from deployments.lifecycle import deployment_transition
 from deployments.models import Deployment, DeploymentStatus, RequestMinute
 from deployments.sla import sla_check
-from tests.billing.conftest import fund
-from tests.billing.test_stripe import _card_on_file, _spend_down, stripe_fake  # noqa: F401 (a fixture)
-from tests.conftest import Persona
-from tests.deployments.test_autoscaler import tasks  # noqa: F401 (a fixture)
-from tests.deployments.test_pages import running
 from tests.fakes.stripe_server import FakeStripe
+from tests.support.billing import fund, spend_down
+from tests.support.pages import running
+from tests.support.personas import Persona
+from tests.support.stripe import card_on_file
 from webhooks import tasks as webhook_tasks
 from webhooks.models import WebhookEvent, WebhookSubscription
 from webhooks.signing import secret_generate
@@ -138,29 +137,29 @@ def test_balance_low_fires_once_per_fall(alice: Persona, catalog: None, settings
     listening(deployment, ["balance.low"])
     fund(alice.org, 6 * USD)
     assert low_balance_check(alice.org) is False  # $6: above
-    _spend_down(alice, 2 * USD)  # $4
+    spend_down(alice, 2 * USD)  # $4
     assert low_balance_check(alice.org) is True
-    _spend_down(alice, 1 * USD)  # $3: still low, already said
+    spend_down(alice, 1 * USD)  # $3: still low, already said
     assert low_balance_check(alice.org) is False
     fund(alice.org, 10 * USD)  # $13: armed again
     assert low_balance_check(alice.org) is False
     assert BillingProfile.objects.get(org=alice.org).low_balance_since is None
-    _spend_down(alice, 9 * USD)  # $4
+    spend_down(alice, 9 * USD)  # $4
     assert low_balance_check(alice.org) is True
     events = fired(type="balance.low")
     assert [round(d["available_usd"]) for _, d in events] == [4, 4] and events[0][1]["threshold_usd"] == 5
 
 
 def test_a_declined_auto_refill_fires_autorefill_failed(
-    client: Client, alice: Persona, catalog: None, stripe_fake: FakeStripe,  # noqa: F811 (the fixture)
+    client: Client, alice: Persona, catalog: None, stripe_fake: FakeStripe,
     django_capture_on_commit_callbacks: Any,
 ) -> None:  # fmt: skip
-    _card_on_file(client, alice, stripe_fake, django_capture_on_commit_callbacks)
+    card_on_file(client, alice, stripe_fake, django_capture_on_commit_callbacks)
     client.patch("/api/v1/billing/auto-refill", data={"enabled": True, "threshold_usd": 10, "amount_usd": 30},
                  content_type="application/json", **alice.auth)  # fmt: skip
     listening(running(alice), ["autorefill.failed"])
     stripe_fake.decline_payment_method(BillingProfile.objects.get(org=alice.org).stripe_payment_method_id)
-    _spend_down(alice, 15 * USD)
+    spend_down(alice, 15 * USD)
     attempt = refill.auto_refill_start(alice.org)
     assert attempt is not None
     with django_capture_on_commit_callbacks(execute=True):

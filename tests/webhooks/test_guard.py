@@ -107,7 +107,7 @@ class Receiver(http.server.BaseHTTPRequestHandler):
 def receiver() -> Iterator[int]:
     Receiver.seen = []
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     yield server.server_address[1]
     server.shutdown()
 

@@ -12,9 +12,9 @@ from django.test import Client
 from accounts.auth import SESSION_ORG_KEY
 from accounts.models import Membership
 from accounts.roles import Role
-from tests.conftest import Persona
-from tests.deployments.test_pages import running, signed_in
-from tests.webhooks.receiver import Receiver
+from tests.support.pages import running, signed_in
+from tests.support.personas import Persona
+from tests.support.webhooks import Receiver
 from webhooks.models import WebhookSubscription
 
 pytestmark = pytest.mark.django_db

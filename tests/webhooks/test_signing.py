@@ -3,21 +3,14 @@ accept them, and a changed body, id or timestamp, or another subscription's secr
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import time
 
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from tests.support.webhooks import reference_verify
 from webhooks.signing import secret_generate, signature_headers
-
-
-def reference_verify(body: bytes, sig_header: str, secret: str) -> bool:
-    """reference/000's verifier, as a receiver would copy it."""
-    mac = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(f"sha256={mac}", sig_header)
 
 
 def test_both_verifiers_accept_our_signatures_and_refuse_tampering() -> None:

@@ -12,10 +12,9 @@ from django.test import Client
 
 from accounts.models import Membership
 from accounts.roles import Role
-from tests.conftest import Persona
-from tests.deployments.test_pages import running
-from tests.webhooks.conftest import subscribe
-from tests.webhooks.receiver import Receiver
+from tests.support.pages import running
+from tests.support.personas import Persona
+from tests.support.webhooks import Receiver, subscribe
 from webhooks.models import WebhookSubscription
 
 pytestmark = pytest.mark.django_db

@@ -107,7 +107,7 @@ class LocalDriver(Driver):
             )  # fmt: skip
         meta = {"pid": process.pid, "port": port, "tag": spec.tag, "started_at": _now().isoformat()}
         (workdir / "instance.json").write_text(json.dumps(meta))
-        # Not a /proc lookup: right after fork the child may not show the engine's command line yet.
+        _wait_for_command_line(process.pid)
         return self._recorded(spec.instance_id, meta)
 
     def status(self, provider_instance_id: str) -> ProviderInstance:
@@ -266,6 +266,21 @@ def _stop(pid: int) -> None:
         return
     time.sleep(0.05)
     _reap(pid)
+
+
+def _wait_for_command_line(pid: int) -> None:
+    """Until /proc shows the new engine's command line, by which list_instances and terminate find
+    it. Popen returns as soon as the child has begun to exec, before the kernel has set up the new
+    argv: a reconciler listing then would miss the engine (and not reap it), a terminate would not
+    stop it. A child that died meanwhile is not waited for."""
+    deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
+    while time.monotonic() < deadline and _alive(pid):
+        try:
+            if ENGINE_MODULE in (Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")):
+                return
+        except OSError:
+            return  # exited while we looked
+        time.sleep(0.001)
 
 
 def _alive(pid: int) -> bool:

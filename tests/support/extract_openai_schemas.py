@@ -1,6 +1,6 @@
-"""Regenerate tests/gateway/openai_schemas.json from OpenAI's published OpenAPI description.
+"""Regenerate tests/support/openai_schemas.json from OpenAI's published OpenAPI description.
 
-    python tests/gateway/extract_openai_schemas.py path/to/openai-openapi.json
+    python tests/support/extract_openai_schemas.py path/to/openai-openapi.json
 
 Keeps the response schemas the gateway must satisfy (and what they reference), without the
 prose (descriptions, examples), and rewrites OpenAPI 3.0's `nullable: true` as JSON Schema's

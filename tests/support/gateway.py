@@ -20,37 +20,79 @@ from django.utils import timezone
 from catalog.services import catalog_load
 from deployments.models import Deployment, DeploymentKind
 from fleet.models import Instance, InstanceState
-from gateway import counters as metering
+from gateway import counters as gateway_counters
 from gateway import limits, routing, sessions
 from gateway.app import gateway_shutdown
 from gateway.keys import cache_clear
 from gpucloud.asgi import http_app
-from tests.conftest import Persona
 from tests.fakes.engine_server import Engine, EngineThread
+from tests.support.personas import Persona
 
 ENGINE_KEY = "engine-secret"
 
 
-@pytest.fixture
-def server() -> Iterator[str]:
-    cache_clear()
-    sessions.cache_clear()
-    routing.routes_clear()
-    limits._local.clear()
-    metering.aggregator.drain()
+@pytest.fixture(scope="module")
+def gateway_server(django_db_setup: None) -> Iterator[_Served]:
+    """uvicorn on a loopback port, started once per module (after the test database exists, so
+    its threads connect to that one) and stopped with its lifespan shutdown at the module's end."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     config = uvicorn.Config("gpucloud.asgi:application", host="127.0.0.1", port=port, log_level="warning")
-    uv = uvicorn.Server(config)
-    thread = threading.Thread(target=uv.run, daemon=True)
+    served = _Served(uvicorn.Server(config), f"http://127.0.0.1:{port}")
+    thread = threading.Thread(target=served.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
-    while not uv.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    uv.should_exit = True
+    while not served.uv.started and time.monotonic() < deadline:
+        time.sleep(0.01)
+    yield served
+    served.uv.should_exit = True
     thread.join(10)
+    _close_sync_thread_connections()
+
+
+@pytest.fixture
+def server(gateway_server: _Served, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The gateway's base URL, with this process's gateway state fresh for the test; at its end the
+    gateway finishes what it serves and flushes and closes as a stopping server does, while the
+    test's database is still there."""
+    cache_clear()
+    sessions.cache_clear()
+    routing.routes_clear()
+    limits._local.clear()
+    gateway_counters.aggregator.drain()
+    # Counters reach the store every FLUSH_SECONDS (1 s); tests wait for them, not for the interval.
+    monkeypatch.setattr(gateway_counters, "FLUSH_SECONDS", 0.05)
+    yield gateway_server.url
+    gateway_server.settle()
+
+
+class _Served:
+    def __init__(self, uv: uvicorn.Server, url: str) -> None:
+        self.uv, self.url = uv, url
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def run(self) -> None:
+        async def serve() -> None:
+            self.loop = asyncio.get_running_loop()
+            await self.uv.serve()
+
+        with asyncio.Runner(loop_factory=self.uv.config.get_loop_factory()) as runner:
+            runner.run(serve())
+
+    def settle(self) -> None:
+        """What stopping the server did after each test when each test had its own: wait (10 s at
+        most) for the requests in progress, flush the counters, close the engine connections and
+        the database connections of asgiref's sync thread."""
+        deadline = time.monotonic() + 10
+        while self.uv.server_state.tasks and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert self.loop is not None
+        asyncio.run_coroutine_threadsafe(gateway_shutdown(), self.loop).result(10)
+        _close_sync_thread_connections()
+
+
+def _close_sync_thread_connections() -> None:
     # The gateway's ORM calls ran in asgiref's shared sync thread: close that thread's connections
     # too, or the test database cannot be dropped at the end of the run.
     asyncio.run(sync_to_async(connections.close_all)())
@@ -137,7 +179,7 @@ def counters(deployment_id: str, *, at_least: int, timeout: float = 5.0) -> dict
     total: dict[str, float] = {}
     while time.monotonic() < deadline:
         total = {}
-        for fields in metering.store().minutes(deployment_id).values():
+        for fields in gateway_counters.store().minutes(deployment_id).values():
             for name, value in fields.items():
                 total[name] = total.get(name, 0) + value
         if total.get("requests", 0) >= at_least:

@@ -22,7 +22,7 @@ from fleet.offers import offers_refresh
 from fleet.providers.base import Driver, InstanceSpec, InstanceState, Offer, ProviderError, ProviderInstance, Tier
 from tests.fakes.engine_server import Behaviour, Engine
 
-DRIVER = "tests.fleet.sim_cloud.SimCloud"
+DRIVER = "tests.support.sim_cloud.SimCloud"
 
 
 class Box:

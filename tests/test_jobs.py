@@ -1,5 +1,6 @@
 """Work is enqueued by registered task name (gpucloud.core.jobs): every name the code enqueues or
-beat schedules is a registered task, and no module imports a tasks module."""
+beat schedules is a registered task, and no application module imports a tasks module (tests may,
+to run a task directly)."""
 
 from __future__ import annotations
 

@@ -89,7 +89,9 @@ def detail_page(
             "latency_avg": [p.latency_ms_avg for p in series],
             "latency_p95": [p.latency_ms_p95 for p in series],
         },
-        "comparison": cost_comparison(stats, hourly_rate_micros=deployment.hourly_price_micros),
+        "comparison": cost_comparison(
+            stats, hourly_rate_micros=deployment.hourly_price_micros, model_slug=deployment.model_id
+        ),
         "keys": [
             k for k in selectors_keys.api_keys_of(principal.org).filter(deployment=deployment) if not k.is_revoked
         ],

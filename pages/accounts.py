@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from allauth.account.adapter import get_adapter as get_account_adapter
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
@@ -14,7 +15,8 @@ from django.views.decorators.http import require_GET, require_POST
 
 from accounts import selectors, services
 from accounts.auth import SESSION_ORG_KEY, principal_from_session
-from accounts.models import ApiKeyKind
+from accounts.invitation_links import SESSION_INVITATION_KEY, invitation_from_token
+from accounts.models import ApiKeyKind, Invitation, User
 from accounts.principal import Principal
 from accounts.roles import CAN_MANAGE_MEMBERS, Role, role_at_least
 from billing.selectors import usage_month_to_date
@@ -51,6 +53,40 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "has_key": selectors.api_keys_of(org).filter(revoked_at__isnull=True).exists(),
     }
     return render(request, "accounts/dashboard.html", context)
+
+
+# --- Invitations ----------------------------------------------------------------------
+
+
+@require_GET
+def invitation(request: HttpRequest, token: str) -> HttpResponse:
+    """An invitation email's link. Signed in as the invited address: join now and work in the org.
+    Signed out: sign up with the address filled in (the link proves it: no verification email),
+    or sign in to an existing account; either way the invitation is accepted at sign-in."""
+    found = invitation_from_token(token)
+    if found is None or not found.is_pending:
+        return render(request, "accounts/invitation.html", {"invitation": found}, status=404 if found is None else 410)
+    if request.user.is_authenticated:
+        return _invitation_accept(request, found)
+    request.session[SESSION_INVITATION_KEY] = token
+    if User.objects.filter(email__iexact=found.email).exists():
+        messages.info(request, f"Sign in as {found.email} to join {found.org.name}.")
+        return redirect("account_login")
+    get_account_adapter(request).stash_verified_email(request, found.email)
+    messages.info(request, f"Create your account to join {found.org.name}: your address is already confirmed.")
+    return redirect("account_signup")
+
+
+def _invitation_accept(request: HttpRequest, found: Invitation) -> HttpResponse:
+    try:
+        membership = services.invitation_accept(invitation=found, user=request.user)  # type: ignore[arg-type]
+    except ApiError as exc:
+        context = {"invitation": found, "refusal": exc.message}
+        return render(request, "accounts/invitation.html", context, status=exc.status)
+    request.session[SESSION_ORG_KEY] = membership.org_id
+    messages.success(request, f"You joined {found.org.name} as {membership.get_role_display().lower()} "
+                              "and are working in it now.")  # fmt: skip
+    return redirect("dashboard")
 
 
 # --- API keys ---------------------------------------------------------------------------

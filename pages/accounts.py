@@ -20,9 +20,12 @@ from accounts.models import ApiKeyKind, Invitation, User
 from accounts.principal import Principal
 from accounts.roles import CAN_MANAGE_MEMBERS, Role, role_at_least
 from billing.selectors import usage_month_to_date
+from catalog import selectors as catalog_selectors
 from deployments.selectors import deployment_rows, deployments_count, deployments_running_count
 from gpucloud.core.errors import ApiError
 from pages import overview
+from pages.catalog import model_cards
+from pages.form_urls import get_goes_to
 
 DASHBOARD_ROWS = 20  # the newest deployments not ended; the Deployments page lists them all
 
@@ -33,7 +36,11 @@ def _principal(request: HttpRequest) -> Principal:
 
 @require_GET
 def home(request: HttpRequest) -> HttpResponse:
-    return redirect("dashboard" if request.user.is_authenticated else "account_login")
+    """Signed in: the dashboard. Signed out: what gpucloud is, the catalog's prices, sign up or in."""
+    if request.user.is_authenticated:
+        return redirect("dashboard")
+    models = list(catalog_selectors.models_list())
+    return render(request, "landing.html", {"cards": model_cards(models)})
 
 
 @login_required
@@ -113,6 +120,7 @@ def api_keys(request: HttpRequest) -> HttpResponse:
     return _render_keys(request, _principal(request))
 
 
+@get_goes_to("api_keys")
 @login_required
 @require_POST
 def api_keys_create(request: HttpRequest) -> HttpResponse:
@@ -127,6 +135,7 @@ def api_keys_create(request: HttpRequest) -> HttpResponse:
     return _render_keys(request, principal, new_key=plaintext, new_key_name=key.name)
 
 
+@get_goes_to("api_keys")
 @login_required
 @require_POST
 def api_keys_revoke(request: HttpRequest, key_id: str) -> HttpResponse:
@@ -136,6 +145,7 @@ def api_keys_revoke(request: HttpRequest, key_id: str) -> HttpResponse:
     return _render_keys(request, principal)
 
 
+@get_goes_to("api_keys")
 @login_required
 @require_POST
 def api_keys_regenerate(request: HttpRequest, key_id: str) -> HttpResponse:
@@ -177,6 +187,7 @@ def _act(request: HttpRequest, action: Callable[[], object], success: str) -> Ht
     return redirect("organization")
 
 
+@get_goes_to("organization")
 @login_required
 @require_POST
 def organization_invite(request: HttpRequest) -> HttpResponse:
@@ -191,6 +202,7 @@ def organization_invite(request: HttpRequest) -> HttpResponse:
     return redirect("organization")
 
 
+@get_goes_to("organization")
 @login_required
 @require_POST
 def organization_member_role(request: HttpRequest, user_id: int) -> HttpResponse:
@@ -205,6 +217,7 @@ def organization_member_role(request: HttpRequest, user_id: int) -> HttpResponse
     return redirect("organization")
 
 
+@get_goes_to("organization")
 @login_required
 @require_POST
 def organization_invitation_revoke(request: HttpRequest, invitation_id: str) -> HttpResponse:
@@ -216,6 +229,7 @@ def organization_invitation_revoke(request: HttpRequest, invitation_id: str) -> 
     )
 
 
+@get_goes_to("organization")
 @login_required
 @require_POST
 def organization_member_remove(request: HttpRequest, user_id: int) -> HttpResponse:
@@ -223,6 +237,7 @@ def organization_member_remove(request: HttpRequest, user_id: int) -> HttpRespon
     return _act(request, lambda: services.membership_remove(principal=principal, user_id=user_id), "Member removed.")
 
 
+@get_goes_to("organization")
 @login_required
 @require_POST
 def organization_create(request: HttpRequest) -> HttpResponse:
@@ -236,6 +251,7 @@ def organization_create(request: HttpRequest) -> HttpResponse:
     return redirect("organization")
 
 
+@get_goes_to("organization")
 @login_required
 @require_POST
 def organization_switch(request: HttpRequest) -> HttpResponse:

@@ -18,6 +18,7 @@ from deployments.models import DeploymentKind
 from deployments.scaling.settings import IDLE_TIMEOUT_BOUNDS
 from deployments.services import Serverless, deployment_create, serverless_options
 from gpucloud.core.errors import ApiError, InvalidRequest, NotFound
+from pages.form_urls import get_goes_to
 
 
 @login_required
@@ -97,6 +98,7 @@ def model_detail(request: HttpRequest, slug: str) -> HttpResponse:
     return _model_page(request, _model_or_404(slug))
 
 
+@get_goes_to("model_detail", keep=("slug",), anchor="#deploy-h")
 @login_required
 @require_POST
 def model_deploy(request: HttpRequest, slug: str) -> HttpResponse:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from deployments.metrics import Window
 from pages.deployments.hosted_prices import HostedPrice, hosted_prices_for
 
+
 @dataclass(frozen=True)
 class Comparison:
     measured_micros: int | None  # GPU cost of the last 24 h ÷ tokens served in them

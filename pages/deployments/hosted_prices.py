@@ -33,7 +33,7 @@ HOSTED_PRICES: tuple[HostedPrice, ...] = (
                 "https://groq.com/pricing/", "January 2025", LLAMA_8B),
     HostedPrice("Llama 3.1 8B Instruct Turbo", "Together AI", 180_000, 180_000,
                 "https://www.together.ai/pricing", "January 2025", LLAMA_8B),
-    HostedPrice("Any 4B–16B model, e.g. Llama 3.1 8B Instruct", "Fireworks AI", 200_000, 200_000,
+    HostedPrice("Any 4B to 16B model, e.g. Llama 3.1 8B Instruct", "Fireworks AI", 200_000, 200_000,
                 "https://fireworks.ai/pricing", "January 2025", LLAMA_8B),
     HostedPrice("Llama 3.3 70B Instruct (llama-3.3-70b-versatile)", "Groq", 590_000, 790_000,
                 "https://groq.com/pricing/", "January 2025", LLAMA_70B),
@@ -43,7 +43,7 @@ HOSTED_PRICES: tuple[HostedPrice, ...] = (
                 "https://fireworks.ai/pricing", "January 2025", LLAMA_70B),
     HostedPrice("Mistral 7B Instruct v0.3", "Together AI", 200_000, 200_000,
                 "https://www.together.ai/pricing", "January 2025", MISTRAL_7B),
-    HostedPrice("Any 4B–16B model, e.g. Mistral 7B Instruct", "Fireworks AI", 200_000, 200_000,
+    HostedPrice("Any 4B to 16B model, e.g. Mistral 7B Instruct", "Fireworks AI", 200_000, 200_000,
                 "https://fireworks.ai/pricing", "January 2025", MISTRAL_7B),
 )  # fmt: skip
 

@@ -26,6 +26,7 @@ from deployments.models import Deployment
 from gpucloud.core.errors import ApiError, NotFound
 from pages.deployments.cost_comparison import cost_comparison
 from pages.deployments.scaling_section import settings_context
+from pages.form_urls import get_goes_to
 from webhooks.events import EVENT_TYPES
 from webhooks.selectors import webhooks_for_page
 
@@ -117,6 +118,7 @@ def deployment_detail(request: HttpRequest, deployment_id: str) -> HttpResponse:
     return detail_page(request, principal, deployment_for_page(principal, deployment_id))
 
 
+@get_goes_to("deployment_detail", keep=("deployment_id",), anchor="#key-h")
 @login_required
 @require_POST
 def deployment_key(request: HttpRequest, deployment_id: str) -> HttpResponse:

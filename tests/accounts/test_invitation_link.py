@@ -43,7 +43,9 @@ def test_the_invitee_signs_up_from_the_link_and_lands_in_the_org(
     form = browser.get("/accounts/signup/").content.decode()
     assert 'value="erin@example.com"' in form and "Create your account to join Alice AI" in form
     sent_before = len(mail.outbox)
-    done = browser.post("/accounts/signup/", {"email": "erin@example.com", "password1": PASSWORD, "password2": PASSWORD})
+    done = browser.post(
+        "/accounts/signup/", {"email": "erin@example.com", "password1": PASSWORD, "password2": PASSWORD}
+    )
     assert done.status_code == 302 and done["Location"] == "/dashboard/"  # signed in: no verification step
     assert len(mail.outbox) == sent_before  # no verification email: the link proved the address
     erin = User.objects.get(email="erin@example.com")
@@ -102,7 +104,10 @@ def test_someone_elses_link_a_forged_or_revoked_link_changes_nothing(
     link = invite(alice, "erin@example.com", django_capture_on_commit_callbacks)
     wrong_user = signed_in(charlie).get(link)
     assert wrong_user.status_code == 403
-    assert "This invitation is for erin@example.com; you are signed in as charlie@example.com." in wrong_user.content.decode()
+    assert (
+        "This invitation is for erin@example.com; you are signed in as charlie@example.com."
+        in wrong_user.content.decode()
+    )
     assert not Membership.objects.filter(org=alice.org, user=charlie.user).exists()
     forged = Client().get("/invitations/" + link.split("/")[2][:-3] + "abc/")
     assert forged.status_code == 404 and "This invitation link is not valid" in forged.content.decode()

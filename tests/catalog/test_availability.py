@@ -38,7 +38,9 @@ def deploy_links(page: str) -> set[str]:
     return set(re.findall(r'href="/catalog/([^/"]+)/#deploy-h" aria-label="Deploy', page))
 
 
-def test_with_only_this_machine_only_cpu_models_offer_deploy(alice: Persona, catalog: None, no_driver_calls: None) -> None:
+def test_with_only_this_machine_only_cpu_models_offer_deploy(
+    alice: Persona, catalog: None, no_driver_calls: None
+) -> None:
     page = signed_in(alice).get("/catalog/").content.decode()
     cpu_models = set(CatalogModel.objects.filter(min_vram_gb=0).values_list("slug", flat=True))
     assert cpu_models == {"smollm2-135m-instruct", "smollm2-135m-embedding"}

@@ -90,8 +90,9 @@ def test_the_charts_uptime_and_cost_comparison_come_from_measured_traffic(alice:
     # Issue 14: like with like. A SmolLM2 deployment compares with hosted 8B open-weights models, each
     # row with its source and date; no closed model (GPT-4, Claude) and no internal wording.
     assert "No hosted API lists a model as small as SmolLM2 135M" in page
-    assert '<th scope="row">Llama 3.1 8B Instruct (llama-3.1-8b-instant)</th><td>Groq</td>' in page
-    assert 'list price as of January 2025, <a href="https://groq.com/pricing/"' in page
+    groq = '<th scope="row">Groq: Llama 3.1 8B Instruct (llama-3.1-8b-instant)<span class="source">list price as of'
+    assert groq + ' January 2025, <a href="https://groq.com/pricing/"' in page
+    assert '<td class="num">$0.05 / $0.08</td>' in page
     assert "GPT-4" not in page and "Claude" not in page and "product brief" not in page
     assert 'src="/static/vendor/plotly.min.js"' in page
 

@@ -71,6 +71,12 @@ def invitation(request: HttpRequest, token: str) -> HttpResponse:
     Signed out: sign up with the address filled in (the link proves it: no verification email),
     or sign in to an existing account; either way the invitation is accepted at sign-in."""
     found = invitation_from_token(token)
+    if found is not None and request.user.is_authenticated and not found.is_pending:
+        membership = selectors.membership_for(request.user, found.org_id)
+        if membership is not None:  # the invitee opening the link again: take them to the org
+            request.session[SESSION_ORG_KEY] = membership.org_id
+            messages.info(request, f"You are a member of {found.org.name}; you are working in it now.")
+            return redirect("dashboard")
     if found is None or not found.is_pending:
         return render(request, "accounts/invitation.html", {"invitation": found}, status=404 if found is None else 410)
     if request.user.is_authenticated:

@@ -55,7 +55,9 @@ def test_the_invitee_signs_up_from_the_link_and_lands_in_the_org(
     assert "Welcome to Alice AI: you joined as admin" in dashboard
     assert f'value="{alice.org.pk}" selected' in dashboard  # the org switcher shows Alice AI as current
     assert Invitation.objects.get(email="erin@example.com").accepted_at is not None
-    assert browser.get(link).status_code == 410  # used: says so, changes nothing
+    again = browser.get(link)  # the invitee opening the used link again goes to the org
+    assert again.status_code == 302 and again["Location"] == "/dashboard/"
+    assert Client().get(link).status_code == 410  # anyone else: used, says so, changes nothing
 
 
 def test_a_typed_over_address_is_not_verified_by_the_link(

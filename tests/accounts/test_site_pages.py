@@ -91,3 +91,16 @@ def test_the_deployment_forms_addresses_go_to_their_section(alice: Persona, cata
         assert response["Location"] == f"/deployments/{deployment.pk}/{anchor}", suffix
         assert client.get(response["Location"]).status_code == 200
     assert not ApiKey.objects.filter(deployment=deployment).exists()  # a GET created nothing
+
+
+def test_making_a_deployment_key_redirects_so_a_reload_posts_nothing(alice: Persona, catalog: None) -> None:
+    first, second = running(alice, "first"), running(alice, "second")
+    client = signed_in(alice)
+    made = client.post(f"/deployments/{first.pk}/key")
+    assert made.status_code == 302 and made["Location"] == f"/deployments/{first.pk}/#key-h"
+    assert 'id="new-key"' not in client.get(f"/deployments/{second.pk}/").content.decode()  # not another's page
+    shown = client.get(made["Location"]).content.decode()
+    assert 'id="new-key">gpc_dep_' in shown
+    reloaded = client.get(made["Location"]).content.decode()  # what a reload does now: a GET
+    assert 'id="new-key"' not in reloaded and "deployment_new_key" not in client.session
+    assert ApiKey.objects.filter(deployment=first).count() == 1

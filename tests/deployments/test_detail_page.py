@@ -39,7 +39,9 @@ def test_a_deployment_key_made_on_the_page_is_shown_once_and_fills_the_snippets(
     deployment = running(alice)
     client = signed_in(alice)
     made = client.post(f"/deployments/{deployment.pk}/key")
-    page = made.content.decode()
+    # Issue 14: post/redirect/get, so a reload shows the page instead of posting again
+    assert made.status_code == 302 and made["Location"] == f"/deployments/{deployment.pk}/#key-h"
+    page = client.get(made["Location"]).content.decode()
     secret = shown_key(page)
     assert f'api_key="{secret}"' in page and f"Authorization: Bearer {secret}" in page
     principal = principal_from_api_key(secret)
@@ -48,7 +50,7 @@ def test_a_deployment_key_made_on_the_page_is_shown_once_and_fills_the_snippets(
     assert secret not in client.get(f"/deployments/{deployment.pk}/").content.decode()  # once only
     assert key.masked in client.get(f"/deployments/{deployment.pk}/").content.decode()
 
-    again = client.post(f"/deployments/{deployment.pk}/key", {"key_id": key.pk}).content.decode()
+    again = client.post(f"/deployments/{deployment.pk}/key", {"key_id": key.pk}, follow=True).content.decode()
     fresh = shown_key(again)
     assert fresh != secret and ApiKey.objects.filter(deployment=deployment).count() == 1  # same key, new secret
     assert principal_from_api_key(fresh).org == alice.org
@@ -61,7 +63,7 @@ def test_keys_of_other_deployments_and_viewers_are_refused_and_nothing_changes(
 ) -> None:
     first, second = running(alice, "first"), running(alice, "second")
     client = signed_in(alice)
-    shown_key(client.post(f"/deployments/{first.pk}/key").content.decode())
+    shown_key(client.post(f"/deployments/{first.pk}/key", follow=True).content.decode())
     key = ApiKey.objects.get(deployment=first)
     before = key.key_hash
     refused = client.post(f"/deployments/{second.pk}/key", {"key_id": key.pk})

@@ -28,6 +28,7 @@ from pages.catalog import model_cards
 from pages.form_urls import get_goes_to
 
 DASHBOARD_ROWS = 20  # the newest deployments not ended; the Deployments page lists them all
+NEW_KEY_SESSION_KEY = "api_keys_new_key"  # a secret between a plain form post and the page showing it once
 
 
 def _principal(request: HttpRequest) -> Principal:
@@ -123,7 +124,20 @@ def _render_keys(request: HttpRequest, principal: Principal, status: int = 200, 
 @login_required
 @require_GET
 def api_keys(request: HttpRequest) -> HttpResponse:
-    return _render_keys(request, _principal(request))
+    principal = _principal(request)
+    made = request.session.pop(NEW_KEY_SESSION_KEY, None)
+    shown = made if made and made.get("org") == principal.org.pk else {}
+    return _render_keys(request, principal, new_key=shown.get("key"), new_key_name=shown.get("name"))
+
+
+def _key_made(request: HttpRequest, principal: Principal, name: str, plaintext: str) -> HttpResponse:
+    """A new secret, shown once. htmx swaps it into the page (the address stays /api-keys/); a plain
+    form post redirects to the page (post/redirect/get), the secret riding in the session to that
+    one page view, so a reload never posts again."""
+    if request.htmx:  # type: ignore[attr-defined]
+        return _render_keys(request, principal, new_key=plaintext, new_key_name=name)
+    request.session[NEW_KEY_SESSION_KEY] = {"org": principal.org.pk, "key": plaintext, "name": name}
+    return redirect("api_keys")
 
 
 @get_goes_to("api_keys")
@@ -138,7 +152,7 @@ def api_keys_create(request: HttpRequest) -> HttpResponse:
         )  # fmt: skip
     except ApiError as exc:
         return _render_keys(request, principal, status=exc.status, form_error=exc.message)
-    return _render_keys(request, principal, new_key=plaintext, new_key_name=key.name)
+    return _key_made(request, principal, key.name, plaintext)
 
 
 @get_goes_to("api_keys")
@@ -148,7 +162,7 @@ def api_keys_revoke(request: HttpRequest, key_id: str) -> HttpResponse:
     principal = _principal(request)
     key = selectors.api_key_get_for_org(principal.org, key_id)
     services.api_key_revoke(principal=principal, key=key)
-    return _render_keys(request, principal)
+    return _render_keys(request, principal) if request.htmx else redirect("api_keys")  # type: ignore[attr-defined]
 
 
 @get_goes_to("api_keys")
@@ -158,7 +172,7 @@ def api_keys_regenerate(request: HttpRequest, key_id: str) -> HttpResponse:
     principal = _principal(request)
     key = selectors.api_key_get_for_org(principal.org, key_id)
     key, plaintext = services.api_key_regenerate(principal=principal, key=key)
-    return _render_keys(request, principal, new_key=plaintext, new_key_name=key.name)
+    return _key_made(request, principal, key.name, plaintext)
 
 
 # --- Organization ---------------------------------------------------------------------

@@ -104,3 +104,19 @@ def test_making_a_deployment_key_redirects_so_a_reload_posts_nothing(alice: Pers
     reloaded = client.get(made["Location"]).content.decode()  # what a reload does now: a GET
     assert 'id="new-key"' not in reloaded and "deployment_new_key" not in client.session
     assert ApiKey.objects.filter(deployment=first).count() == 1
+
+
+def test_an_account_key_shows_once_after_a_plain_post_and_in_place_with_htmx(alice: Persona) -> None:
+    client = signed_in(alice)
+    plain = client.post("/api-keys/create", {"name": "laptop"})
+    assert plain.status_code == 302 and plain["Location"] == "/api-keys/"
+    assert 'id="new-key"' in client.get("/api-keys/").content.decode()
+    assert 'id="new-key"' not in client.get("/api-keys/").content.decode()  # a reload: shown once
+    swapped = client.post("/api-keys/create", {"name": "ci"}, HTTP_HX_REQUEST="true")
+    assert swapped.status_code == 200 and 'id="new-key"' in swapped.content.decode()
+    assert "<html" not in swapped.content.decode()  # the partial, swapped in; the address stays /api-keys/
+    key = ApiKey.objects.get(name="laptop")
+    revoked = client.post(f"/api-keys/{key.pk}/revoke")
+    assert revoked.status_code == 302 and revoked["Location"] == "/api-keys/"
+    key.refresh_from_db()
+    assert key.revoked_at is not None

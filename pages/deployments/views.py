@@ -118,7 +118,7 @@ def detail_page(
 def deployment_detail(request: HttpRequest, deployment_id: str) -> HttpResponse:
     principal = principal_from_session(request)
     deployment = deployment_for_page(principal, deployment_id)
-    return detail_page(request, principal, deployment, **_new_key_once(request, deployment))
+    return detail_page(request, principal, deployment, 200, **_new_key_once(request, deployment))
 
 
 @get_goes_to("deployment_detail", keep=("deployment_id",), anchor="#key-h")

@@ -1,5 +1,6 @@
 """allauth hooks: every new user gets a personal org; signing in with a verified address
-accepts that address's pending invitations."""
+accepts that address's pending invitations, and so does signing in (or up) from an invitation's
+link, which proves the invited address. Whoever joined an org this way starts working in it."""
 
 from __future__ import annotations
 
@@ -7,11 +8,15 @@ from typing import Any
 
 from allauth.account.adapter import DefaultAccountAdapter
 from allauth.socialaccount.adapter import DefaultSocialAccountAdapter
+from django.contrib import messages
 from django.db import transaction
 from django.http import HttpRequest
 
 from accounts import services
-from accounts.models import User
+from accounts.auth import SESSION_ORG_KEY
+from accounts.invitation_links import SESSION_INVITATION_KEY, invitation_from_token
+from accounts.models import Membership, User
+from gpucloud.core.errors import ApiError
 
 
 class AccountAdapter(DefaultAccountAdapter):
@@ -25,7 +30,25 @@ class AccountAdapter(DefaultAccountAdapter):
     def login(self, request: HttpRequest, user: User) -> None:
         super().login(request, user)
         services.organization_create_personal(user=user)
-        services.invitations_accept_for_user(user=user)
+        joined = self._accept_from_link(request, user) + services.invitations_accept_for_user(user=user)
+        if joined:
+            first = joined[0]
+            request.session[SESSION_ORG_KEY] = first.org_id
+            messages.success(
+                request,
+                f"Welcome to {first.org.name}: you joined as {first.get_role_display().lower()} "
+                "and are working in it now. Your personal workspace is in the organization menu.",
+            )
+
+    def _accept_from_link(self, request: HttpRequest, user: User) -> list[Membership]:
+        """The invitation whose link this browser opened before signing in, if it is for this user."""
+        invitation = invitation_from_token(request.session.pop(SESSION_INVITATION_KEY, ""))
+        if invitation is None or not invitation.is_pending:
+            return []
+        try:
+            return [services.invitation_accept(invitation=invitation, user=user)]
+        except ApiError:  # someone else's invitation: the invitation page says so when reopened
+            return []
 
 
 class SocialAccountAdapter(DefaultSocialAccountAdapter):

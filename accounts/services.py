@@ -10,7 +10,7 @@ from accounts import keys
 from accounts.models import ActivityEvent, ApiKey, ApiKeyKind, Invitation, Membership, Organization, User
 from accounts.principal import Principal
 from accounts.roles import CAN_GRANT_OWNER, CAN_MANAGE_MEMBERS, CAN_WRITE, Role
-from gpucloud.core.errors import Conflict, InvalidRequest, NotFound
+from gpucloud.core.errors import Conflict, InvalidRequest, NotFound, PermissionDenied
 from gpucloud.core.jobs import enqueue
 
 NAME_MAX = 100
@@ -115,6 +115,32 @@ def invitations_accept_for_user(*, user: User) -> list[Membership]:
             invitation.save(update_fields=["accepted_at"])
             joined.append(membership)
     return joined
+
+
+def invitation_accept(*, invitation: Invitation, user: User) -> Membership:
+    """Accept an invitation from its emailed link: the link proves the invited address, so that
+    address, if it is one of the user's, counts as verified. Refused for anyone else's account."""
+    with transaction.atomic():
+        invitation = Invitation.objects.select_for_update().select_related("org").get(pk=invitation.pk)
+        if not invitation.is_pending:
+            raise Conflict("This invitation was already used or revoked; ask for a new one.")
+        address = EmailAddress.objects.filter(user=user, email__iexact=invitation.email).first()
+        if address is None and user.email.lower() != invitation.email.lower():
+            raise PermissionDenied(
+                f"This invitation is for {invitation.email}; you are signed in as {user.email}. "
+                "Sign out, then open the link again."
+            )
+        if address is None:
+            address = EmailAddress.objects.create(user=user, email=user.email.lower(), primary=True, verified=True)
+        elif not address.verified:
+            address.verified = True
+            address.save(update_fields=["verified"])
+        membership, _ = Membership.objects.get_or_create(
+            org_id=invitation.org_id, user=user, defaults={"role": invitation.role}
+        )
+        invitation.accepted_at = timezone.now()
+        invitation.save(update_fields=["accepted_at"])
+    return membership
 
 
 def membership_remove(*, principal: Principal, user_id: int) -> None:

@@ -3,6 +3,7 @@ asks a provider: fleet/offers.py keeps the table fresh)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -104,7 +105,14 @@ def deploy_options(model: CatalogModel) -> list[DeployOption]:
     """Every (GPU, region) the model fits with a live offer: with capacity first, cheapest first.
     The price is the cheapest any provider asks there; the availability is theirs together.
     The first one is the one-click default."""
-    gpus = {g.slug: g for g in GpuType.objects.filter(vram_gb__gte=model.min_vram_gb)}
+    return deploy_options_by_model([model])[model.slug]
+
+
+def deploy_options_by_model(models: Iterable[CatalogModel]) -> dict[str, list[DeployOption]]:
+    """`deploy_options` of many models at once (the catalog, the landing page, Quick deploy): three
+    queries whatever their number. A model no live offer fits maps to an empty list."""
+    models = list(models)
+    gpus = {g.slug: g for g in GpuType.objects.all()}
     regions = {r.slug: r for r in Region.objects.all()}
     best = (
         offers_live()
@@ -113,8 +121,33 @@ def deploy_options(model: CatalogModel) -> list[DeployOption]:
         .values("gpu_type", "region")
         .annotate(price=Min("price_per_hour_micros"), available=Sum("available"))
     )
-    options = [DeployOption(gpus[o["gpu_type"]], regions[o["region"]], o["price"], o["available"]) for o in best]
-    return sorted(options, key=lambda o: (o.available <= 0, o.price_per_hour_micros, o.gpu.vram_gb, o.key))
+    every = [DeployOption(gpus[o["gpu_type"]], regions[o["region"]], o["price"], o["available"]) for o in best]
+    every.sort(key=lambda o: (o.available <= 0, o.price_per_hour_micros, o.gpu.vram_gb, o.key))
+    return {m.slug: [o for o in every if o.gpu.vram_gb >= m.min_vram_gb] for m in models}
+
+
+@dataclass(frozen=True)
+class Availability:
+    """Where a model can run now, in words for the pages: from the stored offers, never a driver."""
+
+    options: list[DeployOption]
+
+    @property
+    def can_deploy(self) -> bool:
+        return bool(self.options)
+
+    @property
+    def places(self) -> list[str]:
+        """The GPU types it can run on now, cheapest first, each named once ("CPU (this machine)")."""
+        return list(dict.fromkeys(o.gpu.name for o in self.options))
+
+    @property
+    def from_price_micros(self) -> int | None:
+        return min((o.price_per_hour_micros for o in self.options), default=None)
+
+
+def availability_by_model(models: Iterable[CatalogModel]) -> dict[str, Availability]:
+    return {slug: Availability(options) for slug, options in deploy_options_by_model(models).items()}
 
 
 def presets_for(options: list[DeployOption]) -> list[Preset]:

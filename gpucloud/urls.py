@@ -8,6 +8,7 @@ from gpucloud.api import api
 
 urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
+    path("favicon.ico", views.favicon, name="favicon"),
     path("api/v1/", api.urls),
     re_path(r"^api/", views.api_not_found),  # unknown API paths answer in the API's JSON error shape
     path("accounts/", include("allauth.urls")),

@@ -1,8 +1,9 @@
-"""Platform-level endpoints: health, and JSON 404/500 for API paths."""
+"""Platform-level endpoints: health, the favicon at its well-known path, and JSON 404/500 for API paths."""
 
 from __future__ import annotations
 
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.contrib.staticfiles.storage import staticfiles_storage
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.views.decorators.http import require_GET
 from django.views.defaults import page_not_found
 from django.views.defaults import server_error as html_server_error
@@ -11,6 +12,12 @@ from gpucloud import health
 from gpucloud.core.errors import error_response
 
 API_PREFIXES = ("/api/", "/v1/")
+
+
+@require_GET
+def favicon(request: HttpRequest) -> HttpResponseRedirect:
+    """Browsers and feed readers ask /favicon.ico whatever the page links: send them to the vendored file."""
+    return HttpResponseRedirect(staticfiles_storage.url("favicon.ico"))
 
 
 @require_GET

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from allauth.account.adapter import get_adapter as get_account_adapter
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
@@ -14,15 +15,20 @@ from django.views.decorators.http import require_GET, require_POST
 
 from accounts import selectors, services
 from accounts.auth import SESSION_ORG_KEY, principal_from_session
-from accounts.models import ApiKeyKind
+from accounts.invitation_links import SESSION_INVITATION_KEY, invitation_from_token
+from accounts.models import ApiKeyKind, Invitation, User
 from accounts.principal import Principal
 from accounts.roles import CAN_MANAGE_MEMBERS, Role, role_at_least
 from billing.selectors import usage_month_to_date
+from catalog import selectors as catalog_selectors
 from deployments.selectors import deployment_rows, deployments_count, deployments_running_count
 from gpucloud.core.errors import ApiError
 from pages import overview
+from pages.catalog import model_cards
+from pages.form_urls import get_goes_to
 
 DASHBOARD_ROWS = 20  # the newest deployments not ended; the Deployments page lists them all
+NEW_KEY_SESSION_KEY = "api_keys_new_key"  # a secret between a plain form post and the page showing it once
 
 
 def _principal(request: HttpRequest) -> Principal:
@@ -31,7 +37,11 @@ def _principal(request: HttpRequest) -> Principal:
 
 @require_GET
 def home(request: HttpRequest) -> HttpResponse:
-    return redirect("dashboard" if request.user.is_authenticated else "account_login")
+    """Signed in: the dashboard. Signed out: what gpucloud is, the catalog's prices, sign up or in."""
+    if request.user.is_authenticated:
+        return redirect("dashboard")
+    models = list(catalog_selectors.models_list())
+    return render(request, "landing.html", {"cards": model_cards(models)})
 
 
 @login_required
@@ -51,6 +61,46 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "has_key": selectors.api_keys_of(org).filter(revoked_at__isnull=True).exists(),
     }
     return render(request, "accounts/dashboard.html", context)
+
+
+# --- Invitations ----------------------------------------------------------------------
+
+
+@require_GET
+def invitation(request: HttpRequest, token: str) -> HttpResponse:
+    """An invitation email's link. Signed in as the invited address: join now and work in the org.
+    Signed out: sign up with the address filled in (the link proves it: no verification email),
+    or sign in to an existing account; either way the invitation is accepted at sign-in."""
+    found = invitation_from_token(token)
+    if found is not None and request.user.is_authenticated and not found.is_pending:
+        membership = selectors.membership_for(request.user, found.org_id)
+        if membership is not None:  # the invitee opening the link again: take them to the org
+            request.session[SESSION_ORG_KEY] = membership.org_id
+            messages.info(request, f"You are a member of {found.org.name}; you are working in it now.")
+            return redirect("dashboard")
+    if found is None or not found.is_pending:
+        return render(request, "accounts/invitation.html", {"invitation": found}, status=404 if found is None else 410)
+    if request.user.is_authenticated:
+        return _invitation_accept(request, found)
+    request.session[SESSION_INVITATION_KEY] = token
+    if User.objects.filter(email__iexact=found.email).exists():
+        messages.info(request, f"Sign in as {found.email} to join {found.org.name}.")
+        return redirect("account_login")
+    get_account_adapter(request).stash_verified_email(request, found.email)
+    messages.info(request, f"Create your account to join {found.org.name}: your address is already confirmed.")
+    return redirect("account_signup")
+
+
+def _invitation_accept(request: HttpRequest, found: Invitation) -> HttpResponse:
+    try:
+        membership = services.invitation_accept(invitation=found, user=request.user)  # type: ignore[arg-type]
+    except ApiError as exc:
+        context = {"invitation": found, "refusal": exc.message}
+        return render(request, "accounts/invitation.html", context, status=exc.status)
+    request.session[SESSION_ORG_KEY] = membership.org_id
+    messages.success(request, f"You joined {found.org.name} as {membership.get_role_display().lower()} "
+                              "and are working in it now.")  # fmt: skip
+    return redirect("dashboard")
 
 
 # --- API keys ---------------------------------------------------------------------------
@@ -74,9 +124,23 @@ def _render_keys(request: HttpRequest, principal: Principal, status: int = 200, 
 @login_required
 @require_GET
 def api_keys(request: HttpRequest) -> HttpResponse:
-    return _render_keys(request, _principal(request))
+    principal = _principal(request)
+    made = request.session.pop(NEW_KEY_SESSION_KEY, None)
+    shown = made if made and made.get("org") == principal.org.pk else {}
+    return _render_keys(request, principal, new_key=shown.get("key"), new_key_name=shown.get("name"))
 
 
+def _key_made(request: HttpRequest, principal: Principal, name: str, plaintext: str) -> HttpResponse:
+    """A new secret, shown once. htmx swaps it into the page (the address stays /api-keys/); a plain
+    form post redirects to the page (post/redirect/get), the secret riding in the session to that
+    one page view, so a reload never posts again."""
+    if request.htmx:  # type: ignore[attr-defined]
+        return _render_keys(request, principal, new_key=plaintext, new_key_name=name)
+    request.session[NEW_KEY_SESSION_KEY] = {"org": principal.org.pk, "key": plaintext, "name": name}
+    return redirect("api_keys")
+
+
+@get_goes_to("api_keys")
 @login_required
 @require_POST
 def api_keys_create(request: HttpRequest) -> HttpResponse:
@@ -88,25 +152,27 @@ def api_keys_create(request: HttpRequest) -> HttpResponse:
         )  # fmt: skip
     except ApiError as exc:
         return _render_keys(request, principal, status=exc.status, form_error=exc.message)
-    return _render_keys(request, principal, new_key=plaintext, new_key_name=key.name)
+    return _key_made(request, principal, key.name, plaintext)
 
 
+@get_goes_to("api_keys")
 @login_required
 @require_POST
 def api_keys_revoke(request: HttpRequest, key_id: str) -> HttpResponse:
     principal = _principal(request)
     key = selectors.api_key_get_for_org(principal.org, key_id)
     services.api_key_revoke(principal=principal, key=key)
-    return _render_keys(request, principal)
+    return _render_keys(request, principal) if request.htmx else redirect("api_keys")  # type: ignore[attr-defined]
 
 
+@get_goes_to("api_keys")
 @login_required
 @require_POST
 def api_keys_regenerate(request: HttpRequest, key_id: str) -> HttpResponse:
     principal = _principal(request)
     key = selectors.api_key_get_for_org(principal.org, key_id)
     key, plaintext = services.api_key_regenerate(principal=principal, key=key)
-    return _render_keys(request, principal, new_key=plaintext, new_key_name=key.name)
+    return _key_made(request, principal, key.name, plaintext)
 
 
 # --- Organization ---------------------------------------------------------------------
@@ -141,6 +207,7 @@ def _act(request: HttpRequest, action: Callable[[], object], success: str) -> Ht
     return redirect("organization")
 
 
+@get_goes_to("organization")
 @login_required
 @require_POST
 def organization_invite(request: HttpRequest) -> HttpResponse:
@@ -155,6 +222,7 @@ def organization_invite(request: HttpRequest) -> HttpResponse:
     return redirect("organization")
 
 
+@get_goes_to("organization")
 @login_required
 @require_POST
 def organization_member_role(request: HttpRequest, user_id: int) -> HttpResponse:
@@ -169,6 +237,7 @@ def organization_member_role(request: HttpRequest, user_id: int) -> HttpResponse
     return redirect("organization")
 
 
+@get_goes_to("organization")
 @login_required
 @require_POST
 def organization_invitation_revoke(request: HttpRequest, invitation_id: str) -> HttpResponse:
@@ -180,6 +249,7 @@ def organization_invitation_revoke(request: HttpRequest, invitation_id: str) -> 
     )
 
 
+@get_goes_to("organization")
 @login_required
 @require_POST
 def organization_member_remove(request: HttpRequest, user_id: int) -> HttpResponse:
@@ -187,6 +257,7 @@ def organization_member_remove(request: HttpRequest, user_id: int) -> HttpRespon
     return _act(request, lambda: services.membership_remove(principal=principal, user_id=user_id), "Member removed.")
 
 
+@get_goes_to("organization")
 @login_required
 @require_POST
 def organization_create(request: HttpRequest) -> HttpResponse:
@@ -200,6 +271,7 @@ def organization_create(request: HttpRequest) -> HttpResponse:
     return redirect("organization")
 
 
+@get_goes_to("organization")
 @login_required
 @require_POST
 def organization_switch(request: HttpRequest) -> HttpResponse:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -11,11 +13,12 @@ from accounts.auth import principal_from_session
 from accounts.roles import CAN_WRITE, role_at_least
 from catalog import selectors
 from catalog.models import CatalogModel, ModelCategory
-from catalog.selectors import DeployOption, deploy_options, presets_for
+from catalog.selectors import Availability, DeployOption, availability_by_model, deploy_options, presets_for
 from deployments.models import DeploymentKind
 from deployments.scaling.settings import IDLE_TIMEOUT_BOUNDS
 from deployments.services import Serverless, deployment_create, serverless_options
 from gpucloud.core.errors import ApiError, InvalidRequest, NotFound
+from pages.form_urls import get_goes_to
 
 
 @login_required
@@ -28,20 +31,34 @@ def catalog(request: HttpRequest) -> HttpResponse:
         models = list(selectors.models_list(category=category, search=search, gpu_type=gpu_type))
     except InvalidRequest:  # an unknown category from an old link: show everything rather than fail
         category, models = None, list(selectors.models_list(search=search, gpu_type=gpu_type))
+    cards = model_cards(models)
     template = "catalog/catalog.html#models" if request.htmx else "catalog/catalog.html"  # type: ignore[attr-defined]
     context = {
-        "groups": _by_category(models), "categories": ModelCategory.choices, "category": category, "search": search,
+        "groups": _by_category(cards), "categories": ModelCategory.choices, "category": category, "search": search,
         "gpu_types": selectors.gpu_types_list(), "gpu_type": gpu_type,
     }  # fmt: skip
     return render(request, template, context)
 
 
-def _by_category(models: list[CatalogModel]) -> list[tuple[str, list[CatalogModel]]]:
+@dataclass(frozen=True)
+class ModelCard:
+    """A catalog model with where it can run now (the catalog, the landing page, Quick deploy)."""
+
+    model: CatalogModel
+    availability: Availability
+
+
+def model_cards(models: list[CatalogModel]) -> list[ModelCard]:
+    found = availability_by_model(models)
+    return [ModelCard(m, found[m.slug]) for m in models]
+
+
+def _by_category(cards: list[ModelCard]) -> list[tuple[str, list[ModelCard]]]:
     """The models under their category's heading, categories in the catalog's order, empty ones left out."""
     return [
         (label, found)
         for value, label in ModelCategory.choices
-        if (found := [m for m in models if m.category == value])
+        if (found := [c for c in cards if c.model.category == value])
     ]
 
 
@@ -58,6 +75,7 @@ def _model_page(request: HttpRequest, model: CatalogModel, status: int = 200, **
     context = {
         "model": model,
         "options": options,
+        "availability": Availability(options),
         "chosen": chosen,
         "name": form.get("name") or model.slug,
         "replicas": form.get("replicas", 1),
@@ -80,6 +98,7 @@ def model_detail(request: HttpRequest, slug: str) -> HttpResponse:
     return _model_page(request, _model_or_404(slug))
 
 
+@get_goes_to("model_detail", keep=("slug",), anchor="#deploy-h")
 @login_required
 @require_POST
 def model_deploy(request: HttpRequest, slug: str) -> HttpResponse:

@@ -11,6 +11,7 @@ from accounts.models import Organization
 from billing.models import LedgerTransaction, TransactionKind
 from catalog.models import CatalogModel
 from deployments.models import DeploymentEvent, DeploymentStatus
+from pages.catalog import ModelCard, model_cards
 
 ACTIVITY_SHOWN = 10
 QUICK_DEPLOY_SHOWN = 4
@@ -57,8 +58,9 @@ def _event_activity(event: DeploymentEvent) -> Activity:
     return Activity(at=event.at, text=text, url=f"/deployments/{event.deployment_id}/", failure=failure)
 
 
-def quick_deploy_models() -> list[CatalogModel]:
-    """The catalog's first models by its own order: the popular ones it puts forward."""
-    return list(
-        CatalogModel.objects.select_related("default_gpu_type").order_by("sort_order", "slug")[:QUICK_DEPLOY_SHOWN]
-    )
+def quick_deploy_models() -> list[ModelCard]:
+    """The catalog's first models by its own order, those that can run now before those that
+    cannot (a new operator's only runnable model comes first, not a GPU model nothing can host)."""
+    models = list(CatalogModel.objects.select_related("default_gpu_type").order_by("sort_order", "slug"))
+    cards = sorted(model_cards(models), key=lambda c: not c.availability.can_deploy)  # stable: keeps the order
+    return cards[:QUICK_DEPLOY_SHOWN]

@@ -17,6 +17,7 @@ urlpatterns = [
     path("api-keys/create", accounts.api_keys_create, name="api_keys_create"),
     path("api-keys/<str:key_id>/revoke", accounts.api_keys_revoke, name="api_keys_revoke"),
     path("api-keys/<str:key_id>/regenerate", accounts.api_keys_regenerate, name="api_keys_regenerate"),
+    path("invitations/<str:token>/", accounts.invitation, name="invitation"),
     path("organization/", accounts.organization, name="organization"),
     path("organization/create", accounts.organization_create, name="organization_create"),
     path("organization/switch", accounts.organization_switch, name="organization_switch"),

@@ -1,7 +1,8 @@
 """The one shape of a deployment page's section form (scaling, SLA, preset, access, webhooks): a
-signed-in POST about one deployment of the session's org; the section's action calls a service; a
-refusal (ApiError) re-renders the deployment page with the section's error, the field it names and
-what was typed, nothing saved; success goes back to the section (or the action answers itself)."""
+signed-in POST about one deployment of the session's org (a GET of its address goes to the
+section); the section's action calls a service; a refusal (ApiError) re-renders the deployment page
+with the section's error, the field it names and what was typed, nothing saved; success goes back
+to the section (or the action answers itself)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from accounts.principal import Principal
 from deployments.models import Deployment
 from gpucloud.core.errors import ApiError
 from pages.deployments.views import deployment_for_page, detail_page
+from pages.form_urls import get_goes_to
 
 
 @dataclass
@@ -50,6 +52,7 @@ def section_form(section: str, *, anchor: str) -> Callable[[Action], Callable[..
     `<section>_error`, `<section>_param`, `<section>_posted`); `anchor` is where success lands."""
 
     def wrap(action: Action) -> Callable[..., HttpResponse]:
+        @get_goes_to("deployment_detail", keep=("deployment_id",), anchor=anchor)
         @login_required
         @require_POST
         @wraps(action)

@@ -10,6 +10,7 @@ from django.contrib.auth.decorators import login_required
 from django.db.models import prefetch_related_objects
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -26,6 +27,7 @@ from deployments.models import Deployment
 from gpucloud.core.errors import ApiError, NotFound
 from pages.deployments.cost_comparison import cost_comparison
 from pages.deployments.scaling_section import settings_context
+from pages.form_urls import get_goes_to
 from webhooks.events import EVENT_TYPES
 from webhooks.selectors import webhooks_for_page
 
@@ -38,6 +40,7 @@ def deployment_for_page(principal: Principal, deployment_id: str) -> Deployment:
 
 
 LIST_PAGE = 50
+NEW_KEY_SESSION_KEY = "deployment_new_key"  # a key's secret between its POST and the page that shows it once
 
 
 @login_required
@@ -89,7 +92,9 @@ def detail_page(
             "latency_avg": [p.latency_ms_avg for p in series],
             "latency_p95": [p.latency_ms_p95 for p in series],
         },
-        "comparison": cost_comparison(stats, hourly_rate_micros=deployment.hourly_price_micros),
+        "comparison": cost_comparison(
+            stats, hourly_rate_micros=deployment.hourly_price_micros, model_slug=deployment.model_id
+        ),
         "keys": [
             k for k in selectors_keys.api_keys_of(principal.org).filter(deployment=deployment) if not k.is_revoked
         ],
@@ -112,9 +117,11 @@ def detail_page(
 @require_GET
 def deployment_detail(request: HttpRequest, deployment_id: str) -> HttpResponse:
     principal = principal_from_session(request)
-    return detail_page(request, principal, deployment_for_page(principal, deployment_id))
+    deployment = deployment_for_page(principal, deployment_id)
+    return detail_page(request, principal, deployment, 200, **_new_key_once(request, deployment))
 
 
+@get_goes_to("deployment_detail", keep=("deployment_id",), anchor="#key-h")
 @login_required
 @require_POST
 def deployment_key(request: HttpRequest, deployment_id: str) -> HttpResponse:
@@ -136,7 +143,20 @@ def deployment_key(request: HttpRequest, deployment_id: str) -> HttpResponse:
             )  # fmt: skip
     except ApiError as exc:
         return detail_page(request, principal, deployment, exc.status, key_error=exc.message)
-    return detail_page(request, principal, deployment, new_key=plaintext, new_key_id=key.pk)
+    # Post/redirect/get: a reload shows the page, never posts again (a second key, or a regenerate
+    # that silently kills the secret just copied). The secret rides in the session to the next
+    # page view of this deployment only, and leaves it there (shown once).
+    request.session[NEW_KEY_SESSION_KEY] = {"deployment": deployment.pk, "key": plaintext, "key_id": key.pk}
+    return redirect(reverse("deployment_detail", args=[deployment.pk]) + "#key-h")
+
+
+def _new_key_once(request: HttpRequest, deployment: Deployment) -> dict[str, str]:
+    """The secret of the key just made for this deployment, taken out of the session (once)."""
+    made = request.session.get(NEW_KEY_SESSION_KEY)
+    if not made or made.get("deployment") != deployment.pk:
+        return {}
+    del request.session[NEW_KEY_SESSION_KEY]
+    return {"new_key": made["key"], "new_key_id": made["key_id"]}
 
 
 @login_required

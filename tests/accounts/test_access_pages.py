@@ -27,8 +27,8 @@ def working_in(persona: Persona, org_id: str) -> Client:
 def test_make_a_scoped_key_grant_it_and_revoke_it_from_the_pages(alice: Persona, bob: Persona, charlie: Persona,
                                                                   catalog: None) -> None:  # fmt: skip
     browser = signed_in(alice)
-    made = browser.post("/api-keys/create", {"name": "acme customer", "scoped": "on"})
-    assert made.status_code == 200
+    made = browser.post("/api-keys/create", {"name": "acme customer", "scoped": "on"}, follow=True)
+    assert made.status_code == 200 and made.redirect_chain == [("/api-keys/", 302)]  # post/redirect/get
     key = ApiKey.objects.get(name="acme customer")
     assert key.scoped and key.deployment_id is None
     assert 'acme customer <span class="badge">Scoped</span>' in browser.get("/api-keys/").content.decode()

@@ -49,7 +49,7 @@ def test_signup_verify_signin_key_and_api(db: None, catalog: None) -> None:
     assert login.status_code == 302 and login["Location"] == "/dashboard/"
     assert client.get("/dashboard/").status_code == 200
 
-    page = client.post("/api-keys/create", {"name": "laptop"})
+    page = client.post("/api-keys/create", {"name": "laptop"}, follow=True)  # post/redirect/get (issue 14)
     assert page.status_code == 200
     match = re.search(r'value="(gpc_live_[0-9A-Za-z]+)"', page.content.decode())
     assert match, "the new key is shown once on the page"

@@ -38,7 +38,11 @@ def test_the_model_page_preselects_the_cheapest_gpu_with_capacity(alice: Persona
     assert signed_in(alice).get("/catalog/no-such-model/").status_code == 404
     # catalog ids may hold dots; a model no provider can host says so instead of offering nothing
     big = signed_in(alice).get("/catalog/llama-3.1-8b-instruct/").content.decode()
-    assert "No provider offers a GPU that fits this model right now." in big
+    assert "Nothing can run this model here yet, so there is nothing to deploy" in big
+    assert (
+        "needs a GPU provider with 24 GB of GPU memory" in big
+        and 'action="/catalog/llama-3.1-8b-instruct/deploy"' not in big
+    )
 
 
 def test_one_click_deploy_creates_and_opens_the_deployment(

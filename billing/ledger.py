@@ -21,6 +21,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 
 from accounts.models import Organization, User
+from billing.advice import how_to_get_credit
 from billing.models import (
     AccountKind,
     LedgerAccount,
@@ -147,7 +148,7 @@ def _check_limits(locked: dict[int, LedgerAccount], deltas: dict[int, int], allo
             continue
         raise InsufficientCredit(
             f"Insufficient credit: this needs ${usd_text(-delta)} and "
-            f"${usd_text(max(account.balance_micros, 0))} is available. Add funds on the billing page."
+            f"${usd_text(max(account.balance_micros, 0))} is available: {how_to_get_credit()}."
         )
     return overdraft
 

@@ -12,6 +12,7 @@ from django.utils import timezone
 from accounts.models import Organization
 from accounts.services import activity_record
 from billing import selectors
+from billing.advice import how_to_get_credit
 from billing.ledger import InsufficientCredit
 from billing.metering import usage_meter_stop
 from billing.models import BillingProfile, UsageMeter
@@ -30,7 +31,7 @@ def launch_check(org: Organization, *, now: datetime | None = None) -> None:
     """Raise 402 unless the org may start something new now (called before every launch)."""
     balance = selectors.balance_of(org)
     if balance.available_micros <= 0:
-        raise InsufficientCredit("Your available balance is $0.00; add funds on the billing page to launch.")
+        raise InsufficientCredit(f"Your available balance is $0.00: {how_to_get_credit()}, then launch again.")
     limit = selectors.profile_of(org).daily_spend_limit_micros
     if limit is not None:
         spent = selectors.spend_today(org, now=now)

@@ -205,12 +205,22 @@ def auto_refill_configure(
             _require_cents(amount_micros, param="amount_usd")
             profile.auto_refill_amount_micros = amount_micros
         if enabled and not profile.stripe_payment_method_id:
-            raise Conflict("Save a card first: top up once by card, or use 'Save a card' on the billing page.")
+            raise Conflict(_no_card_yet())
         profile.auto_refill_enabled = enabled
         if enabled:
             profile.auto_refill_disabled_reason = ""
         profile.save()
     return profile
+
+
+def _no_card_yet() -> str:
+    """Why auto-refill cannot turn on, and the way that exists on this gpucloud."""
+    if not stripe_gateway.is_configured():
+        return (
+            "Auto-refill charges a saved card, and card payments are not set up on this gpucloud: "
+            "ask its operator for credit."
+        )
+    return "Save a card first: top up once by card, or use 'Save a card' on the billing page."
 
 
 def spend_limit_set(*, principal: Principal, daily_limit_micros: int | None) -> BillingProfile:

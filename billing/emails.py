@@ -10,7 +10,7 @@ from django.core.mail import send_mail
 from accounts.models import Membership, Organization
 from accounts.roles import Role
 from billing.models import AutoRefillAttempt
-from gpucloud.core.money import usd_text
+from gpucloud.core.money import usd_display
 
 
 def _billing_contacts(org: Organization) -> list[str]:
@@ -36,7 +36,7 @@ def auto_refill_failed_email_send(attempt: AutoRefillAttempt) -> None:
     send_mail(
         subject=f"[gpucloud] {attempt.org.name}: auto-refill failed",
         message=(
-            f"We could not charge ${usd_text(attempt.amount_micros)} to the saved card of {attempt.org.name}: "
+            f"We could not charge {usd_display(attempt.amount_micros)} to the saved card of {attempt.org.name}: "
             f"{attempt.error}\n\nAuto-refill is now off. Update the card and turn it back on:\n"
             f"{settings.SITE_URL}/billing/\n"
         ),

@@ -17,7 +17,7 @@ from billing.ledger import InsufficientCredit
 from billing.metering import usage_meter_stop
 from billing.models import BillingProfile, UsageMeter
 from gpucloud.core.jobs import enqueue, send
-from gpucloud.core.money import usd_text
+from gpucloud.core.money import usd_display
 
 # The workload side's task that stops every running workload of an org (deployments/tasks.py).
 WORKLOADS_STOP_TASK = "deployments.tasks.workloads_stop_for_nonpayment_task"
@@ -37,7 +37,7 @@ def launch_check(org: Organization, *, now: datetime | None = None) -> None:
         spent = selectors.spend_today(org, now=now)
         if spent >= limit:
             raise SpendLimitReached(
-                f"Daily spend limit of ${usd_text(limit)} reached (${usd_text(spent)} spent today, UTC). "
+                f"Daily spend limit of {usd_display(limit)} reached ({usd_display(spent)} spent today, UTC). "
                 "Raise the limit on the billing page or wait until 00:00 UTC."
             )
 

@@ -17,7 +17,7 @@ from billing.live import balance_changed_on_commit
 from billing.models import AccountKind, BillingProfile, CheckoutSession, TransactionKind
 from billing.selectors import profile_of
 from gpucloud.core.errors import Conflict, InvalidRequest
-from gpucloud.core.money import MICROS_PER_USD, usd_text
+from gpucloud.core.money import MICROS_PER_USD, usd_display
 
 CAN_MANAGE_BILLING = CAN_MANAGE_MEMBERS  # admins and owners move money and change billing settings
 
@@ -49,7 +49,7 @@ def topup_bounds_micros() -> tuple[int, int]:
 def _check_topup_amount(micros: int, *, param: str) -> None:
     low, high = topup_bounds_micros()
     if not low <= micros <= high:
-        raise InvalidRequest(f"Top-ups are between ${usd_text(low)} and ${usd_text(high)}.", param=param)
+        raise InvalidRequest(f"Top-ups are between {usd_display(low)} and {usd_display(high)}.", param=param)
 
 
 # --- Stripe Checkout -------------------------------------------------------------------------

@@ -69,7 +69,8 @@
   function showRuntime(el) {
     var badge = document.getElementById("status-" + el.dataset.deployment);
     if (badge && /status-(stopped|failed)/.test(badge.className)) return;  // ended: the figure stands
-    el.textContent = durationText(Math.floor(Date.now() / 1000 - Number(el.dataset.startedS)));
+    // Time with a replica billed: the server's figure at as-of, counting on while one runs.
+    el.textContent = durationText(Number(el.dataset.runtimeS) + Math.floor(elapsedHours(el) * 3600));
   }
   function tick() {
     document.querySelectorAll(".ticker").forEach(showCost);

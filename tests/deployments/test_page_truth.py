@@ -1,0 +1,101 @@
+"""A deployment's page says what happened: who stopped it and when, what bills now ($0 with no
+replica launched), a runtime that stops when nothing runs, a first-minute hold shown as a hold,
+and no forms for what a stopped deployment can no longer do."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.utils import timezone
+
+from billing.holds import hold_open
+from billing.models import Service
+from deployments.lifecycle import deployment_refresh_status
+from deployments.models import Deployment, DeploymentStatus
+from deployments.selectors import deployment_row
+from fleet import tasks
+from fleet.models import Instance, InstanceState
+from fleet.provisioning import first_minute_hold_key
+from tests.support.billing import fund
+from tests.support.pages import running, signed_in
+from tests.support.personas import Persona
+
+pytestmark = pytest.mark.django_db
+
+
+def main_of(page: str) -> str:
+    return page.split('<main id="main"')[1]
+
+
+def test_a_stopped_deployment_says_who_stopped_it_and_when(
+    alice: Persona, catalog: None, monkeypatch: pytest.MonkeyPatch, django_capture_on_commit_callbacks: Any
+) -> None:
+    monkeypatch.setattr(tasks.instance_terminate_task, "delay", lambda instance_id: None)
+    deployment = running(alice)
+    client = signed_in(alice)
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post(f"/deployments/{deployment.pk}/stop")
+    asked_at = timezone.now()
+    instance = deployment.instances.get()
+    Instance.objects.filter(pk=instance.pk).update(state=InstanceState.TERMINATED, terminated_at=asked_at)
+    deployment.refresh_from_db()
+    deployment_refresh_status(deployment)
+    deployment.refresh_from_db()
+    page = main_of(client.get(f"/deployments/{deployment.pk}/").content.decode())
+    said = f"Stopped by alice@example.com at {asked_at:%H:%M} UTC."
+    assert deployment.status == DeploymentStatus.STOPPED and deployment.status_reason == said
+    assert f'id="status-reason">{said}<' in page and "Deleted by the user" not in page
+
+
+def test_a_stopped_page_offers_no_forms_that_no_longer_apply(alice: Persona, catalog: None) -> None:
+    deployment = running(alice)
+    Deployment.objects.filter(pk=deployment.pk).update(status=DeploymentStatus.STOPPED, stopped_at=timezone.now())
+    Instance.objects.filter(deployment=deployment).update(state=InstanceState.TERMINATED, terminated_at=timezone.now())
+    page = main_of(signed_in(alice).get(f"/deployments/{deployment.pk}/").content.decode())
+    for action in ('/key"', "/scaling", "/sla", "/preset", '/webhooks"', '/access"', "/stop"):
+        assert f'action="/deployments/{deployment.pk}{action}' not in page, action
+    assert "Create a deployment key" not in page and "Stop…" not in page
+
+
+def test_cost_per_hour_now_is_zero_while_no_replica_has_launched_and_the_hold_shows_as_a_hold(
+    alice: Persona, catalog: None
+) -> None:
+    fund(alice.org, 5_000_000)
+    deployment = Deployment.objects.create(
+        org=alice.org, name="chat", status="provisioning", model_id="smollm2-135m-instruct", gpu_type_id="cpu",
+        region_id="local", desired_replicas=1, hourly_price_micros=3_600_000,
+    )  # fmt: skip
+    instance = Instance.objects.create(
+        deployment=deployment, state=InstanceState.WAITING_FOR_CAPACITY, tag="t", api_key="k",
+        hourly_price_micros=3_600_000,
+    )  # fmt: skip
+    hold_open(org=alice.org, amount_micros=60_000, idempotency_key=first_minute_hold_key(instance.pk),
+              description="First minute of chat", service=Service.MODEL)  # fmt: skip
+    row = deployment_row(deployment)
+    assert (row.hourly_cost_micros, row.accrued_micros, row.ticker["rate_micros"]) == (0, 0, 0)
+    page = main_of(signed_in(alice).get(f"/deployments/{deployment.pk}/").content.decode())
+    assert "<dt>Cost/hr now</dt><dd>$0.00 ($3.60 per replica)</dd>" in page
+    assert '<dd id="held">$0.06 <span class="muted">for the first minute of replicas not started yet' in page
+    listing = signed_in(alice).get("/deployments/").content.decode()
+    assert 'data-label="Cost/hr now">$0.00<' in listing
+
+
+def test_runtime_counts_only_time_with_a_replica_running(alice: Persona, catalog: None) -> None:
+    deployment = running(alice)
+    now = timezone.now()
+    # Ran 10 minutes two hours ago, then scaled to zero: the runtime is 10 minutes and stands still.
+    Deployment.objects.filter(pk=deployment.pk).update(
+        status=DeploymentStatus.SCALED_TO_ZERO, desired_replicas=0, started_at=now - timedelta(hours=2)
+    )
+    Instance.objects.filter(deployment=deployment).update(
+        state=InstanceState.TERMINATED, launched_at=now - timedelta(hours=2),
+        terminated_at=now - timedelta(hours=2) + timedelta(minutes=10),
+    )  # fmt: skip
+    deployment.refresh_from_db()
+    assert deployment_row(deployment, now=now).runtime_seconds == 600
+    page = main_of(signed_in(alice).get(f"/deployments/{deployment.pk}/").content.decode())
+    assert '<dt>Runtime</dt><dd>10 min 00 s <span class="muted">(nothing running now)</span></dd>' in page
+    assert 'class="runtime"' not in page  # nothing ticks
+    assert "<dt>Cost/hr now</dt><dd>$0.00" in page

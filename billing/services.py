@@ -226,7 +226,10 @@ def _no_card_yet() -> str:
 def spend_limit_set(*, principal: Principal, daily_limit_micros: int | None) -> BillingProfile:
     principal.require(CAN_MANAGE_BILLING, "changing the spend limit")
     if daily_limit_micros is not None and daily_limit_micros <= 0:
-        raise InvalidRequest("The daily limit must be more than $0 (or null for none).", param="daily_limit_usd")
+        raise InvalidRequest(
+            "The daily limit must be more than $0; for no limit, leave it empty (null in the API).",
+            param="daily_limit_usd",
+        )
     profile = profile_of(principal.org)
     profile.daily_spend_limit_micros = daily_limit_micros
     profile.save(update_fields=["daily_spend_limit_micros"])

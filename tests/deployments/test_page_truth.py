@@ -99,3 +99,33 @@ def test_runtime_counts_only_time_with_a_replica_running(alice: Persona, catalog
     assert '<dt>Runtime</dt><dd>10 min 00 s <span class="muted">(nothing running now)</span></dd>' in page
     assert 'class="runtime"' not in page  # nothing ticks
     assert "<dt>Cost/hr now</dt><dd>$0.00" in page
+
+
+@pytest.mark.parametrize(
+    ("path", "typed"),
+    [
+        ("scaling", {"min_replicas": "3", "max_replicas": "1"}),
+        ("scaling", {"min_replicas": "0"}),
+        ("scaling", {"max_replicas": "99"}),
+        ("scaling", {"idle_timeout_seconds": "5"}),
+        ("scaling", {"target": "0"}),
+        ("sla", {"ttft_target_ms": "0"}),
+        ("sla", {"throughput_target_tps": "0"}),
+        ("sla", {"concurrency_limit": "0"}),
+    ],
+)
+def test_form_refusals_name_what_the_form_says_not_api_fields(
+    alice: Persona, catalog: None, path: str, typed: dict[str, str]
+) -> None:
+    deployment = running(alice)
+    scaling = {"min_replicas": "1", "max_replicas": "1", "idle_timeout_seconds": "900", "metric": "concurrency",
+               "target": "4"}  # fmt: skip
+    form = {**(scaling if path == "scaling" else {}), **typed}
+    refused = signed_in(alice).post(f"/deployments/{deployment.pk}/{path}", form)
+    error = refused.content.decode().split(f'id="{path}-error" role="alert">')[1].split("</p>")[0]
+    assert refused.status_code == 400
+    api_words = ("min_replicas", "max_replicas", "idle_timeout_seconds", "scale_to_zero", "target.value",
+                 "target.metric", "null", "ttft_target_ms", "throughput_target_tps", "concurrency_limit")  # fmt: skip
+    assert not any(word in error for word in api_words), error
+    if typed == {"min_replicas": "3", "max_replicas": "1"}:
+        assert error == "The minimum can&#x27;t be above the maximum (3 &gt; 1)."

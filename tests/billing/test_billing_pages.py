@@ -73,7 +73,7 @@ def test_each_statement_row_shows_the_balance_that_row_left_to_the_micro_dollar(
     usage_charge(meter, start, start + timedelta(seconds=60))  # $0.000833
     usage_charge(meter, start, start + timedelta(seconds=120))  # $0.000833 more (cumulative: 1666)
     rows = main_of(signed_in(alice).get("/billing/").content.decode()).split('<tbody id="statement">')[1]
-    balances = [cell.split("</td>")[0] for cell in rows.split('<td class="num">')[1:]]
+    balances = [cell.split("</td>")[0] for cell in rows.split('data-label="Balance after">')[1:]]
     assert balances == ["$4.998334", "$4.999167", "$5.00"]  # newest first, each row's own balance
 
 

@@ -129,3 +129,27 @@ def test_form_refusals_name_what_the_form_says_not_api_fields(
     assert not any(word in error for word in api_words), error
     if typed == {"min_replicas": "3", "max_replicas": "1"}:
         assert error == "The minimum can&#x27;t be above the maximum (3 &gt; 1)."
+
+
+def test_on_a_phone_every_table_with_money_or_actions_stacks_into_labelled_cards(
+    alice: Persona, catalog: None, client: Any
+) -> None:
+    """At 390 px a scrolling table hid the amounts ("-$0") and Revoke; `table.stack` turns each row
+    into a card of label/value lines (static/css/app.css), so every cell needs its label. Checked
+    in Chromium at 390 px by hand (nothing outside the viewport); here, the markup that makes it so."""
+    fund(alice.org, 5_000_000)
+    deployment = running(alice)
+    client.post("/api/v1/api-keys", data={"name": "customer-a", "kind": "account", "scoped": True},
+                content_type="application/json", **alice.auth)  # fmt: skip
+    browser = signed_in(alice)
+    for path in ("/billing/", "/api-keys/", f"/deployments/{deployment.pk}/", "/deployments/"):
+        page = main_of(browser.get(path).content.decode())
+        tables = page.split("<table")[1:]
+        assert tables, path
+        for table in tables:
+            body = table.split("<tbody")[1].split("</tbody>")[0] if "<tbody" in table else ""
+            assert table.startswith(' class="stack"'), (path, table[:120])
+            cells = body.count("<td")
+            labelled = body.count("<td data-label=") + body.count('" data-label=') + body.count('<td class="actions"')
+            labelled += body.count("colspan=")  # "No transactions yet", "Load more": one cell rows
+            assert labelled >= cells, (path, body[:400])

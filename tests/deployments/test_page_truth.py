@@ -82,7 +82,7 @@ def test_cost_per_hour_now_is_zero_while_no_replica_has_launched_and_the_hold_sh
     assert 'data-label="Cost/hr now">$0.00<' in listing
 
 
-def test_runtime_counts_only_time_with_a_replica_running(alice: Persona, catalog: None) -> None:
+def test_runtime_counts_only_time_with_a_replica_running(alice: Persona, catalog: None, client: Any) -> None:
     deployment = running(alice)
     now = timezone.now()
     # Ran 10 minutes two hours ago, then scaled to zero: the runtime is 10 minutes and stands still.
@@ -99,6 +99,8 @@ def test_runtime_counts_only_time_with_a_replica_running(alice: Persona, catalog
     assert '<dt>Runtime</dt><dd>10 min 00 s <span class="muted">(nothing running now)</span></dd>' in page
     assert 'class="runtime"' not in page  # nothing ticks
     assert "<dt>Cost/hr now</dt><dd>$0.00" in page
+    api = client.get(f"/api/v1/deployments/{deployment.pk}", **alice.auth).json()
+    assert (api["runtime_seconds"], api["hourly_cost_usd"]) == (600, 0)  # the API says the same
 
 
 @pytest.mark.parametrize(

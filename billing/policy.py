@@ -74,7 +74,7 @@ def _grace_start(org: Organization, profile: BillingProfile, now: datetime) -> s
     activity_record(
         org=org,
         kind="billing.grace_started",
-        message=f"Balance reached $0.00: running workloads stop at {deadline:%Y-%m-%d %H:%M} UTC unless you add funds.",
+        message=f"Balance reached $0.00: workloads stop at {deadline:%Y-%m-%d %H:%M} UTC; {how_to_get_credit()}.",
     )
     enqueue("billing.tasks.zero_balance_email_task", org.pk, deadline.isoformat())
     return "grace_started"

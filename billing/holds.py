@@ -57,8 +57,10 @@ def hold_open(
     return hold
 
 
-def hold_post(*, hold_id: str, amount_micros: int) -> CreditHold:
-    """Charge `amount_micros` (0 < amount <= held) as usage and return the rest."""
+def hold_post(*, hold_id: str, amount_micros: int, gpu_seconds: int = 0) -> CreditHold:
+    """Charge `amount_micros` (0 < amount <= held) as usage and return the rest. `gpu_seconds`
+    are the GPU time the charge pays for: reports divide spend by the same seconds (a first
+    minute posted without its 60 seconds made the average cost per GPU-hour read high)."""
     with transaction.atomic():
         hold = _locked(hold_id)
         if hold.status == HoldStatus.POSTED and hold.posted_micros == amount_micros:
@@ -79,6 +81,7 @@ def hold_post(*, hold_id: str, amount_micros: int) -> CreditHold:
             # The credit was reserved; posting succeeds even if an earlier overdraft left available short.
             allow_overdraft=True,
             lines=[Line(available, -amount_micros), Line(system_account(AccountKind.REVENUE), amount_micros)],
+            metadata={"gpu_seconds": gpu_seconds} if gpu_seconds else None,
         )
         hold.posted_micros = amount_micros
         hold.save(update_fields=["posted_micros"])

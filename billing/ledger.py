@@ -21,6 +21,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 
 from accounts.models import Organization, User
+from billing.advice import how_to_get_credit
 from billing.models import (
     AccountKind,
     LedgerAccount,
@@ -31,7 +32,7 @@ from billing.models import (
     UsageDay,
 )
 from gpucloud.core.errors import ApiError
-from gpucloud.core.money import usd_text
+from gpucloud.core.money import usd_display
 
 
 class InsufficientCredit(ApiError):
@@ -146,8 +147,8 @@ def _check_limits(locked: dict[int, LedgerAccount], deltas: dict[int, int], allo
             overdraft = True
             continue
         raise InsufficientCredit(
-            f"Insufficient credit: this needs ${usd_text(-delta)} and "
-            f"${usd_text(max(account.balance_micros, 0))} is available. Add funds on the billing page."
+            f"Insufficient credit: this needs {usd_display(-delta)} and "
+            f"{usd_display(max(account.balance_micros, 0))} is available: {how_to_get_credit()}."
         )
     return overdraft
 

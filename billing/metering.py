@@ -126,6 +126,7 @@ def usage_prepay_from_hold(meter: UsageMeter, hold_id: str) -> None:
         if meter.billed_seconds >= MINIMUM_SECONDS or hold is None or hold.status != HoldStatus.OPEN:
             return  # already charged, or no hold: ordinary metering bills the minimum
         amount = min(cost_micros(meter.hourly_price_micros, MINIMUM_SECONDS), hold.amount_micros)
-        hold_post(hold_id=hold.pk, amount_micros=amount)
+        seconds = 0 if meter.service == Service.STORAGE else MINIMUM_SECONDS * meter.gpu_count
+        hold_post(hold_id=hold.pk, amount_micros=amount, gpu_seconds=seconds)
         meter.billed_seconds, meter.billed_micros = MINIMUM_SECONDS, amount
         meter.save(update_fields=["billed_seconds", "billed_micros"])

@@ -12,11 +12,12 @@ from django.utils import timezone
 from accounts.models import Organization
 from accounts.services import activity_record
 from billing import selectors
+from billing.advice import how_to_get_credit
 from billing.ledger import InsufficientCredit
 from billing.metering import usage_meter_stop
 from billing.models import BillingProfile, UsageMeter
 from gpucloud.core.jobs import enqueue, send
-from gpucloud.core.money import usd_text
+from gpucloud.core.money import usd_display
 
 # The workload side's task that stops every running workload of an org (deployments/tasks.py).
 WORKLOADS_STOP_TASK = "deployments.tasks.workloads_stop_for_nonpayment_task"
@@ -30,13 +31,13 @@ def launch_check(org: Organization, *, now: datetime | None = None) -> None:
     """Raise 402 unless the org may start something new now (called before every launch)."""
     balance = selectors.balance_of(org)
     if balance.available_micros <= 0:
-        raise InsufficientCredit("Your available balance is $0.00; add funds on the billing page to launch.")
+        raise InsufficientCredit(f"Your available balance is $0.00: {how_to_get_credit()}, then launch again.")
     limit = selectors.profile_of(org).daily_spend_limit_micros
     if limit is not None:
         spent = selectors.spend_today(org, now=now)
         if spent >= limit:
             raise SpendLimitReached(
-                f"Daily spend limit of ${usd_text(limit)} reached (${usd_text(spent)} spent today, UTC). "
+                f"Daily spend limit of {usd_display(limit)} reached ({usd_display(spent)} spent today, UTC). "
                 "Raise the limit on the billing page or wait until 00:00 UTC."
             )
 
@@ -73,7 +74,7 @@ def _grace_start(org: Organization, profile: BillingProfile, now: datetime) -> s
     activity_record(
         org=org,
         kind="billing.grace_started",
-        message=f"Balance reached $0.00: running workloads stop at {deadline:%Y-%m-%d %H:%M} UTC unless you add funds.",
+        message=f"Balance reached $0.00: workloads stop at {deadline:%Y-%m-%d %H:%M} UTC; {how_to_get_credit()}.",
     )
     enqueue("billing.tasks.zero_balance_email_task", org.pk, deadline.isoformat())
     return "grace_started"

@@ -21,7 +21,7 @@ from billing import selectors, stripe_gateway
 from billing.models import AutoRefillAttempt, BillingProfile, RefillStatus, TransactionKind
 from billing.services import stripe_credit
 from gpucloud.core.jobs import enqueue
-from gpucloud.core.money import MICROS_PER_USD, usd_text
+from gpucloud.core.money import MICROS_PER_USD, usd_display
 from webhooks.events import event_emit
 
 
@@ -97,7 +97,7 @@ def _refill_failed(attempt: AutoRefillAttempt, error: str) -> AutoRefillAttempt:
         activity_record(
             org=attempt.org,
             kind="billing.auto_refill_failed",
-            message=f"Auto-refill of ${usd_text(attempt.amount_micros)} failed ({error}); auto-refill is now off.",
+            message=f"Auto-refill of {usd_display(attempt.amount_micros)} failed ({error}); auto-refill is now off.",
         )
         event_emit(
             org_id=attempt.org_id,

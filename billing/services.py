@@ -17,7 +17,7 @@ from billing.live import balance_changed_on_commit
 from billing.models import AccountKind, BillingProfile, CheckoutSession, TransactionKind
 from billing.selectors import profile_of
 from gpucloud.core.errors import Conflict, InvalidRequest
-from gpucloud.core.money import MICROS_PER_USD, usd_text
+from gpucloud.core.money import MICROS_PER_USD, usd_display
 
 CAN_MANAGE_BILLING = CAN_MANAGE_MEMBERS  # admins and owners move money and change billing settings
 
@@ -49,7 +49,7 @@ def topup_bounds_micros() -> tuple[int, int]:
 def _check_topup_amount(micros: int, *, param: str) -> None:
     low, high = topup_bounds_micros()
     if not low <= micros <= high:
-        raise InvalidRequest(f"Top-ups are between ${usd_text(low)} and ${usd_text(high)}.", param=param)
+        raise InvalidRequest(f"Top-ups are between {usd_display(low)} and {usd_display(high)}.", param=param)
 
 
 # --- Stripe Checkout -------------------------------------------------------------------------
@@ -205,7 +205,7 @@ def auto_refill_configure(
             _require_cents(amount_micros, param="amount_usd")
             profile.auto_refill_amount_micros = amount_micros
         if enabled and not profile.stripe_payment_method_id:
-            raise Conflict("Save a card first: top up once by card, or use 'Save a card' on the billing page.")
+            raise Conflict(_no_card_yet())
         profile.auto_refill_enabled = enabled
         if enabled:
             profile.auto_refill_disabled_reason = ""
@@ -213,10 +213,23 @@ def auto_refill_configure(
     return profile
 
 
+def _no_card_yet() -> str:
+    """Why auto-refill cannot turn on, and the way that exists on this gpucloud."""
+    if not stripe_gateway.is_configured():
+        return (
+            "Auto-refill charges a saved card, and card payments are not set up on this gpucloud: "
+            "ask its operator for credit."
+        )
+    return "Save a card first: top up once by card, or use 'Save a card' on the billing page."
+
+
 def spend_limit_set(*, principal: Principal, daily_limit_micros: int | None) -> BillingProfile:
     principal.require(CAN_MANAGE_BILLING, "changing the spend limit")
     if daily_limit_micros is not None and daily_limit_micros <= 0:
-        raise InvalidRequest("The daily limit must be more than $0 (or null for none).", param="daily_limit_usd")
+        raise InvalidRequest(
+            "The daily limit must be more than $0; for no limit, leave it empty (null in the API).",
+            param="daily_limit_usd",
+        )
     profile = profile_of(principal.org)
     profile.daily_spend_limit_micros = daily_limit_micros
     profile.save(update_fields=["daily_spend_limit_micros"])

@@ -26,7 +26,7 @@ from billing.models import (
     TransactionKind,
 )
 from billing.services import stripe_credit, stripe_refund
-from gpucloud.core.money import usd_text
+from gpucloud.core.money import usd_display
 
 CENT = 10_000  # micro-USD
 
@@ -69,7 +69,8 @@ def _checkout_paid(record: CheckoutSession, session: dict[str, Any]) -> StripeEv
         )
         CheckoutSession.objects.filter(pk=record.pk).update(status=CheckoutStatus.COMPLETED)
         if posting.created:
-            activity_record(org=record.org, kind="billing.topup", message=f"Added ${usd_text(amount)} to the balance.")
+            message = f"Added {usd_display(amount)} to the balance."
+            activity_record(org=record.org, kind="billing.topup", message=message)
     if session.get("payment_intent"):
         card = stripe_gateway.payment_method_of_payment_intent(str(session["payment_intent"]))
         if card is not None:

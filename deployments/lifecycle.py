@@ -16,7 +16,10 @@ def deployment_transition(deployment: Deployment, to: DeploymentStatus, reason: 
     if previous == to:
         return
     deployment.status = to
-    deployment.status_reason = reason
+    # Once stopped, the deployment still says who or what stopped it ("Stopped by alice@example.com
+    # at 10:02 UTC."); the event records the last step ("All instances terminated.").
+    if not (previous == DeploymentStatus.STOPPING and to == DeploymentStatus.STOPPED and deployment.status_reason):
+        deployment.status_reason = reason
     fields = ["status", "status_reason"]
     if to == DeploymentStatus.ACTIVE and deployment.started_at is None:
         deployment.started_at = timezone.now()

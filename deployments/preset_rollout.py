@@ -45,7 +45,7 @@ from fleet.models import FINAL_STATES, PRE_LAUNCH_STATES, Instance, InstanceStat
 from fleet.transitions import instance_transition
 from gpucloud.core.errors import ApiError, Conflict, InvalidRequest
 from gpucloud.core.jobs import enqueue
-from gpucloud.core.money import usd_text
+from gpucloud.core.money import usd_display
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ def _rollout_start(deployment: Deployment, preset: Preset, price: int) -> None:
     stale = [i for i in _replicas(deployment) if i.config(deployment) != target]
     _switch(deployment, preset, price, replicas=len(stale), keep_from=resuming)
     verb = "Resuming the rollout" if resuming else "Rolling"
-    _note(deployment, f"{verb} to preset {preset.name} ({preset.gpu_type.name}, ${usd_text(price)}/h per replica): "
+    _note(deployment, f"{verb} to preset {preset.name} ({preset.gpu_type.name}, {usd_display(price)}/h per replica): "
                       f"replacing {len(stale)} replica(s) one at a time.")  # fmt: skip
     _step(deployment, timezone.now(), strict=True)
 

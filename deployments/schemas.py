@@ -60,10 +60,12 @@ class DeploymentOut(Schema):
     preset: str | None
     replicas: int
     endpoint_url: str = Field(description="POST OpenAI chat completions here (with your API key)")
-    hourly_cost_usd: float = Field(description="All replicas, per hour, each at its own price")
+    hourly_cost_usd: float = Field(
+        description="What bills now, per hour: the launched replicas not yet confirmed ended, each at its own price"
+    )
     created_at: datetime
     started_at: datetime | None
-    runtime_seconds: int
+    runtime_seconds: int = Field(description="Seconds with at least one replica billed (it stops while none runs)")
     total_cost_usd: float
     instances: list[InstanceOut]
     rollout: RolloutOut | None = Field(description="The last preset change; null when there was none")

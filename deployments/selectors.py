@@ -9,9 +9,10 @@ from django.utils import timezone
 
 from accounts.models import Organization
 from billing.metering import cost_micros
-from billing.models import UsageMeter
+from billing.models import CreditHold, HoldStatus, UsageMeter
 from deployments.models import Deployment, DeploymentEvent, DeploymentStatus
-from fleet.models import Instance, InstanceState
+from fleet.models import PRE_LAUNCH_STATES, Instance, InstanceState
+from fleet.provisioning import first_minute_hold_key
 from gpucloud.core.errors import NotFound
 
 RUNNING_STATUSES = (DeploymentStatus.ACTIVE, DeploymentStatus.SCALING, DeploymentStatus.DEGRADED)
@@ -85,7 +86,10 @@ class DeploymentRow:
     total_cost_micros: int  # billed so far
     accrued_micros: int  # cost up to `as_of`, as metering will bill it
     as_of: datetime
-    hourly_cost_micros: int  # the live replicas at their own prices (they differ during a preset rollout)
+    # What bills now: the launched replicas not yet confirmed ended, each at its own price (they
+    # differ during a preset rollout). $0 while a replica waits for capacity or scales from zero.
+    hourly_cost_micros: int
+    runtime_seconds: int = 0  # time with at least one replica billed, to `as_of` (it stops when nothing runs)
 
     @cached_property  # the templates read it four times a row
     def ticker(self) -> dict[str, int]:
@@ -128,11 +132,38 @@ def _row(deployment: Deployment, cost: int, now: datetime) -> DeploymentRow:
     instances = list(deployment.instances.all())
     states = [i.state for i in instances]
     running = [i for i in instances if i.state not in (InstanceState.TERMINATED, InstanceState.FAILED)]
+    billed = [i for i in running if i.launched_at is not None and i.terminated_at is None]
     return DeploymentRow(
         deployment, ready=states.count(InstanceState.READY), live=len(running), total_cost_micros=cost,
         accrued_micros=_accrued(instances, now), as_of=now,
-        hourly_cost_micros=sum(i.hourly_price_micros for i in running),
+        hourly_cost_micros=sum(i.hourly_price_micros for i in billed), runtime_seconds=_runtime(instances, now),
     )  # fmt: skip
+
+
+def _runtime(instances: list[Instance], now: datetime) -> int:
+    """Seconds during which at least one replica was billed (launched, not yet confirmed ended):
+    the union of the replicas' sessions, so two replicas at once count once and a deployment
+    scaled to zero stops counting."""
+    sessions = sorted((i.launched_at, i.terminated_at or now) for i in instances if i.launched_at is not None)
+    total, covered_to = 0.0, None
+    for start, end in sessions:
+        if covered_to is not None and start < covered_to:
+            start = covered_to
+        if end > start:
+            total += (end - start).total_seconds()
+            covered_to = end
+    return int(total)
+
+
+def first_minute_held_micros(deployment: Deployment) -> int:
+    """Credit held for replicas not launched yet (their first minute, charged at launch or
+    released if they never start): a hold, not a cost."""
+    pending = [i for i in deployment.instances.all() if i.launched_at is None and i.state in PRE_LAUNCH_STATES]
+    keys = [first_minute_hold_key(i.pk) for i in pending]
+    if not keys:
+        return 0
+    held = CreditHold.objects.filter(idempotency_key__in=keys, status=HoldStatus.OPEN)
+    return held.aggregate(total=Sum("amount_micros"))["total"] or 0
 
 
 def deployment_row(deployment: Deployment, *, now: datetime | None = None) -> DeploymentRow:

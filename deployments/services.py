@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 
 from accounts.models import Organization
 from accounts.principal import Principal
@@ -27,7 +28,7 @@ from fleet.provisioning import first_minute_hold_key
 from fleet.transitions import instance_transition
 from gpucloud.core.errors import ApiError, InvalidRequest, NotFound
 from gpucloud.core.jobs import enqueue
-from gpucloud.core.money import usd_text
+from gpucloud.core.money import usd_display
 from webhooks.events import deployment_event_emit
 
 
@@ -158,7 +159,7 @@ def _instance_add(deployment: Deployment, price_per_hour_micros: int) -> Instanc
         org=deployment.org,
         amount_micros=max(1, cost_micros(price_per_hour_micros, 60)),
         idempotency_key=first_minute_hold_key(instance.pk),
-        description=f"First minute of {deployment.name} (${usd_text(price_per_hour_micros)}/h)",
+        description=f"First minute of {deployment.name} ({usd_display(price_per_hour_micros)}/h)",
         service=Service.MODEL,
     )
     enqueue("fleet.tasks.instance_provision_task", instance.pk)
@@ -194,13 +195,22 @@ def deployment_delete(*, principal: Principal, deployment: Deployment) -> Deploy
         deployment = Deployment.objects.select_for_update().get(pk=deployment.pk)
         if deployment.status in (DeploymentStatus.STOPPING, DeploymentStatus.STOPPED):
             return deployment
-        deployment_transition(deployment, DeploymentStatus.STOPPING, "Deleted by the user.")
+        deployment_transition(deployment, DeploymentStatus.STOPPING, _stopped_by(principal))
         for instance in deployment.instances.select_for_update().exclude(state__in=FINAL_STATES).order_by("pk"):
             instance_transition(instance, InstanceState.TERMINATING, "Deployment deleted.")
             enqueue("fleet.tasks.instance_terminate_task", instance.pk)
         if not deployment.instances.exclude(state__in=FINAL_STATES).exists():
             deployment_transition(deployment, DeploymentStatus.STOPPED, "Nothing was running.")
     return deployment
+
+
+def _stopped_by(principal: Principal) -> str:
+    """Who asked, and when: "Stopped by alice@example.com at 10:02 UTC." (pages show times in UTC)."""
+    if principal.user is not None:
+        who = principal.user.email
+    else:
+        who = f"the key {principal.api_key.name!r}" if principal.api_key else "a key"
+    return f"Stopped by {who} at {timezone.now():%H:%M} UTC."
 
 
 def deployment_scale_to_zero(*, deployment_id: str, reason: str) -> Deployment:

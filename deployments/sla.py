@@ -30,13 +30,28 @@ BOUNDS: dict[str, tuple[float, float]] = {
 }
 
 
-def deployment_sla_set(*, principal: Principal, deployment: Deployment, changes: dict[str, Any]) -> Deployment:
-    """Set the targets named in `changes` (None removes one); a value out of bounds refuses them all."""
+# How the page form names each target in a refusal (the API names its field).
+LABELS = {
+    "ttft_target_ms": "The time to first token target (ms)",
+    "throughput_target_tps": "The throughput target (tokens/s)",
+    "concurrency_limit": "The concurrency limit",
+}
+
+
+def deployment_sla_set(
+    *, principal: Principal, deployment: Deployment, changes: dict[str, Any], for_people: bool = False
+) -> Deployment:
+    """Set the targets named in `changes` (None removes one); a value out of bounds refuses them all
+    (in the page form's words with `for_people`, else the API's)."""
     principal.require(CAN_WRITE, "changing SLA targets")
     for name, value in changes.items():
         low, high = BOUNDS[name]
         if value is not None and not low <= value <= high:
-            raise InvalidRequest(f"{name} must be between {low:g} and {high:g}, or null to remove it.", param=name)
+            if for_people:
+                message = f"{LABELS[name]} must be between {low:g} and {high:g}; leave it empty for no target."
+            else:
+                message = f"{name} must be between {low:g} and {high:g}, or null to remove it."
+            raise InvalidRequest(message, param=name)
     with transaction.atomic():
         locked = Deployment.objects.select_for_update().get(pk=deployment.pk)
         for name, value in changes.items():

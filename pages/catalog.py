@@ -152,18 +152,18 @@ def _serverless(kind: str, idle_text: str, start_cold: bool) -> Serverless | Non
 
 
 def _estimate(options: list[DeployOption], chosen: object, replicas: object) -> dict[str, int] | None:
-    """What the chosen GPU costs for the asked replicas, per hour and per day, shown before launch."""
+    """What the chosen GPU costs for the asked replicas, per hour and per day, shown before launch;
+    None for a replica count the deploy would refuse (no figure for what cannot run)."""
     option = next((o for o in options if o.key == chosen), None)
-    count = replicas if isinstance(replicas, int) and replicas > 0 else 1
-    if option is None:
+    if option is None or not isinstance(replicas, int) or not 1 <= replicas <= settings.GPUCLOUD_MAX_REPLICAS:
         return None
-    return {"replicas": count, "hour": option.price_per_hour_micros * count, "day": option.price_per_day_micros * count}
+    return {"replicas": replicas, "hour": option.price_per_hour_micros * replicas,
+            "day": option.price_per_day_micros * replicas}  # fmt: skip
 
 
 def _with_advice(exc: ApiError) -> str:
     """The refusal and what to do about it."""
-    if exc.status == 402:
-        return f"{exc.message} Add funds on the Billing page, then deploy again."
+    # A 402 already says what to do (billing.advice): saying it again here repeated it.
     if exc.status == 409:
         return f"{exc.message} Pick another GPU or region above."
     return exc.message

@@ -7,6 +7,7 @@ from django.utils.functional import SimpleLazyObject
 
 from accounts.auth import principal_from_session
 from accounts.selectors import memberships_for_user
+from billing import stripe_gateway
 from billing.selectors import balance_ticker
 
 
@@ -19,6 +20,8 @@ def current_org(request: HttpRequest) -> dict[str, Any]:
         "principal": principal,
         "current_org": principal.org,
         "user_memberships": memberships_for_user(request.user),
+        # Without card payments there is nothing to add funds with: no "Add funds" in the header.
+        "payments_configured": stripe_gateway.is_configured(),
         # The header's ticking balance: read only when a full page renders it, not for htmx partials.
         "header_balance": SimpleLazyObject(lambda: balance_ticker(principal.org)),
     }

@@ -15,7 +15,7 @@ from django.test import Client
 from deployments.models import Deployment, DeploymentStatus
 from gpucloud.core.env import env_bool, env_int, parse_database_url
 from gpucloud.core.money import usd_text
-from gpucloud.templatetags.gpucloud import usd_exact
+from gpucloud.templatetags.gpucloud import usd
 from tests.support.personas import Persona
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,9 +58,12 @@ def test_usd_text_is_exact() -> None:
     assert usd_text(-1_234_567) == "-1.23"
 
 
-def test_balances_on_pages_keep_every_micro_dollar() -> None:
-    assert usd_exact(24_996_612) == "$24.996612" and usd_exact(25_000_000) == "$25.00"
-    assert usd_exact(-1_500) == "-$0.001500" and usd_exact(None) == "—"
+def test_money_on_pages_follows_one_rule_exact_to_the_micro_dollar() -> None:
+    # gpucloud/core/money.py: exact, trailing zeros dropped down to cents; nothing rounded, so a
+    # balance of $4.998501 never reads $5.00 on one page and $4.998501 on the next.
+    assert usd(24_996_612) == "$24.996612" and usd(25_000_000) == "$25.00" and usd(4_998_501) == "$4.998501"
+    assert usd(-1_500) == "-$0.0015" and usd(833) == "$0.000833" and usd(50_000) == "$0.05" and usd(None) == "—"
+    assert usd(0) == "$0.00" and usd(-5_000_000) == "-$5.00"
 
 
 def test_healthz_reports_database(client: Client, db: None) -> None:

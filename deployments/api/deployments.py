@@ -26,8 +26,8 @@ router = Router(tags=["deployments"])
 
 def _deployment_out(request: HttpRequest, deployment: Deployment) -> dict[str, object]:
     instances = list(selectors.instances_of(deployment))
+    row = selectors.deployment_row(deployment)  # what bills now, runtime and cost: the pages' figures
     live = [i for i in instances if i.state not in (InstanceState.TERMINATED, InstanceState.FAILED)]
-    end = deployment.stopped_at or timezone.now()
     return {
         "id": deployment.pk,
         "name": deployment.name,
@@ -39,11 +39,11 @@ def _deployment_out(request: HttpRequest, deployment: Deployment) -> dict[str, o
         "preset": deployment.preset_id,
         "replicas": deployment.desired_replicas,
         "endpoint_url": request.build_absolute_uri(f"/api/v1/deployments/{deployment.pk}/chat/completions"),
-        "hourly_cost_usd": sum(i.hourly_price_micros for i in live) / MICROS_PER_USD,
+        "hourly_cost_usd": row.hourly_cost_micros / MICROS_PER_USD,
         "created_at": deployment.created_at,
         "started_at": deployment.started_at,
-        "runtime_seconds": int((end - deployment.started_at).total_seconds()) if deployment.started_at else 0,
-        "total_cost_usd": selectors.total_cost_micros(deployment) / MICROS_PER_USD,
+        "runtime_seconds": row.runtime_seconds,
+        "total_cost_usd": row.total_cost_micros / MICROS_PER_USD,
         "instances": [
             {
                 "id": i.pk,

@@ -16,6 +16,30 @@ from gpucloud.core.errors import Conflict, InvalidRequest
 IDLE_TIMEOUT_BOUNDS = (60, 7 * 24 * 3600)
 TARGET_MAX = 1000.0
 
+# Each refusal in two voices: the API's (naming its fields, as `param` does) and the page form's
+# (naming what the form's labels say). The rule is checked once, in `_check`.
+REFUSALS: dict[str, tuple[str, str]] = {
+    "min_range": ("min_replicas must be between 0 and {most}.", "The minimum must be between 0 and {most} replicas."),
+    "max_range": ("max_replicas must be between 1 and {most}.", "The maximum must be between 1 and {most} replicas."),
+    "min_above_max": (
+        "min_replicas ({low}) cannot exceed max_replicas ({high}).",
+        "The minimum can't be above the maximum ({low} > {high}).",
+    ),
+    "zero_needs_flag": (
+        "min_replicas 0 needs scale_to_zero: true.",
+        "A minimum of 0 replicas needs “Scale to zero after the idle timeout” ticked.",
+    ),
+    "idle_range": (
+        "idle_timeout_seconds must be between {idle_low} and {idle_high}.",
+        "The idle timeout must be between {idle_low} seconds and {idle_high} (a week).",
+    ),
+    "metric": ("target.metric must be one of {metrics}.", "Choose what to scale on: {metrics}."),
+    "target_range": (
+        "target.value must be above 0 and at most {target_max:g}.",
+        "The target per replica must be above 0 and at most {target_max:g}.",
+    ),
+}
+
 
 @dataclass(frozen=True)
 class Scaling:
@@ -54,9 +78,12 @@ class ScalingChange:
     target: float | None = None
 
 
-def deployment_scaling_set(*, principal: Principal, deployment: Deployment, change: ScalingChange) -> Deployment:
-    """Apply `change` to the deployment's settings; a refusal names the setting and saves nothing.
-    The autoscaler moves the replicas inside the new bounds at its next check."""
+def deployment_scaling_set(
+    *, principal: Principal, deployment: Deployment, change: ScalingChange, for_people: bool = False
+) -> Deployment:
+    """Apply `change` to the deployment's settings; a refusal names the setting and saves nothing
+    (in the page form's words with `for_people`, else the API's). The autoscaler moves the
+    replicas inside the new bounds at its next check."""
     principal.require(CAN_WRITE, "changing scaling")
     if deployment.status in (DeploymentStatus.STOPPING, DeploymentStatus.STOPPED, DeploymentStatus.FAILED):
         raise Conflict(f"The deployment is {deployment.status}; deploy it again to scale it.")
@@ -66,7 +93,7 @@ def deployment_scaling_set(*, principal: Principal, deployment: Deployment, chan
     idle = deployment.idle_timeout_seconds if change.idle_timeout_seconds is None else change.idle_timeout_seconds
     metric = deployment.scaling_metric if change.metric is None else change.metric
     target = deployment.scaling_target if change.target is None else change.target
-    _check(low, high, to_zero, idle, metric, target)
+    _check(low, high, to_zero, idle, metric, target, for_people=for_people)
     with transaction.atomic():
         locked = Deployment.objects.select_for_update().get(pk=deployment.pk)
         locked.min_replicas, locked.max_replicas, locked.scale_to_zero = low, high, to_zero
@@ -76,22 +103,26 @@ def deployment_scaling_set(*, principal: Principal, deployment: Deployment, chan
     return locked
 
 
-def _check(low: int, high: int, to_zero: bool, idle: int, metric: str, target: float) -> None:
+def _check(low: int, high: int, to_zero: bool, idle: int, metric: str, target: float, *, for_people: bool) -> None:
     most = settings.GPUCLOUD_MAX_REPLICAS
+
+    def refuse(rule: str, param: str) -> InvalidRequest:
+        text = REFUSALS[rule][1 if for_people else 0]
+        return InvalidRequest(text.format(most=most, low=low, high=high, idle_low=IDLE_TIMEOUT_BOUNDS[0],
+                                          idle_high=IDLE_TIMEOUT_BOUNDS[1], target_max=TARGET_MAX,
+                                          metrics=", ".join(ScalingMetric.values)), param=param)  # fmt: skip
+
     if not 0 <= low <= most:
-        raise InvalidRequest(f"min_replicas must be between 0 and {most}.", param="min_replicas")
+        raise refuse("min_range", "min_replicas")
     if not 1 <= high <= most:
-        raise InvalidRequest(f"max_replicas must be between 1 and {most}.", param="max_replicas")
+        raise refuse("max_range", "max_replicas")
     if low > high:
-        raise InvalidRequest(f"min_replicas ({low}) cannot exceed max_replicas ({high}).", param="min_replicas")
+        raise refuse("min_above_max", "min_replicas")
     if low == 0 and not to_zero:
-        raise InvalidRequest("min_replicas 0 needs scale_to_zero: true.", param="min_replicas")
+        raise refuse("zero_needs_flag", "min_replicas")
     if not IDLE_TIMEOUT_BOUNDS[0] <= idle <= IDLE_TIMEOUT_BOUNDS[1]:
-        raise InvalidRequest(
-            f"idle_timeout_seconds must be between {IDLE_TIMEOUT_BOUNDS[0]} and {IDLE_TIMEOUT_BOUNDS[1]}.",
-            param="idle_timeout_seconds",
-        )
+        raise refuse("idle_range", "idle_timeout_seconds")
     if metric not in ScalingMetric.values:
-        raise InvalidRequest(f"target.metric must be one of {', '.join(ScalingMetric.values)}.", param="target")
+        raise refuse("metric", "target")
     if not 0 < target <= TARGET_MAX:
-        raise InvalidRequest(f"target.value must be above 0 and at most {TARGET_MAX:g}.", param="target")
+        raise refuse("target_range", "target")

@@ -7,32 +7,16 @@ from django.utils import timezone
 from django.utils.timesince import timesince
 
 from gpucloud.core.durations import duration_text
-from gpucloud.core.money import usd_text
+from gpucloud.core.money import usd_display, usd_text
 
 register = template.Library()
 
 
-def _dollars(micros: int, places: int) -> str:
-    text = usd_text(micros, places=places)
-    return f"-${text[1:]}" if text.startswith("-") else f"${text}"
-
-
 @register.filter
 def usd(micros: int | None) -> str:
-    """Format integer micro-USD as dollars: 4410000 -> '$4.41'; an amount under a cent keeps its
-    micro-dollars (833 -> '$0.000833'), since a minute of a cheap GPU would otherwise read $0.00."""
-    if micros is None:
-        return "—"
-    return _dollars(micros, 6 if 0 < abs(micros) < 10_000 else 2)
-
-
-@register.filter
-def usd_exact(micros: int | None) -> str:
-    """Every micro-dollar of a balance: 24996612 -> '$24.996612' (not '$25.00' beside a ticking
-    $24.99...); whole cents keep two places."""
-    if micros is None or micros % 10_000 == 0:
-        return usd(micros)
-    return _dollars(micros, 6)
+    """Integer micro-USD as people read it, by gpucloud.core.money's one rule: exact, trailing
+    zeros dropped down to cents (4998501 -> '$4.998501', 4410000 -> '$4.41', 833 -> '$0.000833')."""
+    return "—" if micros is None else usd_display(micros)
 
 
 @register.filter

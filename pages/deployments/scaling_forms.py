@@ -37,7 +37,7 @@ def deployment_scaling(post: SectionPost) -> None:
         metric=form.get("metric") or None,
         target=_number(form, "target", "Target per replica"),
     )
-    scaling.deployment_scaling_set(principal=post.principal, deployment=post.deployment, change=change)
+    scaling.deployment_scaling_set(principal=post.principal, deployment=post.deployment, change=change, for_people=True)
 
 
 @section_form("sla", anchor=SECTION)
@@ -48,7 +48,7 @@ def deployment_sla(post: SectionPost) -> None:
         name: (_whole if whole else _number)(form, name, label, optional=True)
         for name, (label, whole) in SLA_FIELDS.items()
     }
-    sla.deployment_sla_set(principal=post.principal, deployment=post.deployment, changes=changes)
+    sla.deployment_sla_set(principal=post.principal, deployment=post.deployment, changes=changes, for_people=True)
 
 
 @section_form("preset", anchor=SECTION)

@@ -23,7 +23,7 @@ from accounts.principal import Principal
 from accounts.roles import CAN_MANAGE_ACCESS, CAN_WRITE, role_at_least
 from deployments import metrics, selectors, services
 from deployments.logs import log_tails
-from deployments.models import Deployment
+from deployments.models import Deployment, DeploymentStatus
 from gpucloud.core.errors import ApiError, NotFound
 from pages.deployments.cost_comparison import cost_comparison
 from pages.deployments.scaling_section import settings_context
@@ -41,6 +41,7 @@ def deployment_for_page(principal: Principal, deployment_id: str) -> Deployment:
 
 LIST_PAGE = 50
 NEW_KEY_SESSION_KEY = "deployment_new_key"  # a key's secret between its POST and the page that shows it once
+ENDED_OR_ENDING = (DeploymentStatus.STOPPING, DeploymentStatus.STOPPED, DeploymentStatus.FAILED)
 
 
 @login_required
@@ -71,7 +72,6 @@ def detail_page(
     request: HttpRequest, principal: Principal, deployment: Deployment, status: int = 200, **extra: object
 ) -> HttpResponse:
     now = timezone.now()
-    end = deployment.stopped_at or now
     day_ago = now - timedelta(hours=24)
     # Its replicas are read once: the row, the timeline, uptime and GPU cost all walk them.
     prefetch_related_objects([deployment], "instances")
@@ -100,7 +100,10 @@ def detail_page(
         ],
         "base_url": request.build_absolute_uri("/v1"),
         "model_name": deployment.model_id or deployment.pk,
-        "runtime": (end - deployment.started_at) if deployment.started_at else None,
+        "runtime": timedelta(seconds=row.runtime_seconds) if deployment.started_at or row.runtime_seconds else None,
+        "held_micros": selectors.first_minute_held_micros(deployment),
+        # Stopping, stopped or failed: forms that would change it (keys, grants, webhooks) are gone.
+        "ended": deployment.status in ENDED_OR_ENDING,
         "can_write": can_write,
         "webhooks": webhooks_for_page(deployment.pk),
         "grants": grants.grants_of(deployment),

@@ -44,19 +44,21 @@
 (function () {
   "use strict";
   function elapsedHours(el) { return Math.max(0, Date.now() - Number(el.dataset.asOf)) / 3600000; }
-  function dollars(micros, rate) {
-    // Enough digits that a running rate visibly moves each second, and that an amount under a
-    // cent does not read $0.00 (as the server's usd filter).
-    var places = rate === 0 ? (micros !== 0 && Math.abs(micros) < 10000 ? 6 : 2) : rate < 3600000 ? 6 : 4;
-    return (micros < 0 ? "-$" : "$") + (Math.abs(micros) / 1e6).toFixed(places);
+  // gpucloud/core/money.py's one rule, as the server's usd filter: exact to the micro-dollar, trailing
+  // zeros dropped down to cents ($5.00, $4.998501, $0.000833); the estimate is rounded to a micro-dollar.
+  function dollars(micros) {
+    var m = Math.round(micros), abs = Math.abs(m);
+    var frac = String(abs % 1000000).padStart(6, "0").replace(/0+$/, "");
+    while (frac.length < 2) frac += "0";
+    return (m < 0 ? "-$" : "$") + Math.floor(abs / 1000000) + "." + frac;
   }
   function showCost(el) {
     var rate = Number(el.dataset.rateMicros);
-    el.textContent = dollars(Number(el.dataset.costMicros) + rate * elapsedHours(el), rate);
+    el.textContent = dollars(Number(el.dataset.costMicros) + rate * elapsedHours(el));
   }
   function showBalance(el) {
     var rate = Number(el.dataset.rateMicros);
-    el.textContent = dollars(Number(el.dataset.availableMicros) - rate * elapsedHours(el), rate);
+    el.textContent = dollars(Number(el.dataset.availableMicros) - rate * elapsedHours(el));
   }
   function durationText(seconds) {  // as gpucloud/durations.py: 2 h 05 min, 3 min 20 s, 45 s
     var s = Math.max(0, seconds), hours = Math.floor(s / 3600), minutes = Math.floor((s % 3600) / 60), secs = s % 60;
@@ -67,7 +69,8 @@
   function showRuntime(el) {
     var badge = document.getElementById("status-" + el.dataset.deployment);
     if (badge && /status-(stopped|failed)/.test(badge.className)) return;  // ended: the figure stands
-    el.textContent = durationText(Math.floor(Date.now() / 1000 - Number(el.dataset.startedS)));
+    // Time with a replica billed: the server's figure at as-of, counting on while one runs.
+    el.textContent = durationText(Number(el.dataset.runtimeS) + Math.floor(elapsedHours(el) * 3600));
   }
   function tick() {
     document.querySelectorAll(".ticker").forEach(showCost);

@@ -1,17 +1,25 @@
 // The model page's estimate follows the chosen GPU and replica count before launch (the server
-// renders the first one; without JavaScript it shows the preselected choice).
+// renders the first one; without JavaScript it shows the preselected choice). A replica count the
+// server would refuse gets no figure, only the allowed range.
 (function () {
   "use strict";
-  function usd(micros) {
-    return "$" + (micros / 1e6).toFixed(micros > 0 && micros < 10000 ? 6 : 2);
+  function usd(micros) {  // gpucloud/core/money.py's rule: exact, trailing zeros dropped down to cents
+    var frac = String(micros % 1000000).padStart(6, "0").replace(/0+$/, "");
+    while (frac.length < 2) frac += "0";
+    return "$" + Math.floor(micros / 1000000) + "." + frac;
   }
   function update() {
     var out = document.getElementById("deploy-estimate");
     var chosen = document.querySelector("input[name=placement]:checked");
-    var replicas = parseInt(document.getElementById("deploy-replicas").value, 10);
-    if (!out || !chosen || !(replicas > 0)) return;
-    var hour = Number(chosen.dataset.hourMicros) * replicas;
+    var field = document.getElementById("deploy-replicas");
+    if (!out || !chosen || !field) return;
+    var most = parseInt(field.max, 10), text = field.value.trim(), replicas = Number(text);
     out.innerHTML = "";
+    if (!/^\d+$/.test(text) || replicas < 1 || replicas > most) {
+      out.append("No estimate until a GPU and between 1 and " + most + " replicas are chosen.");
+      return;
+    }
+    var hour = Number(chosen.dataset.hourMicros) * replicas;
     out.append("Estimated cost: ");
     var strong = document.createElement("strong");
     strong.textContent = usd(hour) + "/hr";

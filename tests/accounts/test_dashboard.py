@@ -63,7 +63,7 @@ def test_the_dashboard_shows_this_orgs_money_deployments_and_activity(
     assert ">$3.60<" in page  # spend month to date
     assert ">1.0<" in page  # GPU hours month to date
     assert "$7.20" in page  # the active deployment's cost/hr
-    assert 'class="balance"' in page and "Add funds" in page
+    assert 'class="balance"' in page and "Add funds" not in page  # no card payments in tests: nothing to add funds with
     assert "SmolLM2" in page  # quick deploy from the catalog
 
 

@@ -162,7 +162,7 @@ def test_billing_page(client: Client, alice: Persona, settings: Any) -> None:
     client.force_login(alice.user)
     client.post("/organization/switch", {"org_id": alice.org.pk})
     page = client.get("/billing/").content.decode()
-    assert "$42.00" in page and "Transaction history" in page and "not configured" in page
+    assert "$42.00" in page and "Transaction history" in page and "Card payments are not set up" in page
     more = client.get("/billing/transactions?before=999999", HTTP_HX_REQUEST="true").content.decode()
     assert "<html" not in more and "test funds" in more
 

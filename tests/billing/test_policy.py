@@ -21,7 +21,7 @@ USD = 1_000_000
 
 
 def test_launch_needs_credit(alice: Persona) -> None:
-    with pytest.raises(InsufficientCredit, match="add funds"):
+    with pytest.raises(InsufficientCredit, match="ask the operator of this gpucloud for credit"):
         launch_check(alice.org)
     fund(alice.org, 1 * USD)
     launch_check(alice.org)

@@ -81,11 +81,36 @@ def test_bad_input_is_shown_in_the_form_and_creates_nothing(
     assert not Deployment.objects.exists() and launches == [] and ledger_snapshot() == before
 
 
-def test_no_credit_says_to_add_funds(alice: Persona, fleet: str, launches: list[str]) -> None:
+def test_no_credit_says_once_to_ask_the_operator_when_card_payments_are_off(
+    alice: Persona, fleet: str, launches: list[str]
+) -> None:
     response = deploy(signed_in(alice))
+    page = response.content.decode().split('<main id="main"')[1]  # the header shows the balance too
     assert response.status_code == 402
-    assert "Add funds on the Billing page, then deploy again." in response.content.decode()
+    assert "Your available balance is $0.00: ask the operator of this gpucloud for credit" in page
+    assert page.lower().count("add funds") == 0 and page.count("$0.00") == 1  # said once, no dead end
     assert not Deployment.objects.exists() and launches == []
+
+
+def test_no_credit_says_once_to_add_funds_when_stripe_is_configured(
+    alice: Persona, fleet: str, launches: list[str], settings: Any
+) -> None:
+    settings.STRIPE_SECRET_KEY = "sk_test_configured"  # nothing calls Stripe on this path
+    response = deploy(signed_in(alice))
+    page = response.content.decode().split('<main id="main"')[1]
+    assert response.status_code == 402
+    assert "Your available balance is $0.00: add funds on the Billing page, then launch again." in page
+    assert page.count("add funds on the Billing page") == 1 and page.count("$0.00") == 1
+    assert not Deployment.objects.exists() and launches == []
+
+
+def test_no_estimate_is_shown_for_a_replica_count_that_is_refused(alice: Persona, fleet: str) -> None:
+    fund(alice.org, 5 * USD)
+    refused = deploy(signed_in(alice), replicas=10**20).content.decode()
+    estimate = refused.split('id="deploy-estimate"')[1].split("</p>")[0]
+    assert "$" not in estimate and "between 1 and 8 replicas" in estimate
+    assert "replicas must be between 1 and 8" in refused
+    assert not Deployment.objects.exists()
 
 
 def test_the_estimate_before_launch_covers_the_asked_replicas(alice: Persona, fleet: str) -> None:

@@ -125,14 +125,16 @@ def test_a_scaling_change_is_saved_and_answers_with_the_section(alice: Persona, 
 @pytest.mark.parametrize(
     ("typed", "field", "says"),
     [
-        ({"min_replicas": "4", "max_replicas": "2"}, "scaling-min", "min_replicas (4) cannot exceed max_replicas (2)."),
+        ({"min_replicas": "4", "max_replicas": "2"}, "scaling-min", "The minimum can't be above the maximum (4 > 2)."),
         ({"min_replicas": "two"}, "scaling-min", "Minimum replicas must be a whole number, not 'two'."),
         ({"max_replicas": "1.5"}, "scaling-max", "Maximum replicas must be a whole number, not '1.5'."),
         ({"max_replicas": ""}, "scaling-max", "Maximum replicas is empty: enter a whole number."),
-        ({"idle_timeout_seconds": "10"}, "scaling-idle", "idle_timeout_seconds must be between 60 and 604800."),
+        ({"idle_timeout_seconds": "10"}, "scaling-idle",
+         "The idle timeout must be between 60 seconds and 604800 (a week)."),
         ({"target": "fast"}, "scaling-target", "Target per replica must be a number, not 'fast'."),
         ({"target": "nan"}, "scaling-target", "Target per replica must be a number, not 'nan'."),
-        ({"min_replicas": "0"}, "scaling-min", "min_replicas 0 needs scale_to_zero: true."),
+        ({"min_replicas": "0"}, "scaling-min",
+         "A minimum of 0 replicas needs “Scale to zero after the idle timeout” ticked."),
     ],
 )  # fmt: skip
 def test_a_refused_scaling_change_is_shown_inline_and_changes_nothing(
@@ -171,7 +173,10 @@ def test_sla_targets_are_set_and_an_empty_field_removes_one(alice: Persona, cata
     [
         ({"ttft_target_ms": "fast"}, "Time to first token target (ms) must be a whole number, not 'fast'."),
         ({"throughput_target_tps": "lots"}, "Throughput target (tokens/s) must be a number, not 'lots'."),
-        ({"concurrency_limit": "0"}, "concurrency_limit must be between 1 and 100000, or null to remove it."),
+        (
+            {"concurrency_limit": "0"},
+            "The concurrency limit must be between 1 and 100000; leave it empty for no target.",
+        ),
     ],
 )
 def test_a_refused_sla_change_is_shown_inline_and_changes_nothing(

@@ -120,7 +120,10 @@ def test_no_credit_is_402_and_launches_nothing(
     client: Client, alice: Persona, fleet: str, django_capture_on_commit_callbacks: Any
 ) -> None:
     response = create(client, alice, django_capture_on_commit_callbacks)
-    assert response.status_code == 402 and "add funds" in response.json()["error"]["message"]
+    assert (
+        response.status_code == 402
+        and "ask the operator of this gpucloud for credit" in response.json()["error"]["message"]
+    )
     fund(alice.org, 100)  # $0.0001: less than the first minute of two replicas
     response = create(client, alice, django_capture_on_commit_callbacks, replicas=2)
     assert response.status_code == 402 and not Deployment.objects.exists()

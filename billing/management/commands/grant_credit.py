@@ -8,7 +8,7 @@ from accounts.models import Organization, User
 from billing import selectors
 from billing.services import credit_grant, usd_to_micros
 from gpucloud.core.errors import ApiError
-from gpucloud.core.money import usd_text
+from gpucloud.core.money import usd_display
 
 
 class Command(BaseCommand):
@@ -31,8 +31,8 @@ class Command(BaseCommand):
             raise CommandError(exc.message) from None
         balance = selectors.balance_of(org)
         self.stdout.write(
-            f"Granted ${usd_text(amount)} to {org.name} ({org.pk}), transaction {posting.transaction.pk}; "
-            f"available now ${usd_text(balance.available_micros)}."
+            f"Granted {usd_display(amount)} to {org.name} ({org.pk}), transaction {posting.transaction.pk}; "
+            f"available now {usd_display(balance.available_micros)}."
         )
 
 

@@ -11,7 +11,7 @@ from accounts.principal import Principal
 from accounts.roles import Role
 from billing.services import credit_grant, usd_to_micros
 from gpucloud.core.errors import ApiError
-from gpucloud.core.money import usd_text
+from gpucloud.core.money import usd_display
 
 
 class Command(BaseCommand):
@@ -40,7 +40,7 @@ class Command(BaseCommand):
         if options["credit"]:
             amount = usd_to_micros(options["credit"], param="credit")
             credit_grant(org=org, amount_micros=amount, reason="Initial credit (create_user)")
-            self.stdout.write(f"Granted ${usd_text(amount)} of credit.")
+            self.stdout.write(f"Granted {usd_display(amount)} of credit.")
         if options["api_key"]:
             principal = Principal(user=user, org=org, role=Role.OWNER)
             key, plaintext = services.api_key_create(

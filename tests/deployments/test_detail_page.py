@@ -94,7 +94,7 @@ def test_the_charts_uptime_and_cost_comparison_come_from_measured_traffic(alice:
     assert "No hosted API lists a model as small as SmolLM2 135M" in page
     groq = '<th scope="row">Groq: Llama 3.1 8B Instruct (llama-3.1-8b-instant)<span class="source">list price as of'
     assert groq + ' January 2025, <a href="https://groq.com/pricing/"' in page
-    assert '<td class="num">$0.05 / $0.08</td>' in page
+    assert '<td class="num" data-label="Per 1M tokens, input / output">$0.05 / $0.08</td>' in page
     assert "GPT-4" not in page and "Claude" not in page and "product brief" not in page
     assert 'src="/static/vendor/plotly.min.js"' in page
 

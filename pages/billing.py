@@ -16,6 +16,7 @@ from billing import selectors, services, stripe_gateway
 from billing.policy import grace_period
 from billing.services import CAN_MANAGE_BILLING
 from gpucloud.core.errors import ApiError
+from pages.form_urls import get_goes_to
 
 PAGE = 25
 TOPUP_CHOICES_USD = (25, 50, 100)
@@ -96,6 +97,7 @@ def _return_urls(request: HttpRequest) -> dict[str, str]:
 
 
 @login_required
+@get_goes_to("billing")
 @require_POST
 def billing_add_funds(request: HttpRequest) -> HttpResponse:
     def start() -> HttpResponse:
@@ -108,6 +110,7 @@ def billing_add_funds(request: HttpRequest) -> HttpResponse:
 
 
 @login_required
+@get_goes_to("billing")
 @require_POST
 def billing_save_card(request: HttpRequest) -> HttpResponse:
     def start() -> HttpResponse:
@@ -118,6 +121,7 @@ def billing_save_card(request: HttpRequest) -> HttpResponse:
 
 
 @login_required
+@get_goes_to("billing")
 @require_POST
 def billing_auto_refill(request: HttpRequest) -> HttpResponse:
     def save() -> None:
@@ -132,6 +136,7 @@ def billing_auto_refill(request: HttpRequest) -> HttpResponse:
 
 
 @login_required
+@get_goes_to("billing")
 @require_POST
 def billing_spend_limit(request: HttpRequest) -> HttpResponse:
     def save() -> None:

@@ -72,6 +72,10 @@ def test_the_favicon_is_a_vendored_file_linked_from_every_page(catalog: None) ->
         ("/organization/members/1/remove", "/organization/"),
         ("/organization/invitations/inv_x/revoke", "/organization/"),
         ("/catalog/smollm2-135m-instruct/deploy", "/catalog/smollm2-135m-instruct/#deploy-h"),
+        ("/billing/add-funds", "/billing/"),
+        ("/billing/save-card", "/billing/"),
+        ("/billing/auto-refill", "/billing/"),
+        ("/billing/spend-limit", "/billing/"),
     ],
 )
 def test_a_form_address_opened_with_get_goes_to_its_page(alice: Persona, catalog: None, path: str, lands: str) -> None:

@@ -2,9 +2,10 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from decimal import Decimal
+from typing import Annotated
 
 from ninja import Schema
-from pydantic import Field
+from pydantic import BeforeValidator, Field, WithJsonSchema
 
 
 class AutoRefillOut(Schema):
@@ -27,8 +28,19 @@ class BalanceOut(Schema):
     auto_refill: AutoRefillOut
 
 
+def _dollars_as_number(value: object) -> object:
+    """Every *_usd field is a JSON number, in requests as in answers: "50" is refused, as described."""
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+        raise ValueError("must be a number of US dollars, e.g. 25 or 12.50")
+    return Decimal(str(value))
+
+
+# Read exactly (12.5 stays 12.50, never a binary float's 12.4999...), described as a number.
+UsdIn = Annotated[Decimal, BeforeValidator(_dollars_as_number), WithJsonSchema({"type": "number"})]
+
+
 class AddFundsIn(Schema):
-    amount_usd: Decimal = Field(description="25, 50, 100 or a custom amount within the operator's bounds")
+    amount_usd: UsdIn = Field(description="25, 50, 100 or a custom amount within the operator's bounds")
     currency: str = Field("usd", description="Only 'usd' is supported")
 
 
@@ -66,9 +78,9 @@ class UsageOut(Schema):
 
 class AutoRefillIn(Schema):
     enabled: bool
-    threshold_usd: Decimal | None = None
-    amount_usd: Decimal | None = None
+    threshold_usd: UsdIn | None = None
+    amount_usd: UsdIn | None = None
 
 
 class SpendLimitIn(Schema):
-    daily_limit_usd: Decimal | None = Field(description="null removes the limit")
+    daily_limit_usd: UsdIn | None = Field(description="null removes the limit")

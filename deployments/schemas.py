@@ -59,6 +59,9 @@ class DeploymentOut(Schema):
     region: str | None
     preset: str | None
     replicas: int
+    kind: str = Field(description="model (replicas run until changed) or serverless (scales to zero when idle)")
+    idle_timeout_seconds: int = Field(description="Idle time after which a serverless endpoint scales to zero")
+    scaling: ScalingOut = Field(description="The autoscaling settings, as GET /deployments/{id}/scaling answers")
     endpoint_url: str = Field(description="POST OpenAI chat completions here (with your API key)")
     hourly_cost_usd: float = Field(description="All replicas, per hour, each at its own price")
     created_at: datetime

@@ -103,11 +103,20 @@ def test_spend_limit_and_bad_values(client: Client, alice: Persona, bob: Persona
         "/api/v1/billing/spend-limit", data={"daily_limit_usd": 20}, content_type="application/json", **alice.auth
     )
     assert ok.status_code == 200 and ok.json()["daily_spend_limit_usd"] == 20.0
-    for bad in (-1, 0, "0.0000001"):
+    for bad in (-1, 0, 0.0000001):
         response = client.patch(
             "/api/v1/billing/spend-limit", data={"daily_limit_usd": bad}, content_type="application/json", **alice.auth
         )
         assert response.status_code == 400
+    # *_usd fields are numbers (issue 14): a string is refused as the description says, before any check.
+    text = client.patch(
+        "/api/v1/billing/spend-limit", data={"daily_limit_usd": "20"}, content_type="application/json", **alice.auth
+    )
+    assert text.status_code == 422 and text.json()["error"]["param"] == "daily_limit_usd"
+    assert (
+        text.json()["error"]["message"]
+        == "daily_limit_usd: Value error, must be a number of US dollars, e.g. 25 or 12.50"
+    )
     denied = client.patch(
         "/api/v1/billing/spend-limit", data={"daily_limit_usd": None}, content_type="application/json", **bob.auth
     )

@@ -16,7 +16,7 @@ from accounts.roles import CAN_READ
 from billing import schemas, selectors, services, stripe_gateway
 from billing.models import BillingProfile, LedgerEntry, TransactionKind
 from billing.policy import grace_period
-from gpucloud.core.errors import InvalidRequest
+from gpucloud.core.errors import InvalidRequest, answers
 from gpucloud.core.money import MICROS_PER_USD
 
 router = Router(tags=["billing"])
@@ -75,6 +75,7 @@ def _return_urls(request: HttpRequest) -> dict[str, str]:
     response={201: schemas.CheckoutOut},
     summary="Start a Stripe Checkout; credit is applied when Stripe's signed webhook confirms payment",
 )
+@answers(400, 503)
 def add_funds(request: HttpRequest, payload: schemas.AddFundsIn) -> Status[dict[str, str]]:
     if payload.currency.lower() != "usd":
         raise InvalidRequest(f"Unsupported currency {payload.currency!r}: balances are in USD.", param="currency")
@@ -86,6 +87,7 @@ def add_funds(request: HttpRequest, payload: schemas.AddFundsIn) -> Status[dict[
 
 
 @router.post("/billing/save-card", response={201: schemas.CheckoutOut}, summary="Save a card for auto-refill")
+@answers(503)
 def save_card(request: HttpRequest) -> Status[dict[str, str]]:
     checkout = services.save_card_checkout(principal=api_principal(request), **_return_urls(request))
     return Status(201, {"checkout_url": checkout.url, "session_id": checkout.session_id})
@@ -124,6 +126,7 @@ def _transaction_out(entry: LedgerEntry) -> dict[str, object]:
 
 
 @router.get("/billing/transactions", response=schemas.TransactionPage, summary="Transaction history, newest first")
+@answers(400)
 def transactions(
     request: HttpRequest,
     kind: str | None = None,
@@ -145,6 +148,7 @@ def transactions(
 
 
 @router.get("/billing/transactions.csv", summary="Transaction history as CSV", response={200: None})
+@answers(400)
 def transactions_csv(
     request: HttpRequest, kind: str | None = None, since: date | None = None, until: date | None = None
 ) -> StreamingHttpResponse:
@@ -179,6 +183,7 @@ def _csv_rows(entries: Iterator[LedgerEntry]) -> Iterator[str]:
 
 
 @router.get("/billing/usage", response=schemas.UsageOut, summary="Spend by service and day, GPU hours, $/GPU-hour")
+@answers(400)
 def usage(request: HttpRequest, start: date | None = None, end: date | None = None) -> dict[str, object]:
     org = _reader(request).org
     today = timezone.now().date()
@@ -201,6 +206,7 @@ def usage(request: HttpRequest, start: date | None = None, end: date | None = No
 
 
 @router.patch("/billing/auto-refill", response=schemas.AutoRefillOut, summary="Configure auto-refill")
+@answers(400, 409)
 def auto_refill(request: HttpRequest, payload: schemas.AutoRefillIn) -> dict[str, object]:
     def micros(value: object, param: str) -> int | None:
         return None if value is None else services.usd_to_micros(value, param=param)  # type: ignore[arg-type]
@@ -215,6 +221,7 @@ def auto_refill(request: HttpRequest, payload: schemas.AutoRefillIn) -> dict[str
 
 
 @router.patch("/billing/spend-limit", response=schemas.BalanceOut, summary="Set or clear the daily spend limit")
+@answers(400)
 def spend_limit(request: HttpRequest, payload: schemas.SpendLimitIn) -> dict[str, object]:
     limit = payload.daily_limit_usd
     services.spend_limit_set(

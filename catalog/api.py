@@ -8,6 +8,7 @@ from ninja import Router
 
 from catalog import schemas, selectors
 from catalog.models import CatalogModel, GpuType, Preset, Region
+from gpucloud.core.errors import answers
 
 router = Router(tags=["catalog"])
 
@@ -19,6 +20,7 @@ def models_categories(request: HttpRequest) -> list[dict[str, object]]:
 
 
 @router.get("/models", response=list[schemas.CatalogModelOut], summary="The model catalog")
+@answers(400)
 def models_list(request: HttpRequest, category: str | None = None) -> QuerySet[CatalogModel]:
     return selectors.models_list(category=category)
 

@@ -18,7 +18,7 @@ from deployments.logs import log_tails
 from deployments.models import Deployment
 from deployments.scaling import settings as scaling
 from fleet.models import Instance, InstanceState
-from gpucloud.core.errors import ApiError, InvalidRequest
+from gpucloud.core.errors import ApiError, InvalidRequest, answers
 from gpucloud.core.money import MICROS_PER_USD
 
 router = Router(tags=["deployments"])
@@ -83,6 +83,7 @@ def _rollout_out(deployment: Deployment, live: list[Instance]) -> dict[str, obje
 
 
 @router.post("/deployments", response={201: schemas.DeploymentOut}, summary="Deploy a catalog model")
+@answers(400, 402, 404, 409)
 def deployments_create(request: HttpRequest, payload: schemas.DeploymentCreateIn) -> Status[dict[str, object]]:
     deployment = services.deployment_create(
         principal=api_principal(request),
@@ -112,6 +113,7 @@ def deployments_get(request: HttpRequest, deployment_id: str) -> dict[str, objec
 
 
 @router.delete("/deployments/{deployment_id}", response=schemas.DeploymentOut, summary="Tear down a deployment")
+@answers(409)
 def deployments_delete(request: HttpRequest, deployment_id: str) -> dict[str, object]:
     principal = api_principal(request)
     deployment = selectors.deployment_get_for_org(principal.org, deployment_id)
@@ -129,6 +131,7 @@ def deployments_events(request: HttpRequest, deployment_id: str) -> list[dict[st
 
 
 @router.get("/deployments/{deployment_id}/logs", response=list[schemas.LogsOut], summary="Engine logs per instance")
+@answers(400)
 def deployments_logs(request: HttpRequest, deployment_id: str, tail: int = 200) -> list[dict[str, object]]:
     deployment = selectors.deployment_get_for_org(api_principal(request).org, deployment_id)
     return [{"instance_id": pk, "lines": lines} for pk, lines in log_tails(deployment, tail=tail).items()]
@@ -195,6 +198,7 @@ METRIC_WINDOWS = {"5m": timedelta(minutes=5), "1h": timedelta(hours=1), "24h": t
 
 
 @router.get("/deployments/{deployment_id}/metrics", response=schemas.MetricsOut, summary="Request metrics and cost")
+@answers(400)
 def deployments_metrics(request: HttpRequest, deployment_id: str, window: str = "1h") -> dict[str, object]:
     deployment = selectors.deployment_get_for_org(api_principal(request).org, deployment_id)
     if window not in METRIC_WINDOWS:
@@ -227,6 +231,7 @@ def deployments_scaling_get(request: HttpRequest, deployment_id: str) -> dict[st
 
 
 @router.patch("/deployments/{deployment_id}/scaling", response=schemas.ScalingOut, summary="Change autoscaling")
+@answers(400, 402, 409)
 def deployments_scaling_set(request: HttpRequest, deployment_id: str, payload: schemas.ScalingIn) -> dict[str, object]:
     principal = api_principal(request)
     deployment = selectors.deployment_get_for_org(principal.org, deployment_id)
@@ -240,6 +245,7 @@ def deployments_scaling_set(request: HttpRequest, deployment_id: str, payload: s
 
 @router.patch("/deployments/{deployment_id}/preset", response=schemas.DeploymentOut,
               summary="Apply an inference preset: replicas are replaced one at a time")  # fmt: skip
+@answers(400, 402, 409)
 def deployments_preset_set(request: HttpRequest, deployment_id: str, payload: schemas.PresetIn) -> dict[str, object]:
     principal = api_principal(request)
     deployment = selectors.deployment_get_for_org(principal.org, deployment_id)
@@ -253,6 +259,7 @@ def deployments_sla_get(request: HttpRequest, deployment_id: str) -> dict[str, o
 
 
 @router.patch("/deployments/{deployment_id}/sla", response=schemas.SlaOut, summary="Set SLA targets")
+@answers(400)
 def deployments_sla_set(request: HttpRequest, deployment_id: str, payload: schemas.SlaIn) -> dict[str, object]:
     principal = api_principal(request)
     deployment = selectors.deployment_get_for_org(principal.org, deployment_id)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import csv
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta
+from typing import Annotated, Any
 
 from django.http import HttpRequest, StreamingHttpResponse
 from django.utils import timezone
 from ninja import Router, Status
+from pydantic import Field
 
 from accounts.auth import api_principal
 from accounts.principal import Principal
@@ -93,6 +95,10 @@ def save_card(request: HttpRequest) -> Status[dict[str, str]]:
     return Status(201, {"checkout_url": checkout.url, "session_id": checkout.session_id})
 
 
+# The service names the kinds in its refusal (400); the description lists them too.
+KIND_ENUM: dict[str, Any] = {"enum": [*TransactionKind.values, None]}
+
+
 def _filters(kind: str | None, since: date | None, until: date | None) -> dict[str, object]:
     if kind and kind not in TransactionKind.values:
         raise InvalidRequest(f"Unknown kind {kind!r}; use one of {', '.join(TransactionKind.values)}.", param="kind")
@@ -129,11 +135,11 @@ def _transaction_out(entry: LedgerEntry) -> dict[str, object]:
 @answers(400)
 def transactions(
     request: HttpRequest,
-    kind: str | None = None,
+    kind: Annotated[str | None, Field(json_schema_extra=KIND_ENUM)] = None,
     since: date | None = None,
     until: date | None = None,
     before: int | None = None,
-    limit: int = 50,
+    limit: Annotated[int, Field(json_schema_extra={"minimum": 1, "maximum": PAGE_MAX})] = 50,
 ) -> dict[str, object]:
     org = _reader(request).org
     if not 1 <= limit <= PAGE_MAX:
@@ -150,7 +156,10 @@ def transactions(
 @router.get("/billing/transactions.csv", summary="Transaction history as CSV", response={200: None})
 @answers(400)
 def transactions_csv(
-    request: HttpRequest, kind: str | None = None, since: date | None = None, until: date | None = None
+    request: HttpRequest,
+    kind: Annotated[str | None, Field(json_schema_extra=KIND_ENUM)] = None,
+    since: date | None = None,
+    until: date | None = None,
 ) -> StreamingHttpResponse:
     org = _reader(request).org
     entries = selectors.statement_of(org, **_filters(kind, since, until))  # type: ignore[arg-type]

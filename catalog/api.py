@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Annotated, Any
+
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from ninja import Router
+from pydantic import Field
 
 from catalog import schemas, selectors
-from catalog.models import CatalogModel, GpuType, Preset, Region
+from catalog.models import CatalogModel, GpuType, ModelCategory, Preset, Region
 from gpucloud.core.errors import answers
 
 router = Router(tags=["catalog"])
+
+# The selector names the categories in its refusal (400); the description lists them too.
+CATEGORY_ENUM: dict[str, Any] = {"enum": [*ModelCategory.values, None]}
 
 
 # Declared before /models/{slug} so that "categories" is not taken for a slug.
@@ -21,7 +27,10 @@ def models_categories(request: HttpRequest) -> list[dict[str, object]]:
 
 @router.get("/models", response=list[schemas.CatalogModelOut], summary="The model catalog")
 @answers(400)
-def models_list(request: HttpRequest, category: str | None = None) -> QuerySet[CatalogModel]:
+def models_list(
+    request: HttpRequest,
+    category: Annotated[str | None, Field(json_schema_extra={"enum": [*ModelCategory.values, None]})] = None,
+) -> QuerySet[CatalogModel]:
     return selectors.models_list(category=category)
 
 

@@ -4,10 +4,15 @@ import dataclasses
 from datetime import datetime
 from typing import Any, get_type_hints
 
+from django.conf import settings
 from ninja import Schema
-from pydantic import Field, create_model
+from pydantic import ConfigDict, Field, create_model
 
 from deployments.metrics import WINDOW_DESCRIPTIONS, Window
+from deployments.scaling.settings import IDLE_TIMEOUT_BOUNDS, TARGET_MAX
+from deployments.sla import BOUNDS as SLA_BOUNDS
+
+PRESET_SLUGS = ("speed", "latency", "cost", "balanced")
 
 
 class DeploymentCreateIn(Schema):
@@ -73,7 +78,15 @@ class DeploymentOut(Schema):
 
 
 class PresetIn(Schema):
-    preset: str | None = Field(None, description="speed, latency, cost or balanced (see GET /api/v1/presets)")
+    # Required, and one of the presets: the service checks both and names the choices (400); the
+    # description says so too.
+    model_config = ConfigDict(json_schema_extra={"required": ["preset"]})
+
+    preset: str | None = Field(
+        None,
+        description="speed, latency, cost or balanced (see GET /api/v1/presets)",
+        json_schema_extra={"enum": list(PRESET_SLUGS)},
+    )
 
 
 class DeploymentEventOut(Schema):
@@ -134,15 +147,18 @@ class ScalingTarget(Schema):
 
 
 class ScalingTargetIn(Schema):
-    metric: str | None = None
-    value: float | None = None
+    metric: str | None = Field(None, json_schema_extra={"enum": ["concurrency", "queue_depth", None]})
+    value: float | None = Field(None, json_schema_extra={"exclusiveMinimum": 0, "maximum": TARGET_MAX})
 
 
 class ScalingIn(Schema):
-    min_replicas: int | None = None
-    max_replicas: int | None = None
+    # Bounds the service checks (400 with the reason); written here so the description says them too.
+    min_replicas: int | None = Field(None, json_schema_extra={"minimum": 0, "maximum": settings.GPUCLOUD_MAX_REPLICAS})
+    max_replicas: int | None = Field(None, json_schema_extra={"minimum": 1, "maximum": settings.GPUCLOUD_MAX_REPLICAS})
     scale_to_zero: bool | None = None
-    idle_timeout_seconds: int | None = None
+    idle_timeout_seconds: int | None = Field(
+        None, json_schema_extra={"minimum": IDLE_TIMEOUT_BOUNDS[0], "maximum": IDLE_TIMEOUT_BOUNDS[1]}
+    )
     target: ScalingTargetIn | None = None
 
 
@@ -155,10 +171,23 @@ class ScalingOut(Schema):
     replicas: int = Field(description="Replicas the deployment runs now (desired)")
 
 
+def _sla_bounds(name: str) -> dict[str, Any]:
+    low, high = SLA_BOUNDS[name]
+    return {"minimum": low, "maximum": high}
+
+
 class SlaIn(Schema):
-    ttft_target_ms: int | None = Field(None, description="p95 time to first token to stay under; null removes it")
-    throughput_target_tps: float | None = Field(None, description="tokens/s per request to stay above")
-    concurrency_limit: int | None = Field(None, description="requests in flight at once; more get 429")
+    ttft_target_ms: int | None = Field(
+        None,
+        description="p95 time to first token to stay under; null removes it",
+        json_schema_extra=_sla_bounds("ttft_target_ms"),
+    )
+    throughput_target_tps: float | None = Field(
+        None, description="tokens/s per request to stay above", json_schema_extra=_sla_bounds("throughput_target_tps")
+    )
+    concurrency_limit: int | None = Field(
+        None, description="requests in flight at once; more get 429", json_schema_extra=_sla_bounds("concurrency_limit")
+    )
 
 
 class SlaBreachOut(Schema):

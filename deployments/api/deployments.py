@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
+from typing import Annotated, Any
 
 from django.http import HttpRequest, HttpResponseBase
 from django.utils import timezone
 from ninja import Router, Status
+from pydantic import Field
 
 from accounts.auth import INFERENCE_AUTH, api_principal
 from accounts.roles import CAN_READ
 from catalog.models import CatalogModel, GpuType
 from catalog.selectors import offers_live
 from deployments import metrics, preset_rollout, schemas, selectors, services, sla
-from deployments.logs import log_tails
+from deployments.logs import TAIL_MAX, log_tails
 from deployments.models import Deployment
 from deployments.scaling import settings as scaling
 from fleet.models import Instance, InstanceState
@@ -132,7 +133,11 @@ def deployments_events(request: HttpRequest, deployment_id: str) -> list[dict[st
 
 @router.get("/deployments/{deployment_id}/logs", response=list[schemas.LogsOut], summary="Engine logs per instance")
 @answers(400)
-def deployments_logs(request: HttpRequest, deployment_id: str, tail: int = 200) -> list[dict[str, object]]:
+def deployments_logs(
+    request: HttpRequest,
+    deployment_id: str,
+    tail: Annotated[int, Field(json_schema_extra={"minimum": 1, "maximum": TAIL_MAX})] = 200,
+) -> list[dict[str, object]]:
     deployment = selectors.deployment_get_for_org(api_principal(request).org, deployment_id)
     return [{"instance_id": pk, "lines": lines} for pk, lines in log_tails(deployment, tail=tail).items()]
 
@@ -199,7 +204,11 @@ METRIC_WINDOWS = {"5m": timedelta(minutes=5), "1h": timedelta(hours=1), "24h": t
 
 @router.get("/deployments/{deployment_id}/metrics", response=schemas.MetricsOut, summary="Request metrics and cost")
 @answers(400)
-def deployments_metrics(request: HttpRequest, deployment_id: str, window: str = "1h") -> dict[str, object]:
+def deployments_metrics(
+    request: HttpRequest,
+    deployment_id: str,
+    window: Annotated[str, Field(json_schema_extra={"enum": ["5m", "1h", "24h", "7d", "30d"]})] = "1h",
+) -> dict[str, object]:
     deployment = selectors.deployment_get_for_org(api_principal(request).org, deployment_id)
     if window not in METRIC_WINDOWS:
         raise InvalidRequest(f"window must be one of {', '.join(METRIC_WINDOWS)}.", param="window")

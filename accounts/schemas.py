@@ -6,6 +6,8 @@ from typing import Literal
 from ninja import Schema
 from pydantic import Field
 
+from gpucloud.core.schemas import BodyIn
+
 
 class OrgOut(Schema):
     id: str
@@ -27,7 +29,7 @@ class MeOut(Schema):
     auth: Literal["api_key", "session"]
 
 
-class OrgCreateIn(Schema):
+class OrgCreateIn(BodyIn):
     name: str = Field(min_length=1, max_length=100)
 
 
@@ -38,11 +40,11 @@ class MemberOut(Schema):
     joined_at: datetime
 
 
-class MemberRoleIn(Schema):
+class MemberRoleIn(BodyIn):
     role: str = Field(description="owner, admin, member or viewer")
 
 
-class InvitationIn(Schema):
+class InvitationIn(BodyIn):
     email: str = Field(min_length=3, max_length=254)
     role: Literal["owner", "admin", "member", "viewer"] = "member"
 
@@ -54,7 +56,7 @@ class InvitationOut(Schema):
     created_at: datetime
 
 
-class ApiKeyCreateIn(Schema):
+class ApiKeyCreateIn(BodyIn):
     name: str = Field(min_length=1, max_length=100)
     kind: Literal["account", "deployment"] = "account"
     deployment_id: str | None = None

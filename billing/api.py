@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta
 from typing import Annotated, Any
@@ -10,7 +11,7 @@ from typing import Annotated, Any
 from django.http import HttpRequest, StreamingHttpResponse
 from django.utils import timezone
 from ninja import Router, Status
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 
 from accounts.auth import api_principal
 from accounts.principal import Principal
@@ -95,6 +96,16 @@ def save_card(request: HttpRequest) -> Status[dict[str, str]]:
     return Status(201, {"checkout_url": checkout.url, "session_id": checkout.session_id})
 
 
+def _iso_date(value: object) -> object:
+    """Dates are YYYY-MM-DD, as the description's format says: "0" is not 1970-01-01."""
+    if isinstance(value, str) and not _ISO_DATE.fullmatch(value):
+        raise ValueError("must be a date as YYYY-MM-DD")
+    return value
+
+
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+IsoDate = Annotated[date, BeforeValidator(_iso_date)]
+
 # The service names the kinds in its refusal (400); the description lists them too.
 KIND_ENUM: dict[str, Any] = {"enum": [*TransactionKind.values, None]}
 
@@ -136,8 +147,8 @@ def _transaction_out(entry: LedgerEntry) -> dict[str, object]:
 def transactions(
     request: HttpRequest,
     kind: Annotated[str | None, Field(json_schema_extra=KIND_ENUM)] = None,
-    since: date | None = None,
-    until: date | None = None,
+    since: IsoDate | None = None,
+    until: IsoDate | None = None,
     before: int | None = None,
     limit: Annotated[int, Field(json_schema_extra={"minimum": 1, "maximum": PAGE_MAX})] = 50,
 ) -> dict[str, object]:
@@ -158,8 +169,8 @@ def transactions(
 def transactions_csv(
     request: HttpRequest,
     kind: Annotated[str | None, Field(json_schema_extra=KIND_ENUM)] = None,
-    since: date | None = None,
-    until: date | None = None,
+    since: IsoDate | None = None,
+    until: IsoDate | None = None,
 ) -> StreamingHttpResponse:
     org = _reader(request).org
     entries = selectors.statement_of(org, **_filters(kind, since, until))  # type: ignore[arg-type]
@@ -193,7 +204,7 @@ def _csv_rows(entries: Iterator[LedgerEntry]) -> Iterator[str]:
 
 @router.get("/billing/usage", response=schemas.UsageOut, summary="Spend by service and day, GPU hours, $/GPU-hour")
 @answers(400)
-def usage(request: HttpRequest, start: date | None = None, end: date | None = None) -> dict[str, object]:
+def usage(request: HttpRequest, start: IsoDate | None = None, end: IsoDate | None = None) -> dict[str, object]:
     org = _reader(request).org
     today = timezone.now().date()
     start, end = start or today.replace(day=1), end or today

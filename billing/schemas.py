@@ -7,6 +7,8 @@ from typing import Annotated
 from ninja import Schema
 from pydantic import BeforeValidator, Field, WithJsonSchema
 
+from gpucloud.core.schemas import BodyIn
+
 
 class AutoRefillOut(Schema):
     enabled: bool
@@ -39,7 +41,7 @@ def _dollars_as_number(value: object) -> object:
 UsdIn = Annotated[Decimal, BeforeValidator(_dollars_as_number), WithJsonSchema({"type": "number"})]
 
 
-class AddFundsIn(Schema):
+class AddFundsIn(BodyIn):
     amount_usd: UsdIn = Field(description="25, 50, 100 or a custom amount within the operator's bounds")
     currency: str = Field("usd", description="Only 'usd' is supported")
 
@@ -76,11 +78,11 @@ class UsageOut(Schema):
     by_day: dict[str, float]
 
 
-class AutoRefillIn(Schema):
+class AutoRefillIn(BodyIn):
     enabled: bool
     threshold_usd: UsdIn | None = None
     amount_usd: UsdIn | None = None
 
 
-class SpendLimitIn(Schema):
+class SpendLimitIn(BodyIn):
     daily_limit_usd: UsdIn | None = Field(description="null removes the limit")

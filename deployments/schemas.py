@@ -11,11 +11,12 @@ from pydantic import ConfigDict, Field, create_model
 from deployments.metrics import WINDOW_DESCRIPTIONS, Window
 from deployments.scaling.settings import IDLE_TIMEOUT_BOUNDS, TARGET_MAX
 from deployments.sla import BOUNDS as SLA_BOUNDS
+from gpucloud.core.schemas import BodyIn
 
 PRESET_SLUGS = ("speed", "latency", "cost", "balanced")
 
 
-class DeploymentCreateIn(Schema):
+class DeploymentCreateIn(BodyIn):
     name: str = Field("", max_length=100)
     model_id: str
     gpu_type: str
@@ -77,7 +78,7 @@ class DeploymentOut(Schema):
     rollout: RolloutOut | None = Field(description="The last preset change; null when there was none")
 
 
-class PresetIn(Schema):
+class PresetIn(BodyIn):
     # Required, and one of the presets: the service checks both and names the choices (400); the
     # description says so too.
     model_config = ConfigDict(json_schema_extra={"required": ["preset"]})
@@ -146,12 +147,12 @@ class ScalingTarget(Schema):
     value: float = Field(description="Requests per replica the autoscaler aims for")
 
 
-class ScalingTargetIn(Schema):
+class ScalingTargetIn(BodyIn):
     metric: str | None = Field(None, json_schema_extra={"enum": ["concurrency", "queue_depth", None]})
     value: float | None = Field(None, json_schema_extra={"exclusiveMinimum": 0, "maximum": TARGET_MAX})
 
 
-class ScalingIn(Schema):
+class ScalingIn(BodyIn):
     # Bounds the service checks (400 with the reason); written here so the description says them too.
     min_replicas: int | None = Field(None, json_schema_extra={"minimum": 0, "maximum": settings.GPUCLOUD_MAX_REPLICAS})
     max_replicas: int | None = Field(None, json_schema_extra={"minimum": 1, "maximum": settings.GPUCLOUD_MAX_REPLICAS})
@@ -176,7 +177,7 @@ def _sla_bounds(name: str) -> dict[str, Any]:
     return {"minimum": low, "maximum": high}
 
 
-class SlaIn(Schema):
+class SlaIn(BodyIn):
     ttft_target_ms: int | None = Field(
         None,
         description="p95 time to first token to stay under; null removes it",

@@ -5,6 +5,7 @@ from datetime import datetime
 from ninja import Schema
 from pydantic import Field
 
+from gpucloud.core.schemas import BodyIn
 from webhooks.events import EVENT_TYPES
 from webhooks.models import RetrySchedule
 
@@ -13,7 +14,7 @@ _EVENTS = {"minItems": 1, "items": {"type": "string", "enum": list(EVENT_TYPES)}
 _SCHEDULE = {"enum": [*RetrySchedule.values, None]}
 
 
-class WebhookIn(Schema):
+class WebhookIn(BodyIn):
     url: str = Field(description="https URL that receives the events (http only in debug)")
     events: list[str] = Field(
         description="Event types to receive, e.g. deployment.active, deployment.sla_breach", json_schema_extra=_EVENTS
@@ -25,7 +26,7 @@ class WebhookIn(Schema):
     )
 
 
-class WebhookPatchIn(Schema):
+class WebhookPatchIn(BodyIn):
     url: str | None = None
     events: list[str] | None = Field(None, json_schema_extra=_EVENTS)
     retry_schedule: str | None = Field(None, json_schema_extra=_SCHEDULE)

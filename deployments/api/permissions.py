@@ -18,11 +18,12 @@ from accounts.models import KeyGrant
 from accounts.roles import CAN_READ
 from deployments.selectors import deployment_get_for_org
 from gpucloud.core.errors import answers
+from gpucloud.core.schemas import BodyIn
 
 router = Router(tags=["permissions"])
 
 
-class PermissionIn(Schema):
+class PermissionIn(BodyIn):
     api_key_id: str = Field(min_length=1, max_length=40, description="A scoped account key or a deployment key")
     role: str = Field(default="inference", description="inference: call this deployment (the only role)")
 

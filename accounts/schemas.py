@@ -4,7 +4,7 @@ from datetime import datetime
 from typing import Literal
 
 from ninja import Schema
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from gpucloud.core.schemas import BodyIn
 
@@ -45,7 +45,7 @@ class MemberRoleIn(BodyIn):
 
 
 class InvitationIn(BodyIn):
-    email: str = Field(min_length=3, max_length=254)
+    email: str = Field(min_length=3, max_length=254, json_schema_extra={"pattern": "@"})  # the service's check
     role: Literal["owner", "admin", "member", "viewer"] = "member"
 
 
@@ -57,6 +57,19 @@ class InvitationOut(Schema):
 
 
 class ApiKeyCreateIn(BodyIn):
+    # What the service checks (400 with the reason), said in the description too: a deployment key
+    # names its deployment and is scoped; an account key names none.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "if": {"properties": {"kind": {"const": "deployment"}}, "required": ["kind"]},
+            "then": {
+                "properties": {"deployment_id": {"type": "string"}, "scoped": {"enum": [True, None]}},
+                "required": ["deployment_id"],
+            },
+            "else": {"properties": {"deployment_id": {"type": "null"}}},
+        }
+    )
+
     name: str = Field(min_length=1, max_length=100)
     kind: Literal["account", "deployment"] = "account"
     deployment_id: str | None = None

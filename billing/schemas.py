@@ -4,6 +4,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated
 
+from django.conf import settings
 from ninja import Schema
 from pydantic import BeforeValidator, Field, WithJsonSchema
 
@@ -42,8 +43,11 @@ UsdIn = Annotated[Decimal, BeforeValidator(_dollars_as_number), WithJsonSchema({
 
 
 class AddFundsIn(BodyIn):
-    amount_usd: UsdIn = Field(description="25, 50, 100 or a custom amount within the operator's bounds")
-    currency: str = Field("usd", description="Only 'usd' is supported")
+    amount_usd: UsdIn = Field(
+        description="25, 50, 100 or a custom amount within the operator's bounds, in whole cents",
+        json_schema_extra={"minimum": settings.GPUCLOUD_TOPUP_MIN_USD, "maximum": settings.GPUCLOUD_TOPUP_MAX_USD},
+    )
+    currency: str = Field("usd", description="Only 'usd' is supported", json_schema_extra={"enum": ["usd"]})
 
 
 class CheckoutOut(Schema):
@@ -85,4 +89,6 @@ class AutoRefillIn(BodyIn):
 
 
 class SpendLimitIn(BodyIn):
-    daily_limit_usd: UsdIn | None = Field(description="null removes the limit")
+    daily_limit_usd: UsdIn | None = Field(
+        description="More than 0; null removes the limit", json_schema_extra={"exclusiveMinimum": 0}
+    )

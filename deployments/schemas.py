@@ -17,18 +17,32 @@ PRESET_SLUGS = ("speed", "latency", "cost", "balanced")
 
 
 class DeploymentCreateIn(BodyIn):
+    # The service checks these (400 with the reason); the description says them too: the kinds, the
+    # bounds, and that idle_timeout_seconds and start_cold belong to serverless deployments.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "if": {"not": {"properties": {"kind": {"const": "serverless"}}, "required": ["kind"]}},
+            "then": {"properties": {"idle_timeout_seconds": {"type": "null"}, "start_cold": {"const": False}}},
+        }
+    )
+
     name: str = Field("", max_length=100)
     model_id: str
     gpu_type: str
     region: str
-    replicas: int = 1
+    replicas: int = Field(1, json_schema_extra={"minimum": 1, "maximum": settings.GPUCLOUD_MAX_REPLICAS})
     preset: str | None = Field(None, description="speed, latency, cost or balanced: the GPU must be the preset's")
     kind: str = Field(
         "model",
         description="model (replicas run until changed) or serverless (scales to zero after idle_timeout_seconds "
         "without requests; the next request wakes it)",
+        json_schema_extra={"enum": ["model", "serverless"]},
     )
-    idle_timeout_seconds: int | None = Field(None, description="serverless only: default 900 (15 minutes)")
+    idle_timeout_seconds: int | None = Field(
+        None,
+        description="serverless only: default 900 (15 minutes)",
+        json_schema_extra={"minimum": IDLE_TIMEOUT_BOUNDS[0], "maximum": IDLE_TIMEOUT_BOUNDS[1]},
+    )
     start_cold: bool = Field(False, description="serverless only: launch nothing until the first request")
 
 

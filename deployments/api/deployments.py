@@ -139,6 +139,8 @@ def deployments_logs(
     tail: Annotated[int, Field(json_schema_extra={"minimum": 1, "maximum": TAIL_MAX})] = 200,
 ) -> list[dict[str, object]]:
     deployment = selectors.deployment_get_for_org(api_principal(request).org, deployment_id)
+    if not 1 <= tail <= TAIL_MAX:
+        raise InvalidRequest(f"tail must be between 1 and {TAIL_MAX} lines.", param="tail")
     return [{"instance_id": pk, "lines": lines} for pk, lines in log_tails(deployment, tail=tail).items()]
 
 

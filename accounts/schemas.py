@@ -63,7 +63,7 @@ class ApiKeyCreateIn(BodyIn):
         json_schema_extra={
             "if": {"properties": {"kind": {"const": "deployment"}}, "required": ["kind"]},
             "then": {
-                "properties": {"deployment_id": {"type": "string"}, "scoped": {"enum": [True, None]}},
+                "properties": {"deployment_id": {"type": "string", "minLength": 1}, "scoped": {"enum": [True, None]}},
                 "required": ["deployment_id"],
             },
             "else": {"properties": {"deployment_id": {"type": "null"}}},

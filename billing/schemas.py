@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import math
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated
@@ -35,17 +36,34 @@ def _dollars_as_number(value: object) -> object:
     """Every *_usd field is a JSON number, in requests as in answers: "50" is refused, as described."""
     if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
         raise ValueError("must be a number of US dollars, e.g. 25 or 12.50")
+    if isinstance(value, float) and math.isclose(value, round(value, 6), rel_tol=1e-12, abs_tol=1e-12):
+        # A micro-dollar amount that binary floating point could not hold exactly (3e-06 * 3 is
+        # 9.000000000000001e-06): the micro-dollar it means. An amount truly finer stays refused.
+        value = round(value, 6)
     return Decimal(str(value))
 
 
-# Read exactly (12.5 stays 12.50, never a binary float's 12.4999...), described as a number.
-UsdIn = Annotated[Decimal, BeforeValidator(_dollars_as_number), WithJsonSchema({"type": "number"})]
+# Read exactly (12.5 stays 12.50, never a binary float's 12.4999...), described as numbers; the
+# services refuse what the descriptions below rule out (400).
+# Card payments (top-ups, auto-refill amounts) are in whole cents, within the operator's bounds.
+_TOPUP = {
+    "type": "number",
+    "multipleOf": 0.01,
+    "minimum": settings.GPUCLOUD_TOPUP_MIN_USD,
+    "maximum": settings.GPUCLOUD_TOPUP_MAX_USD,
+}
+TopUpIn = Annotated[Decimal, BeforeValidator(_dollars_as_number), WithJsonSchema(_TOPUP)]
+# Micro-dollars at most, above 0.
+PositiveUsdIn = Annotated[
+    Decimal,
+    BeforeValidator(_dollars_as_number),
+    WithJsonSchema({"type": "number", "multipleOf": 0.000001, "exclusiveMinimum": 0}),
+]
 
 
 class AddFundsIn(BodyIn):
-    amount_usd: UsdIn = Field(
-        description="25, 50, 100 or a custom amount within the operator's bounds, in whole cents",
-        json_schema_extra={"minimum": settings.GPUCLOUD_TOPUP_MIN_USD, "maximum": settings.GPUCLOUD_TOPUP_MAX_USD},
+    amount_usd: TopUpIn = Field(
+        description="25, 50, 100 or a custom amount within the operator's bounds, in whole cents"
     )
     currency: str = Field("usd", description="Only 'usd' is supported", json_schema_extra={"enum": ["usd"]})
 
@@ -84,11 +102,9 @@ class UsageOut(Schema):
 
 class AutoRefillIn(BodyIn):
     enabled: bool
-    threshold_usd: UsdIn | None = None
-    amount_usd: UsdIn | None = None
+    threshold_usd: PositiveUsdIn | None = None
+    amount_usd: TopUpIn | None = None
 
 
 class SpendLimitIn(BodyIn):
-    daily_limit_usd: UsdIn | None = Field(
-        description="More than 0; null removes the limit", json_schema_extra={"exclusiveMinimum": 0}
-    )
+    daily_limit_usd: PositiveUsdIn | None = Field(description="More than 0; null removes the limit")

@@ -11,7 +11,7 @@ from pydantic import Field
 
 from catalog import schemas, selectors
 from catalog.models import CatalogModel, GpuType, ModelCategory, Preset, Region
-from gpucloud.core.errors import answers
+from gpucloud.core.errors import InvalidRequest, answers
 
 router = Router(tags=["catalog"])
 
@@ -31,6 +31,8 @@ def models_list(
     request: HttpRequest,
     category: Annotated[str | None, Field(json_schema_extra={"enum": [*ModelCategory.values, None]})] = None,
 ) -> QuerySet[CatalogModel]:
+    if category == "":  # the description's enum has no empty name: say so rather than list everything
+        raise InvalidRequest("category is empty: name one, or leave it out for every category.", param="category")
     return selectors.models_list(category=category)
 
 

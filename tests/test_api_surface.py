@@ -63,3 +63,20 @@ def test_an_unknown_websocket_path_is_refused_not_a_server_error(db: None) -> No
 
     accepted, code = asyncio.run(scenario())
     assert not accepted and code == 4404
+
+
+def test_request_bodies_keep_their_json_types(alice: Persona) -> None:
+    """What the description calls invalid is refused, not converted: 0 is not false, "5" not 5."""
+    client = Client()
+    for body, param in (({"enabled": 0}, "enabled"), ({"enabled": False, "threshold_usd": "5"}, "threshold_usd")):
+        response = client.patch("/api/v1/billing/auto-refill", data=body, content_type="application/json", **alice.auth)
+        assert response.status_code == 422 and response.json()["error"]["param"] == param, response.content
+    refused = client.post(
+        "/api/v1/api-keys", data={"name": "x", "scoped": "true"}, content_type="application/json", **alice.auth
+    )
+    assert (
+        refused.status_code == 422 and refused.json()["error"]["message"] == "scoped: Input should be a valid boolean"
+    )
+    right = {"enabled": False, "threshold_usd": 5}
+    accepted = client.patch("/api/v1/billing/auto-refill", data=right, content_type="application/json", **alice.auth)
+    assert accepted.status_code == 200 and accepted.json()["threshold_usd"] == 5.0

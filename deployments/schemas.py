@@ -162,8 +162,8 @@ class ScalingTarget(Schema):
 
 
 class ScalingTargetIn(BodyIn):
-    metric: str | None = Field(None, json_schema_extra={"enum": ["concurrency", "queue_depth", None]})
-    value: float | None = Field(None, json_schema_extra={"exclusiveMinimum": 0, "maximum": TARGET_MAX})
+    metric: str | None = Field(default=None, json_schema_extra={"enum": ["concurrency", "queue_depth", None]})
+    value: float | None = Field(default=None, json_schema_extra={"exclusiveMinimum": 0, "maximum": TARGET_MAX})
 
 
 class ScalingIn(BodyIn):

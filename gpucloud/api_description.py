@@ -45,7 +45,7 @@ def declared_statuses(api: NinjaAPI) -> dict[str, frozenset[int]]:
     for _prefix, router in api._routers:
         for path_view in router.path_operations.values():
             for operation in path_view.operations:
-                statuses = getattr(operation.view_func, "error_statuses", frozenset())
+                statuses: frozenset[int] = getattr(operation.view_func, "error_statuses", frozenset())
                 declared[api.get_openapi_operation_id(operation)] = statuses
     return declared
 

@@ -10,6 +10,7 @@ import pytest
 import schemathesis
 from django.core.wsgi import get_wsgi_application
 from django.test import Client
+from schemathesis.core.result import Ok
 
 from tests.support.personas import Persona
 
@@ -67,7 +68,7 @@ def test_constrained_operations_answer_what_their_description_says(
     """Every check schemathesis has, as bench/api_conformance.py runs them against a real server."""
     schema = schemathesis.openapi.from_wsgi("/api/v1/openapi.json", get_wsgi_application())
     auth = {"Authorization": f"Bearer {alice.key}"}
-    operations = [result.ok() for result in schema.include(path=path).get_all_operations()]
+    operations = [result.ok() for result in schema.include(path=path).get_all_operations() if isinstance(result, Ok)]
     assert operations
     for operation in operations:
 

@@ -4,14 +4,15 @@ from datetime import datetime
 
 from ninja import Schema
 from pydantic import Field
+from pydantic.json_schema import JsonDict
 
 from gpucloud.core.schemas import BodyIn
 from webhooks.events import EVENT_TYPES
 from webhooks.models import RetrySchedule
 
 # What the services check (400 naming the choices), written into the description too.
-_EVENTS = {"minItems": 1, "items": {"type": "string", "enum": list(EVENT_TYPES)}}
-_SCHEDULE = {"enum": [*RetrySchedule.values, None]}
+_EVENTS: JsonDict = {"minItems": 1, "items": {"type": "string", "enum": list(EVENT_TYPES)}}
+_SCHEDULE: JsonDict = {"enum": [*RetrySchedule.values, None]}
 
 
 class WebhookIn(BodyIn):

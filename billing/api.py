@@ -105,6 +105,8 @@ def _iso_date(value: object) -> object:
 
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 IsoDate = Annotated[date, BeforeValidator(_iso_date)]
+Since = Annotated[IsoDate | None, Field(description="From this day on")]
+Until = Annotated[IsoDate | None, Field(description="Up to this day, included: on or after since (400 otherwise)")]
 
 # The service names the kinds in its refusal (400); the description lists them too.
 KIND_ENUM: dict[str, Any] = {"enum": [*TransactionKind.values, None]}
@@ -147,8 +149,8 @@ def _transaction_out(entry: LedgerEntry) -> dict[str, object]:
 def transactions(
     request: HttpRequest,
     kind: Annotated[str | None, Field(json_schema_extra=KIND_ENUM)] = None,
-    since: IsoDate | None = None,
-    until: IsoDate | None = None,
+    since: Since = None,
+    until: Until = None,
     before: int | None = None,
     limit: Annotated[int, Field(json_schema_extra={"minimum": 1, "maximum": PAGE_MAX})] = 50,
 ) -> dict[str, object]:
@@ -169,8 +171,8 @@ def transactions(
 def transactions_csv(
     request: HttpRequest,
     kind: Annotated[str | None, Field(json_schema_extra=KIND_ENUM)] = None,
-    since: IsoDate | None = None,
-    until: IsoDate | None = None,
+    since: Since = None,
+    until: Until = None,
 ) -> StreamingHttpResponse:
     org = _reader(request).org
     entries = selectors.statement_of(org, **_filters(kind, since, until))  # type: ignore[arg-type]
@@ -202,16 +204,37 @@ def _csv_rows(entries: Iterator[LedgerEntry]) -> Iterator[str]:
         )
 
 
+USAGE_DAYS_MAX = 366
+
+
+def _usage_range(start: date | None, end: date | None, *, today: date) -> tuple[date, date]:
+    """A missing bound follows the given one: a start alone reports up to today (at most
+    USAGE_DAYS_MAX days on), an end alone from the first of its month; neither, this month."""
+    if start is None:
+        end = end or today
+        return end.replace(day=1), end
+    if end is None:
+        end = min(max(today, start), start + timedelta(days=USAGE_DAYS_MAX))
+    return start, end
+
+
 @router.get("/billing/usage", response=schemas.UsageOut, summary="Spend by service and day, GPU hours, $/GPU-hour")
 @answers(400)
-def usage(request: HttpRequest, start: IsoDate | None = None, end: IsoDate | None = None) -> dict[str, object]:
+def usage(
+    request: HttpRequest,
+    start: Annotated[IsoDate | None, Field(description="First day (default: the first of end's month)")] = None,
+    end: Annotated[
+        IsoDate | None,
+        Field(description="Last day, on or after start and at most 366 days after it (default: today, or 366 days "
+              "after start when that is earlier)"),
+    ] = None,
+) -> dict[str, object]:  # fmt: skip
     org = _reader(request).org
-    today = timezone.now().date()
-    start, end = start or today.replace(day=1), end or today
+    start, end = _usage_range(start, end, today=timezone.now().date())
     if end < start:
         raise InvalidRequest("'end' is before 'start'.", param="end")
-    if (end - start).days > 366:
-        raise InvalidRequest("Ask for at most 366 days at a time.", param="end")
+    if (end - start).days > USAGE_DAYS_MAX:
+        raise InvalidRequest(f"Ask for at most {USAGE_DAYS_MAX} days at a time.", param="end")
     report = selectors.usage_report(org, start=start, end=end)
     average = report.average_hourly_micros
     return {

@@ -11,15 +11,16 @@ created during the run launch on this machine are stopped with the server (and k
 leaves one behind: their command lines carry this run's fleet tag).
 
 What it runs: `schemathesis run <server>/api/v1/openapi.json --checks all` with the key, every
-phase (examples, coverage, fuzzing, stateful), then prints one line per check with its failure
-count (schemathesis' JUnit report, one failure per distinct problem it found), and a last line
-that is one JSON object: {"checks": {...}, "failures": N, "errors": M}.
+phase (examples, coverage, fuzzing, stateful), one worker, then prints one line per kind of
+failure with its count (schemathesis' summary: one failure per distinct problem it found) and a
+last line that is one JSON object: {"checks": {...}, "failures": N}. Exit status 0 when none.
+The run never revokes or regenerates its own key (bench/conformance_hooks.py says why).
 
-The checks that matter most for "the API describes itself truly":
-- status_code_conformance: an answer's status is not in the operation's description;
-- positive_data_acceptance: a request the schema calls valid was refused;
-- negative_data_rejection: a request the schema calls invalid was accepted;
-- not_a_server_error: a 5xx.
+The kinds that matter most for "the API describes itself truly" (`st explain ST103` tells more):
+- ST103 (status_code_conformance): an answer's status is not in the operation's description;
+- ST202 (positive_data_acceptance): a request the schema calls valid was refused;
+- ST201 (negative_data_rejection): a request the schema calls invalid was accepted;
+- ST101 (not_a_server_error): a 5xx.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from accounts.auth import api_principal
 from accounts.models import ApiKey, Invitation, Membership
 from accounts.principal import Principal
 from accounts.roles import CAN_READ
-from gpucloud.core.errors import NotFound
+from gpucloud.core.errors import NotFound, answers
 
 router = Router(tags=["account"])
 
@@ -65,6 +65,7 @@ def orgs_list(request: HttpRequest) -> list[schemas.OrgOut]:
 
 
 @router.post("/orgs", response={201: schemas.OrgOut}, summary="Create an organization (you become its owner)")
+@answers(400)
 def orgs_create(request: HttpRequest, payload: schemas.OrgCreateIn) -> Status[schemas.OrgOut]:
     principal = api_principal(request)
     assert principal.user is not None
@@ -83,6 +84,7 @@ def members_list(request: HttpRequest, org_id: str) -> list[dict[str, object]]:
 
 
 @router.patch("/orgs/{org_id}/members/{user_id}", response=schemas.MemberOut, summary="Change a member's role")
+@answers(400, 409)
 def members_update(request: HttpRequest, org_id: str, user_id: int, payload: schemas.MemberRoleIn) -> dict[str, object]:
     membership = services.membership_role_set(
         principal=_principal_in_org(request, org_id), user_id=user_id, role=payload.role
@@ -92,6 +94,7 @@ def members_update(request: HttpRequest, org_id: str, user_id: int, payload: sch
 
 
 @router.delete("/orgs/{org_id}/members/{user_id}", response={204: None}, summary="Remove a member")
+@answers(409)
 def members_remove(request: HttpRequest, org_id: str, user_id: int) -> Status[None]:
     services.membership_remove(principal=_principal_in_org(request, org_id), user_id=user_id)
     return Status(204, None)
@@ -109,6 +112,7 @@ def invitations_list(request: HttpRequest, org_id: str) -> list[Invitation]:
     response={201: schemas.InvitationOut},
     summary="Invite someone by email; they join when they sign in with that verified address",
 )
+@answers(400, 409)
 def invitations_create(request: HttpRequest, org_id: str, payload: schemas.InvitationIn) -> Status[Invitation]:
     principal = _principal_in_org(request, org_id)
     return Status(201, services.invitation_create(principal=principal, email=payload.email, role=payload.role))
@@ -128,6 +132,7 @@ keys_router = Router(tags=["api-keys"])
     response={201: schemas.ApiKeyCreatedOut},
     summary="Create an API key; the secret is in this response only",
 )
+@answers(400, 404)
 def api_keys_create(request: HttpRequest, payload: schemas.ApiKeyCreateIn) -> Status[schemas.ApiKeyCreatedOut]:
     key, plaintext = services.api_key_create(
         principal=api_principal(request), name=payload.name, kind=payload.kind, deployment_id=payload.deployment_id,
@@ -144,6 +149,7 @@ def api_keys_list(request: HttpRequest) -> QuerySet[ApiKey]:
 
 
 @keys_router.delete("/api-keys/{key_id}", response=schemas.ApiKeyOut, summary="Revoke an API key")
+@answers(409)
 def api_keys_revoke(request: HttpRequest, key_id: str) -> ApiKey:
     principal = api_principal(request)
     key = selectors.api_key_get_for_org(principal.org, key_id)
@@ -155,6 +161,7 @@ def api_keys_revoke(request: HttpRequest, key_id: str) -> ApiKey:
     response=schemas.ApiKeyCreatedOut,
     summary="Replace a key's secret; the old secret stops working immediately",
 )
+@answers(409)
 def api_keys_regenerate(request: HttpRequest, key_id: str) -> schemas.ApiKeyCreatedOut:
     principal = api_principal(request)
     key = selectors.api_key_get_for_org(principal.org, key_id)

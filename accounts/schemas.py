@@ -4,7 +4,9 @@ from datetime import datetime
 from typing import Literal
 
 from ninja import Schema
-from pydantic import Field
+from pydantic import ConfigDict, Field
+
+from gpucloud.core.schemas import BodyIn
 
 
 class OrgOut(Schema):
@@ -27,7 +29,7 @@ class MeOut(Schema):
     auth: Literal["api_key", "session"]
 
 
-class OrgCreateIn(Schema):
+class OrgCreateIn(BodyIn):
     name: str = Field(min_length=1, max_length=100)
 
 
@@ -38,12 +40,12 @@ class MemberOut(Schema):
     joined_at: datetime
 
 
-class MemberRoleIn(Schema):
+class MemberRoleIn(BodyIn):
     role: str = Field(description="owner, admin, member or viewer")
 
 
-class InvitationIn(Schema):
-    email: str = Field(min_length=3, max_length=254)
+class InvitationIn(BodyIn):
+    email: str = Field(min_length=3, max_length=254, json_schema_extra={"pattern": "@"})  # the service's check
     role: Literal["owner", "admin", "member", "viewer"] = "member"
 
 
@@ -54,7 +56,20 @@ class InvitationOut(Schema):
     created_at: datetime
 
 
-class ApiKeyCreateIn(Schema):
+class ApiKeyCreateIn(BodyIn):
+    # What the service checks (400 with the reason), said in the description too: a deployment key
+    # names its deployment and is scoped; an account key names none.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "if": {"properties": {"kind": {"const": "deployment"}}, "required": ["kind"]},
+            "then": {
+                "properties": {"deployment_id": {"type": "string", "minLength": 1}, "scoped": {"enum": [True, None]}},
+                "required": ["deployment_id"],
+            },
+            "else": {"properties": {"deployment_id": {"type": "null"}}},
+        }
+    )
+
     name: str = Field(min_length=1, max_length=100)
     kind: Literal["account", "deployment"] = "account"
     deployment_id: str | None = None

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta
+from typing import Annotated, Any
 
 from django.http import HttpRequest, StreamingHttpResponse
 from django.utils import timezone
 from ninja import Router, Status
+from pydantic import BeforeValidator, Field
 
 from accounts.auth import api_principal
 from accounts.principal import Principal
@@ -16,7 +19,7 @@ from accounts.roles import CAN_READ
 from billing import schemas, selectors, services, stripe_gateway
 from billing.models import BillingProfile, LedgerEntry, TransactionKind
 from billing.policy import grace_period
-from gpucloud.core.errors import InvalidRequest
+from gpucloud.core.errors import InvalidRequest, answers
 from gpucloud.core.money import MICROS_PER_USD
 
 router = Router(tags=["billing"])
@@ -75,6 +78,7 @@ def _return_urls(request: HttpRequest) -> dict[str, str]:
     response={201: schemas.CheckoutOut},
     summary="Start a Stripe Checkout; credit is applied when Stripe's signed webhook confirms payment",
 )
+@answers(400, 503)
 def add_funds(request: HttpRequest, payload: schemas.AddFundsIn) -> Status[dict[str, str]]:
     if payload.currency.lower() != "usd":
         raise InvalidRequest(f"Unsupported currency {payload.currency!r}: balances are in USD.", param="currency")
@@ -86,9 +90,26 @@ def add_funds(request: HttpRequest, payload: schemas.AddFundsIn) -> Status[dict[
 
 
 @router.post("/billing/save-card", response={201: schemas.CheckoutOut}, summary="Save a card for auto-refill")
+@answers(503)
 def save_card(request: HttpRequest) -> Status[dict[str, str]]:
     checkout = services.save_card_checkout(principal=api_principal(request), **_return_urls(request))
     return Status(201, {"checkout_url": checkout.url, "session_id": checkout.session_id})
+
+
+def _iso_date(value: object) -> object:
+    """Dates are YYYY-MM-DD, as the description's format says: "0" is not 1970-01-01."""
+    if isinstance(value, str) and not _ISO_DATE.fullmatch(value):
+        raise ValueError("must be a date as YYYY-MM-DD")
+    return value
+
+
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+IsoDate = Annotated[date, BeforeValidator(_iso_date)]
+Since = Annotated[IsoDate | None, Field(description="From this day on")]
+Until = Annotated[IsoDate | None, Field(description="Up to this day, included: on or after since (400 otherwise)")]
+
+# The service names the kinds in its refusal (400); the description lists them too.
+KIND_ENUM: dict[str, Any] = {"enum": [*TransactionKind.values, None]}
 
 
 def _filters(kind: str | None, since: date | None, until: date | None) -> dict[str, object]:
@@ -124,13 +145,14 @@ def _transaction_out(entry: LedgerEntry) -> dict[str, object]:
 
 
 @router.get("/billing/transactions", response=schemas.TransactionPage, summary="Transaction history, newest first")
+@answers(400)
 def transactions(
     request: HttpRequest,
-    kind: str | None = None,
-    since: date | None = None,
-    until: date | None = None,
+    kind: Annotated[str | None, Field(json_schema_extra=KIND_ENUM)] = None,
+    since: Since = None,
+    until: Until = None,
     before: int | None = None,
-    limit: int = 50,
+    limit: Annotated[int, Field(json_schema_extra={"minimum": 1, "maximum": PAGE_MAX})] = 50,
 ) -> dict[str, object]:
     org = _reader(request).org
     if not 1 <= limit <= PAGE_MAX:
@@ -145,8 +167,12 @@ def transactions(
 
 
 @router.get("/billing/transactions.csv", summary="Transaction history as CSV", response={200: None})
+@answers(400)
 def transactions_csv(
-    request: HttpRequest, kind: str | None = None, since: date | None = None, until: date | None = None
+    request: HttpRequest,
+    kind: Annotated[str | None, Field(json_schema_extra=KIND_ENUM)] = None,
+    since: Since = None,
+    until: Until = None,
 ) -> StreamingHttpResponse:
     org = _reader(request).org
     entries = selectors.statement_of(org, **_filters(kind, since, until))  # type: ignore[arg-type]
@@ -178,15 +204,37 @@ def _csv_rows(entries: Iterator[LedgerEntry]) -> Iterator[str]:
         )
 
 
+USAGE_DAYS_MAX = 366
+
+
+def _usage_range(start: date | None, end: date | None, *, today: date) -> tuple[date, date]:
+    """A missing bound follows the given one: a start alone reports up to today (at most
+    USAGE_DAYS_MAX days on), an end alone from the first of its month; neither, this month."""
+    if start is None:
+        end = end or today
+        return end.replace(day=1), end
+    if end is None:
+        end = min(max(today, start), start + timedelta(days=USAGE_DAYS_MAX))
+    return start, end
+
+
 @router.get("/billing/usage", response=schemas.UsageOut, summary="Spend by service and day, GPU hours, $/GPU-hour")
-def usage(request: HttpRequest, start: date | None = None, end: date | None = None) -> dict[str, object]:
+@answers(400)
+def usage(
+    request: HttpRequest,
+    start: Annotated[IsoDate | None, Field(description="First day (default: the first of end's month)")] = None,
+    end: Annotated[
+        IsoDate | None,
+        Field(description="Last day, on or after start and at most 366 days after it (default: today, or 366 days "
+              "after start when that is earlier)"),
+    ] = None,
+) -> dict[str, object]:  # fmt: skip
     org = _reader(request).org
-    today = timezone.now().date()
-    start, end = start or today.replace(day=1), end or today
+    start, end = _usage_range(start, end, today=timezone.now().date())
     if end < start:
         raise InvalidRequest("'end' is before 'start'.", param="end")
-    if (end - start).days > 366:
-        raise InvalidRequest("Ask for at most 366 days at a time.", param="end")
+    if (end - start).days > USAGE_DAYS_MAX:
+        raise InvalidRequest(f"Ask for at most {USAGE_DAYS_MAX} days at a time.", param="end")
     report = selectors.usage_report(org, start=start, end=end)
     average = report.average_hourly_micros
     return {
@@ -201,6 +249,7 @@ def usage(request: HttpRequest, start: date | None = None, end: date | None = No
 
 
 @router.patch("/billing/auto-refill", response=schemas.AutoRefillOut, summary="Configure auto-refill")
+@answers(400, 409)
 def auto_refill(request: HttpRequest, payload: schemas.AutoRefillIn) -> dict[str, object]:
     def micros(value: object, param: str) -> int | None:
         return None if value is None else services.usd_to_micros(value, param=param)  # type: ignore[arg-type]
@@ -215,6 +264,7 @@ def auto_refill(request: HttpRequest, payload: schemas.AutoRefillIn) -> dict[str
 
 
 @router.patch("/billing/spend-limit", response=schemas.BalanceOut, summary="Set or clear the daily spend limit")
+@answers(400)
 def spend_limit(request: HttpRequest, payload: schemas.SpendLimitIn) -> dict[str, object]:
     limit = payload.daily_limit_usd
     services.spend_limit_set(

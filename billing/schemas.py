@@ -1,10 +1,15 @@
 from __future__ import annotations
 
+import math
 from datetime import date, datetime
 from decimal import Decimal
+from typing import Annotated
 
+from django.conf import settings
 from ninja import Schema
-from pydantic import Field
+from pydantic import BeforeValidator, Field, WithJsonSchema
+
+from gpucloud.core.schemas import BodyIn
 
 
 class AutoRefillOut(Schema):
@@ -27,9 +32,40 @@ class BalanceOut(Schema):
     auto_refill: AutoRefillOut
 
 
-class AddFundsIn(Schema):
-    amount_usd: Decimal = Field(description="25, 50, 100 or a custom amount within the operator's bounds")
-    currency: str = Field("usd", description="Only 'usd' is supported")
+def _dollars_as_number(value: object) -> object:
+    """Every *_usd field is a JSON number, in requests as in answers: "50" is refused, as described."""
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+        raise ValueError("must be a number of US dollars, e.g. 25 or 12.50")
+    if isinstance(value, float) and math.isclose(value, round(value, 6), rel_tol=1e-12, abs_tol=1e-12):
+        # A micro-dollar amount that binary floating point could not hold exactly (3e-06 * 3 is
+        # 9.000000000000001e-06): the micro-dollar it means. An amount truly finer stays refused.
+        value = round(value, 6)
+    return Decimal(str(value))
+
+
+# Read exactly (12.5 stays 12.50, never a binary float's 12.4999...), described as numbers; the
+# services refuse what the descriptions below rule out (400).
+# Card payments (top-ups, auto-refill amounts) are in whole cents, within the operator's bounds.
+_TOPUP = {
+    "type": "number",
+    "multipleOf": 0.01,
+    "minimum": settings.GPUCLOUD_TOPUP_MIN_USD,
+    "maximum": settings.GPUCLOUD_TOPUP_MAX_USD,
+}
+TopUpIn = Annotated[Decimal, BeforeValidator(_dollars_as_number), WithJsonSchema(_TOPUP)]
+# Micro-dollars at most, above 0.
+PositiveUsdIn = Annotated[
+    Decimal,
+    BeforeValidator(_dollars_as_number),
+    WithJsonSchema({"type": "number", "multipleOf": 0.000001, "exclusiveMinimum": 0}),
+]
+
+
+class AddFundsIn(BodyIn):
+    amount_usd: TopUpIn = Field(
+        description="25, 50, 100 or a custom amount within the operator's bounds, in whole cents"
+    )
+    currency: str = Field("usd", description="Only 'usd' is supported", json_schema_extra={"enum": ["usd"]})
 
 
 class CheckoutOut(Schema):
@@ -64,11 +100,11 @@ class UsageOut(Schema):
     by_day: dict[str, float]
 
 
-class AutoRefillIn(Schema):
+class AutoRefillIn(BodyIn):
     enabled: bool
-    threshold_usd: Decimal | None = None
-    amount_usd: Decimal | None = None
+    threshold_usd: PositiveUsdIn | None = None
+    amount_usd: TopUpIn | None = None
 
 
-class SpendLimitIn(Schema):
-    daily_limit_usd: Decimal | None = Field(description="null removes the limit")
+class SpendLimitIn(BodyIn):
+    daily_limit_usd: PositiveUsdIn | None = Field(description="More than 0; null removes the limit")

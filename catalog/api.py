@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Annotated, Any
+
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from ninja import Router
+from pydantic import Field
 
 from catalog import schemas, selectors
-from catalog.models import CatalogModel, GpuType, Preset, Region
+from catalog.models import CatalogModel, GpuType, ModelCategory, Preset, Region
+from gpucloud.core.errors import InvalidRequest, answers
 
 router = Router(tags=["catalog"])
+
+# The selector names the categories in its refusal (400); the description lists them too.
+CATEGORY_ENUM: dict[str, Any] = {"enum": [*ModelCategory.values, None]}
 
 
 # Declared before /models/{slug} so that "categories" is not taken for a slug.
@@ -19,7 +26,13 @@ def models_categories(request: HttpRequest) -> list[dict[str, object]]:
 
 
 @router.get("/models", response=list[schemas.CatalogModelOut], summary="The model catalog")
-def models_list(request: HttpRequest, category: str | None = None) -> QuerySet[CatalogModel]:
+@answers(400)
+def models_list(
+    request: HttpRequest,
+    category: Annotated[str | None, Field(json_schema_extra={"enum": [*ModelCategory.values, None]})] = None,
+) -> QuerySet[CatalogModel]:
+    if category == "":  # the description's enum has no empty name: say so rather than list everything
+        raise InvalidRequest("category is empty: name one, or leave it out for every category.", param="category")
     return selectors.models_list(category=category)
 
 

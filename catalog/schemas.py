@@ -5,16 +5,18 @@ from typing import Any
 from ninja import Schema
 from pydantic import Field
 
-from gpucloud.core.money import usd_text
+from gpucloud.core.money import MICROS_PER_USD
 
 
 class Price(Schema):
     hourly_price_micros: int = Field(description="Price per hour in micro-USD (1 USD = 1,000,000)")
-    hourly_price_usd: str = Field(description="The same price as a decimal string, e.g. '4.41'")
+    hourly_price_usd: float = Field(
+        description="The same price in US dollars, e.g. 4.41 (a number, as every *_usd field)"
+    )
 
     @staticmethod
-    def resolve_hourly_price_usd(obj: Any) -> str:
-        return usd_text(obj.hourly_price_micros)
+    def resolve_hourly_price_usd(obj: Any) -> float:
+        return int(obj.hourly_price_micros) / MICROS_PER_USD
 
 
 class GpuTypeOut(Price):

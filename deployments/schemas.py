@@ -4,25 +4,45 @@ import dataclasses
 from datetime import datetime
 from typing import Any, get_type_hints
 
+from django.conf import settings
 from ninja import Schema
-from pydantic import Field, create_model
+from pydantic import ConfigDict, Field, create_model
 
 from deployments.metrics import WINDOW_DESCRIPTIONS, Window
+from deployments.scaling.settings import IDLE_TIMEOUT_BOUNDS, TARGET_MAX
+from deployments.sla import BOUNDS as SLA_BOUNDS
+from gpucloud.core.schemas import BodyIn
+
+PRESET_SLUGS = ("speed", "latency", "cost", "balanced")
 
 
-class DeploymentCreateIn(Schema):
+class DeploymentCreateIn(BodyIn):
+    # The service checks these (400 with the reason); the description says them too: the kinds, the
+    # bounds, and that idle_timeout_seconds and start_cold belong to serverless deployments.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "if": {"not": {"properties": {"kind": {"const": "serverless"}}, "required": ["kind"]}},
+            "then": {"properties": {"idle_timeout_seconds": {"type": "null"}, "start_cold": {"const": False}}},
+        }
+    )
+
     name: str = Field("", max_length=100)
     model_id: str
     gpu_type: str
     region: str
-    replicas: int = 1
+    replicas: int = Field(1, json_schema_extra={"minimum": 1, "maximum": settings.GPUCLOUD_MAX_REPLICAS})
     preset: str | None = Field(None, description="speed, latency, cost or balanced: the GPU must be the preset's")
     kind: str = Field(
         "model",
         description="model (replicas run until changed) or serverless (scales to zero after idle_timeout_seconds "
         "without requests; the next request wakes it)",
+        json_schema_extra={"enum": ["model", "serverless"]},
     )
-    idle_timeout_seconds: int | None = Field(None, description="serverless only: default 900 (15 minutes)")
+    idle_timeout_seconds: int | None = Field(
+        None,
+        description="serverless only: default 900 (15 minutes)",
+        json_schema_extra={"minimum": IDLE_TIMEOUT_BOUNDS[0], "maximum": IDLE_TIMEOUT_BOUNDS[1]},
+    )
     start_cold: bool = Field(False, description="serverless only: launch nothing until the first request")
 
 
@@ -59,6 +79,9 @@ class DeploymentOut(Schema):
     region: str | None
     preset: str | None
     replicas: int
+    kind: str = Field(description="model (replicas run until changed) or serverless (scales to zero when idle)")
+    idle_timeout_seconds: int = Field(description="Idle time after which a serverless endpoint scales to zero")
+    scaling: ScalingOut = Field(description="The autoscaling settings, as GET /deployments/{id}/scaling answers")
     endpoint_url: str = Field(description="POST OpenAI chat completions here (with your API key)")
     hourly_cost_usd: float = Field(
         description="What bills now, per hour: the launched replicas not yet confirmed ended, each at its own price"
@@ -71,8 +94,16 @@ class DeploymentOut(Schema):
     rollout: RolloutOut | None = Field(description="The last preset change; null when there was none")
 
 
-class PresetIn(Schema):
-    preset: str | None = Field(None, description="speed, latency, cost or balanced (see GET /api/v1/presets)")
+class PresetIn(BodyIn):
+    # Required, and one of the presets: the service checks both and names the choices (400); the
+    # description says so too.
+    model_config = ConfigDict(json_schema_extra={"required": ["preset"]})
+
+    preset: str | None = Field(
+        None,
+        description="speed, latency, cost or balanced (see GET /api/v1/presets)",
+        json_schema_extra={"enum": list(PRESET_SLUGS)},
+    )
 
 
 class DeploymentEventOut(Schema):
@@ -132,16 +163,19 @@ class ScalingTarget(Schema):
     value: float = Field(description="Requests per replica the autoscaler aims for")
 
 
-class ScalingTargetIn(Schema):
-    metric: str | None = None
-    value: float | None = None
+class ScalingTargetIn(BodyIn):
+    metric: str | None = Field(default=None, json_schema_extra={"enum": ["concurrency", "queue_depth", None]})
+    value: float | None = Field(default=None, json_schema_extra={"exclusiveMinimum": 0, "maximum": TARGET_MAX})
 
 
-class ScalingIn(Schema):
-    min_replicas: int | None = None
-    max_replicas: int | None = None
+class ScalingIn(BodyIn):
+    # Bounds the service checks (400 with the reason); written here so the description says them too.
+    min_replicas: int | None = Field(None, json_schema_extra={"minimum": 0, "maximum": settings.GPUCLOUD_MAX_REPLICAS})
+    max_replicas: int | None = Field(None, json_schema_extra={"minimum": 1, "maximum": settings.GPUCLOUD_MAX_REPLICAS})
     scale_to_zero: bool | None = None
-    idle_timeout_seconds: int | None = None
+    idle_timeout_seconds: int | None = Field(
+        None, json_schema_extra={"minimum": IDLE_TIMEOUT_BOUNDS[0], "maximum": IDLE_TIMEOUT_BOUNDS[1]}
+    )
     target: ScalingTargetIn | None = None
 
 
@@ -154,10 +188,23 @@ class ScalingOut(Schema):
     replicas: int = Field(description="Replicas the deployment runs now (desired)")
 
 
-class SlaIn(Schema):
-    ttft_target_ms: int | None = Field(None, description="p95 time to first token to stay under; null removes it")
-    throughput_target_tps: float | None = Field(None, description="tokens/s per request to stay above")
-    concurrency_limit: int | None = Field(None, description="requests in flight at once; more get 429")
+def _sla_bounds(name: str) -> dict[str, Any]:
+    low, high = SLA_BOUNDS[name]
+    return {"minimum": low, "maximum": high}
+
+
+class SlaIn(BodyIn):
+    ttft_target_ms: int | None = Field(
+        None,
+        description="p95 time to first token to stay under; null removes it",
+        json_schema_extra=_sla_bounds("ttft_target_ms"),
+    )
+    throughput_target_tps: float | None = Field(
+        None, description="tokens/s per request to stay above", json_schema_extra=_sla_bounds("throughput_target_tps")
+    )
+    concurrency_limit: int | None = Field(
+        None, description="requests in flight at once; more get 429", json_schema_extra=_sla_bounds("concurrency_limit")
+    )
 
 
 class SlaBreachOut(Schema):

@@ -10,7 +10,9 @@ import logging
 from django.http import Http404, HttpRequest, HttpResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
+from ninja.openapi.schema import OpenAPISchema
 from ninja.operation import Operation
+from ninja.types import DictStrAny
 
 from accounts.api import keys_router
 from accounts.api import router as accounts_router
@@ -20,6 +22,7 @@ from catalog.api import router as catalog_router
 from deployments.api.deployments import router as deployments_router
 from deployments.api.permissions import router as permissions_router
 from deployments.api.webhooks import router as webhooks_router
+from gpucloud.api_description import document_errors
 from gpucloud.core.errors import ApiError, error_response
 
 logger = logging.getLogger(__name__)
@@ -34,6 +37,13 @@ OPERATION_ID_MODULES = {
 
 
 class GpucloudApi(NinjaAPI):
+    def get_openapi_schema(
+        self, *, path_prefix: str | None = None, path_params: DictStrAny | None = None
+    ) -> OpenAPISchema:
+        schema = super().get_openapi_schema(path_prefix=path_prefix, path_params=path_params)
+        document_errors(schema, self)  # every status each operation answers, with the error shape
+        return schema
+
     def get_openapi_operation_id(self, operation: Operation) -> str:
         module = operation.view_func.__module__
         return f"{OPERATION_ID_MODULES.get(module, module)}_{operation.view_func.__name__}".replace(".", "_")

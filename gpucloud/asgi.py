@@ -18,11 +18,11 @@ django_asgi_app = get_asgi_application()
 from channels.auth import AuthMiddlewareStack  # noqa: E402  (Django must be set up first)
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
-from django.urls import path  # noqa: E402
+from django.urls import path, re_path  # noqa: E402
 
 from gateway.app import gateway_app, gateway_shutdown  # noqa: E402
 from gpucloud.core.live import server_loop_set  # noqa: E402
-from pages.consumers import DeploymentLogsConsumer, OrgEventsConsumer  # noqa: E402
+from pages.consumers import DeploymentLogsConsumer, OrgEventsConsumer, UnknownPathConsumer  # noqa: E402
 
 # reference/000's per-deployment routes: the gateway serves them whatever the auth (a bearer key,
 # or a page's signed-in session), so every chat is metered, limited, woken and measured alike. The
@@ -75,6 +75,7 @@ websocket_app = AllowedHostsOriginValidator(
             [
                 path("ws/org/", OrgEventsConsumer.as_asgi()),
                 path("ws/deployments/<str:deployment_id>/logs/", DeploymentLogsConsumer.as_asgi()),
+                re_path(r"", UnknownPathConsumer.as_asgi()),  # last: every other path is refused cleanly
             ]
         )
     )

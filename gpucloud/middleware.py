@@ -1,5 +1,6 @@
-"""Pages call the same services as the API; this turns their ApiErrors into the matching
-HTML error page (404 for another tenant's object, 403 for a missing role) instead of a 500."""
+"""Pages call the same services as the API; ApiErrorPageMiddleware turns their ApiErrors into the
+matching HTML error page (404 for another tenant's object, 403 for a missing role) instead of a 500.
+ApiJsonMethodNotAllowedMiddleware keeps the API's 405s in its JSON error shape."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.views import defaults
 
-from gpucloud.core.errors import ApiError, NotFound, PermissionDenied
+from gpucloud.core.errors import ApiError, NotFound, PermissionDenied, error_response
 
 
 class ApiErrorPageMiddleware:
@@ -29,3 +30,26 @@ class ApiErrorPageMiddleware:
             response.status_code = exception.status
             return response
         return None
+
+
+class ApiJsonMethodNotAllowedMiddleware:
+    """A wrong method on an /api/ route answers the API's JSON error shape, not Django's bare 405
+    (django-ninja answers "Method not allowed" as text): the status and Allow header stay, the body
+    says which methods the path takes."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if response.status_code != 405 or not request.path.startswith("/api/"):
+            return response
+        if response.get("Content-Type", "").startswith("application/json"):
+            return response
+        allowed = sorted(method.strip() for method in response.get("Allow", "").split(",") if method.strip())
+        uses = " or ".join(allowed) if allowed else "another method"
+        answer = error_response(
+            405, "invalid_request_error", f"{request.method} is not allowed on {request.path}; use {uses}."
+        )
+        answer["Allow"] = ", ".join(allowed)
+        return answer

@@ -40,6 +40,7 @@ INSTALLED_APPS = [
     "django.contrib.humanize",
     "django_htmx",
     "template_partials",
+    "ninja",  # its templates and static files: /api/v1/docs serves Swagger UI from them, not a CDN
     "allauth",
     "allauth.account",
     "allauth.socialaccount",
@@ -64,6 +65,7 @@ MIDDLEWARE = [
     "django_htmx.middleware.HtmxMiddleware",
     "allauth.account.middleware.AccountMiddleware",
     "gpucloud.middleware.ApiErrorPageMiddleware",
+    "gpucloud.middleware.ApiJsonMethodNotAllowedMiddleware",
 ]
 
 ROOT_URLCONF = "gpucloud.urls"

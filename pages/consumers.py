@@ -171,3 +171,11 @@ class DeploymentLogsConsumer(AsyncJsonWebsocketConsumer):
         if not Membership.objects.filter(user=self.scope["user"], org_id=deployment.org_id).exists():
             return None
         return log_tails(deployment, tail=LOG_TAIL, live_only=True)
+
+
+class UnknownPathConsumer(AsyncJsonWebsocketConsumer):
+    """Any other websocket path: refused at the handshake (4404), where Channels' router would
+    raise and the server answer 500."""
+
+    async def connect(self) -> None:
+        await self.close(code=NOT_FOUND)

@@ -4,20 +4,33 @@ from datetime import datetime
 
 from ninja import Schema
 from pydantic import Field
+from pydantic.json_schema import JsonDict
+
+from gpucloud.core.schemas import BodyIn
+from webhooks.events import EVENT_TYPES
+from webhooks.models import RetrySchedule
+
+# What the services check (400 naming the choices), written into the description too.
+_EVENTS: JsonDict = {"minItems": 1, "items": {"type": "string", "enum": list(EVENT_TYPES)}}
+_SCHEDULE: JsonDict = {"enum": [*RetrySchedule.values, None]}
 
 
-class WebhookIn(Schema):
+class WebhookIn(BodyIn):
     url: str = Field(description="https URL that receives the events (http only in debug)")
-    events: list[str] = Field(description="Event types to receive, e.g. deployment.active, deployment.sla_breach")
+    events: list[str] = Field(
+        description="Event types to receive, e.g. deployment.active, deployment.sla_breach", json_schema_extra=_EVENTS
+    )
     retry_schedule: str | None = Field(
-        None, description="standard (8 attempts over about 27 hours, the default) or short (5 attempts over 10 minutes)"
+        None,
+        description="standard (8 attempts over about 27 hours, the default) or short (5 attempts over 10 minutes)",
+        json_schema_extra=_SCHEDULE,
     )
 
 
-class WebhookPatchIn(Schema):
+class WebhookPatchIn(BodyIn):
     url: str | None = None
-    events: list[str] | None = None
-    retry_schedule: str | None = None
+    events: list[str] | None = Field(None, json_schema_extra=_EVENTS)
+    retry_schedule: str | None = Field(None, json_schema_extra=_SCHEDULE)
     enabled: bool | None = Field(None, description="false pauses deliveries; true turns a disabled webhook back on")
 
 

@@ -3,22 +3,23 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
+from typing import Annotated, Any
 
 from django.http import HttpRequest, HttpResponseBase
 from django.utils import timezone
 from ninja import Router, Status
+from pydantic import Field
 
 from accounts.auth import INFERENCE_AUTH, api_principal
 from accounts.roles import CAN_READ
 from catalog.models import CatalogModel, GpuType
 from catalog.selectors import offers_live
 from deployments import metrics, preset_rollout, schemas, selectors, services, sla
-from deployments.logs import log_tails
+from deployments.logs import TAIL_MAX, log_tails
 from deployments.models import Deployment
 from deployments.scaling import settings as scaling
 from fleet.models import Instance, InstanceState
-from gpucloud.core.errors import ApiError, InvalidRequest
+from gpucloud.core.errors import ApiError, InvalidRequest, answers
 from gpucloud.core.money import MICROS_PER_USD
 
 router = Router(tags=["deployments"])
@@ -38,6 +39,9 @@ def _deployment_out(request: HttpRequest, deployment: Deployment) -> dict[str, o
         "region": deployment.region_id,
         "preset": deployment.preset_id,
         "replicas": deployment.desired_replicas,
+        "kind": deployment.kind,
+        "idle_timeout_seconds": deployment.idle_timeout_seconds,
+        "scaling": _scaling_out(deployment),
         "endpoint_url": request.build_absolute_uri(f"/api/v1/deployments/{deployment.pk}/chat/completions"),
         "hourly_cost_usd": row.hourly_cost_micros / MICROS_PER_USD,
         "created_at": deployment.created_at,
@@ -80,6 +84,7 @@ def _rollout_out(deployment: Deployment, live: list[Instance]) -> dict[str, obje
 
 
 @router.post("/deployments", response={201: schemas.DeploymentOut}, summary="Deploy a catalog model")
+@answers(400, 402, 404, 409)
 def deployments_create(request: HttpRequest, payload: schemas.DeploymentCreateIn) -> Status[dict[str, object]]:
     deployment = services.deployment_create(
         principal=api_principal(request),
@@ -109,6 +114,7 @@ def deployments_get(request: HttpRequest, deployment_id: str) -> dict[str, objec
 
 
 @router.delete("/deployments/{deployment_id}", response=schemas.DeploymentOut, summary="Tear down a deployment")
+@answers(409)
 def deployments_delete(request: HttpRequest, deployment_id: str) -> dict[str, object]:
     principal = api_principal(request)
     deployment = selectors.deployment_get_for_org(principal.org, deployment_id)
@@ -126,8 +132,15 @@ def deployments_events(request: HttpRequest, deployment_id: str) -> list[dict[st
 
 
 @router.get("/deployments/{deployment_id}/logs", response=list[schemas.LogsOut], summary="Engine logs per instance")
-def deployments_logs(request: HttpRequest, deployment_id: str, tail: int = 200) -> list[dict[str, object]]:
+@answers(400)
+def deployments_logs(
+    request: HttpRequest,
+    deployment_id: str,
+    tail: Annotated[int, Field(json_schema_extra={"minimum": 1, "maximum": TAIL_MAX})] = 200,
+) -> list[dict[str, object]]:
     deployment = selectors.deployment_get_for_org(api_principal(request).org, deployment_id)
+    if not 1 <= tail <= TAIL_MAX:
+        raise InvalidRequest(f"tail must be between 1 and {TAIL_MAX} lines.", param="tail")
     return [{"instance_id": pk, "lines": lines} for pk, lines in log_tails(deployment, tail=tail).items()]
 
 
@@ -192,7 +205,12 @@ METRIC_WINDOWS = {"5m": timedelta(minutes=5), "1h": timedelta(hours=1), "24h": t
 
 
 @router.get("/deployments/{deployment_id}/metrics", response=schemas.MetricsOut, summary="Request metrics and cost")
-def deployments_metrics(request: HttpRequest, deployment_id: str, window: str = "1h") -> dict[str, object]:
+@answers(400)
+def deployments_metrics(
+    request: HttpRequest,
+    deployment_id: str,
+    window: Annotated[str, Field(json_schema_extra={"enum": ["5m", "1h", "24h", "7d", "30d"]})] = "1h",
+) -> dict[str, object]:
     deployment = selectors.deployment_get_for_org(api_principal(request).org, deployment_id)
     if window not in METRIC_WINDOWS:
         raise InvalidRequest(f"window must be one of {', '.join(METRIC_WINDOWS)}.", param="window")
@@ -224,6 +242,7 @@ def deployments_scaling_get(request: HttpRequest, deployment_id: str) -> dict[st
 
 
 @router.patch("/deployments/{deployment_id}/scaling", response=schemas.ScalingOut, summary="Change autoscaling")
+@answers(400, 402, 409)
 def deployments_scaling_set(request: HttpRequest, deployment_id: str, payload: schemas.ScalingIn) -> dict[str, object]:
     principal = api_principal(request)
     deployment = selectors.deployment_get_for_org(principal.org, deployment_id)
@@ -237,6 +256,7 @@ def deployments_scaling_set(request: HttpRequest, deployment_id: str, payload: s
 
 @router.patch("/deployments/{deployment_id}/preset", response=schemas.DeploymentOut,
               summary="Apply an inference preset: replicas are replaced one at a time")  # fmt: skip
+@answers(400, 402, 409)
 def deployments_preset_set(request: HttpRequest, deployment_id: str, payload: schemas.PresetIn) -> dict[str, object]:
     principal = api_principal(request)
     deployment = selectors.deployment_get_for_org(principal.org, deployment_id)
@@ -250,6 +270,7 @@ def deployments_sla_get(request: HttpRequest, deployment_id: str) -> dict[str, o
 
 
 @router.patch("/deployments/{deployment_id}/sla", response=schemas.SlaOut, summary="Set SLA targets")
+@answers(400)
 def deployments_sla_set(request: HttpRequest, deployment_id: str, payload: schemas.SlaIn) -> dict[str, object]:
     principal = api_principal(request)
     deployment = selectors.deployment_get_for_org(principal.org, deployment_id)

@@ -17,11 +17,13 @@ from accounts.auth import api_principal
 from accounts.models import KeyGrant
 from accounts.roles import CAN_READ
 from deployments.selectors import deployment_get_for_org
+from gpucloud.core.errors import answers
+from gpucloud.core.schemas import BodyIn
 
 router = Router(tags=["permissions"])
 
 
-class PermissionIn(Schema):
+class PermissionIn(BodyIn):
     api_key_id: str = Field(min_length=1, max_length=40, description="A scoped account key or a deployment key")
     role: str = Field(default="inference", description="inference: call this deployment (the only role)")
 
@@ -68,6 +70,7 @@ def permissions_list(request: HttpRequest, deployment_id: str) -> list[dict[str,
     response={200: PermissionOut, 201: PermissionOut},
     summary="Grant a scoped API key access (201; 200 when it already has it)",
 )
+@answers(400, 409)
 def permissions_grant(request: HttpRequest, deployment_id: str, payload: PermissionIn) -> Status[dict[str, object]]:
     principal = api_principal(request)
     deployment = deployment_get_for_org(principal.org, deployment_id)

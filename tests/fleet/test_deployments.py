@@ -44,6 +44,9 @@ def test_deploy_chat_delete(
     detail = client.get(f"/api/v1/deployments/{deployment_id}", **alice.auth).json()
     assert detail["status"] == "active", detail
     assert detail["instances"][0]["state"] == "ready" and detail["hourly_cost_usd"] == 0.05
+    assert detail["kind"] == "model" and detail["idle_timeout_seconds"] == 900  # what runs it, and how it scales
+    scaling = client.get(f"/api/v1/deployments/{deployment_id}/scaling", **alice.auth).json()
+    assert detail["scaling"] == scaling and scaling["min_replicas"] == 1 and scaling["scale_to_zero"] is False
     assert [i.instance_id for i in driver("local").list_instances(fleet)] == [detail["instances"][0]["id"]]
 
     chat = asgi_request(  # the gateway serves the chat route (gpucloud/asgi.py)

@@ -1,0 +1,203 @@
+"""Does the management API answer what its OpenAPI description says? schemathesis measures it.
+
+    .venv/bin/python bench/api_conformance.py                  # every phase, all checks
+    .venv/bin/python bench/api_conformance.py --max-examples 20 --seed 1
+
+What it starts, and stops again: a throwaway embedded server as `make run` serves it (`manage.py
+serve`: uvicorn plus the in-process worker and beat, SQLite in a temporary GPUCLOUD_VAR_DIR,
+DATABASE_URL and REDIS_URL ignored), on a free port (or --port), with one verified user made by
+`manage.py create_user` holding $1000 of credit and an account API key. Engines that deployments
+created during the run launch on this machine are stopped with the server (and killed if a run
+leaves one behind: their command lines carry this run's fleet tag).
+
+What it runs: `schemathesis run <server>/api/v1/openapi.json --checks all` with the key, every
+phase (examples, coverage, fuzzing, stateful), one worker, then prints one line per kind of
+failure with its count (schemathesis' summary: one failure per distinct problem it found) and a
+last line that is one JSON object: {"checks": {...}, "failures": N}. Exit status 0 when none.
+The run never revokes or regenerates its own key (bench/conformance_hooks.py says why).
+
+The kinds that matter most for "the API describes itself truly" (`st explain ST103` tells more):
+- ST103 (status_code_conformance): an answer's status is not in the operation's description;
+- ST202 (positive_data_acceptance): a request the schema calls valid was refused;
+- ST201 (negative_data_rejection): a request the schema calls invalid was accepted;
+- ST101 (not_a_server_error): a 5xx.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TAG = f"gpucloud-conformance-{os.getpid()}"
+EMAIL = "conformance@example.com"
+
+
+def main() -> int:
+    args = _arguments()
+    var_dir = Path(tempfile.mkdtemp(prefix="gpucloud-conformance-"))
+    env = _environment(var_dir)
+    server: subprocess.Popen[bytes] | None = None
+    try:
+        key = _seed(env)
+        port = args.port or _free_port()
+        base = f"http://127.0.0.1:{port}"
+        log = (var_dir / "serve.log").open("wb")
+        server = subprocess.Popen(
+            [sys.executable, "manage.py", "serve", "--port", str(port)], cwd=ROOT, env=env, stdout=log, stderr=log
+        )
+        _wait_healthy(base, server)
+        command = [
+            str(Path(sys.executable).with_name("schemathesis")),
+            "run",
+            f"{base}/api/v1/openapi.json",
+            "--checks",
+            "all",
+            "--phases",
+            "examples,coverage,fuzzing,stateful",
+            "--header",
+            f"Authorization: Bearer {key}",
+            "--max-examples",
+            str(args.max_examples),
+            "--workers",
+            "1",
+            "--request-timeout",
+            "30",
+            "--output-truncate",
+            "false",
+        ]
+        if args.seed is not None:
+            command += ["--seed", str(args.seed)]
+        print("$", " ".join(command).replace(key, "gpc_live_..."), flush=True)
+        output = _run_streaming(command, cwd=var_dir, env=env, timeout=args.timeout)
+        counts = _failures_by_check(output)
+        print("--- failures by check ---")
+        for check, count in sorted(counts.items()):
+            print(f"{check}: {count}")
+        print(json.dumps({"checks": dict(sorted(counts.items())), "failures": sum(counts.values())}))
+        if args.keep:
+            print(f"kept {var_dir}")
+        return 0 if not counts else 1
+    finally:
+        _stop(server)
+        _kill_engines()
+        if not args.keep:
+            shutil.rmtree(var_dir, ignore_errors=True)
+
+
+def _arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--port", type=int, help="serve on this port (default: a free one)")
+    parser.add_argument("--max-examples", type=int, default=30, help="test cases per operation and phase")
+    parser.add_argument("--seed", type=int, help="schemathesis' random seed, to repeat a run")
+    parser.add_argument("--timeout", type=int, default=1800, help="seconds schemathesis may run")
+    parser.add_argument("--keep", action="store_true", help="keep the server's var/ (its log, the report)")
+    return parser.parse_args()
+
+
+def _environment(var_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE")}
+    env.update(GPUCLOUD_VAR_DIR=str(var_dir), GPUCLOUD_FLEET_TAG=TAG, GPUCLOUD_LOCAL_THREADS="1", PYTHONUNBUFFERED="1")
+    return env
+
+
+def _seed(env: dict[str, str]) -> str:
+    """Migrate, load the catalog, and make the user: returns the account key create_user prints last."""
+    for command in (["migrate", "--noinput", "-v0"], ["load_catalog"]):
+        subprocess.run([sys.executable, "manage.py", *command], cwd=ROOT, env=env, check=True, timeout=300)
+    made = subprocess.run(
+        [sys.executable, "manage.py", "create_user", EMAIL, "--password", "conformance-password-1",
+         "--credit", "1000", "--api-key", "conformance"],
+        cwd=ROOT, env=env, check=True, timeout=120, capture_output=True, text=True,
+    )  # fmt: skip
+    lines = made.stdout.strip().splitlines()
+    key_id = re.search(r"Account API key (key_\w+)", made.stdout)
+    assert key_id, made.stdout
+    env["GPUCLOUD_CONFORMANCE_KEY_ID"] = key_id[1]
+    env["SCHEMATHESIS_HOOKS"] = "conformance_hooks"
+    env["PYTHONPATH"] = str(ROOT / "bench")
+    return lines[-1]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_healthy(base: str, server: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise SystemExit(f"the server exited ({server.returncode}) before it answered")
+        try:
+            with urllib.request.urlopen(f"{base}/healthz", timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise SystemExit("the server did not answer /healthz within 120 s")
+
+
+def _run_streaming(command: list[str], *, cwd: Path, env: dict[str, str], timeout: int) -> str:
+    """Run schemathesis, echoing its output as it comes; returns the output."""
+    lines = []
+    deadline = time.monotonic() + timeout
+    with subprocess.Popen(
+        command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    ) as run:
+        assert run.stdout is not None
+        for line in run.stdout:
+            print(line, end="", flush=True)
+            lines.append(line)
+            if time.monotonic() > deadline:
+                run.kill()
+                raise SystemExit(f"schemathesis ran past {timeout} s")
+    return "".join(lines)
+
+
+# schemathesis' summary lists each kind of failure with its code and count ("❌ ST103 Undocumented
+# status code: 65"); `st explain ST103` tells what a code means.
+def _failures_by_check(output: str) -> Counter[str]:
+    counts: Counter[str] = Counter()
+    summary = output.rsplit("Failures:", 1)[-1] if "Failures:" in output else ""
+    for code, title, count in re.findall(r"^\s*\S+ (ST\d+) (.+): (\d+)$", summary, flags=re.M):
+        counts[f"{code} {title}"] += int(count)
+    return counts
+
+
+def _stop(server: subprocess.Popen[bytes] | None) -> None:
+    if server is None or server.poll() is not None:
+        return
+    server.send_signal(signal.SIGTERM)  # serve stops its worker, beat and engines on SIGTERM
+    try:
+        server.wait(30)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait(10)
+
+
+def _kill_engines() -> None:
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if TAG.encode() in argv and entry.name.isdigit():
+            os.kill(int(entry.name), signal.SIGKILL)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

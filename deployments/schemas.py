@@ -59,7 +59,10 @@ class DeploymentOut(Schema):
     region: str | None
     preset: str | None
     replicas: int
-    endpoint_url: str = Field(description="POST OpenAI chat completions here (with your API key)")
+    endpoint_url: str = Field(
+        description="POST OpenAI requests here (with your API key): chat completions, or embeddings for an "
+        "embedding model; on /v1, send this deployment's id as `model`"
+    )
     hourly_cost_usd: float = Field(description="All replicas, per hour, each at its own price")
     created_at: datetime
     started_at: datetime | None
@@ -141,6 +144,11 @@ class ScalingIn(Schema):
     scale_to_zero: bool | None = None
     idle_timeout_seconds: int | None = None
     target: ScalingTargetIn | None = None
+    cold_start_wait_seconds: int | None = Field(
+        None, ge=0, le=600,
+        description="How long a request to this deployment while it is cold is held for the wake (when the "
+        "wake is expected to take at most this long) before being served; 0 answers 202 at once",
+    )  # fmt: skip
 
 
 class ScalingOut(Schema):
@@ -150,6 +158,9 @@ class ScalingOut(Schema):
     idle_timeout_seconds: int
     target: ScalingTarget
     replicas: int = Field(description="Replicas the deployment runs now (desired)")
+    cold_start_wait_seconds: int = Field(
+        description="A request while cold is held this long at most for the wake, then served (longer: 202)"
+    )
 
 
 class SlaIn(Schema):

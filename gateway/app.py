@@ -105,8 +105,7 @@ async def _inference(
             serves = SERVES.get(route.category, route.category)
             raise errors.bad_request(f"'{route.model}' serves {serves}, not {path}.", param="model")
         if not route.targets:
-            wait = wake.wait_seconds(headers.get(b"x-wait-for-ready"))
-            route = await wake.ready_route(caller, requested, route, wait=wait, gone=gone.happened)
+            route = await wake.ready_route(caller, requested, route, headers=headers, gone=gone.happened)
         slot = await limits.acquire(route.deployment_id, route.concurrency_limit)
         try:
             await gone.run_until_disconnect(relay.forward(route, exchange, send), exchange)

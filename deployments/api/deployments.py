@@ -38,7 +38,7 @@ def _deployment_out(request: HttpRequest, deployment: Deployment) -> dict[str, o
         "region": deployment.region_id,
         "preset": deployment.preset_id,
         "replicas": deployment.desired_replicas,
-        "endpoint_url": request.build_absolute_uri(f"/api/v1/deployments/{deployment.pk}/chat/completions"),
+        "endpoint_url": request.build_absolute_uri(f"/api/v1/deployments/{deployment.pk}/{_operation(deployment)}"),
         "hourly_cost_usd": sum(i.hourly_price_micros for i in live) / MICROS_PER_USD,
         "created_at": deployment.created_at,
         "started_at": deployment.started_at,
@@ -61,6 +61,11 @@ def _deployment_out(request: HttpRequest, deployment: Deployment) -> dict[str, o
         ],
         "rollout": _rollout_out(deployment, live),
     }
+
+
+def _operation(deployment: Deployment) -> str:
+    """What the deployment's engine serves, as its per-deployment route (gpucloud/asgi.py)."""
+    return "embeddings" if deployment.model and deployment.model.category == "embedding" else "chat/completions"
 
 
 def _rollout_out(deployment: Deployment, live: list[Instance]) -> dict[str, object] | None:
@@ -231,6 +236,7 @@ def deployments_scaling_set(request: HttpRequest, deployment_id: str, payload: s
     change = scaling.ScalingChange(
         min_replicas=payload.min_replicas, max_replicas=payload.max_replicas, scale_to_zero=payload.scale_to_zero,
         idle_timeout_seconds=payload.idle_timeout_seconds, metric=target.metric, target=target.value,
+        cold_start_wait_seconds=payload.cold_start_wait_seconds,
     )  # fmt: skip
     return _scaling_out(scaling.deployment_scaling_set(principal=principal, deployment=deployment, change=change))
 

@@ -15,6 +15,7 @@ from gpucloud.core.errors import Conflict, InvalidRequest
 
 IDLE_TIMEOUT_BOUNDS = (60, 7 * 24 * 3600)
 TARGET_MAX = 1000.0
+COLD_START_WAIT_BOUNDS = (0, 600)  # the gateway's X-Wait-For-Ready allows as much
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class Scaling:
     metric: str
     target: float
     replicas: int  # what it runs now (desired)
+    cold_start_wait_seconds: int
 
 
 def scaling_of(deployment: Deployment) -> Scaling:
@@ -39,6 +41,7 @@ def scaling_of(deployment: Deployment) -> Scaling:
         metric=deployment.scaling_metric,
         target=deployment.scaling_target,
         replicas=deployment.desired_replicas,
+        cold_start_wait_seconds=deployment.cold_start_wait_seconds,
     )
 
 
@@ -52,6 +55,7 @@ class ScalingChange:
     idle_timeout_seconds: int | None = None
     metric: str | None = None
     target: float | None = None
+    cold_start_wait_seconds: int | None = None
 
 
 def deployment_scaling_set(*, principal: Principal, deployment: Deployment, change: ScalingChange) -> Deployment:
@@ -67,12 +71,17 @@ def deployment_scaling_set(*, principal: Principal, deployment: Deployment, chan
     metric = deployment.scaling_metric if change.metric is None else change.metric
     target = deployment.scaling_target if change.target is None else change.target
     _check(low, high, to_zero, idle, metric, target)
+    hold = deployment.cold_start_wait_seconds
+    if change.cold_start_wait_seconds is not None:
+        hold = change.cold_start_wait_seconds
+    _check_cold_start_wait(hold)
     with transaction.atomic():
         locked = Deployment.objects.select_for_update().get(pk=deployment.pk)
         locked.min_replicas, locked.max_replicas, locked.scale_to_zero = low, high, to_zero
         locked.idle_timeout_seconds, locked.scaling_metric, locked.scaling_target = idle, metric, target
+        locked.cold_start_wait_seconds = hold
         locked.save(update_fields=["min_replicas", "max_replicas", "scale_to_zero", "idle_timeout_seconds",
-                                   "scaling_metric", "scaling_target"])  # fmt: skip
+                                   "scaling_metric", "scaling_target", "cold_start_wait_seconds"])  # fmt: skip
     return locked
 
 
@@ -95,3 +104,12 @@ def _check(low: int, high: int, to_zero: bool, idle: int, metric: str, target: f
         raise InvalidRequest(f"target.metric must be one of {', '.join(ScalingMetric.values)}.", param="target")
     if not 0 < target <= TARGET_MAX:
         raise InvalidRequest(f"target.value must be above 0 and at most {TARGET_MAX:g}.", param="target")
+
+
+def _check_cold_start_wait(seconds: int) -> None:
+    low, high = COLD_START_WAIT_BOUNDS
+    if not low <= seconds <= high:
+        raise InvalidRequest(
+            f"cold_start_wait_seconds must be between {low} and {high} (0: answer 202 at once).",
+            param="cold_start_wait_seconds",
+        )

@@ -1,7 +1,9 @@
-"""Cold starts through the gateway (reference/001): a request to a deployment scaled to zero holds
-the minimum session cost, starts the wake and answers 202 + Retry-After + Location; with
-X-Wait-For-Ready the request is held and served once a replica is ready; without credit, 402
-and nothing changes."""
+"""Cold starts through the gateway (reference/001, issue 14): a request to a deployment scaled to
+zero holds the minimum session cost and starts the wake; it is held and served once a replica is
+ready when the wake is expected within the deployment's `cold_start_wait_seconds` (default 60), so
+the unchanged OpenAI SDK gets its answer; with `Prefer: respond-async`, or a longer expected wake,
+it answers 202 + Retry-After + Location at once; X-Wait-For-Ready sets the hold explicitly; without
+credit, 402 and nothing changes."""
 
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ from tests.support.personas import Persona
 pytestmark = pytest.mark.django_db(transaction=True)
 USD = 1_000_000
 BODY = {"model": "smollm2-135m-instruct", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+ASYNC = {"Prefer": "respond-async"}
 
 
 @pytest.fixture
@@ -72,17 +75,18 @@ def post(server: str, key: str, headers: dict[str, str] | None = None, **kwargs:
                       headers={"Authorization": f"Bearer {key}", **(headers or {})}, **kwargs)  # fmt: skip
 
 
-def test_a_cold_request_holds_the_first_minute_wakes_once_and_answers_202(
+def test_a_cold_request_that_prefers_async_holds_the_first_minute_wakes_once_and_answers_202(
     server: str, alice: Persona, launches: list[str]
 ) -> None:
     fund(alice.org, 10 * USD)
     deployment = cold_deployment(alice)
     listed = httpx.get(f"{server}/v1/models", headers={"Authorization": f"Bearer {alice.key}"}).json()
-    assert [(m["id"], m["availability"]) for m in listed["data"]] == [("smollm2-135m-instruct", "cold")]
+    deployed = [(m["id"], m["catalog_model"], m["availability"]) for m in listed["data"] if m["deployment_id"]]
+    assert deployed == [(deployment.pk, "smollm2-135m-instruct", "cold")]
 
-    first = post(server, alice.key)
+    first = post(server, alice.key, ASYNC)
     assert first.status_code == 202
-    assert first.headers["location"] == "/v1/models/smollm2-135m-instruct"
+    assert first.headers["location"] == f"/v1/models/{deployment.pk}"
     assert 1 <= int(first.headers["retry-after"]) <= 30
     body = first.json()
     assert body["status"] == "deploying" and body["type"] == "model_deploying"
@@ -96,7 +100,9 @@ def test_a_cold_request_holds_the_first_minute_wakes_once_and_answers_202(
     hold = CreditHold.objects.get(idempotency_key=first_minute_hold_key(instance.pk))
     assert (hold.status, hold.amount_micros) == (HoldStatus.OPEN, 60_000)  # 60 s at $3.60/h
 
-    again = post(server, alice.key)  # waking already: no second replica, no second hold
+    again = post(
+        server, alice.key, {"Prefer": "wait=5, respond-async"}
+    )  # waking already: no second replica, no second hold
     assert again.status_code == 202
     assert Instance.objects.filter(deployment=deployment).count() == 1 and len(launches) == 1
 
@@ -173,6 +179,7 @@ def test_the_readme_retry_helper_rides_out_a_cold_start(
     settings.GPUCLOUD_READY_ESTIMATE_LOCAL_SECONDS = 1  # Retry-After: 1
     fund(alice.org, 10 * USD)
     deployment = cold_deployment(alice)
+    Deployment.objects.filter(pk=deployment.pk).update(cold_start_wait_seconds=0)  # never held: 202 at once
     engine = engines()
 
     provider = provider_brings_up(launches, engine, after=1.5)
@@ -182,3 +189,49 @@ def test_the_readme_retry_helper_rides_out_a_cold_start(
     provider.join()
     assert reply.choices[0].message.content == "The quick"
     assert counters(deployment.pk, at_least=2)["rejected"] >= 1  # it saw a 202 first
+
+
+def test_the_unchanged_sdk_is_held_through_a_short_wake_and_served(
+    server: str, alice: Persona, launches: list[str], engines: Callable[[], EngineThread]
+) -> None:
+    fund(alice.org, 10 * USD)
+    deployment = cold_deployment(alice)  # cold_start_wait_seconds: 60 by default; the local estimate 15 s
+    engine = engines()
+    provider = provider_brings_up(launches, engine, after=1.0)
+    started = time.monotonic()
+    client = openai.OpenAI(base_url=f"{server}/v1", api_key=alice.key, max_retries=0, timeout=30)
+    reply = client.chat.completions.create(
+        model=deployment.pk, messages=[{"role": "user", "content": "hi"}], max_tokens=2
+    )  # no header of any kind
+    provider.join()
+    assert reply.choices[0].message.content == "The quick"
+    assert time.monotonic() - started >= 1.0
+    assert len(engine.engine.records) == 1 and len(launches) == 1
+    assert CreditHold.objects.filter(idempotency_key=first_minute_hold_key(launches[0])).exists()
+    assert counters(deployment.pk, at_least=1).get("rejected", 0) == 0
+
+
+def test_a_wake_expected_longer_than_the_bound_answers_202_at_once(
+    server: str, alice: Persona, launches: list[str], settings: Any
+) -> None:
+    settings.GPUCLOUD_READY_ESTIMATE_LOCAL_SECONDS = 30
+    fund(alice.org, 10 * USD)
+    deployment = cold_deployment(alice)
+    Deployment.objects.filter(pk=deployment.pk).update(cold_start_wait_seconds=20)
+    started = time.monotonic()
+    response = post(server, alice.key)
+    assert time.monotonic() - started < 5
+    assert response.status_code == 202 and response.json()["estimated_ready_seconds"] >= 20
+    assert response.headers["location"] == f"/v1/models/{deployment.pk}"
+    assert len(launches) == 1  # woken all the same
+
+
+def test_a_hold_that_runs_out_answers_202(server: str, alice: Persona, launches: list[str]) -> None:
+    fund(alice.org, 10 * USD)
+    deployment = cold_deployment(alice)
+    Deployment.objects.filter(pk=deployment.pk).update(cold_start_wait_seconds=2)
+    started = time.monotonic()
+    response = post(server, alice.key)  # the local estimate (15 s) is over 2 s: not held at all
+    assert response.status_code == 202 and time.monotonic() - started < 2
+    settings_hold = post(server, alice.key, {"X-Wait-For-Ready": "1"})  # explicit: held, then 202
+    assert settings_hold.status_code == 202 and time.monotonic() - started >= 1.0

@@ -94,3 +94,16 @@ def test_models_lists_each_deployment_by_id_and_startable_catalog_models_as_cold
     assert (one["id"], one["availability"]) == (second.pk, "cold")
     ambiguous = httpx.get(f"{server}/v1/models/smollm2-135m-instruct", headers=auth)
     assert ambiguous.status_code == 400 and ambiguous.json()["error"]["code"] == "model_ambiguous"
+
+
+def test_an_embedding_deployments_endpoint_url_serves_embeddings(
+    server: str, alice: Persona, engines: Callable[[], EngineThread]
+) -> None:
+    engine = engines()
+    deployment = serving_deployment(alice, [engine], model="smollm2-135m-embedding")
+    for prefix in ("/api/v1", f"/api/v1/orgs/{alice.org.pk}"):
+        response = httpx.post(f"{server}{prefix}/deployments/{deployment.pk}/embeddings", json={"input": "hi"},
+                              headers={"Authorization": f"Bearer {alice.key}"}, timeout=20)  # fmt: skip
+        assert response.status_code == 200, response.text
+        assert_valid("CreateEmbeddingResponse", response.json())
+    assert len(engine.engine.records) == 2

@@ -7,6 +7,10 @@ credit, 402 and nothing changes."""
 
 from __future__ import annotations
 
+import html
+import re
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -15,11 +19,14 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from django.conf import settings as django_settings
 from django.db import connection
+from django.test import Client
 from django.utils import timezone
 
+from accounts.auth import SESSION_ORG_KEY
 from billing.models import CreditHold, HoldStatus
-from deployments.models import Deployment
+from deployments.models import Deployment, DeploymentKind
 from examples.cold_start import create_when_ready
 from fleet import tasks
 from fleet.models import Instance, InstanceState
@@ -235,3 +242,50 @@ def test_a_hold_that_runs_out_answers_202(server: str, alice: Persona, launches:
     assert response.status_code == 202 and time.monotonic() - started < 2
     settings_hold = post(server, alice.key, {"X-Wait-For-Ready": "1"})  # explicit: held, then 202
     assert settings_hold.status_code == 202 and time.monotonic() - started >= 1.0
+
+
+def quick_start_from_the_page(server: str, persona: Persona, deployment: Deployment) -> str:
+    """The Python snippet as the signed-in owner sees it on the deployment's page, served by the
+    platform itself, after creating a deployment key there (the page fills the key in)."""
+    client = Client()
+    client.force_login(persona.user)
+    session = client.session
+    session[SESSION_ORG_KEY] = persona.org.pk  # working in that org, as the org switcher sets it
+    session.save()
+    cookies = {django_settings.SESSION_COOKIE_NAME: client.cookies[django_settings.SESSION_COOKIE_NAME].value}
+    page = httpx.get(f"{server}/deployments/{deployment.pk}/", cookies=cookies)
+    token = re.search(r'"X-CSRFToken": "([^"]+)"', page.text)
+    assert page.status_code == 200 and token is not None
+    cookies[django_settings.CSRF_COOKIE_NAME] = page.cookies[django_settings.CSRF_COOKIE_NAME]
+    with_key = httpx.post(
+        f"{server}/deployments/{deployment.pk}/key", data={"csrfmiddlewaretoken": token[1]}, cookies=cookies,
+        headers={"Origin": server, "Referer": f"{server}/deployments/{deployment.pk}/"},
+    )  # fmt: skip
+    assert with_key.status_code == 200, with_key.text[:500]
+    snippet = re.search(r'<code id="snippet-python">(.*?)</code>', with_key.text, re.S)
+    assert snippet is not None
+    return html.unescape(snippet[1])
+
+
+def test_the_pages_own_python_quick_start_run_unchanged_gets_a_reply_from_a_cold_serverless_deployment(
+    server: str, alice: Persona, launches: list[str], engines: Callable[[], EngineThread]
+) -> None:
+    fund(alice.org, 10 * USD)
+    dedicated_engine = engines()
+    serving_deployment(alice, [dedicated_engine])  # the same model, ready: it must not answer
+    serverless = serving_deployment(alice, [], kind=DeploymentKind.SERVERLESS, status="scaled_to_zero")
+    Deployment.objects.filter(pk=serverless.pk).update(desired_replicas=0)
+    code = quick_start_from_the_page(server, alice, serverless)
+    assert f'base_url="{server}/v1"' in code and f'model="{serverless.pk}"' in code
+
+    engine = engines()
+    provider = provider_brings_up(launches, engine, after=1.0)  # the engine loads for 1 s
+    started = time.monotonic()
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    took = time.monotonic() - started
+    provider.join()
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith("The quick"), run.stdout  # the simulator's words, printed by the snippet
+    assert len(engine.engine.records) == 1 and dedicated_engine.engine.records == []
+    assert 1.0 <= took < 30
+    print(f"cold quick-start: reply after {took:.2f} s (engine load 1.0 s)")

@@ -19,6 +19,7 @@ from gateway import counters, errors, limits, listing, relay, wake
 from gateway.keys import Caller, caller_for
 from gateway.routing import route_for
 from gateway.sessions import session_caller
+from gateway.validation import check_request
 from gpucloud.core.errors import ApiError
 
 MAX_BODY_BYTES = 32 * 1024 * 1024
@@ -129,6 +130,7 @@ def _parse(exchange: relay.Exchange, endpoint: Endpoint) -> str:
         raise errors.bad_request("The request body is not valid JSON.") from None
     if not isinstance(payload, dict):
         raise errors.bad_request("The request body must be a JSON object.")
+    check_request(exchange.path, payload)  # OpenAI's request schema, before anything is held or woken
     model = payload.get("model")
     if model is not None and not isinstance(model, str):
         raise errors.bad_request("'model' must be a string.", param="model")

@@ -60,6 +60,7 @@ class Route:
     targets: tuple[Target, ...]
     ready_in_seconds: int = 0  # an estimate while it starts; 0 when ready
     cold_start_wait_seconds: int = 60  # how long a request is held for a wake expected to be this short
+    starting: bool = False  # a replica is on its way (provisioning, loading): worth holding a request for
 
 
 def live_instances() -> Prefetch[Any]:
@@ -133,6 +134,9 @@ def _route(deployment: Deployment, requested: str) -> Route:
         targets=tuple(Target(i.pk, i.endpoint_url, i.api_key) for i in ready),
         ready_in_seconds=0 if ready else ready_estimate(deployment),
         cold_start_wait_seconds=deployment.cold_start_wait_seconds,
+        starting=any(
+            i.state not in FINAL_STATES and i.state != InstanceState.READY for i in deployment.instances.all()
+        ),
     )
 
 

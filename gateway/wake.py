@@ -5,8 +5,9 @@ Location (reference/001).
 How long a request is held (`hold_seconds`):
 - `X-Wait-For-Ready: <seconds>`: what the client asked (0: answer 202 at once);
 - `Prefer: respond-async` (RFC 7240): not held, 202 at once;
-- otherwise the deployment's `cold_start_wait_seconds` (default 60), when the wake is expected to
-  take no longer than that; a longer expected wake (a cloud GPU: minutes) is answered 202 at once.
+- otherwise the deployment's `cold_start_wait_seconds` (default 60), when it is cold or a replica
+  is on its way and expected within that bound; a longer expected wake (a cloud GPU: minutes), or
+  nothing starting at all, is answered 202 at once.
 So the OpenAI SDK, which takes a 202 for an empty ChatCompletion, gets its answer from a short wake.
 """
 
@@ -66,6 +67,8 @@ def hold_seconds(route: Route, headers: dict[bytes, bytes]) -> float:
     if asked is not None:
         return asked
     if _prefers_async(headers.get(b"prefer", b"")):
+        return 0.0
+    if not (route.cold or route.starting):  # nothing is on its way (a replica lost, none replacing it yet)
         return 0.0
     if route.ready_in_seconds > route.cold_start_wait_seconds:
         return 0.0

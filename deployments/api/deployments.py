@@ -149,8 +149,9 @@ OpenAI's chat completions (`POST /v1/chat/completions`) pinned to this deploymen
 OpenAI's CreateChatCompletionRequest (`model` may be left out); `"stream": true` answers Server-Sent
 Events. Served by the gateway, like every /v1 call: metered, held to the deployment's
 `concurrency_limit` (429 + Retry-After), a cold serverless deployment is woken (202 + Retry-After +
-Location, or send `X-Wait-For-Ready: <seconds>` to be served once it is ready; 402 when the wake
-cannot be paid). Errors are in OpenAI's error shape.
+Location when the request is not held; see the gateway's /v1 operations; 402 when the wake cannot be
+paid). The body is checked against OpenAI's request schema first (400 with `param`). Errors are in
+OpenAI's error shape.
 
 Authenticate with an account key or a deployment key (`Authorization: Bearer ...`), or with a
 signed-in browser session acting in its current organization: a session call needs the
@@ -175,21 +176,70 @@ _CHAT_OPENAPI: dict[str, Any] = {
 }
 
 
+def _served_by_the_gateway() -> HttpResponseBase:
+    """Documents a route: gpucloud/asgi.py serves it by the gateway, so Django sees it only when the
+    platform runs under another entry point than gpucloud.asgi."""
+    raise ServedByTheGateway(
+        "Inference is served by the gateway in front of Django; run the platform with "
+        "'uvicorn gpucloud.asgi:application' (make run)."
+    )
+
+
+_ROUTE_OPTIONS: dict[str, Any] = {
+    "response": {200: None, 202: schemas.WakingOut, _CHAT_ERRORS: schemas.InferenceErrorOut},
+    "auth": INFERENCE_AUTH,
+    "openapi_extra": _CHAT_OPENAPI,
+}
+_ORG_SCOPED = (
+    "\n\nThe org-scoped form names the organization too: another organization than the key's (or the session's) is 404."
+)
+_EMBEDDINGS_DESCRIPTION = (
+    _CHAT_DESCRIPTION.replace(
+        "OpenAI's chat completions (`POST /v1/chat/completions`)", "OpenAI's embeddings (`POST /v1/embeddings`)"
+    )
+    .replace("CreateChatCompletionRequest", "CreateEmbeddingRequest")
+    .replace('; `"stream": true` answers Server-Sent\nEvents', "")
+)
+
+
 @router.post(
     "/deployments/{deployment_id}/chat/completions",
     summary="OpenAI chat completions on this deployment (JSON or SSE); a key or a signed-in session",
     description=_CHAT_DESCRIPTION,
-    response={200: None, 202: schemas.WakingOut, _CHAT_ERRORS: schemas.InferenceErrorOut},
-    auth=INFERENCE_AUTH,
-    openapi_extra=_CHAT_OPENAPI,
+    **_ROUTE_OPTIONS,
 )
 def deployments_chat(request: HttpRequest, deployment_id: str) -> HttpResponseBase:
-    """Documents the route: gpucloud/asgi.py serves it by the gateway, so Django sees it only when the
-    platform runs under another entry point than gpucloud.asgi."""
-    raise ServedByTheGateway(
-        "Chat completions are served by the gateway in front of Django; run the platform with "
-        "'uvicorn gpucloud.asgi:application' (make run)."
-    )
+    return _served_by_the_gateway()
+
+
+@router.post(
+    "/deployments/{deployment_id}/embeddings",
+    summary="OpenAI embeddings on this deployment; a key or a signed-in session",
+    description=_EMBEDDINGS_DESCRIPTION,
+    **_ROUTE_OPTIONS,
+)
+def deployments_embeddings(request: HttpRequest, deployment_id: str) -> HttpResponseBase:
+    return _served_by_the_gateway()
+
+
+@router.post(
+    "/orgs/{org_id}/deployments/{deployment_id}/chat/completions",
+    summary="OpenAI chat completions on this deployment of this organization (JSON or SSE)",
+    description=_CHAT_DESCRIPTION + _ORG_SCOPED,
+    **_ROUTE_OPTIONS,
+)
+def deployments_org_chat(request: HttpRequest, org_id: str, deployment_id: str) -> HttpResponseBase:
+    return _served_by_the_gateway()
+
+
+@router.post(
+    "/orgs/{org_id}/deployments/{deployment_id}/embeddings",
+    summary="OpenAI embeddings on this deployment of this organization",
+    description=_EMBEDDINGS_DESCRIPTION + _ORG_SCOPED,
+    **_ROUTE_OPTIONS,
+)
+def deployments_org_embeddings(request: HttpRequest, org_id: str, deployment_id: str) -> HttpResponseBase:
+    return _served_by_the_gateway()
 
 
 METRIC_WINDOWS = {"5m": timedelta(minutes=5), "1h": timedelta(hours=1), "24h": timedelta(hours=24),

@@ -69,6 +69,9 @@ class Deployment(models.Model):
     max_replicas = models.PositiveSmallIntegerField(default=1)
     scale_to_zero = models.BooleanField(default=False)
     idle_timeout_seconds = models.PositiveIntegerField(default=900)
+    # A request to a cold deployment is held (the gateway wakes it) when the wake is expected to take
+    # at most this long, so a client that does not handle 202 (the OpenAI SDK) gets its answer.
+    cold_start_wait_seconds = models.PositiveSmallIntegerField(default=60)
     scaling_metric = models.CharField(max_length=12, choices=ScalingMetric.choices, default=ScalingMetric.CONCURRENCY)
     scaling_target = models.FloatField(default=4.0, help_text="Requests per replica the autoscaler aims for")
     # SLA targets (deployments/sla.py): checked every minute against the measured window.

@@ -82,7 +82,10 @@ class DeploymentOut(Schema):
     kind: str = Field(description="model (replicas run until changed) or serverless (scales to zero when idle)")
     idle_timeout_seconds: int = Field(description="Idle time after which a serverless endpoint scales to zero")
     scaling: ScalingOut = Field(description="The autoscaling settings, as GET /deployments/{id}/scaling answers")
-    endpoint_url: str = Field(description="POST OpenAI chat completions here (with your API key)")
+    endpoint_url: str = Field(
+        description="POST OpenAI requests here (with your API key): chat completions, or embeddings for an "
+        "embedding model; on /v1, send this deployment's id as `model`"
+    )
     hourly_cost_usd: float = Field(
         description="What bills now, per hour: the launched replicas not yet confirmed ended, each at its own price"
     )
@@ -177,6 +180,11 @@ class ScalingIn(BodyIn):
         None, json_schema_extra={"minimum": IDLE_TIMEOUT_BOUNDS[0], "maximum": IDLE_TIMEOUT_BOUNDS[1]}
     )
     target: ScalingTargetIn | None = None
+    cold_start_wait_seconds: int | None = Field(
+        None, ge=0, le=600,
+        description="How long a request to this deployment while it is cold is held for the wake (when the "
+        "wake is expected to take at most this long) before being served; 0 answers 202 at once",
+    )  # fmt: skip
 
 
 class ScalingOut(Schema):
@@ -186,6 +194,9 @@ class ScalingOut(Schema):
     idle_timeout_seconds: int
     target: ScalingTarget
     replicas: int = Field(description="Replicas the deployment runs now (desired)")
+    cold_start_wait_seconds: int = Field(
+        description="A request while cold is held this long at most for the wake, then served (longer: 202)"
+    )
 
 
 def _sla_bounds(name: str) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from gateway import counters, errors, limits, listing, relay, wake
 from gateway.keys import Caller, caller_for
 from gateway.routing import route_for
 from gateway.sessions import session_caller
+from gateway.validation import check_request
 from gpucloud.core.errors import ApiError
 
 MAX_BODY_BYTES = 32 * 1024 * 1024
@@ -105,8 +106,7 @@ async def _inference(
             serves = SERVES.get(route.category, route.category)
             raise errors.bad_request(f"'{route.model}' serves {serves}, not {path}.", param="model")
         if not route.targets:
-            wait = wake.wait_seconds(headers.get(b"x-wait-for-ready"))
-            route = await wake.ready_route(caller, requested, route, wait=wait, gone=gone.happened)
+            route = await wake.ready_route(caller, requested, route, headers=headers, gone=gone.happened)
         slot = await limits.acquire(route.deployment_id, route.concurrency_limit)
         try:
             await gone.run_until_disconnect(relay.forward(route, exchange, send), exchange)
@@ -130,6 +130,7 @@ def _parse(exchange: relay.Exchange, endpoint: Endpoint) -> str:
         raise errors.bad_request("The request body is not valid JSON.") from None
     if not isinstance(payload, dict):
         raise errors.bad_request("The request body must be a JSON object.")
+    check_request(exchange.path, payload)  # OpenAI's request schema, before anything is held or woken
     model = payload.get("model")
     if model is not None and not isinstance(model, str):
         raise errors.bad_request("'model' must be a string.", param="model")

@@ -268,6 +268,10 @@ def _event(event: bytes, exchange: Exchange) -> bytes | None:
     if "timings" in chunk:  # llama.cpp's own statistics, not part of OpenAI's chunk
         del chunk["timings"]
         changed = True
+    wanted = shapes.chat_completion_id if exchange.chat else shapes.completion_id
+    if "id" in chunk and (fixed := wanted(chunk["id"])) != chunk["id"]:
+        chunk["id"] = fixed  # OpenAI's prefix (llama.cpp names text completions chatcmpl-)
+        changed = True
     if changed:
         return b"data: " + json.dumps(chunk, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
     return event + b"\n\n"

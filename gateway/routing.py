@@ -1,5 +1,7 @@
-"""Which engine serves a request: the caller's deployment of the named model (or the deployment
-named by id), its ready instances, and the one with the fewest requests in flight.
+"""Which engine serves a request: the deployment named by id (always exact), or the one
+deployment of the named catalog model the caller may call, its ready instances, and the one with
+the fewest requests in flight. A catalog name that names several deployments is a 400 naming their
+ids: never a silent pick (a cold deployment's own quick-start must reach that deployment).
 
 Routes are cached for ROUTE_CACHE_SECONDS per (org, model): a replica that becomes ready or goes
 away is seen within that bound; the hot path normally reads no database. A replica that fails a
@@ -57,6 +59,8 @@ class Route:
     concurrency_limit: int | None
     targets: tuple[Target, ...]
     ready_in_seconds: int = 0  # an estimate while it starts; 0 when ready
+    cold_start_wait_seconds: int = 60  # how long a request is held for a wake expected to be this short
+    starting: bool = False  # a replica is on its way (provisioning, loading): worth holding a request for
 
 
 def live_instances() -> Prefetch[Any]:
@@ -84,15 +88,22 @@ def ready_estimate(deployment: object, now: float | None = None) -> int:
     return max(1, int(base - elapsed))
 
 
-_routes: TtlCache[tuple[str, str, frozenset[str] | None], Route | None] = TtlCache(ROUTE_CACHE_SECONDS)
+@dataclass(frozen=True)
+class Ambiguous:
+    """A catalog name that names several deployments the caller may call: their ids, newest first."""
+
+    deployment_ids: tuple[str, ...]
+
+
+Resolved = Route | Ambiguous | None
+_routes: TtlCache[tuple[str, str, frozenset[str] | None], Resolved] = TtlCache(ROUTE_CACHE_SECONDS)
 in_flight: dict[str, int] = defaultdict(int)  # per instance, this process
 deployment_in_flight: dict[str, int] = defaultdict(int)  # per deployment, this process
 _ejected: dict[str, float] = {}  # instance id -> monotonic time it may serve again
 _turn = itertools.count()  # rotates ties, so idle replicas share sequential traffic
 
 
-def _resolve(org_id: str, model: str, allowed: frozenset[str] | None = None) -> Route | None:
-
+def _resolve(org_id: str, model: str, allowed: frozenset[str] | None = None) -> Resolved:
     by_id = model.startswith("dep_")  # a deployment id, else a catalog model slug
     deployments = (
         Deployment.objects.filter(org_id=org_id, status__in=ROUTABLE, **{"pk" if by_id else "model_id": model})
@@ -101,56 +112,62 @@ def _resolve(org_id: str, model: str, allowed: frozenset[str] | None = None) -> 
     )
     if allowed is not None:
         deployments = deployments.filter(pk__in=allowed)
-    candidates = []
-    for deployment in deployments.order_by("-created_at"):
-        if deployment.status == "stopped" and not deployment.is_cold:
-            continue  # a stopped model deployment is gone, not asleep
-        ready = sorted(
-            (i for i in deployment.instances.all() if i.state == InstanceState.READY and i.endpoint_url),
-            key=lambda i: i.pk,
-        )
-        candidates.append(
-            Route(
-                deployment_id=deployment.pk,
-                model=deployment.model_id or model,
-                category=deployment.model.category if deployment.model else "",
-                status=deployment.status,
-                cold=deployment.is_cold,
-                concurrency_limit=deployment.concurrency_limit,
-                targets=tuple(Target(i.pk, i.endpoint_url, i.api_key) for i in ready),
-                ready_in_seconds=0 if ready else ready_estimate(deployment),
-            )
-        )
-    # Ready first, then one on its way, then a cold one to wake; newest first within each.
-    candidates.sort(key=lambda r: (not r.targets, r.cold))
-    return candidates[0] if candidates else None
+    # A stopped model deployment is gone, not asleep: it is no candidate.
+    reachable = [d for d in deployments.order_by("-created_at") if d.status != "stopped" or d.is_cold]
+    if len(reachable) > 1:
+        return Ambiguous(tuple(d.pk for d in reachable))
+    return _route(reachable[0], model) if reachable else None
+
+
+def _route(deployment: Deployment, requested: str) -> Route:
+    ready = sorted(
+        (i for i in deployment.instances.all() if i.state == InstanceState.READY and i.endpoint_url),
+        key=lambda i: i.pk,
+    )
+    return Route(
+        deployment_id=deployment.pk,
+        model=deployment.model_id or requested,
+        category=deployment.model.category if deployment.model else "",
+        status=deployment.status,
+        cold=deployment.is_cold,
+        concurrency_limit=deployment.concurrency_limit,
+        targets=tuple(Target(i.pk, i.endpoint_url, i.api_key) for i in ready),
+        ready_in_seconds=0 if ready else ready_estimate(deployment),
+        cold_start_wait_seconds=deployment.cold_start_wait_seconds,
+        starting=any(
+            i.state not in FINAL_STATES and i.state != InstanceState.READY for i in deployment.instances.all()
+        ),
+    )
 
 
 async def route_for(caller: Caller, model: str, *, fresh: bool = False) -> Route:
     """The route for `model` in the caller's org: 404 when there is none, 403 when the caller's
-    key may not call it. `fresh` skips the cache (a client waiting for a wake)."""
+    key may not call it, 400 when a catalog name names several deployments the key may call.
+    `fresh` skips the cache (a client waiting for a wake)."""
     if not model:
         raise errors.bad_request("'model' is required.", param="model")
-    route = await _cached_route(caller.org_id, model, None, fresh=fresh)
-    if route is None:
+    resolved = await _cached_route(caller.org_id, model, caller.allowed, fresh=fresh)
+    if isinstance(resolved, Ambiguous):
+        ids = ", ".join(resolved.deployment_ids)
+        raise errors.GatewayError(
+            400, f"'{model}' names {len(resolved.deployment_ids)} deployments ({ids}); "
+            "send one deployment's id as 'model'.", type_="invalid_request_error", code="model_ambiguous",
+            param="model",
+        )  # fmt: skip
+    if resolved is None:
+        if caller.allowed is not None and await _cached_route(caller.org_id, model, None, fresh=fresh) is not None:
+            raise errors.forbidden(not_granted_message(model))
         raise errors.not_found(
             f"The model '{model}' does not exist or is not deployed in your organization; "
             "deploy it with POST /api/v1/deployments."
         )
-    if caller.allowed is not None and route.deployment_id not in caller.allowed:
-        # The org's best deployment of `model` is not one this key may call: take the best it may.
-        route = await _cached_route(caller.org_id, model, caller.allowed, fresh=fresh)
-        if route is None:
-            raise errors.forbidden(not_granted_message(model))
-    return route
+    return resolved
 
 
-async def _cached_route(org_id: str, model: str, allowed: frozenset[str] | None, *, fresh: bool) -> Route | None:
+async def _cached_route(org_id: str, model: str, allowed: frozenset[str] | None, *, fresh: bool) -> Resolved:
     key = (org_id, model, allowed)
     if fresh:
         _routes.forget(key)
-    if allowed is None:
-        return await _routes.get(key, lambda: sync_to_async(_resolve)(org_id, model))
     return await _routes.get(key, lambda: sync_to_async(_resolve)(org_id, model, allowed))
 
 

@@ -28,9 +28,25 @@ class Usage:
         return cls(int(prompt), int(completion))
 
 
+def completion_id(engine_id: object) -> object:
+    """A text completion's id as OpenAI's (`cmpl-`): llama.cpp names every completion `chatcmpl-`.
+    The same engine id gives the same answer, so a stream's chunks keep one id."""
+    if not isinstance(engine_id, str) or engine_id.startswith("cmpl-"):
+        return engine_id
+    return "cmpl-" + engine_id.removeprefix("chatcmpl-")
+
+
+def chat_completion_id(engine_id: object) -> object:
+    if not isinstance(engine_id, str) or engine_id.startswith("chatcmpl-"):
+        return engine_id
+    return "chatcmpl-" + engine_id
+
+
 def repair_chat_completion(payload: dict[str, Any]) -> None:
     """CreateChatCompletionResponse: every choice has `logprobs`, every message `refusal`."""
     payload.pop("timings", None)  # llama.cpp's own statistics, not OpenAI's
+    if "id" in payload:
+        payload["id"] = chat_completion_id(payload["id"])
     for choice in payload.get("choices") or ():
         if isinstance(choice, dict):
             choice.setdefault("logprobs", None)
@@ -41,8 +57,10 @@ def repair_chat_completion(payload: dict[str, Any]) -> None:
 
 
 def repair_completion(payload: dict[str, Any]) -> None:
-    """CreateCompletionResponse: every choice has `logprobs` and `text`."""
+    """CreateCompletionResponse: every choice has `logprobs` and `text`; its id starts `cmpl-`."""
     payload.pop("timings", None)
+    if "id" in payload:
+        payload["id"] = completion_id(payload["id"])
     for choice in payload.get("choices") or ():
         if isinstance(choice, dict):
             choice.setdefault("logprobs", None)

@@ -1,6 +1,15 @@
 """Requests for a deployment with no ready replica: a cold one is woken (its first minute held),
-and the client either gets 202 + Retry-After + Location at once (reference/001) or, with
-`X-Wait-For-Ready: <seconds>`, is held until a replica is ready and then served."""
+and the client is held until a replica is ready and then served, or gets 202 + Retry-After +
+Location (reference/001).
+
+How long a request is held (`hold_seconds`):
+- `X-Wait-For-Ready: <seconds>`: what the client asked (0: answer 202 at once);
+- `Prefer: respond-async` (RFC 7240): not held, 202 at once;
+- otherwise the deployment's `cold_start_wait_seconds` (default 60), when it is cold or a replica
+  is on its way and expected within that bound; a longer expected wake (a cloud GPU: minutes), or
+  nothing starting at all, is answered 202 at once.
+So the OpenAI SDK, which takes a 202 for an empty ChatCompletion, gets its answer from a short wake.
+"""
 
 from __future__ import annotations
 
@@ -34,7 +43,7 @@ class Accepted(errors.GatewayError):
             type_="model_deploying",
             headers={
                 "Retry-After": str(min(seconds, RETRY_AFTER_MAX_SECONDS)),
-                "Location": f"/v1/models/{requested}",
+                "Location": f"/v1/models/{route.deployment_id}",
             },
         )
         self.route = route
@@ -50,6 +59,25 @@ class Accepted(errors.GatewayError):
                 "deployment_id": self.route.deployment_id,
             }
         ).encode()
+
+
+def hold_seconds(route: Route, headers: dict[bytes, bytes]) -> float:
+    """How long to hold this request for a replica (see the module docstring)."""
+    asked = wait_seconds(headers.get(b"x-wait-for-ready"))
+    if asked is not None:
+        return asked
+    if _prefers_async(headers.get(b"prefer", b"")):
+        return 0.0
+    if not (route.cold or route.starting):  # nothing is on its way (a replica lost, none replacing it yet)
+        return 0.0
+    if route.ready_in_seconds > route.cold_start_wait_seconds:
+        return 0.0
+    return float(route.cold_start_wait_seconds)
+
+
+def _prefers_async(raw: bytes) -> bool:
+    preferences = (p.split(b"=")[0].split(b";")[0].strip().lower() for p in raw.split(b","))
+    return b"respond-async" in preferences
 
 
 def wait_seconds(raw: bytes | None) -> float | None:
@@ -71,10 +99,11 @@ def wait_seconds(raw: bytes | None) -> float | None:
 
 
 async def ready_route(
-    caller: Caller, requested: str, route: Route, *, wait: float | None, gone: Callable[[], bool]
+    caller: Caller, requested: str, route: Route, *, headers: dict[bytes, bytes], gone: Callable[[], bool]
 ) -> Route:
     """A route with a ready replica, waking the deployment first if it is cold. Raises Accepted
-    (202) when the client does not wait or its wait runs out, 402 when the wake cannot be paid."""
+    (202) when the request is not held or its hold runs out, 402 when the wake cannot be paid."""
+    wait = hold_seconds(route, headers)  # read before the wake: a bad header wakes nothing
     if route.cold:
         await _wake(route)
         route = await route_for(caller, requested, fresh=True)

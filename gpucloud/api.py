@@ -6,6 +6,7 @@ Every error leaves through the handlers below in one shape (gpucloud/core/errors
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from django.http import Http404, HttpRequest, HttpResponse
 from ninja import NinjaAPI
@@ -22,6 +23,7 @@ from catalog.api import router as catalog_router
 from deployments.api.deployments import router as deployments_router
 from deployments.api.permissions import router as permissions_router
 from deployments.api.webhooks import router as webhooks_router
+from gateway import openapi as gateway_openapi
 from gpucloud.api_description import document_errors
 from gpucloud.core.errors import ApiError, error_response
 
@@ -42,11 +44,37 @@ class GpucloudApi(NinjaAPI):
     ) -> OpenAPISchema:
         schema = super().get_openapi_schema(path_prefix=path_prefix, path_params=path_params)
         document_errors(schema, self)  # every status each operation answers, with the error shape
+        _with_gateway_operations(schema)  # the gateway's operations, in OpenAI's error shape
         return schema
 
     def get_openapi_operation_id(self, operation: Operation) -> str:
         module = operation.view_func.__module__
         return f"{OPERATION_ID_MODULES.get(module, module)}_{operation.view_func.__name__}".replace(".", "_")
+
+
+# The per-deployment routes the gateway serves (gpucloud/asgi.py): their last path segments -> the
+# OpenAI operation, and whether it streams.
+_PER_DEPLOYMENT = {"/chat/completions": ("chat/completions", True), "/embeddings": ("embeddings", False)}
+
+
+def _with_gateway_operations(schema: Any) -> None:
+    """The gateway's /v1 operations and OpenAI's request schemas join the description; the
+    per-deployment routes (documented by deployments/api) take the same request schema, headers
+    and statuses as their /v1 twin, since the same gateway code answers them."""
+    schema["paths"].update(gateway_openapi.paths())
+    schema.setdefault("components", {}).setdefault("schemas", {}).update(gateway_openapi.components())
+    for path, operations in schema["paths"].items():
+        ending = next((e for e in _PER_DEPLOYMENT if path.startswith("/api/v1/") and path.endswith(e)), None)
+        if ending is None or "/deployments/{deployment_id}" not in path:
+            continue
+        operation, streams = _PER_DEPLOYMENT[ending]
+        post = operations["post"]
+        post["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": gateway_openapi.request_schema_ref(operation)}},
+        }
+        post["parameters"] = [*post.get("parameters", []), *gateway_openapi.HOLD_HEADERS]
+        post["responses"] = gateway_openapi.inference_responses(streams)
 
 
 api = GpucloudApi(

@@ -27,7 +27,9 @@ from pages.consumers import DeploymentLogsConsumer, OrgEventsConsumer, UnknownPa
 # reference/000's per-deployment routes: the gateway serves them whatever the auth (a bearer key,
 # or a page's signed-in session), so every chat is metered, limited, woken and measured alike. The
 # Django route of the same path only documents the operation (deployments/api/deployments.py).
-DEPLOYMENT_CHAT = re.compile(r"^/api/v1/(?:orgs/(?P<org>[\w-]+)/)?deployments/(?P<dep>[\w-]+)/chat/completions/?$")
+DEPLOYMENT_CHAT = re.compile(
+    r"^/api/v1/(?:orgs/(?P<org>[\w-]+)/)?deployments/(?P<dep>[\w-]+)/(?P<op>chat/completions|embeddings)/?$"
+)
 
 
 async def http_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -40,7 +42,7 @@ async def http_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if match:
         pinned = {
             **scope,
-            "path": "/v1/chat/completions",
+            "path": f"/v1/{match['op']}",
             "gpucloud.deployment": match["dep"],
             "gpucloud.org": match["org"],
         }

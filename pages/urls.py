@@ -49,6 +49,11 @@ urlpatterns = [
     path("deployments/<str:deployment_id>/", deployment_views.deployment_detail, name="deployment_detail"),
     path("deployments/<str:deployment_id>/stop", deployment_views.deployment_stop, name="deployment_stop"),
     path("deployments/<str:deployment_id>/key", deployment_views.deployment_key, name="deployment_key"),
+    path(
+        "deployments/<str:deployment_id>/redeploy",
+        deployment_views.deployment_redeploy_view,
+        name="deployment_redeploy",
+    ),
     path("deployments/<str:deployment_id>/logs", deployment_views.deployment_logs, name="deployment_logs"),
     path("deployments/<str:deployment_id>/webhooks", webhook_forms.webhook_add, name="webhook_add"),
     path("deployments/<str:deployment_id>/access", access_forms.deployment_grant, name="deployment_grant"),

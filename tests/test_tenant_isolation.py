@@ -316,9 +316,10 @@ def gateway_routes() -> list[GatewayRoute]:
               GatewayRoute("GET", "/v1/models/{deployment_id}", ["deployment_id"], lists=True)]  # fmt: skip
     routes += [GatewayRoute("POST", path, ["deployment_id"], endpoint.multipart, model_in_body=True)
                for path, endpoint in ENDPOINTS.items()]  # fmt: skip
-    routes += [GatewayRoute("POST", "/api/v1/deployments/{deployment_id}/chat/completions", ["deployment_id"]),
-               GatewayRoute("POST", "/api/v1/orgs/{org_id}/deployments/{deployment_id}/chat/completions",
-                            ["org_id", "deployment_id"])]  # fmt: skip
+    for operation in ("chat/completions", "embeddings"):  # the per-deployment routes (gpucloud/asgi.py)
+        routes += [GatewayRoute("POST", f"/api/v1/deployments/{{deployment_id}}/{operation}", ["deployment_id"]),
+                   GatewayRoute("POST", f"/api/v1/orgs/{{org_id}}/deployments/{{deployment_id}}/{operation}",
+                                ["org_id", "deployment_id"])]  # fmt: skip
     return routes
 
 
@@ -339,7 +340,13 @@ def gateway_request(route: GatewayRoute, params: dict[str, str | int]) -> dict[s
     model = str(params["deployment_id"]) if route.model_in_body else CHAT["model"]
     if route.multipart:
         return {"method": "POST", "url": path, "data": {"model": model}, "files": {"file": ("a.wav", b"RIFF")}}
-    body = {**CHAT, "model": model, "input": "x", "prompt": "x"}
+    # A body the endpoint's OpenAI request schema accepts (the gateway checks it before routing).
+    if path.endswith("/embeddings"):
+        body: dict[str, Any] = {"model": model, "input": "x"}
+    elif path.endswith("/v1/completions"):
+        body = {"model": model, "prompt": "x", "max_tokens": 2}
+    else:
+        body = {**CHAT, "model": model}
     return {"method": "POST", "url": path, "json": body}
 
 

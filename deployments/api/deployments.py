@@ -42,7 +42,7 @@ def _deployment_out(request: HttpRequest, deployment: Deployment) -> dict[str, o
         "kind": deployment.kind,
         "idle_timeout_seconds": deployment.idle_timeout_seconds,
         "scaling": _scaling_out(deployment),
-        "endpoint_url": request.build_absolute_uri(f"/api/v1/deployments/{deployment.pk}/chat/completions"),
+        "endpoint_url": request.build_absolute_uri(f"/api/v1/deployments/{deployment.pk}/{_operation(deployment)}"),
         "hourly_cost_usd": row.hourly_cost_micros / MICROS_PER_USD,
         "created_at": deployment.created_at,
         "started_at": deployment.started_at,
@@ -65,6 +65,11 @@ def _deployment_out(request: HttpRequest, deployment: Deployment) -> dict[str, o
         ],
         "rollout": _rollout_out(deployment, live),
     }
+
+
+def _operation(deployment: Deployment) -> str:
+    """What the deployment's engine serves, as its per-deployment route (gpucloud/asgi.py)."""
+    return "embeddings" if deployment.model and deployment.model.category == "embedding" else "chat/completions"
 
 
 def _rollout_out(deployment: Deployment, live: list[Instance]) -> dict[str, object] | None:
@@ -157,8 +162,9 @@ OpenAI's chat completions (`POST /v1/chat/completions`) pinned to this deploymen
 OpenAI's CreateChatCompletionRequest (`model` may be left out); `"stream": true` answers Server-Sent
 Events. Served by the gateway, like every /v1 call: metered, held to the deployment's
 `concurrency_limit` (429 + Retry-After), a cold serverless deployment is woken (202 + Retry-After +
-Location, or send `X-Wait-For-Ready: <seconds>` to be served once it is ready; 402 when the wake
-cannot be paid). Errors are in OpenAI's error shape.
+Location when the request is not held; see the gateway's /v1 operations; 402 when the wake cannot be
+paid). The body is checked against OpenAI's request schema first (400 with `param`). Errors are in
+OpenAI's error shape.
 
 Authenticate with an account key or a deployment key (`Authorization: Bearer ...`), or with a
 signed-in browser session acting in its current organization: a session call needs the
@@ -183,21 +189,70 @@ _CHAT_OPENAPI: dict[str, Any] = {
 }
 
 
+def _served_by_the_gateway() -> HttpResponseBase:
+    """Documents a route: gpucloud/asgi.py serves it by the gateway, so Django sees it only when the
+    platform runs under another entry point than gpucloud.asgi."""
+    raise ServedByTheGateway(
+        "Inference is served by the gateway in front of Django; run the platform with "
+        "'uvicorn gpucloud.asgi:application' (make run)."
+    )
+
+
+_ROUTE_OPTIONS: dict[str, Any] = {
+    "response": {200: None, 202: schemas.WakingOut, _CHAT_ERRORS: schemas.InferenceErrorOut},
+    "auth": INFERENCE_AUTH,
+    "openapi_extra": _CHAT_OPENAPI,
+}
+_ORG_SCOPED = (
+    "\n\nThe org-scoped form names the organization too: another organization than the key's (or the session's) is 404."
+)
+_EMBEDDINGS_DESCRIPTION = (
+    _CHAT_DESCRIPTION.replace(
+        "OpenAI's chat completions (`POST /v1/chat/completions`)", "OpenAI's embeddings (`POST /v1/embeddings`)"
+    )
+    .replace("CreateChatCompletionRequest", "CreateEmbeddingRequest")
+    .replace('; `"stream": true` answers Server-Sent\nEvents', "")
+)
+
+
 @router.post(
     "/deployments/{deployment_id}/chat/completions",
     summary="OpenAI chat completions on this deployment (JSON or SSE); a key or a signed-in session",
     description=_CHAT_DESCRIPTION,
-    response={200: None, 202: schemas.WakingOut, _CHAT_ERRORS: schemas.InferenceErrorOut},
-    auth=INFERENCE_AUTH,
-    openapi_extra=_CHAT_OPENAPI,
+    **_ROUTE_OPTIONS,
 )
 def deployments_chat(request: HttpRequest, deployment_id: str) -> HttpResponseBase:
-    """Documents the route: gpucloud/asgi.py serves it by the gateway, so Django sees it only when the
-    platform runs under another entry point than gpucloud.asgi."""
-    raise ServedByTheGateway(
-        "Chat completions are served by the gateway in front of Django; run the platform with "
-        "'uvicorn gpucloud.asgi:application' (make run)."
-    )
+    return _served_by_the_gateway()
+
+
+@router.post(
+    "/deployments/{deployment_id}/embeddings",
+    summary="OpenAI embeddings on this deployment; a key or a signed-in session",
+    description=_EMBEDDINGS_DESCRIPTION,
+    **_ROUTE_OPTIONS,
+)
+def deployments_embeddings(request: HttpRequest, deployment_id: str) -> HttpResponseBase:
+    return _served_by_the_gateway()
+
+
+@router.post(
+    "/orgs/{org_id}/deployments/{deployment_id}/chat/completions",
+    summary="OpenAI chat completions on this deployment of this organization (JSON or SSE)",
+    description=_CHAT_DESCRIPTION + _ORG_SCOPED,
+    **_ROUTE_OPTIONS,
+)
+def deployments_org_chat(request: HttpRequest, org_id: str, deployment_id: str) -> HttpResponseBase:
+    return _served_by_the_gateway()
+
+
+@router.post(
+    "/orgs/{org_id}/deployments/{deployment_id}/embeddings",
+    summary="OpenAI embeddings on this deployment of this organization",
+    description=_EMBEDDINGS_DESCRIPTION + _ORG_SCOPED,
+    **_ROUTE_OPTIONS,
+)
+def deployments_org_embeddings(request: HttpRequest, org_id: str, deployment_id: str) -> HttpResponseBase:
+    return _served_by_the_gateway()
 
 
 METRIC_WINDOWS = {"5m": timedelta(minutes=5), "1h": timedelta(hours=1), "24h": timedelta(hours=24),
@@ -250,6 +305,7 @@ def deployments_scaling_set(request: HttpRequest, deployment_id: str, payload: s
     change = scaling.ScalingChange(
         min_replicas=payload.min_replicas, max_replicas=payload.max_replicas, scale_to_zero=payload.scale_to_zero,
         idle_timeout_seconds=payload.idle_timeout_seconds, metric=target.metric, target=target.value,
+        cold_start_wait_seconds=payload.cold_start_wait_seconds,
     )  # fmt: skip
     return _scaling_out(scaling.deployment_scaling_set(principal=principal, deployment=deployment, change=change))
 

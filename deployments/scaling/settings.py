@@ -15,6 +15,7 @@ from gpucloud.core.errors import Conflict, InvalidRequest
 
 IDLE_TIMEOUT_BOUNDS = (60, 7 * 24 * 3600)
 TARGET_MAX = 1000.0
+COLD_START_WAIT_BOUNDS = (0, 600)  # the gateway's X-Wait-For-Ready allows as much
 
 # Each refusal in two voices: the API's (naming its fields, as `param` does) and the page form's
 # (naming what the form's labels say). The rule is checked once, in `_check`.
@@ -38,6 +39,10 @@ REFUSALS: dict[str, tuple[str, str]] = {
         "target.value must be above 0 and at most {target_max:g}.",
         "The target per replica must be above 0 and at most {target_max:g}.",
     ),
+    "cold_wait_range": (
+        "cold_start_wait_seconds must be between {low} and {high} (0: answer 202 at once).",
+        "The cold-start wait must be between {low} and {high} seconds (0 answers at once with 202).",
+    ),
 }
 
 
@@ -52,6 +57,7 @@ class Scaling:
     metric: str
     target: float
     replicas: int  # what it runs now (desired)
+    cold_start_wait_seconds: int
 
 
 def scaling_of(deployment: Deployment) -> Scaling:
@@ -63,6 +69,7 @@ def scaling_of(deployment: Deployment) -> Scaling:
         metric=deployment.scaling_metric,
         target=deployment.scaling_target,
         replicas=deployment.desired_replicas,
+        cold_start_wait_seconds=deployment.cold_start_wait_seconds,
     )
 
 
@@ -76,6 +83,7 @@ class ScalingChange:
     idle_timeout_seconds: int | None = None
     metric: str | None = None
     target: float | None = None
+    cold_start_wait_seconds: int | None = None
 
 
 def deployment_scaling_set(
@@ -94,12 +102,17 @@ def deployment_scaling_set(
     metric = deployment.scaling_metric if change.metric is None else change.metric
     target = deployment.scaling_target if change.target is None else change.target
     _check(low, high, to_zero, idle, metric, target, for_people=for_people)
+    hold = deployment.cold_start_wait_seconds
+    if change.cold_start_wait_seconds is not None:
+        hold = change.cold_start_wait_seconds
+    _check_cold_start_wait(hold, for_people=for_people)
     with transaction.atomic():
         locked = Deployment.objects.select_for_update().get(pk=deployment.pk)
         locked.min_replicas, locked.max_replicas, locked.scale_to_zero = low, high, to_zero
         locked.idle_timeout_seconds, locked.scaling_metric, locked.scaling_target = idle, metric, target
+        locked.cold_start_wait_seconds = hold
         locked.save(update_fields=["min_replicas", "max_replicas", "scale_to_zero", "idle_timeout_seconds",
-                                   "scaling_metric", "scaling_target"])  # fmt: skip
+                                   "scaling_metric", "scaling_target", "cold_start_wait_seconds"])  # fmt: skip
     return locked
 
 
@@ -126,3 +139,10 @@ def _check(low: int, high: int, to_zero: bool, idle: int, metric: str, target: f
         raise refuse("metric", "target")
     if not 0 < target <= TARGET_MAX:
         raise refuse("target_range", "target")
+
+
+def _check_cold_start_wait(seconds: int, *, for_people: bool) -> None:
+    low, high = COLD_START_WAIT_BOUNDS
+    if not low <= seconds <= high:
+        text = REFUSALS["cold_wait_range"][1 if for_people else 0]
+        raise InvalidRequest(text.format(low=low, high=high), param="cold_start_wait_seconds")

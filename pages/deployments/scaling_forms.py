@@ -15,7 +15,7 @@ from gpucloud.core.errors import InvalidRequest
 from pages.deployments.section_forms import SectionPost, section_form
 
 SECTION = "#scaling-h"
-SCALING_FIELDS = ("min_replicas", "max_replicas", "idle_timeout_seconds", "metric", "target")
+SCALING_FIELDS = ("min_replicas", "max_replicas", "idle_timeout_seconds", "metric", "target", "cold_start_wait_seconds")
 # The SLA form: field -> (its name in messages, whole numbers only). An empty field removes the target.
 SLA_FIELDS = {
     "ttft_target_ms": ("Time to first token target (ms)", True),
@@ -36,6 +36,10 @@ def deployment_scaling(post: SectionPost) -> None:
         idle_timeout_seconds=_whole(form, "idle_timeout_seconds", "Idle timeout (seconds)"),
         metric=form.get("metric") or None,
         target=_number(form, "target", "Target per replica"),
+        # Absent from an older form: left as it is.
+        cold_start_wait_seconds=_whole(
+            form, "cold_start_wait_seconds", "Hold requests while waking (seconds)", optional=True
+        ),
     )
     scaling.deployment_scaling_set(principal=post.principal, deployment=post.deployment, change=change, for_people=True)
 

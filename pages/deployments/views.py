@@ -24,6 +24,7 @@ from accounts.roles import CAN_MANAGE_ACCESS, CAN_WRITE, role_at_least
 from deployments import metrics, selectors, services
 from deployments.logs import log_tails
 from deployments.models import Deployment, DeploymentStatus
+from deployments.redeploy import deployment_redeploy
 from gpucloud.core.errors import ApiError, NotFound
 from pages.deployments.cost_comparison import cost_comparison
 from pages.deployments.scaling_section import settings_context
@@ -99,7 +100,9 @@ def detail_page(
             k for k in selectors_keys.api_keys_of(principal.org).filter(deployment=deployment) if not k.is_revoked
         ],
         "base_url": request.build_absolute_uri("/v1"),
-        "model_name": deployment.model_id or deployment.pk,
+        "model_name": deployment.pk,  # always exact: a catalog name may name several deployments
+        "live_endpoint": deployment.status not in ENDED_OR_ENDING,
+        "embeddings": deployment.model is not None and deployment.model.category == "embedding",
         "runtime": timedelta(seconds=row.runtime_seconds) if deployment.started_at or row.runtime_seconds else None,
         "held_micros": selectors.first_minute_held_micros(deployment),
         # Stopping, stopped or failed: forms that would change it (keys, grants, webhooks) are gone.
@@ -190,3 +193,18 @@ def deployment_stop(request: HttpRequest, deployment_id: str) -> HttpResponse:
     else:
         messages.success(request, f"Stopping {deployment.name}: billing ends as each replica's shutdown is confirmed.")
     return redirect("deployment_detail", deployment_id=deployment.pk)
+
+
+@login_required
+@require_POST
+def deployment_redeploy_view(request: HttpRequest, deployment_id: str) -> HttpResponse:
+    """ "Deploy again" on a stopped deployment: a new one with the same settings, shown at once;
+    a refusal (credit, capacity) is shown on the stopped one's page and creates nothing."""
+    principal = principal_from_session(request)
+    deployment = deployment_for_page(principal, deployment_id)
+    try:
+        created = deployment_redeploy(principal=principal, deployment=deployment)
+    except ApiError as exc:
+        return detail_page(request, principal, deployment, exc.status, redeploy_error=exc.message)
+    messages.success(request, f"Deployed {created.name} again as {created.pk}, with {deployment.pk}'s settings.")
+    return redirect("deployment_detail", deployment_id=created.pk)

@@ -6,11 +6,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from django.utils import timezone
 
 from accounts.models import Membership
 from accounts.roles import Role
 from deployments.models import Deployment
 from fleet import tasks
+from tests.support.billing import fund
 from tests.support.pages import running, signed_in
 from tests.support.personas import Persona
 
@@ -46,8 +48,9 @@ def test_the_detail_page_has_real_connection_values(alice: Persona, catalog: Non
     page = signed_in(alice).get(f"/deployments/{deployment.pk}/").content.decode()
     assert "<title>chat · gpucloud</title>" in page
     assert 'base_url="http://testserver/v1"' in page
-    assert 'model="smollm2-135m-instruct"' in page
+    assert f'model="{deployment.pk}"' in page  # its own id: never another deployment of the model (issue 14)
     assert "curl http://testserver/v1/chat/completions" in page
+    assert f'"model": "{deployment.pk}"' in page and "Deploy again" not in page
     assert deployment.instances.get().pk in page and "Ready" in page
     assert "Engine healthy." in page
     assert "$0.12 billed so far" in page
@@ -111,3 +114,52 @@ def test_the_list_pages_by_fifty_newest_first(alice: Persona, catalog: None) -> 
     assert 'href="?page=1" rel="prev"' in second
     for bad in ("0", "x", "99", "\N{SUPERSCRIPT TWO}"):  # out of range or not a number: the nearest real page
         assert client.get(f"/deployments/?page={bad}").status_code == 200
+
+
+def test_a_stopped_deployment_shows_no_live_snippet_and_deploys_again_with_the_same_settings(
+    alice: Persona, catalog: None
+) -> None:
+    fund(alice.org, 10_000_000)
+    stopped = running(alice)
+    Deployment.objects.filter(pk=stopped.pk).update(
+        status="stopped", stopped_at=timezone.now(), kind="serverless", min_replicas=0, max_replicas=3,
+        scale_to_zero=True, idle_timeout_seconds=600, scaling_target=2.0, cold_start_wait_seconds=30,
+        concurrency_limit=7, ttft_target_ms=900,
+    )  # fmt: skip
+    client = signed_in(alice)
+    page = client.get(f"/deployments/{stopped.pk}/").content.decode()
+    assert 'id="snippet-python"' not in page and 'id="snippet-curl"' not in page and "base_url=" not in page
+    assert "nothing answers at its endpoint" in page and "Deploy again" in page
+
+    response = client.post(f"/deployments/{stopped.pk}/redeploy")
+    again = Deployment.objects.exclude(pk=stopped.pk).get(org=alice.org)
+    assert response.status_code == 302 and response["Location"] == f"/deployments/{again.pk}/"
+    carried = ("name", "kind", "model_id", "gpu_type_id", "region_id", "min_replicas", "max_replicas",
+               "scale_to_zero", "idle_timeout_seconds", "scaling_target", "cold_start_wait_seconds",
+               "concurrency_limit", "ttft_target_ms")  # fmt: skip
+    assert [getattr(again, f) for f in carried] == [getattr(Deployment.objects.get(pk=stopped.pk), f) for f in carried]
+    assert again.status == "provisioning" and again.desired_replicas == 1
+    assert Deployment.objects.get(pk=stopped.pk).status == "stopped"  # the old one keeps its history
+
+
+def test_deploy_again_is_refused_for_a_running_deployment_and_for_viewers(
+    alice: Persona, bob: Persona, catalog: None
+) -> None:
+    fund(alice.org, 10_000_000)
+    active = running(alice)
+    refused = signed_in(alice).post(f"/deployments/{active.pk}/redeploy")
+    assert refused.status_code == 409 and "only a stopped one" in refused.content.decode()
+    Deployment.objects.filter(pk=active.pk).update(status="stopped")
+    Membership.objects.filter(org=alice.org, user=bob.user).update(role=Role.VIEWER)
+    viewer = signed_in(bob)
+    assert "Deploy again" not in viewer.get(f"/deployments/{active.pk}/").content.decode()
+    assert viewer.post(f"/deployments/{active.pk}/redeploy").status_code == 403
+    assert Deployment.objects.filter(org=alice.org).count() == 1
+
+
+def test_an_embedding_deployments_quick_start_calls_embeddings(alice: Persona, catalog: None) -> None:
+    deployment = running(alice)
+    Deployment.objects.filter(pk=deployment.pk).update(model_id="smollm2-135m-embedding")
+    page = signed_in(alice).get(f"/deployments/{deployment.pk}/").content.decode()
+    assert "client.embeddings.create(" in page and "curl http://testserver/v1/embeddings" in page
+    assert "chat.completions" not in page

@@ -32,14 +32,15 @@ def test_scaling_settings_read_and_change(client: Client, alice: Persona, catalo
     Deployment.objects.filter(pk=deployment.pk).update(min_replicas=2, max_replicas=2)
     before = client.get(f"/api/v1/deployments/{deployment.pk}/scaling", **alice.auth).json()
     assert before == {"min_replicas": 2, "max_replicas": 2, "scale_to_zero": False, "idle_timeout_seconds": 900,
-                      "target": {"metric": "concurrency", "value": 4.0}, "replicas": 2}  # fmt: skip
+                      "target": {"metric": "concurrency", "value": 4.0}, "replicas": 2,
+                      "cold_start_wait_seconds": 60}  # fmt: skip
     changed = patch(client, alice, deployment, {"min_replicas": 0, "max_replicas": 5, "scale_to_zero": True,
-                                                "idle_timeout_seconds": 300,
+                                                "idle_timeout_seconds": 300, "cold_start_wait_seconds": 0,
                                                 "target": {"metric": "queue_depth", "value": 2}})  # fmt: skip
     assert changed.status_code == 200
     assert changed.json() | {"replicas": None} == {
         "min_replicas": 0, "max_replicas": 5, "scale_to_zero": True, "idle_timeout_seconds": 300,
-        "target": {"metric": "queue_depth", "value": 2.0}, "replicas": None,
+        "target": {"metric": "queue_depth", "value": 2.0}, "replicas": None, "cold_start_wait_seconds": 0,
     }  # fmt: skip
     partial = patch(client, alice, deployment, {"max_replicas": 3})  # the rest stays
     assert (partial.json()["max_replicas"], partial.json()["idle_timeout_seconds"]) == (3, 300)
@@ -67,6 +68,17 @@ def test_out_of_bounds_settings_are_refused_and_nothing_changes(
     assert (response.json()["error"]["param"], response.json()["error"]["message"]) == (param, says)
     fresh = Deployment.objects.get(pk=deployment.pk)
     assert (fresh.min_replicas, fresh.max_replicas, fresh.idle_timeout_seconds, fresh.scaling_target) == (1, 1, 900, 4)
+
+
+@pytest.mark.parametrize("seconds", [-1, 601, "soon"])
+def test_a_cold_start_wait_out_of_its_range_is_refused_and_nothing_changes(
+    client: Client, alice: Persona, catalog: None, seconds: object
+) -> None:
+    deployment = running(alice)
+    response = patch(client, alice, deployment, {"cold_start_wait_seconds": seconds})
+    assert response.status_code == 422  # the schema's own range (0 to 600), as the description says
+    assert response.json()["error"]["param"] == "cold_start_wait_seconds"
+    assert Deployment.objects.get(pk=deployment.pk).cold_start_wait_seconds == 60
 
 
 def test_viewers_other_orgs_and_stopped_deployments_cannot_change_scaling(

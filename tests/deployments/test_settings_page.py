@@ -39,7 +39,7 @@ def settings_of(deployment: Deployment) -> tuple[Any, ...]:
         deployment.min_replicas, deployment.max_replicas, deployment.scale_to_zero, deployment.idle_timeout_seconds,
         deployment.scaling_metric, deployment.scaling_target, deployment.ttft_target_ms,
         deployment.throughput_target_tps, deployment.concurrency_limit, deployment.preset_id, deployment.gpu_type_id,
-        deployment.rollout_state, deployment.instances.count(),
+        deployment.rollout_state, deployment.instances.count(), deployment.cold_start_wait_seconds,
     )  # fmt: skip
 
 
@@ -111,8 +111,9 @@ def test_a_scaling_change_is_saved_and_answers_with_the_section(alice: Persona, 
     browser = signed_in(alice)
     changed = browser.post(f"/deployments/{deployment.pk}/scaling", {
         "min_replicas": "0", "max_replicas": "3", "scale_to_zero": "on", "idle_timeout_seconds": "600",
-        "metric": "queue_depth", "target": "2.5",
+        "metric": "queue_depth", "target": "2.5", "cold_start_wait_seconds": "20",
     })  # fmt: skip
+    assert Deployment.objects.get(pk=deployment.pk).cold_start_wait_seconds == 20
     assert changed.status_code == 302 and changed["Location"] == f"/deployments/{deployment.pk}/#scaling-h"
     assert settings_of(deployment)[:6] == (0, 3, True, 600, "queue_depth", 2.5)
     html = section(browser.get(changed["Location"]).content.decode())
@@ -135,6 +136,8 @@ def test_a_scaling_change_is_saved_and_answers_with_the_section(alice: Persona, 
         ({"target": "nan"}, "scaling-target", "Target per replica must be a number, not 'nan'."),
         ({"min_replicas": "0"}, "scaling-min",
          "A minimum of 0 replicas needs “Scale to zero after the idle timeout” ticked."),
+        ({"cold_start_wait_seconds": "700"}, "scaling-hold",
+         "The cold-start wait must be between 0 and 600 seconds (0 answers at once with 202)."),
     ],
 )  # fmt: skip
 def test_a_refused_scaling_change_is_shown_inline_and_changes_nothing(

@@ -85,7 +85,7 @@ class Engine:
         return app
 
     def record(self, path: str, stream: bool, prompt_tokens: int) -> Record:
-        rec = Record(id=f"sim-{next(self._ids)}", path=path, stream=stream, prompt_tokens=prompt_tokens)
+        rec = Record(id=f"chatcmpl-sim{next(self._ids)}", path=path, stream=stream, prompt_tokens=prompt_tokens)
         self.records.append(rec)
         return rec
 

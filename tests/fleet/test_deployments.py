@@ -146,7 +146,7 @@ def test_another_orgs_deployment_is_404(
         asgi_request(  # the gateway serves the chat route (gpucloud/asgi.py)
             "POST",
             f"/api/v1/deployments/{deployment_id}/chat/completions",
-            json={},
+            json={"messages": [{"role": "user", "content": "hi"}]},  # valid: the body is checked first
             headers={"Authorization": f"Bearer {charlie.key}"},
         ),
     ):

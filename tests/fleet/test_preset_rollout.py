@@ -93,7 +93,7 @@ def states(deployment: Deployment) -> list[tuple[str, str, str | None]]:
 def routed(deployment: Deployment) -> set[str]:
     """The replicas the gateway sends requests to."""
     route = routing._resolve(deployment.org_id, deployment.pk)
-    assert route is not None
+    assert isinstance(route, routing.Route)  # an id names one deployment
     return {t.instance_id for t in route.targets}
 
 

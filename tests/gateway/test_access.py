@@ -84,10 +84,13 @@ def test_malformed_requests_get_clear_400s(server: str, alice: Persona, engines:
     cases = [
         (b"{nope", "The request body is not valid JSON.", None),
         (b"[1, 2]", "The request body must be a JSON object.", None),
-        (b'{"messages": []}', "'model' is required.", "model"),
-        (b'{"model": 5}', "'model' must be a string.", "model"),
-        (b'{"model": "smollm2-135m-instruct", "stream": true, "stream_options": 3}',
-         "'stream_options' must be an object.", "stream_options"),
+        # OpenAI's request schema first (issue 14), then what the gateway itself needs.
+        (b'{"messages": []}', "Invalid 'messages': [] has less than 1 item.", "messages"),
+        (b'{"messages": [{"role": "user", "content": "hi"}]}', "'model' is required.", "model"),
+        (b'{"model": 5, "messages": [{"role": "user", "content": "hi"}]}',
+         "Invalid 'model': 5 is not of type \"string\".", "model"),
+        (b'{"model": "smollm2-135m-instruct", "messages": [{"role": "user", "content": "hi"}], "stream": true, '
+         b'"stream_options": 3}', "Invalid 'stream_options': 3 is not of type \"object\".", "stream_options"),
     ]  # fmt: skip
     for body, message, param in cases:
         response = httpx.post(f"{server}/v1/chat/completions", content=body, headers=auth)

@@ -39,12 +39,14 @@ def deploy(persona: Persona, model: str) -> Deployment:
 def test_openai_sdk_chat_stream_embeddings_and_errors(server: str, alice: Persona, fleet: str) -> None:
     fund(alice.org, 10 * USD)
     chat_deployment = deploy(alice, "smollm2-135m-instruct")
-    deploy(alice, "smollm2-135m-embedding")
+    embedding_deployment = deploy(alice, "smollm2-135m-embedding")
     sdk = openai.OpenAI(base_url=f"{server}/v1", api_key=alice.key, max_retries=0, timeout=60)
 
-    models = {m.id: m for m in sdk.models.list().data}
-    assert set(models) == {"smollm2-135m-instruct", "smollm2-135m-embedding"}
-    assert models["smollm2-135m-instruct"].availability == "instant"  # type: ignore[attr-defined]
+    # Each deployment by its id, its catalog model beside it (issue 14: one entry per deployment).
+    models = {m.id: m for m in sdk.models.list().data if m.deployment_id}  # type: ignore[attr-defined]
+    assert set(models) == {chat_deployment.pk, embedding_deployment.pk}
+    assert models[chat_deployment.pk].catalog_model == "smollm2-135m-instruct"  # type: ignore[attr-defined]
+    assert models[chat_deployment.pk].availability == "instant"  # type: ignore[attr-defined]
 
     reply = sdk.chat.completions.create(
         model="smollm2-135m-instruct", messages=[{"role": "user", "content": "Say hi."}], max_tokens=16

@@ -1,8 +1,10 @@
-"""Regenerate tests/support/openai_schemas.json from OpenAI's published OpenAPI description.
+"""Regenerate tests/support/openai_schemas.json (the response schemas the gateway's answers must
+satisfy) and gateway/openai_requests.json (the request schemas the gateway checks requests against
+before anything is held, woken or forwarded) from OpenAI's published OpenAPI description.
 
     python tests/support/extract_openai_schemas.py path/to/openai-openapi.json
 
-Keeps the response schemas the gateway must satisfy (and what they reference), without the
+Keeps the named schemas (and what they reference), without the
 prose (descriptions, examples), and rewrites OpenAPI 3.0's `nullable: true` as JSON Schema's
 `"type": [..., "null"]` (and null in an `enum`), so `jsonschema` validates with the same meaning. The source is
 openai/openai-openapi (MIT licence).
@@ -24,6 +26,7 @@ ROOTS = [
     "Model",
     "ErrorResponse",
 ]
+REQUEST_ROOTS = ["CreateChatCompletionRequest", "CreateCompletionRequest", "CreateEmbeddingRequest"]
 PROSE = {"description", "example", "examples", "title", "x-oaiMeta", "x-stainless-const", "deprecated"}
 
 
@@ -49,7 +52,7 @@ def _clean(node: Any) -> Any:
     return out
 
 
-def extract(spec: dict[str, Any]) -> dict[str, Any]:
+def extract(spec: dict[str, Any], roots: list[str] = ROOTS) -> dict[str, Any]:
     schemas = spec["components"]["schemas"]
     wanted: set[str] = set()
 
@@ -66,15 +69,31 @@ def extract(spec: dict[str, Any]) -> dict[str, Any]:
             for value in node:
                 walk(value)
 
-    for root in ROOTS:
+    for root in roots:
         wanted.add(root)
         walk(schemas[root])
     return {"$comment": "From openai/openai-openapi (MIT); see extract_openai_schemas.py",
             "$defs": {name: _clean(schemas[name]) for name in sorted(wanted)}}  # fmt: skip
 
 
+def extract_requests(spec: dict[str, Any]) -> dict[str, Any]:
+    """The request schemas, with `model` no longer required: the per-deployment routes name the
+    deployment in the path, and the gateway asks for `model` itself everywhere else."""
+    extracted = extract(spec, REQUEST_ROOTS)
+    for name in REQUEST_ROOTS:
+        for part in [extracted["$defs"][name], *extracted["$defs"][name].get("allOf", [])]:
+            if "model" in part.get("required", []):
+                part["required"] = [field for field in part["required"] if field != "model"]
+    return extracted
+
+
 if __name__ == "__main__":
     source = json.loads(Path(sys.argv[1]).read_text())
-    target = Path(__file__).with_name("openai_schemas.json")
-    target.write_text(json.dumps(extract(source), indent=1, sort_keys=True) + "\n")
-    print(f"wrote {target}")
+    here = Path(__file__).resolve()
+    targets = {
+        here.with_name("openai_schemas.json"): extract(source),
+        here.parents[2] / "gateway" / "openai_requests.json": extract_requests(source),
+    }
+    for target, document in targets.items():
+        target.write_text(json.dumps(document, indent=1, sort_keys=True) + "\n")
+        print(f"wrote {target}")

@@ -73,7 +73,9 @@ async def _handle(scope: dict[str, Any], receive: Any, send: Any) -> None:
     caller = await _authenticate(scope)
     if path == "/v1/models" or path.startswith("/v1/models/"):
         if method != "GET":
-            raise errors.GatewayError(405, f"Use GET for {path}.", type_="invalid_request_error")
+            raise errors.GatewayError(
+                405, f"Use GET for {path}.", type_="invalid_request_error", headers={"Allow": "GET"}
+            )
         document = await sync_to_async(listing.models_document)(caller, path.removeprefix("/v1/models").strip("/"))
         await relay.send_json(send, 200, json.dumps(document).encode())
         return
@@ -81,7 +83,9 @@ async def _handle(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if endpoint is None:
         raise errors.GatewayError(404, f"Unknown endpoint {method} {path}.", type_="invalid_request_error")
     if method != "POST":
-        raise errors.GatewayError(405, f"Use POST for {path}.", type_="invalid_request_error")
+        raise errors.GatewayError(
+            405, f"Use POST for {path}.", type_="invalid_request_error", headers={"Allow": "POST"}
+        )
     if not caller.can_invoke:
         raise errors.forbidden("Your role in this organization may read but not invoke deployments (viewer).")
     await _inference(scope, receive, send, caller, path, endpoint)

@@ -149,6 +149,11 @@ HOLD_HEADERS = [
         "schema": {"type": "number", "minimum": 0, "maximum": 600},
     },
 ]
+# On /v1 the gateway needs `model` (the per-deployment routes name the deployment in their path).
+_MODEL_REQUIRED = {
+    "required": ["model"],
+    "properties": {"model": {"type": "string", "minLength": 1, "description": "A deployment id, or a catalog name"}},
+}
 _DESCRIPTION = """\
 OpenAI's {what}, served by the gateway. `model` is a deployment id (always exact) or a catalog model's
 name when it names exactly one deployment the key may call (several: 400 `model_ambiguous`, naming
@@ -171,7 +176,7 @@ def _inference_operation(path: str, what: str, streams: bool) -> dict[str, Any]:
             "parameters": HOLD_HEADERS,
             "requestBody": {
                 "required": True,
-                "content": {"application/json": {"schema": {"allOf": [_ref(PREFIX + name), {"required": ["model"]}]}}},
+                "content": {"application/json": {"schema": {"allOf": [_ref(PREFIX + name), _MODEL_REQUIRED]}}},
             },
             "responses": inference_responses(streams),
         }

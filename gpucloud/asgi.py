@@ -27,8 +27,9 @@ from pages.consumers import DeploymentLogsConsumer, OrgEventsConsumer, UnknownPa
 # reference/000's per-deployment routes: the gateway serves them whatever the auth (a bearer key,
 # or a page's signed-in session), so every chat is metered, limited, woken and measured alike. The
 # Django route of the same path only documents the operation (deployments/api/deployments.py).
+# Any path segment as the ids: the gateway answers one that names nothing with 404, whatever it holds.
 DEPLOYMENT_CHAT = re.compile(
-    r"^/api/v1/(?:orgs/(?P<org>[\w-]+)/)?deployments/(?P<dep>[\w-]+)/(?P<op>chat/completions|embeddings)/?$"
+    r"^/api/v1/(?:orgs/(?P<org>[^/]+)/)?deployments/(?P<dep>[^/]+)/(?P<op>chat/completions|embeddings)/?$"
 )
 
 

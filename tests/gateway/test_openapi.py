@@ -97,3 +97,14 @@ def test_answers_match_their_description(
         assert str(answer.status_code) == status, answer.text
         documented = responses[status]["content"]["application/json"]["schema"]
         assert validates(schema, documented, answer.json()), (status, answer.json())
+
+
+def test_what_schemathesis_found_is_answered_as_described(server: str, alice: Persona) -> None:
+    auth = {"Authorization": f"Bearer {alice.key}"}
+    wrong_method = httpx.request("TRACE", f"{server}/v1/models", headers=auth)
+    assert (wrong_method.status_code, wrong_method.headers["allow"]) == (405, "GET")
+    wrong_method = httpx.get(f"{server}/v1/chat/completions", headers=auth)
+    assert (wrong_method.status_code, wrong_method.headers["allow"]) == (405, "POST")
+    for odd_id in ("a%23b", "%C3%B1%26x"):  # not word characters: still the gateway's, a 404 in OpenAI's shape
+        response = httpx.post(f"{server}/api/v1/deployments/{odd_id}/embeddings", json={"input": "x"}, headers=auth)
+        assert response.status_code == 404 and response.json()["error"]["code"] == "model_not_found"

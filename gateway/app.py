@@ -58,8 +58,11 @@ async def gateway_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await _handle(scope, receive, send)
     except errors.GatewayError as exc:
         await relay.send_json(send, exc.status, exc.body(), exc.headers)
-    except ApiError as exc:  # from key lookup: 401 wrong/revoked key
-        mapped = errors.GatewayError(exc.status, exc.message, type_="invalid_request_error", code=exc.type)
+    except ApiError as exc:  # from key lookup: 401 wrong/revoked key, coded as OpenAI codes it
+        if exc.status == 401:
+            mapped = errors.unauthorized(exc.message)
+        else:
+            mapped = errors.GatewayError(exc.status, exc.message, type_="invalid_request_error", code=exc.type)
         await relay.send_json(send, mapped.status, mapped.body())
     except Exception:  # a bug or an outage of ours (Redis, the database): still OpenAI's shape
         logger.exception("gateway request failed")

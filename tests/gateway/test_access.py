@@ -101,6 +101,10 @@ def test_malformed_requests_get_clear_400s(server: str, alice: Persona, engines:
     assert httpx.get(f"{server}/v1/chat/completions", headers=auth).status_code == 405
     assert httpx.post(f"{server}/v1/nothing", headers=auth).status_code == 404
     assert httpx.post(f"{server}/v1/chat/completions", json=BODY).status_code == 401
+    for key in ("gpc_live_nonsense", "not-a-key"):  # the code the README's errors table promises, as OpenAI's
+        wrong = httpx.post(f"{server}/v1/chat/completions", json=BODY, headers={"Authorization": f"Bearer {key}"})
+        assert wrong.status_code == 401 and wrong.json()["error"]["code"] == "invalid_api_key", wrong.text
+        assert wrong.json()["error"]["type"] == "invalid_request_error"
     assert engine.engine.records == []
 
 

@@ -258,8 +258,11 @@ def quick_start_from_the_page(server: str, persona: Persona, deployment: Deploym
     assert page.status_code == 200 and token is not None
     cookies[django_settings.CSRF_COOKIE_NAME] = page.cookies[django_settings.CSRF_COOKIE_NAME]
     with_key = httpx.post(
-        f"{server}/deployments/{deployment.pk}/key", data={"csrfmiddlewaretoken": token[1]}, cookies=cookies,
-        headers={"Origin": server, "Referer": f"{server}/deployments/{deployment.pk}/"}, follow_redirects=True,
+        f"{server}/deployments/{deployment.pk}/key",
+        data={"csrfmiddlewaretoken": token[1]},
+        cookies=cookies,
+        headers={"Origin": server, "Referer": f"{server}/deployments/{deployment.pk}/"},
+        follow_redirects=True,
     )  # fmt: skip  (post/redirect/get: the page the key's POST redirects to shows its secret once)
     assert with_key.status_code == 200 and with_key.history[0].status_code == 302, with_key.text[:500]
     snippet = re.search(r'<code id="snippet-python">(.*?)</code>', with_key.text, re.S)

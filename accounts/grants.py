@@ -122,15 +122,16 @@ def _grantable_key(principal: Principal, deployment: Deployment, key_id: str) ->
         raise NotFound(f"No API key {key_id!r}.", param="api_key_id")
     if key.is_revoked:
         raise Conflict(f"API key {key_id!r} is revoked; a grant would never be used.", param="api_key_id")
+    # Like a revoked key, these are the key's state, not a malformed request: 409.
     if not key.scoped:
-        raise InvalidRequest(
+        raise Conflict(
             f"API key {key_id!r} is an unscoped account key: it can already invoke every deployment of "
             f"{principal.org.name!r}. Grants are for deployment keys and scoped account keys "
             "(created with scoped: true).",
             param="api_key_id",
         )
     if key.kind == ApiKeyKind.DEPLOYMENT and key.deployment_id == deployment.pk:
-        raise InvalidRequest(
+        raise Conflict(
             f"API key {key_id!r} is this deployment's own key; it can invoke it already.", param="api_key_id"
         )
     return key

@@ -10,6 +10,16 @@ DATABASE_URL and REDIS_URL ignored), on a free port (or --port), with one verifi
 created during the run launch on this machine are stopped with the server (and killed if a run
 leaves one behind: their command lines carry this run's fleet tag).
 
+Payments work as an operator who sells GPU time runs them: Stripe's secret key is set and its API is
+the local fake that follows Stripe's documented contract (tests/fakes/stripe_server.py), so adding
+funds and saving a card are exercised; --without-stripe measures a platform without payments, where
+those two answer their documented 503 (which schemathesis counts as a server error all the same).
+
+So that the fuzzer reaches more than 404s, the run first makes what the per-deployment and per-org
+operations name (a cold serverless deployment, which launches nothing, and a webhook on it) and gives
+their ids to schemathesis as parameter values (schemathesis.toml's [parameters]); the stateful phase
+makes its own as well.
+
 What it runs: `schemathesis run <server>/api/v1/openapi.json --checks all` with the key, every
 phase (examples, coverage, fuzzing, stateful), one worker, then prints one line per kind of
 failure with its count (schemathesis' summary: one failure per distinct problem it found) and a
@@ -38,11 +48,24 @@ import tempfile
 import time
 import urllib.request
 from collections import Counter
+from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from tests.fakes.stripe_server import FakeStripe  # noqa: E402  (after the repository is importable)
+
 TAG = f"gpucloud-conformance-{os.getpid()}"
 EMAIL = "conformance@example.com"
+# Test-mode keys for the local Stripe fake: it accepts any sk_test_ key.
+STRIPE_TEST_KEYS = {
+    "STRIPE_SECRET_KEY": "sk_test_conformance",
+    "STRIPE_PUBLISHABLE_KEY": "pk_test_conformance",
+    "STRIPE_WEBHOOK_SECRET": "whsec_conformance",
+}
 
 
 def main() -> int:
@@ -50,51 +73,90 @@ def main() -> int:
     var_dir = Path(tempfile.mkdtemp(prefix="gpucloud-conformance-"))
     env = _environment(var_dir)
     server: subprocess.Popen[bytes] | None = None
-    try:
-        key = _seed(env)
-        port = args.port or _free_port()
-        base = f"http://127.0.0.1:{port}"
-        log = (var_dir / "serve.log").open("wb")
-        server = subprocess.Popen(
-            [sys.executable, "manage.py", "serve", "--port", str(port)], cwd=ROOT, env=env, stdout=log, stderr=log
-        )
-        _wait_healthy(base, server)
-        command = [
-            str(Path(sys.executable).with_name("schemathesis")),
-            "run",
-            f"{base}/api/v1/openapi.json",
-            "--checks",
-            "all",
-            "--phases",
-            "examples,coverage,fuzzing,stateful",
-            "--header",
-            f"Authorization: Bearer {key}",
-            "--max-examples",
-            str(args.max_examples),
-            "--workers",
-            "1",
-            "--request-timeout",
-            "30",
-            "--output-truncate",
-            "false",
-        ]
-        if args.seed is not None:
-            command += ["--seed", str(args.seed)]
-        print("$", " ".join(command).replace(key, "gpc_live_..."), flush=True)
-        output = _run_streaming(command, cwd=var_dir, env=env, timeout=args.timeout)
-        counts = _failures_by_check(output)
-        print("--- failures by check ---")
-        for check, count in sorted(counts.items()):
-            print(f"{check}: {count}")
-        print(json.dumps({"checks": dict(sorted(counts.items())), "failures": sum(counts.values())}))
-        if args.keep:
-            print(f"kept {var_dir}")
-        return 0 if not counts else 1
-    finally:
-        _stop(server)
-        _kill_engines()
-        if not args.keep:
-            shutil.rmtree(var_dir, ignore_errors=True)
+    with ExitStack() as stack:
+        if not args.without_stripe:
+            stripe = stack.enter_context(FakeStripe())
+            env.update(STRIPE_TEST_KEYS, STRIPE_API_BASE=stripe.url)
+        try:
+            key = _seed(env)
+            port = args.port or _free_port()
+            base = f"http://127.0.0.1:{port}"
+            log = (var_dir / "serve.log").open("wb")
+            server = subprocess.Popen(
+                [sys.executable, "manage.py", "serve", "--port", str(port)], cwd=ROOT, env=env, stdout=log, stderr=log
+            )
+            _wait_healthy(base, server)
+            _write_parameters(var_dir, _resources(base, key))
+            return _measure(args, base, key, var_dir, env)
+        finally:
+            _stop(server)
+            _kill_engines()
+            if not args.keep:
+                shutil.rmtree(var_dir, ignore_errors=True)
+
+
+def _measure(args: argparse.Namespace, base: str, key: str, var_dir: Path, env: dict[str, str]) -> int:
+    command = [
+        str(Path(sys.executable).with_name("schemathesis")),
+        "run",
+        f"{base}/api/v1/openapi.json",
+        "--checks",
+        "all",
+        "--phases",
+        "examples,coverage,fuzzing,stateful",
+        "--header",
+        f"Authorization: Bearer {key}",
+        "--max-examples",
+        str(args.max_examples),
+        "--workers",
+        "1",
+        "--request-timeout",
+        "75",  # a request to a cold deployment may be held up to its cold_start_wait_seconds (60 s)
+        "--output-truncate",
+        "false",
+    ]
+    if args.seed is not None:
+        command += ["--seed", str(args.seed)]
+    print("$", " ".join(command).replace(key, "gpc_live_..."), flush=True)
+    output = _run_streaming(command, cwd=var_dir, env=env, timeout=args.timeout)
+    counts = _failures_by_check(output)
+    print("--- failures by check ---")
+    for check, count in sorted(counts.items()):
+        print(f"{check}: {count}")
+    print(json.dumps({"checks": dict(sorted(counts.items())), "failures": sum(counts.values())}))
+    if args.keep:
+        print(f"kept {var_dir}")
+    return 0 if not counts else 1
+
+
+def _api(base: str, key: str, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    request = urllib.request.Request(
+        f"{base}/api/v1{path}",
+        method=method,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        return json.loads(answer.read())
+
+
+def _resources(base: str, key: str) -> dict[str, str]:
+    """What the path parameters name: the user's organization, a deployment and a webhook on it."""
+    org_id = _api(base, key, "GET", "/me")["current_organization"]["id"]
+    deployment = _api(base, key, "POST", "/deployments", {
+        "name": "conformance", "model_id": "smollm2-135m-instruct", "gpu_type": "cpu", "region": "local",
+        "kind": "serverless", "start_cold": True,
+    })  # fmt: skip
+    webhook = _api(base, key, "POST", f"/deployments/{deployment['id']}/webhooks", {
+        "url": "https://127.0.0.1:9/gpucloud", "events": ["deployment.active"],  # nothing listens there
+    })  # fmt: skip
+    return {"org_id": org_id, "deployment_id": deployment["id"], "webhook_id": webhook["id"]}
+
+
+def _write_parameters(var_dir: Path, values: dict[str, str]) -> None:
+    lines = ["[parameters]", *(f'"path.{name}" = {json.dumps(value)}' for name, value in values.items())]
+    (var_dir / "schemathesis.toml").write_text("\n".join(lines) + "\n")
+    print("parameters:", json.dumps(values), flush=True)
 
 
 def _arguments() -> argparse.Namespace:
@@ -104,12 +166,19 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--seed", type=int, help="schemathesis' random seed, to repeat a run")
     parser.add_argument("--timeout", type=int, default=1800, help="seconds schemathesis may run")
     parser.add_argument("--keep", action="store_true", help="keep the server's var/ (its log, the report)")
+    parser.add_argument("--without-stripe", action="store_true", help="measure a platform without payments")
     return parser.parse_args()
 
 
 def _environment(var_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE")}
-    env.update(GPUCLOUD_VAR_DIR=str(var_dir), GPUCLOUD_FLEET_TAG=TAG, GPUCLOUD_LOCAL_THREADS="1", PYTHONUNBUFFERED="1")
+    env.update(
+        GPUCLOUD_VAR_DIR=str(var_dir),
+        GPUCLOUD_FLEET_TAG=TAG,
+        GPUCLOUD_LOCAL_THREADS="1",
+        PYTHONUNBUFFERED="1",
+        WEBHOOK_ALLOWED_HOSTS="127.0.0.1",
+    )  # the seeded webhook's receiver: nothing listens
     return env
 
 

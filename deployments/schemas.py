@@ -6,7 +6,7 @@ from typing import Any, get_type_hints
 
 from django.conf import settings
 from ninja import Schema
-from pydantic import ConfigDict, Field, create_model
+from pydantic import ConfigDict, Field, JsonValue, create_model
 
 from deployments.metrics import WINDOW_DESCRIPTIONS, Window
 from deployments.scaling.settings import IDLE_TIMEOUT_BOUNDS, TARGET_MAX
@@ -27,9 +27,15 @@ class DeploymentCreateIn(BodyIn):
     )
 
     name: str = Field("", max_length=100)
-    model_id: str
-    gpu_type: str
-    region: str
+    model_id: str = Field(description="A catalog model (GET /models; 404 for none)", examples=["smollm2-135m-instruct"])
+    gpu_type: str = Field(
+        description="A GPU type (GET /gpu-types; 404 for none) with the model's min_vram_gb or more (400 otherwise)",
+        examples=["cpu"],
+    )
+    region: str = Field(
+        description="A region (GET /regions; 404 for none); 409 when no provider offers the GPU there now",
+        examples=["local"],
+    )
     replicas: int = Field(1, json_schema_extra={"minimum": 1, "maximum": settings.GPUCLOUD_MAX_REPLICAS})
     preset: str | None = Field(None, description="speed, latency, cost or balanced: the GPU must be the preset's")
     kind: str = Field(
@@ -171,8 +177,35 @@ class ScalingTargetIn(BodyIn):
     value: float | None = Field(default=None, json_schema_extra={"exclusiveMinimum": 0, "maximum": TARGET_MAX})
 
 
+def _scaling_rules() -> list[JsonValue]:
+    """The rules between ScalingIn's fields, as JSON Schema can state them: min_replicas 0 needs
+    scale_to_zero, and min_replicas <= max_replicas, said once for each maximum it may take."""
+    rules: list[JsonValue] = [
+        {
+            "if": {"properties": {"scale_to_zero": {"const": False}}, "required": ["scale_to_zero"]},
+            "then": {"properties": {"min_replicas": {"anyOf": [{"type": "null"}, {"minimum": 1}]}}},
+        }
+    ]
+    for most in range(1, settings.GPUCLOUD_MAX_REPLICAS):
+        rules.append({
+            "if": {"properties": {"max_replicas": {"const": most}}, "required": ["max_replicas"]},
+            "then": {"properties": {"min_replicas": {"anyOf": [{"type": "null"}, {"maximum": most}]}}},
+        })  # fmt: skip
+    return rules
+
+
 class ScalingIn(BodyIn):
-    # Bounds the service checks (400 with the reason); written here so the description says them too.
+    # Bounds the service checks (400 with the reason); written here so the description says them too,
+    # with the rules between fields.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "allOf": _scaling_rules(),
+            "description": "Fields left out keep their values. min_replicas may not exceed max_replicas, and 0 "
+            "needs scale_to_zero: true (400 when the request says both; 409 when it breaks the rule with a "
+            "setting the deployment has now).",
+        }
+    )
+
     min_replicas: int | None = Field(None, json_schema_extra={"minimum": 0, "maximum": settings.GPUCLOUD_MAX_REPLICAS})
     max_replicas: int | None = Field(None, json_schema_extra={"minimum": 1, "maximum": settings.GPUCLOUD_MAX_REPLICAS})
     scale_to_zero: bool | None = None

@@ -58,7 +58,7 @@ def deployment_create(
         raise NotFound(f"No model {model_id!r} in the catalog; see GET /api/v1/models.", param="model_id")
     gpu = GpuType.objects.filter(slug=gpu_type).first()
     if gpu is None:
-        raise InvalidRequest(f"Unknown GPU type {gpu_type!r}; see GET /api/v1/gpu-types.", param="gpu_type")
+        raise NotFound(f"No GPU type {gpu_type!r}; see GET /api/v1/gpu-types.", param="gpu_type")
     chosen_preset = _preset_for(preset, gpu) if preset else None
     if gpu.vram_gb < model.min_vram_gb:
         raise InvalidRequest(
@@ -67,12 +67,12 @@ def deployment_create(
             param="gpu_type",
         )
     if not Region.objects.filter(slug=region).exists():
-        raise InvalidRequest(f"Unknown region {region!r}; see GET /api/v1/regions.", param="region")
+        raise NotFound(f"No region {region!r}; see GET /api/v1/regions.", param="region")
     if not 1 <= replicas <= settings.GPUCLOUD_MAX_REPLICAS:
         raise InvalidRequest(f"replicas must be between 1 and {settings.GPUCLOUD_MAX_REPLICAS}.", param="replicas")
     offers = offers_for(gpu_type=gpu.slug, region=region)
-    if not offers:
-        raise InvalidRequest(f"No provider offers {gpu.name} in {region}.", param="region")
+    if not offers:  # the fleet's state, not the request's fault: an operator may connect a provider
+        raise NoCapacity(f"No provider offers {gpu.name} in {region}.", param="region")
     cold = serverless is not None and serverless.start_cold
     with_capacity = [o for o in offers if o.available > 0]
     if not with_capacity and not cold:  # a cold endpoint needs capacity only when a request wakes it

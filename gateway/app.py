@@ -111,6 +111,10 @@ async def _inference(
     try:
         if route.category not in endpoint.categories:
             serves = SERVES.get(route.category, route.category)
+            if scope.get("gpucloud.deployment"):  # the deployment's own URL names an endpoint it does not have
+                raise errors.GatewayError(
+                    404, f"Deployment {requested!r} serves {serves}; it has no {path}.", type_="invalid_request_error"
+                )
             raise errors.bad_request(f"'{route.model}' serves {serves}, not {path}.", param="model")
         if not route.targets:
             route = await wake.ready_route(caller, requested, route, headers=headers, gone=gone.happened)

@@ -6,7 +6,8 @@ always exact), with its catalog model in `catalog_model`: `instant` (a replica i
 `deploying` (one is starting; `estimated_ready_seconds` says when), `cold` (scaled to zero; the
 first request wakes it). Catalog models the org has not deployed, that a provider could start now,
 are listed too by their catalog name, as `cold` with `deployment_id: null`: deploy one with
-POST /api/v1/deployments.
+POST /api/v1/deployments. Looking up a catalog name the org runs as several deployments answers the
+catalog model with their ids in `deployment_ids` (calling it is a 400 `model_ambiguous`).
 """
 
 from __future__ import annotations
@@ -53,6 +54,19 @@ def _catalog_entry(model: CatalogModel) -> dict[str, Any]:
     }
 
 
+def _several_entry(deployments: list[Deployment]) -> dict[str, Any]:
+    entries = [_deployment_entry(d) for d in reversed(deployments)]
+    best = next(a for a in ("instant", "deploying", "cold") if any(e["availability"] == a for e in entries))
+    model = deployments[0].model
+    assert model is not None  # _callable_deployments keeps only deployments of a catalog model
+    return {
+        **_catalog_entry(model),
+        "created": min(e["created"] for e in entries),
+        "availability": best,
+        "deployment_ids": [e["id"] for e in entries],
+    }
+
+
 def _callable_deployments(caller: Caller) -> list[Deployment]:
     deployments = (
         Deployment.objects.filter(org_id=caller.org_id, status__in=ROUTABLE)
@@ -88,11 +102,9 @@ def models_document(caller: Caller, model: str = "") -> dict[str, Any]:
 def _one(caller: Caller, model: str, deployments: list[Deployment]) -> dict[str, Any]:
     named = [d for d in deployments if model in (d.pk, d.model_id)]
     if len(named) > 1:
-        ids = ", ".join(d.pk for d in reversed(named))
-        raise errors.GatewayError(
-            400, f"'{model}' names {len(named)} deployments ({ids}); ask for one deployment's id.",
-            type_="invalid_request_error", code="model_ambiguous", param="model",
-        )  # fmt: skip
+        # Looking a name up is not calling it: the answer is the catalog model with the deployments
+        # that run it (newest first), from which the caller picks the id to send as `model`.
+        return _several_entry(named)
     if named:
         return _deployment_entry(named[0])
     startable = [m for m in _startable_catalog(caller, set()) if m.slug == model]  # none deployed: see above

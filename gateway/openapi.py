@@ -197,8 +197,13 @@ def _models_operation(one: bool) -> dict[str, Any]:
             "catalog_model": {"type": ["string", "null"]},
             "name": {"type": "string"},
             "estimated_ready_seconds": {"type": "integer", "description": "deploying only"},
+            "deployment_ids": {
+                "type": "array", "items": {"type": "string"},
+                "description": "A catalog name looked up that names several deployments: their ids, newest "
+                "first (send one as `model`); the best availability among them",
+            },
         },
-    }
+    }  # fmt: skip
     body = entry if one else {
         "type": "object", "required": ["object", "data"],
         "properties": {"object": {"type": "string", "enum": ["list"]}, "data": {"type": "array", "items": entry}},
@@ -215,7 +220,7 @@ def _models_operation(one: bool) -> dict[str, Any]:
         "responses": {
             "200": {"description": "OpenAI's Model shape, with availability",
                     "content": {"application/json": {"schema": body}}},
-            **_errors((400, 401, 404) if one else (401,)),
+            **_errors((401, 404) if one else (401,)),
         },
     }  # fmt: skip
     if one:

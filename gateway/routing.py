@@ -61,6 +61,8 @@ class Route:
     ready_in_seconds: int = 0  # an estimate while it starts; 0 when ready
     cold_start_wait_seconds: int = 60  # how long a request is held for a wake expected to be this short
     starting: bool = False  # a replica is on its way (provisioning, loading): worth holding a request for
+    # Every replica on its way waits for a provider to have room: nothing says when, so no request is held.
+    waiting_for_capacity: bool = False
 
 
 def live_instances() -> Prefetch[Any]:
@@ -120,6 +122,9 @@ def _resolve(org_id: str, model: str, allowed: frozenset[str] | None = None) -> 
 
 
 def _route(deployment: Deployment, requested: str) -> Route:
+    on_the_way = [
+        i for i in deployment.instances.all() if i.state not in FINAL_STATES and i.state != InstanceState.READY
+    ]
     ready = sorted(
         (i for i in deployment.instances.all() if i.state == InstanceState.READY and i.endpoint_url),
         key=lambda i: i.pk,
@@ -134,9 +139,9 @@ def _route(deployment: Deployment, requested: str) -> Route:
         targets=tuple(Target(i.pk, i.endpoint_url, i.api_key) for i in ready),
         ready_in_seconds=0 if ready else ready_estimate(deployment),
         cold_start_wait_seconds=deployment.cold_start_wait_seconds,
-        starting=any(
-            i.state not in FINAL_STATES and i.state != InstanceState.READY for i in deployment.instances.all()
-        ),
+        starting=bool(on_the_way),
+        waiting_for_capacity=bool(on_the_way)
+        and all(i.state == InstanceState.WAITING_FOR_CAPACITY for i in on_the_way),
     )
 
 

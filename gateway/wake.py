@@ -6,8 +6,9 @@ How long a request is held (`hold_seconds`):
 - `X-Wait-For-Ready: <seconds>`: what the client asked (0: answer 202 at once);
 - `Prefer: respond-async` (RFC 7240): not held, 202 at once;
 - otherwise the deployment's `cold_start_wait_seconds` (default 60), when it is cold or a replica
-  is on its way and expected within that bound; a longer expected wake (a cloud GPU: minutes), or
-  nothing starting at all, is answered 202 at once.
+  is on its way and expected within that bound; a longer expected wake (a cloud GPU: minutes),
+  nothing starting at all, or replicas that wait for a provider with free capacity, is answered 202
+  at once (a held request that sees its wake wait for capacity is answered 202 then).
 So the OpenAI SDK, which takes a 202 for an empty ChatCompletion, gets its answer from a short wake.
 """
 
@@ -36,9 +37,14 @@ class Accepted(errors.GatewayError):
 
     def __init__(self, route: Route, requested: str) -> None:
         seconds = max(1, route.ready_in_seconds)
+        if route.waiting_for_capacity:
+            seconds = max(seconds, RETRY_AFTER_MAX_SECONDS)
+            state = "is waiting for a provider with free capacity (the platform keeps trying)"
+        else:
+            state = "is being deployed"
         super().__init__(
             202,
-            f"Model '{route.model}' is being deployed (deployment {route.deployment_id}). "
+            f"Model '{route.model}' {state} (deployment {route.deployment_id}). "
             f"Estimated ready in ~{seconds} seconds; retry then, or send X-Wait-For-Ready to wait.",
             type_="model_deploying",
             headers={
@@ -69,6 +75,8 @@ def hold_seconds(route: Route, headers: dict[bytes, bytes]) -> float:
     if _prefers_async(headers.get(b"prefer", b"")):
         return 0.0
     if not (route.cold or route.starting):  # nothing is on its way (a replica lost, none replacing it yet)
+        return 0.0
+    if route.waiting_for_capacity:  # no provider has room: no wake time to promise
         return 0.0
     if route.ready_in_seconds > route.cold_start_wait_seconds:
         return 0.0
@@ -104,6 +112,7 @@ async def ready_route(
     """A route with a ready replica, waking the deployment first if it is cold. Raises Accepted
     (202) when the request is not held or its hold runs out, 402 when the wake cannot be paid."""
     wait = hold_seconds(route, headers)  # read before the wake: a bad header wakes nothing
+    asked_to_wait = b"x-wait-for-ready" in headers  # then held as asked, capacity or not
     if route.cold:
         await _wake(route)
         route = await route_for(caller, requested, fresh=True)
@@ -123,8 +132,10 @@ async def ready_route(
                     code="deployment_failed",
                 ) from None  # fmt: skip
             raise
-        if route.targets:
-            return route
+        if route.targets or (route.waiting_for_capacity and not asked_to_wait):
+            break
+    if route.targets:
+        return route
     raise Accepted(route, requested)
 
 

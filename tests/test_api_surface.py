@@ -10,6 +10,7 @@ import pytest
 from django.contrib.staticfiles import finders
 from django.test import Client
 
+from billing.models import BillingProfile
 from tests.support.live import Socket
 from tests.support.personas import Persona
 
@@ -80,3 +81,14 @@ def test_request_bodies_keep_their_json_types(alice: Persona) -> None:
     right = {"enabled": False, "threshold_usd": 5}
     accepted = client.patch("/api/v1/billing/auto-refill", data=right, content_type="application/json", **alice.auth)
     assert accepted.status_code == 200 and accepted.json()["threshold_usd"] == 5.0
+
+
+@pytest.mark.parametrize("body", ["[null, null]", "[]", "5", '"enabled"', "null"])
+def test_a_body_that_is_not_an_object_is_refused_and_changes_nothing(alice: Persona, body: str) -> None:
+    """Every optional field of a PATCH would read as unset from a list: that is a 422, not a 200."""
+    client = Client()
+    before = list(BillingProfile.objects.filter(org=alice.org).values())
+    response = client.patch("/api/v1/billing/auto-refill", data=body, content_type="application/json", **alice.auth)
+    assert response.status_code == 422, response.content
+    assert "JSON object" in response.json()["error"]["message"]
+    assert list(BillingProfile.objects.filter(org=alice.org).values()) == before

@@ -268,6 +268,8 @@ def _example(schema: dict[str, Any], hints: dict[str, Any], name: str = "") -> A
         return schema["default"]
     if "enum" in schema:
         return schema["enum"][0]
+    if "properties" in schema:  # an object, whatever rules between its fields an allOf adds
+        return {prop: _example(schema["properties"][prop], hints, prop) for prop in schema.get("required", [])}
     for combined in ("anyOf", "oneOf", "allOf"):
         if combined in schema:
             options = [s for s in schema[combined] if s.get("type") != "null"]
@@ -330,6 +332,8 @@ def expected_gateway(caller: str, route: GatewayRoute, target: Target) -> str | 
         return frozenset({404})
     if caller in SCOPED - MAY_INVOKE_MAIN and route.params:
         return frozenset({404} if route.lists else {403})
+    if route.path.startswith("/api/") and route.path.endswith("/embeddings"):
+        return frozenset({404})  # the matrix's deployment serves chat: its own URL has no /embeddings
     return SERVED
 
 

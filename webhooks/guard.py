@@ -43,9 +43,12 @@ class Destination:
 def destination_check(url: str, *, allow_http: bool, allowed_hosts: Iterable[str] = ()) -> Destination:
     """The URL's parts once its form is acceptable: https (http only when `allow_http`, i.e. in
     debug, or for an allowed host), a host, no credentials. Addresses are checked by `resolve_checked`."""
-    parts = urlsplit(url.strip())
+    try:
+        parts = urlsplit(url.strip())
+        host = (parts.hostname or "").lower().rstrip(".")
+    except ValueError:  # an unbalanced or invalid [IPv6] host: urlsplit refuses it
+        raise UnsafeDestination("The webhook URL's host is not a valid name or address.") from None
     scheme = parts.scheme.lower()
-    host = (parts.hostname or "").lower().rstrip(".")
     if scheme not in ("https", "http"):
         raise UnsafeDestination("Webhook URLs must start with https://.")
     if not host:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from django.conf import settings
 from ninja import Schema
 from pydantic import Field
 from pydantic.json_schema import JsonDict
@@ -13,10 +14,21 @@ from webhooks.models import RetrySchedule
 # What the services check (400 naming the choices), written into the description too.
 _EVENTS: JsonDict = {"minItems": 1, "items": {"type": "string", "enum": list(EVENT_TYPES)}}
 _SCHEDULE: JsonDict = {"enum": [*RetrySchedule.values, None]}
+# The URL's form as webhooks/guard.py checks it: https (http too in debug or for an operator's allowed
+# hosts), a host (a name, an address, or [an IPv6 address]), an optional port, no user name or password.
+_SCHEME = "[Hh][Tt][Tt][Pp][Ss]?" if settings.DEBUG or settings.WEBHOOK_ALLOWED_HOSTS else "[Hh][Tt][Tt][Pp][Ss]"
+_URL: JsonDict = {
+    "maxLength": 2000,
+    "pattern": rf"^{_SCHEME}://([^/?#@:\[\]\s]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{{1,5}})?([/?#]\S*)?$",
+}
+_URL_RULES = (
+    "https URL that receives the events (http only in debug or for WEBHOOK_ALLOWED_HOSTS); its host must resolve "
+    "to public internet addresses only (400 otherwise: webhooks never reach the platform's own network)"
+)
 
 
 class WebhookIn(BodyIn):
-    url: str = Field(description="https URL that receives the events (http only in debug)")
+    url: str = Field(description=_URL_RULES, json_schema_extra=_URL)
     events: list[str] = Field(
         description="Event types to receive, e.g. deployment.active, deployment.sla_breach", json_schema_extra=_EVENTS
     )
@@ -28,7 +40,7 @@ class WebhookIn(BodyIn):
 
 
 class WebhookPatchIn(BodyIn):
-    url: str | None = None
+    url: str | None = Field(None, description=_URL_RULES, json_schema_extra=_URL)
     events: list[str] | None = Field(None, json_schema_extra=_EVENTS)
     retry_schedule: str | None = Field(None, json_schema_extra=_SCHEDULE)
     enabled: bool | None = Field(None, description="false pauses deliveries; true turns a disabled webhook back on")

@@ -25,7 +25,11 @@ router = Router(tags=["permissions"])
 
 class PermissionIn(BodyIn):
     api_key_id: str = Field(min_length=1, max_length=40, description="A scoped account key or a deployment key")
-    role: str = Field(default="inference", description="inference: call this deployment (the only role)")
+    role: str = Field(
+        default="inference",
+        description="inference: call this deployment (the only role)",
+        json_schema_extra={"enum": ["inference"]},
+    )
 
 
 class PermissionOut(Schema):

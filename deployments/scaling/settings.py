@@ -3,6 +3,7 @@ every bound checked before anything is saved."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -11,7 +12,7 @@ from django.db import transaction
 from accounts.principal import Principal
 from accounts.roles import CAN_WRITE
 from deployments.models import Deployment, DeploymentStatus, ScalingMetric
-from gpucloud.core.errors import Conflict, InvalidRequest
+from gpucloud.core.errors import ApiError, Conflict, InvalidRequest
 
 IDLE_TIMEOUT_BOUNDS = (60, 7 * 24 * 3600)
 TARGET_MAX = 1000.0
@@ -101,7 +102,8 @@ def deployment_scaling_set(
     idle = deployment.idle_timeout_seconds if change.idle_timeout_seconds is None else change.idle_timeout_seconds
     metric = deployment.scaling_metric if change.metric is None else change.metric
     target = deployment.scaling_target if change.target is None else change.target
-    _check(low, high, to_zero, idle, metric, target, for_people=for_people)
+    given = {name for name, value in dataclasses.asdict(change).items() if value is not None}
+    _check(low, high, to_zero, idle, metric, target, for_people=for_people, given=given)
     hold = deployment.cold_start_wait_seconds
     if change.cold_start_wait_seconds is not None:
         hold = change.cold_start_wait_seconds
@@ -116,23 +118,31 @@ def deployment_scaling_set(
     return locked
 
 
-def _check(low: int, high: int, to_zero: bool, idle: int, metric: str, target: float, *, for_people: bool) -> None:
+def _check(
+    low: int, high: int, to_zero: bool, idle: int, metric: str, target: float, *, for_people: bool,
+    given: set[str] | None = None,
+) -> None:  # fmt: skip
+    """Refuse settings that cannot hold together. A rule between two settings broken by the request
+    alone is a 400 (its description says the rule); one broken by what was sent against what the
+    deployment has now (a PATCH of min_replicas above the current maximum) is a 409."""
     most = settings.GPUCLOUD_MAX_REPLICAS
 
-    def refuse(rule: str, param: str) -> InvalidRequest:
+    def refuse(rule: str, param: str, between: tuple[str, ...] = ()) -> ApiError:
         text = REFUSALS[rule][1 if for_people else 0]
-        return InvalidRequest(text.format(most=most, low=low, high=high, idle_low=IDLE_TIMEOUT_BOUNDS[0],
-                                          idle_high=IDLE_TIMEOUT_BOUNDS[1], target_max=TARGET_MAX,
-                                          metrics=", ".join(ScalingMetric.values)), param=param)  # fmt: skip
+        against_current = given is not None and not set(between) <= given
+        kind = Conflict if against_current else InvalidRequest
+        return kind(text.format(most=most, low=low, high=high, idle_low=IDLE_TIMEOUT_BOUNDS[0],
+                                idle_high=IDLE_TIMEOUT_BOUNDS[1], target_max=TARGET_MAX,
+                                metrics=", ".join(ScalingMetric.values)), param=param)  # fmt: skip
 
     if not 0 <= low <= most:
         raise refuse("min_range", "min_replicas")
     if not 1 <= high <= most:
         raise refuse("max_range", "max_replicas")
     if low > high:
-        raise refuse("min_above_max", "min_replicas")
+        raise refuse("min_above_max", "min_replicas", ("min_replicas", "max_replicas"))
     if low == 0 and not to_zero:
-        raise refuse("zero_needs_flag", "min_replicas")
+        raise refuse("zero_needs_flag", "min_replicas", ("min_replicas", "scale_to_zero"))
     if not IDLE_TIMEOUT_BOUNDS[0] <= idle <= IDLE_TIMEOUT_BOUNDS[1]:
         raise refuse("idle_range", "idle_timeout_seconds")
     if metric not in ScalingMetric.values:

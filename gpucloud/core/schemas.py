@@ -20,7 +20,9 @@ class BodyIn(Schema):
     def _json_types_only(cls, data: Any) -> Any:
         body = getattr(data, "_obj", data)  # ninja hands validators its DjangoGetter around the parsed JSON
         if not isinstance(body, dict):
-            return data
+            # Read by attribute, a list or a number would leave every optional field unset: a PATCH
+            # of `[null, null]` would answer 200 and change nothing. The description says "object".
+            raise ValueError("The request body must be a JSON object.")
         for name, field in cls.model_fields.items():
             key = field.alias or name
             kinds = _plain_types(field.annotation)

@@ -58,5 +58,5 @@ def test_a_grant_the_rules_refuse_is_shown_on_the_page(alice: Persona, catalog: 
     deployment = running(alice)
     unscoped = ApiKey.objects.get(org=alice.org, name="default")
     refused = browser.post(f"/deployments/{deployment.pk}/access", {"key_id": unscoped.pk})
-    assert refused.status_code == 400 and "unscoped account key" in refused.content.decode()
+    assert refused.status_code == 409 and "unscoped account key" in refused.content.decode()
     assert not KeyGrant.objects.exists()

@@ -88,7 +88,7 @@ def test_a_deployment_key_can_be_granted_more_deployments_but_not_its_own(client
     granted = post(client, f"/api/v1/deployments/{other.pk}/permissions", {"api_key_id": key.pk}, **alice.auth)
     assert granted.status_code == 201 and granted.json()["api_key_kind"] == "deployment"  # role defaults
     redundant = post(client, f"/api/v1/deployments/{own.pk}/permissions", {"api_key_id": key.pk}, **alice.auth)
-    assert redundant.status_code == 400 and "own key" in redundant.json()["error"]["message"]
+    assert redundant.status_code == 409 and "own key" in redundant.json()["error"]["message"]
     assert list(KeyGrant.objects.values_list("deployment_id", flat=True)) == [other.pk]
 
 
@@ -123,7 +123,7 @@ def test_bad_grants_are_refused_with_the_reason_and_change_nothing(
         ({"api_key_id": scoped.pk, "role": "admin"}, 400, "role", "Unknown role 'admin'; use 'inference'."),
         ({"api_key_id": "key_nope", "role": "inference"}, 404, "api_key_id", "No API key 'key_nope'."),
         ({"api_key_id": foreign.pk, "role": "inference"}, 404, "api_key_id", f"No API key {foreign.pk!r}."),
-        ({"api_key_id": unscoped.pk, "role": "inference"}, 400, "api_key_id", None),
+        ({"api_key_id": unscoped.pk, "role": "inference"}, 409, "api_key_id", None),  # it needs no grant
         ({"api_key_id": revoked.pk, "role": "inference"}, 409, "api_key_id", None),
     ]
     for body, status, param, message in cases:

@@ -65,7 +65,7 @@ def test_one_click_deploy_creates_and_opens_the_deployment(
         ({"replicas": 0}, 400, "replicas must be between 1 and 8"),
         ({"replicas": "many"}, 400, "replicas must be between 1 and 8"),
         ({"placement": ""}, 400, "Choose a GPU and region."),
-        ({"placement": "h100@atl1"}, 400, "No provider offers NVIDIA H100 in atl1"),
+        ({"placement": "h100@atl1"}, 409, "No provider offers NVIDIA H100 in atl1"),
         ({"kind": "serverless", "idle_minutes": "soon"}, 400, "Idle minutes must be a number"),
         ({"kind": "serverless", "idle_minutes": "0.5"}, 400, "Idle minutes must be between 1 and 10080 (a week)."),
         ({"kind": "spot"}, 400, "kind must be model or serverless."),

@@ -100,8 +100,9 @@ def test_deploy_chat_delete(
     [
         ({"model_id": "gpt-9"}, 404, "model_id"),
         ({"model_id": "llama-3.3-70b-instruct"}, 400, "gpu_type"),  # 160 GB model on a CPU
-        ({"gpu_type": "h100"}, 400, "region"),  # nobody offers an H100 here
-        ({"region": "mars"}, 400, "region"),
+        ({"gpu_type": "h100"}, 409, "region"),  # nobody offers an H100 here (an operator may connect one)
+        ({"gpu_type": "tpu"}, 404, "gpu_type"),
+        ({"region": "mars"}, 404, "region"),
         ({"replicas": 0}, 400, "replicas"),
         ({"replicas": 99}, 400, "replicas"),
     ],

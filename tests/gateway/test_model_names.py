@@ -92,8 +92,10 @@ def test_models_lists_each_deployment_by_id_and_startable_catalog_models_as_cold
     assert {m["availability"] for m in catalog} == {"cold"}
     one = httpx.get(f"{server}/v1/models/{second.pk}", headers=auth).json()
     assert (one["id"], one["availability"]) == (second.pk, "cold")
-    ambiguous = httpx.get(f"{server}/v1/models/smollm2-135m-instruct", headers=auth)
-    assert ambiguous.status_code == 400 and ambiguous.json()["error"]["code"] == "model_ambiguous"
+    several = httpx.get(f"{server}/v1/models/smollm2-135m-instruct", headers=auth)
+    assert several.status_code == 200, several.text
+    assert several.json()["deployment_ids"] == [second.pk, first.pk] and several.json()["deployment_id"] is None
+    assert several.json()["availability"] == "instant"  # the best of the two
 
 
 def test_an_embedding_deployments_endpoint_url_serves_embeddings(
@@ -106,4 +108,12 @@ def test_an_embedding_deployments_endpoint_url_serves_embeddings(
                               headers={"Authorization": f"Bearer {alice.key}"}, timeout=20)  # fmt: skip
         assert response.status_code == 200, response.text
         assert_valid("CreateEmbeddingResponse", response.json())
+        # Its URL has no chat endpoint (404); on /v1 the body names it for the wrong endpoint (400).
+        chat = httpx.post(f"{server}{prefix}/deployments/{deployment.pk}/chat/completions",
+                          json={"messages": [{"role": "user", "content": "hi"}]},
+                          headers={"Authorization": f"Bearer {alice.key}"}, timeout=20)  # fmt: skip
+        assert chat.status_code == 404 and "serves embeddings; it has no" in chat.json()["error"]["message"]
+    body = {"model": deployment.pk, "messages": [{"role": "user", "content": "hi"}]}
+    wrong = httpx.post(f"{server}/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {alice.key}"})
+    assert wrong.status_code == 400 and wrong.json()["error"]["param"] == "model"
     assert len(engine.engine.records) == 2

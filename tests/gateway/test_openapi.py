@@ -38,7 +38,7 @@ def test_every_gateway_route_is_described_with_every_status(client: Client) -> N
         assert set(operation["responses"]["202"]["headers"]) == {"Retry-After", "Location"}
         assert {p["name"] for p in operation["parameters"]} == {"Prefer", "X-Wait-For-Ready"}
     assert sorted(schema["paths"]["/v1/models"]["get"]["responses"]) == ["200", "401"]
-    assert sorted(schema["paths"]["/v1/models/{model}"]["get"]["responses"]) == ["200", "400", "401", "404"]
+    assert sorted(schema["paths"]["/v1/models/{model}"]["get"]["responses"]) == ["200", "401", "404"]
     for path in (
         "/api/v1/deployments/{deployment_id}/chat/completions",
         "/api/v1/deployments/{deployment_id}/embeddings",

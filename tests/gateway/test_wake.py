@@ -244,6 +244,25 @@ def test_a_hold_that_runs_out_answers_202(server: str, alice: Persona, launches:
     assert settings_hold.status_code == 202 and time.monotonic() - started >= 1.0
 
 
+def test_a_wake_that_waits_for_capacity_answers_202_at_once_not_after_the_hold(
+    server: str, alice: Persona, launches: list[str]
+) -> None:
+    """The provider is full: the wake's replica waits for capacity with no time to promise, so the
+    request is not held for its 60 s but answered 202 saying so; an explicit wait is still honoured."""
+    fund(alice.org, 10 * USD)
+    deployment = cold_deployment(alice)
+    first = post(server, alice.key, ASYNC)  # wakes it
+    assert first.status_code == 202 and len(launches) == 1
+    Instance.objects.filter(pk=launches[0]).update(state=InstanceState.WAITING_FOR_CAPACITY)
+    started = time.monotonic()
+    response = post(server, alice.key)
+    assert response.status_code == 202 and time.monotonic() - started < 5, response.text
+    assert "waiting for a provider with free capacity" in response.json()["message"]
+    assert response.headers["retry-after"] == "30" and response.json()["deployment_id"] == deployment.pk
+    patient = post(server, alice.key, {"X-Wait-For-Ready": "1.5"})
+    assert patient.status_code == 202 and time.monotonic() - started >= 1.4
+
+
 def quick_start_from_the_page(server: str, persona: Persona, deployment: Deployment) -> str:
     """The Python snippet as the signed-in owner sees it on the deployment's page, served by the
     platform itself, after creating a deployment key there (the page fills the key in)."""

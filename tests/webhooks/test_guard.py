@@ -62,6 +62,7 @@ def refusal(url: str, *, allowed: tuple[str, ...] = ()) -> str:
         ("https://user:secret@hooks.example.com/hook", "may not carry a user name or password"),
         ("https:///hook", "has no host"),
         ("https://hooks.example.com:99999/hook", "port is not a number"),
+        ("http://[::1/z", "not a valid name or address"),
     ],
 )
 def test_internal_or_malformed_destinations_are_refused(url: str, says: str) -> None:

@@ -65,6 +65,8 @@ def test_create_shows_the_secret_once_then_list_get_change_delete(
         ({"url": "https://[::ffff:127.0.0.1]/hook"}, "url", "loopback"),
         ({"url": "https://localhost:8000/hook"}, "url", "loopback"),
         ({"url": "https://user:pw@example.com/hook"}, "url", "user name or password"),
+        ({"url": "http://[::1/z"}, "url", "not a valid name or address"),  # urlsplit raises on these
+        ({"url": "HTTP://[c234a:26a7]"}, "url", "not a valid name or address"),
     ],
 )
 def test_bad_subscriptions_are_refused_and_nothing_is_saved(
@@ -92,6 +94,8 @@ def test_http_is_refused_outside_debug_and_a_change_is_checked_like_a_creation(
     assert moved.status_code == 400 and "loopback" in moved.json()["error"]["message"]
     kept = WebhookSubscription.objects.get(pk=webhook["id"])
     assert (kept.url, kept.events) == (receiver.url, ["deployment.active"])  # nothing of the refusal saved
+    malformed = patch(client, alice, path, {"url": "http://[::1/z"})
+    assert malformed.status_code == 400 and malformed.json()["error"]["param"] == "url"
     plain = subscribe(client, alice, deployment, url="http://93.184.215.14/hook", events=["deployment.active"])
     assert plain.status_code == 400 and "https://" in plain.json()["error"]["message"]
     settings.DEBUG = True  # a developer's own machine: plain http to a public address is accepted

@@ -26,6 +26,7 @@ from deployments.selectors import RUNNING_STATUSES
 from fleet.models import FINAL_STATES, Instance, InstanceState
 from fleet.provisioning import first_minute_hold_key
 from fleet.transitions import instance_transition
+from gpucloud.core.db import retry_on_deadlock
 from gpucloud.core.errors import ApiError, InvalidRequest, NotFound
 from gpucloud.core.jobs import enqueue
 from gpucloud.core.money import usd_display
@@ -188,6 +189,7 @@ def replica_add_if_short(deployment: Deployment) -> Instance | None:
         return None
 
 
+@retry_on_deadlock
 def deployment_delete(*, principal: Principal, deployment: Deployment) -> Deployment:
     """Tear down; billing stops for each instance when its provider confirms termination."""
     principal.require(CAN_WRITE, "deleting deployments")
@@ -213,6 +215,7 @@ def _stopped_by(principal: Principal) -> str:
     return f"Stopped by {who} at {timezone.now():%H:%M} UTC."
 
 
+@retry_on_deadlock
 def deployment_scale_to_zero(*, deployment_id: str, reason: str) -> Deployment:
     """Take every replica down and keep the deployment, billing nothing, until a request wakes it
     (the autoscaler's idle path). Safe to call again."""
@@ -229,6 +232,7 @@ def deployment_scale_to_zero(*, deployment_id: str, reason: str) -> Deployment:
     return deployment
 
 
+@retry_on_deadlock
 def deployment_scale(*, deployment_id: str, replicas: int, reason: str) -> Deployment:
     """Run `replicas` replicas (at least 1; `deployment_scale_to_zero` takes it to none): new ones with
     their first minute held (InsufficientCredit 402 and nothing changed when the org cannot pay), or

@@ -58,6 +58,10 @@ class DeploymentWorkload(Workload):
             to_status=instance.state, reason=reason,
         )  # fmt: skip
 
+    def owner_lock(self, instance_id: str) -> None:
+        # FOR UPDATE OF the deployment only: the join just finds it.
+        list(Deployment.objects.select_for_update(of=("self",)).filter(instances__pk=instance_id).values("pk"))
+
     def owner_refresh(self, instance: Instance) -> None:
         deployment_refresh_status(instance.deployment)
 

@@ -28,6 +28,7 @@ from fleet.providers.base import InstanceState as ProviderState
 from fleet.providers.base import ProviderError, ProviderInstance
 from fleet.transitions import instance_transition
 from fleet.workloads import workload
+from gpucloud.core.db import retry_on_deadlock
 from gpucloud.core.jobs import enqueue
 
 
@@ -36,6 +37,8 @@ def first_minute_hold_key(instance_id: str) -> str:
 
 
 def _locked(instance_id: str) -> Instance:
+    """The instance, locked after its owner (fleet.workloads: owner, then instance, then ledger)."""
+    workload().owner_lock(instance_id)
     return Instance.objects.select_for_update().select_related("deployment").get(pk=instance_id)
 
 
@@ -76,6 +79,7 @@ def instance_provision(instance_id: str) -> str:
     return "waiting"
 
 
+@retry_on_deadlock
 def _record_launch(instance_id: str, launched: ProviderInstance, provider: str, price: int, cost: int) -> None:
     with transaction.atomic():
         # A launch takes capacity: for the local and Kubernetes providers it is this platform's own
@@ -118,6 +122,7 @@ def _billing_start(instance: Instance, started_at: datetime) -> None:
         usage_prepay_from_hold(meter, hold.pk)
 
 
+@retry_on_deadlock
 def instance_fail(instance_id: str, reason: str) -> None:
     """A permanent failure before anything ran: nothing to bill, the hold goes back."""
     with transaction.atomic():
@@ -201,6 +206,7 @@ def instance_terminate(instance_id: str) -> bool:
     return True
 
 
+@retry_on_deadlock
 def instance_gone(instance_id: str, ended_at: datetime | None, reason: str) -> None:
     """The provider confirms the instance no longer exists: stop billing at its end, record it."""
     with transaction.atomic():

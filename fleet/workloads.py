@@ -53,6 +53,12 @@ class Workload(ABC):
         """Something happened to the instance that did not change its state (a stray reaped)."""
 
     @abstractmethod
+    def owner_lock(self, instance_id: str) -> None:
+        """Lock the row of the instance's owner, inside the caller's transaction. The one lock order
+        is owner, then its instances (then the ledger): an owner's own changes (delete, scale) lock
+        it and then its instances, so the fleet locks the owner before it locks an instance."""
+
+    @abstractmethod
     def owner_refresh(self, instance: Instance) -> None:
         """Re-derive the owner's status from its instances (after any change of this one)."""
 

@@ -121,7 +121,7 @@ def invitation_accept(*, invitation: Invitation, user: User) -> Membership:
     """Accept an invitation from its emailed link: the link proves the invited address, so that
     address, if it is one of the user's, counts as verified. Refused for anyone else's account."""
     with transaction.atomic():
-        invitation = Invitation.objects.select_for_update().select_related("org").get(pk=invitation.pk)
+        invitation = Invitation.objects.select_for_update(of=("self",)).select_related("org").get(pk=invitation.pk)
         if not invitation.is_pending:
             raise Conflict("This invitation was already used or revoked; ask for a new one.")
         address = EmailAddress.objects.filter(user=user, email__iexact=invitation.email).first()

@@ -18,7 +18,8 @@ those two answer their documented 503 (which schemathesis counts as a server err
 So that the fuzzer reaches more than 404s, the run first makes what the per-deployment and per-org
 operations name (a cold serverless deployment, which launches nothing, and a webhook on it) and gives
 their ids to schemathesis as parameter values (schemathesis.toml's [parameters]); the stateful phase
-makes its own as well.
+makes its own as well. Requests are not sent extra headers the description does not name (see
+`_write_parameters`).
 
 What it runs: `schemathesis run <server>/api/v1/openapi.json --checks all` with the key, every
 phase (examples, coverage, fuzzing, stateful), one worker, then prints one line per kind of
@@ -154,7 +155,15 @@ def _resources(base: str, key: str) -> dict[str, str]:
 
 
 def _write_parameters(var_dir: Path, values: dict[str, str]) -> None:
-    lines = ["[parameters]", *(f'"path.{name}" = {json.dumps(value)}' for name, value in values.items())]
+    # allow-extra-parameters = false: schemathesis would otherwise count a request with a header the
+    # description does not name (x-schemathesis-unknown-property) as invalid input the API accepted;
+    # HTTP has a recipient ignore header fields it does not recognize, and so does every route here.
+    lines = [
+        "[generation]",
+        "allow-extra-parameters = false",
+        "[parameters]",
+        *(f'"path.{name}" = {json.dumps(value)}' for name, value in values.items()),
+    ]
     (var_dir / "schemathesis.toml").write_text("\n".join(lines) + "\n")
     print("parameters:", json.dumps(values), flush=True)
 

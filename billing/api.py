@@ -83,7 +83,7 @@ def _return_urls(request: HttpRequest) -> dict[str, str]:
 def add_funds(request: HttpRequest, payload: schemas.AddFundsIn) -> Status[dict[str, str]]:
     if payload.currency.lower() != "usd":
         raise InvalidRequest(f"Unsupported currency {payload.currency!r}: balances are in USD.", param="currency")
-    amount = services.usd_to_micros(payload.amount_usd, param="amount_usd")
+    amount = services.topup_to_micros(payload.amount_usd, param="amount_usd")
     checkout = services.add_funds_checkout(
         principal=api_principal(request), amount_micros=amount, **_return_urls(request)
     )
@@ -250,7 +250,8 @@ def usage(
 @answers(400, 409)
 def auto_refill(request: HttpRequest, payload: schemas.AutoRefillIn) -> dict[str, object]:
     def micros(value: object, param: str) -> int | None:
-        return None if value is None else services.usd_to_micros(value, param=param)  # type: ignore[arg-type]
+        convert = services.topup_to_micros if param == "amount_usd" else services.usd_to_micros
+        return None if value is None else convert(value, param=param)  # type: ignore[arg-type]
 
     profile = services.auto_refill_configure(
         principal=api_principal(request),

@@ -112,7 +112,7 @@ def holds_expire_due(*, now: datetime | None = None) -> int:
 
 
 def _locked(hold_id: str) -> CreditHold:
-    hold = CreditHold.objects.select_for_update().select_related("org").filter(pk=hold_id).first()
+    hold = CreditHold.objects.select_for_update(of=("self",)).select_related("org").filter(pk=hold_id).first()
     if hold is None:
         raise NotFound(f"No hold {hold_id!r}.", param="hold_id")
     return hold

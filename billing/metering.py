@@ -63,7 +63,7 @@ def usage_charge(meter: UsageMeter, period_start: datetime, period_end: datetime
     if period_end < period_start:
         raise ValueError("period_end is before period_start")
     with transaction.atomic():
-        meter = UsageMeter.objects.select_for_update().select_related("org").get(pk=meter.pk)
+        meter = UsageMeter.objects.select_for_update(of=("self",)).select_related("org").get(pk=meter.pk)
         end = min(period_end, meter.ended_at) if meter.ended_at else period_end
         seconds = max(0, int((end - meter.started_at).total_seconds()))
         billable = max(MINIMUM_SECONDS, seconds)

@@ -53,11 +53,11 @@ _TOPUP = {
     "maximum": settings.GPUCLOUD_TOPUP_MAX_USD,
 }
 TopUpIn = Annotated[Decimal, BeforeValidator(_dollars_as_number), WithJsonSchema(_TOPUP)]
-# Micro-dollars at most, above 0.
+# Micro-dollars at most, above 0, at most a billion dollars (billing/services.USD_MAX).
 PositiveUsdIn = Annotated[
     Decimal,
     BeforeValidator(_dollars_as_number),
-    WithJsonSchema({"type": "number", "multipleOf": 0.000001, "exclusiveMinimum": 0}),
+    WithJsonSchema({"type": "number", "multipleOf": 0.000001, "exclusiveMinimum": 0, "maximum": 1_000_000_000}),
 ]
 
 

@@ -22,14 +22,26 @@ from gpucloud.core.money import MICROS_PER_USD, usd_display
 CAN_MANAGE_BILLING = CAN_MANAGE_MEMBERS  # admins and owners move money and change billing settings
 
 
+# Far above any balance, limit or payment, and far below what a micro-dollar column holds (a 64-bit
+# integer: about $9.2 trillion), so no amount a client sends can overflow one.
+USD_MAX = 1_000_000_000
+
+
+class AmountBeyondMax(InvalidRequest):
+    """An amount over USD_MAX: no balance, limit or payment is that large."""
+
+
 def usd_to_micros(amount: Decimal | float | int | str, *, param: str) -> int:
-    """Exact conversion of a USD amount with at most 6 decimal places; rejects anything else."""
+    """Exact conversion of a USD amount with at most 6 decimal places, at most USD_MAX either way;
+    rejects anything else."""
     try:
         value = Decimal(str(amount))
     except ArithmeticError:
         raise InvalidRequest(f"{amount!r} is not a number of dollars.", param=param) from None
     if not value.is_finite():
         raise InvalidRequest("The amount must be a finite number.", param=param)
+    if abs(value) > USD_MAX:
+        raise AmountBeyondMax(f"Amounts are at most {usd_display(USD_MAX * MICROS_PER_USD)}.", param=param)
     micros = value * MICROS_PER_USD
     if micros != micros.to_integral_value():
         raise InvalidRequest("Amounts are exact to the micro-dollar (at most 6 decimal places).", param=param)
@@ -49,7 +61,21 @@ def topup_bounds_micros() -> tuple[int, int]:
 def _check_topup_amount(micros: int, *, param: str) -> None:
     low, high = topup_bounds_micros()
     if not low <= micros <= high:
-        raise InvalidRequest(f"Top-ups are between {usd_display(low)} and {usd_display(high)}.", param=param)
+        raise _topup_refusal(param)
+
+
+def _topup_refusal(param: str) -> InvalidRequest:
+    low, high = topup_bounds_micros()
+    return InvalidRequest(f"Top-ups are between {usd_display(low)} and {usd_display(high)}.", param=param)
+
+
+def topup_to_micros(amount: Decimal | float | int | str, *, param: str) -> int:
+    """A card payment's amount as usd_to_micros reads it; one beyond any amount is refused in the
+    top-up bounds' words, which say what the person may pay."""
+    try:
+        return usd_to_micros(amount, param=param)
+    except AmountBeyondMax:
+        raise _topup_refusal(param) from None
 
 
 # --- Stripe Checkout -------------------------------------------------------------------------

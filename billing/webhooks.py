@@ -36,7 +36,7 @@ def stripe_webhook(request: HttpRequest) -> JsonResponse:
         return error_response(exc.status, exc.type, exc.message)
     except stripe.SignatureVerificationError:
         return error_response(400, "invalid_signature", "The Stripe-Signature header does not match this payload.")
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: JSON nested too deep for the parser
         return error_response(400, "invalid_request_error", "The payload is not valid JSON.")
     if not isinstance(event.get("id"), str) or not isinstance(event.get("type"), str):
         return error_response(400, "invalid_request_error", "The payload is not a Stripe event.")

@@ -238,7 +238,7 @@ def deployment_scale(*, deployment_id: str, replicas: int, reason: str) -> Deplo
     their first minute held (InsufficientCredit 402 and nothing changed when the org cannot pay), or
     the newest ones terminated. Only a running deployment scales. Every change is an event."""
     with transaction.atomic():
-        deployment = Deployment.objects.select_for_update().select_related("org").get(pk=deployment_id)
+        deployment = Deployment.objects.select_for_update(of=("self",)).select_related("org").get(pk=deployment_id)
         if deployment.status not in RUNNING_STATUSES or replicas < 1 or replicas == deployment.desired_replicas:
             return deployment
         live = list(
@@ -272,7 +272,7 @@ def deployment_wake(*, deployment_id: str, reason: str = "Woken by a request.") 
     changed. A deployment that is already waking or running is returned as it is, so concurrent
     requests on every gateway process start one wake."""
     with transaction.atomic():
-        deployment = Deployment.objects.select_for_update().select_related("org").get(pk=deployment_id)
+        deployment = Deployment.objects.select_for_update(of=("self",)).select_related("org").get(pk=deployment_id)
         if not deployment.is_cold:
             return deployment
         launch_check(deployment.org)

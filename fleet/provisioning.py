@@ -39,7 +39,7 @@ def first_minute_hold_key(instance_id: str) -> str:
 def _locked(instance_id: str) -> Instance:
     """The instance, locked after its owner (fleet.workloads: owner, then instance, then ledger)."""
     workload().owner_lock(instance_id)
-    return Instance.objects.select_for_update().select_related("deployment").get(pk=instance_id)
+    return Instance.objects.select_for_update(of=("self",)).select_related("deployment").get(pk=instance_id)
 
 
 # --- launch ---------------------------------------------------------------------------------

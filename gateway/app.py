@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass
 from email.parser import BytesParser
@@ -74,6 +75,8 @@ async def gateway_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 async def _handle(scope: dict[str, Any], receive: Any, send: Any) -> None:
     path, method = scope["path"].rstrip("/"), scope["method"]
     caller = await _authenticate(scope)
+    if "\x00" in path:  # no model or deployment has one, and PostgreSQL's text cannot hold it
+        raise errors.not_found("Nothing here has a NUL character in its path.", param=None)
     if path == "/v1/models" or path.startswith("/v1/models/"):
         if method != "GET":
             raise errors.GatewayError(
@@ -131,6 +134,20 @@ async def _inference(
         counters.observe(_sample(route.deployment_id, exchange))
 
 
+# A JSON escape of a UTF-16 surrogate (\ud800-\udfff): paired, it is one character; alone, it is
+# no Unicode text at all, cannot be encoded as UTF-8 for the engine, and so is refused (400).
+_LONE_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def _refuse_lone_surrogates(payload: dict[str, Any]) -> None:
+    try:
+        json.dumps(payload, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise errors.bad_request(
+            "The request holds a lone UTF-16 surrogate (\\ud800-\\udfff without its pair), which is not text."
+        ) from None
+
+
 def _parse(exchange: relay.Exchange, endpoint: Endpoint) -> str:
     """The model the request names; for streams, ask the engine for usage on the client's behalf."""
     if endpoint.multipart:
@@ -139,12 +156,18 @@ def _parse(exchange: relay.Exchange, endpoint: Endpoint) -> str:
         payload = json.loads(exchange.body)
     except ValueError:
         raise errors.bad_request("The request body is not valid JSON.") from None
+    except RecursionError:
+        raise errors.bad_request("The request body is nested too deeply.") from None
     if not isinstance(payload, dict):
         raise errors.bad_request("The request body must be a JSON object.")
+    if _LONE_SURROGATE.search(exchange.body):
+        _refuse_lone_surrogates(payload)
     check_request(exchange.path, payload)  # OpenAI's request schema, before anything is held or woken
     model = payload.get("model")
     if model is not None and not isinstance(model, str):
         raise errors.bad_request("'model' must be a string.", param="model")
+    if model and "\x00" in model:
+        raise errors.not_found(f"The model {model!r} does not exist: no model has a NUL character in its name.")
     if endpoint.streams and payload.get("stream") is True:
         options = payload.get("stream_options")
         if options is not None and not isinstance(options, dict):
@@ -165,7 +188,10 @@ def _form_field(body: bytes, content_type: str, name: str) -> str:
     for part in message.iter_parts() if message.is_multipart() else ():
         if part.get_param("name", header="content-disposition") == name:
             value = part.get_payload(decode=True)
-            return value.decode().strip() if isinstance(value, bytes) else ""
+            try:
+                return value.decode().strip() if isinstance(value, bytes) else ""
+            except UnicodeDecodeError:
+                raise errors.bad_request(f"The form field '{name}' is not UTF-8 text.", param=name) from None
     return ""
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.http import Http404, HttpRequest, HttpResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
@@ -24,7 +26,7 @@ from deployments.api.deployments import router as deployments_router
 from deployments.api.permissions import router as permissions_router
 from deployments.api.webhooks import router as webhooks_router
 from gateway import openapi as gateway_openapi
-from gpucloud.api_description import document_errors
+from gpucloud.api_description import document_errors, forbid_nul_text
 from gpucloud.core.errors import ApiError, error_response
 
 logger = logging.getLogger(__name__)
@@ -44,6 +46,7 @@ class GpucloudApi(NinjaAPI):
     ) -> OpenAPISchema:
         schema = super().get_openapi_schema(path_prefix=path_prefix, path_params=path_params)
         document_errors(schema, self)  # every status each operation answers, with the error shape
+        forbid_nul_text(schema)  # text holds no NUL character, as the API enforces
         _with_gateway_operations(schema)  # the gateway's operations, in OpenAI's error shape
         return schema
 
@@ -134,6 +137,12 @@ def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
 @api.exception_handler(Http404)
 def _not_found(request: HttpRequest, exc: Http404) -> HttpResponse:
     return error_response(404, "not_found_error", str(exc) or "Not found.")
+
+
+@api.exception_handler(RequestDataTooBig)
+def _too_big(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    return error_response(413, "invalid_request_error", f"The request body is larger than {limit // 1024} KB.")
 
 
 @api.exception_handler(Exception)

@@ -5,7 +5,9 @@ What every operation may answer comes from how the API works (gpucloud/api.py's 
 - 401: no key, or a wrong, malformed or revoked one (every operation needs auth);
 - 403: a scoped or deployment key on the management API, a role that may not do it, a failed CSRF check;
 - 404: a path naming nothing the caller's organization has (operations with path parameters);
-- 422: input its schema refuses (operations with a body or query parameters, or non-string path ones).
+- 422: input its schema refuses (operations with a body or query parameters, or non-string path ones),
+  or text with a NUL character (gpucloud/middleware.py, gpucloud/core/schemas.py);
+- 413: a body over the upload limit (operations with a body).
 The rest each view declares with `@answers(...)` (gpucloud/core/errors.py): 400 for a request its
 schema admits but the service refuses, 402, 409, 503.
 """
@@ -59,6 +61,8 @@ def error_statuses_of(operation: dict[str, Any], declared: frozenset[int]) -> se
     typed_path = any(p.get("schema", {}).get("type") not in (None, "string") for p in path)
     if "requestBody" in operation or any(p.get("in") == "query" for p in parameters) or typed_path:
         statuses.add(422)
+    if "requestBody" in operation:
+        statuses.add(413)
     return statuses
 
 
@@ -80,3 +84,49 @@ def document_errors(schema: dict[str, Any], api: NinjaAPI) -> dict[str, Any]:
                     "content": {"application/json": {"schema": reference}},
                 }
     return schema
+
+
+# A string that holds a NUL character: no id, name or setting here does (PostgreSQL's text cannot),
+# and the API refuses one with 422 (gpucloud/middleware.py, gpucloud/core/schemas.py).
+NO_NUL = {"not": {"type": "string", "pattern": "\\u0000"}}
+
+
+def forbid_nul_text(schema: dict[str, Any]) -> dict[str, Any]:
+    """Say in `schema` (in place) that the text of request bodies and query parameters holds no NUL
+    character, as the API enforces; the gateway's OpenAI-shaped operations are left as OpenAI has them."""
+    components = schema.get("components", {}).get("schemas", {})
+    seen: set[str] = set()
+    pending: list[dict[str, Any]] = []
+    for path, methods in schema.get("paths", {}).items():
+        if path.startswith("/v1/"):
+            continue
+        for method, operation in methods.items():
+            if method not in _METHODS:
+                continue
+            for parameter in operation.get("parameters", []):
+                if parameter.get("in") == "query" and _may_be_text(parameter.get("schema", {})):
+                    parameter["schema"] = {**parameter["schema"], **NO_NUL}
+            body = operation.get("requestBody", {}).get("content", {}).get("application/json", {})
+            if "schema" in body:
+                pending.append(body["schema"])
+    while pending:
+        node = pending.pop()
+        name = node.get("$ref", "").rsplit("/", 1)[-1]
+        if name:
+            if name in seen or name not in components:
+                continue
+            seen.add(name)
+            node = components[name]
+        for key, property_schema in node.get("properties", {}).items():
+            if _may_be_text(property_schema):
+                node["properties"][key] = {**property_schema, **NO_NUL}
+            pending.append(property_schema)
+            pending.extend(property_schema.get("anyOf", []))
+            if isinstance(property_schema.get("items"), dict):
+                pending.append(property_schema["items"])
+    return schema
+
+
+def _may_be_text(schema: dict[str, Any]) -> bool:
+    kinds = [schema.get("type")] + [option.get("type") for option in schema.get("anyOf", [])]
+    return "string" in kinds and "enum" not in schema and "format" not in schema and "const" not in schema

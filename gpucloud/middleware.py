@@ -1,13 +1,14 @@
 """Pages call the same services as the API; ApiErrorPageMiddleware turns their ApiErrors into the
 matching HTML error page (404 for another tenant's object, 403 for a missing role) instead of a 500.
-ApiJsonMethodNotAllowedMiddleware keeps the API's 405s in its JSON error shape."""
+ApiJsonMethodNotAllowedMiddleware keeps the API's 405s in its JSON error shape. NulCharacterMiddleware
+refuses NUL characters in URLs and form fields before anything queries the database with them."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest, HttpResponseNotFound
 from django.views import defaults
 
 from gpucloud.core.errors import ApiError, NotFound, PermissionDenied, error_response
@@ -53,3 +54,32 @@ class ApiJsonMethodNotAllowedMiddleware:
         )
         answer["Allow"] = ", ".join(allowed)
         return answer
+
+
+class NulCharacterMiddleware:
+    """No id, name or setting here holds a NUL character, and PostgreSQL's text refuses one (the
+    query raises), so a request that carries one is answered before any view runs: a path with one
+    names nothing (404), a query parameter or form field with one is refused (the API's 422, a
+    page's 400). JSON bodies are checked by their schemas (gpucloud/core/schemas.py)."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        api = request.path.startswith("/api/")
+        if "\x00" in request.path_info:
+            text = "Nothing here has a NUL character in its path."
+            return error_response(404, "not_found_error", text) if api else HttpResponseNotFound(text)
+        fields = [*request.GET.lists()]
+        if not api and request.method == "POST" and request.content_type in _FORMS:
+            fields += request.POST.lists()
+        for name, values in fields:
+            if "\x00" in name or any("\x00" in value for value in values):
+                text = f"{name}: text may not contain NUL characters."
+                if api:
+                    return error_response(422, "invalid_request_error", text, name.replace("\x00", ""))
+                return HttpResponseBadRequest(text)
+        return self.get_response(request)
+
+
+_FORMS = ("application/x-www-form-urlencoded", "multipart/form-data")

@@ -101,7 +101,7 @@ def _return_urls(request: HttpRequest) -> dict[str, str]:
 @require_POST
 def billing_add_funds(request: HttpRequest) -> HttpResponse:
     def start() -> HttpResponse:
-        amount = services.usd_to_micros(request.POST.get("amount_usd", ""), param="amount_usd")
+        amount = services.topup_to_micros(request.POST.get("amount_usd", ""), param="amount_usd")
         principal = principal_from_session(request)
         checkout = services.add_funds_checkout(principal=principal, amount_micros=amount, **_return_urls(request))
         return redirect(checkout.url)
@@ -129,7 +129,7 @@ def billing_auto_refill(request: HttpRequest) -> HttpResponse:
             principal=principal_from_session(request),
             enabled=request.POST.get("enabled") == "on",
             threshold_micros=services.usd_to_micros(request.POST.get("threshold_usd", ""), param="threshold_usd"),
-            amount_micros=services.usd_to_micros(request.POST.get("amount_usd", ""), param="amount_usd"),
+            amount_micros=services.topup_to_micros(request.POST.get("amount_usd", ""), param="amount_usd"),
         )
 
     return _attempt(request, save, "refill", "Auto-refill settings saved.")

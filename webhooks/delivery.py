@@ -106,7 +106,10 @@ def _record(delivery_id: str, number: int, outcome: Outcome, *, at: datetime) ->
     now = timezone.now()
     with transaction.atomic():
         delivery = (
-            WebhookDelivery.objects.select_for_update().select_related("subscription").filter(pk=delivery_id).first()
+            WebhookDelivery.objects.select_for_update(of=("self",))
+            .select_related("subscription")
+            .filter(pk=delivery_id)
+            .first()
         )
         if delivery is None:
             return None  # the subscription was deleted meanwhile

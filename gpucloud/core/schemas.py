@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import types
 import typing
 from typing import Any
@@ -23,6 +24,10 @@ class BodyIn(Schema):
             # Read by attribute, a list or a number would leave every optional field unset: a PATCH
             # of `[null, null]` would answer 200 and change nothing. The description says "object".
             raise ValueError("The request body must be a JSON object.")
+        declared = {field.alias or name for name, field in cls.model_fields.items()}
+        flaw = _text_flaw_in({key: value for key, value in body.items() if key in declared})  # others are ignored
+        if flaw is not None:  # PostgreSQL's text cannot hold it: refused here, not by the query (a 500)
+            raise ValueError(flaw)
         for name, field in cls.model_fields.items():
             key = field.alias or name
             kinds = _plain_types(field.annotation)
@@ -46,3 +51,31 @@ def _plain_types(annotation: Any) -> set[type]:
     union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
     options = typing.get_args(annotation) if union else (annotation,)
     return {option for option in options if option in (bool, int, float)}
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # what json.loads leaves of an unpaired \\udXXX escape
+
+
+def _text_flaw_in(body: Any) -> str | None:
+    """Why a key or string of a parsed JSON value is no text the database can store (a NUL
+    character, or a lone UTF-16 surrogate: no Unicode character, so no UTF-8), and where; or None.
+    Walked with a stack of its own: a body nested as deep as the parser allows does not recurse."""
+    stack: list[tuple[str, Any]] = [("", body)]
+    while stack:
+        where, value = stack.pop()
+        items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+        texts = [(where or "body", value)] if isinstance(value, str) else []
+        for key, item in items:
+            path = f"{where}.{key}" if where else str(key)
+            texts.append((path, str(key)))
+            stack.append((path, item))
+        for place, text in texts:
+            if "\x00" in text:
+                return f"{_printable(place)}: text may not contain NUL characters."
+            if _LONE_SURROGATE.search(text):
+                return f"{_printable(place)}: text may not contain a lone UTF-16 surrogate (\\ud800-\\udfff)."
+    return None
+
+
+def _printable(place: str) -> str:
+    return _LONE_SURROGATE.sub("", place.replace("\x00", ""))

@@ -107,11 +107,23 @@ def test_stale_signature_is_refused(
 
     event = stripe_fake.event("checkout.session.completed", {"id": "cs_x", "object": "checkout.session"})
     payload = json.dumps(event).encode()
-    stale = sign_webhook(payload, SECRET, timestamp=int(time.time()) - 301)
-    response = client.post(
-        "/billing/stripe/webhook/", data=payload, content_type="application/json", HTTP_STRIPE_SIGNATURE=stale
-    )
-    assert response.status_code == 400 and not StripeEvent.objects.exists()
+    for signed_at in (int(time.time()) - 301, int(time.time()) + 301):  # five minutes either way
+        header = sign_webhook(payload, SECRET, timestamp=signed_at)
+        response = client.post(
+            "/billing/stripe/webhook/", data=payload, content_type="application/json", HTTP_STRIPE_SIGNATURE=header
+        )
+        assert response.status_code == 400 and response.json()["error"]["type"] == "invalid_signature"
+    assert not StripeEvent.objects.exists()
+
+
+def test_a_validly_signed_payload_nested_too_deep_is_a_400_not_a_500(
+    client: Client, db: None, stripe_fake: FakeStripe
+) -> None:
+    payload = b"[" * 10_000 + b"]" * 10_000
+    response = client.post("/billing/stripe/webhook/", data=payload, content_type="application/json",
+                           HTTP_STRIPE_SIGNATURE=sign_webhook(payload, SECRET))  # fmt: skip
+    assert response.status_code == 400 and response.json()["error"]["message"] == "The payload is not valid JSON."
+    assert not StripeEvent.objects.exists()
 
 
 @pytest.mark.parametrize(

@@ -33,6 +33,7 @@ pytestmark = [
     pytest.mark.skipif(connection.vendor != "postgresql", reason="row-lock order is a PostgreSQL property"),
 ]
 PAIRS = 200
+LANES = 2
 USD = 1_000_000
 
 
@@ -72,31 +73,47 @@ def in_thread(work: Any, errors: list[str]) -> threading.Thread:
 def test_create_then_delete_at_random_spacing_never_deadlocks_nor_leaves_anything_running(
     alice: Persona, cloud: str, queued: dict[str, list[str]], caplog: pytest.LogCaptureFixture
 ) -> None:
+    """PAIRS pairs, in LANES lanes at once (each a create, then its launch and a DELETE 0-20 ms
+    apart, in threads of their own), then the terminations the workers would run."""
     fund(alice.org, 100_000 * USD)
     owner = Principal(user=alice.user, org=alice.org, role=Role.OWNER)
     errors: list[str] = []
-    rng = random.Random(15)  # noqa: S311  (a repeatable spacing, not a secret)
-    for _ in range(PAIRS):
-        deployment = deployment_create(principal=owner, name="race", model_id="llama-3.1-8b-instruct",
-                                       gpu_type="h100", region="atl1")  # fmt: skip
-        instance_id = queued["provision"][-1]
-        spacing = rng.uniform(0, 0.02)
 
-        def delete(spacing: float = spacing, deployment: Deployment = deployment) -> None:
-            threading.Event().wait(spacing)
-            deployment_delete(principal=owner, deployment=deployment)
+    def lane(seed: int) -> None:
+        rng = random.Random(seed)  # noqa: S311  (a repeatable spacing, not a secret)
+        for _ in range(PAIRS // LANES):
+            deployment = deployment_create(principal=owner, name="race", model_id="llama-3.1-8b-instruct",
+                                           gpu_type="h100", region="atl1")  # fmt: skip
+            instance_id = Instance.objects.get(deployment=deployment).pk
 
-        racers = [in_thread(lambda i=instance_id: provisioning.instance_provision(i), errors),
-                  in_thread(delete, errors)]  # fmt: skip
-        for racer in racers:
-            racer.start()
-        for racer in racers:
-            racer.join(30)
+            def delete(spacing: float = rng.uniform(0, 0.02), deployment: Deployment = deployment) -> None:
+                threading.Event().wait(spacing)
+                deployment_delete(principal=owner, deployment=deployment)
+
+            racers = [in_thread(lambda i=instance_id: provisioning.instance_provision(i), errors),
+                      in_thread(delete, errors)]  # fmt: skip
+            for racer in racers:
+                racer.start()
+            for racer in racers:
+                racer.join(30)
+
+    lanes = [in_thread(lambda n=n: lane(n), errors) for n in range(LANES)]
+    for thread in lanes:
+        thread.start()
+    for thread in lanes:
+        thread.join(120)
     assert errors == [], f"{len(errors)} of {PAIRS} pairs failed: {errors[:3]}"
     retried = [r.getMessage() for r in caplog.records if r.name == "gpucloud.core.db"]
     assert retried == []  # the lock order kept them apart, not retry_on_deadlock
-    for instance_id in dict.fromkeys(queued["terminate"]):  # what the workers would run next
-        provisioning.instance_terminate(instance_id)
+    assert len(queued["provision"]) == PAIRS
+    terminating = list(dict.fromkeys(queued["terminate"]))  # what the workers would run next, two at a time
+    stoppers = [in_thread(lambda part=terminating[n::2]: [provisioning.instance_terminate(i) for i in part], errors)
+                for n in range(2)]  # fmt: skip
+    for thread in stoppers:
+        thread.start()
+    for thread in stoppers:
+        thread.join(60)
+    assert errors == []
     left = Deployment.objects.exclude(status=DeploymentStatus.STOPPED)
     assert list(left.values_list("pk", "status")) == []
     assert not Instance.objects.exclude(state__in=FINAL_STATES).exists()

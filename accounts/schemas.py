@@ -41,7 +41,9 @@ class MemberOut(Schema):
 
 
 class MemberRoleIn(BodyIn):
-    role: str = Field(description="owner, admin, member or viewer")
+    role: str = Field(
+        description="owner, admin, member or viewer", json_schema_extra={"enum": ["owner", "admin", "member", "viewer"]}
+    )
 
 
 class InvitationIn(BodyIn):

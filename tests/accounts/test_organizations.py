@@ -101,3 +101,16 @@ def test_orgs_list_for_a_key_is_its_own_org_only(client: Client, alice: Persona)
     assert client.get("/api/v1/orgs", **alice.auth).json() == [
         {"id": alice.org.pk, "name": "Alice AI", "role": "owner", "is_personal": False}
     ]
+
+
+def test_a_role_change_names_the_roles_in_the_description_and_refuses_others(
+    client: Client, alice: Persona, bob: Persona
+) -> None:
+    description = client.get("/api/v1/openapi.json").json()
+    assert description["components"]["schemas"]["MemberRoleIn"]["properties"]["role"]["enum"] == [
+        "owner", "admin", "member", "viewer",
+    ]  # fmt: skip
+    path = f"/api/v1/orgs/{alice.org.pk}/members/{bob.user.pk}"
+    refused = client.patch(path, data=json.dumps({"role": ""}), content_type="application/json", **alice.auth)
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "role"
+    assert Membership.objects.get(org=alice.org, user=bob.user).role == Role.MEMBER

@@ -249,15 +249,12 @@ def usage(
 @router.patch("/billing/auto-refill", response=schemas.AutoRefillOut, summary="Configure auto-refill")
 @answers(400, 409)
 def auto_refill(request: HttpRequest, payload: schemas.AutoRefillIn) -> dict[str, object]:
-    def micros(value: object, param: str) -> int | None:
-        convert = services.topup_to_micros if param == "amount_usd" else services.usd_to_micros
-        return None if value is None else convert(value, param=param)  # type: ignore[arg-type]
-
+    threshold, amount = payload.threshold_usd, payload.amount_usd
     profile = services.auto_refill_configure(
         principal=api_principal(request),
         enabled=payload.enabled,
-        threshold_micros=micros(payload.threshold_usd, "threshold_usd"),
-        amount_micros=micros(payload.amount_usd, "amount_usd"),
+        threshold_micros=None if threshold is None else services.usd_to_micros(threshold, param="threshold_usd"),
+        amount_micros=None if amount is None else services.topup_to_micros(amount, param="amount_usd"),  # a payment
     )
     return _auto_refill_out(profile)
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import random
 import threading
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,8 +16,6 @@ from django.db import connection
 
 from accounts.principal import Principal
 from accounts.roles import Role
-from catalog.models import Provider
-from catalog.services import catalog_load
 from deployments.models import Deployment, DeploymentStatus
 from deployments.services import deployment_create, deployment_delete
 from fleet import provisioning
@@ -39,13 +36,8 @@ USD = 1_000_000
 
 @pytest.fixture
 def cloud(settings: Any) -> Iterator[str]:
-    catalog_load()
-    tag = f"gpucloud-test-{uuid.uuid4().hex[:8]}"
-    settings.GPUCLOUD_FLEET_TAG = tag
-    Provider.objects.filter(slug="local").update(enabled=False)
-    sim_cloud.provider_create(tag, gpus={"h100": {"price": 4_410_000, "capacity": 1000}})
-    yield tag
-    sim_cloud.stop_all(tag)
+    with sim_cloud.sole_provider(settings, {"h100": {"price": 4_410_000, "capacity": 1000}}) as tag:
+        yield tag
 
 
 @pytest.fixture

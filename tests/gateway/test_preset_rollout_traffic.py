@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,8 +15,6 @@ import pytest
 from django.db import connections
 from django.test import Client
 
-from catalog.models import Provider
-from catalog.services import catalog_load
 from deployments import preset_rollout as rollout
 from deployments.models import Deployment
 from fleet.models import Instance
@@ -31,14 +28,9 @@ MODEL = "llama-3.1-8b-instruct"
 
 @pytest.fixture
 def cloud(settings: Any) -> Iterator[str]:
-    catalog_load()
-    tag = f"gpucloud-test-{uuid.uuid4().hex[:8]}"
-    settings.GPUCLOUD_FLEET_TAG = tag
-    Provider.objects.filter(slug="local").update(enabled=False)
     gpus = {"mi300x": {"price": 2_590_000, "capacity": 2}, "h100": {"price": 4_410_000, "capacity": 2}}
-    sim_cloud.provider_create(tag, gpus=gpus, gap_ms=15)  # streams of ~100 ms
-    yield tag
-    sim_cloud.stop_all(tag)
+    with sim_cloud.sole_provider(settings, gpus, gap_ms=15) as tag:  # streams of ~100 ms
+        yield tag
 
 
 class Traffic:

@@ -11,13 +11,18 @@ spec of each launch and `peak()` the most machines that ran at once, so tests ca
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from aiohttp import web
 
 from catalog.models import Provider
+from catalog.services import catalog_load
 from fleet.offers import offers_refresh
 from fleet.providers.base import Driver, InstanceSpec, InstanceState, Offer, ProviderError, ProviderInstance, Tier
 from tests.fakes.engine_server import Behaviour, Engine
@@ -98,6 +103,21 @@ def provider_create(tag: str, *, gpus: dict[str, dict[str, int]], **config: obje
     )
     offers_refresh(provider)
     return provider
+
+
+@contextlib.contextmanager
+def sole_provider(settings: Any, gpus: dict[str, dict[str, int]], **config: object) -> Iterator[str]:
+    """The catalog, with the sim cloud as the only enabled provider under a fleet tag of its own
+    (yielded); whatever it still runs at the end is stopped."""
+    catalog_load()
+    tag = f"gpucloud-test-{uuid.uuid4().hex[:8]}"
+    settings.GPUCLOUD_FLEET_TAG = tag
+    Provider.objects.filter(slug="local").update(enabled=False)
+    provider_create(tag, gpus=gpus, **config)
+    try:
+        yield tag
+    finally:
+        stop_all(tag)
 
 
 def provider_set(**config: object) -> None:

@@ -198,8 +198,17 @@ ACCOUNT_EMAIL_SUBJECT_PREFIX = "[gpucloud] "
 ACCOUNT_DEFAULT_HTTP_PROTOCOL = "http" if DEBUG else "https"
 ACCOUNT_ADAPTER = "accounts.adapters.AccountAdapter"
 SOCIALACCOUNT_ADAPTER = "accounts.adapters.SocialAccountAdapter"
-# allauth's rate limits stay on with its defaults (login, signup, password reset ...);
-# they count in the default cache, which is Redis in the distributed topology.
+# allauth's rate limits stay on with its defaults (login, signup, password reset ...) except failed
+# sign-ins: 5 per 5 minutes per client address and account (allauth counts per account alone, so
+# anyone could lock the owner out), 10 a minute per address, and 30 per 15 minutes per account from
+# all addresses together (accounts/adapters.py). They count in the default cache (Redis when set).
+ACCOUNT_RATE_LIMITS = {
+    "login_failed": "10/m/ip,5/300s/key",
+    "login_failed_account": "30/900s/key",
+}
+# Behind a load balancer every request comes from its address: name how many proxies append to
+# X-Forwarded-For so the limits count the client's own address.
+ALLAUTH_TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0, minimum=0)
 
 GITHUB_CLIENT_ID = env_str("GITHUB_CLIENT_ID")
 GITHUB_CLIENT_SECRET = env_str("GITHUB_CLIENT_SECRET")

@@ -40,9 +40,15 @@ _VALIDATORS = _validators()
 def check_request(path: str, payload: dict[str, Any]) -> None:
     """400 naming the first field OpenAI's schema refuses; nothing for a valid request."""
     validator = _VALIDATORS.get(path)
-    if validator is None or validator.is_valid(payload):
-        return
-    param, message = _explain(next(iter(validator.iter_errors(payload))))
+    try:
+        if validator is None or validator.is_valid(payload):
+            return
+        first = next(iter(validator.iter_errors(payload)))
+    except ValueError as exc:  # jsonschema-rs stops at its own depth, well before Python's parser
+        if "Recursion limit" not in str(exc):
+            raise
+        raise errors.bad_request("The request body is nested too deeply.") from None
+    param, message = _explain(first)
     raise errors.bad_request(f"Invalid '{param}': {message}." if param else f"Invalid request: {message}.", param)
 
 

@@ -10,9 +10,11 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+import hypothesis
 import pytest
 from django.apps import apps
 from django.conf import settings
+from hypothesis import strategies as st
 
 from tests.fakes.engine_server import EngineThread
 from tests.support.billing import fund
@@ -20,6 +22,7 @@ from tests.support.gateway import asgi_request, serving_deployment
 from tests.support.personas import Persona
 
 pytestmark = pytest.mark.django_db(transaction=True)  # a 500 closes the connection: no test transaction to lose
+FUZZ_EXAMPLES = 150
 CHAT = {"model": "smollm2-135m-instruct", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
 
 
@@ -92,6 +95,12 @@ def hostile_requests(deployment_id: str) -> list[tuple[str, str, dict[str, Any]]
             },
         ),
         ("POST", "/api/v1/api-keys", {"content": deep(10_000).encode(), "headers": json_headers}),
+        # deep enough for the schema validator's limit, not for Python's parser (found by the fuzz below)
+        (
+            "POST",
+            "/v1/completions",
+            {"content": b'{"unexpected": ' + deep(500).encode() + b"}", "headers": json_headers},
+        ),
         # a lone surrogate in a streamed message: valid JSON text, no UTF-8 encoding
         (
             "POST",
@@ -215,3 +224,85 @@ def test_every_operation_refuses_hostile_ids_and_bodies_without_a_5xx_or_a_chang
                     failures.append(f"{method.upper()} {path} ({label}): refused, yet rows changed")
     assert sent > 120  # every operation with an id or a body, several times
     assert failures == [], f"{len(failures)} of {sent}:\n" + "\n".join(failures)
+
+
+def hostile_json() -> st.SearchStrategy[Any]:
+    """JSON values a careless or malicious client sends: text with NULs, lone surrogates and control
+    characters, numbers beyond any column, deep nesting, and every wrong type."""
+    nasty_text = st.text(
+        alphabet=st.one_of(st.sampled_from("\x00\ud800\udfff\x1b\r\n\t=+-@'\"\\<>%{}/"), st.characters()),
+        max_size=40,
+    )
+    numbers = st.one_of(
+        st.integers(min_value=-(10**40), max_value=10**40),
+        st.floats(allow_nan=False, allow_infinity=False),
+        st.sampled_from([0, -1, 2**63, -(2**63) - 1, 1e308, -1e308, 5e-324]),
+    )
+    scalars = st.one_of(st.none(), st.booleans(), numbers, nasty_text)
+    nested = st.recursive(
+        scalars,
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(nasty_text, inner, max_size=3),
+        max_leaves=8,
+    )
+    return st.one_of(scalars, nested, st.integers(min_value=50, max_value=3_000).map(lambda n: _Raw(deep(n))))
+
+
+class _Raw(str):
+    """JSON text sent as is (nesting deeper than json.dumps would write without recursing)."""
+
+
+def _encode(body: dict[str, Any]) -> bytes:
+    parts = [
+        json.dumps(name) + ": " + (value if isinstance(value, _Raw) else json.dumps(value))
+        for name, value in body.items()
+    ]
+    return ("{" + ", ".join(parts) + "}").encode("utf-8", "surrogatepass")
+
+
+def test_hypothesis_fuzz_of_every_body_never_answers_5xx_and_a_refusal_changes_nothing(
+    alice: Persona, engines: Callable[[], EngineThread]
+) -> None:
+    """Hypothesis draws an operation with a JSON body and fills its declared fields (some or all,
+    plus an undeclared one) with hostile values: never a 5xx, always JSON, and a 4xx changes nothing."""
+    fund(alice.org, 10_000_000)
+    deployment = serving_deployment(alice, [engines()])
+    auth = {"Authorization": f"Bearer {alice.key}", "Content-Type": "application/json"}
+    document = asgi_request("GET", "/api/v1/openapi.json").json()
+    ids = {"deployment_id": deployment.pk, "org_id": alice.org.pk, "slug": "smollm2-135m-instruct"}
+    operations = []
+    for template, methods in document["paths"].items():
+        for method, operation in methods.items():
+            body = operation.get("requestBody", {}).get("content", {}).get("application/json")
+            if body:
+                params = [p["name"] for p in operation.get("parameters", []) if p["in"] == "path"]
+                fields = sorted(_resolve(body["schema"], document).get("properties", {}))
+                operations.append((method.upper(), template.format(**{p: ids.get(p, "x") for p in params}), fields))
+    failures: list[str] = []
+    sent = []
+
+    @hypothesis.settings(max_examples=FUZZ_EXAMPLES, deadline=None, derandomize=True, database=None,
+                         suppress_health_check=list(hypothesis.HealthCheck))  # fmt: skip
+    @hypothesis.given(data=st.data())
+    def probe(data: st.DataObject) -> None:
+        method, path, fields = data.draw(st.sampled_from(operations))
+        chosen = data.draw(st.lists(st.sampled_from(fields), unique=True)) if fields else []
+        body = {name: data.draw(hostile_json()) for name in [*chosen, "unexpected"]}
+        before = row_counts()
+        response = asgi_request(method, path, content=_encode(body), headers=auth)
+        sent.append(response.status_code)
+        label = f"{method} {path} {_encode(body)[:120]!r}"
+        try:
+            answer = response.json()
+        except ValueError:
+            failures.append(f"{label}: {response.status_code}, not JSON: {response.text[:120]}")
+            return
+        if response.status_code >= 500:
+            failures.append(f"{label}: {response.status_code} {response.text[:160]}")
+        elif response.status_code >= 400 and not (isinstance(answer, dict) and isinstance(answer.get("error"), dict)):
+            failures.append(f"{label}: {response.status_code} without the error shape: {response.text[:160]}")
+        elif response.status_code >= 400 and row_counts() != before:
+            failures.append(f"{label}: refused, yet rows changed")
+
+    probe()
+    assert len(sent) == FUZZ_EXAMPLES
+    assert failures == [], f"{len(failures)} of {len(sent)}:\n" + "\n".join(failures[:20])

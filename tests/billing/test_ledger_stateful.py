@@ -21,7 +21,6 @@ from billing.models import (
     CreditHold,
     HoldStatus,
     LedgerAccount,
-    LedgerEntry,
     LedgerTransaction,
     Service,
     TransactionKind,

@@ -6,6 +6,7 @@ PORT   ?= 8000
 HOST   ?= 127.0.0.1
 # The suite in two processes (pytest-xdist): on this 2-core machine it takes two thirds of the time.
 # A module's tests stay in one process (--dist loadfile): they share its servers and fixed names.
+# Modules with slow tests are handed out first (tests/conftest.py), not reordered by test count.
 TEST_WORKERS ?= 2
 
 .PHONY: run test lint format migrate clean
@@ -29,7 +30,7 @@ run: migrate
 	PORT=$(PORT) HOST=$(HOST) exec $(PY) manage.py serve
 
 test: $(VENV)/.dev
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check .

@@ -44,3 +44,11 @@ def _clear_cache() -> Any:
     cache.clear()
     yield
     cache.clear()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Modules with slow tests run first. `make test` hands whole modules to two workers
+    (--dist loadfile, without xdist's reordering by test count): a long module handed out last
+    would keep one worker busy alone while the other waits at the end."""
+    slow = {item.nodeid.split("::", 1)[0] for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.nodeid.split("::", 1)[0] not in slow)  # stable: order kept inside

@@ -26,6 +26,7 @@ from tests.support.billing import fund
 from tests.support.personas import Persona
 
 pytestmark = [
+    pytest.mark.slow,  # 200 create/delete pairs: about 20 s
     pytest.mark.django_db(transaction=True),
     pytest.mark.skipif(connection.vendor != "postgresql", reason="row-lock order is a PostgreSQL property"),
 ]

@@ -123,9 +123,9 @@ class Platform:
                 process.kill()
 
 
-def seed(platform: Platform, accuracy_requests: int, smollm2_url: str | None) -> None:
-    """A user with an account key, a deployment served by the simulator, one deployment per
-    accuracy request (all served by the same simulator), and optionally one served by SmolLM2."""
+def seed_user(platform: Platform) -> tuple[Any, Any]:
+    """The throwaway database migrated and its catalog loaded, a user with an account key (its
+    persona), and an endpoint whose url is the simulator process's (for serving_deployment)."""
     os.environ.update(platform.env())
     import django
 
@@ -135,13 +135,21 @@ def seed(platform: Platform, accuracy_requests: int, smollm2_url: str | None) ->
     call_command("migrate", verbosity=0)
     call_command("load_catalog", verbosity=0)
     from tests.fakes.engine_server import EngineThread
-    from tests.support.gateway import serving_deployment
     from tests.support.personas import make_persona
 
     persona = make_persona("bench@example.com", org_name="Bench")
     platform.key = persona.key
     endpoint = EngineThread()  # only its url is used: the simulator process listens there
     endpoint.port = int(platform.engine.rsplit(":", 1)[1])
+    return persona, endpoint
+
+
+def seed(platform: Platform, accuracy_requests: int, smollm2_url: str | None) -> None:
+    """A user with an account key, a deployment served by the simulator, one deployment per
+    accuracy request (all served by the same simulator), and optionally one served by SmolLM2."""
+    persona, endpoint = seed_user(platform)
+    from tests.support.gateway import serving_deployment
+
     platform.deployment_id = serving_deployment(persona, [endpoint]).pk
     platform.accuracy_ids = [
         serving_deployment(persona, [endpoint], status="active").pk for _ in range(accuracy_requests)

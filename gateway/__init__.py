@@ -3,6 +3,8 @@ the hot path). Key lookups and routing tables are cached for seconds, so a reque
 touches no database; engines are called through one pooled async HTTP client per event loop.
 
     app.py      parse, authenticate, route, admit, relay, measure (the request's whole way)
+    bodies.py   request bodies: per-route size limits (413), a per-process budget for large ones
+                (503), audio uploads relayed to the engine as they arrive
     validation.py  requests checked against OpenAI's request schemas (400 with `param`)
     keys.py     bearer key -> Caller (cached; revocation within KEY_CACHE_SECONDS)
     sessions.py signed-in session -> Caller on the per-deployment chat routes (cached), CSRF-checked

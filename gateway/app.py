@@ -16,14 +16,13 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 
-from gateway import counters, errors, limits, listing, relay, wake
+from gateway import bodies, counters, errors, limits, listing, relay, wake
 from gateway.keys import Caller, caller_for
 from gateway.routing import route_for
 from gateway.sessions import session_caller
 from gateway.validation import check_request
 from gpucloud.core.errors import ApiError
 
-MAX_BODY_BYTES = 32 * 1024 * 1024
 logger = logging.getLogger(__name__)
 
 
@@ -102,15 +101,29 @@ async def _inference(
 ) -> None:
     headers = dict(scope.get("headers") or [])
     content_type = headers.get(b"content-type", b"application/json").decode("latin-1")
-    body = await _read_body(receive)
-    exchange = relay.Exchange(path=path, body=body, content_type=content_type)
+    async with bodies.received(path, headers, receive, form=endpoint.multipart) as content:
+        exchange = relay.Exchange(path=path, body=content, content_type=content_type)
+        del content  # only the exchange holds the body (_parse may replace it there) until the request ends
+        await _serve(scope, receive, send, caller, endpoint, exchange, headers)
+
+
+async def _serve(
+    scope: dict[str, Any],
+    receive: Any,
+    send: Any,
+    caller: Caller,
+    endpoint: Endpoint,
+    exchange: relay.Exchange,
+    headers: dict[bytes, bytes],
+) -> None:
+    path = exchange.path
     requested = _parse(exchange, endpoint)
     if scope.get("gpucloud.org") and scope["gpucloud.org"] != caller.org_id:
         whose = "this session" if caller.key_id is None else "this key"
         raise errors.not_found(f"No organization {scope['gpucloud.org']!r} for {whose}.", param=None)
     requested = scope.get("gpucloud.deployment") or requested  # the per-deployment routes of reference/000
     route = await route_for(caller, requested)
-    gone = _Disconnect(receive)
+    gone = _Disconnect(receive, exchange.body)
     try:
         if route.category not in endpoint.categories:
             serves = SERVES.get(route.category, route.category)
@@ -150,17 +163,18 @@ def _refuse_lone_surrogates(payload: dict[str, Any]) -> None:
 
 def _parse(exchange: relay.Exchange, endpoint: Endpoint) -> str:
     """The model the request names; for streams, ask the engine for usage on the client's behalf."""
-    if endpoint.multipart:
-        return _form_field(exchange.body, exchange.content_type, "model")
+    body = exchange.body
+    if endpoint.multipart or isinstance(body, bodies.Upload):
+        return _form_field(body, exchange.content_type, "model")
     try:
-        payload = json.loads(exchange.body)
+        payload = json.loads(body)
     except ValueError:
         raise errors.bad_request("The request body is not valid JSON.") from None
     except RecursionError:
         raise errors.bad_request("The request body is nested too deeply.") from None
     if not isinstance(payload, dict):
         raise errors.bad_request("The request body must be a JSON object.")
-    if _LONE_SURROGATE.search(exchange.body):
+    if _LONE_SURROGATE.search(body):
         _refuse_lone_surrogates(payload)
     check_request(exchange.path, payload)  # OpenAI's request schema, before anything is held or woken
     model = payload.get("model")
@@ -176,23 +190,41 @@ def _parse(exchange: relay.Exchange, endpoint: Endpoint) -> str:
         if not exchange.client_wants_usage:
             # Usage at the end, and with every chunk where the engine can (vLLM), so a stream the
             # client cuts short is still metered from the engine's own count; stripped on the way back.
-            payload["stream_options"] = {**(options or {}), "include_usage": True, "continuous_usage_stats": True}
-            exchange.body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+            exchange.body = _asking_for_usage(body, payload, options)
     return model or ""
 
 
-def _form_field(body: bytes, content_type: str, name: str) -> str:
-    if not content_type.startswith("multipart/form-data"):
+_ASK_USAGE = {"include_usage": True, "continuous_usage_stats": True}
+# Where a JSON object's members start, when the text is UTF-8 (a UTF-16 or UTF-32 text has NULs).
+_OBJECT_OPENS = re.compile(rb"[ \t\r\n]*\{(?!\x00)")
+
+
+def _asking_for_usage(
+    body: bytes | bytearray, payload: dict[str, Any], options: dict[str, Any] | None
+) -> bytes | bytearray:
+    """The body with stream_options asking for usage. When it has no stream_options (the usual
+    case) the member is inserted in place after the opening brace (the object has `stream`, so a
+    comma follows): a large body is neither serialized again nor copied."""
+    opens = _OBJECT_OPENS.match(body) if "stream_options" not in payload else None
+    if opens is None or not isinstance(body, bytearray):
+        payload["stream_options"] = {**(options or {}), **_ASK_USAGE}
+        return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+    body[opens.end() : opens.end()] = b'"stream_options":' + json.dumps(_ASK_USAGE).encode() + b","
+    return body
+
+
+def _form_field(body: bytes | bytearray | bodies.Upload, content_type: str, name: str) -> str:
+    boundary = bodies.form_boundary(content_type.encode("latin-1"))
+    if not content_type.startswith("multipart/form-data") or boundary is None:
         raise errors.bad_request("Send this endpoint multipart/form-data (a file and a model).")
-    message = BytesParser(policy=HTTP).parsebytes(b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + body)
-    for part in message.iter_parts() if message.is_multipart() else ():
-        if part.get_param("name", header="content-disposition") == name:
-            value = part.get_payload(decode=True)
-            try:
-                return value.decode().strip() if isinstance(value, bytes) else ""
-            except UnicodeDecodeError:
-                raise errors.bad_request(f"The form field '{name}' is not UTF-8 text.", param=name) from None
-    return ""
+    raw = bodies.form_part(body.head if isinstance(body, bodies.Upload) else body, boundary, name)
+    if raw is None:
+        return ""
+    value = BytesParser(policy=HTTP).parsebytes(raw).get_payload(decode=True)
+    try:
+        return value.decode().strip() if isinstance(value, bytes) else ""
+    except UnicodeDecodeError:
+        raise errors.bad_request(f"The form field '{name}' is not UTF-8 text.", param=name) from None
 
 
 def _sample(deployment_id: str, exchange: relay.Exchange) -> counters.Sample:
@@ -211,10 +243,12 @@ def _sample(deployment_id: str, exchange: relay.Exchange) -> counters.Sample:
 
 class _Disconnect:
     """Watches the client's connection once the body is read: a client that goes away cancels
-    the wait or the engine request it was served by."""
+    the wait or the engine request it was served by. An upload is read by its relay to the engine:
+    the watch begins when it is through (a disconnect during it ends the relay itself)."""
 
-    def __init__(self, receive: Any) -> None:
-        self._task = asyncio.ensure_future(self._watch(receive))
+    def __init__(self, receive: Any, body: object) -> None:
+        self._upload = body if isinstance(body, bodies.Upload) else None
+        self._task = asyncio.ensure_future(self._watch(self._upload.receive_after_body if self._upload else receive))
 
     @staticmethod
     async def _watch(receive: Any) -> None:
@@ -222,12 +256,12 @@ class _Disconnect:
             pass
 
     def happened(self) -> bool:
-        return self._task.done()
+        return self._task.done() or bool(self._upload and self._upload.gone)
 
     async def run_until_disconnect(self, work: Any, exchange: relay.Exchange) -> None:
         job = asyncio.ensure_future(work)
         done, _ = await asyncio.wait({job, self._task}, return_when=asyncio.FIRST_COMPLETED)
-        if job in done:
+        if job in done and not (job.exception() is not None and self.happened()):
             job.result()
             return
         job.cancel()  # closes the engine connection: the engine stops generating
@@ -252,18 +286,3 @@ async def _authenticate(scope: dict[str, Any]) -> Caller:
     if scheme.lower() != "bearer" or not token.strip():
         raise errors.unauthorized("Malformed Authorization header; expected 'Bearer <key>'.")
     return await caller_for(token.strip())
-
-
-async def _read_body(receive: Any) -> bytes:
-    chunks, size = [], 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise errors.bad_request("The client disconnected.")
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise errors.GatewayError(413, "The request body is larger than 32 MB.", type_="invalid_request_error")
-        chunks.append(chunk)
-        if not message.get("more_body"):
-            return b"".join(chunks)

@@ -5,9 +5,10 @@ request schemas (gateway/openai_requests.json: what gateway/validation.py enforc
 Statuses, where they come from: 400 a request OpenAI's schema refuses, a catalog name of several
 deployments (`model_ambiguous`), a model of another kind, a bad X-Wait-For-Ready; 401 no or a wrong
 key; 402 a cold deployment's wake cannot be paid; 403 a viewer's key, or a scoped key not granted
-the deployment; 404 no such model or deployment; 413 a body over 32 MB; 422 an engine refusing the
-request; 429 the deployment's concurrency limit; 500 a failure of the gateway; 502 the engine
-failed; 503 no ready replica, or the deployment stopped while starting; 504 the engine timed out.
+the deployment; 404 no such model or deployment; 413 a body over the route's limit
+(gateway/bodies.py); 422 an engine refusing the request; 429 the deployment's concurrency limit;
+500 a failure of the gateway; 502 the engine failed; 503 no ready replica, the deployment stopped
+while starting, or the process's budget for large bodies is full; 504 the engine timed out.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import copy
 import json
 from pathlib import Path
 from typing import Any
+
+from gateway import bodies
 
 PREFIX = "OpenAI_"  # OpenAI's schema names, kept apart from the management API's own
 ERROR = "GatewayError"
@@ -33,12 +36,15 @@ _STATUS_TEXT = {
     402: "Waking the cold deployment needs credit (`insufficient_balance`).",
     403: "The key may read but not invoke (a viewer's), or is not granted this deployment.",
     404: "No such model or deployment for this key.",
-    413: "The request body is larger than 32 MB.",
+    413: "The request body is larger than this route's limit, {limit}: answered from Content-Length before "
+    "the body is read, or as soon as a body without one passes the limit; nothing is forwarded or metered.",
     422: "The model's engine refused the request.",
     429: "The deployment's concurrency limit is reached; retry after Retry-After.",
     500: "The gateway failed to handle the request.",
     502: "The model's engine failed or could not be reached.",
-    503: "No replica is ready (or the deployment stopped while starting); retry after Retry-After.",
+    503: "No replica is ready (or the deployment stopped while starting), or this gateway process already "
+    "holds its budget of large request bodies (over 1 MiB) and this one waited 5 s for room "
+    "(`server_busy`); retry after Retry-After.",
     504: "The model's engine did not answer in time.",
 }
 INFERENCE_ERRORS = (400, 401, 402, 403, 404, 413, 422, 429, 500, 502, 503, 504)
@@ -99,11 +105,16 @@ def _ref(name: str) -> dict[str, Any]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def _errors(statuses: tuple[int, ...]) -> dict[str, Any]:
+def limit_text(path: str) -> str:
+    limit = bodies.LIMITS[path]
+    return f"{limit // bodies.MiB} MiB ({limit:,} bytes)"
+
+
+def _errors(statuses: tuple[int, ...], path: str | None = None) -> dict[str, Any]:
     answers: dict[str, Any] = {}
     for status in statuses:
         answer: dict[str, Any] = {
-            "description": _STATUS_TEXT[status],
+            "description": _STATUS_TEXT[status].format(limit=limit_text(path)) if path else _STATUS_TEXT[status],
             "content": {"application/json": {"schema": _ref(ERROR)}},
         }
         if status in (429, 503):
@@ -112,7 +123,7 @@ def _errors(statuses: tuple[int, ...]) -> dict[str, Any]:
     return answers
 
 
-def inference_responses(streams: bool) -> dict[str, Any]:
+def inference_responses(path: str, streams: bool) -> dict[str, Any]:
     """What an inference route answers: its JSON (or SSE), 202 while a cold deployment wakes, errors."""
     ok: dict[str, Any] = {"application/json": {"schema": {"type": "object"}}}
     if streams:
@@ -127,7 +138,7 @@ def inference_responses(streams: bool) -> dict[str, Any]:
             "headers": {"Retry-After": _RETRY_AFTER, "Location": _LOCATION},
             "content": {"application/json": {"schema": _ref(WAKING)}},
         },
-        **_errors(INFERENCE_ERRORS),
+        **_errors(INFERENCE_ERRORS, path),
     }  # fmt: skip
 
 
@@ -161,7 +172,7 @@ their ids). A cold (scaled-to-zero) deployment is woken with its first minute he
 the request is held until a replica is ready when the wake is expected within the deployment's
 `cold_start_wait_seconds` (default 60), else (or with `Prefer: respond-async`) it answers 202 with
 Retry-After and Location. The request is checked against OpenAI's schema before anything is held,
-woken or forwarded. Errors are in OpenAI's shape."""
+woken or forwarded. The body may be up to {limit} (413 above). Errors are in OpenAI's shape."""
 
 
 def _inference_operation(path: str, what: str, streams: bool) -> dict[str, Any]:
@@ -171,14 +182,14 @@ def _inference_operation(path: str, what: str, streams: bool) -> dict[str, Any]:
             "operationId": f"gateway_{path.removeprefix('/v1/').replace('/', '_')}",
             "tags": ["OpenAI-compatible gateway"],
             "summary": f"OpenAI {what}",
-            "description": _DESCRIPTION.format(what=what),
+            "description": _DESCRIPTION.format(what=what, limit=limit_text(path)),
             "security": [{"InferenceKeyAuth": []}],
             "parameters": HOLD_HEADERS,
             "requestBody": {
                 "required": True,
                 "content": {"application/json": {"schema": {"allOf": [_ref(PREFIX + name), _MODEL_REQUIRED]}}},
             },
-            "responses": inference_responses(streams),
+            "responses": inference_responses(path, streams),
         }
     }
 

@@ -20,6 +20,7 @@ import aiohttp
 
 from fleet.engines import CONNECT_TIMEOUT_SECONDS, READ_TIMEOUT_SECONDS
 from gateway import counters, errors, routing, shapes
+from gateway.bodies import Upload
 from gateway.routing import Route, Target
 from gpucloud.core.per_loop import PerLoop
 
@@ -63,7 +64,7 @@ class Exchange:
     """One request's way through the gateway, and what is measured of it."""
 
     path: str
-    body: bytes
+    body: bytes | bytearray | Upload
     content_type: str
     client_wants_usage: bool = False
     started: float = field(default_factory=time.perf_counter)
@@ -77,6 +78,11 @@ class Exchange:
     @property
     def chat(self) -> bool:
         return self.path == "/v1/chat/completions"
+
+    @property
+    def replayable(self) -> bool:
+        """Whether the body can be sent again: an upload relayed as it arrived cannot, once started."""
+        return not isinstance(self.body, Upload) or not self.body.started
 
 
 class _Retryable(Exception):
@@ -99,7 +105,7 @@ async def forward(route: Route, exchange: Exchange, send: Send) -> None:
             return
         except _Retryable as failure:
             routing.eject(target.instance_id)
-            if attempt == 2 or routing.pick(route, exclude=frozenset(tried)) is None:
+            if attempt == 2 or not exchange.replayable or routing.pick(route, exclude=frozenset(tried)) is None:
                 raise failure.error from None
     raise errors.unavailable(f"Deployment {route.deployment_id} has no ready replica.")
 
@@ -133,12 +139,14 @@ async def _send_request(target: Target, exchange: Exchange) -> aiohttp.ClientRes
     connection just as it is reused (llama.cpp does after a stream); such a request never reached
     the engine, so it is sent once more on a new connection before the replica is blamed."""
     headers = {**target.headers, "Content-Type": exchange.content_type}
+    if isinstance(exchange.body, Upload):
+        headers["Content-Length"] = str(exchange.body.length)
     url = f"{target.endpoint_url}{exchange.path}"
     for attempt in (1, 2):
         try:
             return await _session().post(url, data=exchange.body, headers=headers)
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
-            if attempt == 1 and not isinstance(exc, aiohttp.ClientConnectorError):
+            if attempt == 1 and exchange.replayable and not isinstance(exc, aiohttp.ClientConnectorError):
                 continue  # a stale pooled connection: the pool hands out a fresh one next
             raise _Retryable(
                 errors.upstream_failed(f"The model's engine could not be reached ({type(exc).__name__}).")

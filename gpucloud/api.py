@@ -77,7 +77,7 @@ def _with_gateway_operations(schema: Any) -> None:
             "content": {"application/json": {"schema": gateway_openapi.request_schema_ref(operation)}},
         }
         post["parameters"] = [*post.get("parameters", []), *gateway_openapi.HOLD_HEADERS]
-        post["responses"] = gateway_openapi.inference_responses(streams)
+        post["responses"] = gateway_openapi.inference_responses(f"/v1/{operation}", streams)
 
 
 api = GpucloudApi(

@@ -22,6 +22,7 @@ from django.urls import path, re_path  # noqa: E402
 
 from gateway.app import gateway_app, gateway_shutdown  # noqa: E402
 from gpucloud.core.live import server_loop_set  # noqa: E402
+from gpucloud.core.memory import return_large_blocks_when_freed  # noqa: E402
 from pages.consumers import DeploymentLogsConsumer, OrgEventsConsumer, UnknownPathConsumer  # noqa: E402
 
 # reference/000's per-deployment routes: the gateway serves them whatever the auth (a bearer key,
@@ -53,8 +54,8 @@ async def http_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 
 async def lifespan_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """Start-up freezes the loaded objects for the collector; shutdown flushes the gateway's
-    counters and closes its pools."""
+    """Start-up freezes the loaded objects for the collector and has large freed blocks returned to
+    the system; shutdown flushes the gateway's counters and closes its pools."""
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
@@ -62,6 +63,7 @@ async def lifespan_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             # moved out of the collector's generations, a full collection no longer walks it, which
             # removes tens-of-milliseconds pauses from the gateway's tail latency.
             gc.freeze()
+            return_large_blocks_when_freed()  # memory of large request bodies goes back once they are served
             server_loop_set(asyncio.get_running_loop())  # live pushes from worker threads land on it
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":

@@ -327,6 +327,9 @@ GPUCLOUD_READY_TIMEOUT_SECONDS = env_int("GPUCLOUD_READY_TIMEOUT_SECONDS", 900, 
 # What the gateway tells a client waiting for a wake (reference/001's estimated_ready_seconds).
 GPUCLOUD_READY_ESTIMATE_SECONDS = env_int("GPUCLOUD_READY_ESTIMATE_SECONDS", 300, minimum=1)
 GPUCLOUD_READY_ESTIMATE_LOCAL_SECONDS = env_int("GPUCLOUD_READY_ESTIMATE_LOCAL_SECONDS", 15, minimum=1)
+# MiB of request bodies over 1 MiB that one gateway process holds at once (gateway/bodies.py);
+# a body that does not fit waits up to 5 s, then gets 503 with Retry-After.
+GPUCLOUD_GATEWAY_BODY_BUDGET_MIB = env_int("GPUCLOUD_GATEWAY_BODY_BUDGET_MIB", 32, minimum=1)
 GPUCLOUD_LAUNCH_GRACE_SECONDS = env_int("GPUCLOUD_LAUNCH_GRACE_SECONDS", 120, minimum=0)
 # Offers are stored (catalog.Offer) and refreshed per provider this often by beat, and after launches,
 # confirmed terminations and capacity refusals. One offers() call per provider per interval: raise it

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import uvloop
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 
 WORDS = ("The", " quick", " brown", " fox", " jumps", " over", " the", " lazy", " dog", ".")
 
@@ -56,6 +56,7 @@ class Record:
     cut: bool = False  # the client went away before the end
     status: int = 200
     model: str = ""  # as the request named it (the benchmark routes each request by deployment id)
+    received: int = 0  # bytes of an uploaded file read so far
 
 
 @dataclass
@@ -70,7 +71,8 @@ class Engine:
     # --- plumbing -----------------------------------------------------------------------------
 
     def app(self) -> web.Application:
-        app = web.Application()
+        # aiohttp refuses bodies over 1 MiB by default; engines take what the gateway lets through.
+        app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_get("/health", self._health)
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/metrics", self._metrics)
@@ -232,12 +234,17 @@ class Engine:
         refusal = self._refusal(request)
         if refusal is not None:
             return refusal
-        form = await request.post()
-        upload = form.get("file")
-        size = len(upload.file.read()) if isinstance(upload, web.FileField) else 0
         rec = self.record(request.path, False, 0)
+        model = "?"
+        async for part in await request.multipart():  # read as it arrives: `received` counts the file so far
+            if not isinstance(part, BodyPartReader):
+                continue
+            if part.name == "model":
+                model = await part.text()
+            while part.name == "file" and (chunk := await part.read_chunk()):
+                rec.received += len(chunk)
         rec.finished = True
-        return web.json_response({"text": f"heard {size} bytes of {form.get('model', '?')}"})
+        return web.json_response({"text": f"heard {rec.received} bytes of {model}"})
 
     async def _speech(self, request: web.Request) -> web.Response:
         refusal = self._refusal(request)

@@ -13,6 +13,7 @@ import pytest
 from django.test import Client
 from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 
+from gateway import bodies
 from tests.fakes.engine_server import EngineThread
 from tests.support.billing import fund
 from tests.support.gateway import serving_deployment
@@ -50,6 +51,18 @@ def test_every_gateway_route_is_described_with_every_status(client: Client) -> N
     text = json.dumps(schema)
     for ref in {part.split('"')[0] for part in text.split('"$ref": "#/components/schemas/')[1:]}:
         assert ref in schema["components"]["schemas"], ref
+
+
+def test_each_route_describes_its_body_limit_and_the_budget_for_large_bodies(client: Client) -> None:
+    schema = description(client)
+    for path in ("/v1/chat/completions", "/v1/completions", "/v1/embeddings"):
+        operation = schema["paths"][path]["post"]
+        limit = f"{bodies.LIMITS[path] // bodies.MiB} MiB ({bodies.LIMITS[path]:,} bytes)"
+        assert limit in operation["description"] and limit in operation["responses"]["413"]["description"], path
+        busy = operation["responses"]["503"]
+        assert "server_busy" in busy["description"] and set(busy["headers"]) == {"Retry-After"}, path
+    pinned = schema["paths"]["/api/v1/deployments/{deployment_id}/embeddings"]["post"]["responses"]["413"]
+    assert "4 MiB (4,194,304 bytes)" in pinned["description"]
 
 
 def test_the_described_request_schema_is_the_one_enforced(client: Client) -> None:
@@ -92,6 +105,9 @@ def test_answers_match_their_description(
         ),
         "401": httpx.post(f"{server}/v1/chat/completions", json=body),
         "404": httpx.post(f"{server}/v1/chat/completions", json={**body, "model": "gpt-9"}, headers=auth),
+        "413": httpx.post(
+            f"{server}/v1/chat/completions", content=b" " * (bodies.LIMITS["/v1/chat/completions"] + 1), headers=auth
+        ),
     }
     for status, answer in answers.items():
         assert str(answer.status_code) == status, answer.text

@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+from django.db import connection
 
 from gateway import bodies
 from gateway import counters as metering
@@ -228,6 +229,9 @@ def rss_kb(pid: int) -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="a second process shares the test's database on PostgreSQL only"
+)
 def test_a_gateway_process_stays_bounded_under_eight_large_bodies_at_once(
     alice: Persona, engines: Engines, tmp_path: Path
 ) -> None:

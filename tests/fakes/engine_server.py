@@ -65,6 +65,7 @@ class Engine:
     records: list[Record] = field(default_factory=list)
     _ids: itertools.count[int] = field(default_factory=itertools.count)
     running: int = 0  # generating now
+    peak_running: int = 0  # the most generating at once so far
     waiting: int = 0  # queued for a free slot: what /metrics reports as vllm:num_requests_waiting
 
     # --- plumbing -----------------------------------------------------------------------------
@@ -132,6 +133,7 @@ class Engine:
             finally:
                 self.waiting -= 1
         self.running += 1
+        self.peak_running = max(self.peak_running, self.running)
         try:
             yield
         finally:

@@ -1,10 +1,12 @@
 """The gateway in several processes of the distributed topology (uvicorn servers sharing PostgreSQL
-and Redis): a key revoked through one process is refused by every other within a second, and three
-workers behind one port keep one concurrency limit and count every request and token once.
+and Redis): a key revoked through one process is refused by every other within a second, three
+workers behind one port keep one concurrency limit and count every request and token once, and a
+stream in flight when its process is killed is metered by the rollup.
 Skipped without REDIS_URL (CI sets it): without Redis there is one process."""
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -12,14 +14,18 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 from django.conf import settings
 
 from accounts.models import ApiKey, ApiKeyKind
 from accounts.principal import Principal
 from accounts.roles import Role
 from accounts.services import api_key_create
-from tests.fakes.engine_server import EngineThread
-from tests.support.gateway import counters, serving_deployment
+from deployments.metrics import request_minutes_rollup
+from deployments.models import RequestMinute
+from deployments.traffic import DEAD_AFTER_SECONDS, FLUSH_SECONDS
+from tests.fakes.engine_server import Behaviour, EngineThread
+from tests.support.gateway import counters, eventually, serving_deployment
 from tests.support.personas import Persona
 from tests.support.processes import gateway_process, get, subscribers
 
@@ -138,3 +144,48 @@ def test_three_workers_behind_one_port_hold_one_limit_count_exactly_and_refuse_a
         assert revoke.status_code == 200, revoke.text
         time.sleep(REVOCATION_BOUND_SECONDS)
         assert {get(gateway.url, alice.key).status_code for _ in range(30)} == {401}
+
+
+def test_a_stream_in_flight_when_its_process_is_killed_is_metered_by_the_rollup(
+    alice: Persona, engines: Engines, tmp_path: Path
+) -> None:
+    engine = engines()
+    engine.engine.behaviour = Behaviour(gap_ms=100, continuous_usage=False)  # llama.cpp: usage at the end only
+    deployment = serving_deployment(alice, [engine])
+    body = {"model": deployment.pk, "max_tokens": 400, "stream": True,
+            "messages": [{"role": "user", "content": "one two three four five"}]}  # fmt: skip
+    with gateway_process(tmp_path) as gateway:
+        received = 0
+        with httpx.stream("POST", f"{gateway.url}/v1/chat/completions", json=body, timeout=30,
+                          headers={"Authorization": f"Bearer {alice.key}"}) as response:  # fmt: skip
+            for line in response.iter_lines():
+                received += '"content"' in line
+                if received == 30:  # 3 s into the stream: the process has flushed (journaled) it
+                    break
+            gateway.process.send_signal(signal.SIGKILL)
+            written_at_kill = engine.engine.records[-1].completion_tokens
+        gateway.process.wait(10)
+    record = engine.engine.records[-1]
+    assert eventually(lambda: record.cut, timeout=10), record  # the engine saw its connection die
+    client = redis.Redis.from_url(settings.REDIS_URL, decode_responses=True)
+    (heartbeat,) = client.keys(f"gpucloud:gw:alive:*:{gateway.process.pid}:*")
+    assert 0 < client.ttl(heartbeat) <= DEAD_AFTER_SECONDS  # it expires by itself; the test does not wait
+    request_minutes_rollup()  # while its heartbeat lasts the process may be alive: nothing is recovered
+    assert not RequestMinute.objects.filter(deployment=deployment).exists()
+    client.delete(heartbeat)
+
+    request_minutes_rollup()
+    request_minutes_rollup()  # twice: metered once
+    row = RequestMinute.objects.get(deployment=deployment)
+    assert (row.requests, row.errors, row.cut) == (1, 1, 0)  # it failed for the client
+    # llama.cpp had not reported the prompt: the documented estimate, 23 characters / 4 -> 6, + 4 per message
+    assert row.prompt_tokens == 6 + 4
+    # what reached the gateway up to its last flush, FLUSH_SECONDS (1 s: 10 tokens here) before the kill
+    # at most; twice that for a loaded machine's scheduling
+    per_flush = FLUSH_SECONDS * 1000 / 100
+    assert written_at_kill - 2 * per_flush <= row.completion_tokens <= written_at_kill, (
+        row.completion_tokens,
+        written_at_kill,
+    )
+    assert not client.keys(f"gpucloud:gw:open:*:{gateway.process.pid}:*")  # the journal is gone
+    client.close()

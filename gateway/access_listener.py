@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 
 import redis.asyncio
 from django.conf import settings
@@ -25,6 +26,7 @@ from gpucloud.core.per_loop import PerLoop
 
 logger = logging.getLogger(__name__)
 PING_SECONDS = 5.0
+CLIENT_NAME = "gpucloud-access-listener"  # with the pid, as Redis's CLIENT LIST shows the subscription
 BACKOFF_SECONDS = (0.1, 0.5, 1.0, 2.0, 5.0)  # between reconnection attempts; the last repeats
 
 
@@ -42,7 +44,12 @@ async def _listen_forever() -> None:
 
 
 async def _listen_once() -> None:
-    client = redis.asyncio.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=2 * PING_SECONDS)
+    client = redis.asyncio.Redis.from_url(
+        settings.REDIS_URL,
+        socket_connect_timeout=2,
+        socket_timeout=2 * PING_SECONDS,
+        client_name=f"{CLIENT_NAME}-{os.getpid()}",
+    )
     pubsub = client.pubsub(ignore_subscribe_messages=True)
     try:
         await pubsub.subscribe(access_changes.channel())

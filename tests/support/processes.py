@@ -20,7 +20,7 @@ import redis
 from django.conf import settings
 from django.db import connection
 
-from gpucloud.core import access_changes
+from gateway import access_listener
 from tests.support.embedded import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -99,11 +99,13 @@ def gateway_process(var_dir: Path, *, workers: int = 1, name: str = "gateway") -
             process.wait(10)
 
 
-def subscribers() -> int:
-    """Processes (of any run sharing this Redis database) listening for access changes."""
+def listening() -> set[int]:
+    """The pids of the processes whose gateway listens for access changes (on this Redis server)."""
     client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=5)
     try:
-        return int(dict(client.pubsub_numsub(access_changes.channel())).get(access_changes.channel().encode(), 0))
+        prefix = f"{access_listener.CLIENT_NAME}-"
+        return {int(c["name"].removeprefix(prefix)) for c in client.client_list()
+                if c["name"].startswith(prefix) and int(c["sub"])}  # fmt: skip
     finally:
         client.close()
 

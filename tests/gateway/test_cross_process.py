@@ -57,7 +57,7 @@ def flushed(pids: set[int]) -> set[int]:
     """Which of these processes have flushed gateway counters (their heartbeats name them)."""
     client = redis.Redis.from_url(settings.REDIS_URL, decode_responses=True)
     try:
-        return {int(key.split(":")[-2]) for key in client.keys("gpucloud:gw:alive:*")} & pids
+        return {int(str(key).split(":")[-2]) for key in client.keys("gpucloud:gw:alive:*")} & pids
     finally:
         client.close()
 

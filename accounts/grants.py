@@ -6,7 +6,8 @@ A scoped key has no account-level access; it may invoke only
 Unscoped account keys and browser sessions are not limited here: their role in the org decides.
 
 Grants are managed by org admins and owners, on keys and deployments of their own org only.
-The gateway reads them with the key (cached), so a change takes effect within its key cache bound.
+The gateway reads them with the key (cached); a change is announced to its caches when it commits
+(gpucloud/core/access_changes.py).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from django.db.models import QuerySet
 from accounts.models import ApiKey, ApiKeyKind, GrantRole, KeyGrant, Organization
 from accounts.principal import Principal
 from accounts.roles import CAN_MANAGE_ACCESS
+from gpucloud.core.access_changes import AccessChange, access_change_announce
 from gpucloud.core.errors import Conflict, InvalidRequest, NotFound, PermissionDenied
 
 
@@ -98,6 +100,8 @@ def key_grant_create(*, principal: Principal, deployment: Deployment, key_id: st
     grant, created = KeyGrant.objects.get_or_create(
         key=key, deployment=deployment, defaults={"role": role_value, "created_by": principal.user}
     )
+    if created:
+        access_change_announce(AccessChange(key_id=key.pk))
     return grant, created
 
 
@@ -106,6 +110,7 @@ def key_grant_revoke(*, principal: Principal, deployment: Deployment, key_id: st
     deleted, _ = KeyGrant.objects.filter(deployment_id=deployment.pk, key_id=key_id, key__org=principal.org).delete()
     if not deleted:
         raise NotFound(f"API key {key_id!r} has no grant on deployment {deployment.pk}.", param="key_id")
+    access_change_announce(AccessChange(key_id=key_id))
 
 
 def _role(role: str) -> GrantRole:

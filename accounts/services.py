@@ -10,6 +10,7 @@ from accounts import keys
 from accounts.models import ActivityEvent, ApiKey, ApiKeyKind, Invitation, Membership, Organization, User
 from accounts.principal import Principal
 from accounts.roles import CAN_GRANT_OWNER, CAN_MANAGE_MEMBERS, CAN_WRITE, Role
+from gpucloud.core.access_changes import AccessChange, access_change_announce
 from gpucloud.core.errors import Conflict, InvalidRequest, NotFound, PermissionDenied
 from gpucloud.core.jobs import enqueue
 
@@ -155,6 +156,8 @@ def membership_remove(*, principal: Principal, user_id: int) -> None:
             if sum(m.role == Role.OWNER for m in memberships) == 1:
                 raise Conflict("An organization needs at least one owner; make someone else owner first.")
         target.delete()
+        # Their account keys and signed-in sessions stop working in this org in every gateway process.
+        access_change_announce(AccessChange(user_id=user_id, org_id=principal.org.pk))
 
 
 def membership_role_set(*, principal: Principal, user_id: int, role: str) -> Membership:
@@ -178,6 +181,7 @@ def membership_role_set(*, principal: Principal, user_id: int, role: str) -> Mem
         if target.role != role_value:
             target.role = role_value
             target.save(update_fields=["role"])
+            access_change_announce(AccessChange(user_id=user_id, org_id=principal.org.pk))
     return target
 
 
@@ -227,6 +231,7 @@ def api_key_revoke(*, principal: Principal, key: ApiKey) -> ApiKey:
     principal.require(CAN_WRITE, "revoking API keys")
     ApiKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
     key.refresh_from_db(fields=["revoked_at"])
+    access_change_announce(AccessChange(key_id=key.pk))  # refused by every gateway process within a second
     return key
 
 
@@ -238,6 +243,7 @@ def api_key_regenerate(*, principal: Principal, key: ApiKey) -> tuple[ApiKey, st
     new = keys.key_generate(ApiKeyKind(key.kind))
     key.key_hash, key.last_four, key.regenerated_at = new.key_hash, new.last_four, timezone.now()
     key.save(update_fields=["key_hash", "last_four", "regenerated_at"])
+    access_change_announce(AccessChange(key_id=key.pk))
     return key, new.plaintext
 
 

@@ -29,9 +29,12 @@ floor for any Python hop on this machine, so what the gateway adds beyond it is 
 5. Metering accuracy: requests of every kind (JSON, streams, streams with include_usage, streams
    the client cuts after a random number of chunks, text completions), each through its own
    deployment so the gateway's per-deployment metrics isolate it; billed prompt and completion
-   tokens must equal what the engine reports having served, for 100% of requests.
+   tokens must equal what the engine reports having served, for 100% of requests. Run twice: with
+   the engine reporting usage in every chunk (vLLM's continuous_usage_stats) and only at a stream's
+   end (llama.cpp), where a cut stream's prompt is counted by the engine's tokenizer.
 6. Full run only (or --smollm2): tokens/s of the real SmolLM2-135M engine (llama.cpp, CPU)
-   through the gateway and direct, streamed, one request at a time.
+   through the gateway and direct, streamed, one request at a time; then 13 streams cut after a
+   few tokens, their billed prompt tokens against llama.cpp's own count of the same prompts.
 """
 
 from __future__ import annotations
@@ -244,7 +247,7 @@ class StreamResult:
 CHAT: dict[str, Any] = {"messages": [{"role": "user", "content": "one two three four"}]}  # + "model": the deployment
 
 
-async def set_engine(client: Client, **behaviour: float) -> None:
+async def set_engine(client: Client, **behaviour: float | bool) -> None:
     async with client.session.post(f"{client.platform.engine}/_sim/behaviour?reset=1", json=behaviour) as response:
         response.raise_for_status()
 
@@ -418,11 +421,14 @@ async def max_streams(client: Client, counts: list[int]) -> dict[str, Any]:
 # 5 ---------------------------------------------------------------------------------------------
 
 
-async def metering_accuracy(client: Client, seed_value: int) -> dict[str, Any]:
-    await set_engine(client, ttft_ms=20, gap_ms=20)  # the stream shape of section 2
+async def metering_accuracy(client: Client, seed_value: int, *, usage_every_chunk: bool) -> dict[str, Any]:
+    # The stream shape of section 2; usage in every chunk (vLLM) or at a stream's end only (llama.cpp).
+    await set_engine(client, ttft_ms=20, gap_ms=20, continuous_usage=usage_every_chunk)
     rng = random.Random(seed_value)  # noqa: S311 - request shapes, not secrets
     kinds = ["json", "stream", "stream_usage", "cut", "completion"]
-    plan = [(dep, kinds[i % len(kinds)]) for i, dep in enumerate(client.platform.accuracy_ids)]
+    half = len(client.platform.accuracy_ids) // 2  # each run its own deployments
+    ids = client.platform.accuracy_ids[:half] if usage_every_chunk else client.platform.accuracy_ids[half:]
+    plan = [(dep, kinds[i % len(kinds)]) for i, dep in enumerate(ids)]
     base, headers = client.target(GATEWAY)
 
     async def run(dep: str, kind: str) -> None:
@@ -513,6 +519,34 @@ async def smollm2_throughput(client: Client, smollm2_url: str, requests: int) ->
             "gateway_tokens_per_s": round(statistics.median(gateway), 1)}  # fmt: skip
 
 
+async def smollm2_cut_metering(client: Client, smollm2_url: str, cuts: int, seed_value: int) -> dict[str, Any]:
+    """Streams cut after a few tokens: the prompt tokens billed for them against llama.cpp's count."""
+    rng = random.Random(seed_value)  # noqa: S311 - request shapes, not secrets
+    topics = ["a robot", "the sea at night", "a city in the rain", "an old lighthouse", "a long train journey"]
+    base, headers = client.target(GATEWAY)
+    metrics = f"{base}/api/v1/deployments/{client.platform.smollm2_id}/metrics?window=5m"
+
+    async def billed() -> tuple[int, int]:
+        async with client.session.get(metrics, headers=headers) as response:
+            window = await response.json()
+        return window["prompt_tokens"], window["cut"]
+
+    await asyncio.sleep(2.5)  # the earlier requests' counters are flushed
+    before_prompt, before_cut = await billed()
+    engine_prompt = 0
+    for i in range(cuts):
+        messages = [{"role": "user", "content": f"Write a long story about {topics[i % len(topics)]}, part {i}."}]
+        body = {"model": client.platform.smollm2_id, "messages": messages, "max_tokens": 200, "temperature": 0}
+        probe = {**body, "max_tokens": 1, "stream": True, "stream_options": {"include_usage": True}}
+        counted = await client.stream(DIRECT, probe, base=smollm2_url)
+        engine_prompt += (counted.usage or {}).get("prompt_tokens", 0)
+        await client.stream(GATEWAY, {**body, "stream": True}, cut_after=rng.randint(1, 8))
+    await asyncio.sleep(2.5)
+    after_prompt, after_cut = await billed()
+    return {"cut_streams": after_cut - before_cut, "engine_prompt_tokens": engine_prompt,
+            "billed_prompt_tokens": after_prompt - before_prompt}  # fmt: skip
+
+
 # --- the run ------------------------------------------------------------------------------------
 
 
@@ -533,11 +567,15 @@ async def run(platform: Platform, args: argparse.Namespace, smollm2_url: str | N
         report["rps"] = show(await max_rps(client, rates, 2.0 if quick else 5.0))
         section("4. concurrent streams without stalls")
         report["streams"] = show(await max_streams(client, [64, 128, 256] if quick else [64, 128, 256, 384, 512]))
-        section("5. metering accuracy")
-        report["metering"] = show(await metering_accuracy(client, args.seed))
+        section("5. metering accuracy, engine usage in every chunk (vLLM)")
+        report["metering"] = show(await metering_accuracy(client, args.seed, usage_every_chunk=True))
+        section("5b. metering accuracy, engine usage at a stream's end only (llama.cpp)")
+        report["metering_llamacpp"] = show(await metering_accuracy(client, args.seed, usage_every_chunk=False))
         if smollm2_url:
             section("6. real SmolLM2-135M (llama.cpp, CPU), streamed, one at a time")
             report["smollm2"] = show(await smollm2_throughput(client, smollm2_url, 3 if quick else 10))
+            section("6b. real SmolLM2-135M: prompt tokens of cut streams, billed vs the engine's count")
+            report["smollm2_cuts"] = show(await smollm2_cut_metering(client, smollm2_url, 13, args.seed))
     finally:
         await client.close()
     return report
@@ -577,7 +615,7 @@ def main() -> None:
             want_smollm2 = (args.smollm2 or not args.quick) and not args.no_smollm2
             os.environ.update(platform.env())
             smollm2_url = start_smollm2(platform) if want_smollm2 else None
-            seed(platform, 50 if args.quick else 200, smollm2_url)
+            seed(platform, 2 * (50 if args.quick else 200), smollm2_url)  # section 5's two runs
             platform.start([PYTHON, "-m", "uvicorn", "gpucloud.asgi:application", "--port", str(gateway_port),
                             "--log-level", "warning", "--no-access-log", "--loop", "uvloop", "--http", "httptools"],
                            f"{platform.gateway}/healthz")  # fmt: skip
@@ -599,11 +637,17 @@ def main() -> None:
         "max_rps_p99_5ms": report["rps"]["max_rps_p99_5ms"],
         "max_streams": report["streams"]["max_streams"],
         "metering_accuracy": report["metering"]["metering_accuracy"],
+        "metering_accuracy_llamacpp": report["metering_llamacpp"]["metering_accuracy"],
         "seconds": round(time.monotonic() - started, 1),
     }
     if "smollm2" in report:
         summary["smollm2_direct_tps"] = report["smollm2"]["direct_tokens_per_s"]
         summary["smollm2_gateway_tps"] = report["smollm2"]["gateway_tokens_per_s"]
+        cuts = report["smollm2_cuts"]
+        summary["smollm2_cut_prompt_tokens_billed_vs_engine"] = [
+            cuts["billed_prompt_tokens"],
+            cuts["engine_prompt_tokens"],
+        ]
     print()
     print(json.dumps(summary))
 

@@ -34,8 +34,10 @@ SUMS = ("latency_ms_sum", "ttft_ms_sum", "generation_ms_sum")
 
 
 def request_minutes_rollup(*, now: float | None = None) -> int:
-    """Copy the counter store's minutes into RequestMinute rows; returns how many were written."""
+    """Copy the counter store's minutes into RequestMinute rows; returns how many were written.
+    First the requests that a dead gateway process had in flight are metered into its counters."""
     now = now or time.time()
+    traffic.store().lost_requests_recover()
     existing = set(Deployment.objects.values_list("pk", flat=True))
     written = 0
     for (deployment_id, minute), fields in traffic.store().minutes().items():

@@ -6,17 +6,23 @@ FLUSH_SECONDS); the rollup, metrics, SLA, autoscaler and rollouts read them here
 hashes in the distributed topology (every gateway process adds to the same minute) and in this
 process's memory in the embedded one.
 
+Each gateway process also journals its requests in flight with every flush (what each would count if
+it ended now); `lost_requests_recover` meters the journal of a process that stopped flushing for
+DEAD_AFTER_SECONDS (it died), once, so a crash loses at most its last flush interval.
+
 Latency and time to first token are kept as histograms over log-spaced buckets (each 10% wider
 than the one before), so percentiles over any window are exact to within 10%.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import socket
 import threading
 import time
+import uuid
 from collections import defaultdict
 
 import redis
@@ -31,8 +37,10 @@ FLUSH_SECONDS = 1.0
 ROUTE_CACHE_SECONDS = 2.0
 BUCKET_GROWTH = 1.1
 KEEP_SECONDS = 3 * 3600  # how long a minute's counters stay in the store after the minute
+DEAD_AFTER_SECONDS = 60  # a gateway process silent this long (no flush) has died: its journal is metered
 Key = tuple[str, int]  # (deployment id, minute as unix seconds)
 Fields = dict[str, float]
+Journal = dict[str, tuple[Key, Fields]]  # request id -> what it counts if it is lost now
 
 
 def bucket(ms: float) -> int:
@@ -57,7 +65,8 @@ class LocalStore:
         self._minutes: dict[Key, Fields] = defaultdict(dict)
         self._in_flight: dict[str, int] = {}
 
-    async def add(self, counts: dict[Key, Fields], in_flight: dict[str, int]) -> None:
+    async def add(self, counts: dict[Key, Fields], in_flight: dict[str, int], journal: Journal | None = None) -> None:
+        """The journal is not kept: in this topology the counters die with the process anyway."""
         with self._lock:
             for key, fields in counts.items():
                 merge(self._minutes[key], fields)
@@ -74,18 +83,24 @@ class LocalStore:
         with self._lock:
             return dict(self._in_flight)
 
+    def lost_requests_recover(self) -> int:
+        return 0
+
 
 class RedisStore:
     """Counters in Redis hashes, one per (deployment, minute), shared by every gateway process,
     indexed by minute overall (the rollup) and per deployment (a deployment's metrics read only
     its own minutes). Each process also publishes its in-flight counts under a key that expires
-    when it stops."""
+    when it stops, and its journal of requests in flight beside a heartbeat that expires
+    DEAD_AFTER_SECONDS after its last flush."""
 
     PREFIX = "gpucloud:gw"
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.process = f"{socket.gethostname()}:{os.getpid()}"
+        # Unique per start: a restarted process (in a container: the same host name, pid 1) must
+        # not take over the journal its predecessor left.
+        self.process = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._async_clients: PerLoop[redis.asyncio.Redis] = PerLoop(
             lambda: redis.asyncio.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
         )
@@ -101,25 +116,67 @@ class RedisStore:
     def _hash(self, key: Key) -> str:
         return f"{self.PREFIX}:m:{key[0]}:{key[1]}"
 
-    async def add(self, counts: dict[Key, Fields], in_flight: dict[str, int]) -> None:
-        pipe = self._async().pipeline(transaction=False)
+    def _journal(self, process: str) -> str:
+        return f"{self.PREFIX}:open:{process}"
+
+    def _alive(self, process: str) -> str:
+        return f"{self.PREFIX}:alive:{process}"
+
+    def _queue_counts(
+        self, pipe: redis.client.Pipeline | redis.asyncio.client.Pipeline, key: Key, fields: Fields
+    ) -> None:
+        name = self._hash(key)
+        for field, value in fields.items():
+            if isinstance(value, int):
+                pipe.hincrby(name, field, value)
+            else:
+                pipe.hincrbyfloat(name, field, value)
+        pipe.expire(name, KEEP_SECONDS + 120)
+        pipe.zadd(self._index(None), {f"{key[0]}:{key[1]}": key[1]})
+        pipe.zadd(self._index(key[0]), {f"{key[0]}:{key[1]}": key[1]})
+        pipe.expire(self._index(key[0]), KEEP_SECONDS + 120)
+
+    async def add(self, counts: dict[Key, Fields], in_flight: dict[str, int], journal: Journal | None = None) -> None:
+        # One transaction: a request that ended leaves the journal as its counts arrive, never
+        # both nor neither.
+        pipe = self._async().pipeline(transaction=True)
         for key, fields in counts.items():
-            name = self._hash(key)
-            for field, value in fields.items():
-                if isinstance(value, int):
-                    pipe.hincrby(name, field, value)
-                else:
-                    pipe.hincrbyfloat(name, field, value)
-            pipe.expire(name, KEEP_SECONDS + 120)
-            pipe.zadd(self._index(None), {f"{key[0]}:{key[1]}": key[1]})
-            pipe.zadd(self._index(key[0]), {f"{key[0]}:{key[1]}": key[1]})
-            pipe.expire(self._index(key[0]), KEEP_SECONDS + 120)
+            self._queue_counts(pipe, key, fields)
         flight = f"{self.PREFIX}:inflight:{self.process}"
         pipe.delete(flight)
         if in_flight:
             pipe.hset(flight, mapping=dict(in_flight))  # type: ignore[arg-type]
         pipe.expire(flight, 10)
+        pipe.delete(self._journal(self.process))
+        if journal:
+            entries = {rid: json.dumps([key[0], key[1], fields]) for rid, (key, fields) in journal.items()}
+            pipe.hset(self._journal(self.process), mapping=entries)  # type: ignore[arg-type]
+            pipe.expire(self._journal(self.process), KEEP_SECONDS)
+        pipe.set(self._alive(self.process), 1, ex=DEAD_AFTER_SECONDS)
         await pipe.execute()
+
+    def lost_requests_recover(self) -> int:
+        """Meter the journaled requests of every gateway process that has stopped flushing (its
+        heartbeat expired): each journal is counted once, whoever else recovers at the same time
+        (WATCH), and deleted. Returns how many requests were metered."""
+        recovered = 0
+        for journal in self._sync.scan_iter(self._journal("*")):
+            process = str(journal).removeprefix(self._journal(""))
+            with self._sync.pipeline(transaction=True) as pipe:
+                try:
+                    pipe.watch(journal, self._alive(process))
+                    if pipe.exists(self._alive(process)):
+                        continue
+                    entries = [json.loads(raw) for raw in pipe.hgetall(journal).values()]
+                    pipe.multi()
+                    for deployment_id, minute, fields in entries:
+                        self._queue_counts(pipe, (deployment_id, int(minute)), fields)
+                    pipe.delete(journal)
+                    pipe.execute()
+                    recovered += len(entries)
+                except redis.WatchError:
+                    continue  # it flushed again, or another recoverer took it
+        return recovered
 
     def minutes(self, deployment_id: str | None = None) -> dict[Key, dict[str, float]]:
         index = self._index(deployment_id)

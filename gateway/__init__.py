@@ -6,7 +6,8 @@ touches no database; engines are called through one pooled async HTTP client per
     bodies.py   request bodies: per-route size limits (413), a per-process budget for large ones
                 (503), audio uploads relayed to the engine as they arrive
     validation.py  requests checked against OpenAI's request schemas (400 with `param`)
-    keys.py     bearer key -> Caller (cached; revocation within KEY_CACHE_SECONDS)
+    keys.py     bearer key -> Caller (cached; a revocation drops it at commit, KEY_CACHE_SECONDS at worst)
+    access_listener.py  every process's Redis subscription to access changes (revocations, grants, roles)
     sessions.py signed-in session -> Caller on the per-deployment chat routes (cached), CSRF-checked
     routing.py  model or deployment id -> Route of ready replicas; least-busy pick, ejection
     wake.py     cold deployments: wake with a credit hold, 202 or wait for readiness

@@ -4,18 +4,28 @@ The hot path only adds numbers to a dict of this process (`observe`); a backgrou
 event loop flushes them every FLUSH_SECONDS to the traffic store (deployments/traffic.py: Redis
 hashes in the distributed topology, this process's memory in the embedded one), where the rollup,
 metrics, SLA checks and the autoscaler read them.
+
+A process that dies loses what it had not flushed. So that this is bounded for requests in flight
+too (a stream may last minutes), each flush also writes, per request in flight, what it would count
+if it ended now (failed, with the tokens known so far): the journal of in-flight requests. A request
+that ends leaves the journal in the same flush that adds its own counts. The rollup meters the
+journal of a process that stopped flushing (deployments/traffic.py, lost_requests_recover). A crash
+thus loses at most the last FLUSH_SECONDS: requests that began and ended in it, and the tokens
+streamed in it by requests in flight.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from deployments.traffic import FLUSH_SECONDS, Fields, Key, bucket, merge, store
+from deployments.traffic import FLUSH_SECONDS, Fields, Journal, Key, bucket, merge, store
 from gateway.routing import deployment_in_flight
 from gateway.routing import in_flight as instance_in_flight
 from gpucloud.core.per_loop import PerLoop
@@ -63,6 +73,8 @@ class Aggregator:
 
     def __init__(self) -> None:
         self.pending: dict[Key, Fields] = defaultdict(dict)
+        self.open: dict[str, Callable[[], Sample]] = {}  # requests in flight: their sample if lost now
+        self._ids = itertools.count()
         self._flushers: PerLoop[asyncio.Task[None]] = PerLoop(
             lambda: asyncio.get_running_loop().create_task(self._flush_forever()), usable=lambda t: not t.done()
         )
@@ -78,6 +90,24 @@ class Aggregator:
         with contextlib.suppress(RuntimeError):  # no running loop: flushed by flush_now()
             self._flushers.get()
 
+    def track(self, lost: Callable[[], Sample]) -> str:
+        """A request is in flight: journal `lost()` with every flush until `untrack`."""
+        request_id = str(next(self._ids))
+        self.open[request_id] = lost
+        self.keep_flushing()
+        return request_id
+
+    def untrack(self, request_id: str) -> None:
+        self.open.pop(request_id, None)
+
+    def journal(self) -> Journal:
+        minute = int(time.time()) // 60 * 60
+        journal: Journal = {}
+        for request_id, lost in list(self.open.items()):
+            sample = lost()
+            journal[request_id] = ((sample.deployment_id, minute), fields_of(sample))
+        return journal
+
     def drain(self) -> dict[Key, Fields]:
         pending, self.pending = self.pending, defaultdict(dict)
         return pending
@@ -88,7 +118,7 @@ class Aggregator:
         # when its own count is zero); the ids' prefixes (dep_, inst_) keep the two apart.
         in_flight = {k: v for k, v in (*deployment_in_flight.items(), *instance_in_flight.items()) if v}
         try:
-            await store().add(counts, in_flight)
+            await store().add(counts, in_flight, self.journal())
         except Exception:  # Redis away: keep the counts for the next flush rather than lose them
             logger.warning("gateway counters not flushed; retrying", exc_info=True)
             for key, fields in counts.items():
@@ -98,7 +128,7 @@ class Aggregator:
         while True:
             await asyncio.sleep(FLUSH_SECONDS)
             await self.flush()
-            if not self.pending and not any(deployment_in_flight.values()):
+            if not self.pending and not self.open and not any(deployment_in_flight.values()):
                 return  # idle: the next request starts the flusher again
 
 

@@ -5,6 +5,11 @@ by event as they arrive (never buffered beyond one event). The usage the engine 
 on the way; when the gateway asked for it on the client's behalf it is taken out again. A request
 that fails before anything reached the client (the engine unreachable or answering 5xx) is
 retried once on another ready replica, and the failing one is taken out of rotation.
+
+Metering what does not end well: a request the client cuts after the engine answered has had its
+prompt processed, so its prompt tokens are counted even when the engine's usage never came (the
+engine's tokenizer, else an estimate: gateway/prompts.py). A request in flight is journaled with
+every flush of the counters (gateway/counters.py), as what it would count if this process died now.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from typing import Any
 import aiohttp
 
 from fleet.engines import CONNECT_TIMEOUT_SECONDS, READ_TIMEOUT_SECONDS
-from gateway import counters, errors, routing, shapes
+from gateway import counters, errors, prompts, routing, shapes
 from gateway.bodies import Upload
 from gateway.routing import Route, Target
 from gpucloud.core.per_loop import PerLoop
@@ -74,6 +79,8 @@ class Exchange:
     status: int = 0
     cut: bool = False
     response_started: bool = False
+    engine_answered: bool = False  # its status line came: the engine has processed the prompt
+    prompt_estimate: int | None = None  # gateway/prompts.estimate, once needed
 
     @property
     def chat(self) -> bool:
@@ -113,9 +120,10 @@ async def forward(route: Route, exchange: Exchange, send: Send) -> None:
 async def _forward_once(route: Route, target: Target, exchange: Exchange, send: Send) -> None:
     routing.in_flight[target.instance_id] += 1
     routing.deployment_in_flight[route.deployment_id] += 1
-    counters.aggregator.keep_flushing()
+    journaled = counters.aggregator.track(lambda: _lost_sample(route.deployment_id, exchange))
     try:
         upstream = await _send_request(target, exchange)
+        exchange.engine_answered = True
         try:
             await _relay(upstream, exchange, send)
         except (TimeoutError, aiohttp.ClientError) as exc:
@@ -129,9 +137,42 @@ async def _forward_once(route: Route, target: Target, exchange: Exchange, send: 
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             upstream.release() if upstream.content.at_eof() else upstream.close()
+    except asyncio.CancelledError:  # the client went away (the engine's connection is closed above)
+        if exchange.engine_answered and not exchange.prompt_tokens and exchange.path in PROMPTED:
+            exchange.prompt_tokens = await _prompt_tokens(target, exchange)
+        raise
     finally:
+        counters.aggregator.untrack(journaled)
         routing.in_flight[target.instance_id] -= 1
         routing.deployment_in_flight[route.deployment_id] -= 1
+
+
+PROMPTED = frozenset({"/v1/chat/completions", "/v1/completions"})
+
+
+async def _prompt_tokens(target: Target, exchange: Exchange) -> int:
+    """The prompt's tokens by the engine's tokenizer, else the documented estimate."""
+    if isinstance(exchange.body, Upload):  # a form relayed as it arrives (audio): no prompt to count
+        return 0
+    counted = await prompts.engine_count(_session(), target.endpoint_url, target.headers, exchange.path, exchange.body)
+    return counted if counted is not None else prompts.estimate(exchange.path, exchange.body)
+
+
+def _lost_sample(deployment_id: str, exchange: Exchange) -> counters.Sample:
+    """What the request counts as if its process died now: failed, with the tokens known so far
+    (its prompt estimated while the engine has not reported it)."""
+    prompt_tokens = exchange.prompt_tokens
+    if not prompt_tokens and exchange.path in PROMPTED and not isinstance(exchange.body, Upload):
+        if exchange.prompt_estimate is None:
+            exchange.prompt_estimate = prompts.estimate(exchange.path, exchange.body)
+        prompt_tokens = exchange.prompt_estimate
+    return counters.Sample(
+        deployment_id=deployment_id,
+        status=502,
+        latency_s=time.perf_counter() - exchange.started,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=exchange.completion_tokens,
+    )
 
 
 async def _send_request(target: Target, exchange: Exchange) -> aiohttp.ClientResponse:

@@ -2,9 +2,10 @@
 way as a bearer-key call (route, limit, wake, relay, counters).
 
 A session cookie resolves to the user acting in the session's current org, as the pages decide
-it (accounts.auth.principal_from_session_key), cached like keys: signing out, a changed password,
-a role change or a switch of org shows within SESSION_CACHE_SECONDS. A session caller has no key
-and no scope: the org's deployments, as far as the member's role allows invoking.
+it (accounts.auth.principal_from_session_key), cached like keys: a member's removal or new role
+is announced and shows in every gateway process within a second (as for keys, gateway/keys.py);
+signing out, a changed password or a switch of org shows within SESSION_CACHE_SECONDS. A session
+caller has no key and no scope: the org's deployments, as far as the member's role allows invoking.
 
 A cookie rides along with any cross-site POST, so a session call must also pass Django's CSRF
 rules, applied by Django's own CsrfViewMiddleware: an Origin (when sent) of this site or of
@@ -28,8 +29,11 @@ from django.middleware.csrf import CsrfViewMiddleware
 from accounts.auth import principal_from_session_key
 from accounts.roles import CAN_INVOKE, role_at_least
 from gateway import errors
+from gateway.access_listener import ensure_listening
 from gateway.keys import KEY_CACHE_SECONDS, Caller
 from gateway.ttl_cache import TtlCache
+from gpucloud.core import access_changes
+from gpucloud.core.access_changes import AccessChange
 
 SESSION_CACHE_SECONDS = KEY_CACHE_SECONDS
 # What the CSRF check reads of a request; the body's headers are left out, so Django never
@@ -44,7 +48,12 @@ def _lookup(session_key: str) -> Caller | None:
     principal = principal_from_session_key(session_key)
     if principal is None:  # cached too: a flood of stale cookies does not reach the database
         return None
-    return Caller(org_id=principal.org.pk, key_id=None, can_invoke=role_at_least(principal.role, CAN_INVOKE))
+    return Caller(
+        org_id=principal.org.pk,
+        key_id=None,
+        can_invoke=role_at_least(principal.role, CAN_INVOKE),
+        user_id=principal.user.pk if principal.user else None,
+    )
 
 
 class _CsrfCheck(CsrfViewMiddleware):
@@ -82,6 +91,7 @@ async def session_caller(scope: dict[str, Any], headers: dict[bytes, bytes]) -> 
         raise errors.unauthorized(
             "You didn't provide an API key. Send 'Authorization: Bearer <gpucloud key>', or sign in."
         )
+    ensure_listening()
     caller = await _cache.get(session_key, lambda: sync_to_async(_lookup)(session_key))
     if caller is None:
         raise errors.unauthorized("Your session has ended; sign in again, or send 'Authorization: Bearer <key>'.")
@@ -94,6 +104,13 @@ async def session_caller(scope: dict[str, Any], headers: dict[bytes, bytes]) -> 
             code="csrf_failed",
         )
     return caller
+
+
+def _forget(change: AccessChange) -> None:
+    _cache.forget_where(lambda cached: change.everything or (cached is not None and cached.stale_after(change)))
+
+
+access_changes.listen(_forget)
 
 
 def cache_clear() -> None:

@@ -4,6 +4,10 @@ When many requests miss the same key at once, one lookup runs and the others awa
 An entry used in the second half of its life is refreshed by one background lookup while it is
 still served, so under steady traffic no request waits for the database; an entry is never
 served past its time to live, so a change (a revoked key, a new replica) shows within it.
+
+A change that is announced (gpucloud/core/access_changes.py) need not wait for it: `forget_where`
+drops the entries it makes stale, and a load already in progress (which may have read the database
+before the change) neither stores nor serves its value to requests that arrive after it.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ class TtlCache(Generic[K, V]):
         self.max_entries = max_entries
         self._entries: dict[K, tuple[float, V]] = {}
         self._loading: dict[K, asyncio.Future[V]] = {}
+        self._generation = 0  # moved on by forget_where: loads begun before it store nothing
 
     async def get(self, key: K, load: Callable[[], Awaitable[V]]) -> V:
         entry = self._entries.get(key)
@@ -47,6 +52,7 @@ class TtlCache(Generic[K, V]):
     async def _load(self, key: K, load: Callable[[], Awaitable[V]]) -> V:
         future: asyncio.Future[V] = asyncio.get_running_loop().create_future()
         self._loading[key] = future
+        generation = self._generation
         try:
             value = await load()
         except BaseException as exc:
@@ -54,8 +60,10 @@ class TtlCache(Generic[K, V]):
             future.exception()  # retrieved: waiters re-raise it, nobody logs it as unhandled
             raise
         finally:
-            self._loading.pop(key, None)
-        self.put(key, value)
+            if self._loading.get(key) is future:
+                del self._loading[key]
+        if generation == self._generation:
+            self.put(key, value)
         future.set_result(value)
         return value
 
@@ -69,6 +77,15 @@ class TtlCache(Generic[K, V]):
 
     def clear(self) -> None:
         self._entries.clear()
+
+    def forget_where(self, stale: Callable[[V], bool]) -> None:
+        """Drop every entry whose value is `stale`, and detach the loads in progress. Callable from
+        any thread: it only reads a snapshot and pops keys (single operations under the GIL)."""
+        self._generation += 1
+        self._loading.clear()  # requests from now on start a load of their own
+        for key, (_, value) in list(self._entries.items()):
+            if stale(value):
+                self._entries.pop(key, None)
 
 
 def _quiet(task: asyncio.Future[Any]) -> None:

@@ -30,7 +30,7 @@ from gpucloud.celery import app
 from tests.support.live import Socket
 from tests.support.pages import running, session_of
 from tests.support.personas import Persona
-from tests.support.processes import process_env, stop
+from tests.support.processes import LoggedProcess, platform_env
 
 ROOT = Path(__file__).resolve().parents[2]
 WAIT_SECONDS = 30  # for the worker to start and for the push: generous, for a slow, busy CI machine
@@ -49,27 +49,13 @@ pytestmark = [
 
 
 @dataclass
-class Worker:
-    process: subprocess.Popen[bytes]
-    queue: str
-    log_path: Path
-
-    @property
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def check_alive(self) -> None:
-        if self.process.poll() is not None:
-            raise AssertionError(f"the worker exited ({self.process.returncode}):\n{self.log}")
+class Worker(LoggedProcess):
+    queue: str = ""
 
 
 def _worker_env(var_dir: Path) -> dict[str, str]:
-    env = process_env(var_dir)
-    env.update(
-        CELERY_TASK_ALWAYS_EAGER="0",
-        CELERY_LOG_LEVEL="INFO",  # the test reads the worker's "task succeeded" line
-    )
-    return env
+    # The test reads the worker's "task succeeded" line; its tasks travel (conftest runs them in-process).
+    return {**platform_env(var_dir), "CELERY_TASK_ALWAYS_EAGER": "0", "CELERY_LOG_LEVEL": "INFO"}
 
 
 @pytest.fixture
@@ -90,10 +76,15 @@ def worker(transactional_db: None, tmp_path: Path) -> Iterator[Worker]:
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, cwd=ROOT, env=_worker_env(tmp_path), stdout=log, stderr=subprocess.STDOUT)
         try:
-            yield Worker(process, queue, log_path)
+            yield Worker(process, log_path, queue)
         finally:
             app.conf.task_always_eager = eager
-            stop(process)
+            process.terminate()
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(10)
             redis.Redis.from_url(django_settings.REDIS_URL).delete(queue, f"_kombu.binding.{queue}")
 
 

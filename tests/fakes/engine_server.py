@@ -5,7 +5,11 @@ It answers like llama.cpp's server (the local provider's engine), including its 
 OpenAI's schemas that the gateway must repair: chat choices without `logprobs`, messages without
 `refusal`, an extra `timings` object, errors with an integer `code` and no `param`. Streams send one
 token per chunk, a finish chunk, then a usage chunk when `stream_options.include_usage` is set
-(with `continuous_usage_stats` every chunk carries usage, as vLLM does).
+(with `continuous_usage_stats` every chunk carries usage, as vLLM does; `continuous_usage=False`
+ignores it, as llama.cpp does). Prompts are counted one token per word plus 4 per chat message (the
+template's markers), and the tokenizer endpoints count the same way: llama.cpp's (POST
+/apply-template, POST /tokenize {"content"}) or vLLM's (POST /tokenize {"messages"} or {"prompt"},
+answering a count), as `tokenizer` says ("" for neither).
 
 Every request is recorded (`Engine.records`, or `GET /_sim/records` from another process) with
 the tokens it actually wrote before finishing or being cut, so tests and the benchmark compare
@@ -43,6 +47,8 @@ class Behaviour:
     fail_status: int = 0  # answer every inference request with this status (0: answer normally)
     embedding_dims: int = 8
     max_running: int = 0  # generations at once (vLLM's --max-num-seqs); the rest wait. 0: no limit
+    continuous_usage: bool = True  # honour stream_options.continuous_usage_stats (vLLM); False: llama.cpp
+    tokenizer: str = "llama.cpp"  # its tokenizer endpoints: "llama.cpp", "vllm", or "" (none: 404)
 
 
 @dataclass
@@ -66,6 +72,7 @@ class Engine:
     records: list[Record] = field(default_factory=list)
     _ids: itertools.count[int] = field(default_factory=itertools.count)
     running: int = 0  # generating now
+    peak_running: int = 0  # the most generating at once so far
     waiting: int = 0  # queued for a free slot: what /metrics reports as vllm:num_requests_waiting
 
     # --- plumbing -----------------------------------------------------------------------------
@@ -82,6 +89,8 @@ class Engine:
         app.router.add_post("/v1/audio/transcriptions", self._transcription)
         app.router.add_post("/v1/audio/speech", self._speech)
         app.router.add_post("/v1/images/generations", self._image)
+        app.router.add_post("/apply-template", self._apply_template)
+        app.router.add_post("/tokenize", self._tokenize)
         app.router.add_get("/_sim/records", self._records)
         app.router.add_post("/_sim/behaviour", self._set_behaviour)
         return app
@@ -134,6 +143,7 @@ class Engine:
             finally:
                 self.waiting -= 1
         self.running += 1
+        self.peak_running = max(self.peak_running, self.running)
         try:
             yield
         finally:
@@ -157,9 +167,8 @@ class Engine:
         messages = body.get("messages")
         if not isinstance(messages, list):
             return _error(400, "Expected 'messages' to be an array", "invalid_request_error")
-        prompt = sum(_count_words(m.get("content")) for m in messages if isinstance(m, dict)) + 4 * len(messages)
         async with self._slot():
-            return await self._generate(request, body, prompt, chat=True)
+            return await self._generate(request, body, _chat_prompt_tokens(messages), chat=True)
 
     async def _completions(self, request: web.Request) -> web.StreamResponse:
         refusal = self._refusal(request)
@@ -183,7 +192,7 @@ class Engine:
             return web.json_response(_whole(rec, model, chat, n))
         options = body.get("stream_options") or {}
         usage_at_end = bool(options.get("include_usage"))
-        usage_always = usage_at_end and bool(options.get("continuous_usage_stats"))
+        usage_always = usage_at_end and bool(options.get("continuous_usage_stats")) and self.behaviour.continuous_usage
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await response.prepare(request)
         try:
@@ -210,6 +219,32 @@ class Engine:
             rec.cut = True
             raise
         return response
+
+    # --- tokenizer endpoints (llama.cpp's or vLLM's) --------------------------------------------
+
+    async def _apply_template(self, request: web.Request) -> web.Response:
+        """llama.cpp: the chat as the model's template renders it (one word per marker here)."""
+        refusal = self._refusal(request)
+        if refusal is not None or self.behaviour.tokenizer != "llama.cpp":
+            return refusal or _error(404, "File Not Found", "not_found_error")
+        messages = (await self._json(request)).get("messages") or []
+        rendered = "".join(f"<|im_start|> {m.get('role')} : {_text(m.get('content'))} <|im_end|>\n" for m in messages)
+        return web.json_response({"prompt": rendered})
+
+    async def _tokenize(self, request: web.Request) -> web.Response:
+        refusal = self._refusal(request)
+        if refusal is not None or not self.behaviour.tokenizer:
+            return refusal or _error(404, "File Not Found", "not_found_error")
+        body = await self._json(request)
+        if self.behaviour.tokenizer == "llama.cpp":  # {"content"} -> {"tokens"}; anything else counts nothing
+            return web.json_response({"tokens": list(range(_count_words(body.get("content"))))})
+        if isinstance(body.get("messages"), list):
+            count = _chat_prompt_tokens(body["messages"])
+        elif isinstance(body.get("prompt"), str):
+            count = _count_words(body["prompt"])
+        else:
+            return _error(400, "prompt or messages is required", "invalid_request_error")
+        return web.json_response({"count": count, "max_model_len": 2048, "tokens": list(range(count))})
 
     # --- other modalities ---------------------------------------------------------------------
 
@@ -302,6 +337,16 @@ def _sse(payload: dict[str, Any]) -> bytes:
 
 def _error(status: int, message: str, type_: str) -> web.Response:
     return web.json_response({"error": {"code": status, "message": message, "type": type_}}, status=status)
+
+
+def _chat_prompt_tokens(messages: list[Any]) -> int:
+    return sum(_count_words(m.get("content")) for m in messages if isinstance(m, dict)) + 4 * len(messages)
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, list):
+        return " ".join(_text(v.get("text") if isinstance(v, dict) else v) for v in value)
+    return value if isinstance(value, str) else ""
 
 
 def _count_words(value: Any) -> int:

@@ -1,10 +1,12 @@
 """Who may call what through /v1: account keys of members, deployment keys on their own
-deployment, viewers only read, revoked keys stop within the documented bound."""
+deployment, viewers only read; a key revoked or regenerated, a member removed or demoted, is
+refused at once (announced to the caches at commit), and within the cache bound without it."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -12,7 +14,13 @@ import pytest
 from accounts.models import ApiKey, ApiKeyKind, Membership
 from accounts.principal import Principal
 from accounts.roles import Role
-from accounts.services import api_key_create, api_key_revoke
+from accounts.services import (
+    api_key_create,
+    api_key_regenerate,
+    api_key_revoke,
+    membership_remove,
+    membership_role_set,
+)
 from gateway import keys, routing
 from tests.fakes.engine_server import EngineThread
 from tests.support.gateway import serving_deployment
@@ -75,6 +83,42 @@ def test_a_revoked_key_stops_within_the_cache_bound(
     refused = call(server, alice.key)
     assert refused.status_code == 401 and "revoked" in refused.json()["error"]["message"]
     assert keys.KEY_CACHE_SECONDS == 5.0
+
+
+@pytest.mark.parametrize("topology", ["distributed", "embedded"])
+def test_revoked_regenerated_demoted_and_removed_are_refused_at_once(
+    server: str,
+    alice: Persona,
+    bob: Persona,
+    engines: Callable[[], EngineThread],
+    monkeypatch: pytest.MonkeyPatch,
+    settings: Any,
+    topology: str,
+) -> None:
+    if topology == "embedded":
+        settings.REDIS_URL = ""  # no pub/sub: the change reaches this process's caches directly
+    elif not settings.REDIS_URL:
+        pytest.skip("needs REDIS_URL")
+    monkeypatch.setattr(keys._cache, "ttl", 3600.0)  # nothing expires: the announcement alone does it
+    serving_deployment(alice, [engines()])
+    owner = Principal(user=alice.user, org=alice.org, role=Role.OWNER)
+    key, plaintext = api_key_create(principal=owner, name="ci", kind=ApiKeyKind.ACCOUNT)
+    assert call(server, plaintext).status_code == 200
+    _, fresh = api_key_regenerate(principal=owner, key=key)
+    assert call(server, plaintext).status_code == 401
+    assert call(server, fresh).status_code == 200
+    api_key_revoke(principal=owner, key=key)
+    refused = call(server, fresh)
+    assert refused.status_code == 401 and "revoked" in refused.json()["error"]["message"]
+
+    assert call(server, bob.key).status_code == 200
+    membership_role_set(principal=owner, user_id=bob.user.pk, role=Role.VIEWER)
+    demoted = call(server, bob.key)
+    assert demoted.status_code == 403 and "viewer" in demoted.json()["error"]["message"]
+    membership_remove(principal=owner, user_id=bob.user.pk)
+    removed = call(server, bob.key)
+    assert removed.status_code == 401 and "no longer a member" in removed.json()["error"]["message"]
+    assert call(server, alice.key).status_code == 200  # other keys stay cached and working
 
 
 def test_malformed_requests_get_clear_400s(server: str, alice: Persona, engines: Callable[[], EngineThread]) -> None:

@@ -17,7 +17,7 @@ from deployments.metrics import request_minutes_rollup
 from deployments.models import RequestMinute
 from gateway import counters as metering
 from gateway import routing
-from tests.fakes.engine_server import EngineThread
+from tests.fakes.engine_server import Behaviour, EngineThread
 from tests.support.gateway import counters, eventually, serving_deployment
 from tests.support.personas import Persona
 
@@ -111,6 +111,64 @@ def test_client_that_cuts_a_stream_is_billed_what_was_relayed_and_cancels_the_en
     assert total["cut"] == 1
     assert total["completion_tokens"] == record.completion_tokens  # what the engine wrote, to the token
     assert total["prompt_tokens"] == record.prompt_tokens  # from the engine's running usage
+
+
+def cut_stream(server: str, key: str, path: str, body: dict[str, object], *, after_chunks: int) -> None:
+    """Read `after_chunks` content chunks of a stream (0: only its headers), then hang up."""
+    received = 0
+    with httpx.stream("POST", f"{server}{path}", json={**body, "stream": True}, timeout=20,
+                      headers={"Authorization": f"Bearer {key}"}) as response:  # fmt: skip
+        assert response.status_code == 200
+        for line in response.iter_lines() if after_chunks else ():
+            received += '"content"' in line or '"text"' in line
+            if received == after_chunks:
+                break
+
+
+CUT_CHAT = {"model": "smollm2-135m-instruct", "max_tokens": 200,
+            "messages": [{"role": "system", "content": "You are terse."},
+                         {"role": "user", "content": [{"type": "text", "text": "one two three"}]}]}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("engine_kind", "behaviour", "after_chunks"),
+    [
+        # llama.cpp reports usage only at a stream's end: its /apply-template and /tokenize count the prompt
+        ("llama.cpp", {"gap_ms": 30, "continuous_usage": False, "tokenizer": "llama.cpp"}, 3),
+        # vLLM reports usage with every chunk; cut before the first one, its /tokenize counts the prompt
+        ("vllm", {"ttft_ms": 3000, "continuous_usage": True, "tokenizer": "vllm"}, 0),
+    ],
+)
+def test_a_stream_cut_before_the_engines_usage_counts_the_prompt_as_the_engine_does(
+    server: str, alice: Persona, engines: Engines, engine_kind: str, behaviour: dict[str, object], after_chunks: int
+) -> None:
+    engine = engines()
+    engine.engine.behaviour = Behaviour(**behaviour)  # type: ignore[arg-type]
+    deployment = serving_deployment(alice, [engine])
+    cut_stream(server, alice.key, "/v1/chat/completions", CUT_CHAT, after_chunks=after_chunks)
+    completion = {"model": "smollm2-135m-instruct", "prompt": "once upon a time", "max_tokens": 200}
+    cut_stream(server, alice.key, "/v1/completions", completion, after_chunks=after_chunks)
+    records = engine.engine.records
+    assert eventually(lambda: len(records) == 2 and all(r.cut for r in records)), records
+    assert [r.prompt_tokens for r in records] == [3 + 3 + 2 * 4, 4]  # the engine's own count
+    total = counters(deployment.pk, at_least=2)
+    assert total["cut"] == 2
+    assert total["prompt_tokens"] == 14 + 4
+    assert total["completion_tokens"] == sum(r.completion_tokens for r in records)
+
+
+def test_a_stream_cut_on_an_engine_without_a_tokenizer_counts_the_documented_estimate(
+    server: str, alice: Persona, engines: Engines
+) -> None:
+    engine = engines()
+    engine.engine.behaviour = Behaviour(gap_ms=30, continuous_usage=False, tokenizer="")
+    deployment = serving_deployment(alice, [engine])
+    cut_stream(server, alice.key, "/v1/chat/completions", CUT_CHAT, after_chunks=2)
+    assert eventually(lambda: engine.engine.records[-1].cut)
+    total = counters(deployment.pk, at_least=1)
+    # one token per 4 characters ("You are terse." and "one two three": 27, so 7) + 4 per message
+    assert (total["cut"], total["prompt_tokens"]) == (1, 7 + 2 * 4)
+    assert total["completion_tokens"] == engine.engine.records[-1].completion_tokens
 
 
 def test_completions_and_embeddings(server: str, alice: Persona, engines: Engines) -> None:

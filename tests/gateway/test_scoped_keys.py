@@ -1,7 +1,7 @@
 """Scoped keys at the gateway: a scoped account key or a deployment key reaches only the deployments it
 was granted (by model name, by id, and through the per-deployment and org-scoped routes); a refusal
-is a 403 in OpenAI's shape before anything is forwarded, held or woken; a revoked grant stops
-working within the key cache bound."""
+is a 403 in OpenAI's shape before anything is forwarded, held or woken; a grant given or revoked
+through the service shows at once, one changed in the database directly within the key cache bound."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from accounts.grants import key_grant_create, key_grant_revoke
 from accounts.models import ApiKey, KeyGrant, Membership
 from accounts.principal import Principal
 from accounts.roles import Role
@@ -136,6 +137,19 @@ def test_an_ungranted_cold_deployment_is_neither_held_nor_woken(server: str, ali
     assert not CreditHold.objects.exists()
     assert not Instance.objects.filter(deployment=cold).exists()
     assert Deployment.objects.get(pk=cold.pk).status == "scaled_to_zero"
+
+
+def test_a_grant_given_or_revoked_shows_at_once(
+    server: str, alice: Persona, engines: Callable[[], EngineThread], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(keys._cache, "ttl", 3600.0)  # nothing expires: the announcement alone does it
+    deployment = serving_deployment(alice, [engines()])
+    key, plaintext = scoped_key(alice)
+    assert_refused(chat(server, plaintext), "smollm2-135m-instruct")
+    key_grant_create(principal=owner(alice), deployment=deployment, key_id=key.pk, role="inference")
+    assert chat(server, plaintext).status_code == 200
+    key_grant_revoke(principal=owner(alice), deployment=deployment, key_id=key.pk)
+    assert_refused(chat(server, plaintext), "smollm2-135m-instruct")
 
 
 def test_a_revoked_grant_stops_within_the_cache_bound(

@@ -19,7 +19,9 @@ from django.test import Client
 
 from accounts.auth import SESSION_ORG_KEY
 from accounts.models import Membership, Organization, User
+from accounts.principal import Principal
 from accounts.roles import Role
+from accounts.services import membership_remove, membership_role_set
 from deployments.models import Deployment
 from gateway import sessions
 from gateway.app import gateway_shutdown
@@ -193,6 +195,21 @@ def test_the_sessions_org_and_role_decide(
     viewer = sign_in(server, bob.user, alice.org).chat(deployment.pk)
     assert viewer.status_code == 403 and "viewer" in viewer.json()["error"]["message"]
     assert len(engine.engine.records) == 1  # only the member's request reached the engine
+
+
+def test_a_members_new_role_or_removal_shows_in_their_session_at_once(
+    server: str, alice: Persona, bob: Persona, engines: Engines, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sessions._cache, "ttl", 3600.0)  # nothing expires: the announcement alone does it
+    deployment = serving_deployment(alice, [engines()])
+    browser = sign_in(server, bob.user, alice.org)
+    assert browser.chat(deployment.pk).status_code == 200
+    owner = Principal(user=alice.user, org=alice.org, role=Role.OWNER)
+    membership_role_set(principal=owner, user_id=bob.user.pk, role=Role.VIEWER)
+    viewer = browser.chat(deployment.pk)
+    assert viewer.status_code == 403 and "viewer" in viewer.json()["error"]["message"]
+    membership_remove(principal=owner, user_id=bob.user.pk)
+    assert browser.chat(deployment.pk).status_code == 404  # his session now acts in his own org
 
 
 def test_without_a_live_session_it_is_401(server: str, alice: Persona, engines: Engines) -> None:

@@ -17,6 +17,7 @@ from accounts.services import api_key_create
 from deployments.models import Deployment
 from deployments.services import deployment_create
 from tests.support.billing import fund
+from tests.support.gateway import counters
 from tests.support.openai_schema import assert_valid, sse_documents
 from tests.support.personas import Persona
 
@@ -145,3 +146,29 @@ def test_per_deployment_and_org_scoped_routes_stream(server: str, alice: Persona
     wrong_org = httpx.post(f"{server}/api/v1/orgs/{charlie.org.pk}/deployments/{deployment.pk}/chat/completions",
                            json=body, headers={"Authorization": f"Bearer {alice.key}"})  # fmt: skip
     assert stranger.status_code == 404 and wrong_org.status_code == 404
+
+
+def test_a_cut_stream_counts_the_prompt_as_llama_cpp_does(server: str, alice: Persona, fleet: str) -> None:
+    """llama.cpp reports a stream's usage only at its end: a client that hangs up before it is
+    metered with the prompt counted by the engine's own template and tokenizer."""
+    fund(alice.org, 10 * USD)
+    deployment = deploy(alice, "smollm2-135m-instruct")
+    auth = {"Authorization": f"Bearer {alice.key}"}
+    parts = [{"type": "text", "text": "Describe the sea at night, at length."}]
+    prompts = [
+        [{"role": "user", "content": "Write a long story about a robot."}],
+        [{"role": "system", "content": "You answer in French."}, {"role": "user", "content": parts}],
+    ]
+    engine_counts = []
+    for messages in prompts:
+        whole = httpx.post(f"{server}/v1/chat/completions", headers=auth, timeout=60,
+                           json={"model": deployment.pk, "messages": messages, "max_tokens": 1})  # fmt: skip
+        engine_counts.append(whole.json()["usage"]["prompt_tokens"])
+        body = {"model": deployment.pk, "messages": messages, "max_tokens": 200, "stream": True}
+        with httpx.stream("POST", f"{server}/v1/chat/completions", json=body, headers=auth, timeout=60) as response:
+            for received, _ in enumerate(line for line in response.iter_lines() if '"content"' in line):
+                if received == 3:
+                    break
+    total = counters(deployment.pk, at_least=4)
+    assert total["cut"] == 2
+    assert total["prompt_tokens"] == 2 * sum(engine_counts)  # each prompt: its JSON call, then its cut stream

@@ -1,24 +1,30 @@
-"""Processes of the platform a test starts beside itself, on the test's own database and Redis:
-the gateway under uvicorn exactly as production serves it (`uvicorn gpucloud.asgi:application`)."""
+"""The platform's ASGI app in processes of its own, as the distributed topology runs it: uvicorn
+servers (one or several workers behind one port) sharing this test's PostgreSQL database and Redis.
+For tests of what must hold across processes (revocation, concurrency limits, metering, a crash)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
 import httpx
-from django.conf import settings as django_settings
+import redis
+from django.conf import settings
 from django.db import connection
 
-from tests.support.embedded import free_port, wait_for
+from gateway import access_listener
+from tests.support.embedded import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
+START_SECONDS = 60  # for every worker to import Django on a slow, busy CI machine
 
 
 def database_url() -> str:
@@ -28,11 +34,12 @@ def database_url() -> str:
     return f"postgres://{credentials}@{db['HOST']}:{db['PORT'] or 5432}/{quote(db['NAME'])}"
 
 
-def process_env(var_dir: Path) -> dict[str, str]:
+def platform_env(var_dir: Path) -> dict[str, str]:
+    """The distributed topology on this test's database and Redis."""
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE")}
     env.update(
         DATABASE_URL=database_url(),
-        REDIS_URL=django_settings.REDIS_URL,
+        REDIS_URL=settings.REDIS_URL,
         DJANGO_SETTINGS_MODULE="gpucloud.settings",
         GPUCLOUD_VAR_DIR=str(var_dir),
         PYTHONUNBUFFERED="1",
@@ -41,8 +48,9 @@ def process_env(var_dir: Path) -> dict[str, str]:
 
 
 @dataclass
-class GatewayProcess:
-    url: str
+class LoggedProcess:
+    """A process of the platform started by a test, its output in a file."""
+
     process: subprocess.Popen[bytes]
     log_path: Path
 
@@ -50,31 +58,58 @@ class GatewayProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def check_alive(self) -> None:
+        if self.process.poll() is not None:
+            raise AssertionError(f"the process exited ({self.process.returncode}):\n{self.log[-6000:]}")
+
+
+@dataclass
+class Gateway(LoggedProcess):
+    url: str = ""
+    workers: int = 1
+
+    def worker_pids(self) -> list[int]:
+        return [int(pid) for pid in re.findall(r"Started server process \[(\d+)\]", self.log)]
+
 
 @contextlib.contextmanager
-def gateway_process(var_dir: Path) -> Iterator[GatewayProcess]:
-    """uvicorn serving the platform on a loopback port (uvloop and httptools, one worker), ready
-    when its /healthz answers; stopped (SIGTERM, then SIGKILL after 10 s) at the block's end."""
+def gateway_process(var_dir: Path, *, workers: int = 1, name: str = "gateway") -> Iterator[Gateway]:
+    """`uvicorn gpucloud.asgi:application` on a free loopback port, with `workers` worker
+    processes; yields once every worker has started. Stopped (and its workers with it) at the end."""
     port = free_port()
-    command = [sys.executable, "-m", "uvicorn", "gpucloud.asgi:application", "--port", str(port),
-               "--log-level", "warning", "--no-access-log", "--loop", "uvloop", "--http", "httptools"]  # fmt: skip
-    log_path = var_dir / "gateway.log"
+    log_path = var_dir / f"{name}.log"
+    command = [sys.executable, "-m", "uvicorn", "gpucloud.asgi:application", "--host", "127.0.0.1",
+               "--port", str(port), "--workers", str(workers), "--log-level", "info", "--no-access-log"]  # fmt: skip
     with log_path.open("wb") as log:
-        process = subprocess.Popen(command, cwd=ROOT, env=process_env(var_dir), stdout=log, stderr=subprocess.STDOUT)
-    served = GatewayProcess(f"http://127.0.0.1:{port}", process, log_path)
+        process = subprocess.Popen(command, cwd=ROOT, env=platform_env(var_dir), stdout=log, stderr=subprocess.STDOUT)
+    gateway = Gateway(process, log_path, f"http://127.0.0.1:{port}", workers)
     try:
-        wait_for(lambda: process.poll() is None and httpx.get(f"{served.url}/healthz", timeout=2).is_success,
-                 60, f"the gateway process ({log_path})")  # fmt: skip
-        yield served
+        deadline = time.monotonic() + START_SECONDS
+        while gateway.log.count("Application startup complete") < workers:
+            gateway.check_alive()
+            assert time.monotonic() < deadline, f"the gateway did not start in {START_SECONDS} s:\n{gateway.log}"
+            time.sleep(0.1)
+        yield gateway
     finally:
-        stop(process)
+        process.terminate()  # uvicorn's parent stops its workers on SIGTERM
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
 
 
-def stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, and SIGKILL if it has not exited within 10 s."""
-    process.terminate()
+def listening() -> set[int]:
+    """The pids of the processes whose gateway listens for access changes (on this Redis server)."""
+    client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=5)
     try:
-        process.wait(10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(10)
+        prefix = f"{access_listener.CLIENT_NAME}-"
+        return {int(c["name"].removeprefix(prefix)) for c in client.client_list()
+                if c["name"].startswith(prefix) and int(c["sub"])}  # fmt: skip
+    finally:
+        client.close()
+
+
+def get(url: str, key: str, path: str = "/v1/models") -> httpx.Response:
+    """One request on a connection of its own, so that behind one port any worker may take it."""
+    return httpx.get(f"{url}{path}", headers={"Authorization": f"Bearer {key}", "Connection": "close"}, timeout=30)

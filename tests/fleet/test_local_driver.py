@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -117,3 +119,42 @@ def test_a_launched_engine_is_listed_and_terminated_as_soon_as_launch_returns(dr
     driver.terminate("inst_now")
     assert driver.list_instances("test-tag") == []
     assert driver.status("inst_now").state == InstanceState.TERMINATED
+
+
+STOPS = 15
+STOP_BOUND_SECONDS = 6.0  # generous for a loaded machine; the driver's own fallback is 3 s of grace
+
+
+@pytest.mark.slow
+def test_an_engine_stopped_at_any_moment_right_after_start_is_gone_promptly_and_frees_its_slot(
+    driver: LocalDriver,
+) -> None:
+    """Issue 15 §3: engines sent SIGTERM while llama.cpp was still loading hung in its destructor
+    ("waiting for main loop exit", a loop that had not started) until the 10 s SIGKILL fallback,
+    keeping their slot. Stops from 0 to 1 s after the launch, the window where the model loads."""
+    late = []
+    for step in range(STOPS):
+        instance_id = f"inst_s{step}"
+        driver.launch(spec(instance_id), driver.offers()[0])
+        time.sleep(step / (STOPS - 1))
+        asked = time.monotonic()
+        driver.terminate(instance_id)
+        took = time.monotonic() - asked
+        gone = driver.status(instance_id).state == InstanceState.TERMINATED
+        if took > STOP_BOUND_SECONDS or not gone or driver.offers()[0].available != 1:
+            late.append(f"{instance_id} stopped {step / (STOPS - 1):.2f} s after launch: {took:.1f} s, gone={gone}")
+    assert late == []
+
+
+def test_a_wedged_engine_is_killed_with_its_process_group_within_the_bound(driver: LocalDriver) -> None:
+    """An engine that does not act on SIGTERM (here: stopped once serving, its handler in place) is
+    SIGKILLed after the grace."""
+    driver.launch(spec("inst_w"), driver.offers()[0])
+    wait_healthy(driver.endpoint("inst_w"))
+    pid = json.loads((driver.instances_dir / "inst_w" / "instance.json").read_text())["pid"]
+    os.kill(pid, signal.SIGSTOP)
+    asked = time.monotonic()
+    driver.terminate("inst_w")
+    assert time.monotonic() - asked < STOP_BOUND_SECONDS
+    assert driver.status("inst_w").state == InstanceState.TERMINATED and driver.offers()[0].available == 1
+    assert not Path(f"/proc/{pid}").exists()

@@ -28,7 +28,10 @@ ENGINE_MODULE = "fleet.providers.local.engine"
 # Engines started before the fleet package existed run this module: still ours to list and stop.
 ENGINE_MODULES = (ENGINE_MODULE, "catalog.providers.local.engine")
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
-STOP_TIMEOUT_SECONDS = 10.0
+# A stop sends SIGTERM and waits this long before it SIGKILLs the engine's process group: an engine
+# leaves within about a second of SIGTERM (engine.py), so this bounds a wedged one.
+STOP_GRACE_SECONDS = 3.0
+COMMAND_LINE_WAIT_SECONDS = 10.0
 FOLLOW_POLL_SECONDS = 0.2
 
 
@@ -249,23 +252,31 @@ def _reap(pid: int) -> None:
 
 
 def _stop(pid: int) -> None:
-    """SIGTERM, then SIGKILL if it has not exited within the timeout."""
+    """SIGTERM; then, if it has not exited within STOP_GRACE_SECONDS, SIGKILL to its process group
+    (it leads its own session: whatever it started goes with it). Returns once it is gone, or after
+    the grace twice over (the kernel finishes a SIGKILL; the next look finds it gone)."""
     try:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
         return
-    deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
-    while time.monotonic() < deadline:
-        _reap(pid)
-        if not _alive(pid):
-            return
-        time.sleep(0.05)
+    if _gone_within(pid, STOP_GRACE_SECONDS):
+        return
     try:
-        os.kill(pid, signal.SIGKILL)
+        os.killpg(pid, signal.SIGKILL) if os.getpgid(pid) == pid else os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         return
-    time.sleep(0.05)
-    _reap(pid)
+    _gone_within(pid, STOP_GRACE_SECONDS)
+
+
+def _gone_within(pid: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while True:
+        _reap(pid)
+        if not _alive(pid):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
 
 
 def _wait_for_command_line(pid: int) -> None:
@@ -273,7 +284,7 @@ def _wait_for_command_line(pid: int) -> None:
     it. Popen returns as soon as the child has begun to exec, before the kernel has set up the new
     argv: a reconciler listing then would miss the engine (and not reap it), a terminate would not
     stop it. A child that died meanwhile is not waited for."""
-    deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
+    deadline = time.monotonic() + COMMAND_LINE_WAIT_SECONDS
     while time.monotonic() < deadline and _alive(pid):
         try:
             if ENGINE_MODULE in (Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")):

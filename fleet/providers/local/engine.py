@@ -56,13 +56,17 @@ def main(argv: list[str] | None = None) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     started = time.monotonic()
-    server = xllamacpp.Server(params)  # loads the model and listens on 127.0.0.1:port in its own threads
+    _server = xllamacpp.Server(
+        params
+    )  # kept alive until exit; loads the model and listens on 127.0.0.1:port in its own threads
     print(f"gpucloud engine {args.instance_id}: serving on 127.0.0.1:{args.port} "
           f"after {time.monotonic() - started:.1f} s", flush=True)  # fmt: skip
     stop.wait()
     print(f"gpucloud engine {args.instance_id}: stopping", flush=True)
-    del server
-    return 0
+    # Leave without closing the server: llama.cpp's ~Server waits for its main loop to exit, and after
+    # a stop that came while the model loaded (before that loop began) it waits forever, holding the
+    # GIL. Nothing needs the close: the kernel releases the port, the memory and the model's mapping.
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -7,10 +7,11 @@ a freed slot goes to one that waited."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
+from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -36,28 +37,24 @@ USD = 1_000_000
 SMOL = {"name": "c", "model_id": "smollm2-135m-instruct", "gpu_type": "cpu", "region": "local", "replicas": 1}
 
 
-class Peak:
-    """The most engines of the fleet's tag seen running at once, looked at every 5 ms in a thread."""
+@contextlib.contextmanager
+def engines_peak(tag: str) -> Iterator[list[int]]:
+    """The most engines of `tag` seen running at once (its one item), looked at every 5 ms meanwhile."""
+    local = LocalDriver(slug="local", config=Provider.objects.get(slug="local").config | {"tag": tag})
+    most = [0]
+    done = threading.Event()
 
-    def __init__(self, tag: str) -> None:
-        instances_dir = Path(Provider.objects.get(slug="local").config["instances_dir"])
-        self._local = LocalDriver(slug="local", config={"instances_dir": str(instances_dir), "tag": tag})
-        self._tag = tag
-        self.most = 0
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._watch, daemon=True)
+    def watch() -> None:
+        while not done.wait(0.005):
+            most[0] = max(most[0], len(local.list_instances(tag)))
 
-    def _watch(self) -> None:
-        while not self._done.wait(0.005):
-            self.most = max(self.most, len(self._local.list_instances(self._tag)))
-
-    def __enter__(self) -> Peak:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._done.set()
-        self._thread.join(10)
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        yield most
+    finally:
+        done.set()
+        watcher.join(10)
 
 
 def create_at_once(persona: Persona, count: int) -> list[tuple[int, dict[str, Any]]]:
@@ -91,7 +88,7 @@ def test_ten_creates_at_once_never_run_more_engines_than_the_provider_has_slots(
 ) -> None:
     fund(alice.org, 100 * USD)
     local = LocalDriver(slug="local", config=Provider.objects.get(slug="local").config | {"tag": fleet})
-    with Peak(fleet) as peak:
+    with engines_peak(fleet) as peak:
         answers = create_at_once(alice, CREATES)
         statuses = sorted(status for status, _ in answers)
         assert len(answers) == CREATES and set(statuses) <= {201, 409}, answers  # no 5xx
@@ -116,4 +113,4 @@ def test_ten_creates_at_once_never_run_more_engines_than_the_provider_has_slots(
         assert instances.filter(state__in=LIVE_STATES).count() == SLOTS
         assert waiting.count() == len(created) - SLOTS - 1
         assert len(local.list_instances(fleet)) == SLOTS
-    assert peak.most == SLOTS
+    assert peak == [SLOTS]

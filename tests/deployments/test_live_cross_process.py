@@ -6,7 +6,6 @@ Skipped without REDIS_URL (CI sets it): the in-memory layer cannot cross process
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import sys
 import time
@@ -15,13 +14,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import pytest
 import redis
 from asgiref.sync import sync_to_async
 from django.conf import settings as django_settings
-from django.db import connection, connections, transaction
+from django.db import connections, transaction
 
 from deployments.lifecycle import deployment_transition
 from deployments.models import Deployment, DeploymentEvent, DeploymentStatus
@@ -32,6 +30,7 @@ from gpucloud.celery import app
 from tests.support.live import Socket
 from tests.support.pages import running, session_of
 from tests.support.personas import Persona
+from tests.support.processes import platform_env
 
 ROOT = Path(__file__).resolve().parents[2]
 WAIT_SECONDS = 30  # for the worker to start and for the push: generous, for a slow, busy CI machine
@@ -64,27 +63,6 @@ class Worker:
             raise AssertionError(f"the worker exited ({self.process.returncode}):\n{self.log}")
 
 
-def _database_url() -> str:
-    """This test's database (pytest-django's test_<name>), for the worker to use the same rows."""
-    db = connection.settings_dict
-    credentials = f"{quote(db['USER'])}:{quote(db['PASSWORD'])}"
-    return f"postgres://{credentials}@{db['HOST']}:{db['PORT'] or 5432}/{quote(db['NAME'])}"
-
-
-def _worker_env(var_dir: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE")}
-    env.update(
-        DATABASE_URL=_database_url(),
-        REDIS_URL=django_settings.REDIS_URL,
-        DJANGO_SETTINGS_MODULE="gpucloud.settings",
-        CELERY_TASK_ALWAYS_EAGER="0",
-        GPUCLOUD_VAR_DIR=str(var_dir),
-        PYTHONUNBUFFERED="1",
-        CELERY_LOG_LEVEL="INFO",  # the test reads the worker's "task succeeded" line
-    )
-    return env
-
-
 @pytest.fixture
 def worker(transactional_db: None, tmp_path: Path) -> Iterator[Worker]:
     """A Celery worker process consuming a queue of its own, so that no other test run's worker
@@ -101,7 +79,8 @@ def worker(transactional_db: None, tmp_path: Path) -> Iterator[Worker]:
     eager = app.conf.task_always_eager
     app.conf.task_always_eager = False  # conftest runs tasks in-process; this test's must travel
     with log_path.open("wb") as log:
-        process = subprocess.Popen(command, cwd=ROOT, env=_worker_env(tmp_path), stdout=log, stderr=subprocess.STDOUT)
+        env = platform_env(tmp_path, CELERY_LOG_LEVEL="INFO")  # the test reads its "task succeeded" line
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             yield Worker(process, queue, log_path)
         finally:

@@ -7,10 +7,6 @@ a freed slot goes to one that waited."""
 
 from __future__ import annotations
 
-import contextlib
-import json
-import threading
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -25,6 +21,7 @@ from fleet.models import LIVE_STATES, Instance, InstanceState
 from fleet.providers.local.driver import LocalDriver
 from fleet.reconciler import fleet_reconcile
 from tests.support.billing import fund
+from tests.support.fleet import creates_at_once, engines_peak
 from tests.support.personas import Persona
 
 pytestmark = [
@@ -37,59 +34,13 @@ USD = 1_000_000
 SMOL = {"name": "c", "model_id": "smollm2-135m-instruct", "gpu_type": "cpu", "region": "local", "replicas": 1}
 
 
-@contextlib.contextmanager
-def engines_peak(tag: str) -> Iterator[list[int]]:
-    """The most engines of `tag` seen running at once (its one item), looked at every 5 ms meanwhile."""
-    local = LocalDriver(slug="local", config=Provider.objects.get(slug="local").config | {"tag": tag})
-    most = [0]
-    done = threading.Event()
-
-    def watch() -> None:
-        while not done.wait(0.005):
-            most[0] = max(most[0], len(local.list_instances(tag)))
-
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
-    try:
-        yield most
-    finally:
-        done.set()
-        watcher.join(10)
-
-
-def create_at_once(persona: Persona, count: int) -> list[tuple[int, dict[str, Any]]]:
-    answers: list[tuple[int, dict[str, Any]]] = []
-    errors: list[str] = []
-    start = threading.Barrier(count)
-
-    def create() -> None:
-        try:
-            start.wait(30)
-            response = Client().post(
-                "/api/v1/deployments", data=json.dumps(SMOL), content_type="application/json", **persona.auth
-            )
-            answers.append((response.status_code, response.json()))
-        except Exception as exc:  # what the race is about: anything that escapes is a failure
-            errors.append(f"{type(exc).__name__}: {exc}")
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=create) for _ in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(120)
-    assert errors == []
-    return answers
-
-
 def test_ten_creates_at_once_never_run_more_engines_than_the_provider_has_slots(
     alice: Persona, fleet: str, django_capture_on_commit_callbacks: Any
 ) -> None:
     fund(alice.org, 100 * USD)
     local = LocalDriver(slug="local", config=Provider.objects.get(slug="local").config | {"tag": fleet})
-    with engines_peak(fleet) as peak:
-        answers = create_at_once(alice, CREATES)
+    with engines_peak(local, fleet) as peak:
+        answers = creates_at_once(alice.auth, SMOL, CREATES)
         statuses = sorted(status for status, _ in answers)
         assert len(answers) == CREATES and set(statuses) <= {201, 409}, answers  # no 5xx
         refused = [body for status, body in answers if status == 409]

@@ -15,13 +15,12 @@ from typing import Any
 
 import pytest
 from django.core.management import call_command
-from django.db.models import F, Q
 from django.test import Client
 from django.utils import timezone
 
 from billing.invariants import ledger_violations
-from billing.metering import cost_micros, usage_charge_running
-from billing.models import AccountKind, CreditHold, LedgerEntry, TransactionKind, UsageMeter
+from billing.metering import cost_micros
+from billing.models import UsageMeter
 from catalog.data import SMOLLM2_GGUF
 from catalog.models import Provider
 from deployments.models import Deployment
@@ -31,9 +30,9 @@ from fleet.models import FINAL_STATES, LIVE_STATES, Instance, InstanceState
 from fleet.offers import offers_refresh_all
 from fleet.providers.base import InstanceSpec, ProviderError
 from fleet.providers.local.driver import LocalDriver
-from fleet.provisioning import first_minute_hold_key
 from fleet.reconciler import fleet_reconcile
-from tests.support.billing import fund
+from tests.support.billing import billing_mismatches, fund
+from tests.support.fleet import engines_killed_at_random_ages
 from tests.support.personas import Persona
 
 USD = 1_000_000
@@ -221,39 +220,6 @@ ENGINES_AT_ONCE = 4
 END_TOLERANCE_SECONDS = 2.0  # from the kill to the recorded end, on a loaded machine
 
 
-def session_charges(instance: Instance) -> tuple[int, int]:
-    """What the ledger took from the org's available credit for the instance's session, and the
-    GPU-seconds those postings say they paid for: its first-minute hold's post and its meter's
-    usage postings (corrections included)."""
-    hold = CreditHold.objects.get(idempotency_key=first_minute_hold_key(instance.pk))
-    mine = LedgerEntry.objects.filter(
-        Q(transaction__idempotency_key=f"hold:{hold.pk}:post") | Q(transaction__metadata__meter=instance.pk),
-        account__kind=AccountKind.AVAILABLE,
-        transaction__kind=TransactionKind.USAGE,
-    ).select_related("transaction")
-    return -sum(e.amount_micros for e in mine), sum(int(e.transaction.metadata.get("gpu_seconds", 0)) for e in mine)
-
-
-def billing_mismatches() -> list[str]:
-    """Every ended session: billed (in the ledger) exactly max(60, lifetime) seconds at its price."""
-    found = []
-    for instance in Instance.objects.filter(state__in=FINAL_STATES).exclude(launched_at=None):
-        assert instance.terminated_at is not None and instance.launched_at is not None
-        lifetime = int((instance.terminated_at - instance.launched_at).total_seconds())
-        seconds = max(60, lifetime)
-        meter = UsageMeter.objects.get(meter_key=instance.pk)
-        charged = session_charges(instance)
-        expected = (cost_micros(instance.hourly_price_micros, lifetime), seconds)
-        if charged != expected or meter.ended_at != instance.terminated_at or meter.billed_seconds != seconds:
-            found.append(f"{instance.pk} lived {lifetime} s: the ledger charged {charged}, not {expected}")
-    return found
-
-
-def engine_pid(instance_id: str) -> int:
-    meta = driver("local").instances_dir / instance_id / "instance.json"  # type: ignore[attr-defined]
-    return int(json.loads(meta.read_text())["pid"])
-
-
 @pytest.mark.slow
 def test_engines_killed_at_random_ages_end_when_they_died_and_bill_exactly_their_lifetime(
     client: Client, alice: Persona, fleet: str, django_capture_on_commit_callbacks: Any
@@ -275,18 +241,8 @@ def test_engines_killed_at_random_ages_end_when_they_died_and_bill_exactly_their
         deployments = [
             deploy_running(client, alice, django_capture_on_commit_callbacks) for _ in range(ENGINES_AT_ONCE)
         ]
-        victims = [only(Deployment.objects.get(pk=pk)) for pk in deployments]
-        for victim in victims:
-            earlier = timedelta(seconds=rng.uniform(0, 600))
-            Instance.objects.filter(pk=victim.pk).update(launched_at=F("launched_at") - earlier)
-            UsageMeter.objects.filter(meter_key=victim.pk).update(started_at=F("started_at") - earlier)
-        usage_charge_running()
-        for victim in rng.sample(victims, len(victims)):
-            time.sleep(rng.uniform(0, 2))
-            os.kill(engine_pid(victim.pk), signal.SIGKILL)
-            killed[victim.pk] = timezone.now()
-        time.sleep(rng.uniform(0.5, 1.5))
-        usage_charge_running()  # bills past the deaths: nothing has seen them yet
+        victims = [only(Deployment.objects.get(pk=pk)).pk for pk in deployments]
+        killed |= engines_killed_at_random_ages(victims, driver("local").instances_dir, rng)  # type: ignore[attr-defined]
         reconcile(django_capture_on_commit_callbacks, later=0)  # records them lost and replaces them
         with django_capture_on_commit_callbacks(execute=True):
             for pk in deployments:

@@ -52,13 +52,16 @@ def main(argv: list[str] | None = None) -> int:
         params.embedding = True
         params.pooling_type = xllamacpp.llama_pooling_type.LLAMA_POOLING_TYPE_MEAN
 
+    # While the model loads, a stop ends the process at once (the default action): a Python handler
+    # would run only once llama.cpp has finished loading, which holds the GIL.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, signal.SIG_DFL)
+    started = time.monotonic()
+    # Loads the model and listens on 127.0.0.1:port in threads of its own; referenced until the exit.
+    _server = xllamacpp.Server(params)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    started = time.monotonic()
-    _server = xllamacpp.Server(
-        params
-    )  # kept alive until exit; loads the model and listens on 127.0.0.1:port in its own threads
     print(f"gpucloud engine {args.instance_id}: serving on 127.0.0.1:{args.port} "
           f"after {time.monotonic() - started:.1f} s", flush=True)  # fmt: skip
     stop.wait()

@@ -4,6 +4,11 @@ A meter is one instance session. Charges are cumulative: after a charge up to ti
 session has paid exactly `price_per_hour * max(60, whole seconds since start) // 3600`, so
 ticks may come late, twice or out of order and the total is still exact: a missed tick is
 caught up by the next one and a repeated one finds nothing left to bill.
+
+Once the session has ended the same holds up to its end, both ways: a tick may have billed past an
+end learnt only later (a machine lost while nobody looked), and the settlement gives that back with
+a usage entry of its own (the ledger is append-only), so every session is charged exactly
+max(60, lifetime) seconds.
 """
 
 from __future__ import annotations
@@ -59,6 +64,7 @@ def usage_charge(meter: UsageMeter, period_start: datetime, period_end: datetime
     The charge covers every second from the last billed one to `period_end`; a `period_start`
     later than that (a skipped tick) does not skip the seconds in between. Returns the usage
     transaction, or None when there was nothing new to bill. Idempotent per (meter, period end).
+    On an ended session it settles: seconds billed past the end are given back (see above).
     """
     if period_end < period_start:
         raise ValueError("period_end is before period_start")
@@ -67,19 +73,20 @@ def usage_charge(meter: UsageMeter, period_start: datetime, period_end: datetime
         end = min(period_end, meter.ended_at) if meter.ended_at else period_end
         seconds = max(0, int((end - meter.started_at).total_seconds()))
         billable = max(MINIMUM_SECONDS, seconds)
-        if billable <= meter.billed_seconds:
-            return None
+        if billable == meter.billed_seconds or (billable < meter.billed_seconds and meter.ended_at is None):
+            return None  # nothing new, or a late tick of a running session
         due = cost_micros(meter.hourly_price_micros, billable)
         amount = due - meter.billed_micros
         posting = None
-        if amount > 0:
+        if amount:
             available, _ = org_accounts(meter.org)
             posting = ledger_post(
-                idempotency_key=f"usage:{meter.meter_key}:{billable}",
+                # A give-back's key differs from that of a charge that once went up to the same second.
+                idempotency_key=f"usage:{meter.meter_key}:{billable}" + (":settled" if amount < 0 else ""),
                 kind=TransactionKind.USAGE,
                 org=meter.org,
                 service=meter.service,
-                description=f"{meter.description} ({duration_text(billable - meter.billed_seconds)})",
+                description=_usage_description(meter, billable),
                 allow_overdraft=True,  # running time already happened; the zero-balance policy stops it
                 lines=[Line(available, -amount), Line(system_account(AccountKind.REVENUE), amount)],
                 metadata={
@@ -96,8 +103,15 @@ def usage_charge(meter: UsageMeter, period_start: datetime, period_end: datetime
     return posting.transaction if posting else None
 
 
+def _usage_description(meter: UsageMeter, billable: int) -> str:
+    if billable > meter.billed_seconds:
+        return f"{meter.description} ({duration_text(billable - meter.billed_seconds)})"
+    past = duration_text(meter.billed_seconds - billable)
+    return f"{meter.description} (ended after {duration_text(billable)}; {past} billed past its end given back)"
+
+
 def usage_meter_stop(meter: UsageMeter, at: datetime) -> LedgerTransaction | None:
-    """End the session at `at` and make its final charge (the 60-second minimum applies)."""
+    """End the session at `at` and settle it: max(60, lifetime) seconds charged in all."""
     with transaction.atomic():
         locked = UsageMeter.objects.select_for_update().get(pk=meter.pk)
         if locked.ended_at is None:

@@ -18,14 +18,14 @@ from django.utils import timezone
 from billing.holds import hold_void
 from billing.metering import usage_meter_start, usage_meter_stop, usage_prepay_from_hold
 from billing.models import CreditHold, HoldStatus, UsageMeter
-from catalog.models import Provider
+from catalog.models import Offer, Provider
 from catalog.selectors import offers_for
 from fleet import drivers
 from fleet.engines import engine_healthy
 from fleet.models import FINAL_STATES, PRE_LAUNCH_STATES, Instance, InstanceState
 from fleet.offers import driver_offer, offers_refresh_soon
+from fleet.providers.base import InstanceSpec, ProviderError, ProviderInstance
 from fleet.providers.base import InstanceState as ProviderState
-from fleet.providers.base import ProviderError, ProviderInstance
 from fleet.transitions import instance_transition
 from fleet.workloads import workload
 from gpucloud.core.db import retry_on_deadlock
@@ -58,7 +58,7 @@ def instance_provision(instance_id: str) -> str:
     # The stored offers, full ones too: their availability may be stale, the provider has the last word.
     for offer in offers_for(gpu_type=spec.gpu_type, region=spec.region):
         try:
-            launched = drivers.driver_of(offer.provider).launch(spec, driver_offer(offer))
+            launched = _launch_on(offer, spec)
         except ProviderError as exc:
             if exc.no_capacity:  # its stored availability was wrong: ask it again
                 offers_refresh_soon(offer.provider_id)
@@ -67,6 +67,8 @@ def instance_provision(instance_id: str) -> str:
                 instance_fail(instance_id, exc.message)
                 return "failed"
             raise
+        if launched is None:  # the offer went (a refresh no longer lists it)
+            continue
         _record_launch(instance_id, launched, offer.provider_id, offer.price_per_hour_micros,
                        offer.cost_per_hour_micros)  # fmt: skip
         return "launched"
@@ -77,6 +79,19 @@ def instance_provision(instance_id: str) -> str:
             instance_transition(instance, InstanceState.WAITING_FOR_CAPACITY, reason)
             workload().owner_refresh(instance)
     return "waiting"
+
+
+def _launch_on(offer: Offer, spec: InstanceSpec) -> ProviderInstance | None:
+    """Launch on `offer` with its row locked, so that the provider's capacity check and the launch
+    that takes the capacity are one step: two launches counted the same free slot and both started
+    (issue 15 §9: two creates 0.1 s apart put three engines on two slots). Launches on one offer wait
+    for each other, each as long as its driver's launch call (bounded by the driver's timeouts); the
+    next one's check sees what the previous one started. None when the offer is gone."""
+    with transaction.atomic():
+        locked = Offer.objects.select_for_update(of=("self",)).filter(pk=offer.pk).first()
+        if locked is None:
+            return None
+        return drivers.driver_of(offer.provider).launch(spec, driver_offer(locked))
 
 
 @retry_on_deadlock

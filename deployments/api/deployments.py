@@ -88,7 +88,21 @@ def _rollout_out(deployment: Deployment, live: list[Instance]) -> dict[str, obje
     }
 
 
-@router.post("/deployments", response={201: schemas.DeploymentOut}, summary="Deploy a catalog model")
+_CREATE_DESCRIPTION = (
+    "Holds the first minute of each replica (402 when the credit is short) and provisions them after the answer. "
+    "409 `no_capacity` when no provider offers the GPU in the region, or none has capacity free by its stored "
+    "offers. A provider never runs more than its capacity, whatever creates arrive at once: a replica accepted "
+    "while others took the capacity waits for it (state `waiting_for_capacity`, billing nothing) and is placed "
+    "when some frees."
+)
+
+
+@router.post(
+    "/deployments",
+    response={201: schemas.DeploymentOut},
+    summary="Deploy a catalog model",
+    description=_CREATE_DESCRIPTION,
+)
 @answers(400, 402, 404, 409)
 def deployments_create(request: HttpRequest, payload: schemas.DeploymentCreateIn) -> Status[dict[str, object]]:
     deployment = services.deployment_create(

@@ -87,3 +87,29 @@ def test_metering_may_overdraw_and_is_flagged(alice: Persona) -> None:
 
 def test_starting_twice_returns_the_same_meter(alice: Persona) -> None:
     assert meter(alice).pk == meter(alice).pk
+
+
+def test_an_end_learnt_after_later_ticks_gives_back_what_they_billed_past_it(alice: Persona) -> None:
+    """Issue 15 §2: a machine that died at 150 s but was found gone after a tick at 153 s was billed
+    153 s. Stopping at its end settles the session at max(60, lifetime), once."""
+    fund(alice.org, 100 * USD)
+    m = meter(alice)
+    usage_charge(m, at(0), at(90))
+    usage_charge(m, at(90), at(153))
+    stopped = usage_meter_stop(m, at(150))
+    assert stopped is not None and stopped.idempotency_key == "usage:inst_1:150:settled"
+    assert stopped.metadata["gpu_seconds"] == -3 and "3 s billed past its end given back" in stopped.description
+    assert usage_total(alice) == H100 * 150 // 3600
+    m.refresh_from_db()
+    assert (m.billed_seconds, m.billed_micros) == (150, H100 * 150 // 3600)
+    assert usage_meter_stop(m, at(150)) is None and usage_charge(m, at(150), at(900)) is None
+    assert usage_total(alice) == H100 * 150 // 3600
+    assert ledger_violations() == []  # the daily rollup counts the give-back too
+
+
+def test_a_session_ended_inside_its_first_minute_keeps_the_minimum(alice: Persona) -> None:
+    fund(alice.org, 100 * USD)
+    m = meter(alice)
+    usage_charge(m, at(0), at(75))
+    usage_meter_stop(m, at(20))
+    assert usage_total(alice) == H100 * 60 // 3600

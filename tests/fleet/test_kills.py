@@ -7,9 +7,10 @@ from __future__ import annotations
 import io
 import json
 import os
+import random
 import signal
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -17,17 +18,21 @@ from django.core.management import call_command
 from django.test import Client
 from django.utils import timezone
 
+from billing.invariants import ledger_violations
 from billing.metering import cost_micros
 from billing.models import UsageMeter
 from catalog.data import SMOLLM2_GGUF
+from catalog.models import Provider
 from deployments.models import Deployment
 from fleet import provisioning, tasks
 from fleet.drivers import driver
-from fleet.models import LIVE_STATES, Instance, InstanceState
+from fleet.models import FINAL_STATES, LIVE_STATES, Instance, InstanceState
+from fleet.offers import offers_refresh_all
 from fleet.providers.base import InstanceSpec, ProviderError
 from fleet.providers.local.driver import LocalDriver
 from fleet.reconciler import fleet_reconcile
-from tests.support.billing import fund
+from tests.support.billing import billing_mismatches, fund
+from tests.support.fleet import engines_killed_at_random_ages
 from tests.support.personas import Persona
 
 USD = 1_000_000
@@ -208,3 +213,49 @@ def test_fleet_command_lists_and_reaps(alice: Persona, fleet: str, django_captur
         call_command("fleet", "--reap", stdout=out)
     assert "1 reaped" in out.getvalue() and "No instances." in out.getvalue()
     assert local.list_instances(fleet) == []
+
+
+KILL_ROUNDS = 2
+ENGINES_AT_ONCE = 4
+END_TOLERANCE_SECONDS = 2.0  # from the kill to the recorded end, on a loaded machine
+
+
+@pytest.mark.slow
+def test_engines_killed_at_random_ages_end_when_they_died_and_bill_exactly_their_lifetime(
+    client: Client, alice: Persona, fleet: str, django_capture_on_commit_callbacks: Any
+) -> None:
+    """Issue 15 §2: a lost engine's end was its log's last write (an engine killed after 150 s was
+    recorded as living 0.7 s) and a usage tick after its death was never taken back (billed 153 s).
+    Engines are SIGKILLed at random ages: each age is a real life of a few seconds after a pretended
+    earlier start (its launch moved back by up to 10 minutes, its meter with it), with beat's usage
+    ticks before the kills and after them, before the reconciler sees the engines gone. Every
+    session, lost or stopped, must end when its process did and be charged max(60, lifetime)."""
+    Provider.objects.filter(slug="local").update(
+        config={**Provider.objects.get(slug="local").config, "slots": ENGINES_AT_ONCE}
+    )
+    offers_refresh_all()
+    fund(alice.org, 100 * USD)
+    rng = random.Random(15)  # noqa: S311  (repeatable ages, not a secret)
+    killed: dict[str, datetime] = {}
+    for _ in range(KILL_ROUNDS):
+        deployments = [
+            deploy_running(client, alice, django_capture_on_commit_callbacks) for _ in range(ENGINES_AT_ONCE)
+        ]
+        victims = [only(Deployment.objects.get(pk=pk)).pk for pk in deployments]
+        killed |= engines_killed_at_random_ages(victims, driver("local").instances_dir, rng)  # type: ignore[attr-defined]
+        reconcile(django_capture_on_commit_callbacks, later=0)  # records them lost and replaces them
+        with django_capture_on_commit_callbacks(execute=True):
+            for pk in deployments:
+                client.delete(f"/api/v1/deployments/{pk}", **alice.auth)
+    wrong_ends = []
+    for instance_id, at in killed.items():
+        end = Instance.objects.get(pk=instance_id).terminated_at
+        assert end is not None
+        if not timedelta(0) <= end - at <= timedelta(seconds=END_TOLERANCE_SECONDS):
+            wrong_ends.append(f"{instance_id} killed at {at:%H:%M:%S.%f}, recorded ending at {end:%H:%M:%S.%f}")
+    assert wrong_ends == []
+    assert billing_mismatches() == []
+    assert driver("local").list_instances(fleet) == []  # no leak: the replacements were stopped with their deployments
+    assert not Instance.objects.exclude(state__in=FINAL_STATES).exists()
+    assert Instance.objects.filter(state=InstanceState.TERMINATED).count() == 2 * len(killed)
+    assert ledger_violations() == []

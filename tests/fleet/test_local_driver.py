@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -117,3 +120,86 @@ def test_a_launched_engine_is_listed_and_terminated_as_soon_as_launch_returns(dr
     driver.terminate("inst_now")
     assert driver.list_instances("test-tag") == []
     assert driver.status("inst_now").state == InstanceState.TERMINATED
+
+
+STOPS = 15
+STOP_BOUND_SECONDS = 6.0  # generous for a loaded machine; the driver's own fallback is 3 s of grace
+
+
+@pytest.mark.slow
+def test_an_engine_stopped_at_any_moment_right_after_start_is_gone_promptly_and_frees_its_slot(
+    driver: LocalDriver,
+) -> None:
+    """Issue 15 §3: engines sent SIGTERM while llama.cpp was still loading hung in its destructor
+    ("waiting for main loop exit", a loop that had not started) until the 10 s SIGKILL fallback,
+    keeping their slot. Stops from 0 to 1 s after the launch, the window where the model loads."""
+    late = []
+    for step in range(STOPS):
+        instance_id = f"inst_s{step}"
+        driver.launch(spec(instance_id), driver.offers()[0])
+        time.sleep(step / (STOPS - 1))
+        asked = time.monotonic()
+        driver.terminate(instance_id)
+        took = time.monotonic() - asked
+        gone = driver.status(instance_id).state == InstanceState.TERMINATED
+        if took > STOP_BOUND_SECONDS or not gone or driver.offers()[0].available != 1:
+            late.append(f"{instance_id} stopped {step / (STOPS - 1):.2f} s after launch: {took:.1f} s, gone={gone}")
+    assert late == []
+
+
+def test_a_wedged_engine_is_killed_with_its_process_group_within_the_bound(driver: LocalDriver) -> None:
+    """An engine that does not act on SIGTERM (here: stopped once serving, its handler in place) is
+    SIGKILLed after the grace."""
+    driver.launch(spec("inst_w"), driver.offers()[0])
+    wait_healthy(driver.endpoint("inst_w"))
+    pid = json.loads((driver.instances_dir / "inst_w" / "instance.json").read_text())["pid"]
+    os.kill(pid, signal.SIGSTOP)
+    asked = time.monotonic()
+    driver.terminate("inst_w")
+    assert time.monotonic() - asked < STOP_BOUND_SECONDS
+    assert driver.status("inst_w").state == InstanceState.TERMINATED and driver.offers()[0].available == 1
+    assert not runs(pid)
+
+
+def runs(pid: int) -> bool:
+    """Whether the process runs (a zombie does not: a killed engine's leader waits for its threads)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+def meta_of(driver: LocalDriver, instance_id: str) -> dict[str, int]:
+    return dict(json.loads((driver.instances_dir / instance_id / "instance.json").read_text()))
+
+
+def test_a_killed_engine_ended_when_its_process_did(driver: LocalDriver) -> None:
+    """Issue 15 §2: the end was the engine log's last write (its start-up lines), not its death."""
+    driver.launch(spec("inst_k"), driver.offers()[0])
+    wait_healthy(driver.endpoint("inst_k"))
+    time.sleep(1.5)  # alive, writing nothing
+    os.kill(meta_of(driver, "inst_k")["pid"], signal.SIGKILL)
+    killed = datetime.now(UTC)
+    deadline = time.monotonic() + 10
+    while driver.list_instances("test-tag") and time.monotonic() < deadline:  # the kernel finishes it
+        time.sleep(0.05)
+    status = driver.status("inst_k")
+    assert status.state == InstanceState.TERMINATED and status.ended_at is not None
+    assert timedelta(0) <= status.ended_at - killed <= timedelta(seconds=2)
+
+
+def test_an_engine_gone_without_its_witness_ended_when_first_seen_gone(driver: LocalDriver) -> None:
+    """The machine went down with both (the witness wrote nothing): the first look that finds the
+    engine gone sets its end, and every later look agrees."""
+    driver.launch(spec("inst_m"), driver.offers()[0])
+    meta = meta_of(driver, "inst_m")
+    os.kill(meta["witness_pid"], signal.SIGKILL)
+    os.kill(meta["pid"], signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while driver.list_instances("test-tag") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    looked = datetime.now(UTC)
+    first = driver.status("inst_m").ended_at
+    assert first is not None and timedelta(0) <= first - looked <= timedelta(seconds=3)
+    time.sleep(0.1)
+    assert driver.status("inst_m").ended_at == first

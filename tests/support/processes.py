@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -21,7 +22,7 @@ from django.conf import settings
 from django.db import connection
 
 from gateway import access_listener
-from tests.support.embedded import free_port
+from tests.support.embedded import free_port, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 START_SECONDS = 60  # for every worker to import Django on a slow, busy CI machine
@@ -34,8 +35,8 @@ def database_url() -> str:
     return f"postgres://{credentials}@{db['HOST']}:{db['PORT'] or 5432}/{quote(db['NAME'])}"
 
 
-def platform_env(var_dir: Path) -> dict[str, str]:
-    """The distributed topology on this test's database and Redis."""
+def platform_env(var_dir: Path, **extra: str) -> dict[str, str]:
+    """The distributed topology on this test's database and Redis (plus `extra` variables)."""
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE")}
     env.update(
         DATABASE_URL=database_url(),
@@ -43,6 +44,7 @@ def platform_env(var_dir: Path) -> dict[str, str]:
         DJANGO_SETTINGS_MODULE="gpucloud.settings",
         GPUCLOUD_VAR_DIR=str(var_dir),
         PYTHONUNBUFFERED="1",
+        **extra,
     )
     return env
 
@@ -97,6 +99,36 @@ def gateway_process(var_dir: Path, *, workers: int = 1, name: str = "gateway") -
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(10)
+
+
+@dataclass
+class Web:
+    base: str
+    process: subprocess.Popen[bytes]
+
+    def kill(self) -> None:
+        """SIGKILL: nothing of the process runs after it (no shutdown, no on-commit callback)."""
+        os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)
+
+
+@contextlib.contextmanager
+def web_process(var_dir: Path, **env: str) -> Iterator[Web]:
+    """`uvicorn gpucloud.asgi:application` (one web process of the distributed topology, its tasks
+    sent to the broker), serving once /healthz answers; killed at the end if the test has not."""
+    port = free_port()
+    command = [sys.executable, "-m", "uvicorn", "gpucloud.asgi:application", "--host", "127.0.0.1",
+               "--port", str(port), "--log-level", "warning"]  # fmt: skip
+    with (var_dir / "web.log").open("wb") as log:
+        process = subprocess.Popen(command, cwd=ROOT, env=platform_env(var_dir, **{"CELERY_TASK_ALWAYS_EAGER": "0", **env}),
+                                   stdout=log, stderr=log)  # fmt: skip
+        web = Web(f"http://127.0.0.1:{port}", process)
+        try:
+            wait_for(lambda: httpx.get(f"{web.base}/healthz", timeout=2).status_code == 200, 60, "the web process")
+            yield web
+        finally:
+            if process.poll() is None:
+                web.kill()
 
 
 def listening() -> set[int]:

@@ -3,10 +3,15 @@
 Processes are found through /proc by the tag and instance id on their command line, so a
 restarted platform (or a worker that died mid-launch) sees exactly what runs. Engines start in
 their own session: a worker's death does not take them down; the reconciler adopts or reaps.
+
+An engine's end is written by its witness (witness.py), a small process started beside it that
+learns of the end from the kernel, whoever ended it. Where no witness wrote one (the machine went
+down with both), the end is when the platform first saw the engine gone.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -18,17 +23,24 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from django.conf import settings
 
 from fleet.providers.base import Driver, InstanceSpec, InstanceState, Offer, ProviderError, ProviderInstance, Tier
 
 ENGINE_MODULE = "fleet.providers.local.engine"
+WITNESS_MODULE = "fleet.providers.local.witness"
+ENDED_FILE = "ended_at"  # written by the witness when the engine exits
+SEEN_GONE_FILE = "seen_gone_at"  # written by the first look that found the engine gone without one
+WITNESS_WAIT_SECONDS = 2.0  # it writes within milliseconds of the end; this bounds a busy machine
 # Engines started before the fleet package existed run this module: still ours to list and stop.
 ENGINE_MODULES = (ENGINE_MODULE, "catalog.providers.local.engine")
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
-STOP_TIMEOUT_SECONDS = 10.0
+# A stop sends SIGTERM and waits this long before it SIGKILLs the engine's process group: an engine
+# leaves within about a second of SIGTERM (engine.py), so this bounds a wedged one.
+STOP_GRACE_SECONDS = 3.0
+COMMAND_LINE_WAIT_SECONDS = 10.0
 FOLLOW_POLL_SECONDS = 0.2
 
 
@@ -100,12 +112,12 @@ class LocalDriver(Driver):
         if spec.engine_args.get("embedding"):
             command.append("--embedding")
         env = {**os.environ, **spec.env, "GPUCLOUD_ENGINE_API_KEY": spec.api_key, "PYTHONUNBUFFERED": "1"}
+        for stale in (ENDED_FILE, SEEN_GONE_FILE):  # from an engine this instance ran before (a relaunch)
+            (workdir / stale).unlink(missing_ok=True)
         with (workdir / "engine.log").open("ab") as log:
-            process = subprocess.Popen(  # noqa: S603 - our own interpreter and module, no shell
-                command, cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True,
-            )  # fmt: skip
-        meta = {"pid": process.pid, "port": port, "tag": spec.tag, "started_at": _now().isoformat()}
+            process, witness = _start_with_witness(command, env=env, log=log, ended_file=workdir / ENDED_FILE)
+        meta = {"pid": process.pid, "witness_pid": witness, "port": port, "tag": spec.tag,
+                "started_at": _now().isoformat()}  # fmt: skip
         (workdir / "instance.json").write_text(json.dumps(meta))
         _wait_for_command_line(process.pid)
         return self._recorded(spec.instance_id, meta)
@@ -183,9 +195,22 @@ class LocalDriver(Driver):
         return json.loads(path.read_text()) if path.exists() else {}
 
     def _ended_at(self, instance_id: str) -> datetime | None:
-        """When a gone engine stopped: its log's last write is the best witness we have."""
-        path = self.instances_dir / instance_id / "engine.log"
-        return datetime.fromtimestamp(path.stat().st_mtime, tz=UTC) if path.exists() else None
+        """When a gone engine ended: what its witness wrote or, where none did (an engine from before
+        witnesses, or one whose witness went down with it), when a look first found it gone; None for
+        an instance never launched here."""
+        workdir = self.instances_dir / instance_id
+        meta = self._meta(instance_id)
+        if not meta:
+            return None
+        ended = workdir / ENDED_FILE
+        if not ended.exists() and meta.get("witness_pid"):  # gone a moment ago: the witness is writing
+            _gone_within(int(meta["witness_pid"]), WITNESS_WAIT_SECONDS, module=WITNESS_MODULE)
+        if ended.exists():
+            return datetime.fromisoformat(ended.read_text())
+        seen = workdir / SEEN_GONE_FILE
+        with contextlib.suppress(FileExistsError), seen.open("x") as first:  # every later look agrees
+            first.write(_now().isoformat())
+        return datetime.fromisoformat(seen.read_text())
 
 
 class _EngineProcess:
@@ -249,23 +274,55 @@ def _reap(pid: int) -> None:
 
 
 def _stop(pid: int) -> None:
-    """SIGTERM, then SIGKILL if it has not exited within the timeout."""
+    """SIGTERM; then, if it has not exited within STOP_GRACE_SECONDS, SIGKILL to its process group
+    (it leads its own session: whatever it started goes with it). Returns once it is gone, or after
+    the grace twice over (the kernel finishes a SIGKILL; the next look finds it gone)."""
     try:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
         return
-    deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
-    while time.monotonic() < deadline:
-        _reap(pid)
-        if not _alive(pid):
-            return
-        time.sleep(0.05)
+    if _gone_within(pid, STOP_GRACE_SECONDS):
+        return
     try:
-        os.kill(pid, signal.SIGKILL)
+        os.killpg(pid, signal.SIGKILL) if os.getpgid(pid) == pid else os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         return
-    time.sleep(0.05)
-    _reap(pid)
+    _gone_within(pid, STOP_GRACE_SECONDS)
+
+
+def _start_with_witness(
+    command: list[str], *, env: dict[str, str], log: IO[bytes], ended_file: Path
+) -> tuple[subprocess.Popen[bytes], int]:
+    """The engine and its witness (witness.py), each in a session of its own (a stop that kills the
+    engine's process group leaves the witness to write the end). The engine inherits the pipe's only
+    write end and never uses it; the witness reads the other end until the kernel closes the engine's
+    at its exit. Returns the engine's process and the witness's pid."""
+    read_end, write_end = os.pipe()
+    try:
+        witness = subprocess.Popen(  # noqa: S603 - our own interpreter and module, no shell
+            [sys.executable, "-m", WITNESS_MODULE, str(ended_file)], cwd=PROJECT_ROOT, stdin=read_end,
+            stdout=subprocess.DEVNULL, stderr=log, start_new_session=True,
+        )  # fmt: skip
+        process = subprocess.Popen(  # noqa: S603 - our own interpreter and module, no shell
+            command, cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, pass_fds=(write_end,), start_new_session=True,
+        )  # fmt: skip
+    finally:
+        os.close(read_end)
+        os.close(write_end)  # from here on the engine holds the only one
+    return process, witness.pid
+
+
+def _gone_within(pid: int, seconds: float, *, module: str | None = None) -> bool:
+    """Whether `pid` (running `module`, when given) is gone, waiting up to `seconds` for it."""
+    deadline = time.monotonic() + seconds
+    while True:
+        if not _alive(pid, module):
+            _reap(pid)  # a zombie child of ours (a worker that launched it) goes now, not at its next launch
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
 
 
 def _wait_for_command_line(pid: int) -> None:
@@ -273,7 +330,7 @@ def _wait_for_command_line(pid: int) -> None:
     it. Popen returns as soon as the child has begun to exec, before the kernel has set up the new
     argv: a reconciler listing then would miss the engine (and not reap it), a terminate would not
     stop it. A child that died meanwhile is not waited for."""
-    deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
+    deadline = time.monotonic() + COMMAND_LINE_WAIT_SECONDS
     while time.monotonic() < deadline and _alive(pid):
         try:
             if ENGINE_MODULE in (Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")):
@@ -283,12 +340,15 @@ def _wait_for_command_line(pid: int) -> None:
         time.sleep(0.001)
 
 
-def _alive(pid: int) -> bool:
+def _alive(pid: int, module: str | None = None) -> bool:
+    """Whether `pid` runs (and runs `module`, when given: a pid recorded long ago may be another
+    process's by now)."""
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
     except OSError:
         return False
-    return state not in ("Z", "X")
+    return state not in ("Z", "X") and (module is None or module in argv)
 
 
 def _boot_time() -> float:

@@ -52,17 +52,24 @@ def main(argv: list[str] | None = None) -> int:
         params.embedding = True
         params.pooling_type = xllamacpp.llama_pooling_type.LLAMA_POOLING_TYPE_MEAN
 
+    # While the model loads, a stop ends the process at once (the default action): a Python handler
+    # would run only once llama.cpp has finished loading, which holds the GIL.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, signal.SIG_DFL)
+    started = time.monotonic()
+    # Loads the model and listens on 127.0.0.1:port in threads of its own; referenced until the exit.
+    _server = xllamacpp.Server(params)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    started = time.monotonic()
-    server = xllamacpp.Server(params)  # loads the model and listens on 127.0.0.1:port in its own threads
     print(f"gpucloud engine {args.instance_id}: serving on 127.0.0.1:{args.port} "
           f"after {time.monotonic() - started:.1f} s", flush=True)  # fmt: skip
     stop.wait()
     print(f"gpucloud engine {args.instance_id}: stopping", flush=True)
-    del server
-    return 0
+    # Leave without closing the server: llama.cpp's ~Server waits for its main loop to exit, and after
+    # a stop that came while the model loaded (before that loop began) it waits forever, holding the
+    # GIL. Nothing needs the close: the kernel releases the port, the memory and the model's mapping.
+    os._exit(0)
 
 
 if __name__ == "__main__":

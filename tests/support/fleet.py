@@ -73,7 +73,7 @@ def engines_killed_at_random_ages(
 ) -> dict[str, datetime]:
     """Issue 15 §2's scene, ages faked, kills real. Each running instance's launch (and its meter's
     start) moves back 0-10 minutes; beat's usage tick; each engine is SIGKILLed, in random order, at
-    a random moment 0-2 s after the one before; a last tick bills past the deaths before anything
+    a random moment 0-0.5 s after the one before; a last tick bills past the deaths before anything
     has seen them. Returns when each instance's engine was killed."""
     for instance_id in instance_ids:
         earlier = timedelta(seconds=rng.uniform(0, 600))
@@ -82,10 +82,11 @@ def engines_killed_at_random_ages(
     usage_charge_running()
     killed = {}
     for instance_id in rng.sample(instance_ids, len(instance_ids)):
-        time.sleep(rng.uniform(0, 2))
-        os.kill(int(json.loads((instances_dir / instance_id / "instance.json").read_text())["pid"]), signal.SIGKILL)
-        killed[instance_id] = timezone.now()
-    time.sleep(rng.uniform(0.5, 1.5))
+        time.sleep(rng.uniform(0, 0.5))
+        pid = int(json.loads((instances_dir / instance_id / "instance.json").read_text())["pid"])
+        killed[instance_id] = timezone.now()  # before the kill: the witness may see the death before now() returns
+        os.kill(pid, signal.SIGKILL)
+    time.sleep(rng.uniform(0.3, 0.8))
     usage_charge_running()
     return killed
 

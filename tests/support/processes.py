@@ -120,8 +120,8 @@ def web_process(var_dir: Path, **env: str) -> Iterator[Web]:
     command = [sys.executable, "-m", "uvicorn", "gpucloud.asgi:application", "--host", "127.0.0.1",
                "--port", str(port), "--log-level", "warning"]  # fmt: skip
     with (var_dir / "web.log").open("wb") as log:
-        process = subprocess.Popen(command, cwd=ROOT, env=platform_env(var_dir, **{"CELERY_TASK_ALWAYS_EAGER": "0", **env}),
-                                   stdout=log, stderr=log)  # fmt: skip
+        environment = platform_env(var_dir, **{"CELERY_TASK_ALWAYS_EAGER": "0", **env})
+        process = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=log, stderr=log)
         web = Web(f"http://127.0.0.1:{port}", process)
         try:
             wait_for(lambda: httpx.get(f"{web.base}/healthz", timeout=2).status_code == 200, 60, "the web process")

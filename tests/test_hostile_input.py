@@ -222,6 +222,7 @@ def test_every_operation_refuses_hostile_ids_and_bodies_without_a_5xx_or_a_chang
                     failures.append(f"{method.upper()} {path} ({label}): {response.status_code} {response.text[:160]}")
                 elif row_counts() != before:
                     failures.append(f"{method.upper()} {path} ({label}): refused, yet rows changed")
+    print(f"\nhostile sweep: {sent} requests, {len(failures)} failures (5xx, not JSON, no error shape, rows changed)")
     assert sent > 120  # every operation with an id or a body, several times
     assert failures == [], f"{len(failures)} of {sent}:\n" + "\n".join(failures)
 
@@ -304,5 +305,6 @@ def test_hypothesis_fuzz_of_every_body_never_answers_5xx_and_a_refusal_changes_n
             failures.append(f"{label}: refused, yet rows changed")
 
     probe()
+    print(f"\nhypothesis fuzz: {len(sent)} requests, {sum(s >= 500 for s in sent)} 5xx, {len(failures)} failures")
     assert len(sent) == FUZZ_EXAMPLES
     assert failures == [], f"{len(failures)} of {len(sent)}:\n" + "\n".join(failures[:20])

@@ -34,7 +34,7 @@ _machines = itertools.count()
 amounts = st.integers(min_value=1, max_value=50_000_000)
 # The suite's run stays short; a nightly-style run sets GPUCLOUD_LEDGER_MACHINE_RUNS=10000 and
 # GPUCLOUD_LEDGER_MACHINE_STEPS=50 (see README, "Development").
-EXAMPLES = env_int("GPUCLOUD_LEDGER_MACHINE_RUNS", 20, minimum=1)
+EXAMPLES = env_int("GPUCLOUD_LEDGER_MACHINE_RUNS", 15, minimum=1)
 STEPS = env_int("GPUCLOUD_LEDGER_MACHINE_STEPS", 40, minimum=1)
 steps_run = {"steps": 0, "machines": 0}
 PROGRESS_EVERY = 250

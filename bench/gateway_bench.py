@@ -129,6 +129,8 @@ class Platform:
 def seed_user(platform: Platform) -> tuple[Any, Any]:
     """The throwaway database migrated and its catalog loaded, a user with an account key (its
     persona), and an endpoint whose url is the simulator process's (for serving_deployment)."""
+    for name in ("DATABASE_URL", "REDIS_URL"):  # the servers it starts use the throwaway SQLite; so must it
+        os.environ.pop(name, None)
     os.environ.update(platform.env())
     import django
 

@@ -5,12 +5,16 @@ var/), and what the tests read around it (its mail folder, its engine processes)
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import hashlib
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -62,8 +66,8 @@ def embedded_server(var_dir: Path) -> Iterator[Embedded]:
     env = _env(var_dir)
     env.update(GPUCLOUD_HEARTBEAT_SECONDS="1", PYTHONUNBUFFERED="1", GPUCLOUD_FLEET_TAG=TAG,
                GPUCLOUD_LOCAL_THREADS="1")  # fmt: skip
-    for command in (["migrate", "--noinput", "-v0"], ["load_catalog"]):
-        subprocess.run([sys.executable, "manage.py", *command], cwd=ROOT, env=env, check=True, timeout=120)
+    for database_file in _migrated_database(env).glob("gpucloud.sqlite3*"):
+        shutil.copy(database_file, var_dir)
     port = free_port()
     log = (var_dir / "serve.log").open("w")
     process = subprocess.Popen(
@@ -87,6 +91,31 @@ def embedded_server(var_dir: Path) -> Iterator[Embedded]:
         log.close()
         for pid in engines():  # a failed run must not leave engines behind
             os.kill(int(pid), signal.SIGKILL)
+
+
+def _migrated_database(env: dict[str, str]) -> Path:
+    """A folder holding the SQLite database `make run` makes (migrated, catalog loaded), made once
+    per state of the migrations, catalog and settings for every test process of the run and
+    copied for each server: migrating anew took each server 4-6 s. A file lock keeps pytest-xdist's
+    workers from making it twice."""
+    made_by = [ROOT / "gpucloud/management/commands/load_catalog.py", ROOT / "gpucloud/settings.py"]
+    sources = sorted([*ROOT.glob("*/migrations/*.py"), *ROOT.glob("catalog/*.py"), *made_by])
+    digest = hashlib.sha256()
+    for source in sources:
+        digest.update(source.read_bytes())
+    digest.update(repr(sorted((k, v) for k, v in env.items() if k.startswith("GPUCLOUD_LOCAL"))).encode())
+    folder = Path(tempfile.gettempdir()) / f"gpucloud-embedded-db-{digest.hexdigest()[:16]}"
+    folder.mkdir(exist_ok=True)
+    with (folder / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (folder / "ready").exists():
+            for database_file in folder.glob("gpucloud.sqlite3*"):  # a half-made one from a killed run
+                database_file.unlink()
+            made = {**env, "GPUCLOUD_VAR_DIR": str(folder)}
+            for command in (["migrate", "--noinput", "-v0"], ["load_catalog"]):
+                subprocess.run([sys.executable, "manage.py", *command], cwd=ROOT, env=made, check=True, timeout=120)
+            (folder / "ready").touch()
+    return folder
 
 
 def manage(args: list[str], var_dir: Path) -> subprocess.CompletedProcess[str]:

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import random
@@ -51,6 +52,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -126,9 +128,10 @@ class Platform:
                 process.kill()
 
 
-def seed_user(platform: Platform) -> tuple[Any, Any]:
-    """The throwaway database migrated and its catalog loaded, a user with an account key (its
-    persona), and an endpoint whose url is the simulator process's (for serving_deployment)."""
+def seed_user(platform: Platform) -> tuple[Callable[..., Any], Any]:
+    """The throwaway database migrated and its catalog loaded, a user with an account key, and
+    `deploy(**options)`: a deployment of that user served at `endpoint` (the simulator process's
+    url; change its port to serve another engine)."""
     for name in ("DATABASE_URL", "REDIS_URL"):  # the servers it starts use the throwaway SQLite; so must it
         os.environ.pop(name, None)
     os.environ.update(platform.env())
@@ -140,28 +143,25 @@ def seed_user(platform: Platform) -> tuple[Any, Any]:
     call_command("migrate", verbosity=0)
     call_command("load_catalog", verbosity=0)
     from tests.fakes.engine_server import EngineThread
+    from tests.support.gateway import serving_deployment
     from tests.support.personas import make_persona
 
     persona = make_persona("bench@example.com", org_name="Bench")
     platform.key = persona.key
     endpoint = EngineThread()  # only its url is used: the simulator process listens there
     endpoint.port = int(platform.engine.rsplit(":", 1)[1])
-    return persona, endpoint
+    return functools.partial(serving_deployment, persona, [endpoint]), endpoint
 
 
 def seed(platform: Platform, accuracy_requests: int, smollm2_url: str | None) -> None:
     """A user with an account key, a deployment served by the simulator, one deployment per
     accuracy request (all served by the same simulator), and optionally one served by SmolLM2."""
-    persona, endpoint = seed_user(platform)
-    from tests.support.gateway import serving_deployment
-
-    platform.deployment_id = serving_deployment(persona, [endpoint]).pk
-    platform.accuracy_ids = [
-        serving_deployment(persona, [endpoint], status="active").pk for _ in range(accuracy_requests)
-    ]
+    deploy, endpoint = seed_user(platform)
+    platform.deployment_id = deploy().pk
+    platform.accuracy_ids = [deploy(status="active").pk for _ in range(accuracy_requests)]
     if smollm2_url:
         endpoint.port = int(smollm2_url.rsplit(":", 1)[1])
-        platform.smollm2_id = serving_deployment(persona, [endpoint]).pk
+        platform.smollm2_id = deploy().pk
 
 
 # --- the load generator ----------------------------------------------------------------------

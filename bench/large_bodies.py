@@ -197,14 +197,9 @@ def run_scenario(platform: Platform, scenario: Scenario, models: dict[str, str],
 
 def seed(platform: Platform) -> dict[str, str]:
     """A user with a key, a chat deployment and a transcription deployment served by the simulator."""
-    persona, endpoint = seed_user(platform)
+    deploy, _endpoint = seed_user(platform)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per warm-up request
-    from tests.support.gateway import serving_deployment
-
-    return {
-        "chat": serving_deployment(persona, [endpoint]).pk,
-        "audio": serving_deployment(persona, [endpoint], model="whisper-large-v3").pk,
-    }
+    return {"chat": deploy().pk, "audio": deploy(model="whisper-large-v3").pk}
 
 
 def main() -> None:

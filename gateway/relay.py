@@ -64,6 +64,9 @@ def _session() -> aiohttp.ClientSession:
     return _sessions.get()
 
 
+PROMPTED = frozenset({"/v1/chat/completions", "/v1/completions"})  # routes whose prompt is metered
+
+
 @dataclass
 class Exchange:
     """One request's way through the gateway, and what is measured of it."""
@@ -85,6 +88,11 @@ class Exchange:
     @property
     def chat(self) -> bool:
         return self.path == "/v1/chat/completions"
+
+    @property
+    def prompt_body(self) -> bytes | bytearray | None:
+        """The JSON body of a request with a prompt to count (chat, completions); None for others."""
+        return self.body if self.path in PROMPTED and not isinstance(self.body, Upload) else None
 
     @property
     def replayable(self) -> bool:
@@ -138,8 +146,9 @@ async def _forward_once(route: Route, target: Target, exchange: Exchange, send: 
         finally:
             upstream.release() if upstream.content.at_eof() else upstream.close()
     except asyncio.CancelledError:  # the client went away (the engine's connection is closed above)
-        if exchange.engine_answered and not exchange.prompt_tokens and exchange.path in PROMPTED:
-            exchange.prompt_tokens = await _prompt_tokens(target, exchange)
+        body = exchange.prompt_body
+        if exchange.engine_answered and not exchange.prompt_tokens and body is not None:
+            exchange.prompt_tokens = await _prompt_tokens(target, exchange.path, body)
         raise
     finally:
         counters.aggregator.untrack(journaled)
@@ -147,24 +156,19 @@ async def _forward_once(route: Route, target: Target, exchange: Exchange, send: 
         routing.deployment_in_flight[route.deployment_id] -= 1
 
 
-PROMPTED = frozenset({"/v1/chat/completions", "/v1/completions"})
-
-
-async def _prompt_tokens(target: Target, exchange: Exchange) -> int:
+async def _prompt_tokens(target: Target, path: str, body: bytes | bytearray) -> int:
     """The prompt's tokens by the engine's tokenizer, else the documented estimate."""
-    if isinstance(exchange.body, Upload):  # a form relayed as it arrives (audio): no prompt to count
-        return 0
-    counted = await prompts.engine_count(_session(), target.endpoint_url, target.headers, exchange.path, exchange.body)
-    return counted if counted is not None else prompts.estimate(exchange.path, exchange.body)
+    counted = await prompts.engine_count(_session(), target.endpoint_url, target.headers, path, body)
+    return counted if counted is not None else prompts.estimate(path, body)
 
 
 def _lost_sample(deployment_id: str, exchange: Exchange) -> counters.Sample:
     """What the request counts as if its process died now: failed, with the tokens known so far
     (its prompt estimated while the engine has not reported it)."""
-    prompt_tokens = exchange.prompt_tokens
-    if not prompt_tokens and exchange.path in PROMPTED and not isinstance(exchange.body, Upload):
+    prompt_tokens, body = exchange.prompt_tokens, exchange.prompt_body
+    if not prompt_tokens and body is not None:
         if exchange.prompt_estimate is None:
-            exchange.prompt_estimate = prompts.estimate(exchange.path, exchange.body)
+            exchange.prompt_estimate = prompts.estimate(exchange.path, body)
         prompt_tokens = exchange.prompt_estimate
     return counters.Sample(
         deployment_id=deployment_id,

@@ -35,7 +35,7 @@ from tests.support import sim_cloud
 from tests.support.billing import fund
 from tests.support.embedded import wait_for
 from tests.support.personas import Persona
-from tests.support.processes import web_process
+from tests.support.processes import gateway_process
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),  # the web process sees committed rows only
@@ -86,8 +86,8 @@ def test_a_web_process_killed_during_cold_wakes_leaves_every_hold_resolved_and_t
         for n, deployment in enumerate(cold):
             run_dir = tmp_path / f"web-{n}"
             run_dir.mkdir()
-            with web_process(run_dir, GPUCLOUD_FLEET_TAG=tag) as web:
-                sender, outcome = held_request(web.base, alice.key, deployment.pk)
+            with gateway_process(run_dir, name="web", GPUCLOUD_FLEET_TAG=tag) as web:
+                sender, outcome = held_request(web.url, alice.key, deployment.pk)
                 wait_for(Instance.objects.filter(deployment=deployment).exists, 30, "the wake")
                 time.sleep(0.25 * n)  # the request is held meanwhile, polling for a ready replica
                 web.kill()

@@ -22,7 +22,7 @@ from django.conf import settings
 from django.db import connection
 
 from gateway import access_listener
-from tests.support.embedded import free_port, wait_for
+from tests.support.embedded import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 START_SECONDS = 60  # for every worker to import Django on a slow, busy CI machine
@@ -70,20 +70,28 @@ class Gateway(LoggedProcess):
     url: str = ""
     workers: int = 1
 
+    def kill(self) -> None:
+        """SIGKILL: nothing of the process runs after it (no shutdown, no on-commit callback)."""
+        os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)
+
     def worker_pids(self) -> list[int]:
         return [int(pid) for pid in re.findall(r"Started server process \[(\d+)\]", self.log)]
 
 
 @contextlib.contextmanager
-def gateway_process(var_dir: Path, *, workers: int = 1, name: str = "gateway") -> Iterator[Gateway]:
+def gateway_process(var_dir: Path, *, workers: int = 1, name: str = "gateway", **env: str) -> Iterator[Gateway]:
     """`uvicorn gpucloud.asgi:application` on a free loopback port, with `workers` worker
-    processes; yields once every worker has started. Stopped (and its workers with it) at the end."""
+    processes and `env` added to the platform's; yields once every worker has started. Stopped (and
+    its workers with it) at the end, unless the test killed it."""
     port = free_port()
     log_path = var_dir / f"{name}.log"
     command = [sys.executable, "-m", "uvicorn", "gpucloud.asgi:application", "--host", "127.0.0.1",
                "--port", str(port), "--workers", str(workers), "--log-level", "info", "--no-access-log"]  # fmt: skip
     with log_path.open("wb") as log:
-        process = subprocess.Popen(command, cwd=ROOT, env=platform_env(var_dir), stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            command, cwd=ROOT, env=platform_env(var_dir, **env), stdout=log, stderr=subprocess.STDOUT
+        )
     gateway = Gateway(process, log_path, f"http://127.0.0.1:{port}", workers)
     try:
         deadline = time.monotonic() + START_SECONDS
@@ -99,36 +107,6 @@ def gateway_process(var_dir: Path, *, workers: int = 1, name: str = "gateway") -
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(10)
-
-
-@dataclass
-class Web:
-    base: str
-    process: subprocess.Popen[bytes]
-
-    def kill(self) -> None:
-        """SIGKILL: nothing of the process runs after it (no shutdown, no on-commit callback)."""
-        os.kill(self.process.pid, signal.SIGKILL)
-        self.process.wait(10)
-
-
-@contextlib.contextmanager
-def web_process(var_dir: Path, **env: str) -> Iterator[Web]:
-    """`uvicorn gpucloud.asgi:application` (one web process of the distributed topology, its tasks
-    sent to the broker), serving once /healthz answers; killed at the end if the test has not."""
-    port = free_port()
-    command = [sys.executable, "-m", "uvicorn", "gpucloud.asgi:application", "--host", "127.0.0.1",
-               "--port", str(port), "--log-level", "warning"]  # fmt: skip
-    with (var_dir / "web.log").open("wb") as log:
-        environment = platform_env(var_dir, **{"CELERY_TASK_ALWAYS_EAGER": "0", **env})
-        process = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=log, stderr=log)
-        web = Web(f"http://127.0.0.1:{port}", process)
-        try:
-            wait_for(lambda: httpx.get(f"{web.base}/healthz", timeout=2).status_code == 200, 60, "the web process")
-            yield web
-        finally:
-            if process.poll() is None:
-                web.kill()
 
 
 def listening() -> set[int]:

@@ -345,10 +345,12 @@ def _alive(pid: int, module: str | None = None) -> bool:
     process's by now)."""
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        if module is None:
+            return state not in ("Z", "X")
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
     except OSError:
         return False
-    return state not in ("Z", "X") and (module is None or module in argv)
+    return state not in ("Z", "X") and module in argv
 
 
 def _boot_time() -> float:

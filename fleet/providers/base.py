@@ -21,14 +21,18 @@ class ProviderError(Exception):
 
     permanent: retrying the same call cannot succeed (bad image, quota, auth): the replica fails
     with this message shown to the user. no_capacity: this offer is full right now; the
-    provisioner falls over to the next offer. Anything else is retried with backoff.
+    provisioner falls over to the next offer. Anything else is retried with backoff; retry_after
+    is the provider's own word on when to try again (seconds), where it gave one.
     """
 
-    def __init__(self, message: str, *, permanent: bool = False, no_capacity: bool = False) -> None:
+    def __init__(
+        self, message: str, *, permanent: bool = False, no_capacity: bool = False, retry_after: float | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.permanent = permanent
         self.no_capacity = no_capacity
+        self.retry_after = retry_after
 
 
 class Tier(enum.StrEnum):

@@ -11,6 +11,10 @@ from fleet.providers.base import Driver
 DRIVERS = {
     "local": "fleet.providers.local.driver.LocalDriver",
     "kubernetes": "fleet.providers.kubernetes.driver.KubernetesDriver",
+    "runpod": "fleet.providers.runpod.driver.RunPodDriver",
+    "vastai": "fleet.providers.vastai.driver.VastDriver",
+    "lambda": "fleet.providers.lambda_cloud.driver.LambdaDriver",
+    "digitalocean": "fleet.providers.digitalocean.driver.DigitalOceanDriver",
 }
 
 

@@ -159,11 +159,11 @@ def test_launch_creates_a_labelled_deployment_service_and_secret(
     assert container.image == "vllm/vllm-openai:v0.11.0"
     assert container.args == [
         "--model", "meta-llama/Llama-3.1-8B-Instruct", "--served-model-name", "llama-3.1-8b-instruct",
-        "--api-key", "$(GPUCLOUD_ENGINE_API_KEY)", "--port", "8000", "--dtype", "bfloat16", "--max-model-len", "32768",
+        "--port", "8000", "--dtype", "bfloat16", "--max-model-len", "32768",
     ]  # fmt: skip
     assert container.resources and container.resources.limits == {"nvidia.com/gpu": "1"}
     [key_env] = container.env or []
-    assert (key_env.name, key_env.value) == ("GPUCLOUD_ENGINE_API_KEY", None)
+    assert (key_env.name, key_env.value) == ("VLLM_API_KEY", None)  # vLLM reads its --api-key from it
     assert key_env.value_from and key_env.value_from.secret_key_ref
     assert (key_env.value_from.secret_key_ref.name, key_env.value_from.secret_key_ref.key) == (
         "gpc-inst-abc123", "api-key",

@@ -18,6 +18,7 @@ from django.test import Client
 from deployments import preset_rollout as rollout
 from deployments.models import Deployment
 from fleet.models import Instance
+from tests.fakes.engine_box import Box
 from tests.support import sim_cloud
 from tests.support.billing import fund
 from tests.support.personas import Persona
@@ -110,7 +111,7 @@ def test_a_request_stream_loses_nothing_while_the_replicas_roll(
     assert created.status_code == 201, created.content
     deployment = Deployment.objects.get(pk=created.json()["id"])
     assert deployment.status == "active"
-    old_engines: dict[str, sim_cloud.Box] = {m.spec.instance_id: m.engine for m in sim_cloud.running(cloud)}
+    old_engines: dict[str, Box] = {m.spec.instance_id: m.engine for m in sim_cloud.running(cloud)}
 
     with Traffic(server, alice.key) as traffic, Sampler(deployment.pk) as sampler:
         time.sleep(1.0)

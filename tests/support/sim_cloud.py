@@ -10,7 +10,6 @@ spec of each launch and `peak()` the most machines that ran at once, so tests ca
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import threading
 import uuid
@@ -19,57 +18,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from aiohttp import web
-
 from catalog.models import Provider
 from catalog.services import catalog_load
 from fleet.offers import offers_refresh
 from fleet.providers.base import Driver, InstanceSpec, InstanceState, Offer, ProviderError, ProviderInstance, Tier
+from tests.fakes.engine_box import Box
 from tests.fakes.engine_server import Behaviour, Engine
 
 DRIVER = "tests.support.sim_cloud.SimCloud"
-
-
-class Box:
-    """One machine: an engine simulator on a loopback port, in a thread of its own. Powering it off
-    ends it the way a terminated machine ends: whatever it was serving is cut at once."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self.port = 0
-        self._loop = asyncio.new_event_loop()
-        self._runner = web.AppRunner(engine.app(), handler_cancellation=True, access_log=None, shutdown_timeout=0.5)
-        self._started = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        if not self._started.wait(10):
-            raise RuntimeError("the machine did not start")
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        self._loop.run_until_complete(self._runner.setup())
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        self._loop.run_until_complete(site.start())
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self._started.set()
-        self._loop.run_forever()
-        self._loop.run_until_complete(self._runner.cleanup())
-        self._loop.close()
-
-    def power_off(self) -> None:
-        def cut() -> None:
-            server = self._runner.server
-            for handler in server.connections if server else []:
-                if handler.transport is not None:
-                    handler.transport.abort()
-            self._loop.stop()
-
-        self._loop.call_soon_threadsafe(cut)
-        self._thread.join(5)
 
 
 @dataclass

@@ -2,19 +2,19 @@
 Deployment running one pod with the engine container. All three share one name derived from our
 instance id and carry the tag and instance labels (the reconciler finds them by those).
 
-The API key never appears in a pod spec: the container reads it from the Secret
-(env valueFrom secretKeyRef) and the engines get it as `$(GPUCLOUD_ENGINE_API_KEY)`.
+The API key never appears in a pod spec: the container reads it from the Secret (env valueFrom
+secretKeyRef) under the engine's own variable (fleet/providers/containers.py).
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
 
 from kubernetes import client
 
 from fleet.providers.base import InstanceSpec, ProviderError
+from fleet.providers.containers import ENGINE_PORT, ContainerRun, Images, container_run
 from fleet.providers.kubernetes.options import DriverOptions
 
 TAG_LABEL = "gpucloud.io/tag"
@@ -22,8 +22,7 @@ INSTANCE_LABEL = "gpucloud.io/instance"
 SPOT_LABEL = "gpucloud.io/spot"
 MANAGED_BY_LABELS = {"app.kubernetes.io/managed-by": "gpucloud"}
 CONTAINER_NAME = "engine"
-SERVICE_PORT = 8000  # the Service's port, and where the built-in engines listen
-API_KEY_ENV = "GPUCLOUD_ENGINE_API_KEY"
+SERVICE_PORT = ENGINE_PORT  # the Service's port
 API_KEY_SECRET_KEY = "api-key"  # noqa: S105 - the key inside the Secret, not a secret
 HF_TOKEN_SECRET_KEY = "token"  # noqa: S105 - likewise
 NAME_PREFIX = "gpc-"
@@ -47,17 +46,6 @@ class InstanceObjects:
     secret: client.V1Secret
     service: client.V1Service
     deployment: client.V1Deployment
-
-
-@dataclass(frozen=True)
-class EngineRun:
-    """How the container runs an engine: image, entry point, arguments, port and readiness probe."""
-
-    image: str
-    command: list[str] | None
-    args: list[str]
-    port: int
-    probe: client.V1Probe
 
 
 def object_name(instance_id: str) -> str:
@@ -99,73 +87,19 @@ def instance_objects(spec: InstanceSpec, placement: Placement, options: DriverOp
 # --- engines ------------------------------------------------------------------------------
 
 
-def engine_run(spec: InstanceSpec, options: DriverOptions, gpus: int) -> EngineRun:
-    """The container for the spec's engine: vLLM, llama.cpp's server, or a custom container."""
-    params = {**spec.model, **spec.engine_args}
-    if spec.engine == "vllm":
-        return _vllm(spec, params, options, gpus)
-    if spec.engine == "llama.cpp":
-        return _llamacpp(spec, params, options)
-    if spec.engine == "container":
-        return _custom_container(spec)
-    raise ProviderError(f"The kubernetes provider cannot run the {spec.engine!r} engine.", permanent=True)
+def engine_run(spec: InstanceSpec, options: DriverOptions, gpus: int) -> ContainerRun:
+    """The container for the spec's engine (fleet/providers/containers.py)."""
+    images = Images(vllm=options.vllm_image, llamacpp=options.llamacpp_image)
+    return container_run(spec, images=images, gpus=gpus, provider="kubernetes")
 
 
-def _vllm(spec: InstanceSpec, params: dict[str, Any], options: DriverOptions, gpus: int) -> EngineRun:
-    if not params.get("hf_repo"):
-        raise ProviderError("A vLLM model needs an hf_repo.", permanent=True)
-    args = [
-        "--model", str(params["hf_repo"]), "--served-model-name", spec.served_model_name,
-        "--api-key", f"$({API_KEY_ENV})", "--port", str(SERVICE_PORT),
-    ]  # fmt: skip
-    if params.get("dtype"):
-        args += ["--dtype", str(params["dtype"])]
-    if params.get("max_model_len"):
-        args += ["--max-model-len", str(params["max_model_len"])]
-    if params.get("max_num_seqs"):  # a preset's batch size
-        args += ["--max-num-seqs", str(params["max_num_seqs"])]
-    if params.get("quantization"):
-        # The cost preset asks for 8-bit weights; vLLM's on-load 8-bit quantization is FP8 (it has
-        # no dynamic int8 for dense models), so "int8" becomes --quantization fp8.
-        args += ["--quantization", "fp8" if params["quantization"] == "int8" else str(params["quantization"])]
-    if gpus > 1:
-        args += ["--tensor-parallel-size", str(gpus)]
-    return EngineRun(options.vllm_image, None, args, SERVICE_PORT, _http_probe(SERVICE_PORT))
-
-
-def _llamacpp(spec: InstanceSpec, params: dict[str, Any], options: DriverOptions) -> EngineRun:
-    if params.get("hf_repo"):
-        source = ["--hf-repo", str(params["hf_repo"])]
-        source += ["--hf-file", str(params["hf_file"])] if params.get("hf_file") else []
-    elif params.get("url"):
-        source = ["--model-url", str(params["url"])]
-    else:
-        raise ProviderError("A llama.cpp model on kubernetes needs an hf_repo or a url to its GGUF.", permanent=True)
-    args = [
-        *source,
-        "--alias", spec.served_model_name, "--api-key", f"$({API_KEY_ENV})",
-        "--host", "0.0.0.0", "--port", str(SERVICE_PORT),  # noqa: S104 - inside the pod, behind the Service
-        "--ctx-size", str(params.get("ctx_size", 4096)), "--n-gpu-layers", "999",
-    ]  # fmt: skip
-    if params.get("embedding"):
-        args.append("--embedding")
-    return EngineRun(options.llamacpp_image, None, args, SERVICE_PORT, _http_probe(SERVICE_PORT))
-
-
-def _custom_container(spec: InstanceSpec) -> EngineRun:
-    """The spec's own image and command; readiness is its port accepting connections (it may have
-    no /health)."""
-    if not spec.image:
-        raise ProviderError("A container instance needs an image.", permanent=True)
-    port = spec.ports[0] if spec.ports else SERVICE_PORT
-    probe = client.V1Probe(tcp_socket=client.V1TCPSocketAction(port=port), period_seconds=10)
-    return EngineRun(spec.image, list(spec.command) if spec.command else None, [], port, probe)
-
-
-def _http_probe(port: int) -> client.V1Probe:
-    return client.V1Probe(
-        http_get=client.V1HTTPGetAction(path="/health", port=port), period_seconds=10, timeout_seconds=5
-    )
+def _probe(run: ContainerRun) -> client.V1Probe:
+    """The engines answer /health; a custom container is ready when its port accepts connections."""
+    if run.http_health:
+        return client.V1Probe(
+            http_get=client.V1HTTPGetAction(path="/health", port=run.port), period_seconds=10, timeout_seconds=5
+        )
+    return client.V1Probe(tcp_socket=client.V1TCPSocketAction(port=run.port), period_seconds=10)
 
 
 # --- objects ------------------------------------------------------------------------------
@@ -206,14 +140,14 @@ def _deployment(
 
 
 def _pod_spec(
-    name: str, spec: InstanceSpec, placement: Placement, options: DriverOptions, run: EngineRun
+    name: str, spec: InstanceSpec, placement: Placement, options: DriverOptions, run: ContainerRun
 ) -> client.V1PodSpec:
     container = client.V1Container(
         name=CONTAINER_NAME, image=run.image, command=run.command, args=run.args or None,
         ports=[client.V1ContainerPort(name="http", container_port=run.port)],
-        env=_env(name, spec, options),
+        env=_env(name, spec, options, run),
         resources=client.V1ResourceRequirements(limits={placement.gpu_resource: str(placement.gpus)}),
-        readiness_probe=run.probe,
+        readiness_probe=_probe(run),
         volume_mounts=[client.V1VolumeMount(name="shm", mount_path="/dev/shm")],  # noqa: S108 - shared memory for the engine's workers
     )  # fmt: skip
     return client.V1PodSpec(
@@ -226,9 +160,10 @@ def _pod_spec(
     )
 
 
-def _env(name: str, spec: InstanceSpec, options: DriverOptions) -> list[client.V1EnvVar]:
-    """The API key (and the operator's Hugging Face token) from Secrets, then the spec's own env."""
-    env = [_secret_env(API_KEY_ENV, name, API_KEY_SECRET_KEY)]
+def _env(name: str, spec: InstanceSpec, options: DriverOptions, run: ContainerRun) -> list[client.V1EnvVar]:
+    """The API key (under the engine's own variable) and the operator's Hugging Face token from
+    Secrets, then the spec's own env."""
+    env = [_secret_env(run.key_env, name, API_KEY_SECRET_KEY)]
     if options.hf_token_secret:
         env.append(_secret_env("HF_TOKEN", options.hf_token_secret, HF_TOKEN_SECRET_KEY))
     return env + [client.V1EnvVar(name=key, value=value) for key, value in sorted(spec.env.items())]

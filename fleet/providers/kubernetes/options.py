@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fleet.providers.base import ProviderError, Tier
+from fleet.providers.containers import LLAMACPP_IMAGE, VLLM_IMAGE
 
 NVIDIA_GPU = "nvidia.com/gpu"
 AMD_GPU = "amd.com/gpu"
@@ -37,8 +38,8 @@ _MULTI_GPU_SUFFIX = re.compile(r"^(?P<base>.+)_(?P<count>\d+)$")  # "mi300x_8": 
 class DriverOptions:
     namespace: str = "gpucloud"
     service_type: str = "ClusterIP"
-    vllm_image: str = "vllm/vllm-openai:v0.11.0"
-    llamacpp_image: str = "ghcr.io/ggml-org/llama.cpp:server"
+    vllm_image: str = VLLM_IMAGE
+    llamacpp_image: str = LLAMACPP_IMAGE
     gpu_resources: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_GPU_RESOURCES))
     gpu_counts: dict[str, int] = field(default_factory=dict)
     gpu_type_label: str = "gpucloud.io/gpu-type"

@@ -1,0 +1,172 @@
+"""One GPU cloud's REST API over httpx, as every cloud driver calls it: a configurable base URL, the
+operator's key in a header, a timeout on every call, and the cloud's answers mapped to the driver
+contract's ProviderError:
+
+- a timeout or a connection failure: retryable;
+- 401/403: permanent ("the cloud refused the API key"); the key itself is never logged or shown;
+- 404: CloudNotFound (drivers read it as "gone" where that is what it means);
+- 429: retryable with the cloud's Retry-After (seconds or an HTTP date) where it sent one. Until then,
+  or for `backoff_seconds` when it sent none (Vast answers 429 in plain text without one), no call of
+  this provider leaves this platform: the wait is shared by every process through the cache, so beat,
+  launches and the reconciler do not keep hammering a cloud that asked us to slow down;
+- 5xx: retryable;
+- any other 4xx: the driver's `refusal` hook says what it means (each cloud has its own shape for "no
+  capacity"), else permanent, with the cloud's own message.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+from django.core.cache import cache
+
+from fleet.providers.base import ProviderError
+
+logger = logging.getLogger(__name__)
+
+MESSAGE_FIELDS = ("detail", "message", "error", "msg", "errors")
+MAX_MESSAGE = 300
+MAX_RETRY_AFTER_SECONDS = 3600.0
+
+
+class CloudNotFound(ProviderError):
+    """The cloud answered 404 for the thing asked about."""
+
+
+Refusal = Callable[[httpx.Response, str], ProviderError | None]
+
+
+class CloudApi:
+    """`cloud` names it in messages ("RunPod"); `slug` is the provider row (the backoff is per row:
+    two accounts on one cloud have their own limits)."""
+
+    def __init__(
+        self,
+        *,
+        cloud: str,
+        slug: str,
+        base_url: str,
+        headers: dict[str, str],
+        timeout: httpx.Timeout,
+        backoff_seconds: float = 10.0,
+        refusal: Refusal | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.cloud = cloud
+        self.slug = slug
+        self.backoff_seconds = backoff_seconds
+        self.refusal = refusal
+        self._client = httpx.Client(
+            base_url=base_url.rstrip("/"), headers=headers, timeout=timeout, trust_env=False, transport=transport
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+    def call(self, method: str, path: str, *, params: dict[str, Any] | None = None, json_body: Any = None) -> Any:
+        """The decoded JSON answer (None for an empty body); a ProviderError for anything but 2xx."""
+        response = self.send(method, path, params=params, json_body=json_body)
+        if not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise ProviderError(f"{self.cloud} answered {method} {path} with a body that is not JSON.") from exc
+
+    def send(
+        self, method: str, path: str, *, params: dict[str, Any] | None = None, json_body: Any = None
+    ) -> httpx.Response:
+        """The raw 2xx response (for answers that are not JSON, such as logs)."""
+        self._wait_out_backoff()
+        started = time.monotonic()
+        try:
+            response = self._client.request(method, path, params=_clean(params), json=json_body)
+        except httpx.TimeoutException as exc:
+            raise ProviderError(f"{self.cloud} did not answer {method} {path} in time.") from exc
+        except httpx.TransportError as exc:
+            raise ProviderError(f"{self.cloud} could not be reached ({type(exc).__name__}).") from exc
+        logger.debug("%s %s %s -> %s in %.3f s", self.slug, method, path, response.status_code,
+                     time.monotonic() - started)  # fmt: skip
+        if response.is_success:
+            return response
+        raise self._error(method, path, response)
+
+    # --- errors -------------------------------------------------------------------------------
+    def _error(self, method: str, path: str, response: httpx.Response) -> ProviderError:
+        status = response.status_code
+        said = message_of(response)
+        if status == 429:
+            retry_after = retry_after_seconds(response.headers.get("Retry-After"))
+            self._back_off(retry_after if retry_after is not None else self.backoff_seconds)
+            return ProviderError(f"{self.cloud} is rate limiting us (429): {said}", retry_after=retry_after)
+        if status in (401, 403):
+            return ProviderError(f"{self.cloud} refused the API key ({status}): {said}", permanent=True)
+        if status == 404:
+            return CloudNotFound(f"{self.cloud} has no such thing ({method} {path}): {said}", permanent=True)
+        if status >= 500:
+            return ProviderError(f"{self.cloud} failed ({status}) on {method} {path}: {said}")
+        refused = self.refusal(response, said) if self.refusal else None
+        return refused or ProviderError(f"{self.cloud} refused {method} {path} ({status}): {said}", permanent=True)
+
+    def _back_off(self, seconds: float) -> None:
+        seconds = min(max(seconds, 1.0), MAX_RETRY_AFTER_SECONDS)
+        cache.set(self._backoff_key, time.time() + seconds, timeout=int(seconds) + 1)
+
+    def _wait_out_backoff(self) -> None:
+        until = cache.get(self._backoff_key)
+        if until is not None and (left := until - time.time()) > 0:
+            raise ProviderError(f"{self.cloud} asked us to slow down; next call in {left:.0f} s.", retry_after=left)
+
+    @property
+    def _backoff_key(self) -> str:
+        return f"cloud-backoff:{self.slug}"
+
+
+def message_of(response: httpx.Response) -> str:
+    """The cloud's own words: a JSON error field where there is one, else the text, shortened."""
+    text = response.text.strip()
+    try:
+        body = json.loads(text) if text else None
+    except ValueError:
+        body = None
+    found = _message_in(body)
+    return (found if found is not None else text or response.reason_phrase)[:MAX_MESSAGE]
+
+
+def _message_in(body: Any) -> str | None:
+    if isinstance(body, str):
+        return body
+    if isinstance(body, list):
+        parts = [m for m in (_message_in(item) for item in body) if m]
+        return "; ".join(parts) if parts else None
+    if isinstance(body, dict):
+        for name in MESSAGE_FIELDS:
+            if name in body and (found := _message_in(body[name])):
+                return found
+    return None
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """Retry-After as seconds from now: delta-seconds or an HTTP date (RFC 9110 §10.2.3)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError):
+            return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
+
+
+def _clean(params: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Query parameters without the unset ones (httpx would send `name=` for None)."""
+    return None if params is None else {k: v for k, v in params.items() if v is not None}

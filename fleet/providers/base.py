@@ -92,6 +92,11 @@ class ProviderInstance:
     started_at: datetime | None = None
     ended_at: datetime | None = None
     detail: str = ""
+    # How many times the machine or its container restarted the engine, as far as the provider
+    # tells (0 where it does not): the platform calls a replica crash-looping when this keeps rising
+    # while the engine never answers.
+    restarts: int = 0
+    spot: bool = False  # interruptible: the provider may take it away at any time
 
 
 class Driver(ABC):

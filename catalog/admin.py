@@ -1,8 +1,9 @@
 from django.contrib import admin
 
-from catalog.models import CatalogModel, GpuType, Offer, Preset, Provider, Region
+from catalog.models import CatalogModel, GpuType, Offer, Preset, Region
 
-admin.site.register([GpuType, Region, CatalogModel, Preset, Provider])
+# Providers are administered with the fleet (fleet/admin.py): their page tests the connection.
+admin.site.register([GpuType, Region, CatalogModel, Preset])
 
 
 @admin.register(Offer)

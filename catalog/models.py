@@ -86,8 +86,10 @@ class Preset(models.Model):
 class Provider(models.Model):
     """A source of compute the operator connected (this machine, a Kubernetes cluster, a GPU cloud).
 
-    `config` holds the driver's non-secret settings; credentials come from the environment
-    (GPUCLOUD_PROVIDER_<SLUG>_*), never from the database.
+    `config` holds the driver's non-secret settings (base URL, margins, regions...). `credentials` holds
+    the secret ones (a cloud's API key) sealed (gpucloud/core/sealed.py): written through
+    catalog.services.provider_credentials_set, read only by the fleet when it builds the driver, never
+    shown again. GPUCLOUD_PROVIDER_<SLUG>_API_KEY in the environment overrides the stored key.
     """
 
     slug = models.SlugField(primary_key=True, max_length=40)
@@ -95,6 +97,7 @@ class Provider(models.Model):
     driver = models.CharField(max_length=200, help_text="A registry name (local, kubernetes) or a dotted path")
     enabled = models.BooleanField(default=True)
     config = models.JSONField(default=dict, blank=True)
+    credentials = models.TextField(blank=True, editable=False, help_text="Sealed; never shown")
 
     class Meta:
         ordering = ["slug"]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from django.db import transaction
 
 from catalog import data
 from catalog.models import CatalogModel, GpuType, Preset, Provider, Region
+from gpucloud.core.sealed import seal, unseal
 
 
 @dataclass(frozen=True)
@@ -53,3 +55,27 @@ def catalog_load() -> LoadResult:
                 "engine_config": preset["engine_config"], "best_for": preset["best_for"],
             })  # fmt: skip
     return LoadResult(created=created, updated=updated)
+
+
+# --- provider credentials -------------------------------------------------------------------------
+
+
+def provider_credentials_set(provider: Provider, values: dict[str, str]) -> None:
+    """Seal and store the provider's secret settings; a blank value keeps the stored one, so an
+    operator re-saving a form (where the key is never shown) does not wipe it."""
+    kept = unseal(provider.credentials) if provider.credentials else {}
+    kept.update({name: value for name, value in values.items() if value})
+    provider.credentials = seal(kept) if kept else ""
+    provider.save(update_fields=["credentials"])
+
+
+def provider_credentials(provider: Provider) -> dict[str, str]:
+    """The provider's secret settings, opened, with GPUCLOUD_PROVIDER_<SLUG>_API_KEY over the stored key."""
+    values = unseal(provider.credentials)
+    from_env = os.environ.get(f"GPUCLOUD_PROVIDER_{provider.slug.upper().replace('-', '_')}_API_KEY")
+    return {**values, "api_key": from_env} if from_env else values
+
+
+def provider_credential_names(provider: Provider) -> list[str]:
+    """Which secret settings are stored (their names only: what the admin shows)."""
+    return sorted(unseal(provider.credentials)) if provider.credentials else []

@@ -1,7 +1,9 @@
 from django.contrib import admin
+from django.utils import timezone
 
 from deployments.models import Deployment, DeploymentEvent
 from fleet.models import Instance
+from gpucloud.core.durations import duration_text
 
 
 class InstanceInline(admin.TabularInline):
@@ -20,9 +22,28 @@ class DeploymentAdmin(admin.ModelAdmin):
 
 @admin.register(Instance)
 class InstanceAdmin(admin.ModelAdmin):
-    list_display = ["id", "deployment", "state", "provider", "provider_instance_id", "launched_at", "terminated_at"]
-    list_filter = ["state", "provider"]
+    """The fleet view: every machine by provider and state, how old, what it costs us, whose it is and
+    what last went wrong."""
+
+    list_display = ["id", "provider", "state", "age", "cost_per_hour", "owner", "provider_instance_id",
+                    "failure_reason"]  # fmt: skip
+    list_filter = ["provider", "state"]
+    list_select_related = ["deployment__org"]
+    search_fields = ["id", "provider_instance_id", "deployment__id", "deployment__org__name"]
     exclude = ["api_key"]
+
+    @admin.display(description="Age", ordering="created_at")
+    def age(self, obj: Instance) -> str:
+        end = obj.terminated_at or timezone.now()
+        return duration_text(int((end - (obj.launched_at or obj.created_at)).total_seconds()))
+
+    @admin.display(description="Cost/h", ordering="hourly_cost_micros")
+    def cost_per_hour(self, obj: Instance) -> str:
+        return f"${obj.hourly_cost_micros / 1_000_000:.2f}"
+
+    @admin.display(description="Owner", ordering="deployment__org__name")
+    def owner(self, obj: Instance) -> str:
+        return str(obj.deployment.org)
 
 
 admin.site.register(DeploymentEvent)

@@ -81,13 +81,20 @@ class Exchange:
     completion_tokens: int = 0
     status: int = 0
     cut: bool = False
-    response_started: bool = False
+    response_started: bool = False  # the client has the status line (a stream's comes first)
+    body_sent: bool = False  # ...and part of the body: from then on no other replica can take over
     engine_answered: bool = False  # its status line came: the engine has processed the prompt
     prompt_estimate: int | None = None  # gateway/prompts.estimate, once needed
 
     @property
     def chat(self) -> bool:
         return self.path == "/v1/chat/completions"
+
+    def restart(self) -> None:
+        """Forget what a replica that failed before any of the body went out had counted."""
+        self.first_token_at = None
+        self.prompt_tokens = self.completion_tokens = 0
+        self.engine_answered = False
 
     @property
     def prompt_body(self) -> bytes | bytearray | None:
@@ -121,6 +128,10 @@ async def forward(route: Route, exchange: Exchange, send: Send) -> None:
         except _Retryable as failure:
             routing.eject(target.instance_id)
             if attempt == 2 or not exchange.replayable or routing.pick(route, exclude=frozenset(tried)) is None:
+                if exchange.response_started:  # the client has a stream's status line: end it as broken
+                    exchange.status = failure.error.status
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+                    return
                 raise failure.error from None
     raise errors.unavailable(f"Deployment {route.deployment_id} has no ready replica.")
 
@@ -135,11 +146,18 @@ async def _forward_once(route: Route, target: Target, exchange: Exchange, send: 
         try:
             await _relay(upstream, exchange, send)
         except (TimeoutError, aiohttp.ClientError) as exc:
-            if not exchange.response_started:
-                timeout = isinstance(exc, TimeoutError)
-                raise errors.upstream_failed(
-                    f"The model's engine failed mid-answer ({type(exc).__name__}).", timeout=timeout
-                ) from None
+            timeout = isinstance(exc, TimeoutError)
+            failed = errors.upstream_failed(
+                f"The model's engine failed mid-answer ({type(exc).__name__}).", timeout=timeout
+            )
+            if not exchange.body_sent and not timeout:
+                # The connection broke (the machine was preempted or died) before any of the answer
+                # reached the client: another replica takes the request over (a stream goes on in the
+                # response already started); what the lost one had counted is forgotten.
+                exchange.restart()
+                raise _Retryable(failed) from None
+            if not exchange.response_started:  # it went quiet: another replica would get the same load
+                raise failed from None
             # Part of the stream went out: end it where it broke; the client sees no [DONE].
             exchange.status = 504 if isinstance(exc, TimeoutError) else 502
             await send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -247,9 +265,13 @@ def _repaired_json(payload: bytes, exchange: Exchange) -> bytes:
 
 
 async def _relay_stream(upstream: aiohttp.ClientResponse, exchange: Exchange, send: Send) -> None:
-    await send({"type": "http.response.start", "status": 200, "headers": STREAM_HEADERS})
-    exchange.response_started = True
-    exchange.status = 200
+    """The engine's events as they come. The client gets the status line at once (so it knows the
+    request is taken while a long prompt is read); until the first event a replica that breaks (a
+    preempted machine) is replaced by another whose events continue the same response."""
+    if not exchange.response_started:
+        await send({"type": "http.response.start", "status": 200, "headers": STREAM_HEADERS})
+        exchange.response_started = True
+        exchange.status = 200
     pending = b""
     try:
         async for data in upstream.content.iter_any():
@@ -259,11 +281,13 @@ async def _relay_stream(upstream: aiohttp.ClientResponse, exchange: Exchange, se
             *events, pending = pending.split(b"\n\n")
             out = [e for e in (_event(e, exchange) for e in events) if e is not None]
             if out:
+                exchange.body_sent = True
                 await send({"type": "http.response.body", "body": b"".join(out), "more_body": True})
     except asyncio.CancelledError:
         await _count_what_arrived(upstream, pending, exchange)
         raise
     tail = _event(pending.strip(), exchange) if pending.strip() else None
+    exchange.body_sent = True
     await send({"type": "http.response.body", "body": tail or b"", "more_body": False})
 
 

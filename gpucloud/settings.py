@@ -339,6 +339,9 @@ GPUCLOUD_OFFERS_REFRESH_SECONDS = env_int("GPUCLOUD_OFFERS_REFRESH_SECONDS", 60,
 GPUCLOUD_OFFER_MAX_AGE_SECONDS = env_int(
     "GPUCLOUD_OFFER_MAX_AGE_SECONDS", 5 * GPUCLOUD_OFFERS_REFRESH_SECONDS, minimum=GPUCLOUD_OFFERS_REFRESH_SECONDS + 1
 )
+# Providers' credentials (a GPU cloud's API key) are stored sealed (gpucloud/core/sealed.py): Fernet
+# keys, comma-separated, the first seals; none set: derived from SECRET_KEY.
+GPUCLOUD_CREDENTIALS_KEYS = env_list("GPUCLOUD_CREDENTIALS_KEY", [])
 
 # --- Stripe (payments switch on only when STRIPE_SECRET_KEY is set) ---------------------
 STRIPE_SECRET_KEY = env_str("STRIPE_SECRET_KEY")

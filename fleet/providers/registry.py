@@ -6,7 +6,7 @@ from functools import cache
 from importlib import import_module
 from typing import Any
 
-from fleet.providers.base import Driver
+from fleet.providers.base import Driver, ProviderError
 
 DRIVERS = {
     "local": "fleet.providers.local.driver.LocalDriver",
@@ -20,11 +20,16 @@ DRIVERS = {
 
 @cache
 def driver_class(name: str) -> type[Driver]:
+    """The driver class named `name`; a permanent ProviderError when there is none (a typo in the
+    provider's driver field must not surface as an ImportError from whatever step first used it)."""
     path = DRIVERS.get(name, name)
     module_path, _, class_name = path.rpartition(".")
-    cls = getattr(import_module(module_path), class_name)
+    try:
+        cls = getattr(import_module(module_path), class_name) if module_path else None
+    except ImportError as exc:
+        raise ProviderError(f"No provider driver {name!r}: {exc}", permanent=True) from exc
     if not (isinstance(cls, type) and issubclass(cls, Driver)):
-        raise TypeError(f"{path} is not a provider driver")
+        raise ProviderError(f"No provider driver {name!r}: {path} is not a driver class.", permanent=True)
     return cls
 
 

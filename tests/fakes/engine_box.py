@@ -41,7 +41,9 @@ class AppThread:
         self._loop.close()
 
     def power_off(self) -> None:
-        """Stop at once, cutting every open connection."""
+        """Stop at once, cutting every open connection (again: nothing happens)."""
+        if self._loop.is_closed():
+            return
 
         def cut() -> None:
             server = self._runner.server

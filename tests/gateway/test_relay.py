@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 import openai
@@ -17,12 +18,14 @@ from deployments.metrics import request_minutes_rollup
 from deployments.models import RequestMinute
 from gateway import counters as metering
 from gateway import routing
-from tests.fakes.engine_server import Behaviour, EngineThread
-from tests.support.gateway import counters, eventually, serving_deployment
+from tests.fakes.engine_box import Box
+from tests.fakes.engine_server import Behaviour, Engine, EngineThread
+from tests.support.gateway import ENGINE_KEY, counters, eventually, serving_deployment
 from tests.support.personas import Persona
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the server thread must see committed rows
 Engines = Callable[[], EngineThread]
+MODEL = "smollm2-135m-instruct"
 
 
 def sdk(server: str, key: str) -> openai.OpenAI:
@@ -226,6 +229,42 @@ def test_a_failing_replica_is_retried_once_elsewhere_and_taken_out(
         "message": "The model's engine failed: simulated engine failure.", "type": "server_error", "param": None,
         "code": "upstream_error",
     }  # fmt: skip
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_a_replica_lost_before_anything_reached_the_client_is_replaced_by_another(
+    server: str, alice: Persona, stream: bool
+) -> None:
+    """Issue 16: a spot machine preempted mid-request (its connections cut) after the engine took the
+    request but before a token went out: the client gets its whole answer from another replica."""
+    boxes = [Box(Engine(api_key=ENGINE_KEY, behaviour=Behaviour(ttft_ms=500))) for _ in range(2)]
+    deployment = serving_deployment(alice, boxes)  # type: ignore[arg-type]  # a Box serves like an EngineThread
+    answer: list[str] = []
+
+    def ask() -> None:
+        client = sdk(server, alice.key)
+        messages: list[Any] = [{"role": "user", "content": "x"}]
+        if stream:
+            chunks = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=3, stream=True)
+            answer.append("".join(c.choices[0].delta.content or "" for c in chunks))
+        else:
+            answer.append(client.chat.completions.create(model=MODEL, messages=messages, max_tokens=3)
+                          .choices[0].message.content or "")  # fmt: skip
+
+    try:
+        asking = threading.Thread(target=ask)
+        asking.start()
+        assert eventually(lambda: any(b.engine.records for b in boxes))
+        lost, survivor = boxes if boxes[0].engine.records else boxes[::-1]
+        lost.power_off()
+        asking.join(15)
+        assert answer == ["The quick brown"]
+        assert len(survivor.engine.records) == 1 and survivor.engine.records[0].finished
+        total = counters(deployment.pk, at_least=1)
+        assert (total["requests"], total.get("errors", 0), total["completion_tokens"]) == (1, 0, 3)
+    finally:
+        for box in boxes:
+            box.power_off()
 
 
 def test_unreachable_engine_is_a_502_in_openai_shape(server: str, alice: Persona, engines: Engines) -> None:

@@ -13,6 +13,7 @@ from fleet.models import FINAL_STATES, Instance
 from fleet.providers.base import InstanceSpec
 from fleet.workloads import BillingSubject, Convergence, Workload
 from gpucloud.core.jobs import enqueue
+from webhooks.events import deployment_event_emit
 
 
 class DeploymentWorkload(Workload):
@@ -66,6 +67,11 @@ class DeploymentWorkload(Workload):
         deployment_refresh_status(instance.deployment)
 
     def instance_lost(self, instance: Instance) -> None:
+        replica_add_if_short(instance.deployment)
+
+    def instance_preempted(self, instance: Instance, reason: str) -> None:
+        deployment_event_emit(instance.deployment, "deployment.preempted", key=instance.pk, instance_id=instance.pk,
+                              provider=instance.provider, reason=reason)  # fmt: skip
         replica_add_if_short(instance.deployment)
 
     def instance_settled(self, instance_id: str) -> None:

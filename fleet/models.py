@@ -55,6 +55,7 @@ class Instance(models.Model):
     endpoint_url = models.CharField(max_length=300, blank=True)
     hourly_price_micros = models.BigIntegerField(default=0)
     hourly_cost_micros = models.BigIntegerField(default=0)
+    spot = models.BooleanField(default=False, help_text="Interruptible: the provider may take it back at any time")
     # What it runs, from its deployment when it was made (null on rows that predate the record:
     # those run their deployment's configuration).
     gpu_type = models.ForeignKey("catalog.GpuType", null=True, blank=True, on_delete=models.PROTECT, related_name="+")

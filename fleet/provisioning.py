@@ -24,7 +24,7 @@ from fleet import drivers
 from fleet.engines import engine_healthy
 from fleet.models import FINAL_STATES, PRE_LAUNCH_STATES, Instance, InstanceState
 from fleet.offers import driver_offer, offers_refresh_soon
-from fleet.providers.base import InstanceSpec, ProviderError, ProviderInstance
+from fleet.providers.base import Driver, InstanceSpec, ProviderError, ProviderInstance
 from fleet.providers.base import InstanceState as ProviderState
 from fleet.transitions import instance_transition
 from fleet.workloads import workload
@@ -69,8 +69,7 @@ def instance_provision(instance_id: str) -> str:
             raise
         if launched is None:  # the offer went (a refresh no longer lists it)
             continue
-        _record_launch(instance_id, launched, offer.provider_id, offer.price_per_hour_micros,
-                       offer.cost_per_hour_micros)  # fmt: skip
+        _record_launch(instance_id, launched, offer)
         return "launched"
     with transaction.atomic():
         instance = _locked(instance_id)
@@ -95,7 +94,8 @@ def _launch_on(offer: Offer, spec: InstanceSpec) -> ProviderInstance | None:
 
 
 @retry_on_deadlock
-def _record_launch(instance_id: str, launched: ProviderInstance, provider: str, price: int, cost: int) -> None:
+def _record_launch(instance_id: str, launched: ProviderInstance, offer: Offer) -> None:
+    provider = offer.provider_id
     with transaction.atomic():
         # A launch takes capacity: for the local and Kubernetes providers it is this platform's own
         # machines, so nothing but this refresh (and the next one at a confirmed end) keeps their stored
@@ -107,8 +107,9 @@ def _record_launch(instance_id: str, launched: ProviderInstance, provider: str, 
             "provider": provider,
             "provider_instance_id": launched.provider_instance_id,
             "endpoint_url": launched.endpoint_url or "",
-            "hourly_price_micros": price,
-            "hourly_cost_micros": cost,
+            "hourly_price_micros": offer.price_per_hour_micros,
+            "hourly_cost_micros": offer.cost_per_hour_micros,
+            "spot": offer.spot,
             "launched_at": started,
         }
         if instance.state in PRE_LAUNCH_STATES:
@@ -138,6 +139,17 @@ def _billing_start(instance: Instance, started_at: datetime) -> None:
 
 
 @retry_on_deadlock
+def instance_stopping(instance_id: str, reason: str) -> None:
+    """Out of service and to be terminated (it stopped at the provider): TERMINATING with the reason."""
+    with transaction.atomic():
+        instance = _locked(instance_id)
+        if instance.state in FINAL_STATES or instance.state == InstanceState.TERMINATING:
+            return
+        instance_transition(instance, InstanceState.TERMINATING, reason, failure_reason=reason[:500])
+        workload().owner_refresh(instance)
+
+
+@retry_on_deadlock
 def instance_fail(instance_id: str, reason: str) -> None:
     """A permanent failure before anything ran: nothing to bill, the hold goes back."""
     with transaction.atomic():
@@ -158,24 +170,32 @@ def _release_hold(instance_id: str) -> None:
 # --- readiness ------------------------------------------------------------------------------
 
 
+CRASH_LOOP_RESTARTS = 3  # restarts without ever answering health before a replica counts as crash-looping
+WAITING_STATES = (InstanceState.LOADING, InstanceState.CRASH_LOOPING)
+
+
 def instance_check_ready(instance_id: str) -> bool | None:
-    """True when ready, None while loading, False when it will not become ready."""
+    """True when ready, None while loading (or crash-looping: it may still come up), False when it
+    will not become ready."""
     instance = Instance.objects.select_related("deployment").get(pk=instance_id)
     if instance.state == InstanceState.READY:
         return True
-    if instance.state != InstanceState.LOADING:
+    if instance.state not in WAITING_STATES:
         return False
     if _healthy(instance):
         with transaction.atomic():
             instance = _locked(instance_id)
-            if instance.state == InstanceState.LOADING:
+            if instance.state in WAITING_STATES:
                 instance_transition(instance, InstanceState.READY, "Engine healthy.", ready_at=timezone.now())
                 workload().owner_refresh(instance)
         return True
-    status = drivers.driver(instance.provider).status(instance.provider_instance_id)
+    driver = drivers.driver(instance.provider)
+    status = driver.status(instance.provider_instance_id)
     if status.state == ProviderState.TERMINATED:
         instance_gone(instance_id, status.ended_at, "The engine exited while loading.")
         return False
+    if status.restarts >= CRASH_LOOP_RESTARTS and instance.state == InstanceState.LOADING:
+        _crash_looping(instance_id, status.restarts, _last_lines(driver, instance.provider_instance_id))
     assert instance.launched_at is not None
     if (timezone.now() - instance.launched_at).total_seconds() > settings.GPUCLOUD_READY_TIMEOUT_SECONDS:
         with transaction.atomic():
@@ -185,6 +205,27 @@ def instance_check_ready(instance_id: str) -> bool | None:
         instance_terminate(instance_id)
         return False
     return None
+
+
+def _crash_looping(instance_id: str, restarts: int, tail: list[str]) -> None:
+    """The engine keeps restarting without answering: say so (the owner sees it with the engine's last
+    lines); it stays billed while the machine runs, and the ready timeout still ends it."""
+    reason = f"The engine restarted {restarts} times without becoming healthy."
+    if tail:
+        reason += " Last output: " + " | ".join(line.strip() for line in tail)[-300:]
+    with transaction.atomic():
+        instance = _locked(instance_id)
+        if instance.state == InstanceState.LOADING:
+            instance_transition(instance, InstanceState.CRASH_LOOPING, reason, failure_reason=reason[:500])
+            workload().owner_refresh(instance)
+
+
+def _last_lines(driver: Driver, provider_instance_id: str) -> list[str]:
+    """The engine's last lines, where the provider has logs (a failure to read them is no reason to fail)."""
+    try:
+        return driver.logs(provider_instance_id, tail=5)
+    except ProviderError:
+        return []
 
 
 def _healthy(instance: Instance) -> bool:

@@ -5,7 +5,10 @@ difference. No leaked machine keeps billing the operator, no lost machine keeps 
 - Tagged at the provider, still pre-launch in the database (a worker died between the provider's
   answer and the commit): provision again, which adopts it (launch is idempotent per instance).
 - Live in the database, gone at the provider (past the launch grace period): record it as
-  terminated at the provider's end time and replace it if the deployment still wants it.
+  terminated at the provider's end time and replace it if the deployment still wants it. A spot
+  instance gone is a preemption: the owner is told (an event and a webhook) as it is replaced.
+- Live in the database, stopped at the provider (EXITED): terminate it (it may still cost), then
+  replace it; a spot one stopped is a preemption too.
 - Terminating in the database: terminate again until the provider confirms.
 - Stuck pre-launch or loading: run the step again.
 
@@ -35,6 +38,7 @@ class ReconcileReport:
     reaped: list[str] = field(default_factory=list)  # provider ids terminated as orphans
     adopted: list[str] = field(default_factory=list)
     lost: list[str] = field(default_factory=list)
+    preempted: list[str] = field(default_factory=list)  # spot instances the provider took back
     confirmed: list[str] = field(default_factory=list)  # terminations confirmed
     replaced: list[str] = field(default_factory=list)  # new instances for owners short of replicas
     rolled: dict[str, str] = field(default_factory=dict)  # owners rolling to a new configuration: each one's step
@@ -73,18 +77,53 @@ def _reconcile_provider(slug: str, now: datetime, report: ReconcileReport) -> No
                 workload().instance_noted(instance, f"Reaped a stray provider instance {provider_id}.")
     grace = timedelta(seconds=settings.GPUCLOUD_LAUNCH_GRACE_SECONDS)
     for instance in Instance.objects.filter(provider=slug, state__in=LIVE_STATES).select_related("deployment"):
-        if instance.provider_instance_id in listed or (instance.launched_at and instance.launched_at > now - grace):
+        if instance.launched_at and instance.launched_at > now - grace:
             continue
-        status = driver.status(instance.provider_instance_id)
+        at_provider = listed.get(instance.provider_instance_id)
+        if at_provider is not None and at_provider.state != ProviderState.EXITED:
+            continue
+        status = at_provider or driver.status(instance.provider_instance_id)
         if status.state == ProviderState.TERMINATED:
-            provisioning.instance_gone(instance.pk, status.ended_at, "Lost: the provider no longer has it.")
-            report.lost.append(instance.pk)
-            workload().instance_lost(instance)
+            _lost(instance, status.ended_at, report)
+        elif status.state == ProviderState.EXITED:
+            _exited(instance, report)
     for instance_id in Instance.objects.filter(provider=slug, state=InstanceState.TERMINATING).values_list(
         "pk", flat=True
     ):
         if provisioning.instance_terminate(instance_id):
             report.confirmed.append(instance_id)
+
+
+def _lost(instance: Instance, ended_at: datetime | None, report: ReconcileReport) -> None:
+    """Gone at the provider while the database calls it live: a spot machine taken back (preempted),
+    or lost. Billing ends when it did; the owner gets a replacement."""
+    if instance.spot:
+        reason = f"Preempted: {instance.provider} took the spot machine back."
+        provisioning.instance_gone(instance.pk, ended_at, reason)
+        report.preempted.append(instance.pk)
+        workload().instance_preempted(instance, reason)
+        return
+    provisioning.instance_gone(instance.pk, ended_at, "Lost: the provider no longer has it.")
+    report.lost.append(instance.pk)
+    workload().instance_lost(instance)
+
+
+def _exited(instance: Instance, report: ReconcileReport) -> None:
+    """Stopped at the provider (an interruptible machine stopped, or the machine's engine exited for
+    good): it serves nothing but may still cost, so it is terminated; once the provider confirms, the
+    owner gets a replacement (now, or at the reconciler's next round)."""
+    reason = (
+        f"Preempted: {instance.provider} stopped the spot machine." if instance.spot
+        else "The machine stopped on its own; replacing it."
+    )  # fmt: skip
+    provisioning.instance_stopping(instance.pk, reason)
+    if instance.spot:
+        report.preempted.append(instance.pk)
+        workload().instance_preempted(instance, reason)
+    else:
+        report.lost.append(instance.pk)
+    if provisioning.instance_terminate(instance.pk):
+        workload().instance_lost(instance)
 
 
 def _retry_stuck(now: datetime, report: ReconcileReport) -> None:
@@ -94,7 +133,8 @@ def _retry_stuck(now: datetime, report: ReconcileReport) -> None:
         "pk", flat=True
     ):
         enqueue("fleet.tasks.instance_provision_task", instance_id)
-    for instance_id in Instance.objects.filter(state=InstanceState.LOADING).values_list("pk", flat=True):
+    waiting = (InstanceState.LOADING, InstanceState.CRASH_LOOPING)
+    for instance_id in Instance.objects.filter(state__in=waiting).values_list("pk", flat=True):
         enqueue("fleet.tasks.instance_wait_ready_task", instance_id, 0)
     for instance_id in Instance.objects.filter(state=InstanceState.TERMINATING, provider="").values_list(
         "pk", flat=True

@@ -67,6 +67,11 @@ class Workload(ABC):
         """The provider lost a live instance (recorded as terminated): replace it if still wanted."""
 
     @abstractmethod
+    def instance_preempted(self, instance: Instance, reason: str) -> None:
+        """The provider took a spot instance back (recorded as terminated): tell the owner (an event,
+        a webhook) and replace it if still wanted."""
+
+    @abstractmethod
     def instance_settled(self, instance_id: str) -> None:
         """The instance is ready, or will not be (failed, no capacity): the owner's next step."""
 

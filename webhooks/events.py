@@ -23,6 +23,7 @@ EVENT_TYPES: dict[str, str] = {
     "deployment.recovered": "Healthy again: after degraded, or an SLA target met again after a breach.",
     "deployment.sla_breach": "The last window missed a TTFT or throughput target.",
     "deployment.scaled": "The replica count changed (autoscaler, scale to zero, a wake-up or a manual change).",
+    "deployment.preempted": "The provider took a spot replica back; a replacement is being launched.",
     "deployment.failed": "The deployment could not run (the reason is in the data).",
     "deployment.stopped": "Every replica is terminated; billing has stopped.",
     "balance.low": "The organization's available credit fell below the low-balance threshold.",

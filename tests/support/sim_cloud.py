@@ -3,7 +3,8 @@
 that answer health checks and OpenAI requests like the real engine would.
 
 Config: {"region": "atl1", "gpus": {"h100": {"price": 4_410_000, "capacity": 2}, ...},
-"fail": {"h100": "message"} (a permanent launch failure), "gap_ms": 0 (the engines' token gap)}.
+"fail": {"h100": "message"} (a permanent launch failure), "gap_ms": 0 (the engines' token gap),
+"spot": false (sell interruptible machines: `take_back` and `stop` play preemptions)}.
 Machines live in this process (module state shared by every driver object): `LAUNCHED` keeps the
 spec of each launch and `peak()` the most machines that ran at once, so tests can check what ran.
 """
@@ -14,7 +15,7 @@ import contextlib
 import threading
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,6 +35,10 @@ class Machine:
     gpu_type: str
     engine: Box
     started_at: datetime
+    spot: bool = False
+    state: InstanceState = InstanceState.RUNNING  # EXITED: stopped at the cloud, still listed
+    restarts: int = 0
+    log: list[str] = field(default_factory=list)
 
 
 _lock = threading.Lock()
@@ -83,6 +88,31 @@ def provider_set(**config: object) -> None:
     offers_refresh(provider)
 
 
+def take_back(instance_id: str) -> None:
+    """The cloud takes the machine away (a spot preemption): gone from every list, ended now."""
+    with _lock:
+        machine = _machines.pop(f"sim-{instance_id}")
+        _ended[f"sim-{instance_id}"] = datetime.now(UTC)
+    machine.engine.power_off()
+
+
+def stop(instance_id: str) -> None:
+    """The machine stops at the cloud (an interruptible one stopped, or its engine gone for good):
+    still listed, EXITED, serving nothing."""
+    with _lock:
+        machine = _machines[f"sim-{instance_id}"]
+        machine.state = InstanceState.EXITED
+    machine.engine.power_off()
+
+
+def crash_loop(instance_id: str, restarts: int, last_line: str) -> None:
+    """The engine keeps restarting and never answers (a bad model, out of memory at load)."""
+    with _lock:
+        machine = _machines[f"sim-{instance_id}"]
+        machine.restarts, machine.log = restarts, [f"restart {n}: {last_line}" for n in range(1, restarts + 1)]
+    machine.engine.power_off()
+
+
 def stop_all(tag: str) -> None:
     for machine in running(tag):
         SimCloud(slug="sim", config={}).terminate(f"sim-{machine.spec.instance_id}")
@@ -95,7 +125,8 @@ class SimCloud(Driver):
         for gpu, terms in self.config.get("gpus", {}).items():
             used = sum(m.gpu_type == gpu for m in running(self.config.get("tag", "")))
             offers.append(Offer(
-                provider=self.slug, gpu_type=gpu, gpu_count=1, region=region, tier=Tier.SECURE, spot=False,
+                provider=self.slug, gpu_type=gpu, gpu_count=1, region=region, tier=Tier.SECURE,
+                spot=bool(self.config.get("spot", False)),
                 price_per_hour_micros=terms["price"], cost_per_hour_micros=terms["price"] // 2,
                 available=max(0, terms["capacity"] - used),
             ))  # fmt: skip
@@ -112,7 +143,8 @@ class SimCloud(Driver):
             raise ProviderError(f"No {spec.gpu_type} left.", no_capacity=True)
         behaviour = Behaviour(gap_ms=float(self.config.get("gap_ms", 0)))
         engine = Box(Engine(api_key=spec.api_key, behaviour=behaviour))
-        machine = Machine(spec=spec, gpu_type=spec.gpu_type, engine=engine, started_at=datetime.now(UTC))
+        started = datetime.now(UTC)
+        machine = Machine(spec=spec, gpu_type=spec.gpu_type, engine=engine, started_at=started, spot=offer.spot)
         with _lock:
             _machines[pid] = machine
             LAUNCHED[spec.instance_id] = spec
@@ -123,7 +155,8 @@ class SimCloud(Driver):
     def _seen(self, pid: str, machine: Machine) -> ProviderInstance:
         return ProviderInstance(
             provider_instance_id=pid, instance_id=machine.spec.instance_id, tag=machine.spec.tag,
-            state=InstanceState.RUNNING, endpoint_url=machine.engine.url, started_at=machine.started_at,
+            state=machine.state, endpoint_url=machine.engine.url, started_at=machine.started_at,
+            restarts=machine.restarts, spot=machine.spot,
         )  # fmt: skip
 
     def status(self, provider_instance_id: str) -> ProviderInstance:
@@ -150,7 +183,9 @@ class SimCloud(Driver):
         return [self._seen(pid, m) for pid, m in mine]
 
     def logs(self, provider_instance_id: str, *, tail: int = 200) -> list[str]:
-        return []
+        with _lock:
+            machine = _machines.get(provider_instance_id)
+            return machine.log[-tail:] if machine else []
 
     def endpoint(self, provider_instance_id: str) -> str:
         return _machines[provider_instance_id].engine.url

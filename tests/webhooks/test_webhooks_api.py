@@ -134,5 +134,5 @@ def test_a_deployment_has_at_most_ten_webhooks(client: Client, alice: Persona, r
 def test_the_event_types_are_listed(client: Client, alice: Persona) -> None:
     types = [t["type"] for t in client.get("/api/v1/webhook-event-types", **alice.auth).json()]
     assert types == ["deployment.active", "deployment.degraded", "deployment.recovered", "deployment.sla_breach",
-                     "deployment.scaled", "deployment.failed", "deployment.stopped", "balance.low",
-                     "autorefill.failed"]  # fmt: skip
+                     "deployment.scaled", "deployment.preempted", "deployment.failed", "deployment.stopped",
+                     "balance.low", "autorefill.failed"]  # fmt: skip

@@ -210,7 +210,7 @@ class RunPodCloud(FakeCloud):
     async def _list_pods(self, request: web.Request) -> web.Response:
         self.settle()
         with self.lock:
-            return self.answer({"pods": [self._pod(m) for m in self.machines.values()]})
+            return self.answer({"pods": [self.pod_answer(m) for m in self.machines.values()]})
 
     async def _get_pod(self, request: web.Request) -> web.Response:
         self.settle()
@@ -218,7 +218,7 @@ class RunPodCloud(FakeCloud):
             machine = self.machines.get(request.match_info["id"])
             if machine is None:
                 return self.problem(404, "pod not found")
-            return self.answer(self._pod(machine))
+            return self.answer(self.pod_answer(machine))
 
     async def _create_pod(self, request: web.Request) -> web.Response:
         body = await request.json()
@@ -241,7 +241,7 @@ class RunPodCloud(FakeCloud):
         timer = threading.Timer(self.boot_seconds, self._running, (machine,))
         timer.daemon = True
         timer.start()
-        return self.answer(self._pod(machine), 201)
+        return self.answer(self.pod_answer(machine), 201)
 
     def _create(self, body: dict[str, Any], datacenter: str) -> Machine:
         pod_id = secrets.token_hex(7)
@@ -291,7 +291,7 @@ class RunPodCloud(FakeCloud):
             return "PROVISIONING"
         return "STARTING" if age < self.boot_seconds else "RUNNING"
 
-    def _pod(self, machine: Machine) -> dict[str, Any]:
+    def pod_answer(self, machine: Machine) -> dict[str, Any]:
         request, status = machine.request, self.status_of(machine)
         gpu = self.gpus.get(request.get("gpu", {}).get("id", ""))
         count = int(request.get("gpu", {}).get("count", 1))

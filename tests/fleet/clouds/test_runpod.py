@@ -321,6 +321,32 @@ def test_a_custom_container_runs_its_command_and_gets_its_secret(cloud: RunPodCl
     assert launched.endpoint_url == cloud.proxy_url_template.format(pod_id=pod.id, port=9000)
 
 
+def test_a_pod_placed_otherwise_than_asked_is_deleted_and_the_launch_fails(
+    cloud: RunPodCloud, driver: RunPodDriver
+) -> None:
+    offer = offer_of(driver)  # secure
+    elsewhere = cloud.add_pod({"name": "placed", "image": "vllm/vllm-openai:v0.11.0", "gpu": {"id": "NVIDIA L40S"},
+                               "cloud": "COMMUNITY", "ports": ["8000/http"]})  # fmt: skip
+    cloud.fail("POST", "/v2/pods", status=201, body={**cloud.pod_answer(elsewhere), "name": f"{TAG}.inst_abc123"})
+    with pytest.raises(ProviderError) as refused:
+        driver.launch(vllm_spec(), offer)
+    assert refused.value.permanent and "COMMUNITY" in refused.value.message
+    assert cloud.requests_to("DELETE", f"/v2/pods/{elsewhere.id}")[0].status == 204 and cloud.machines == {}
+
+
+def test_the_test_cloud_refuses_what_runpods_description_refuses(cloud: RunPodCloud) -> None:
+    """Field names the v1 API and older clients used, and spot (`interruptible`, which v2 does not have),
+    break the v2 description: the test cloud records them, so a driver sending them fails its tests."""
+    headers = {"Authorization": f"Bearer {cloud.api_key}"}
+    l40s = {"id": "NVIDIA L40S"}
+    for body in ({"name": "x", "imageName": "vllm/vllm-openai"},
+                 {"name": "x", "image": "vllm/vllm-openai", "gpuTypeIds": ["NVIDIA L40S"]},
+                 {"name": "x", "image": "vllm/vllm-openai", "gpu": l40s, "interruptible": True}):  # fmt: skip
+        assert httpx.post(f"{cloud.url}/v2/pods", json=body, headers=headers).status_code == 400
+    assert len(cloud.schema_errors) == 3 and cloud.machines == {}
+    cloud.schema_errors.clear()  # seen; the fixture checks for any other
+
+
 # --- status, terminate, list ------------------------------------------------------------------
 
 

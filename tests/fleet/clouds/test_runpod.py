@@ -540,12 +540,14 @@ def test_a_slow_or_unreachable_cloud_is_retryable(cloud: RunPodCloud) -> None:
     assert not down.value.permanent
 
 
-def test_a_wrong_key_is_permanent_and_never_shown(cloud: RunPodCloud) -> None:
+def test_a_wrong_key_is_permanent_and_never_shown(cloud: RunPodCloud, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("DEBUG")
     driver = make_driver(cloud, api_key="rpa_wrong_secret_key")
     with pytest.raises(ProviderError) as refused:
         driver.offers()
     assert refused.value.permanent and "rpa_wrong_secret_key" not in refused.value.message
     assert "refused the API key (401)" in refused.value.message
+    assert caplog.records and "rpa_wrong_secret_key" not in caplog.text  # logged, the key never
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,9 @@ contract's ProviderError:
   launches and the reconciler do not keep hammering a cloud that asked us to slow down;
 - 5xx: retryable;
 - any other 4xx: the driver's `refusal` hook says what it means (each cloud has its own shape for "no
-  capacity"), else permanent, with the cloud's own message.
+  capacity"), else permanent, with the cloud's own message;
+- a 2xx that says the quota is spent (RunPod's `RateLimit` header on every answer): the driver's `pace`
+  hook says how long to wait, and that wait is shared like a 429's, so the next call does not earn one.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -40,6 +43,7 @@ class CloudNotFound(ProviderError):
 
 
 Refusal = Callable[[httpx.Response, str], ProviderError | None]
+Pace = Callable[[httpx.Response], float | None]
 
 
 class CloudApi:
@@ -56,12 +60,14 @@ class CloudApi:
         timeout: httpx.Timeout,
         backoff_seconds: float = 10.0,
         refusal: Refusal | None = None,
+        pace: Pace | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.cloud = cloud
         self.slug = slug
         self.backoff_seconds = backoff_seconds
         self.refusal = refusal
+        self.pace = pace
         self._client = httpx.Client(
             base_url=base_url.rstrip("/"), headers=headers, timeout=timeout, trust_env=False, transport=transport
         )
@@ -94,8 +100,40 @@ class CloudApi:
         logger.debug("%s %s %s -> %s in %.3f s", self.slug, method, path, response.status_code,
                      time.monotonic() - started)  # fmt: skip
         if response.is_success:
+            self._pace(response)
             return response
         raise self._error(method, path, response)
+
+    @contextmanager
+    def stream(
+        self, method: str, path: str, *, params: dict[str, Any] | None = None, timeout: httpx.Timeout | None = None
+    ) -> Iterator[httpx.Response]:
+        """A 2xx response whose body is read as it arrives (a log stream that never ends by itself);
+        `timeout` replaces the client's for this call (a short read timeout: stop once it falls silent).
+        Errors are mapped as for `send`; a timeout or a cut while reading is the caller's to handle."""
+        self._wait_out_backoff()
+        request = self._client.build_request(
+            method, path, params=_clean(params), timeout=timeout if timeout is not None else self._client.timeout
+        )
+        try:
+            response = self._client.send(request, stream=True)
+        except httpx.TimeoutException as exc:
+            raise ProviderError(f"{self.cloud} did not answer {method} {path} in time.") from exc
+        except httpx.TransportError as exc:
+            raise ProviderError(f"{self.cloud} could not be reached ({type(exc).__name__}).") from exc
+        try:
+            if not response.is_success:
+                response.read()
+                raise self._error(method, path, response)
+            self._pace(response)
+            yield response
+        finally:
+            response.close()
+
+    def _pace(self, response: httpx.Response) -> None:
+        wait = self.pace(response) if self.pace else None
+        if wait:
+            self._back_off(wait)
 
     # --- errors -------------------------------------------------------------------------------
     def _error(self, method: str, path: str, response: httpx.Response) -> ProviderError:

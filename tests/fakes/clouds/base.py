@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from aiohttp import web
-from openapi_core import OpenAPI
+from openapi_core import Config, OpenAPI
 from openapi_core.exceptions import OpenAPIError
 from openapi_core.testing import MockRequest, MockResponse
 
@@ -47,8 +47,11 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 @cache
 def openapi(cloud: str) -> OpenAPI:
-    """The cloud's description (specs/<cloud>.json), parsed and checked once per process."""
-    return OpenAPI.from_dict(json.loads((SPECS / f"{cloud}.json").read_text()))
+    """The cloud's description (specs/<cloud>.json), parsed and checked once per process. RFC 9457
+    problem documents (application/problem+json, RunPod's errors) are JSON: openapi-core reads only
+    application/json as JSON unless told, and would check the raw bytes against the schema."""
+    config = Config(extra_media_type_deserializers={"application/problem+json": json.loads})
+    return OpenAPI.from_dict(json.loads((SPECS / f"{cloud}.json").read_text()), config=config)
 
 
 @dataclass
@@ -97,6 +100,8 @@ class FakeCloud:
     spec: ClassVar[str] = ""
     server_url: ClassVar[str] = ""
     api_key: ClassVar[str] = "test-cloud-key"
+    # The media type of the cloud's error bodies (RunPod's are RFC 9457 problems: application/problem+json).
+    error_content_type: ClassVar[str] = "application/json"
 
     def __init__(self, *, boot_seconds: float = 0.0, terminate_seconds: float = 0.0, engine_delay: float = 0.0) -> None:
         self.openapi = openapi(self.spec)
@@ -201,9 +206,10 @@ class FakeCloud:
     ) -> web.Response:  # fmt: skip
         call.status = status
         data = json.dumps(body).encode()
+        content_type = self.error_content_type if status >= 400 else "application/json"
         if check and mock is not None:
-            self._check_answer(mock, status, data, "application/json", headers or {})
-        return web.Response(status=status, body=data, content_type="application/json", headers=headers)
+            self._check_answer(mock, status, data, content_type, headers or {})
+        return web.Response(status=status, body=data, content_type=content_type, headers=headers)
 
     def _check_answer(self, mock: MockRequest, status: int, data: bytes, content_type: str, headers: dict) -> None:
         """Our own answers must follow the description too, where it describes that status."""
@@ -224,7 +230,7 @@ class FakeCloud:
         return web.json_response(body, status=status)
 
     def error(self, status: int, message: str) -> web.Response:
-        return web.json_response(self.error_body(status, message), status=status)
+        return web.json_response(self.error_body(status, message), status=status, content_type=self.error_content_type)
 
     def new_address(self) -> str:
         """A loopback address of its own for a VM (127.0.0.2, 127.0.0.3, ...)."""

@@ -39,6 +39,7 @@ INSTANCES = "/api/v1/instances"
 LAUNCH = "/api/v1/instance-operations/launch"
 TERMINATE = "/api/v1/instance-operations/terminate"
 MAX_NAME = 64
+MAX_USER_DATA_BYTES = 1_000_000  # Lambda: "cannot exceed 1MB"
 
 
 class LambdaDriver(Driver):
@@ -74,8 +75,8 @@ class LambdaDriver(Driver):
         launch_slot_take(self.slug, self.options.launch_interval_seconds)
         launched = data_of(self.api.call("POST", LAUNCH, json_body=body), "the launch")
         ids = launched.get("instance_ids") or []
-        if len(ids) != 1:
-            raise ProviderError(f"Lambda launched {len(ids)} instances for one request.")  # adopted by the tag
+        if len(ids) != 1:  # one per request in 1.10; a retry finds whatever did start by its tags
+            raise ProviderError(f"Lambda answered a launch with {len(ids)} instance ids.")
         return ProviderInstance(
             provider_instance_id=str(ids[0]), instance_id=spec.instance_id, tag=spec.tag,
             state=InstanceState.PENDING, started_at=requested_at,
@@ -135,6 +136,9 @@ class LambdaDriver(Driver):
         options = self.options
         run = container_run(spec, images=options.cloud.images, gpus=placement.offer.gpu_count, provider="Lambda")
         env = container_env(spec, run, hf_token=options.cloud.hf_token)
+        script = user_data(run, env, port=options.engine_port, allow_from=options.cloud.allow_from)
+        if len(script.encode()) > MAX_USER_DATA_BYTES:
+            raise ProviderError("The instance's boot script is over Lambda's 1 MB user data limit.", permanent=True)
         ruleset = ruleset_ensure(
             self.api, name=ruleset_name(self.slug), region=placement.region_name, rules=ruleset_rules(options)
         )
@@ -145,7 +149,7 @@ class LambdaDriver(Driver):
             "name": spec.instance_id[:MAX_NAME],
             "tags": launch_tags(spec, requested_at),
             "firewall_rulesets": [{"id": ruleset}],
-            "user_data": user_data(run, env, port=options.engine_port, allow_from=options.cloud.allow_from),
+            "user_data": script,
         }
 
     def _instance_types(self) -> dict[str, Any]:

@@ -262,6 +262,21 @@ def test_a_quota_refusal_is_permanent_and_an_upstream_one_retryable(cloud: Lambd
     assert not transient.value.permanent and not transient.value.no_capacity
 
 
+def test_what_lambda_cannot_run_is_refused_before_asking(cloud: LambdaCloud) -> None:
+    driver = lambda_driver(cloud)
+    offer = offer_of(driver)
+    with pytest.raises(ProviderError) as spot:
+        driver.launch(spec(), replace(offer, spot=True))  # Lambda has no interruptible instances to bill as such
+    assert spot.value.permanent and "on-demand" in spot.value.message
+    with pytest.raises(ProviderError) as big:
+        driver.launch(spec(env={"BLOB": "x" * 1_000_001}), offer)
+    assert big.value.permanent and "1 MB" in big.value.message
+    with pytest.raises(ProviderError) as no_image:
+        driver.launch(spec(engine="container"), offer)
+    assert no_image.value.permanent and "needs an image" in no_image.value.message
+    assert launches(cloud) == 0
+
+
 def test_launches_are_paced_to_lambdas_limit(cloud: LambdaCloud) -> None:
     paced = lambda_driver(cloud, launch_interval_seconds=12)
     paced.launch(spec("inst_1"), offer_of(paced))
@@ -330,6 +345,10 @@ def test_the_operators_ssh_key_is_used_as_is(cloud: LambdaCloud) -> None:
     driver.launch(spec(), offer_of(driver))
     assert cloud.requests_to("POST", ".*/launch")[0].body["ssh_key_names"] == ["ops"]
     assert cloud.requests_to("GET", "/api/v1/ssh-keys") == [] and len(cloud.ssh_keys) == 1
+    unknown = lambda_driver(cloud, ssh_key_name="gone-key")
+    with pytest.raises(ProviderError) as refused:
+        unknown.launch(spec("inst_2"), offer_of(unknown))
+    assert refused.value.permanent and "SSH key gone-key does not exist" in refused.value.message
 
 
 def test_without_one_the_driver_makes_its_own_ssh_key_once(cloud: LambdaCloud) -> None:
@@ -440,7 +459,9 @@ def test_list_instances_finds_every_tagged_instance_in_one_answer(clouds: Callab
     mine = {ours.launch(spec(f"inst_{n}"), offer).provider_instance_id for n in range(25)}
     for n in range(3):
         theirs.launch(spec(f"other_{n}", tag="someone-else"), offer)
+    listings = len(cloud.requests_to("GET", "/api/v1/instances"))
     assert {i.provider_instance_id for i in ours.list_instances(TAG)} == mine
+    assert len(cloud.requests_to("GET", "/api/v1/instances")) == listings + 1  # one answer has them all
     assert {i.instance_id for i in ours.list_instances(TAG)} == {f"inst_{n}" for n in range(25)}
     assert len(cloud.machines) == 28
 
@@ -502,7 +523,8 @@ def test_a_bad_key_is_permanent_and_never_logged(cloud: LambdaCloud, caplog: pyt
     [({"api_key": ""}, "no API key"), ({"engine_port": "http"}, "engine_port"), ({"engine_port": 22}, "engine_port"),
      ({"engine_port": 70000}, "engine_port"), ({"allow_from": ["2001:db8::/32"]}, "IPv4"),
      ({"allow_from": ["not-a-network"]}, "Invalid Lambda provider config"),
-     ({"launch_interval_seconds": -1}, "launch_interval_seconds"), ({"base_url": "ftp://x"}, "base_url")],
+     ({"launch_interval_seconds": -1}, "launch_interval_seconds"), ({"base_url": "ftp://x"}, "base_url"),
+     ({"margins": {"h100": 0.5}}, "never sell below cost")],
 )  # fmt: skip
 def test_bad_config_is_a_clear_permanent_error(cloud: LambdaCloud, change: dict[str, Any], words: str) -> None:
     driver = lambda_driver(cloud, **change)

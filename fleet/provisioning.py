@@ -230,7 +230,10 @@ def _last_lines(driver: Driver, provider_instance_id: str) -> list[str]:
 
 def _healthy(instance: Instance) -> bool:
     if not instance.endpoint_url:  # some providers assign the address after the launch call returns
-        instance.endpoint_url = drivers.driver(instance.provider).endpoint(instance.provider_instance_id)
+        try:
+            instance.endpoint_url = drivers.driver(instance.provider).endpoint(instance.provider_instance_id)
+        except ProviderError:
+            return False  # no address yet (a VM still booting), or gone: the status check that follows says which
         Instance.objects.filter(pk=instance.pk).update(endpoint_url=instance.endpoint_url)
     return engine_healthy(instance.endpoint_url)
 

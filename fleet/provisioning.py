@@ -189,7 +189,12 @@ def instance_check_ready(instance_id: str) -> bool | None:
 
 def _healthy(instance: Instance) -> bool:
     if not instance.endpoint_url:  # some providers assign the address after the launch call returns
-        instance.endpoint_url = drivers.driver(instance.provider).endpoint(instance.provider_instance_id)
+        try:
+            instance.endpoint_url = drivers.driver(instance.provider).endpoint(instance.provider_instance_id)
+        except ProviderError:
+            # No address yet (Vast publishes the engine's port once the container runs, minutes after
+            # the launch), or none ever: not healthy; the status check that follows tells which.
+            return False
         Instance.objects.filter(pk=instance.pk).update(endpoint_url=instance.endpoint_url)
     return engine_healthy(instance.endpoint_url)
 

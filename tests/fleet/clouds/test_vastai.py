@@ -579,6 +579,12 @@ def assert_consistent(settings: Any) -> None:
     assert billing_mismatches() == [] and ledger_violations() == []
 
 
+def test_stored_offers_come_from_vast(vast: VastCloud) -> None:
+    [row] = StoredOffer.objects.filter(provider_id="vast")
+    assert (row.gpu_type, row.region, row.tier, row.spot, row.available) == ("h100", "atl1", "secure", False, 3)
+    assert (row.cost_per_hour_micros, row.price_per_hour_micros) == (2_500_000, 3_125_000)
+
+
 def test_deploy_chat_delete_on_vast_bills_the_confirmed_lifetime(
     client: Client, alice: Persona, vast: VastCloud, settings: Any, django_capture_on_commit_callbacks: Any
 ) -> None:
@@ -728,9 +734,3 @@ def wait_healthy(url: str, timeout: float = 10) -> None:
     while not engine_healthy(url):
         assert time.monotonic() < deadline, f"{url} never answered /health"
         time.sleep(0.05)
-
-
-def test_stored_offers_come_from_vast(vast: VastCloud) -> None:
-    [row] = StoredOffer.objects.filter(provider_id="vast")
-    assert (row.gpu_type, row.region, row.tier, row.spot, row.available) == ("h100", "atl1", "secure", False, 3)
-    assert (row.cost_per_hour_micros, row.price_per_hour_micros) == (2_500_000, 3_125_000)

@@ -233,7 +233,9 @@ def _healthy(instance: Instance) -> bool:
         try:
             instance.endpoint_url = drivers.driver(instance.provider).endpoint(instance.provider_instance_id)
         except ProviderError:
-            return False  # no address yet (a VM still booting), or gone: the status check that follows says which
+            # No address yet (a VM still booting; Vast publishes the engine's port once the container
+            # runs), or none ever: not healthy; the status check that follows tells which.
+            return False
         Instance.objects.filter(pk=instance.pk).update(endpoint_url=instance.endpoint_url)
     return engine_healthy(instance.endpoint_url)
 

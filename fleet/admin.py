@@ -84,8 +84,9 @@ class ProviderAdmin(admin.ModelAdmin):
             try:
                 listed = drivers.driver_of(provider).offers()
             except ProviderError as exc:
-                self.message_user(request, f"{provider.slug}: {exc.message}", messages.ERROR)
+                self.message_user(request, f"{provider.name} ({provider.slug}): {exc.message}", messages.ERROR)
                 continue
             stored = offers.offers_refresh(provider)
             gpus = json.dumps(sorted({o.gpu_type for o in listed}))
-            self.message_user(request, f"{provider.slug}: connected; {len(listed)} offers ({gpus}), {stored} stored.")
+            summary = f"connected; {len(listed)} offers ({gpus}), {stored} stored."
+            self.message_user(request, f"{provider.name} ({provider.slug}): {summary}")

@@ -120,8 +120,8 @@ def test_test_connection_reports_the_offers_or_the_clouds_error_without_the_key(
         "action": "test_connection", "_selected_action": ["local", "rp"],
     }, follow=True)  # fmt: skip
     html = response.content.decode()
-    assert "local: connected; 1 offers ([&quot;cpu&quot;]), 1 stored." in html
-    assert "rp: RunPod could not be reached (ConnectError)." in html
+    assert "This machine (local): connected; 1 offers ([&quot;cpu&quot;]), 1 stored." in html
+    assert "RunPod (rp): RunPod could not be reached (ConnectError)." in html
     assert SECRET not in html
 
 

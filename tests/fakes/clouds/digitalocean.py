@@ -92,6 +92,7 @@ class FakeDigitalOcean(FakeCloud):
         self.tag_filter_lists_gpus = tag_filter_lists_gpus
         self.tags: set[str] = set()
         self.firewalls: dict[str, dict[str, Any]] = {}
+        self.removed: list[str] = []  # droplets gone after a deletion (404 from then on)
         self._ids = itertools.count(448543583)
         self._timers: list[threading.Timer] = []
 
@@ -264,7 +265,8 @@ class FakeDigitalOcean(FakeCloud):
 
     def _remove(self, machine: Machine) -> None:
         with self.lock:
-            self.machines.pop(machine.id, None)
+            if self.machines.pop(machine.id, None) is not None:
+                self.removed.append(machine.id)
 
     def _is_gpu(self, machine: Machine) -> bool:
         return "gpu_info" in machine.extra["size"] or str(machine.request["size"]).startswith("gpu-")

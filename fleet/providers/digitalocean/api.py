@@ -3,8 +3,9 @@ way every cloud's are (fleet/providers/cloud/api.py: `status_error`, the 429 bac
 the cache, `message_in`):
 
 - pydo is pointed at the configured base URL (its `endpoint`); azure-core's retry policy, on by default
-  (3 tries with backoff inside one call), is off: a retry is the platform's decision (the task's
-  backoff, the provisioner's next offer), taken on our ProviderError, never hidden inside a call;
+  (up to 10 retries with backoff inside one call, 429s and 5xx included), is off: a retry is the
+  platform's decision (the task's backoff, the provisioner's next offer), taken on our ProviderError,
+  never hidden inside a call;
 - every call has the configured connect and read timeouts (azure-core's own are 300 s each), and no
   proxy is read from the environment (as CloudApi's trust_env=False);
 - each call is logged as one DEBUG line, as CloudApi does, in place of azure-core's INFO block of
@@ -15,7 +16,9 @@ the cache, `message_in`):
   `ratelimit-reset` (when the oldest counted request leaves the window, epoch seconds); else
   `backoff_seconds`;
 - 422 {"id": "unprocessable_entity", "message": "Size is not available in this region."} (or
-  "Region is not available"): no capacity; any other 4xx: permanent, in DigitalOcean's words.
+  "Region is not available"): no capacity; a 422 to a DELETE (the droplet busy with another event, a
+  deletion under way): retryable, the next round asks again; any other 4xx: permanent, in DigitalOcean's
+  words.
 """
 
 from __future__ import annotations
@@ -116,6 +119,9 @@ class DigitalOceanApi:
     def firewall_create(self, body: Json) -> Json:
         return dict(self._call("POST /v2/firewalls", self.client.firewalls.create, body=body)["firewall"])
 
+    def firewall_delete(self, firewall_id: str) -> None:
+        self._call("DELETE /v2/firewalls/{id}", self.client.firewalls.delete, firewall_id=firewall_id)
+
     def firewall_update(self, firewall_id: str, body: Json) -> Json:
         answer = self._call("PUT /v2/firewalls/{id}", self.client.firewalls.update, firewall_id=firewall_id, body=body)
         return dict(answer["firewall"])
@@ -168,6 +174,8 @@ class DigitalOceanApi:
             return shared
         if status == 422 and _error_id(text) == "unprocessable_entity" and NO_CAPACITY.search(said):
             return ProviderError(f"{CLOUD} has no capacity for it: {said}", no_capacity=True)
+        if status == 422 and method == "DELETE":
+            return ProviderError(f"{CLOUD} did not take {method} {path} now ({status}): {said}")
         return ProviderError(f"{CLOUD} refused {method} {path} ({status}): {said}", permanent=True)
 
 

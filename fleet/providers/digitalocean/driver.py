@@ -32,7 +32,7 @@ from fleet.providers.digitalocean.droplets import (
     instance_tag,
     seen,
 )
-from fleet.providers.digitalocean.firewall import firewall_ensure
+from fleet.providers.digitalocean.firewall import firewall_sync
 from fleet.providers.digitalocean.sizes import GpuSize, gpu_sizes, size_for, size_offers
 
 DEFAULT_ENGINE_PORT = 8000
@@ -65,8 +65,7 @@ class DigitalOceanDriver(Driver):
         if found is None:
             raise ProviderError(f"{CLOUD} no longer lists {offer.gpu_type} in {offer.region}.", no_capacity=True)
         size, region = found
-        if self.options.allow_from:
-            firewall_ensure(self.api, tag=spec.tag, port=self.engine_port, allow_from=self.options.allow_from)
+        firewall_sync(self.api, tag=spec.tag, port=self.engine_port, allow_from=self.options.allow_from)
         droplet = self.api.droplet_create(self._create_body(spec, size, region, tags))
         return seen(droplet, engine_port=self.engine_port)
 

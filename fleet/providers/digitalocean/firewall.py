@@ -1,6 +1,8 @@
 """The Cloud Firewall in front of our droplets, where the operator named the platform's addresses
 (`allow_from`): one per fleet tag, found by its name, applied by tag, so every droplet carrying the
-tag is behind it from its first packet, without a call per droplet.
+tag is behind it from its first packet, without a call per droplet. Where `allow_from` is empty, the
+per-instance secret is the only guard, and a firewall of ours left from before is removed (else it
+would keep admitting only the addresses the operator dropped).
 
 DigitalOcean's firewalls drop whatever no rule allows, both ways: inbound, only `allow_from` on the
 engine's port (SSH is closed too; an operator who wants it adds a firewall of their own on the tag:
@@ -8,15 +10,19 @@ a droplet's firewalls add up); outbound, everything (the engine pulls its image 
 boot.py's iptables rules on the machine say the same, a second line behind this one.
 
 Its rules are compared on every launch and rewritten (PUT, the whole firewall) when the operator's
-`allow_from` or engine port changed. A firewall may name only tags that exist: the tag is created
-first (creating an existing tag is a no-op at DigitalOcean).
+`allow_from` or engine port changed; every firewall of that name is (two first launches at once may
+each have made one, and a droplet's firewalls add up: a stale one would still admit old addresses).
+A firewall may name only tags that exist: the tag is created first (a no-op for an existing tag).
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 from typing import Any
 
+from fleet.providers.base import ProviderError
+from fleet.providers.cloud.api import CloudNotFound
 from fleet.providers.digitalocean.api import DigitalOceanApi
 
 EVERYWHERE = ["0.0.0.0/0", "::/0"]
@@ -37,16 +43,24 @@ def firewall_body(*, tag: str, port: int, allow_from: tuple[str, ...]) -> dict[s
     }
 
 
-def firewall_ensure(api: DigitalOceanApi, *, tag: str, port: int, allow_from: tuple[str, ...]) -> str:
-    """The firewall's id, made or brought up to date."""
+def firewall_sync(api: DigitalOceanApi, *, tag: str, port: int, allow_from: tuple[str, ...]) -> None:
+    """Make the firewall of the fleet tag what the configuration says (or remove it: no allow_from)."""
     wanted = firewall_body(tag=tag, port=port, allow_from=allow_from)
-    found = next((f for f in api.firewalls() if f.get("name") == wanted["name"]), None)
-    if found is None:
+    ours = [f for f in api.firewalls() if f.get("name") == wanted["name"]]
+    if not allow_from:
+        for firewall in ours:
+            with contextlib.suppress(CloudNotFound):  # removed meanwhile: as good
+                api.firewall_delete(str(firewall["id"]))
+        return
+    if not ours:
         api.tag_create(tag)
-        return str(api.firewall_create(wanted)["id"])
-    if _terms(found) != _terms(wanted):
-        api.firewall_update(str(found["id"]), wanted)
-    return str(found["id"])
+        api.firewall_create(wanted)
+    for firewall in ours:
+        if _terms(firewall) != _terms(wanted):
+            try:
+                api.firewall_update(str(firewall["id"]), wanted)
+            except CloudNotFound as exc:  # removed meanwhile: the next launch makes it again
+                raise ProviderError(f"A DigitalOcean firewall changed under us: {exc.message}") from exc
 
 
 def _terms(firewall: dict[str, Any]) -> tuple[object, ...]:

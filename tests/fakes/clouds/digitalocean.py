@@ -17,6 +17,7 @@ How it behaves, as DigitalOcean does:
   reading of the description: GPU droplets left out there too); pages of `per_page` (20 by default,
   at most 200) linked by links.pages.next/last with meta.total;
 - a firewall may name only tags that exist; creating a tag that exists is a no-op;
+- a `tag_name` filter combined with `name` or `type` (which the description forbids) answers 422;
 - every answer carries the ratelimit-limit/-remaining/-reset headers.
 
 The driver uses none of pydo's other operations; everything else (faults, 429s, timeouts) comes from
@@ -107,6 +108,7 @@ class FakeDigitalOcean(FakeCloud):
         app.router.add_get("/v2/firewalls", self._firewalls)
         app.router.add_post("/v2/firewalls", self._firewall_create)
         app.router.add_put("/v2/firewalls/{id}", self._firewall_update)
+        app.router.add_delete("/v2/firewalls/{id}", self._firewall_delete)
 
     def error_body(self, status: int, message: str) -> Any:
         return {"id": ERROR_IDS.get(status, "unprocessable_entity"), "message": message,
@@ -137,6 +139,8 @@ class FakeDigitalOcean(FakeCloud):
     # --- droplets -----------------------------------------------------------------------------
     async def _droplets(self, request: web.Request) -> web.Response:
         query = request.query
+        if "tag_name" in query and ("name" in query or "type" in query):  # the description forbids it
+            return self.error(422, "tag_name can not be combined with name or type.")
         with self.lock:
             machines = sorted(self.machines.values(), key=lambda m: int(m.id))
         if "tag_name" in query:
@@ -212,7 +216,7 @@ class FakeDigitalOcean(FakeCloud):
         with self.lock:
             if missing := self._unknown_tags(body):
                 return self.error(422, f"tag {missing} does not exist")
-            firewall = self._firewall(str(uuid.uuid4()), body)
+            firewall = self.firewall_record(str(uuid.uuid4()), body)
             self.firewalls[firewall["id"]] = firewall
         return self.json_response({"firewall": firewall}, status=202)
 
@@ -223,14 +227,20 @@ class FakeDigitalOcean(FakeCloud):
                 return self.error(404, "The resource you were accessing could not be found.")
             if missing := self._unknown_tags(body):
                 return self.error(422, f"tag {missing} does not exist")
-            firewall = self._firewall(request.match_info["id"], body)
+            firewall = self.firewall_record(request.match_info["id"], body)
             self.firewalls[firewall["id"]] = firewall
         return self.json_response({"firewall": firewall})
+
+    async def _firewall_delete(self, request: web.Request) -> web.StreamResponse:
+        with self.lock:
+            if self.firewalls.pop(request.match_info["id"], None) is None:
+                return self.error(404, "The resource you were accessing could not be found.")
+        return web.Response(status=204, headers=self.rate_headers())
 
     def _unknown_tags(self, body: dict[str, Any]) -> str:
         return next((t for t in body.get("tags") or () if t not in self.tags), "")
 
-    def _firewall(self, firewall_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    def firewall_record(self, firewall_id: str, body: dict[str, Any]) -> dict[str, Any]:
         return {"id": firewall_id, "status": "succeeded", "created_at": _now(), "pending_changes": [],
                 "name": body["name"], "droplet_ids": body.get("droplet_ids") or [], "tags": body.get("tags") or [],
                 "inbound_rules": body.get("inbound_rules") or [],

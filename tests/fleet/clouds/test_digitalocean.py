@@ -33,6 +33,7 @@ from fleet.models import LIVE_STATES, Instance, InstanceState
 from fleet.offers import offers_refresh
 from fleet.providers.base import InstanceSpec, Offer, ProviderError, Tier
 from fleet.providers.base import InstanceState as State
+from fleet.providers.digitalocean import droplets
 from fleet.providers.digitalocean.driver import DigitalOceanDriver
 from fleet.reconciler import fleet_reconcile
 from tests.fakes.clouds.digitalocean import FakeDigitalOcean, cloud_init
@@ -306,6 +307,36 @@ def test_status_follows_the_droplet_from_new_to_gone_and_terminate_is_idempotent
     assert [c.status for c in cloud.requests_to("DELETE", r"/v2/droplets/\d+")] == [204, 204, 404]
 
 
+@pytest.mark.parametrize(
+    ("status", "state"),
+    [("new", State.PENDING), ("active", State.RUNNING), ("off", State.EXITED), ("archive", State.EXITED)],
+)
+def test_each_droplet_status_is_a_state_of_ours(status: str, state: State) -> None:
+    droplet = {"id": 7, "status": status, "tags": ["gpucloud-instance:inst_x", TAG],
+               "created_at": "2026-01-02T03:04:05Z",
+               "networks": {"v4": [{"ip_address": "192.0.2.9", "type": "public"}]}}  # fmt: skip
+    seen = droplets.seen(droplet, engine_port=8000)
+    assert (seen.state, seen.instance_id, seen.tag, seen.endpoint_url) == (
+        state,
+        "inst_x",
+        TAG,
+        "http://192.0.2.9:8000",
+    )
+    assert seen.started_at is not None and seen.started_at.isoformat() == "2026-01-02T03:04:05+00:00"
+
+
+def test_a_deletion_digitalocean_does_not_take_now_is_retryable(cloud: FakeDigitalOcean) -> None:
+    driver = do(cloud)
+    pid = driver.launch(spec(), offer_of(driver)).provider_instance_id
+    busy = {"id": "unprocessable_entity", "message": "Droplet already has a pending event."}
+    cloud.fail("DELETE", rf"/v2/droplets/{pid}", status=422, body=busy)
+    with pytest.raises(ProviderError) as raised:
+        driver.terminate(pid)
+    assert not raised.value.permanent and raised.value.message.endswith("(422): Droplet already has a pending event.")
+    driver.terminate(pid)
+    assert driver.status(pid).state == State.TERMINATED
+
+
 def test_a_droplet_that_runs_before_its_engine_answers(clouds: Callable[..., FakeDigitalOcean]) -> None:
     cloud = clouds(engine_delay=1.0)
     driver = do(cloud)
@@ -359,10 +390,27 @@ def test_allow_from_puts_the_droplets_behind_one_cloud_firewall_on_the_engine_po
     assert [c.status for c in cloud.requests_to("PUT", "/v2/firewalls/.+")] == [200]
 
 
-def test_without_allow_from_no_firewall_is_made(cloud: FakeDigitalOcean) -> None:
+def test_without_allow_from_no_firewall_is_made_and_ours_from_before_goes(cloud: FakeDigitalOcean) -> None:
     driver = do(cloud)
-    driver.launch(spec(), offer_of(driver))
-    assert cloud.firewalls == {} and cloud.requests_to("GET", "/v2/firewalls") == []
+    driver.launch(spec("inst_a"), offer_of(driver))
+    assert cloud.firewalls == {} and cloud.requests_to("POST", "/v2/firewalls") == []
+    do(cloud, allow_from=["203.0.113.7/32"]).launch(spec("inst_b"), offer_of(driver))
+    cloud.tags.add("other")
+    others = cloud.firewall_record("f0f0f0f0-0000-4000-8000-000000000000", {"name": "operators-ssh", "tags": ["other"]})
+    cloud.firewalls[others["id"]] = others  # not ours: left alone
+    driver.launch(spec("inst_c"), offer_of(driver))  # the operator cleared allow_from
+    assert list(cloud.firewalls.values()) == [others]
+
+
+def test_every_firewall_of_ours_is_brought_up_to_date(cloud: FakeDigitalOcean) -> None:
+    driver = do(cloud, allow_from=["203.0.113.7/32"])
+    driver.launch(spec("inst_a"), offer_of(driver))
+    [made] = cloud.firewalls.values()
+    twin = {**made, "id": "f1f1f1f1-0000-4000-8000-000000000000"}  # two first launches at once made two
+    cloud.firewalls[twin["id"]] = twin
+    do(cloud, allow_from=["198.51.100.0/24"]).launch(spec("inst_b"), offer_of(driver))
+    assert [f["inbound_rules"][0]["sources"] for f in cloud.firewalls.values()] == [
+        {"addresses": ["198.51.100.0/24"]}] * 2  # fmt: skip
 
 
 # --- errors -----------------------------------------------------------------------------------

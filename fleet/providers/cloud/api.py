@@ -89,7 +89,7 @@ class CloudApi:
         self, method: str, path: str, *, params: dict[str, Any] | None = None, json_body: Any = None
     ) -> httpx.Response:
         """The raw 2xx response (for answers that are not JSON, such as logs)."""
-        self._wait_out_backoff()
+        wait_out_backoff(self.cloud, self.slug)
         started = time.monotonic()
         try:
             response = self._client.request(method, path, params=_clean(params), json=json_body)
@@ -139,42 +139,65 @@ class CloudApi:
     def _error(self, method: str, path: str, response: httpx.Response) -> ProviderError:
         status = response.status_code
         said = message_of(response)
+        retry_after = retry_after_seconds(response.headers.get("Retry-After"))
         if status == 429:
-            retry_after = retry_after_seconds(response.headers.get("Retry-After"))
-            self._back_off(retry_after if retry_after is not None else self.backoff_seconds)
-            return ProviderError(f"{self.cloud} is rate limiting us (429): {said}", retry_after=retry_after)
-        if status in (401, 403):
-            return ProviderError(f"{self.cloud} refused the API key ({status}): {said}", permanent=True)
-        if status == 404:
-            return CloudNotFound(f"{self.cloud} has no such thing ({method} {path}): {said}", permanent=True)
-        if status >= 500:
-            return ProviderError(f"{self.cloud} failed ({status}) on {method} {path}: {said}")
+            back_off(self.slug, retry_after if retry_after is not None else self.backoff_seconds)
+        shared = status_error(self.cloud, method, path, status, said, retry_after=retry_after)
+        if shared is not None:
+            return shared
         refused = self.refusal(response, said) if self.refusal else None
         return refused or ProviderError(f"{self.cloud} refused {method} {path} ({status}): {said}", permanent=True)
 
-    def _back_off(self, seconds: float) -> None:
-        seconds = min(max(seconds, 1.0), MAX_RETRY_AFTER_SECONDS)
-        cache.set(self._backoff_key, time.time() + seconds, timeout=int(seconds) + 1)
 
-    def _wait_out_backoff(self) -> None:
-        until = cache.get(self._backoff_key)
-        if until is not None and (left := until - time.time()) > 0:
-            raise ProviderError(f"{self.cloud} asked us to slow down; next call in {left:.0f} s.", retry_after=left)
+def status_error(
+    cloud: str, method: str, path: str, status: int, said: str, *, retry_after: float | None = None
+) -> ProviderError | None:
+    """What an error status means for every cloud (the list at the top of this module); None for the
+    4xx that only the cloud's own shape explains (its refusal hook, else a permanent refusal). A client
+    other than CloudApi (pydo, for DigitalOcean) maps its answers through this too."""
+    if status == 429:
+        return ProviderError(f"{cloud} is rate limiting us (429): {said}", retry_after=retry_after)
+    if status in (401, 403):
+        return ProviderError(f"{cloud} refused the API key ({status}): {said}", permanent=True)
+    if status == 404:
+        return CloudNotFound(f"{cloud} has no such thing ({method} {path}): {said}", permanent=True)
+    if status >= 500:
+        return ProviderError(f"{cloud} failed ({status}) on {method} {path}: {said}")
+    return None
 
-    @property
-    def _backoff_key(self) -> str:
-        return f"cloud-backoff:{self.slug}"
+
+def back_off(slug: str, seconds: float) -> None:
+    """No call of provider `slug` leaves this platform for `seconds` (bounded), in any process."""
+    seconds = min(max(seconds, 1.0), MAX_RETRY_AFTER_SECONDS)
+    cache.set(_backoff_key(slug), time.time() + seconds, timeout=int(seconds) + 1)
+
+
+def wait_out_backoff(cloud: str, slug: str) -> None:
+    """A retryable ProviderError while provider `slug` is backing off."""
+    until = cache.get(_backoff_key(slug))
+    if until is not None and (left := until - time.time()) > 0:
+        raise ProviderError(f"{cloud} asked us to slow down; next call in {left:.0f} s.", retry_after=left)
+
+
+def _backoff_key(slug: str) -> str:
+    return f"cloud-backoff:{slug}"
 
 
 def message_of(response: httpx.Response) -> str:
     """The cloud's own words: a JSON error field where there is one, else the text, shortened."""
-    text = response.text.strip()
+    return message_in(response.text, fallback=response.reason_phrase)
+
+
+def message_in(text: str, *, fallback: str = "") -> str:
+    """The cloud's own words in an error body: a JSON error field where there is one, else the text
+    (`fallback` for an empty body), shortened."""
+    text = text.strip()
     try:
         body = json.loads(text) if text else None
     except ValueError:
         body = None
     found = _message_in(body)
-    return (found if found is not None else text or response.reason_phrase)[:MAX_MESSAGE]
+    return (found if found is not None else text or fallback)[:MAX_MESSAGE]
 
 
 def _message_in(body: Any) -> str | None:

@@ -1,7 +1,7 @@
 """Regenerate tests/fakes/clouds/specs/<cloud>.json, the part of each GPU cloud's published OpenAPI
 description that the drivers use, from the descriptions themselves:
 
-    python -m tests.fakes.clouds.extract_specs [path/to/reference/providers]
+    python -m tests.fakes.clouds.extract_specs [path/to/reference/providers] [--second <cloud>=<checkout>]
 
 Keeps, per cloud, the paths in USED (whole path items: every method of them), the components they
 reference (transitively), the security schemes and the servers; drops the prose (summaries,
@@ -9,6 +9,15 @@ examples; descriptions are emptied), which validation does not read. The test cl
 answer against these extracts, so a clean clone needs no copy of the full descriptions;
 tests/fleet/clouds/test_specs.py checks that the extracts still equal a fresh extraction wherever the
 full descriptions are at hand (../shared/reference/providers).
+
+Second sources (SECOND): paths a cloud's driver uses that its description in reference/providers lacks,
+taken from the cloud's own published OpenAPI repository, a multi-file YAML description whose $refs
+name other files; they are inlined here like the bundled descriptions inline theirs. DigitalOcean's
+droplets description has no Cloud Firewalls: they come from github.com/digitalocean/openapi at the
+commit named, read from a checkout of it given as `--second digitalocean=path/to/openapi`
+(`git clone https://github.com/digitalocean/openapi && git -C openapi checkout <commit>`). Without
+that checkout, the paths from the second source are kept as the current extract has them, so a
+regeneration from reference/providers alone changes nothing it cannot see.
 """
 
 from __future__ import annotations
@@ -36,7 +45,14 @@ USED: dict[str, tuple[str, list[str]]] = {
                                              "/api/v1/instance-operations/terminate", "/api/v1/firewall-rulesets",
                                              "/api/v1/firewall-rulesets/{id}", "/api/v1/ssh-keys", "/api/v1/images"]),
     "digitalocean": ("digitalocean-droplets.openapi.json", ["/v2/sizes", "/v2/regions", "/v2/droplets",
-                                                            "/v2/droplets/{droplet_id}", "/v2/account/keys"]),
+                                                            "/v2/droplets/{droplet_id}", "/v2/account/keys",
+                                                            "/v2/tags"]),
+}  # fmt: skip
+
+# cloud -> (repository@commit, its description's root file, the paths taken from it)
+SECOND: dict[str, tuple[str, str, list[str]]] = {
+    "digitalocean": ("digitalocean/openapi@7c1300c479fed9c353cda9fc21cd968619552304",
+                     "specification/DigitalOcean-public.v2.yaml", ["/v2/firewalls", "/v2/firewalls/{firewall_id}"]),
 }  # fmt: skip
 
 
@@ -87,21 +103,73 @@ def _without_prose(node: Any, *, in_properties: bool = False) -> Any:
     return node
 
 
+def second_paths(checkout: Path, root: str, paths: list[str]) -> dict[str, Any]:
+    """`paths` of the multi-file description at `checkout`/`root`, every $ref to another file (or to a
+    place in one) inlined, prose dropped."""
+    files: dict[Path, Any] = {}
+
+    def load(path: Path) -> Any:
+        if path not in files:
+            files[path] = yaml.safe_load(path.read_text())
+        return files[path]
+
+    def inline(node: Any, base: Path) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and not ref.startswith("#/components/"):
+                target_file, _, pointer = ref.partition("#")
+                where = (base.parent / target_file).resolve() if target_file else base
+                return inline(_pointed(load(where), pointer), where)
+            return {k: inline(v, base) for k, v in node.items()}
+        if isinstance(node, list):
+            return [inline(v, base) for v in node]
+        return node
+
+    root_file = (checkout / root).resolve()
+    described = load(root_file)["paths"]
+    return {p: _without_prose(inline(described[p], root_file)) for p in paths}
+
+
+def _pointed(document: Any, pointer: str) -> Any:
+    """The part of `document` a JSON pointer ("/a/b") names; the whole for an empty one."""
+    for part in [p for p in pointer.split("/") if p]:
+        document = document[part.replace("~1", "/").replace("~0", "~")]
+    return document
+
+
 def load_full(directory: Path, filename: str) -> dict[str, Any]:
     text = (directory / filename).read_text()
     return yaml.safe_load(text) if filename.endswith((".yaml", ".yml")) else json.loads(text)
 
 
-def extracted(directory: Path, cloud: str) -> dict[str, Any]:
+def extracted(directory: Path, cloud: str, second: Path | None = None) -> dict[str, Any]:
+    """The extract of `cloud` from its description in `directory`, with the paths of its second source
+    from the checkout `second`, or as the current extract has them when there is none."""
     filename, paths = USED[cloud]
-    return extract(load_full(directory, filename), paths)
+    kept = extract(load_full(directory, filename), paths)
+    if cloud in SECOND:
+        _, root, second_used = SECOND[cloud]
+        if second is not None:
+            kept["paths"].update(second_paths(second, root, second_used))
+        else:
+            current = json.loads((SPECS / f"{cloud}.json").read_text())["paths"]
+            kept["paths"].update({p: current[p] for p in second_used if p in current})
+    return kept
 
 
 def main(argv: list[str]) -> None:
-    directory = Path(argv[1]) if len(argv) > 1 else FULL
+    args = argv[1:]
+    seconds: dict[str, Path] = {}
+    while "--second" in args:
+        at = args.index("--second")
+        cloud, _, checkout = args[at + 1].partition("=")
+        seconds[cloud] = Path(checkout)
+        del args[at : at + 2]
+    directory = Path(args[0]) if args else FULL
     SPECS.mkdir(exist_ok=True)
     for cloud in USED:
-        (SPECS / f"{cloud}.json").write_text(json.dumps(extracted(directory, cloud), indent=1, sort_keys=True) + "\n")
+        spec = extracted(directory, cloud, seconds.get(cloud))
+        (SPECS / f"{cloud}.json").write_text(json.dumps(spec, indent=1, sort_keys=True) + "\n")
 
 
 if __name__ == "__main__":

@@ -111,7 +111,7 @@ class CloudApi:
         """A 2xx response whose body is read as it arrives (a log stream that never ends by itself);
         `timeout` replaces the client's for this call (a short read timeout: stop once it falls silent).
         Errors are mapped as for `send`; a timeout or a cut while reading is the caller's to handle."""
-        self._wait_out_backoff()
+        wait_out_backoff(self.cloud, self.slug)
         request = self._client.build_request(
             method, path, params=_clean(params), timeout=timeout if timeout is not None else self._client.timeout
         )
@@ -133,7 +133,7 @@ class CloudApi:
     def _pace(self, response: httpx.Response) -> None:
         wait = self.pace(response) if self.pace else None
         if wait:
-            self._back_off(wait)
+            back_off(self.slug, wait)
 
     # --- errors -------------------------------------------------------------------------------
     def _error(self, method: str, path: str, response: httpx.Response) -> ProviderError:

@@ -132,15 +132,32 @@ def usage_charge_running(*, now: datetime | None = None) -> list[str]:
 
 def usage_prepay_from_hold(meter: UsageMeter, hold_id: str) -> None:
     """Post a first-minute hold (placed when the launch was requested) as the session's first
-    60 seconds: the hold becomes the usage charge and metering continues from second 60."""
+    60 seconds: the hold becomes the usage charge and metering continues from second 60.
+
+    The hold was sized at the price known when it was placed; the launch may have landed on a dearer
+    offer (the cheaper one was full). What the hold does not cover of the minute at the session's own
+    price is charged at once beside it, so the minute is billed in full however short the session."""
 
     with transaction.atomic():
-        meter = UsageMeter.objects.select_for_update().get(pk=meter.pk)
+        meter = UsageMeter.objects.select_for_update().select_related("org").get(pk=meter.pk)
         hold = CreditHold.objects.filter(pk=hold_id).first()
         if meter.billed_seconds >= MINIMUM_SECONDS or hold is None or hold.status != HoldStatus.OPEN:
             return  # already charged, or no hold: ordinary metering bills the minimum
-        amount = min(cost_micros(meter.hourly_price_micros, MINIMUM_SECONDS), hold.amount_micros)
+        minute = cost_micros(meter.hourly_price_micros, MINIMUM_SECONDS)
+        amount = min(minute, hold.amount_micros)
         seconds = 0 if meter.service == Service.STORAGE else MINIMUM_SECONDS * meter.gpu_count
         hold_post(hold_id=hold.pk, amount_micros=amount, gpu_seconds=seconds)
-        meter.billed_seconds, meter.billed_micros = MINIMUM_SECONDS, amount
+        if minute > amount:
+            available, _ = org_accounts(meter.org)
+            ledger_post(
+                idempotency_key=f"usage:{meter.meter_key}:{MINIMUM_SECONDS}:beyond-hold",
+                kind=TransactionKind.USAGE,
+                org=meter.org,
+                service=meter.service,
+                description=f"{meter.description} (first minute, beyond its hold)",
+                allow_overdraft=True,  # the machine is already running
+                lines=[Line(available, amount - minute), Line(system_account(AccountKind.REVENUE), minute - amount)],
+                metadata={"meter": meter.meter_key, "from_s": 0, "to_s": MINIMUM_SECONDS, "gpu_seconds": 0},
+            )
+        meter.billed_seconds, meter.billed_micros = MINIMUM_SECONDS, minute
         meter.save(update_fields=["billed_seconds", "billed_micros"])

@@ -1,7 +1,8 @@
 from __future__ import annotations
 
+from billing.holds import hold_open
 from billing.invariants import ledger_violations
-from billing.metering import cost_micros, usage_charge, usage_meter_start, usage_meter_stop
+from billing.metering import cost_micros, usage_charge, usage_meter_start, usage_meter_stop, usage_prepay_from_hold
 from billing.models import LedgerTransaction, Service, TransactionKind, UsageMeter
 from billing.selectors import balance_of
 from tests.support.billing import at, fund
@@ -113,3 +114,17 @@ def test_a_session_ended_inside_its_first_minute_keeps_the_minimum(alice: Person
     usage_charge(m, at(0), at(75))
     usage_meter_stop(m, at(20))
     assert usage_total(alice) == H100 * 60 // 3600
+
+
+def test_a_first_minute_hold_smaller_than_the_launched_price_bills_the_whole_minute(alice: Persona) -> None:
+    """The hold is sized at the price known at create; the launch fell over to a dearer offer. A
+    session ended inside its first minute still pays that minute at the price it ran at."""
+    fund(alice.org, 100 * USD)
+    hold = hold_open(org=alice.org, amount_micros=cost_micros(2_000_000, 60), idempotency_key="first", description="m")
+    m = meter(alice, price=H100)  # launched at $4.41/h, not the $2.00/h the hold was placed for
+    usage_prepay_from_hold(m, hold.pk)
+    usage_prepay_from_hold(m, hold.pk)  # a replay changes nothing
+    usage_meter_stop(m, at(20))
+    assert usage_total(alice) == cost_micros(H100, 60)
+    assert balance_of(alice.org).held_micros == 0
+    assert ledger_violations() == []

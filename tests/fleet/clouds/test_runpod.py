@@ -753,12 +753,6 @@ def test_a_preempted_pod_is_recorded_lost_and_replaced(
     _delete_all(client, alice, django_capture_on_commit_callbacks, cloud, platform, [deployment_id])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="platform, not the driver: the first-minute hold is placed at the cheapest offer's price when the "
-    "deployment is created, and usage_prepay_from_hold charges min(the launched price's minute, the hold) as the "
-    "first minute, so a launch that fell over to a pricier offer is under-billed for a session under 60 s",
-)
 def test_a_launch_that_falls_over_to_a_pricier_offer_bills_its_first_minute_at_that_price(
     client: Client, alice: Persona, cloud: RunPodCloud, platform: str, django_capture_on_commit_callbacks: Any
 ) -> None:

@@ -5,7 +5,9 @@ What is stored: one row per provider x GPU type x GPU count x region x tier x sp
 the provider's cost, how many can be launched and when the provider last listed it (`seen_at`).
 
 When it is refreshed (`offers_refresh`, through fleet.tasks.offers_refresh_task):
-- by beat, every enabled provider every GPUCLOUD_OFFERS_REFRESH_SECONDS;
+- by beat, every enabled provider every GPUCLOUD_OFFERS_REFRESH_SECONDS, or less often for a provider
+  whose config sets `offers_refresh_seconds` (a cloud's API limits: its 429s also hold every call of
+  that provider back, fleet/providers/cloud/api.py);
 - at once for one provider after a launch there was refused for capacity (its availability was stale);
 - for one provider after each launch and each confirmed termination there, because a launch takes
   capacity and an end gives it back: for the local and Kubernetes providers, whose capacity is this
@@ -26,6 +28,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Max
 from django.utils import timezone
 
 from catalog.models import Offer, OfferTier, Provider
@@ -66,8 +69,20 @@ def offers_refresh(provider: Provider) -> int | None:
 
 
 def offers_refresh_all() -> dict[str, int | None]:
-    """Refresh every provider (disabled ones lose their rows); what each stored, None for a failure."""
-    return {provider.slug: offers_refresh(provider) for provider in Provider.objects.all()}
+    """Refresh every provider that is due (disabled ones lose their rows); what each stored, None for a
+    failure. A provider whose config sets `offers_refresh_seconds` (a cloud with a tight rate limit) is
+    asked no more often than that: until then its stored rows stand (and count as its answer)."""
+    now = timezone.now()
+    stored: dict[str, int | None] = {}
+    for provider in Provider.objects.all():
+        rows = Offer.objects.filter(provider=provider)
+        interval = provider.config.get("offers_refresh_seconds") if provider.enabled else None
+        last = rows.aggregate(last=Max("seen_at"))["last"] if interval else None
+        if last is not None and last > now - timedelta(seconds=float(interval)):
+            stored[provider.slug] = rows.count()
+        else:
+            stored[provider.slug] = offers_refresh(provider)
+    return stored
 
 
 def offers_refresh_soon(provider_slug: str) -> None:

@@ -138,6 +138,17 @@ def test_expired_offers_are_ignored_then_deleted(db: None) -> None:
     assert stored(cloud) == [] and len(stored(other)) == 1
 
 
+def test_beat_asks_a_provider_no_more_often_than_its_refresh_interval(db: None) -> None:
+    slow, plain = listing("slow", H100, offers_refresh_seconds=300), listing("plain", H100)
+    assert offers_refresh_all() == {"plain": 1, "slow": 1}
+    relist(slow, H100, A100_SPOT, offers_refresh_seconds=300)
+    relist(plain, H100, A100_SPOT)
+    assert offers_refresh_all() == {"plain": 2, "slow": 1}  # slow keeps its rows until its interval is up
+    Offer.objects.filter(provider=slow).update(seen_at=timezone.now() - timedelta(seconds=301))
+    assert offers_refresh_all() == {"plain": 2, "slow": 2}
+    assert offers_refresh(slow) == 2  # a refresh asked for (after a launch, say) is never held back
+
+
 def test_a_disabled_provider_offers_nothing(db: None) -> None:
     cloud = listing("cloud", H100)
     offers_refresh(cloud)

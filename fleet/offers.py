@@ -76,13 +76,24 @@ def offers_refresh_all() -> dict[str, int | None]:
     stored: dict[str, int | None] = {}
     for provider in Provider.objects.all():
         rows = Offer.objects.filter(provider=provider)
-        interval = provider.config.get("offers_refresh_seconds") if provider.enabled else None
+        interval = _refresh_interval(provider)
         last = rows.aggregate(last=Max("seen_at"))["last"] if interval else None
-        if last is not None and last > now - timedelta(seconds=float(interval)):
+        if interval and last is not None and last > now - timedelta(seconds=interval):
             stored[provider.slug] = rows.count()
         else:
             stored[provider.slug] = offers_refresh(provider)
     return stored
+
+
+def _refresh_interval(provider: Provider) -> float | None:
+    value = provider.config.get("offers_refresh_seconds")
+    if not provider.enabled or value is None:
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):  # a typo in the config must not stop the refresh of every provider
+        logger.warning("Provider %s: offers_refresh_seconds %r is not a number; ignored.", provider.slug, value)
+        return None
 
 
 def offers_refresh_soon(provider_slug: str) -> None:

@@ -76,10 +76,12 @@ def offers_live() -> QuerySet[Offer]:
     )
 
 
-def offers_for(*, gpu_type: str, region: str) -> list[Offer]:
-    """Every live offer of `gpu_type` in `region`, cheapest first, then most available (full ones
-    included: their availability may be stale, and a launch asks the provider anyway)."""
-    return list(offers_live().filter(gpu_type=gpu_type, region=region))
+def offers_for(*, gpu_type: str, region: str, spot: bool = False) -> list[Offer]:
+    """Every live offer of `gpu_type` in `region`, on-demand or (asked for) spot, cheapest first, then
+    most available (full ones included: their availability may be stale, and a launch asks the provider
+    anyway). Never the other kind: nobody is put on an interruptible machine, or billed on-demand
+    rates for one asked as spot, without having chosen it."""
+    return list(offers_live().filter(gpu_type=gpu_type, region=region, spot=spot))
 
 
 @dataclass(frozen=True)
@@ -110,13 +112,14 @@ def deploy_options(model: CatalogModel) -> list[DeployOption]:
 
 def deploy_options_by_model(models: Iterable[CatalogModel]) -> dict[str, list[DeployOption]]:
     """`deploy_options` of many models at once (the catalog, the landing page, Quick deploy): three
-    queries whatever their number. A model no live offer fits maps to an empty list."""
+    queries whatever their number. A model no live offer fits maps to an empty list. On-demand offers
+    only: what the pages quote is what a deploy there runs on (spot is asked for explicitly)."""
     models = list(models)
     gpus = {g.slug: g for g in GpuType.objects.all()}
     regions = {r.slug: r for r in Region.objects.all()}
     best = (
         offers_live()
-        .filter(gpu_type__in=list(gpus), region__in=list(regions))
+        .filter(gpu_type__in=list(gpus), region__in=list(regions), spot=False)
         .order_by()
         .values("gpu_type", "region")
         .annotate(price=Min("price_per_hour_micros"), available=Sum("available"))

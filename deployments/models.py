@@ -59,6 +59,7 @@ class Deployment(models.Model):
     )  # fmt: skip
     desired_replicas = models.PositiveSmallIntegerField(default=1)
     hourly_price_micros = models.BigIntegerField(default=0, help_text="Per replica, from the chosen offer")
+    spot = models.BooleanField(default=False, help_text="Replicas on interruptible offers only (else on-demand only)")
     concurrency_limit = models.PositiveIntegerField(
         null=True, blank=True, help_text="Requests in flight at once through the gateway; more get 429"
     )

@@ -50,6 +50,12 @@ class DeploymentCreateIn(BodyIn):
         json_schema_extra={"minimum": IDLE_TIMEOUT_BOUNDS[0], "maximum": IDLE_TIMEOUT_BOUNDS[1]},
     )
     start_cold: bool = Field(False, description="serverless only: launch nothing until the first request")
+    spot: bool = Field(
+        False,
+        description="Run on interruptible (spot) machines only: cheaper, but the provider may take a replica "
+        "back at any time (it is replaced; webhook deployment.preempted). false (the default): on-demand "
+        "machines only. The answer says which; 409 when no provider offers that kind there now",
+    )
 
 
 class InstanceOut(Schema):
@@ -59,6 +65,7 @@ class InstanceOut(Schema):
     gpu_type: str | None = Field(description="The GPU class it runs on")
     preset: str | None = Field(description="The preset it runs (during a rollout, the old or the new one)")
     hourly_price_usd: float = Field(description="Its own offer's price per hour")
+    spot: bool = Field(description="Launched on an interruptible (spot) offer")
     launched_at: datetime | None
     ready_at: datetime | None
     terminated_at: datetime | None
@@ -86,6 +93,7 @@ class DeploymentOut(Schema):
     preset: str | None
     replicas: int
     kind: str = Field(description="model (replicas run until changed) or serverless (scales to zero when idle)")
+    spot: bool = Field(description="Its replicas run on interruptible (spot) machines only; false: on-demand only")
     idle_timeout_seconds: int = Field(description="Idle time after which a serverless endpoint scales to zero")
     scaling: ScalingOut = Field(description="The autoscaling settings, as GET /deployments/{id}/scaling answers")
     endpoint_url: str = Field(

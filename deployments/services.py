@@ -48,6 +48,7 @@ def deployment_create(
     replicas: int = 1,
     preset: str | None = None,
     serverless: Serverless | None = None,
+    spot: bool = False,
 ) -> Deployment:
     """Validate, check credit, hold the first minute per replica, and provision after commit.
     Every refusal raises before anything is written or launched. A preset brings its engine
@@ -71,13 +72,14 @@ def deployment_create(
         raise NotFound(f"No region {region!r}; see GET /api/v1/regions.", param="region")
     if not 1 <= replicas <= settings.GPUCLOUD_MAX_REPLICAS:
         raise InvalidRequest(f"replicas must be between 1 and {settings.GPUCLOUD_MAX_REPLICAS}.", param="replicas")
-    offers = offers_for(gpu_type=gpu.slug, region=region)
+    offers = offers_for(gpu_type=gpu.slug, region=region, spot=spot)
+    kind = "spot " if spot else ""
     if not offers:  # the fleet's state, not the request's fault: an operator may connect a provider
-        raise NoCapacity(f"No provider offers {gpu.name} in {region}.", param="region")
+        raise NoCapacity(f"No provider offers {kind}{gpu.name} in {region}.", param="region")
     cold = serverless is not None and serverless.start_cold
     with_capacity = [o for o in offers if o.available > 0]
     if not with_capacity and not cold:  # a cold endpoint needs capacity only when a request wakes it
-        raise NoCapacity(f"No {gpu.name} capacity in {region} right now; try another region or later.")
+        raise NoCapacity(f"No {kind}{gpu.name} capacity in {region} right now; try another region or later.")
     price = (with_capacity or offers)[0].price_per_hour_micros  # what the launch will most likely cost
     if not cold:
         launch_check(principal.org)
@@ -99,6 +101,7 @@ def deployment_create(
             if serverless
             else settings.GPUCLOUD_SERVERLESS_IDLE_SECONDS,
             hourly_price_micros=price,
+            spot=spot,
             created_by=principal.user,
         )
         if cold:

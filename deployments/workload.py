@@ -34,6 +34,7 @@ class DeploymentWorkload(Workload):
             api_key=instance.api_key,
             gpu_type=gpu_type,
             region=deployment.region_id,
+            spot=deployment.spot,
             # A preset's engine configuration (dtype, batch size, quantization) overrides the model's.
             engine_args={**model.engine_args, **(preset.engine_config if preset else {})},
         )

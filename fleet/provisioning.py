@@ -56,7 +56,7 @@ def instance_provision(instance_id: str) -> str:
         instance.save(update_fields=["launch_attempts"])
     spec = workload().instance_spec(instance)
     # The stored offers, full ones too: their availability may be stale, the provider has the last word.
-    for offer in offers_for(gpu_type=spec.gpu_type, region=spec.region):
+    for offer in offers_for(gpu_type=spec.gpu_type, region=spec.region, spot=spec.spot):
         try:
             launched = _launch_on(offer, spec)
         except ProviderError as exc:

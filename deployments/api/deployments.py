@@ -40,6 +40,7 @@ def _deployment_out(request: HttpRequest, deployment: Deployment) -> dict[str, o
         "preset": deployment.preset_id,
         "replicas": deployment.desired_replicas,
         "kind": deployment.kind,
+        "spot": deployment.spot,
         "idle_timeout_seconds": deployment.idle_timeout_seconds,
         "scaling": _scaling_out(deployment),
         "endpoint_url": request.build_absolute_uri(f"/api/v1/deployments/{deployment.pk}/{_operation(deployment)}"),
@@ -56,6 +57,7 @@ def _deployment_out(request: HttpRequest, deployment: Deployment) -> dict[str, o
                 "gpu_type": i.config(deployment)[0],
                 "preset": i.config(deployment)[1],
                 "hourly_price_usd": i.hourly_price_micros / MICROS_PER_USD,
+                "spot": i.spot,
                 "launched_at": i.launched_at,
                 "ready_at": i.ready_at,
                 "terminated_at": i.terminated_at,
@@ -90,8 +92,8 @@ def _rollout_out(deployment: Deployment, live: list[Instance]) -> dict[str, obje
 
 _CREATE_DESCRIPTION = (
     "Holds the first minute of each replica (402 when the credit is short) and provisions them after the answer. "
-    "409 `no_capacity` when no provider offers the GPU in the region, or none has capacity free by its stored "
-    "offers. A provider never runs more than its capacity, whatever creates arrive at once: a replica accepted "
+    "409 `no_capacity` when no provider offers the GPU in the region (on-demand, or spot with `spot: true`), or "
+    "none has capacity free by its stored offers. A provider never runs more than its capacity, whatever creates arrive at once: a replica accepted "
     "while others took the capacity waits for it (state `waiting_for_capacity`, billing nothing) and is placed "
     "when some frees."
 )
@@ -116,6 +118,7 @@ def deployments_create(request: HttpRequest, payload: schemas.DeploymentCreateIn
         serverless=services.serverless_options(
             kind=payload.kind, idle_timeout_seconds=payload.idle_timeout_seconds, start_cold=payload.start_cold
         ),
+        spot=payload.spot,
     )
     return Status(201, _deployment_out(request, deployment))
 

@@ -73,6 +73,7 @@ class InstanceSpec:
     env: dict[str, str] = field(default_factory=dict)
     ports: list[int] = field(default_factory=list)
     disk_gb: int = 0
+    spot: bool = False  # launch on interruptible offers only (the owner chose spot); else on-demand only
 
 
 class InstanceState(enum.StrEnum):

@@ -8,6 +8,7 @@ import io
 import json
 from datetime import timedelta
 from typing import Any
+from unittest.mock import patch
 
 import pytest
 from django.conf import settings
@@ -35,6 +36,7 @@ REFRESH = "fleet.tasks.offers_refresh_task"
 # gpu type, count, region, tier, spot, price, cost, available
 H100 = ["h100", 1, "atl1", "secure", False, 4_000_000, 3_000_000, 2]
 A100_SPOT = ["a100-80gb", 1, "atl1", "community", True, 1_500_000, 1_000_000, 5]
+H100_SPOT = ["h100", 1, "atl1", "community", True, 1_000_000, 700_000, 3]
 B300 = ["b300", 8, "atl1", "secure", False, 40_000_000, 30_000_000, 1]  # a GPU the catalog does not know
 FIELDS = ("provider_id", "gpu_type", "gpu_count", "region", "tier", "spot", "price_per_hour_micros",
           "cost_per_hour_micros", "available")  # fmt: skip
@@ -160,15 +162,35 @@ def test_a_disabled_provider_offers_nothing(db: None) -> None:
 
 def test_deploy_options_read_the_table(catalog: None) -> None:
     """Per GPU and region: the cheapest price any provider asks, their availability together; GPUs the
-    catalog does not know and expired offers are left out."""
+    catalog does not know, expired offers and spot offers (a deploy is on-demand unless it asks) are
+    left out."""
     offers_refresh(listing("cloud", H100, B300))
-    offers_refresh(listing("other", [*H100[:5], 3_000_000, 2_000_000, 1], A100_SPOT))
+    offers_refresh(listing("other", [*H100[:5], 3_000_000, 2_000_000, 1], A100_SPOT, H100_SPOT))
     offers_refresh(listing("old", [*H100[:5], 1_000_000, 1, 9]))
     Offer.objects.filter(provider_id="old").update(seen_at=timezone.now() - timedelta(days=1))
     options = deploy_options(CatalogModel.objects.get(slug="llama-3.1-8b-instruct"))
-    assert [(o.key, o.price_per_hour_micros, o.available) for o in options] == [
-        ("a100-80gb@atl1", 1_500_000, 5), ("h100@atl1", 3_000_000, 3),
-    ]  # fmt: skip
+    assert [(o.key, o.price_per_hour_micros, o.available) for o in options] == [("h100@atl1", 3_000_000, 3)]
+
+
+def test_a_deployment_runs_on_the_kind_of_offer_it_asked_for_and_says_which(catalog: None, alice: Persona) -> None:
+    """On-demand unless spot is asked for, and then spot only: never the other kind at its price."""
+    offers_refresh(listing("cloud", H100, H100_SPOT))
+    assert [o.spot for o in offers_for(gpu_type="h100", region="atl1")] == [False]
+    assert [o.spot for o in offers_for(gpu_type="h100", region="atl1", spot=True)] == [True]
+    fund(alice.org, 10 * USD)
+    client = Client()
+    body = {"model_id": "llama-3.1-8b-instruct", "gpu_type": "h100", "region": "atl1"}
+    with patch("fleet.tasks.instance_provision_task.delay"):
+        plain = client.post("/api/v1/deployments", body, content_type="application/json", **alice.auth).json()
+        spot = client.post("/api/v1/deployments", {**body, "spot": True}, content_type="application/json",
+                           **alice.auth).json()  # fmt: skip
+    assert (plain["spot"], plain["instances"][0]["spot"]) == (False, False)
+    assert Deployment.objects.get(pk=plain["id"]).hourly_price_micros == 4_000_000
+    assert spot["spot"] is True and Deployment.objects.get(pk=spot["id"]).hourly_price_micros == 1_000_000
+    relist(Provider.objects.get(slug="cloud"), H100)
+    offers_refresh(Provider.objects.get(slug="cloud"))
+    gone = client.post("/api/v1/deployments", {**body, "spot": True}, content_type="application/json", **alice.auth)
+    assert gone.status_code == 409 and gone.json()["error"]["message"] == "No provider offers spot NVIDIA H100 in atl1."
 
 
 def test_the_beat_refreshes_every_provider() -> None:

@@ -29,6 +29,7 @@ from webhooks.signing import secret_generate
 pytestmark = pytest.mark.django_db(transaction=True)
 USD = 1_000_000
 H100 = {"name": "spotty", "model_id": "llama-3.1-8b-instruct", "gpu_type": "h100", "region": "atl1", "replicas": 1}
+SPOT = {**H100, "spot": True}
 
 
 @pytest.fixture(autouse=True)
@@ -36,12 +37,13 @@ def _no_sending(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(webhook_tasks.webhook_deliver_task, "delay", lambda delivery_id: None)
 
 
-def deploy(client: Client, persona: Persona, capture: Any) -> Deployment:
+def deploy(client: Client, persona: Persona, capture: Any, body: dict[str, Any] = H100) -> Deployment:
     fund(persona.org, 20 * USD)
     with capture(execute=True):
-        response = client.post("/api/v1/deployments", data=json.dumps(H100), content_type="application/json",
+        response = client.post("/api/v1/deployments", data=json.dumps(body), content_type="application/json",
                                **persona.auth)  # fmt: skip
     assert response.status_code == 201, response.content
+    assert response.json()["spot"] is body.get("spot", False)  # the answer says which kind it runs on
     deployment = Deployment.objects.get(pk=response.json()["id"])
     WebhookSubscription.objects.create(org_id=persona.org.pk, deployment=deployment, url="https://93.184.215.14/h",
                                        events=["deployment.preempted"], secret=secret_generate())  # fmt: skip
@@ -61,7 +63,11 @@ def test_a_spot_replica_taken_back_is_recorded_preempted_announced_and_replaced(
     client: Client, alice: Persona, settings: Any, django_capture_on_commit_callbacks: Any
 ) -> None:
     with sim_cloud.sole_provider(settings, {"h100": {"price": 2_000_000, "capacity": 4}}, spot=True):
-        deployment = deploy(client, alice, django_capture_on_commit_callbacks)
+        refused = client.post("/api/v1/deployments", data=json.dumps(H100), content_type="application/json",
+                              **alice.auth)  # fmt: skip
+        assert refused.status_code == 409  # only spot machines here, and on-demand was asked for
+        assert refused.json()["error"]["message"] == "No provider offers NVIDIA H100 in atl1."
+        deployment = deploy(client, alice, django_capture_on_commit_callbacks, SPOT)
         first = the_instance(deployment)
         assert first.spot and first.state == InstanceState.READY
 

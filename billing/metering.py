@@ -139,7 +139,7 @@ def usage_prepay_from_hold(meter: UsageMeter, hold_id: str) -> None:
     price is charged at once beside it, so the minute is billed in full however short the session."""
 
     with transaction.atomic():
-        meter = UsageMeter.objects.select_for_update().select_related("org").get(pk=meter.pk)
+        meter = UsageMeter.objects.select_for_update(of=("self",)).select_related("org").get(pk=meter.pk)
         hold = CreditHold.objects.filter(pk=hold_id).first()
         if meter.billed_seconds >= MINIMUM_SECONDS or hold is None or hold.status != HoldStatus.OPEN:
             return  # already charged, or no hold: ordinary metering bills the minimum

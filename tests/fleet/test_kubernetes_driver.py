@@ -18,6 +18,9 @@ import kmock
 import pytest
 from kubernetes import client
 
+from catalog.models import Provider
+from catalog.services import provider_credentials_set
+from fleet import drivers
 from fleet.providers.base import InstanceSpec, InstanceState, Offer, ProviderError, Tier
 from fleet.providers.kubernetes.driver import KubernetesDriver
 from fleet.providers.kubernetes.manifests import INSTANCE_LABEL, TAG_LABEL, instance_labels
@@ -452,6 +455,21 @@ def test_a_slow_api_server_times_out_as_retryable(cluster: EmulatedCluster) -> N
 
     assert (caught.value.permanent, caught.value.no_capacity) == (False, False)
     assert "timed out" in caught.value.message
+
+
+@pytest.mark.django_db
+def test_the_providers_sealed_api_key_is_the_bearer_token(cluster: EmulatedCluster) -> None:
+    """What the admin's API key field stores (sealed) authenticates to the cluster, over a `token`
+    in the plain config."""
+    provider = Provider.objects.create(
+        slug="k8s", name="Cluster", driver="kubernetes", config={"host": cluster.url, "token": "plain-config-token"}
+    )
+    drivers.driver_of(provider).offers()
+    provider_credentials_set(provider, {"api_key": "sealed-sa-token"})
+    drivers.driver_of(provider).offers()
+
+    tokens = [r.headers.get("Authorization") for r in cluster.requests("GET") if str(r.url.path) == "/api/v1/nodes"]
+    assert tokens == ["Bearer plain-config-token", "Bearer sealed-sa-token"]
 
 
 def test_bad_config_and_ids_are_permanent(cluster: EmulatedCluster) -> None:

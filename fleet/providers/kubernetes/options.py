@@ -7,7 +7,8 @@ resource name}, gpu_counts {gpu_type: GPUs per instance}, gpu_type_label, region
 (fixed, overrides the node label), prices_micros and costs_micros {gpu_type: micro-USD per hour},
 tier, endpoint_template, request_timeout_seconds, follow_timeout_seconds, hf_token_secret (an
 existing Secret with key "token", exposed as HF_TOKEN).
-Connection keys (kubeconfig, context, in_cluster, host, token, verify_ssl) are read by `api`.
+Connection keys (kubeconfig, context, in_cluster, host, token or the sealed api_key, verify_ssl)
+are read by `api`.
 """
 
 from __future__ import annotations

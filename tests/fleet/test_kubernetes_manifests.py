@@ -4,29 +4,38 @@ Kubernetes 1.37 (tests/support/k8s_schema.py); the same check rejects a broken m
 
 The objects are built by `instance_objects`, the one function the driver's launch takes them from;
 `test_the_driver_sends_exactly_these_bodies` proves the bodies that reach the API server are these.
+The README's Kubernetes examples are held to the same standard: its config parses, its RBAC objects
+pass the schema and permit every request a whole instance lifecycle makes.
 """
 
 from __future__ import annotations
 
 import copy
+import json
+import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import kmock
 import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
+import yaml
 
 from fleet.providers.base import InstanceSpec, Offer, ProviderError, Tier
 from fleet.providers.kubernetes.driver import KubernetesDriver
-from fleet.providers.kubernetes.manifests import InstanceObjects, Placement, instance_objects
+from fleet.providers.kubernetes.manifests import InstanceObjects, Placement, instance_labels, instance_objects
 from fleet.providers.kubernetes.options import AMD_GPU, NVIDIA_GPU, DriverOptions
 from fleet.providers.registry import driver_for
-from tests.support.k8s_emulator import EmulatedCluster, add_node
+from tests.support.k8s_emulator import MERGE_PATCH, TIMEOUT, EmulatedCluster, add_node, add_pod
 from tests.support.k8s_schema import KUBERNETES_VERSION, schema_check, wire
 
 API_KEY = "sk-engine-7f3a9c"
 LLAMA = {"hf_repo": "meta-llama/Llama-3.1-8B-Instruct", "dtype": "bfloat16", "max_model_len": 32768}
 GGUF = {"hf_repo": "bartowski/SmolLM2-135M-Instruct-GGUF", "hf_file": "SmolLM2-135M-Instruct-Q4_K_M.gguf"}
 ROCM_VLLM = "registry.example/vllm-rocm:0.11.0"
+README = Path(__file__).resolve().parents[2] / "README.md"
+H100_NODE = {"gpucloud.io/gpu-type": "h100", "topology.kubernetes.io/region": "atl1"}
 H100 = Placement(node_gpu_type="h100", region="atl1", spot=False, gpu_resource=NVIDIA_GPU, gpus=1)
 
 
@@ -197,8 +206,7 @@ def cluster() -> Iterator[EmulatedCluster]:
 @pytest.mark.parametrize("case", ["vllm-hf-token", "custom-container-node-port"])
 def test_the_driver_sends_exactly_these_bodies(cluster: EmulatedCluster, case: str) -> None:
     instance, placement, config = CASES[case]
-    add_node(cluster, "h100-a", labels={"gpucloud.io/gpu-type": "h100", "topology.kubernetes.io/region": "atl1"},
-             allocatable={"nvidia.com/gpu": "8"})  # fmt: skip
+    add_node(cluster, "h100-a", labels=H100_NODE, allocatable={"nvidia.com/gpu": "8"})
     driver = driver_for(slug="k8s", driver="kubernetes", config={"host": cluster.url, **config})
     assert isinstance(driver, KubernetesDriver)
 
@@ -208,3 +216,91 @@ def test_the_driver_sends_exactly_these_bodies(cluster: EmulatedCluster, case: s
     sent = [request.data for request in cluster.requests("POST")][-3:]  # after the test's own node
     assert sent == bodies(instance_objects(instance, placement, DriverOptions.from_config(config)))
     assert [schema_check(body) for body in sent] == [KUBERNETES_VERSION] * 3
+
+
+# --- the README's examples (section "Kubernetes") ----------------------------------------------
+
+
+def readme_blocks(language: str) -> list[str]:
+    text = README.read_text()
+    section = text[text.index("\n### Kubernetes\n") :]
+    section = section[: section.index("\n## ")]
+    return re.findall(rf"```{language}\n(.*?)```", section, re.DOTALL)
+
+
+def test_the_readmes_config_is_a_valid_kubernetes_provider_config() -> None:
+    [config] = readme_blocks("json")
+
+    options = DriverOptions.from_config(json.loads(config))
+
+    assert (options.namespace, options.hf_token_secret) == ("gpucloud", "hf-token")
+    assert options.prices_micros == {"h100": 4_410_000, "mi300x_8": 20_700_000}
+
+
+def test_the_readmes_rbac_objects_pass_the_schema() -> None:
+    [rbac] = readme_blocks("yaml")
+    documents = list(yaml.safe_load_all(rbac))
+
+    assert [d["kind"] for d in documents] == [
+        "Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding",
+    ]  # fmt: skip
+    assert [schema_check(d) for d in documents] == [KUBERNETES_VERSION] * 6
+    assert documents[0]["metadata"]["name"] == DriverOptions().namespace
+
+
+VERBS = {kmock.action.LIST: "list", kmock.action.FETCH: "get", kmock.action.CREATE: "create",
+         kmock.action.DELETE: "delete"}  # fmt: skip
+
+
+def permission(request: kmock.Request) -> tuple[str, str, str]:
+    """What RBAC checks for `request`: (verb, API group, resource or resource/subresource)."""
+    assert request.resource is not None and request.action is not None
+    plural = str(request.resource.plural)
+    resource = f"{plural}/{request.subresource}" if request.subresource else plural
+    return VERBS[request.action], request.resource.group or "", resource
+
+
+def allowed(request: kmock.Request, rules: dict[str | None, list[dict[str, Any]]]) -> bool:
+    """Whether the README's ClusterRole (any namespace) or Role (its namespace) permits `request`."""
+    verb, group, resource = permission(request)
+    return any(
+        group in rule["apiGroups"] and resource in rule["resources"] and verb in rule["verbs"]
+        for rule in rules[None] + rules.get(request.namespace, [])
+    )
+
+
+def test_the_readmes_rbac_permits_every_request_the_driver_makes(cluster: EmulatedCluster) -> None:
+    [rbac] = readme_blocks("yaml")
+    roles = [d for d in yaml.safe_load_all(rbac) if d["kind"] in ("ClusterRole", "Role")]
+    rules = {role["metadata"].get("namespace"): role["rules"] for role in roles}
+    add_node(cluster, "h100-a", labels=H100_NODE, allocatable={"nvidia.com/gpu": "8"})
+    config = {"host": cluster.url, "api_key": "driver-token", "prices_micros": {"h100": 1}, "service_type": "NodePort"}
+    driver = KubernetesDriver(slug="k8s", config=config)
+    by_node_port = KubernetesDriver(slug="k8s", config={**config, "endpoint_template": "http://n:{node_port}"})
+
+    pid = driver.launch(spec(), driver.offers()[0]).provider_instance_id
+    labels = instance_labels(tag="gpucloud-test", instance_id="inst_abc123")
+    add_pod(cluster, "gpc-inst-abc123-1", namespace="gpucloud", labels=labels, node="h100-a", phase="Running")
+    log = "get /api/v1/namespaces/gpucloud/pods/gpc-inst-abc123-1/log"
+    cluster.handler[log] << kmock.headers({"Content-Type": "text/plain"}) << b"ready\n"
+    node_port = {"spec": {"ports": [{"name": "http", "port": 8000, "nodePort": 31234}]}}
+    cluster.core.patch_namespaced_service(
+        "gpc-inst-abc123", "gpucloud", node_port, _content_type=MERGE_PATCH, _request_timeout=TIMEOUT
+    )
+    assert driver.status(pid).state == "running"
+    assert [i.provider_instance_id for i in driver.list_instances("gpucloud-test")] == [pid]
+    assert driver.logs(pid) == list(driver.follow_logs(pid)) == ["ready"]
+    assert by_node_port.endpoint(pid) == "http://n:31234"
+    driver.terminate(pid)
+    driver.api.close()
+    by_node_port.api.close()
+
+    sent = [r for r in cluster.handler if r.headers.get("Authorization") == "Bearer driver-token"]
+    assert {permission(r) for r in sent} == {
+        ("list", "", "nodes"), ("list", "", "pods"), ("get", "", "pods/log"),
+        ("create", "", "secrets"), ("delete", "", "secrets"),
+        ("create", "", "services"), ("get", "", "services"), ("delete", "", "services"),
+        ("create", "apps", "deployments"), ("get", "apps", "deployments"), ("list", "apps", "deployments"),
+        ("delete", "apps", "deployments"),
+    }  # fmt: skip
+    assert [f"{r.method.value} {r.url.path}" for r in sent if not allowed(r, rules)] == []

@@ -26,7 +26,8 @@ class ProviderForm(forms.ModelForm):
         required=False,
         strip=True,
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
-        help_text="The cloud account's API key: stored sealed, never shown again. Blank keeps the stored one.",
+        help_text="The cloud account's API key (kubernetes: the bearer token used with config's host): stored "
+        "sealed, never shown again. Blank keeps the stored one.",
     )
 
     class Meta:

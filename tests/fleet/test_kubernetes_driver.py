@@ -18,6 +18,9 @@ import kmock
 import pytest
 from kubernetes import client
 
+from catalog.models import Provider
+from catalog.services import provider_credentials_set
+from fleet import drivers
 from fleet.providers.base import InstanceSpec, InstanceState, Offer, ProviderError, Tier
 from fleet.providers.kubernetes.driver import KubernetesDriver
 from fleet.providers.kubernetes.manifests import INSTANCE_LABEL, TAG_LABEL, instance_labels
@@ -30,6 +33,7 @@ API_KEY = "sk-engine-7f3a9c"
 GPU_LABEL = "gpucloud.io/gpu-type"
 REGION_LABEL = "topology.kubernetes.io/region"
 PRICES = {"h100": 4_000_000, "mi300x": 2_500_000, "mi300x_8": 20_000_000}
+ROCM_VLLM = "registry.example/vllm-rocm:0.11.0"
 LLAMA = {"hf_repo": "meta-llama/Llama-3.1-8B-Instruct", "dtype": "bfloat16", "max_model_len": 32768}
 
 
@@ -190,14 +194,28 @@ def test_launch_creates_a_labelled_deployment_service_and_secret(
 
 
 @pytest.mark.usefixtures("gpu_nodes")
-def test_launch_of_an_8x_amd_type_asks_for_8_amd_gpus(cluster: EmulatedCluster, driver: KubernetesDriver) -> None:
+def test_launch_of_an_8x_amd_type_asks_for_8_amd_gpus_with_the_rocm_image(cluster: EmulatedCluster) -> None:
+    driver = make_driver(cluster, amd_vllm_image=ROCM_VLLM)
+
     driver.launch(vllm_spec(gpu_type="mi300x_8", region="nyc2"), offer(driver, "mi300x_8", "nyc2"))
 
     deployment = cluster.apps.read_namespaced_deployment("gpc-inst-abc123", NS, _request_timeout=TIMEOUT)
     assert deployment.spec and deployment.spec.template.spec
     [container] = deployment.spec.template.spec.containers
+    assert container.image == ROCM_VLLM
     assert container.resources and container.resources.limits == {"amd.com/gpu": "8"}
     assert container.args and container.args[-2:] == ["--tensor-parallel-size", "8"]
+
+
+@pytest.mark.usefixtures("gpu_nodes")
+def test_launch_of_vllm_on_amd_without_a_rocm_image_is_permanent_and_creates_nothing(
+    cluster: EmulatedCluster, driver: KubernetesDriver
+) -> None:
+    with pytest.raises(ProviderError) as caught:
+        driver.launch(vllm_spec(gpu_type="mi300x_8", region="nyc2"), offer(driver, "mi300x_8", "nyc2"))
+
+    assert caught.value.permanent
+    assert launched_objects(cluster) == ([], [], [])
 
 
 @pytest.mark.usefixtures("gpu_nodes")
@@ -233,8 +251,9 @@ def test_launch_completes_a_half_done_launch_and_takes_already_exists_as_success
     [("h100", 9, "atl1"), ("h100", 3, "tor1"), ("mi300x_8", 1, "atl1")],  # 9 = 8 + 1, but on two nodes
 )
 def test_launch_beyond_every_nodes_free_gpus_is_no_capacity(
-    cluster: EmulatedCluster, driver: KubernetesDriver, gpu_type: str, gpu_count: int, region: str
+    cluster: EmulatedCluster, gpu_type: str, gpu_count: int, region: str
 ) -> None:
+    driver = make_driver(cluster, amd_vllm_image=ROCM_VLLM)
     spec = vllm_spec(gpu_type=gpu_type, gpu_count=gpu_count, region=region)
     any_offer = Offer("k8s", gpu_type, 1, region, Tier.SECURE, region == "tor1", 1, 0, 1)
 
@@ -436,6 +455,21 @@ def test_a_slow_api_server_times_out_as_retryable(cluster: EmulatedCluster) -> N
 
     assert (caught.value.permanent, caught.value.no_capacity) == (False, False)
     assert "timed out" in caught.value.message
+
+
+@pytest.mark.django_db
+def test_the_providers_sealed_api_key_is_the_bearer_token(cluster: EmulatedCluster) -> None:
+    """What the admin's API key field stores (sealed) authenticates to the cluster, over a `token`
+    in the plain config."""
+    provider = Provider.objects.create(
+        slug="k8s", name="Cluster", driver="kubernetes", config={"host": cluster.url, "token": "plain-config-token"}
+    )
+    drivers.driver_of(provider).offers()
+    provider_credentials_set(provider, {"api_key": "sealed-sa-token"})
+    drivers.driver_of(provider).offers()
+
+    tokens = [r.headers.get("Authorization") for r in cluster.requests("GET") if str(r.url.path) == "/api/v1/nodes"]
+    assert tokens == ["Bearer plain-config-token", "Bearer sealed-sa-token"]
 
 
 def test_bad_config_and_ids_are_permanent(cluster: EmulatedCluster) -> None:

@@ -16,7 +16,7 @@ from deployments.models import Deployment
 from deployments.workload import DeploymentWorkload
 from fleet.models import Instance
 from fleet.providers.kubernetes.manifests import engine_run
-from fleet.providers.kubernetes.options import DriverOptions
+from fleet.providers.kubernetes.options import NVIDIA_GPU, DriverOptions
 from tests.support.billing import fund, ledger_snapshot
 from tests.support.personas import Persona
 
@@ -60,7 +60,7 @@ def test_the_presets_engine_configuration_reaches_the_engine(alice: Persona, cat
         Instance.objects.select_related("deployment__preset", "deployment__model").get(pk=instance.pk)
     )
     assert spec.engine_args["dtype"] == "float16" and spec.engine_args["max_num_seqs"] == 256
-    args: list[Any] = engine_run(spec, DriverOptions(), gpus=1).args
+    args: list[Any] = engine_run(spec, DriverOptions(), gpus=1, gpu_resource=NVIDIA_GPU).args
     assert args[args.index("--dtype") + 1] == "float16"
     assert args[args.index("--max-num-seqs") + 1] == "256"
     deployment.preset_id = "cost"
@@ -68,5 +68,5 @@ def test_the_presets_engine_configuration_reaches_the_engine(alice: Persona, cat
     cost = DeploymentWorkload().instance_spec(
         Instance.objects.select_related("deployment__preset", "deployment__model").get(pk=instance.pk)
     )
-    cost_args = engine_run(cost, DriverOptions(), gpus=1).args
+    cost_args = engine_run(cost, DriverOptions(), gpus=1, gpu_resource=NVIDIA_GPU).args
     assert cost_args[cost_args.index("--quantization") + 1] == "fp8"  # 8-bit weights, as vLLM quantizes on load

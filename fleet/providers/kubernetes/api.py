@@ -121,16 +121,19 @@ def _status_message(body: Any) -> str:
 
 
 def _configuration(config: dict[str, Any]) -> client.Configuration:
-    """Connection from the config: `host` (+ `token`, `verify_ssl`) directly, `in_cluster: true`
-    (the pod's service account), or a kubeconfig (`kubeconfig` path, default ~/.kube/config, and
-    optional `context`). Unusable settings are a permanent ProviderError."""
+    """Connection from the config: `host` (+ a bearer token, `verify_ssl`) directly, `in_cluster:
+    true` (the pod's service account), or a kubeconfig (`kubeconfig` path, default $KUBECONFIG or
+    ~/.kube/config, and optional `context`). The token is the provider's sealed `api_key` (what the
+    admin's API key field stores, or GPUCLOUD_PROVIDER_<SLUG>_API_KEY), else `token` from the plain
+    config. Unusable settings are a permanent ProviderError."""
     configuration = client.Configuration(retries=RETRY_POLICY)
     try:
         if config.get("host"):
             configuration.host = str(config["host"]).rstrip("/")
             configuration.verify_ssl = bool(config.get("verify_ssl", True))
-            if config.get("token"):
-                configuration.api_key = {"authorization": f"Bearer {config['token']}"}
+            token = config.get("api_key") or config.get("token")
+            if token:
+                configuration.api_key = {"authorization": f"Bearer {token}"}
         elif config.get("in_cluster"):
             kube_config.load_incluster_config(client_configuration=configuration)
         else:

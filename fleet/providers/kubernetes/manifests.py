@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from kubernetes import client
 
 from fleet.providers.base import InstanceSpec, ProviderError
-from fleet.providers.containers import ENGINE_PORT, ContainerRun, Images, container_run
+from fleet.providers.containers import ENGINE_PORT, ContainerRun, container_run
 from fleet.providers.kubernetes.options import DriverOptions
 
 TAG_LABEL = "gpucloud.io/tag"
@@ -73,7 +73,7 @@ def instance_objects(spec: InstanceSpec, placement: Placement, options: DriverOp
     """The three objects for `spec`; an engine or model we cannot run is a permanent ProviderError."""
     name = object_name(spec.instance_id)
     labels = instance_labels(tag=spec.tag, instance_id=spec.instance_id)
-    run = engine_run(spec, options, placement.gpus)
+    run = engine_run(spec, options, gpus=placement.gpus, gpu_resource=placement.gpu_resource)
     return InstanceObjects(
         secret=client.V1Secret(
             api_version="v1", kind="Secret", metadata=_meta(name, labels, options), type="Opaque",
@@ -87,9 +87,17 @@ def instance_objects(spec: InstanceSpec, placement: Placement, options: DriverOp
 # --- engines ------------------------------------------------------------------------------
 
 
-def engine_run(spec: InstanceSpec, options: DriverOptions, gpus: int) -> ContainerRun:
-    """The container for the spec's engine (fleet/providers/containers.py)."""
-    images = Images(vllm=options.vllm_image, llamacpp=options.llamacpp_image)
+def engine_run(spec: InstanceSpec, options: DriverOptions, *, gpus: int, gpu_resource: str) -> ContainerRun:
+    """The container for the spec's engine (fleet/providers/containers.py), built for the GPUs of
+    `gpu_resource`; vLLM on AMD without a configured ROCm image is a permanent ProviderError (a
+    CUDA image there would only crash-loop)."""
+    images = options.images_for(gpu_resource)
+    if spec.engine == "vllm" and not images.vllm:
+        raise ProviderError(
+            f"vLLM on {gpu_resource} needs a ROCm build of vLLM: set amd_vllm_image in the provider's config "
+            "(vllm/vllm-openai is built for CUDA).",
+            permanent=True,
+        )
     return container_run(spec, images=images, gpus=gpus, provider="kubernetes")
 
 
@@ -162,11 +170,14 @@ def _pod_spec(
 
 def _env(name: str, spec: InstanceSpec, options: DriverOptions, run: ContainerRun) -> list[client.V1EnvVar]:
     """The API key (under the engine's own variable) and the operator's Hugging Face token from
-    Secrets, then the spec's own env."""
+    Secrets, then the spec's own env without those names: of two variables with one name the
+    kubelet keeps the last, and the spec's must not replace the key (as in containers.py)."""
     env = [_secret_env(run.key_env, name, API_KEY_SECRET_KEY)]
     if options.hf_token_secret:
         env.append(_secret_env("HF_TOKEN", options.hf_token_secret, HF_TOKEN_SECRET_KEY))
-    return env + [client.V1EnvVar(name=key, value=value) for key, value in sorted(spec.env.items())]
+    taken = {variable.name for variable in env}
+    own = [client.V1EnvVar(name=key, value=value) for key, value in sorted(spec.env.items()) if key not in taken]
+    return env + own
 
 
 def _secret_env(variable: str, secret: str, key: str) -> client.V1EnvVar:

@@ -1,11 +1,14 @@
 """The kubernetes provider's config (`Provider.config`), parsed once and checked loudly.
 
-Keys (all optional): namespace, service_type ("ClusterIP" or "NodePort"), vllm_image,
-llamacpp_image, gpu_resources {gpu_type: resource name}, gpu_counts {gpu_type: GPUs per
-instance}, gpu_type_label, region_label, region (fixed, overrides the node label), prices_micros
-and costs_micros {gpu_type: micro-USD per hour}, tier, endpoint_template, request_timeout_seconds,
-follow_timeout_seconds, hf_token_secret (an existing Secret with key "token", exposed as HF_TOKEN).
-Connection keys (kubeconfig, context, in_cluster, host, token, verify_ssl) are read by `api`.
+Keys (all optional): namespace, service_type ("ClusterIP" or "NodePort"), vllm_image and
+llamacpp_image (the engines on NVIDIA and other GPUs), amd_vllm_image and amd_llamacpp_image (ROCm
+builds for amd.com/gpu; no ROCm vLLM image is assumed, see `images_for`), gpu_resources {gpu_type:
+resource name}, gpu_counts {gpu_type: GPUs per instance}, gpu_type_label, region_label, region
+(fixed, overrides the node label), prices_micros and costs_micros {gpu_type: micro-USD per hour},
+tier, endpoint_template, request_timeout_seconds, follow_timeout_seconds, hf_token_secret (an
+existing Secret with key "token", exposed as HF_TOKEN).
+Connection keys (kubeconfig, context, in_cluster, host, token or the sealed api_key, verify_ssl)
+are read by `api`.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fleet.providers.base import ProviderError, Tier
-from fleet.providers.containers import LLAMACPP_IMAGE, VLLM_IMAGE
+from fleet.providers.containers import VLLM_IMAGE, Images
 
 NVIDIA_GPU = "nvidia.com/gpu"
 AMD_GPU = "amd.com/gpu"
@@ -31,6 +34,9 @@ DEFAULT_GPU_RESOURCES = {
 }
 DEFAULT_ENDPOINT_TEMPLATE = "http://{name}.{namespace}.svc.cluster.local:{port}"
 SERVICE_TYPES = ("ClusterIP", "NodePort")
+# llama.cpp's `server` image is its CPU build: on a GPU node it would leave the GPUs idle.
+LLAMACPP_CUDA_IMAGE = "ghcr.io/ggml-org/llama.cpp:server-cuda"
+LLAMACPP_ROCM_IMAGE = "ghcr.io/ggml-org/llama.cpp:server-rocm"
 _MULTI_GPU_SUFFIX = re.compile(r"^(?P<base>.+)_(?P<count>\d+)$")  # "mi300x_8": 8 MI300X as one unit
 
 
@@ -39,7 +45,9 @@ class DriverOptions:
     namespace: str = "gpucloud"
     service_type: str = "ClusterIP"
     vllm_image: str = VLLM_IMAGE
-    llamacpp_image: str = LLAMACPP_IMAGE
+    llamacpp_image: str = LLAMACPP_CUDA_IMAGE
+    amd_vllm_image: str = ""
+    amd_llamacpp_image: str = LLAMACPP_ROCM_IMAGE
     gpu_resources: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_GPU_RESOURCES))
     gpu_counts: dict[str, int] = field(default_factory=dict)
     gpu_type_label: str = "gpucloud.io/gpu-type"
@@ -62,6 +70,8 @@ class DriverOptions:
                 service_type=str(config.get("service_type", cls.service_type)),
                 vllm_image=str(config.get("vllm_image", cls.vllm_image)),
                 llamacpp_image=str(config.get("llamacpp_image", cls.llamacpp_image)),
+                amd_vllm_image=str(config.get("amd_vllm_image", cls.amd_vllm_image)),
+                amd_llamacpp_image=str(config.get("amd_llamacpp_image", cls.amd_llamacpp_image)),
                 gpu_resources={**DEFAULT_GPU_RESOURCES, **_str_map(config.get("gpu_resources", {}))},
                 gpu_counts={k: int(v) for k, v in dict(config.get("gpu_counts", {})).items()},
                 gpu_type_label=str(config.get("gpu_type_label", cls.gpu_type_label)),
@@ -80,6 +90,14 @@ class DriverOptions:
         if options.service_type not in SERVICE_TYPES:
             raise ProviderError(f"service_type must be one of {SERVICE_TYPES}.", permanent=True)
         return options
+
+    def images_for(self, gpu_resource: str) -> Images:
+        """The engine images for GPUs of `gpu_resource`: ROCm builds on amd.com/gpu, the others
+        elsewhere. vllm/vllm-openai is a CUDA build and no ROCm image is assumed, so vLLM on AMD
+        runs only once the operator names one (an empty `vllm` here)."""
+        if gpu_resource == AMD_GPU:
+            return Images(vllm=self.amd_vllm_image, llamacpp=self.amd_llamacpp_image)
+        return Images(vllm=self.vllm_image, llamacpp=self.llamacpp_image)
 
     def gpus_per_instance(self, gpu_type: str) -> int:
         """GPUs one instance of `gpu_type` takes: configured, or the `_<n>` suffix, or 1."""

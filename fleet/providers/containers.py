@@ -16,8 +16,13 @@ from typing import Any
 from fleet.providers.base import InstanceSpec, ProviderError
 
 ENGINE_PORT = 8000  # where the built-in engines listen
-VLLM_IMAGE = "vllm/vllm-openai:v0.11.0"
-LLAMACPP_IMAGE = "ghcr.io/ggml-org/llama.cpp:server"
+VLLM_IMAGE = "vllm/vllm-openai:v0.11.0"  # a CUDA build: NVIDIA GPUs
+LLAMACPP_IMAGE = "ghcr.io/ggml-org/llama.cpp:server-cuda"  # llama.cpp's CUDA server (":server" is CPU-only)
+LLAMACPP_ROCM_IMAGE = "ghcr.io/ggml-org/llama.cpp:server-rocm"
+# AMD's ROCm build of vLLM 0.11.2 (the release our arguments are written for). It has no server
+# entry point of its own, so the container starts vLLM's OpenAI server explicitly.
+VLLM_ROCM_IMAGE = "rocm/vllm:rocm7.0.0_vllm_0.11.2_20251210"
+VLLM_SERVER = ["python3", "-m", "vllm.entrypoints.openai.api_server"]
 CUSTOM_KEY_ENV = "GPUCLOUD_ENGINE_API_KEY"
 
 
@@ -41,6 +46,12 @@ class Images:
 
     vllm: str = VLLM_IMAGE
     llamacpp: str = LLAMACPP_IMAGE
+    vllm_command: tuple[str, ...] = ()  # the entry point to start vLLM with (empty: the image's own)
+
+    @classmethod
+    def amd(cls, *, vllm: str = VLLM_ROCM_IMAGE, llamacpp: str = LLAMACPP_ROCM_IMAGE) -> Images:
+        """ROCm builds for AMD GPUs (an operator may name others)."""
+        return cls(vllm=vllm, llamacpp=llamacpp, vllm_command=tuple(VLLM_SERVER))
 
 
 def container_run(spec: InstanceSpec, *, images: Images, gpus: int, provider: str) -> ContainerRun:
@@ -75,7 +86,7 @@ def _vllm(spec: InstanceSpec, params: dict[str, Any], images: Images, gpus: int)
         args += ["--quantization", "fp8" if params["quantization"] == "int8" else str(params["quantization"])]
     if gpus > 1:
         args += ["--tensor-parallel-size", str(gpus)]
-    return ContainerRun(images.vllm, None, args, ENGINE_PORT, "VLLM_API_KEY")
+    return ContainerRun(images.vllm, list(images.vllm_command) or None, args, ENGINE_PORT, "VLLM_API_KEY")
 
 
 def _llamacpp(spec: InstanceSpec, params: dict[str, Any], images: Images, provider: str) -> ContainerRun:

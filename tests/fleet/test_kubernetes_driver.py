@@ -208,16 +208,6 @@ def test_launch_of_an_8x_amd_type_asks_for_8_amd_gpus_with_the_rocm_image(cluste
 
 
 @pytest.mark.usefixtures("gpu_nodes")
-def test_launch_of_vllm_on_amd_without_a_rocm_image_is_permanent_and_creates_nothing(
-    cluster: EmulatedCluster, driver: KubernetesDriver
-) -> None:
-    with pytest.raises(ProviderError) as caught:
-        driver.launch(vllm_spec(gpu_type="mi300x_8", region="nyc2"), offer(driver, "mi300x_8", "nyc2"))
-
-    assert caught.value.permanent
-    assert launched_objects(cluster) == ([], [], [])
-
-
 @pytest.mark.usefixtures("gpu_nodes")
 def test_launch_twice_makes_one_set_of_objects(cluster: EmulatedCluster, driver: KubernetesDriver) -> None:
     first = driver.launch(vllm_spec(), offer(driver))

@@ -22,7 +22,8 @@ import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml
 
-from fleet.providers.base import InstanceSpec, Offer, ProviderError, Tier
+from fleet.providers.base import InstanceSpec, Offer, Tier
+from fleet.providers.containers import VLLM_ROCM_IMAGE, VLLM_SERVER
 from fleet.providers.kubernetes.driver import KubernetesDriver
 from fleet.providers.kubernetes.manifests import InstanceObjects, Placement, instance_labels, instance_objects
 from fleet.providers.kubernetes.options import AMD_GPU, NVIDIA_GPU, DriverOptions
@@ -177,14 +178,16 @@ def test_the_specs_own_env_cannot_replace_the_engine_key_or_the_hf_token() -> No
     assert schema_check(wire(with_token.deployment)) == KUBERNETES_VERSION
 
 
-def test_vllm_on_amd_gpus_needs_a_rocm_image_and_llamacpp_gets_the_gpu_builds() -> None:
+def test_vllm_on_amd_gpus_runs_the_rocm_build_and_llamacpp_gets_the_gpu_builds() -> None:
     amd = Placement(node_gpu_type="mi300x", region="nyc2", spot=False, gpu_resource=AMD_GPU, gpus=8)
 
-    with pytest.raises(ProviderError) as caught:
-        instance_objects(spec(gpu_type="mi300x_8"), amd, DriverOptions())
+    objects = instance_objects(spec(gpu_type="mi300x_8"), amd, DriverOptions())
 
-    assert caught.value.permanent
-    assert "set amd_vllm_image" in caught.value.message
+    assert objects.deployment.spec and objects.deployment.spec.template.spec
+    [container] = objects.deployment.spec.template.spec.containers
+    # AMD's ROCm build has no server entry point of its own: vLLM's OpenAI server is started explicitly.
+    assert (container.image, container.command) == (VLLM_ROCM_IMAGE, VLLM_SERVER)
+    assert container.args and container.args[-2:] == ["--tensor-parallel-size", "8"]
     assert DriverOptions().images_for(NVIDIA_GPU).vllm == "vllm/vllm-openai:v0.11.0"
     assert DriverOptions().images_for(NVIDIA_GPU).llamacpp == "ghcr.io/ggml-org/llama.cpp:server-cuda"
     assert DriverOptions().images_for(AMD_GPU).llamacpp == "ghcr.io/ggml-org/llama.cpp:server-rocm"

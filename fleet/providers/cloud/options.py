@@ -11,7 +11,8 @@ Keys (all optional except api_key):
 - gpu_names {cloud's GPU name: our slug}, region_names {cloud's region: our slug}: added to (or
   overriding) the map every cloud driver shares (gpus.py);
 - regions [our slug, ...]: only offer (and launch in) these regions, when set;
-- vllm_image, llamacpp_image: the engine images to run; hf_token: for gated Hugging Face models;
+- vllm_image, llamacpp_image: the engine images on NVIDIA GPUs; amd_vllm_image, amd_llamacpp_image: on
+  AMD GPUs (ROCm builds, containers.py); hf_token: for gated Hugging Face models;
 - allow_from [CIDR, ...]: addresses the engines accept traffic from, where the cloud has a firewall
   (the platform's own egress address; empty: the per-instance secret is the only guard);
 - spot (false): list interruptible offers too, where the cloud sells them.
@@ -26,7 +27,7 @@ from typing import Any
 import httpx
 
 from fleet.providers.base import ProviderError
-from fleet.providers.containers import LLAMACPP_IMAGE, VLLM_IMAGE, Images
+from fleet.providers.containers import LLAMACPP_IMAGE, LLAMACPP_ROCM_IMAGE, VLLM_IMAGE, VLLM_ROCM_IMAGE, Images
 
 DEFAULT_MARGIN = 1.25
 
@@ -43,6 +44,7 @@ class CloudOptions:
     region_names: dict[str, str] = field(default_factory=dict)
     regions: tuple[str, ...] = ()
     images: Images = field(default_factory=Images)
+    amd_images: Images = field(default_factory=Images.amd)
     hf_token: str = ""
     allow_from: tuple[str, ...] = ()
     spot: bool = False
@@ -72,6 +74,10 @@ class CloudOptions:
                     vllm=str(config.get("vllm_image") or VLLM_IMAGE),
                     llamacpp=str(config.get("llamacpp_image") or LLAMACPP_IMAGE),
                 ),
+                amd_images=Images.amd(
+                    vllm=str(config.get("amd_vllm_image") or VLLM_ROCM_IMAGE),
+                    llamacpp=str(config.get("amd_llamacpp_image") or LLAMACPP_ROCM_IMAGE),
+                ),
                 hf_token=str(config.get("hf_token") or ""),
                 allow_from=tuple(_cidr(c) for c in config.get("allow_from") or ()),
                 spot=bool(config.get("spot", False)),
@@ -91,6 +97,10 @@ class CloudOptions:
         """What the customer pays per hour for what the cloud charges us `cost_micros`."""
         margin = self.margins.get(gpu_type, self.margins.get("*", DEFAULT_MARGIN))
         return round(cost_micros * margin)
+
+    def images_for(self, vendor: str) -> Images:
+        """The engine images for a machine's GPUs ("amd" or "nvidia")."""
+        return self.amd_images if vendor == "amd" else self.images
 
     def region_allowed(self, region: str) -> bool:
         return not self.regions or region in self.regions

@@ -99,7 +99,7 @@ class DigitalOceanDriver(Driver):
         return gpu_sizes(self.api.sizes(), self.options)
 
     def _create_body(self, spec: InstanceSpec, size: GpuSize, region: str, tags: list[str]) -> dict[str, Any]:
-        run = container_run(spec, images=self.options.images, gpus=size.gpu_count, provider=CLOUD)
+        run = container_run(spec, images=self.options.images_for(size.vendor), gpus=size.gpu_count, provider=CLOUD)
         env = container_env(spec, run, hf_token=self.options.hf_token)
         script = user_data(run, env, port=self.engine_port, vendor=size.vendor, allow_from=self.options.allow_from)
         return {

@@ -91,14 +91,7 @@ def engine_run(spec: InstanceSpec, options: DriverOptions, *, gpus: int, gpu_res
     """The container for the spec's engine (fleet/providers/containers.py), built for the GPUs of
     `gpu_resource`; vLLM on AMD without a configured ROCm image is a permanent ProviderError (a
     CUDA image there would only crash-loop)."""
-    images = options.images_for(gpu_resource)
-    if spec.engine == "vllm" and not images.vllm:
-        raise ProviderError(
-            f"vLLM on {gpu_resource} needs a ROCm build of vLLM: set amd_vllm_image in the provider's config "
-            "(vllm/vllm-openai is built for CUDA).",
-            permanent=True,
-        )
-    return container_run(spec, images=images, gpus=gpus, provider="kubernetes")
+    return container_run(spec, images=options.images_for(gpu_resource), gpus=gpus, provider="kubernetes")
 
 
 def _probe(run: ContainerRun) -> client.V1Probe:

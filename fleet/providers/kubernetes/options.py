@@ -2,7 +2,7 @@
 
 Keys (all optional): namespace, service_type ("ClusterIP" or "NodePort"), vllm_image and
 llamacpp_image (the engines on NVIDIA and other GPUs), amd_vllm_image and amd_llamacpp_image (ROCm
-builds for amd.com/gpu; no ROCm vLLM image is assumed, see `images_for`), gpu_resources {gpu_type:
+builds for amd.com/gpu, containers.py's defaults), gpu_resources {gpu_type:
 resource name}, gpu_counts {gpu_type: GPUs per instance}, gpu_type_label, region_label, region
 (fixed, overrides the node label), prices_micros and costs_micros {gpu_type: micro-USD per hour},
 tier, endpoint_template, request_timeout_seconds, follow_timeout_seconds, hf_token_secret (an
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fleet.providers.base import ProviderError, Tier
-from fleet.providers.containers import VLLM_IMAGE, Images
+from fleet.providers.containers import LLAMACPP_IMAGE, LLAMACPP_ROCM_IMAGE, VLLM_IMAGE, VLLM_ROCM_IMAGE, Images
 
 NVIDIA_GPU = "nvidia.com/gpu"
 AMD_GPU = "amd.com/gpu"
@@ -35,8 +35,6 @@ DEFAULT_GPU_RESOURCES = {
 DEFAULT_ENDPOINT_TEMPLATE = "http://{name}.{namespace}.svc.cluster.local:{port}"
 SERVICE_TYPES = ("ClusterIP", "NodePort")
 # llama.cpp's `server` image is its CPU build: on a GPU node it would leave the GPUs idle.
-LLAMACPP_CUDA_IMAGE = "ghcr.io/ggml-org/llama.cpp:server-cuda"
-LLAMACPP_ROCM_IMAGE = "ghcr.io/ggml-org/llama.cpp:server-rocm"
 _MULTI_GPU_SUFFIX = re.compile(r"^(?P<base>.+)_(?P<count>\d+)$")  # "mi300x_8": 8 MI300X as one unit
 
 
@@ -45,8 +43,8 @@ class DriverOptions:
     namespace: str = "gpucloud"
     service_type: str = "ClusterIP"
     vllm_image: str = VLLM_IMAGE
-    llamacpp_image: str = LLAMACPP_CUDA_IMAGE
-    amd_vllm_image: str = ""
+    llamacpp_image: str = LLAMACPP_IMAGE
+    amd_vllm_image: str = VLLM_ROCM_IMAGE
     amd_llamacpp_image: str = LLAMACPP_ROCM_IMAGE
     gpu_resources: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_GPU_RESOURCES))
     gpu_counts: dict[str, int] = field(default_factory=dict)
@@ -92,11 +90,10 @@ class DriverOptions:
         return options
 
     def images_for(self, gpu_resource: str) -> Images:
-        """The engine images for GPUs of `gpu_resource`: ROCm builds on amd.com/gpu, the others
-        elsewhere. vllm/vllm-openai is a CUDA build and no ROCm image is assumed, so vLLM on AMD
-        runs only once the operator names one (an empty `vllm` here)."""
+        """The engine images for GPUs of `gpu_resource`: ROCm builds on amd.com/gpu (vllm/vllm-openai
+        is a CUDA build), the others elsewhere."""
         if gpu_resource == AMD_GPU:
-            return Images(vllm=self.amd_vllm_image, llamacpp=self.amd_llamacpp_image)
+            return Images.amd(vllm=self.amd_vllm_image, llamacpp=self.amd_llamacpp_image)
         return Images(vllm=self.vllm_image, llamacpp=self.llamacpp_image)
 
     def gpus_per_instance(self, gpu_type: str) -> int:

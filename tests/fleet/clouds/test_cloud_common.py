@@ -15,7 +15,7 @@ from fleet.providers.cloud.api import CloudApi, CloudNotFound, retry_after_secon
 from fleet.providers.cloud.boot import ENV_FILE, user_data
 from fleet.providers.cloud.gpus import cloud_names, cloud_regions, gpu_slug, region_slug, split_count
 from fleet.providers.cloud.options import CloudOptions
-from fleet.providers.containers import Images, container_env, container_run
+from fleet.providers.containers import VLLM_ROCM_IMAGE, VLLM_SERVER, Images, container_env, container_run
 
 SECRET = "sk-cloud-secret-123"
 
@@ -218,3 +218,15 @@ def test_the_boot_script_runs_the_engine_with_its_secret_in_a_root_only_file_beh
     accept = drop.replace("-j DROP", "-s 203.0.113.7/32 -j ACCEPT")
     assert lines.index(drop) < lines.index(accept) < lines.index(docker)  # inserted on top: accept wins
     assert "iptables" not in user_data(run, {}, port=8000)  # no addresses named: the secret is the guard
+
+
+def test_amd_machines_run_the_rocm_builds_with_vllms_server_started_explicitly() -> None:
+    options = CloudOptions.from_config({"api_key": SECRET}, cloud="Acme", default_base_url="http://a")
+    amd = options.images_for("amd")
+    run = container_run(spec(), images=amd, gpus=8, provider="a")
+    assert (run.image, run.command) == (VLLM_ROCM_IMAGE, VLLM_SERVER)
+    assert container_run(spec(), images=options.images_for("nvidia"), gpus=1, provider="a").command is None
+    assert amd.llamacpp == "ghcr.io/ggml-org/llama.cpp:server-rocm"
+    mine = CloudOptions.from_config({"api_key": SECRET, "amd_vllm_image": "me/vllm-rocm:1"}, cloud="Acme",
+                                    default_base_url="http://a")  # fmt: skip
+    assert mine.images_for("amd").vllm == "me/vllm-rocm:1"

@@ -207,9 +207,13 @@ def serve(cloud: FakeCloud, stop: threading.Event) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="A test cloud to try the platform against by hand.")
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.fakes.clouds.serve", description="A test cloud to try the platform against by hand.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )  # fmt: skip
     parser.add_argument("cloud", choices=sorted(RUNNERS))
-    parser.add_argument("--port", type=int, default=0, help="the API's port (see above for the others)")
+    ports = "the API's port; RunPod's proxy takes the next, VM engines the one after (0: free ports)"
+    parser.add_argument("--port", type=int, default=0, help=ports)
     parser.add_argument("--boot-seconds", type=float, default=5.0, help="until a machine reports running")
     parser.add_argument("--engine-delay", type=float, default=2.0, help="then until its engine answers")
     parser.add_argument("--terminate-seconds", type=float, default=5.0, help="from a termination to gone")

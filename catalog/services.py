@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 from django.db import transaction
 
@@ -55,6 +56,36 @@ def catalog_load() -> LoadResult:
                 "engine_config": preset["engine_config"], "best_for": preset["best_for"],
             })  # fmt: skip
     return LoadResult(created=created, updated=updated)
+
+
+# --- providers ------------------------------------------------------------------------------------
+
+
+def provider_save(
+    *,
+    slug: str,
+    enabled: bool,
+    name: str | None = None,
+    driver: str | None = None,
+    config: dict[str, Any] | None = None,
+    api_key: str = "",
+) -> tuple[Provider, bool]:
+    """Create the provider `slug` or update it: the fields given (None keeps the stored value),
+    `enabled`, and the API key sealed (blank keeps the stored one). Returns it and whether it was
+    created. The caller checks the driver's name first: the driver registry is the fleet's, above
+    the catalog. ValidationError for a slug, name or driver the model refuses (nothing is written)."""
+    with transaction.atomic():
+        provider = Provider.objects.select_for_update().filter(slug=slug).first()
+        created = provider is None
+        provider = provider or Provider(slug=slug, name=slug)
+        for field, value in (("name", name), ("driver", driver), ("config", config)):
+            if value is not None:
+                setattr(provider, field, value)
+        provider.enabled = enabled
+        provider.full_clean(exclude=["credentials"])
+        provider.save()
+        provider_credentials_set(provider, {"api_key": api_key})
+    return provider, created
 
 
 # --- provider credentials -------------------------------------------------------------------------

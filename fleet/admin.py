@@ -15,7 +15,7 @@ from django.utils.html import format_html_join
 
 from catalog.models import Provider
 from catalog.services import provider_credential_names, provider_credentials_set
-from fleet import drivers, offers
+from fleet import offers
 from fleet.providers.base import ProviderError
 from fleet.providers.cloud.gpus import GPU_NAMES, REGION_NAMES
 from fleet.providers.registry import DRIVERS, driver_class
@@ -82,12 +82,10 @@ class ProviderAdmin(admin.ModelAdmin):
     @admin.action(description="Test connection (list offers now)")
     def test_connection(self, request: HttpRequest, queryset: QuerySet[Provider]) -> None:
         for provider in queryset:
-            try:
-                listed = drivers.driver_of(provider).offers()
-            except ProviderError as exc:
-                self.message_user(request, f"{provider.name} ({provider.slug}): {exc.message}", messages.ERROR)
+            test = offers.offers_test(provider)
+            if test.error is not None:
+                self.message_user(request, f"{provider.name} ({provider.slug}): {test.error}", messages.ERROR)
                 continue
-            stored = offers.offers_refresh(provider)
-            gpus = json.dumps(sorted({o.gpu_type for o in listed}))
-            summary = f"connected; {len(listed)} offers ({gpus}), {stored} stored."
+            gpus = json.dumps(sorted({o.gpu_type for o in test.listed}))
+            summary = f"connected; {len(test.listed)} offers ({gpus}), {test.stored} stored."
             self.message_user(request, f"{provider.name} ({provider.slug}): {summary}")

@@ -13,7 +13,9 @@ When it is refreshed (`offers_refresh`, through fleet.tasks.offers_refresh_task)
   capacity and an end gives it back: for the local and Kubernetes providers, whose capacity is this
   platform's own, nothing else changes their availability, and it must be true before the next deploy;
 - for every enabled provider when the catalog is loaded (`manage.py load_catalog`) and when the embedded
-  server starts, so a fresh platform shows its offers at once.
+  server starts, so a fresh platform shows its offers at once;
+- for one provider when the operator tests its connection (`offers_test`: the admin's action,
+  `manage.py provider_set --test`).
 
 A refresh replaces the provider's rows with what its driver lists (upserted with seen_at=now, rows it no
 longer lists deleted). A provider error changes nothing: its rows stay, and once not seen for
@@ -24,6 +26,7 @@ them. A disabled provider has no offers.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -48,14 +51,38 @@ def offers_refresh(provider: Provider) -> int | None:
     """Ask the provider's driver for its offers and make its rows exactly those; returns how many
     are stored, or None when the driver failed (its rows are left to age out)."""
     if not provider.enabled:
-        Offer.objects.filter(provider=provider).delete()
-        return 0
+        return _drop(provider)
     try:
         listed = drivers.driver_of(provider).offers()
     except ProviderError as exc:
         logger.warning("Offers of %s not refreshed: %s", provider.slug, exc.message)
         _expired_delete()
         return None
+    return _store(provider, listed)
+
+
+@dataclass(frozen=True)
+class OffersTest:
+    """What the operator's connection test found: the offers the driver listed and how many of them
+    were stored, or the provider's error (its message: never a credential)."""
+
+    listed: list[base.Offer] = field(default_factory=list)
+    stored: int = 0
+    error: str | None = None
+
+
+def offers_test(provider: Provider) -> OffersTest:
+    """Ask the provider's driver for its offers now and store them, as a refresh does (a disabled
+    provider is asked too, and its rows dropped); a provider error changes nothing and is told."""
+    try:
+        listed = drivers.driver_of(provider).offers()
+    except ProviderError as exc:
+        return OffersTest(error=exc.message)
+    return OffersTest(listed=listed, stored=_store(provider, listed) if provider.enabled else _drop(provider))
+
+
+def _store(provider: Provider, listed: list[base.Offer]) -> int:
+    """Make the provider's rows exactly `listed`; how many are stored."""
     with transaction.atomic():
         # One refresh of a provider at a time (beat and a launch's may meet), each stamped after the
         # previous one: a slower refresh can never delete the rows a later one wrote.
@@ -108,6 +135,11 @@ def driver_offer(offer: Offer) -> base.Offer:
         tier=base.Tier(offer.tier), spot=offer.spot, price_per_hour_micros=offer.price_per_hour_micros,
         cost_per_hour_micros=offer.cost_per_hour_micros, available=offer.available,
     )  # fmt: skip
+
+
+def _drop(provider: Provider) -> int:
+    Offer.objects.filter(provider=provider).delete()
+    return 0
 
 
 def _rows(provider: Provider, listed: list[base.Offer], now: datetime) -> list[Offer]:

@@ -131,10 +131,11 @@ class FakeCloud:
         assert self._server is not None, "start() the test cloud first"
         return self._server.url
 
-    def start(self) -> FakeCloud:
+    def start(self, *, port: int = 0) -> FakeCloud:
+        """Serve on loopback, on `port` (0: any free one)."""
         app = web.Application(middlewares=[self._checked])
         self.routes(app)
-        self._server = AppThread(app)
+        self._server = AppThread(app, port=port)
         return self
 
     def stop(self) -> None:

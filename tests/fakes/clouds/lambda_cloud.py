@@ -18,17 +18,13 @@ Lambda status in `state`), firewall rulesets and SSH keys. What it plays, beyond
 
 Lambda's listInstances has no pagination in 1.10: every instance is in one answer.
 
-To try the platform against it by hand (an operator's provider config to paste is printed):
-
-    python -m tests.fakes.clouds.lambda_cloud [--boot-seconds 5] [--terminate-seconds 5]
+To try the platform against it by hand: `python -m tests.fakes.clouds.serve lambda` (serve.py).
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import ipaddress
-import json
 import shlex
 import threading
 import time
@@ -430,24 +426,3 @@ def _rules_problem(rules: list[dict[str, Any]]) -> str:
         except ValueError:
             return f"source_network {rule['source_network']!r} is not an IPv4 network."
     return ""
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description="A Lambda Cloud for trying the platform by hand.")
-    parser.add_argument("--boot-seconds", type=float, default=5.0)
-    parser.add_argument("--terminate-seconds", type=float, default=5.0)
-    parser.add_argument("--engine-delay", type=float, default=2.0)
-    args = parser.parse_args()
-    cloud = LambdaCloud(boot_seconds=args.boot_seconds, terminate_seconds=args.terminate_seconds,
-                        engine_delay=args.engine_delay)  # fmt: skip
-    cloud.start()
-    config = {"base_url": cloud.url, "api_key": cloud.api_key, "engine_port": cloud.engine_port}
-    print(f"Lambda test cloud; a provider with driver 'lambda' and config {json.dumps(config)}", flush=True)
-    try:
-        threading.Event().wait()
-    except KeyboardInterrupt:
-        cloud.stop()
-
-
-if __name__ == "__main__":
-    main()

@@ -111,12 +111,13 @@ class RunPodCloud(FakeCloud):
         self._session: aiohttp.ClientSession | None = None
 
     # --- server -------------------------------------------------------------------------------
-    def start(self) -> RunPodCloud:
-        super().start()
+    def start(self, *, port: int = 0, proxy_port: int = 0) -> RunPodCloud:
+        """The API on `port` and the pods' HTTP proxy on `proxy_port` (0: any free one)."""
+        super().start(port=port)
         proxy = web.Application()
         proxy.router.add_route("*", "/{target}/{path:.*}", self._proxy_request)
         proxy.on_cleanup.append(self._close_session)
-        self._proxy = AppThread(proxy)
+        self._proxy = AppThread(proxy, port=proxy_port)
         return self
 
     def stop(self) -> None:

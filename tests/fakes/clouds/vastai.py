@@ -123,11 +123,11 @@ class VastCloud(FakeCloud):
         self._free(ask_id)
 
     # --- server -------------------------------------------------------------------------------
-    def start(self) -> VastCloud:
+    def start(self, *, port: int = 0) -> VastCloud:
         storage = web.Application()
         storage.router.add_get("/instance_logs/{name}", self._download)
         self._storage = AppThread(storage)
-        super().start()
+        super().start(port=port)
         return self
 
     def stop(self) -> None:
@@ -219,7 +219,7 @@ class VastCloud(FakeCloud):
             "log": [f"pulling {body['image']}"],
         }  # fmt: skip
         self.machines[contract] = machine
-        threading.Timer(self.boot_seconds, self._booted, (machine,)).start()
+        _later(self.boot_seconds, self._booted, machine)
         return machine
 
     def _booted(self, machine: Machine) -> None:
@@ -282,7 +282,7 @@ class VastCloud(FakeCloud):
             machine.state, machine.extra["intended_status"] = "exited", "destroyed"
         if not destroying:
             self.power_off(machine)
-            threading.Timer(self.terminate_seconds, self._gone, (contract,)).start()
+            _later(self.terminate_seconds, self._gone, contract)
         return self.json_response({"success": True, "msg": "Instance destroyed successfully"})
 
     def _gone(self, contract: str) -> None:
@@ -346,6 +346,13 @@ class VastCloud(FakeCloud):
                     return
             time.sleep(0.02)
         raise AssertionError(f"instance {machine_id} did not come up")
+
+
+def _later(seconds: float, step: Any, argument: Any) -> None:
+    """`step(argument)` on its own clock, in a daemon thread: a test cloud stopping never waits on it."""
+    timer = threading.Timer(seconds, step, (argument,))
+    timer.daemon = True
+    timer.start()
 
 
 def parse_docker_flags(env: str) -> tuple[list[list[str]], list[int]]:

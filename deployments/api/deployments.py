@@ -93,9 +93,9 @@ def _rollout_out(deployment: Deployment, live: list[Instance]) -> dict[str, obje
 _CREATE_DESCRIPTION = (
     "Holds the first minute of each replica (402 when the credit is short) and provisions them after the answer. "
     "409 `no_capacity` when no provider offers the GPU in the region (on-demand, or spot with `spot: true`), or "
-    "none has capacity free by its stored offers. A provider never runs more than its capacity, whatever creates arrive at once: a replica accepted "
-    "while others took the capacity waits for it (state `waiting_for_capacity`, billing nothing) and is placed "
-    "when some frees."
+    "none has capacity free by its stored offers. A provider never runs more than its capacity, whatever "
+    "creates arrive at once: a replica accepted while others took the capacity waits for it (state "
+    "`waiting_for_capacity`, billing nothing) and is placed when some frees."
 )
 
 

@@ -111,6 +111,17 @@ class OfferTier(models.TextChoices):
     SECURE = "secure", "Secure"
 
 
+class CloudType(models.TextChoices):
+    """Which tiers a workload may run on, as its owner chose. Secure: data-center machines the provider
+    runs (RunPod's Secure Cloud, Vast's datacenter hosts, Lambda, DigitalOcean, the operator's own).
+    Community: third parties' machines vetted by the provider (RunPod's Community Cloud, Vast's other
+    verified hosts), cheaper and less private. Any: the cheapest offer of either."""
+
+    ANY = "any", "Any (cheapest)"
+    SECURE = "secure", "Secure"
+    COMMUNITY = "community", "Community"
+
+
 class Offer(models.Model):
     """What one provider can launch: a GPU type x count in a region, on a tier, spot or on-demand
     (DESIGN §5). Written only by the fleet's refresh (fleet/offers.py), which replaces a provider's

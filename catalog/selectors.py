@@ -11,7 +11,7 @@ from django.conf import settings
 from django.db.models import Min, Q, QuerySet, Sum
 from django.utils import timezone
 
-from catalog.models import CatalogModel, GpuType, ModelCategory, Offer, Preset, Region
+from catalog.models import CatalogModel, CloudType, GpuType, ModelCategory, Offer, Preset, Region
 from gpucloud.core.errors import InvalidRequest, NotFound
 
 
@@ -76,12 +76,16 @@ def offers_live() -> QuerySet[Offer]:
     )
 
 
-def offers_for(*, gpu_type: str, region: str, spot: bool = False) -> list[Offer]:
-    """Every live offer of `gpu_type` in `region`, on-demand or (asked for) spot, cheapest first, then
-    most available (full ones included: their availability may be stale, and a launch asks the provider
-    anyway). Never the other kind: nobody is put on an interruptible machine, or billed on-demand
-    rates for one asked as spot, without having chosen it."""
-    return list(offers_live().filter(gpu_type=gpu_type, region=region, spot=spot))
+def offers_for(*, gpu_type: str, region: str, spot: bool = False, cloud_type: str = CloudType.ANY) -> list[Offer]:
+    """Every live offer of `gpu_type` in `region`, on-demand or (asked for) spot, on the tier asked for
+    (`CloudType`), cheapest first, then most available (full ones included: their availability may be
+    stale, and a launch asks the provider anyway). Never the other kind or tier: nobody is put on an
+    interruptible or a third party's machine, or billed on-demand rates for one asked as spot, without
+    having chosen it."""
+    offers = offers_live().filter(gpu_type=gpu_type, region=region, spot=spot)
+    if cloud_type != CloudType.ANY:
+        offers = offers.filter(tier=cloud_type)
+    return list(offers)
 
 
 @dataclass(frozen=True)

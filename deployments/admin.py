@@ -25,9 +25,9 @@ class InstanceAdmin(admin.ModelAdmin):
     """The fleet view: every machine by provider and state, how old, what it costs us, whose it is and
     what last went wrong."""
 
-    list_display = ["id", "provider", "state", "age", "cost_per_hour", "owner", "provider_instance_id",
-                    "failure_reason"]  # fmt: skip
-    list_filter = ["provider", "state"]
+    list_display = ["id", "provider", "state", "tier", "spot", "age", "cost_per_hour", "owner",
+                    "provider_instance_id", "failure_reason"]  # fmt: skip
+    list_filter = ["provider", "state", "tier", "spot"]
     list_select_related = ["deployment__org"]
     search_fields = ["id", "provider_instance_id", "deployment__id", "deployment__org__name"]
     exclude = ["api_key"]

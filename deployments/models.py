@@ -8,6 +8,7 @@ from __future__ import annotations
 from django.db import models
 from django.utils import timezone
 
+from catalog.models import CloudType
 from gpucloud.core.ids import new_deployment_id
 
 
@@ -60,6 +61,10 @@ class Deployment(models.Model):
     desired_replicas = models.PositiveSmallIntegerField(default=1)
     hourly_price_micros = models.BigIntegerField(default=0, help_text="Per replica, from the chosen offer")
     spot = models.BooleanField(default=False, help_text="Replicas on interruptible offers only (else on-demand only)")
+    cloud_type = models.CharField(
+        max_length=10, choices=CloudType.choices, default=CloudType.ANY,
+        help_text="The tiers its replicas may run on (secure, community, or the cheapest of either)",
+    )  # fmt: skip
     concurrency_limit = models.PositiveIntegerField(
         null=True, blank=True, help_text="Requests in flight at once through the gateway; more get 429"
     )

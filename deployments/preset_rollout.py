@@ -162,7 +162,10 @@ def _offer_price(preset: Preset, deployment: Deployment, *, launching: bool) -> 
     """The price per replica-hour of the preset's GPU in the deployment's region: the cheapest offer
     with capacity when a replica launches now, else the cheapest offer."""
 
-    offers = offers_for(gpu_type=preset.gpu_type_id, region=deployment.region_id or "", spot=deployment.spot)
+    offers = offers_for(
+        gpu_type=preset.gpu_type_id, region=deployment.region_id or "", spot=deployment.spot,
+        cloud_type=deployment.cloud_type,
+    )  # fmt: skip
     gpu = preset.gpu_type.name
     if not offers:
         raise InvalidRequest(

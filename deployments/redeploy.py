@@ -37,7 +37,7 @@ def deployment_redeploy(*, principal: Principal, deployment: Deployment) -> Depl
             principal=principal, name=deployment.name, model_id=deployment.model_id,
             gpu_type=deployment.gpu_type_id, region=deployment.region_id,
             replicas=max(1, deployment.min_replicas), preset=deployment.preset_id, serverless=options,
-            spot=deployment.spot,
+            spot=deployment.spot, cloud_type=deployment.cloud_type,
         )  # fmt: skip
         for name in CARRIED:
             setattr(created, name, getattr(deployment, name))

@@ -56,6 +56,15 @@ class DeploymentCreateIn(BodyIn):
         "back at any time (it is replaced; webhook deployment.preempted). false (the default): on-demand "
         "machines only. The answer says which; 409 when no provider offers that kind there now",
     )
+    cloud_type: str = Field(
+        "any",
+        description="Which machines its replicas may run on. secure: data-center machines the provider runs "
+        "(RunPod Secure Cloud, Vast.ai datacenter hosts, Lambda, DigitalOcean, the operator's own); community: "
+        "third parties' machines the provider vetted (RunPod Community Cloud, Vast.ai's other verified hosts), "
+        "cheaper, less private; any (the default): the cheapest of either. The answer says which, and each "
+        "replica the tier it runs on; 409 when no provider offers it there now",
+        json_schema_extra={"enum": ["any", "secure", "community"]},
+    )
 
 
 class InstanceOut(Schema):
@@ -66,6 +75,9 @@ class InstanceOut(Schema):
     preset: str | None = Field(description="The preset it runs (during a rollout, the old or the new one)")
     hourly_price_usd: float = Field(description="Its own offer's price per hour")
     spot: bool = Field(description="Launched on an interruptible (spot) offer")
+    cloud_type: str | None = Field(
+        description="The tier of the offer it was launched on: secure or community (null until launched)"
+    )
     launched_at: datetime | None
     ready_at: datetime | None
     terminated_at: datetime | None
@@ -94,6 +106,10 @@ class DeploymentOut(Schema):
     replicas: int
     kind: str = Field(description="model (replicas run until changed) or serverless (scales to zero when idle)")
     spot: bool = Field(description="Its replicas run on interruptible (spot) machines only; false: on-demand only")
+    cloud_type: str = Field(
+        description="The tiers its replicas may run on: secure, community, or any (the cheapest of either)",
+        json_schema_extra={"enum": ["any", "secure", "community"]},
+    )
     idle_timeout_seconds: int = Field(description="Idle time after which a serverless endpoint scales to zero")
     scaling: ScalingOut = Field(description="The autoscaling settings, as GET /deployments/{id}/scaling answers")
     endpoint_url: str = Field(

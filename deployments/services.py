@@ -16,7 +16,7 @@ from billing.holds import hold_open
 from billing.metering import cost_micros
 from billing.models import Service
 from billing.policy import launch_check
-from catalog.models import CatalogModel, GpuType, Preset, Region
+from catalog.models import CatalogModel, CloudType, GpuType, Preset, Region
 from catalog.selectors import offers_for
 from deployments.lifecycle import deployment_transition
 from deployments.live import deployment_changed_on_commit
@@ -49,12 +49,16 @@ def deployment_create(
     preset: str | None = None,
     serverless: Serverless | None = None,
     spot: bool = False,
+    cloud_type: str = CloudType.ANY,
 ) -> Deployment:
     """Validate, check credit, hold the first minute per replica, and provision after commit.
     Every refusal raises before anything is written or launched. A preset brings its engine
     configuration and must run on its own GPU class. A serverless endpoint scales to zero when idle
-    (and with `start_cold` launches nothing until its first request)."""
+    (and with `start_cold` launches nothing until its first request). Replicas run only on the kind
+    (spot or on-demand) and the tiers (`CloudType`) asked for."""
     principal.require(CAN_WRITE, "creating deployments")
+    if cloud_type not in CloudType.values:
+        raise InvalidRequest(f"cloud_type must be one of {', '.join(CloudType.values)}.", param="cloud_type")
     model = CatalogModel.objects.filter(slug=model_id).first()
     if model is None:
         raise NotFound(f"No model {model_id!r} in the catalog; see GET /api/v1/models.", param="model_id")
@@ -72,8 +76,8 @@ def deployment_create(
         raise NotFound(f"No region {region!r}; see GET /api/v1/regions.", param="region")
     if not 1 <= replicas <= settings.GPUCLOUD_MAX_REPLICAS:
         raise InvalidRequest(f"replicas must be between 1 and {settings.GPUCLOUD_MAX_REPLICAS}.", param="replicas")
-    offers = offers_for(gpu_type=gpu.slug, region=region, spot=spot)
-    kind = "spot " if spot else ""
+    offers = offers_for(gpu_type=gpu.slug, region=region, spot=spot, cloud_type=cloud_type)
+    kind = ("spot " if spot else "") + ("" if cloud_type == CloudType.ANY else f"{cloud_type}-cloud ")
     if not offers:  # the fleet's state, not the request's fault: an operator may connect a provider
         raise NoCapacity(f"No provider offers {kind}{gpu.name} in {region}.", param="region")
     cold = serverless is not None and serverless.start_cold
@@ -102,6 +106,7 @@ def deployment_create(
             else settings.GPUCLOUD_SERVERLESS_IDLE_SECONDS,
             hourly_price_micros=price,
             spot=spot,
+            cloud_type=cloud_type,
             created_by=principal.user,
         )
         if cold:

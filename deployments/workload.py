@@ -5,12 +5,13 @@ it, and what each change of a replica means to its deployment. Registered when D
 from __future__ import annotations
 
 from billing.models import Service
+from catalog.models import CloudType
 from deployments.lifecycle import deployment_refresh_status
 from deployments.models import Deployment, DeploymentEvent, DeploymentKind, DeploymentStatus, RolloutState
 from deployments.preset_rollout import rolling_deployment_of, rollout_advance
 from deployments.services import replica_add_if_short
 from fleet.models import FINAL_STATES, Instance
-from fleet.providers.base import InstanceSpec
+from fleet.providers.base import InstanceSpec, Tier
 from fleet.workloads import BillingSubject, Convergence, Workload
 from gpucloud.core.jobs import enqueue
 from webhooks.events import deployment_event_emit
@@ -35,6 +36,7 @@ class DeploymentWorkload(Workload):
             gpu_type=gpu_type,
             region=deployment.region_id,
             spot=deployment.spot,
+            tier=None if deployment.cloud_type == CloudType.ANY else Tier(deployment.cloud_type),
             # A preset's engine configuration (dtype, batch size, quantization) overrides the model's.
             engine_args={**model.engine_args, **(preset.engine_config if preset else {})},
         )

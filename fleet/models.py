@@ -13,6 +13,7 @@ from typing import Protocol
 from django.db import models
 from django.utils import timezone
 
+from catalog.models import OfferTier
 from gpucloud.core.ids import new_id
 
 
@@ -56,6 +57,7 @@ class Instance(models.Model):
     hourly_price_micros = models.BigIntegerField(default=0)
     hourly_cost_micros = models.BigIntegerField(default=0)
     spot = models.BooleanField(default=False, help_text="Interruptible: the provider may take it back at any time")
+    tier = models.CharField(max_length=10, choices=OfferTier.choices, blank=True, help_text="Its offer's tier")
     # What it runs, from its deployment when it was made (null on rows that predate the record:
     # those run their deployment's configuration).
     gpu_type = models.ForeignKey("catalog.GpuType", null=True, blank=True, on_delete=models.PROTECT, related_name="+")

@@ -18,7 +18,7 @@ from django.utils import timezone
 from billing.holds import hold_void
 from billing.metering import usage_meter_start, usage_meter_stop, usage_prepay_from_hold
 from billing.models import CreditHold, HoldStatus, UsageMeter
-from catalog.models import Offer, Provider
+from catalog.models import CloudType, Offer, Provider
 from catalog.selectors import offers_for
 from fleet import drivers
 from fleet.engines import engine_healthy
@@ -55,8 +55,10 @@ def instance_provision(instance_id: str) -> str:
         instance.launch_attempts += 1
         instance.save(update_fields=["launch_attempts"])
     spec = workload().instance_spec(instance)
-    # The stored offers, full ones too: their availability may be stale, the provider has the last word.
-    for offer in offers_for(gpu_type=spec.gpu_type, region=spec.region, spot=spec.spot):
+    # The stored offers of the kind and tier asked for, full ones too: their availability may be stale,
+    # the provider has the last word.
+    tiers = spec.tier or CloudType.ANY
+    for offer in offers_for(gpu_type=spec.gpu_type, region=spec.region, spot=spec.spot, cloud_type=tiers):
         try:
             launched = _launch_on(offer, spec)
         except ProviderError as exc:
@@ -110,6 +112,7 @@ def _record_launch(instance_id: str, launched: ProviderInstance, offer: Offer) -
             "hourly_price_micros": offer.price_per_hour_micros,
             "hourly_cost_micros": offer.cost_per_hour_micros,
             "spot": offer.spot,
+            "tier": offer.tier,
             "launched_at": started,
         }
         if instance.state in PRE_LAUNCH_STATES:

@@ -41,6 +41,7 @@ def _deployment_out(request: HttpRequest, deployment: Deployment) -> dict[str, o
         "replicas": deployment.desired_replicas,
         "kind": deployment.kind,
         "spot": deployment.spot,
+        "cloud_type": deployment.cloud_type,
         "idle_timeout_seconds": deployment.idle_timeout_seconds,
         "scaling": _scaling_out(deployment),
         "endpoint_url": request.build_absolute_uri(f"/api/v1/deployments/{deployment.pk}/{_operation(deployment)}"),
@@ -58,6 +59,7 @@ def _deployment_out(request: HttpRequest, deployment: Deployment) -> dict[str, o
                 "preset": i.config(deployment)[1],
                 "hourly_price_usd": i.hourly_price_micros / MICROS_PER_USD,
                 "spot": i.spot,
+                "cloud_type": i.tier or None,
                 "launched_at": i.launched_at,
                 "ready_at": i.ready_at,
                 "terminated_at": i.terminated_at,
@@ -92,7 +94,8 @@ def _rollout_out(deployment: Deployment, live: list[Instance]) -> dict[str, obje
 
 _CREATE_DESCRIPTION = (
     "Holds the first minute of each replica (402 when the credit is short) and provisions them after the answer. "
-    "409 `no_capacity` when no provider offers the GPU in the region (on-demand, or spot with `spot: true`), or "
+    "409 `no_capacity` when no provider offers the GPU in the region on the terms asked (on-demand, or spot with "
+    "`spot: true`; on the `cloud_type` asked), or "
     "none has capacity free by its stored offers. A provider never runs more than its capacity, whatever "
     "creates arrive at once: a replica accepted while others took the capacity waits for it (state "
     "`waiting_for_capacity`, billing nothing) and is placed when some frees."
@@ -119,6 +122,7 @@ def deployments_create(request: HttpRequest, payload: schemas.DeploymentCreateIn
             kind=payload.kind, idle_timeout_seconds=payload.idle_timeout_seconds, start_cold=payload.start_cold
         ),
         spot=payload.spot,
+        cloud_type=payload.cloud_type,
     )
     return Status(201, _deployment_out(request, deployment))
 

@@ -74,6 +74,7 @@ class InstanceSpec:
     ports: list[int] = field(default_factory=list)
     disk_gb: int = 0
     spot: bool = False  # launch on interruptible offers only (the owner chose spot); else on-demand only
+    tier: Tier | None = None  # launch on this tier's offers only (the owner chose it); None: either
 
 
 class InstanceState(enum.StrEnum):

@@ -4,7 +4,9 @@ that answer health checks and OpenAI requests like the real engine would.
 
 Config: {"region": "atl1", "gpus": {"h100": {"price": 4_410_000, "capacity": 2}, ...},
 "fail": {"h100": "message"} (a permanent launch failure), "gap_ms": 0 (the engines' token gap),
-"spot": false (sell interruptible machines: `take_back` and `stop` play preemptions)}.
+"spot": false (sell interruptible machines: `take_back` and `stop` play preemptions),
+"community": {"h100": 1_500_000, ...} (also sell these GPUs on the community tier at this price, from the
+same capacity; every GPU is sold on the secure tier)}.
 Machines live in this process (module state shared by every driver object): `LAUNCHED` keeps the
 spec of each launch and `peak()` the most machines that ran at once, so tests can check what ran.
 """
@@ -36,6 +38,7 @@ class Machine:
     engine: Box
     started_at: datetime
     spot: bool = False
+    tier: Tier = Tier.SECURE
     state: InstanceState = InstanceState.RUNNING  # EXITED: stopped at the cloud, still listed
     restarts: int = 0
     log: list[str] = field(default_factory=list)
@@ -121,15 +124,17 @@ def stop_all(tag: str) -> None:
 class SimCloud(Driver):
     def offers(self) -> list[Offer]:
         region = self.config.get("region", "atl1")
-        offers = []
+        community = self.config.get("community", {})
+        offers: list[Offer] = []
         for gpu, terms in self.config.get("gpus", {}).items():
             used = sum(m.gpu_type == gpu for m in running(self.config.get("tag", "")))
-            offers.append(Offer(
-                provider=self.slug, gpu_type=gpu, gpu_count=1, region=region, tier=Tier.SECURE,
+            prices = {Tier.SECURE: terms["price"]} | ({Tier.COMMUNITY: community[gpu]} if gpu in community else {})
+            offers.extend(Offer(
+                provider=self.slug, gpu_type=gpu, gpu_count=1, region=region, tier=tier,
                 spot=bool(self.config.get("spot", False)),
-                price_per_hour_micros=terms["price"], cost_per_hour_micros=terms["price"] // 2,
+                price_per_hour_micros=price, cost_per_hour_micros=price // 2,
                 available=max(0, terms["capacity"] - used),
-            ))  # fmt: skip
+            ) for tier, price in prices.items())  # fmt: skip
         return offers
 
     def launch(self, spec: InstanceSpec, offer: Offer) -> ProviderInstance:
@@ -139,12 +144,16 @@ class SimCloud(Driver):
                 return self._seen(pid, _machines[pid])
         if spec.gpu_type in self.config.get("fail", {}):
             raise ProviderError(self.config["fail"][spec.gpu_type], permanent=True)
+        if spec.tier not in (None, offer.tier):  # the platform's filter failed: never launch other terms
+            raise ProviderError(f"Asked for {spec.tier}, offered {offer.tier}.", permanent=True)
         if not any(o.gpu_type == spec.gpu_type and o.available > 0 for o in self.offers()):
             raise ProviderError(f"No {spec.gpu_type} left.", no_capacity=True)
         behaviour = Behaviour(gap_ms=float(self.config.get("gap_ms", 0)))
         engine = Box(Engine(api_key=spec.api_key, behaviour=behaviour))
         started = datetime.now(UTC)
-        machine = Machine(spec=spec, gpu_type=spec.gpu_type, engine=engine, started_at=started, spot=offer.spot)
+        machine = Machine(
+            spec=spec, gpu_type=spec.gpu_type, engine=engine, started_at=started, spot=offer.spot, tier=offer.tier
+        )
         with _lock:
             _machines[pid] = machine
             LAUNCHED[spec.instance_id] = spec

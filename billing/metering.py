@@ -8,7 +8,7 @@ caught up by the next one and a repeated one finds nothing left to bill.
 Once the session has ended the same holds up to its end, both ways: a tick may have billed past an
 end learnt only later (a machine lost while nobody looked), and the settlement gives that back with
 a usage entry of its own (the ledger is append-only), so every session is charged exactly
-max(60, lifetime) seconds.
+max(60, lifetime) seconds. A storage volume's session has no minimum: it is charged its lifetime.
 """
 
 from __future__ import annotations
@@ -28,9 +28,15 @@ MINIMUM_SECONDS = 60
 SECONDS_PER_HOUR = 3600
 
 
-def cost_micros(hourly_price_micros: int, seconds: int) -> int:
+def cost_micros(hourly_price_micros: int, seconds: int, *, minimum: int = MINIMUM_SECONDS) -> int:
     """What `seconds` of running time cost, with the session minimum applied."""
-    return hourly_price_micros * max(MINIMUM_SECONDS, seconds) // SECONDS_PER_HOUR
+    return hourly_price_micros * max(minimum, seconds) // SECONDS_PER_HOUR
+
+
+def minimum_seconds(service: str) -> int:
+    """A machine's session bills at least a minute; storage bills exactly the time it was kept (a
+    volume's sessions are its sizes: a grow must not add a minute)."""
+    return 0 if service == Service.STORAGE else MINIMUM_SECONDS
 
 
 def usage_meter_start(
@@ -72,10 +78,10 @@ def usage_charge(meter: UsageMeter, period_start: datetime, period_end: datetime
         meter = UsageMeter.objects.select_for_update(of=("self",)).select_related("org").get(pk=meter.pk)
         end = min(period_end, meter.ended_at) if meter.ended_at else period_end
         seconds = max(0, int((end - meter.started_at).total_seconds()))
-        billable = max(MINIMUM_SECONDS, seconds)
+        billable = max(minimum_seconds(meter.service), seconds)
         if billable == meter.billed_seconds or (billable < meter.billed_seconds and meter.ended_at is None):
             return None  # nothing new, or a late tick of a running session
-        due = cost_micros(meter.hourly_price_micros, billable)
+        due = cost_micros(meter.hourly_price_micros, billable, minimum=0)
         amount = due - meter.billed_micros
         posting = None
         if amount:

@@ -10,7 +10,7 @@ from django.db.models import QuerySet, Sum
 from django.utils import timezone
 
 from accounts.models import Organization
-from billing.metering import cost_micros
+from billing.metering import cost_micros, minimum_seconds
 from billing.models import (
     AccountKind,
     BillingProfile,
@@ -57,11 +57,11 @@ def balance_ticker(org: Organization, *, now: datetime | None = None) -> Balance
     session up to its last tick; the rest is what it has cost since, to the second."""
     now = now or timezone.now()
     unbilled = rate = 0
-    for price, started_at, billed in UsageMeter.objects.filter(org=org, ended_at__isnull=True).values_list(
-        "hourly_price_micros", "started_at", "billed_micros"
+    for price, started_at, billed, service in UsageMeter.objects.filter(org=org, ended_at__isnull=True).values_list(
+        "hourly_price_micros", "started_at", "billed_micros", "service"
     ):
         seconds = max(0, int((now - started_at).total_seconds()))
-        unbilled += max(0, cost_micros(price, seconds) - billed)
+        unbilled += max(0, cost_micros(price, seconds, minimum=minimum_seconds(service)) - billed)
         rate += price
     return BalanceTicker(available_micros=balance_of(org).available_micros - unbilled, rate_micros=rate, as_of=now)
 

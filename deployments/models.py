@@ -9,7 +9,7 @@ from django.db import models
 from django.utils import timezone
 
 from catalog.models import CloudType
-from gpucloud.core.ids import new_deployment_id
+from gpucloud.core.ids import new_deployment_id, new_volume_id
 
 
 class DeploymentKind(models.TextChoices):
@@ -195,3 +195,46 @@ class SlaBreach(models.Model):
 
     def __str__(self) -> str:
         return f"{self.deployment_id} {self.metric} {self.measured} vs {self.target}"
+
+
+class VolumeStatus(models.TextChoices):
+    CREATING = "creating"  # accepted; the provider is making it (billing starts once it exists)
+    AVAILABLE = "available"
+    RESIZING = "resizing"  # growing at the provider (billed at the new size from when it was asked)
+    DELETING = "deleting"
+    DELETED = "deleted"  # the provider confirmed it gone: billing stopped
+    FAILED = "failed"  # the provider could not make it; never billed
+
+
+class Volume(models.Model):
+    """Storage that outlives the machines using it: kept by one provider in one region (a pod that
+    mounts it launches there), billed per GB-hour for as long as it exists (deployments/volumes.py)."""
+
+    id = models.CharField(primary_key=True, max_length=40, default=new_volume_id, editable=False)
+    org = models.ForeignKey("accounts.Organization", on_delete=models.PROTECT, related_name="volumes")
+    name = models.CharField(max_length=100)
+    size_gb = models.PositiveIntegerField()
+    target_size_gb = models.PositiveIntegerField(null=True, blank=True, help_text="Asked for; growing to it")
+    region = models.ForeignKey("catalog.Region", on_delete=models.PROTECT, related_name="+")
+    provider = models.CharField(max_length=40, help_text="The provider that keeps it (its slug)")
+    provider_volume_id = models.CharField(max_length=200, blank=True)
+    tag = models.CharField(max_length=100, help_text="The fleet tag it carries at the provider")
+    status = models.CharField(max_length=10, choices=VolumeStatus.choices, default=VolumeStatus.CREATING)
+    status_reason = models.CharField(max_length=500, blank=True)
+    hourly_price_micros = models.BigIntegerField(default=0, help_text="What it bills per hour at its size")
+    # Each size is its own metered session (`<id>:<n>`): a grow ends one and starts the next.
+    meter_sessions = models.PositiveIntegerField(default=0)
+    created_by = models.ForeignKey("accounts.User", null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    ready_at = models.DateTimeField(null=True, blank=True)
+    deleted_at = models.DateTimeField(null=True, blank=True, help_text="The provider confirmed: billing stops")
+
+    class Meta:
+        indexes = [models.Index(fields=["org", "-created_at"], name="volume_org_created")]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.size_gb} GB)"
+
+    @property
+    def meter_key(self) -> str:
+        return f"{self.pk}:{self.meter_sessions}"

@@ -314,3 +314,52 @@ class WakingOut(Schema):
     type: str = Field(description="model_deploying")
     estimated_ready_seconds: int
     deployment_id: str
+
+
+# --- volumes ------------------------------------------------------------------------------------
+
+VOLUME_STATUSES: list[JsonValue] = ["creating", "available", "resizing", "deleting", "deleted", "failed"]
+
+
+class VolumeCreateIn(BodyIn):
+    name: str = Field(description="1 to 100 characters (400 otherwise)", max_length=100, examples=["datasets"])
+    size_gb: int = Field(
+        description="Its size in GB (400 outside the bounds); it bills per GB-hour for as long as it exists",
+        json_schema_extra={"minimum": 1, "maximum": settings.GPUCLOUD_VOLUME_MAX_GB},
+        examples=[20],
+    )
+    region: str = Field(
+        description="A region (GET /regions; 404 for none); 409 when no provider keeps volumes there",
+        examples=["local"],
+    )
+    gpu_type: str | None = Field(
+        None,
+        description="Place it with a provider that offers this GPU type in the region, so that a pod of that GPU "
+        "can mount it (404 for an unknown GPU type; 409 when none there keeps volumes)",
+    )
+
+
+class VolumeGrowIn(BodyIn):
+    size_gb: int = Field(
+        description="The new size in GB: more than now (volumes only grow; 400 otherwise), within the bounds",
+        json_schema_extra={"minimum": 1, "maximum": settings.GPUCLOUD_VOLUME_MAX_GB},
+    )
+
+
+class VolumeOut(Schema):
+    id: str
+    name: str
+    size_gb: int = Field(description="Its size now at the provider")
+    target_size_gb: int | None = Field(description="While it grows: the size asked for")
+    region: str
+    status: str = Field(
+        description="creating → available (→ resizing → available) → deleting → deleted; failed when the "
+        "provider could not make it (never billed)",
+        json_schema_extra={"enum": VOLUME_STATUSES},
+    )
+    status_reason: str | None
+    hourly_price_usd: float = Field(description="What it bills per hour at its size now")
+    total_cost_usd: float = Field(description="Billed so far (metering charges every minute)")
+    created_at: datetime
+    ready_at: datetime | None = Field(description="When the provider made it: billing starts")
+    deleted_at: datetime | None = Field(description="When the provider confirmed it gone: billing stops")

@@ -10,7 +10,7 @@ from django.utils import timezone
 from accounts.models import Organization
 from billing.metering import cost_micros
 from billing.models import CreditHold, HoldStatus, UsageMeter
-from deployments.models import Deployment, DeploymentEvent, DeploymentStatus
+from deployments.models import Deployment, DeploymentEvent, DeploymentStatus, Volume, VolumeStatus
 from fleet.models import PRE_LAUNCH_STATES, Instance, InstanceState
 from fleet.provisioning import first_minute_hold_key
 from gpucloud.core.errors import NotFound
@@ -29,6 +29,19 @@ def deployment_get_for_org(org: Organization, deployment_id: str) -> Deployment:
     if deployment is None:
         raise NotFound(f"No deployment {deployment_id!r}.", param="deployment_id")
     return deployment
+
+
+def volume_get_for_org(org: Organization, volume_id: str) -> Volume:
+    """The org's volume, or 404: another tenant's volume does not exist for this caller."""
+    volume = Volume.objects.filter(org=org, pk=volume_id).select_related("region").first()
+    if volume is None:
+        raise NotFound(f"No volume {volume_id!r}.", param="volume_id")
+    return volume
+
+
+def volumes_of(org: Organization, *, include_deleted: bool = False) -> QuerySet[Volume]:
+    volumes = Volume.objects.filter(org=org).select_related("region").order_by("-created_at", "pk")
+    return volumes if include_deleted else volumes.exclude(status=VolumeStatus.DELETED)
 
 
 def deployments_of(org: Organization) -> QuerySet[Deployment]:

@@ -8,8 +8,9 @@ import time
 from celery import shared_task
 
 from accounts.models import Organization
-from deployments import metrics, preset_rollout, services, sla
+from deployments import metrics, preset_rollout, services, sla, volumes
 from deployments.scaling import autoscaler
+from fleet.providers.base import ProviderError
 
 
 @shared_task(ignore_result=True, soft_time_limit=60, time_limit=90)
@@ -45,3 +46,22 @@ def workloads_stop_for_nonpayment_task(org_id: str) -> None:
     org = Organization.objects.filter(pk=org_id).first()
     if org is not None:
         services.deployments_stop_for_nonpayment(org=org)
+
+
+# Volumes: one step each, safe to run twice; a provider's passing failure is retried with backoff.
+VOLUME_RETRY = {"autoretry_for": (ProviderError,), "retry_backoff": 2, "retry_backoff_max": 60, "max_retries": 8}
+
+
+@shared_task(ignore_result=True, soft_time_limit=60, time_limit=90, **VOLUME_RETRY)
+def volume_provision_task(volume_id: str) -> None:
+    volumes.volume_provision(volume_id)
+
+
+@shared_task(ignore_result=True, soft_time_limit=60, time_limit=90, **VOLUME_RETRY)
+def volume_resize_task(volume_id: str) -> None:
+    volumes.volume_resize(volume_id)
+
+
+@shared_task(ignore_result=True, soft_time_limit=60, time_limit=90, **VOLUME_RETRY)
+def volume_remove_task(volume_id: str) -> None:
+    volumes.volume_remove(volume_id)

@@ -323,6 +323,12 @@ GPUCLOUD_LOCAL_THREADS = env_int("GPUCLOUD_LOCAL_THREADS", 0, minimum=0)  # 0: l
 # A serverless endpoint (and a cold-started model) is terminated after this long without a request.
 GPUCLOUD_SERVERLESS_IDLE_SECONDS = env_int("GPUCLOUD_SERVERLESS_IDLE_SECONDS", 900, minimum=60)
 GPUCLOUD_MAX_REPLICAS = env_int("GPUCLOUD_MAX_REPLICAS", 8, minimum=1)
+# Storage volumes, priced per GB-hour in micro-USD so that a bill is exact to the second: the defaults
+# follow RunPod's published volume prices, $0.20/GB-month while no pod runs on it (274 ~ 0.20 / 730 h)
+# and $0.10/GB-month while one does (137).
+GPUCLOUD_VOLUME_IDLE_GB_HOUR_MICROS = env_int("GPUCLOUD_VOLUME_IDLE_GB_HOUR_MICROS", 274, minimum=0)
+GPUCLOUD_VOLUME_RUNNING_GB_HOUR_MICROS = env_int("GPUCLOUD_VOLUME_RUNNING_GB_HOUR_MICROS", 137, minimum=0)
+GPUCLOUD_VOLUME_MAX_GB = env_int("GPUCLOUD_VOLUME_MAX_GB", 4096, minimum=1)
 GPUCLOUD_READY_TIMEOUT_SECONDS = env_int("GPUCLOUD_READY_TIMEOUT_SECONDS", 900, minimum=1)
 # What the gateway tells a client waiting for a wake (reference/001's estimated_ready_seconds).
 GPUCLOUD_READY_ESTIMATE_SECONDS = env_int("GPUCLOUD_READY_ESTIMATE_SECONDS", 300, minimum=1)

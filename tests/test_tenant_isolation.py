@@ -99,6 +99,7 @@ class Tenant:
             "invitation_id": lambda: self.invitation.pk,
             "webhook_id": lambda: self.webhook().pk,
             "delivery_id": lambda: self.delivery().pk,
+            "volume_id": lambda: self.volume().pk,
         }
         if name not in makers:
             pytest.fail(f"The isolation matrix cannot fill path parameter {name!r}: teach Tenant.param (or "
@@ -123,6 +124,14 @@ class Tenant:
                 subscription=self.webhook(), event=event, status="succeeded"
             )
         return self._lazy["delivery"]
+
+    def volume(self) -> Any:
+        if "volume" not in self._lazy:
+            self._lazy["volume"] = apps.get_model("deployments", "Volume").objects.create(
+                org=self.persona.org, name=f"{self.slug}-volume", size_gb=10, region_id="local", provider="local",
+                tag="isolation", status="available",
+            )  # fmt: skip
+        return self._lazy["volume"]
 
     def markers(self) -> set[str]:
         """Strings that identify this org's objects: none may reach another org's caller."""

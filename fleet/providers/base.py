@@ -101,10 +101,34 @@ class ProviderInstance:
     spot: bool = False  # interruptible: the provider may take it away at any time
 
 
+@dataclass(frozen=True)
+class VolumeSpec:
+    """A storage volume to keep at the provider, carrying our tag like instances do. `volume_id` is ours
+    and unique: creating the same spec twice must not make two volumes."""
+
+    volume_id: str
+    tag: str
+    name: str
+    size_gb: int
+    region: str
+
+
+@dataclass(frozen=True)
+class ProviderVolume:
+    provider_volume_id: str
+    volume_id: str  # ours, from the tag/labels
+    tag: str
+    size_gb: int
+    region: str
+
+
 class Driver(ABC):
     """One provider. Construct with the operator's configuration for it (`Provider.config`)."""
 
     slug: str = ""
+    # Whether it keeps storage volumes apart from machines (the volume_* methods below); a driver that
+    # does not refuses them, and the platform never places a volume with it.
+    holds_volumes: bool = False
 
     def __init__(self, *, slug: str, config: dict[str, Any]) -> None:
         self.slug = slug
@@ -148,3 +172,23 @@ class Driver(ABC):
     @abstractmethod
     def endpoint(self, provider_instance_id: str) -> str:
         """Base URL of the engine's OpenAI-compatible server (the gateway appends /v1/...)."""
+
+    # --- volumes (where `holds_volumes`) ----------------------------------------------------
+    def volume_create(self, spec: VolumeSpec) -> ProviderVolume:
+        """Create the volume, or return the one already created for `spec.volume_id`."""
+        raise self._no_volumes()
+
+    def volume_resize(self, provider_volume_id: str, size_gb: int) -> ProviderVolume:
+        """Grow the volume to `size_gb` (never shrink: no cloud shrinks a disk in place)."""
+        raise self._no_volumes()
+
+    def volume_delete(self, provider_volume_id: str) -> None:
+        """Delete it and what it holds. Idempotent: deleting a volume already gone succeeds."""
+        raise self._no_volumes()
+
+    def volumes_list(self, tag: str) -> list[ProviderVolume]:
+        """Every volume carrying `tag` (the reconciler's input, as for instances)."""
+        raise self._no_volumes()
+
+    def _no_volumes(self) -> ProviderError:
+        return ProviderError(f"The {self.slug} provider does not keep storage volumes.", permanent=True)

@@ -27,5 +27,9 @@ def new_deployment_id() -> str:
     return new_id("dep")
 
 
+def new_volume_id() -> str:
+    return new_id("vol")
+
+
 def new_invitation_id() -> str:
     return new_id("inv")

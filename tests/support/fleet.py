@@ -51,7 +51,9 @@ def fleet(db: None, settings: Any, tmp_path: Path) -> Iterator[str]:
     tag = f"gpucloud-test-{uuid.uuid4().hex[:8]}"
     settings.GPUCLOUD_FLEET_TAG = tag
     settings.GPUCLOUD_LAUNCH_GRACE_SECONDS = 0
-    Provider.objects.filter(slug="local").update(config={"instances_dir": str(tmp_path), "slots": 2, "threads": 1})
+    Provider.objects.filter(slug="local").update(
+        config={"instances_dir": str(tmp_path), "volumes_dir": str(tmp_path / "volumes"), "slots": 2, "threads": 1}
+    )
     offers_refresh_all()  # the offers as this configuration makes them
     yield tag
     local = driver("local")

@@ -27,7 +27,18 @@ from typing import IO, Any
 
 from django.conf import settings
 
-from fleet.providers.base import Driver, InstanceSpec, InstanceState, Offer, ProviderError, ProviderInstance, Tier
+from fleet.providers.base import (
+    Driver,
+    InstanceSpec,
+    InstanceState,
+    Offer,
+    ProviderError,
+    ProviderInstance,
+    ProviderVolume,
+    Tier,
+    VolumeSpec,
+)
+from fleet.providers.local.volumes import LocalVolumes
 
 ENGINE_MODULE = "fleet.providers.local.engine"
 WITNESS_MODULE = "fleet.providers.local.witness"
@@ -45,8 +56,11 @@ FOLLOW_POLL_SECONDS = 0.2
 
 
 class LocalDriver(Driver):
-    """Config: slots (how many engines at once), price_per_hour_micros, instances_dir, threads, and
-    tag: the platform's fleet tag; slots count that platform's engines (every engine when unset)."""
+    """Config: slots (how many engines at once), price_per_hour_micros, instances_dir, volumes_dir,
+    threads, and tag: the platform's fleet tag; slots count that platform's engines (every engine when
+    unset)."""
+
+    holds_volumes = True
 
     @classmethod
     def defaults(cls) -> dict[str, Any]:
@@ -54,6 +68,7 @@ class LocalDriver(Driver):
             "slots": settings.GPUCLOUD_LOCAL_SLOTS,
             "price_per_hour_micros": settings.GPUCLOUD_LOCAL_PRICE_MICROS,
             "instances_dir": str(settings.VAR_DIR / "instances"),
+            "volumes_dir": str(settings.VAR_DIR / "volumes"),
             "threads": settings.GPUCLOUD_LOCAL_THREADS,
             "tag": settings.GPUCLOUD_FLEET_TAG,
         }
@@ -178,6 +193,23 @@ class LocalDriver(Driver):
         if not port:
             raise ProviderError(f"Unknown local instance {provider_instance_id}.", permanent=True)
         return f"http://127.0.0.1:{port}"
+
+    # --- volumes: directories on this machine (volumes.py) ---------------------------------
+    @property
+    def volumes(self) -> LocalVolumes:
+        return LocalVolumes(Path(self.config["volumes_dir"]))
+
+    def volume_create(self, spec: VolumeSpec) -> ProviderVolume:
+        return self.volumes.create(spec)
+
+    def volume_resize(self, provider_volume_id: str, size_gb: int) -> ProviderVolume:
+        return self.volumes.resize(provider_volume_id, size_gb)
+
+    def volume_delete(self, provider_volume_id: str) -> None:
+        self.volumes.delete(provider_volume_id)
+
+    def volumes_list(self, tag: str) -> list[ProviderVolume]:
+        return self.volumes.list(tag)
 
     # --- helpers --------------------------------------------------------------------------
     def _recorded(self, instance_id: str, meta: dict[str, Any]) -> ProviderInstance:

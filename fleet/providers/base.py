@@ -69,10 +69,14 @@ class InstanceSpec:
     region: str = ""
     engine_args: dict[str, Any] = field(default_factory=dict)
     image: str | None = None
-    command: list[str] | None = None
+    command: list[str] | None = None  # the entry point (None: the image's own)
+    args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     ports: list[int] = field(default_factory=list)
     disk_gb: int = 0
+    volume_id: str | None = None  # the provider's id of a volume this provider keeps, mounted at:
+    volume_mount_path: str = "/workspace"
+    ssh_public_keys: list[str] = field(default_factory=list)  # who may SSH in, where the provider offers it
     spot: bool = False  # launch on interruptible offers only (the owner chose spot); else on-demand only
     tier: Tier | None = None  # launch on this tier's offers only (the owner chose it); None: either
 
@@ -172,6 +176,11 @@ class Driver(ABC):
     @abstractmethod
     def endpoint(self, provider_instance_id: str) -> str:
         """Base URL of the engine's OpenAI-compatible server (the gateway appends /v1/...)."""
+
+    def image_refusal(self, image: str) -> str | None:
+        """Why this provider cannot run `image` (None: it can). Clouds and Kubernetes run any image; the
+        local provider only the few commands it has in place of images."""
+        return None
 
     # --- volumes (where `holds_volumes`) ----------------------------------------------------
     def volume_create(self, spec: VolumeSpec) -> ProviderVolume:

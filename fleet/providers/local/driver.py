@@ -12,6 +12,7 @@ down with both), the end is when the platform first saw the engine gone.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib.util
 import json
 import os
@@ -38,15 +39,25 @@ from fleet.providers.base import (
     Tier,
     VolumeSpec,
 )
+from fleet.providers.containers import CUSTOM_KEY_ENV
+from fleet.providers.local.pod import RESTARTS_FILE
+from fleet.providers.local.sandbox import bwrap_path
 from fleet.providers.local.volumes import LocalVolumes
 
 ENGINE_MODULE = "fleet.providers.local.engine"
+POD_MODULE = "fleet.providers.local.pod"
 WITNESS_MODULE = "fleet.providers.local.witness"
 ENDED_FILE = "ended_at"  # written by the witness when the engine exits
 SEEN_GONE_FILE = "seen_gone_at"  # written by the first look that found the engine gone without one
 WITNESS_WAIT_SECONDS = 2.0  # it writes within milliseconds of the end; this bounds a busy machine
 # Engines started before the fleet package existed run this module: still ours to list and stop.
-ENGINE_MODULES = (ENGINE_MODULE, "catalog.providers.local.engine")
+ENGINE_MODULES = (ENGINE_MODULE, "catalog.providers.local.engine", POD_MODULE)
+# The images a local pod can run: there is no container runtime here, so an "image" is a command this
+# machine can run in its sandbox (sandbox.py), with the platform's Python and its packages. The command
+# a pod gives replaces the default.
+LOCAL_IMAGES: dict[str, list[str]] = {
+    "gpucloud/shell": ["sleep", "infinity"],  # a Python shell machine: reached over SSH, or runs your command
+}
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 # A stop sends SIGTERM and waits this long before it SIGKILLs the engine's process group: an engine
 # leaves within about a second of SIGTERM (engine.py), so this bounds a wedged one.
@@ -99,6 +110,14 @@ class LocalDriver(Driver):
         ]
 
     # --- lifecycle ------------------------------------------------------------------------
+    def image_refusal(self, image: str) -> str | None:
+        if image in LOCAL_IMAGES:
+            return None
+        return (
+            f"The local provider has no container runtime: it runs {', '.join(sorted(LOCAL_IMAGES))} only, "
+            f"not {image!r}. Choose a GPU cloud or a Kubernetes cluster for other images."
+        )
+
     def launch(self, spec: InstanceSpec, offer: Offer) -> ProviderInstance:
         meta = self._meta(spec.instance_id)
         if meta.get("pid") and _alive(int(meta["pid"])):  # launched before (a retried task)
@@ -106,6 +125,10 @@ class LocalDriver(Driver):
         if spec.instance_id in {p.instance_id for p in _engine_processes(tag=None)}:
             return self.status(spec.instance_id)
         running = _engine_processes(tag=self.config.get("tag"))
+        if spec.engine == "container":
+            if len(running) >= self.slots:
+                raise ProviderError(f"All {self.slots} local slots are in use.", no_capacity=True)
+            return self._pod_launch(spec)
         if spec.engine != "llama.cpp":
             raise ProviderError(
                 f"The local provider runs llama.cpp GGUF models only, not {spec.engine!r}.", permanent=True
@@ -137,10 +160,51 @@ class LocalDriver(Driver):
         _wait_for_command_line(process.pid)
         return self._recorded(spec.instance_id, meta)
 
+    def _pod_launch(self, spec: InstanceSpec) -> ProviderInstance:
+        """A pod: its command in the sandbox, supervised by pod.py; each port it declares mapped to a
+        free port here (told to it as PORT_<port>, like a cloud's mapped ports)."""
+        if spec.image is None or (refusal := self.image_refusal(spec.image)) is not None:
+            raise ProviderError(refusal or "A pod needs an image.", permanent=True)
+        volume = None
+        if spec.volume_id:
+            volume = self.volumes.data_path(spec.volume_id)
+            if not volume.is_dir():
+                raise ProviderError(f"Volume {spec.volume_id} is not on this machine.", permanent=True)
+        ports = {port: _free_port() for port in spec.ports} or {0: _free_port()}
+        workdir = self.instances_dir / spec.instance_id
+        workdir.mkdir(parents=True, exist_ok=True)
+        command = [sys.executable, "-m", POD_MODULE, "--instance-id", spec.instance_id, "--tag", spec.tag,
+                   "--port", str(next(iter(ports.values()))), "--workdir", str(workdir)]  # fmt: skip
+        if volume is not None:
+            command += ["--volume", str(volume), "--mount-path", spec.volume_mount_path]
+        if bwrap := bwrap_path():
+            command += ["--bwrap", bwrap]
+        command += ["--", *(spec.command or LOCAL_IMAGES[spec.image]), *spec.args]
+        env = {  # the pod's own environment: nothing of the platform's (its secrets stay out)
+            "PATH": f"{Path(sys.prefix) / 'bin'}:/usr/local/bin:/usr/bin:/bin",
+            "LANG": "C.UTF-8",
+            **spec.env,
+            **{f"PORT_{port}": str(host) for port, host in ports.items() if port},
+            "PUBLIC_KEY": "\n".join(spec.ssh_public_keys),
+            "GPUCLOUD_POD_ID": spec.instance_id,
+            CUSTOM_KEY_ENV: spec.api_key,
+        }
+        for stale in (ENDED_FILE, SEEN_GONE_FILE, RESTARTS_FILE):  # from what this instance ran before
+            (workdir / stale).unlink(missing_ok=True)
+        with (workdir / "engine.log").open("ab") as log:
+            process, witness = _start_with_witness(command, env=env, log=log, ended_file=workdir / ENDED_FILE)
+        meta = {"pid": process.pid, "witness_pid": witness, "port": next(iter(ports.values())), "tag": spec.tag,
+                "started_at": _now().isoformat(), "ports": {str(k): v for k, v in ports.items() if k}}  # fmt: skip
+        (workdir / "instance.json").write_text(json.dumps(meta))
+        _wait_for_command_line(process.pid)
+        return self._recorded(spec.instance_id, meta)
+
     def status(self, provider_instance_id: str) -> ProviderInstance:
         for process in _engine_processes(tag=None):
             if process.instance_id == provider_instance_id:
-                return process.as_instance()
+                restarts = self.instances_dir / provider_instance_id / RESTARTS_FILE
+                seen = process.as_instance()
+                return dataclasses.replace(seen, restarts=int(restarts.read_text())) if restarts.exists() else seen
         meta = self._meta(provider_instance_id)
         return ProviderInstance(
             provider_instance_id=provider_instance_id,
@@ -365,7 +429,8 @@ def _wait_for_command_line(pid: int) -> None:
     deadline = time.monotonic() + COMMAND_LINE_WAIT_SECONDS
     while time.monotonic() < deadline and _alive(pid):
         try:
-            if ENGINE_MODULE in (Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")):
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+            if any(module in argv for module in ENGINE_MODULES):
                 return
         except OSError:
             return  # exited while we looked

@@ -1,0 +1,135 @@
+"""Issue 17: pods on the local provider. No container runtime here: a pod's command runs in a
+bubblewrap sandbox (sandbox.py) with its volume at the mount path, supervised like a container that
+restarts when its command exits; other images are refused, and without bubblewrap it still runs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from fleet.providers.base import InstanceSpec, InstanceState, ProviderError, VolumeSpec
+from fleet.providers.local import driver as local_driver
+from fleet.providers.local.driver import LocalDriver
+
+TAG = "pod-test-tag"
+SANDBOXED = pytest.mark.skipif(
+    shutil.which("bwrap") is None, reason="bubblewrap is not installed (.ci/run installs it)"
+)
+
+
+@pytest.fixture
+def driver(tmp_path: Path) -> Iterator[LocalDriver]:
+    config = {"slots": 2, "instances_dir": str(tmp_path / "i"), "volumes_dir": str(tmp_path / "v"), "tag": TAG}
+    driver = LocalDriver(slug="local", config=config)
+    yield driver
+    for instance in driver.list_instances(TAG):
+        driver.terminate(instance.provider_instance_id)
+
+
+def pod(instance_id: str, script: str, **fields: object) -> InstanceSpec:
+    defaults: dict[str, object] = {"image": "gpucloud/shell", "command": ["python3", "-c", script]}
+    return InstanceSpec(
+        instance_id=instance_id, tag=TAG, engine="container", model={}, served_model_name="", api_key="secret-k",
+        gpu_type="cpu", **{**defaults, **fields},  # type: ignore[arg-type]
+    )  # fmt: skip
+
+
+def eventually(check: Callable[[], bool], timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+REPORT = """
+import json, os, pathlib, socket, sys, time
+probe = {"uid": os.getuid(), "cwd": os.getcwd(), "home": os.environ.get("HOME"),
+         "platform_env": sorted(k for k in os.environ if k.startswith(("DATABASE", "REDIS", "DJANGO", "STRIPE"))),
+         "port": os.environ.get("PORT_8888"), "key": os.environ.get("PUBLIC_KEY")}
+for target in ("/usr/escape", "/etc/escape"):
+    try:
+        open(target, "w")
+        probe[target] = "written"
+    except OSError:
+        probe[target] = "refused"
+pathlib.Path("/workspace/report.json").write_text(json.dumps(probe))
+server = socket.socket(); server.bind(("127.0.0.1", int(os.environ["PORT_8888"]))); server.listen()
+while True:
+    connection, _ = server.accept(); connection.sendall(b"HTTP/1.0 200 OK\\r\\n\\r\\npod says hi"); connection.close()
+"""
+
+
+@SANDBOXED
+def test_a_pod_runs_sandboxed_with_its_volume_its_ports_and_none_of_the_platforms_secrets(
+    driver: LocalDriver,
+) -> None:
+    volume = driver.volume_create(VolumeSpec(volume_id="vol_a", tag=TAG, name="a", size_gb=1, region="local"))
+    offer = driver.offers()[0]
+    spec = pod(
+        "inst_p1", REPORT, volume_id=volume.provider_volume_id, ports=[8888], ssh_public_keys=["ssh-ed25519 AAAA x"]
+    )
+    launched = driver.launch(spec, offer)
+    assert launched.state == InstanceState.RUNNING
+    report_file = driver.volumes.data_path("vol_a") / "report.json"
+    eventually(report_file.exists)
+    report = json.loads(report_file.read_text())
+    assert report["uid"] == 1000 and report["cwd"] == "/workspace" and report["home"] == "/home/pod"
+    assert report["platform_env"] == [] and report["key"] == "ssh-ed25519 AAAA x"
+    assert report["/usr/escape"] == report["/etc/escape"] == "refused"
+    assert not Path("/usr/escape").exists()
+    assert driver.endpoint("inst_p1") == f"http://127.0.0.1:{report['port']}"  # its first port, mapped here
+    eventually(lambda: _answers(driver.endpoint("inst_p1")))
+    assert driver.offers()[0].available == 1  # a pod takes a slot like an engine
+
+    started = time.monotonic()
+    driver.terminate("inst_p1")
+    assert time.monotonic() - started < 3.5  # the command stops on SIGTERM (or is killed after 2 s)
+    gone = driver.status("inst_p1")
+    assert gone.state == InstanceState.TERMINATED and gone.ended_at is not None
+    assert report_file.exists()  # the volume keeps what the pod wrote
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).text == "pod says hi"
+    except httpx.HTTPError:
+        return False
+
+
+def test_a_command_that_exits_is_restarted_and_counted(driver: LocalDriver) -> None:
+    driver.launch(pod("inst_p2", "print('once', flush=True)"), driver.offers()[0])
+    eventually(lambda: driver.status("inst_p2").restarts >= 2, timeout=10)  # after 1 s, then 2 s
+    status = driver.status("inst_p2")
+    assert status.state == InstanceState.RUNNING  # kept running, like a container with restart=always
+    assert "restarting in" in "\n".join(driver.logs("inst_p2"))
+    assert driver.logs("inst_p2").count("once") >= 2
+
+
+def test_without_bubblewrap_a_pod_runs_as_a_plain_process_in_its_volume(
+    driver: LocalDriver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(local_driver, "bwrap_path", lambda: None)
+    driver.volume_create(VolumeSpec(volume_id="vol_b", tag=TAG, name="b", size_gb=1, region="local"))
+    script = "import os, pathlib, time; pathlib.Path('here.txt').write_text(os.environ['HOME']); time.sleep(60)"
+    driver.launch(pod("inst_p3", script, volume_id="vol_b"), driver.offers()[0])
+    written = driver.volumes.data_path("vol_b") / "here.txt"
+    eventually(written.exists)
+    assert written.read_text() == str(driver.instances_dir / "inst_p3" / "disk")
+
+
+def test_other_images_and_missing_volumes_are_refused_before_anything_runs(driver: LocalDriver) -> None:
+    assert driver.image_refusal("gpucloud/shell") is None
+    refusal = driver.image_refusal("pytorch/pytorch:2.4.0-cuda12.4")
+    assert refusal is not None and "no container runtime" in refusal
+    with pytest.raises(ProviderError, match="no container runtime") as refused:
+        driver.launch(pod("inst_p4", "pass", image="pytorch/pytorch:2.4.0-cuda12.4"), driver.offers()[0])
+    assert refused.value.permanent
+    with pytest.raises(ProviderError, match="vol_zz is not on this machine"):
+        driver.launch(pod("inst_p5", "pass", volume_id="vol_zz"), driver.offers()[0])
+    assert driver.list_instances(TAG) == []

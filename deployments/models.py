@@ -238,3 +238,29 @@ class Volume(models.Model):
     @property
     def meter_key(self) -> str:
         return f"{self.pk}:{self.meter_sessions}"
+
+
+class Pod(models.Model):
+    """A pod: one machine running the owner's image (reference/003's custom pods). Its lifecycle,
+    machine, billing and events are its Deployment's (kind `pod`, one replica); this row holds what
+    the machine runs. Stop releases the machine and keeps the volume; start launches the same again
+    where the volume lives; terminate ends it for good (the volume survives unless asked)."""
+
+    deployment = models.OneToOneField(Deployment, primary_key=True, on_delete=models.CASCADE, related_name="pod")
+    image = models.CharField(max_length=300)
+    gpu_count = models.PositiveSmallIntegerField(default=1)
+    container_disk_gb = models.PositiveIntegerField(default=20)
+    ports = models.JSONField(default=list, help_text='Exposed ports: ["8888/http", "22/tcp"]')
+    env = models.JSONField(default=dict)
+    command = models.JSONField(default=list, help_text="Entry point; empty: the image's own")
+    args = models.JSONField(default=list)
+    ssh_public_keys = models.JSONField(default=list, help_text="Its own keys (the org's saved keys join them)")
+    volume = models.ForeignKey(Volume, null=True, blank=True, on_delete=models.PROTECT, related_name="pods")
+    volume_mount_path = models.CharField(max_length=200, default="/workspace")
+    max_price_micros = models.BigIntegerField(null=True, blank=True, help_text="Spot: the most it may cost per hour")
+    template = models.CharField(max_length=60, blank=True)
+    terminated = models.BooleanField(default=False, help_text="Asked to end for good (else a stop keeps it)")
+    starts = models.PositiveIntegerField(default=1, help_text="Launches asked for: 1 at create, +1 per start")
+
+    def __str__(self) -> str:
+        return f"{self.deployment_id} ({self.image})"

@@ -363,3 +363,124 @@ class VolumeOut(Schema):
     created_at: datetime
     ready_at: datetime | None = Field(description="When the provider made it: billing starts")
     deleted_at: datetime | None = Field(description="When the provider confirmed it gone: billing stops")
+
+
+# --- pods ---------------------------------------------------------------------------------------
+
+POD_STATUSES: list[JsonValue] = [
+    "provisioning", "running", "stopping", "stopped", "starting", "terminating", "terminated", "failed",
+]  # fmt: skip
+
+
+class PodVolumeIn(BodyIn):
+    size_gb: int = Field(
+        description="A new volume of this size, placed where the pod runs; it bills per GB-hour while it exists",
+        json_schema_extra={"minimum": 1, "maximum": settings.GPUCLOUD_VOLUME_MAX_GB},
+    )
+    name: str = Field("", max_length=100, description="Default: the pod's name + ' volume'")
+
+
+class PodCreateIn(BodyIn):
+    name: str = Field("", max_length=100, description="Default: the image")
+    image: str = Field(
+        max_length=300,
+        description="Any image reference ([registry/]name[:tag][@sha256:digest]; 400 otherwise). The local provider "
+        "has no container runtime and runs gpucloud/shell only (400 for others where only it offers the GPU)",
+        examples=["gpucloud/shell", "runpod/pytorch:2.4.0-py3.11-cuda12.4.1-devel-ubuntu22.04"],
+    )
+    gpu_type: str = Field(description="A GPU type (GET /gpu-types; 404 for none)", examples=["cpu", "h100"])
+    gpu_count: int = Field(1, description="GPUs in the pod", json_schema_extra={"enum": [1, 2, 4, 8]})
+    region: str | None = Field(
+        None,
+        description="A region (GET /regions; 404 for none). Omitted with volume_id: where that volume lives; it must "
+        "be that region otherwise (400)",
+        examples=["local"],
+    )
+    cloud_type: str = Field(
+        "any",
+        description="secure, community or any (the cheapest of either); see POST /deployments",
+        json_schema_extra={"enum": ["any", "secure", "community"]},
+    )
+    spot: bool = Field(False, description="Interruptible machines only (a spot pod taken back stops; volume kept)")
+    max_price_per_hour_usd: float | None = Field(
+        None,
+        description="Spot only (400 otherwise): the most the pod may cost per hour",
+        json_schema_extra={"exclusiveMinimum": 0},
+    )
+    container_disk_gb: int = Field(
+        20, description="Its container disk, gone when it stops", json_schema_extra={"minimum": 1, "maximum": 1024}
+    )
+    volume: PodVolumeIn | None = Field(None, description="A new volume for it (not with volume_id)")
+    volume_id: str | None = Field(
+        None, description="An existing volume of yours (404 for none; 409 while another pod runs on it)"
+    )
+    volume_mount_path: str = Field(
+        "/workspace",
+        max_length=200,
+        description="Where the volume appears: an absolute path outside the system's directories",
+    )
+    ports: list[str] = Field(
+        default_factory=list, description='Exposed ports, "8888/http" or "22/tcp", at most 10, each once',
+        json_schema_extra={"maxItems": 10},
+    )  # fmt: skip
+    env: dict[str, str] = Field(
+        default_factory=dict, description="Environment variables (names [A-Za-z_][A-Za-z0-9_]*, at most 64)"
+    )
+    command: list[str] = Field(
+        default_factory=list, description="Entry point (empty: the image's own)", json_schema_extra={"maxItems": 64}
+    )
+    args: list[str] = Field(default_factory=list, description="Its arguments", json_schema_extra={"maxItems": 64})
+    ssh_public_keys: list[str] = Field(
+        default_factory=list, description="OpenSSH public keys allowed to SSH in, besides the account's saved ones",
+        json_schema_extra={"maxItems": 20},
+    )  # fmt: skip
+
+
+class PodVolumeOut(Schema):
+    id: str
+    name: str
+    size_gb: int
+    status: str
+    mount_path: str
+
+
+class PodMachineOut(Schema):
+    id: str
+    state: str = Field(description="The machine's state (see a deployment's instances)")
+    provider: str | None
+    cloud_type: str | None = Field(description="secure or community: the tier it was launched on")
+    spot: bool
+    hourly_price_usd: float
+    launched_at: datetime | None
+    terminated_at: datetime | None
+    failure_reason: str | None
+
+
+class PodOut(Schema):
+    id: str
+    name: str
+    status: str = Field(
+        description="provisioning → running → stopping → stopped → starting → running; terminating → terminated; "
+        "failed (status_reason says why)",
+        json_schema_extra={"enum": POD_STATUSES},
+    )
+    status_reason: str | None
+    image: str
+    gpu_type: str
+    gpu_count: int
+    region: str
+    cloud_type: str
+    spot: bool
+    max_price_per_hour_usd: float | None
+    container_disk_gb: int
+    ports: list[str]
+    env: dict[str, str]
+    command: list[str]
+    args: list[str]
+    ssh_public_keys: list[str]
+    volume: PodVolumeOut | None
+    hourly_cost_usd: float = Field(description="What bills now, per hour (0 while stopped; its volume bills apart)")
+    total_cost_usd: float = Field(description="GPU time billed so far, every session (its volume apart)")
+    created_at: datetime
+    stopped_at: datetime | None
+    machine: PodMachineOut | None = Field(description="Its current (or last) machine")

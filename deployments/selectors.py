@@ -10,7 +10,7 @@ from django.utils import timezone
 from accounts.models import Organization
 from billing.metering import cost_micros
 from billing.models import CreditHold, HoldStatus, UsageMeter
-from deployments.models import Deployment, DeploymentEvent, DeploymentStatus, Volume, VolumeStatus
+from deployments.models import Deployment, DeploymentEvent, DeploymentKind, DeploymentStatus, Volume, VolumeStatus
 from fleet.models import PRE_LAUNCH_STATES, Instance, InstanceState
 from fleet.provisioning import first_minute_hold_key
 from gpucloud.core.errors import NotFound
@@ -20,15 +20,40 @@ ENDED_STATUSES = (DeploymentStatus.STOPPED, DeploymentStatus.FAILED)
 
 
 def deployment_get_for_org(org: Organization, deployment_id: str) -> Deployment:
-    """The org's deployment, or 404: another tenant's deployment does not exist for this caller."""
+    """The org's deployment, or 404: another tenant's deployment does not exist for this caller (nor
+    does a pod: /pods is its API)."""
     deployment = (
         Deployment.objects.filter(org=org, pk=deployment_id)
+        .exclude(kind=DeploymentKind.POD)
         .select_related("model", "gpu_type", "region", "preset")
         .first()
     )
     if deployment is None:
         raise NotFound(f"No deployment {deployment_id!r}.", param="deployment_id")
     return deployment
+
+
+def pod_get_for_org(org: Organization, pod_id: str) -> Deployment:
+    """The org's pod (its Deployment, with the Pod row), or 404."""
+    pod = (
+        Deployment.objects.filter(org=org, pk=pod_id, kind=DeploymentKind.POD)
+        .select_related("pod", "pod__volume", "gpu_type", "region")
+        .first()
+    )
+    if pod is None:
+        raise NotFound(f"No pod {pod_id!r}.", param="pod_id")
+    return pod
+
+
+def pods_of(org: Organization, *, include_terminated: bool = False) -> QuerySet[Deployment]:
+    pods = (
+        Deployment.objects.filter(org=org, kind=DeploymentKind.POD)
+        .select_related("pod", "pod__volume", "gpu_type")
+        .order_by("-created_at", "pk")
+    )
+    if include_terminated:
+        return pods
+    return pods.exclude(pod__terminated=True, status=DeploymentStatus.STOPPED)
 
 
 def volume_get_for_org(org: Organization, volume_id: str) -> Volume:

@@ -116,7 +116,7 @@ def deployment_create(
             return deployment
         deployment_transition(deployment, DeploymentStatus.PROVISIONING, "Created.")
         for _ in range(replicas):
-            _instance_add(deployment, price)
+            instance_add(deployment, price)
     return deployment
 
 
@@ -154,8 +154,9 @@ def _preset_for(slug: str, gpu: GpuType) -> Preset:
     return found
 
 
-def _instance_add(deployment: Deployment, price_per_hour_micros: int) -> Instance:
-    """A new replica with its first minute held (402 when the credit is short), provisioned after commit."""
+def instance_add(deployment: Deployment, price_per_hour_micros: int) -> Instance:
+    """A new replica (or a pod's machine) with its first minute held (402 when the credit is short),
+    provisioned after commit."""
     instance = Instance.objects.create(
         deployment=deployment,
         tag=settings.GPUCLOUD_FLEET_TAG,
@@ -169,7 +170,7 @@ def _instance_add(deployment: Deployment, price_per_hour_micros: int) -> Instanc
         amount_micros=max(1, cost_micros(price_per_hour_micros, 60)),
         idempotency_key=first_minute_hold_key(instance.pk),
         description=f"First minute of {deployment.name} ({usd_display(price_per_hour_micros)}/h)",
-        service=Service.MODEL,
+        service=Service.POD if deployment.kind == DeploymentKind.POD else Service.MODEL,
     )
     enqueue("fleet.tasks.instance_provision_task", instance.pk)
     return instance
@@ -178,7 +179,7 @@ def _instance_add(deployment: Deployment, price_per_hour_micros: int) -> Instanc
 def replica_add(deployment: Deployment) -> Instance:
     """One more replica on the deployment's configuration and price, provisioned after commit
     (InsufficientCredit 402 when its first minute cannot be held)."""
-    return _instance_add(deployment, deployment.hourly_price_micros)
+    return instance_add(deployment, deployment.hourly_price_micros)
 
 
 def replica_add_if_short(deployment: Deployment) -> Instance | None:
@@ -191,7 +192,7 @@ def replica_add_if_short(deployment: Deployment) -> Instance | None:
         return None
     try:
         with transaction.atomic():
-            return _instance_add(deployment, deployment.hourly_price_micros)
+            return instance_add(deployment, deployment.hourly_price_micros)
     except ApiError as exc:  # e.g. insufficient credit: the deployment stays degraded, with the reason
         deployment_transition(deployment, DeploymentStatus.DEGRADED, f"Could not replace an instance: {exc.message}")
         return None
@@ -256,7 +257,7 @@ def deployment_scale(*, deployment_id: str, replicas: int, reason: str) -> Deplo
         )
         before = deployment.desired_replicas
         for _ in range(replicas - len(live)):
-            _instance_add(deployment, deployment.hourly_price_micros)
+            instance_add(deployment, deployment.hourly_price_micros)
         for instance in reversed(live[replicas:]):  # the newest go first
             instance_transition(instance, InstanceState.TERMINATING, f"Scaled down: {reason}")
             enqueue("fleet.tasks.instance_terminate_task", instance.pk)
@@ -287,7 +288,7 @@ def deployment_wake(*, deployment_id: str, reason: str = "Woken by a request.") 
         deployment.desired_replicas = 1
         deployment.save(update_fields=["desired_replicas"])
         deployment_transition(deployment, DeploymentStatus.PROVISIONING, reason)
-        _instance_add(deployment, deployment.hourly_price_micros)
+        instance_add(deployment, deployment.hourly_price_micros)
     return deployment
 
 
@@ -301,13 +302,12 @@ def deployments_stop_for_nonpayment(*, org: Organization) -> int:
             deployment_scale_to_zero(deployment_id=deployment.pk, reason="Balance at $0 past the grace period.")
             stopped += 1
             continue
-        with transaction.atomic():
-            target = DeploymentStatus.STOPPED if deployment.kind == DeploymentKind.POD else DeploymentStatus.STOPPING
-            deployment_transition(deployment, target, "Balance at $0 past the grace period.")
+        with transaction.atomic():  # a pod stopped so keeps its volume and can start again (deployments/pods.py)
+            deployment_transition(deployment, DeploymentStatus.STOPPING, "Balance at $0 past the grace period.")
             for instance in deployment.instances.exclude(state__in=FINAL_STATES).order_by("pk"):
                 instance_transition(instance, InstanceState.TERMINATING, "Balance at $0 past the grace period.")
                 enqueue("fleet.tasks.instance_terminate_task", instance.pk)
-            if target == DeploymentStatus.STOPPING and not deployment.instances.exclude(state__in=FINAL_STATES):
+            if not deployment.instances.exclude(state__in=FINAL_STATES):
                 deployment_transition(deployment, DeploymentStatus.STOPPED, "Nothing was running.")
         stopped += 1
     return stopped

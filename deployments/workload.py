@@ -8,6 +8,7 @@ from billing.models import Service
 from catalog.models import CloudType
 from deployments.lifecycle import deployment_refresh_status
 from deployments.models import Deployment, DeploymentEvent, DeploymentKind, DeploymentStatus, RolloutState
+from deployments.pod_spec import pod_instance_spec, pod_preempted
 from deployments.preset_rollout import rolling_deployment_of, rollout_advance
 from deployments.services import replica_add_if_short
 from fleet.models import FINAL_STATES, Instance
@@ -22,6 +23,8 @@ class DeploymentWorkload(Workload):
         """Its own GPU class and preset (during a preset rollout they differ from replica to replica),
         or its deployment's for a row that predates that record."""
         deployment = instance.deployment
+        if deployment.kind == DeploymentKind.POD:
+            return pod_instance_spec(instance, deployment.pod)
         model = deployment.model
         gpu_type, _ = instance.config(deployment)
         preset = instance.preset if instance.gpu_type_id else deployment.preset
@@ -45,6 +48,10 @@ class DeploymentWorkload(Workload):
         deployment = instance.deployment
         gpu_type = instance.gpu_type or deployment.gpu_type
         gpu = gpu_type.name if gpu_type else "?"
+        if deployment.kind == DeploymentKind.POD:
+            count = deployment.pod.gpu_count
+            what = f"pod {deployment.pod.image} on {f'{count}x ' if count > 1 else ''}{gpu}"
+            return BillingSubject(org=deployment.org, service=Service.POD, description=f"{deployment.name}: {what}")
         model = deployment.model.name if deployment.model else "?"
         return BillingSubject(
             org=deployment.org, service=Service.MODEL, description=f"{deployment.name}: {model} on {gpu}"
@@ -75,6 +82,9 @@ class DeploymentWorkload(Workload):
     def instance_preempted(self, instance: Instance, reason: str) -> None:
         deployment_event_emit(instance.deployment, "deployment.preempted", key=instance.pk, instance_id=instance.pk,
                               provider=instance.provider, reason=reason)  # fmt: skip
+        if instance.deployment.kind == DeploymentKind.POD:  # as RunPod does: a spot pod taken back stops
+            pod_preempted(instance.deployment, reason)
+            return
         replica_add_if_short(instance.deployment)
 
     def instance_settled(self, instance_id: str) -> None:

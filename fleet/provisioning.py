@@ -232,6 +232,10 @@ def _last_lines(driver: Driver, provider_instance_id: str) -> list[str]:
 
 
 def _healthy(instance: Instance) -> bool:
+    """A built-in engine answers GET /health; a container of the owner's own (a pod) is up when its
+    provider says it runs (it may serve nothing over HTTP)."""
+    if workload().instance_spec(instance).engine == "container":
+        return drivers.driver(instance.provider).status(instance.provider_instance_id).state == ProviderState.RUNNING
     if not instance.endpoint_url:  # some providers assign the address after the launch call returns
         try:
             instance.endpoint_url = drivers.driver(instance.provider).endpoint(instance.provider_instance_id)

@@ -24,7 +24,7 @@ from django.conf import settings
 from django.db.models import Prefetch
 
 from accounts.grants import not_granted_message
-from deployments.models import Deployment
+from deployments.models import Deployment, DeploymentKind
 from deployments.traffic import ROUTE_CACHE_SECONDS
 from fleet.engines import auth_headers
 from fleet.models import FINAL_STATES, Instance, InstanceState
@@ -109,6 +109,7 @@ def _resolve(org_id: str, model: str, allowed: frozenset[str] | None = None) -> 
     by_id = model.startswith("dep_")  # a deployment id, else a catalog model slug
     deployments = (
         Deployment.objects.filter(org_id=org_id, status__in=ROUTABLE, **{"pk" if by_id else "model_id": model})
+        .exclude(kind=DeploymentKind.POD)  # a pod serves its owner's ports, not OpenAI's API
         .select_related("model")
         .prefetch_related("instances")
     )

@@ -100,6 +100,7 @@ class Tenant:
             "webhook_id": lambda: self.webhook().pk,
             "delivery_id": lambda: self.delivery().pk,
             "volume_id": lambda: self.volume().pk,
+            "pod_id": lambda: self.pod().pk,
         }
         if name not in makers:
             pytest.fail(f"The isolation matrix cannot fill path parameter {name!r}: teach Tenant.param (or "
@@ -132,6 +133,16 @@ class Tenant:
                 tag="isolation", status="available",
             )  # fmt: skip
         return self._lazy["volume"]
+
+    def pod(self) -> Any:
+        if "pod" not in self._lazy:
+            deployment = apps.get_model("deployments", "Deployment").objects.create(
+                id=f"pod_{self.slug}", org=self.persona.org, name=f"{self.slug}-pod", kind="pod", gpu_type_id="cpu",
+                region_id="local", status="stopped",
+            )  # fmt: skip
+            apps.get_model("deployments", "Pod").objects.create(deployment=deployment, image="gpucloud/shell")
+            self._lazy["pod"] = deployment
+        return self._lazy["pod"]
 
     def markers(self) -> set[str]:
         """Strings that identify this org's objects: none may reach another org's caller."""

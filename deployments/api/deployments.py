@@ -16,7 +16,7 @@ from catalog.models import CatalogModel, GpuType
 from catalog.selectors import offers_live
 from deployments import metrics, preset_rollout, schemas, selectors, services, sla
 from deployments.logs import TAIL_MAX, log_tails
-from deployments.models import Deployment
+from deployments.models import Deployment, DeploymentKind
 from deployments.scaling import settings as scaling
 from fleet.models import Instance, InstanceState
 from gpucloud.core.errors import ApiError, InvalidRequest, answers
@@ -131,7 +131,8 @@ def deployments_create(request: HttpRequest, payload: schemas.DeploymentCreateIn
 def deployments_list(request: HttpRequest) -> list[dict[str, object]]:
     principal = api_principal(request)
     principal.require(CAN_READ, "listing deployments")
-    return [_deployment_out(request, d) for d in selectors.deployments_of(principal.org)]
+    deployments = selectors.deployments_of(principal.org).exclude(kind=DeploymentKind.POD)  # /pods lists those
+    return [_deployment_out(request, d) for d in deployments]
 
 
 @router.get("/deployments/{deployment_id}", response=schemas.DeploymentOut, summary="One deployment")

@@ -27,6 +27,10 @@ def new_deployment_id() -> str:
     return new_id("dep")
 
 
+def new_pod_id() -> str:
+    return new_id("pod")
+
+
 def new_volume_id() -> str:
     return new_id("vol")
 

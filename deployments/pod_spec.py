@@ -1,0 +1,59 @@
+"""What a pod's machine runs (the fleet asks through deployments.workload), and what a spot pod's
+preemption does to it."""
+
+from __future__ import annotations
+
+from django.db import transaction
+
+from catalog.models import CloudType, GpuType
+from deployments.lifecycle import deployment_transition
+from deployments.models import Deployment, DeploymentStatus, Pod, VolumeStatus
+from fleet.models import Instance
+from fleet.providers.base import InstanceSpec, ProviderError, Tier
+
+
+def offer_slug(gpu: GpuType, count: int) -> str:
+    """The catalog's unit for `count` of `gpu` (offers name 8 H100s `h100_8`)."""
+    return gpu.slug if count == 1 else f"{gpu.slug}_{count}"
+
+
+def pod_instance_spec(instance: Instance, pod: Pod) -> InstanceSpec:
+    """The pod's image and settings; its volume once its provider has made it (until then the launch
+    is retried: a new volume is made after the pod's create commits, like the pod's machine)."""
+    deployment = instance.deployment
+    assert deployment.gpu_type is not None and deployment.region_id
+    volume = pod.volume
+    if volume is not None and volume.status == VolumeStatus.FAILED:
+        raise ProviderError(f"The pod's volume could not be made: {volume.status_reason}", permanent=True)
+    if volume is not None and not volume.provider_volume_id:
+        raise ProviderError(f"Volume {volume.pk} is not made yet; launching once it is.")
+    return InstanceSpec(
+        instance_id=instance.pk,
+        tag=instance.tag,
+        engine="container",
+        model={},
+        served_model_name="",
+        api_key=instance.api_key,
+        gpu_type=offer_slug(deployment.gpu_type, pod.gpu_count),
+        gpu_count=pod.gpu_count,
+        region=deployment.region_id,
+        spot=deployment.spot,
+        tier=None if deployment.cloud_type == CloudType.ANY else Tier(deployment.cloud_type),
+        image=pod.image,
+        command=list(pod.command) or None,
+        args=list(pod.args),
+        env=dict(pod.env),
+        ports=[int(port.split("/")[0]) for port in pod.ports],
+        disk_gb=pod.container_disk_gb,
+        volume_id=volume.provider_volume_id if volume is not None else None,
+        volume_mount_path=pod.volume_mount_path,
+        ssh_public_keys=list(pod.ssh_public_keys),
+    )
+
+
+def pod_preempted(deployment: Deployment, reason: str) -> None:
+    """A spot pod taken back stops (its volume kept), as on RunPod: start it again when you like."""
+    with transaction.atomic():
+        deployment = Deployment.objects.select_for_update().get(pk=deployment.pk)
+        if deployment.status not in (DeploymentStatus.STOPPING, DeploymentStatus.STOPPED):
+            deployment_transition(deployment, DeploymentStatus.STOPPED, f"{reason} Start it again when you like.")

@@ -1,0 +1,324 @@
+"""Writes of pods (reference/003's custom pods): create, stop, start, terminate.
+
+A pod is a Deployment of kind `pod` with one machine, plus its Pod row (what the machine runs). The
+fleet launches, watches, bills (service POD, 60 s minimum per session) and terminates its machine like
+a deployment's replica. Stop takes the machine down and keeps the pod and its volume; start launches
+the same image and settings again where the volume lives; terminate ends the pod (its volume stays
+unless asked to go too). Every refusal raises before anything is written.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from dataclasses import dataclass, field
+
+from django.db import transaction
+
+from accounts.principal import Principal
+from accounts.roles import CAN_WRITE
+from billing.policy import launch_check
+from catalog.models import CloudType, GpuType, Offer, Region
+from catalog.selectors import offers_for
+from deployments.lifecycle import deployment_transition
+from deployments.models import Deployment, DeploymentKind, DeploymentStatus, Pod, Volume, VolumeStatus
+from deployments.pod_spec import offer_slug
+from deployments.services import NoCapacity, deployment_delete, instance_add
+from deployments.volumes import volume_create, volume_delete
+from fleet import drivers
+from gpucloud.core.errors import Conflict, InvalidRequest, NotFound
+from gpucloud.core.ids import new_pod_id
+
+GPU_COUNTS = (1, 2, 4, 8)
+MAX_PORTS = 10
+MAX_ENV = 64
+MAX_ARGV = 64
+MAX_TEXT = 4096  # one env value, command or argument
+CONTAINER_DISK_GB = (1, 1024)
+# An image reference as Docker reads it: [registry[:port]/]path[:tag][@sha256:digest], lower-case path.
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_IMAGE = re.compile(
+    rf"^(?:(?:[a-zA-Z0-9-]+(?:\.[a-zA-Z0-9-]+)*(?::[0-9]{{1,5}})?)/)?{_COMPONENT}(?:/{_COMPONENT})*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$"
+)
+_PORT = re.compile(r"^([0-9]{1,5})/(http|tcp)$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+_SSH_KEY = re.compile(
+    r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com) [A-Za-z0-9+/]+=* ?.*$"
+)
+_SYSTEM_DIRS = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib64", "/proc", "/sbin", "/sys", "/usr", "/home/pod")
+
+
+@dataclass(frozen=True)
+class NewVolume:
+    size_gb: int
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class PodSettings:
+    """What a pod runs, as asked (the API's body, checked by `pod_create`)."""
+
+    name: str
+    image: str
+    gpu_type: str
+    gpu_count: int = 1
+    region: str | None = None  # None: where an existing volume lives
+    cloud_type: str = CloudType.ANY
+    spot: bool = False
+    max_price_micros: int | None = None
+    container_disk_gb: int = 20
+    ports: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    command: list[str] = field(default_factory=list)
+    args: list[str] = field(default_factory=list)
+    ssh_public_keys: list[str] = field(default_factory=list)
+    volume_id: str | None = None
+    new_volume: NewVolume | None = None
+    volume_mount_path: str = "/workspace"
+    template: str = ""
+
+
+def pod_create(*, principal: Principal, asked: PodSettings) -> Deployment:
+    """Check everything, choose the offer (where the volume lives, when it has one), hold the first
+    minute and launch after commit."""
+    principal.require(CAN_WRITE, "creating pods")
+    _checked(asked)
+    gpu = GpuType.objects.filter(slug=asked.gpu_type).first()
+    if gpu is None:
+        raise NotFound(f"No GPU type {asked.gpu_type!r}; see GET /api/v1/gpu-types.", param="gpu_type")
+    volume = _volume_of(principal, asked)
+    region = asked.region or (volume.region_id if volume else None)
+    if region is None:
+        raise InvalidRequest(
+            "Say the region (or attach an existing volume: the pod runs where it lives).", param="region"
+        )
+    if not Region.objects.filter(slug=region).exists():
+        raise NotFound(f"No region {region!r}; see GET /api/v1/regions.", param="region")
+    if volume is not None and volume.region_id != region:
+        raise InvalidRequest(f"Volume {volume.pk} lives in {volume.region_id}; the pod must run there.", param="region")
+    offer = _offer(asked, gpu=gpu, region=region, provider=volume.provider if volume else None)
+    launch_check(principal.org)
+    with transaction.atomic():
+        deployment = Deployment.objects.create(
+            id=new_pod_id(), org=principal.org, name=asked.name.strip()[:100] or asked.image[:100],
+            kind=DeploymentKind.POD, gpu_type=gpu, region_id=region, desired_replicas=1, min_replicas=1,
+            max_replicas=1, hourly_price_micros=offer.price_per_hour_micros, spot=asked.spot,
+            cloud_type=asked.cloud_type, created_by=principal.user,
+        )  # fmt: skip
+        if asked.new_volume is not None:
+            volume = volume_create(
+                principal=principal, name=asked.new_volume.name or f"{deployment.name} volume",
+                size_gb=asked.new_volume.size_gb, region=region, gpu_type=offer_slug(gpu, asked.gpu_count),
+            )  # fmt: skip
+            if volume.provider != offer.provider_id:  # placed with the cheapest keeper: the pod runs there
+                offer = _offer(asked, gpu=gpu, region=region, provider=volume.provider)
+                deployment.hourly_price_micros = offer.price_per_hour_micros
+                deployment.save(update_fields=["hourly_price_micros"])
+        Pod.objects.create(
+            deployment=deployment, image=asked.image, gpu_count=asked.gpu_count,
+            container_disk_gb=asked.container_disk_gb, ports=asked.ports, env=asked.env, command=asked.command,
+            args=asked.args, ssh_public_keys=asked.ssh_public_keys, volume=volume,
+            volume_mount_path=asked.volume_mount_path, max_price_micros=asked.max_price_micros,
+            template=asked.template,
+        )  # fmt: skip
+        deployment_transition(deployment, DeploymentStatus.PROVISIONING, "Created.")
+        instance_add(deployment, offer.price_per_hour_micros)
+    return deployment
+
+
+def pod_stop(*, principal: Principal, deployment: Deployment) -> Deployment:
+    """Take the machine down (billing stops when its provider confirms); the pod and its volume stay."""
+    principal.require(CAN_WRITE, "stopping pods")
+    if deployment.pod.terminated:
+        raise Conflict("The pod was terminated; create a new one.")
+    return deployment_delete(principal=principal, deployment=deployment)
+
+
+def pod_start(*, principal: Principal, deployment: Deployment) -> Deployment:
+    """Launch the pod again, with the same image and settings, on an offer of its GPU type where its
+    volume lives; 409 (and it stays stopped) when none has capacity now."""
+    principal.require(CAN_WRITE, "starting pods")
+    pod = deployment.pod
+    if pod.terminated:
+        raise Conflict("The pod was terminated; create a new one.")
+    if deployment.status != DeploymentStatus.STOPPED:
+        raise Conflict(f"The pod is {pod_status(deployment, pod)}: only a stopped pod starts.")
+    gpu = deployment.gpu_type
+    assert gpu is not None and deployment.region_id is not None
+    asked = PodSettings(
+        name=deployment.name, image=pod.image, gpu_type=gpu.slug, gpu_count=pod.gpu_count, spot=deployment.spot,
+        cloud_type=deployment.cloud_type, max_price_micros=pod.max_price_micros,
+    )  # fmt: skip
+    if pod.volume is not None and _in_use_elsewhere(pod.volume, deployment):
+        raise Conflict(f"Volume {pod.volume_id} is in use by another pod; stop that one first.")
+    offer = _offer(asked, gpu=gpu, region=deployment.region_id, provider=pod.volume.provider if pod.volume else None)
+    launch_check(deployment.org)
+    with transaction.atomic():
+        deployment = Deployment.objects.select_for_update().get(pk=deployment.pk)
+        if deployment.status != DeploymentStatus.STOPPED:  # started by someone else meanwhile
+            return deployment
+        Pod.objects.filter(pk=deployment.pk).update(starts=pod.starts + 1)
+        deployment.hourly_price_micros = offer.price_per_hour_micros
+        deployment.save(update_fields=["hourly_price_micros"])
+        deployment_transition(deployment, DeploymentStatus.PROVISIONING, "Started.")
+        instance_add(deployment, offer.price_per_hour_micros)
+    return deployment
+
+
+def pod_terminate(*, principal: Principal, deployment: Deployment, delete_volume: bool = False) -> Deployment:
+    """End the pod for good: its machine and container disk go; its volume too when asked."""
+    principal.require(CAN_WRITE, "terminating pods")
+    with transaction.atomic():
+        Pod.objects.filter(pk=deployment.pk).update(terminated=True)
+        deployment = deployment_delete(principal=principal, deployment=deployment)
+        volume = Pod.objects.get(pk=deployment.pk).volume
+        if delete_volume and volume is not None:
+            if volume.pods.exclude(pk=deployment.pk).filter(terminated=False).exists():
+                raise Conflict(f"Volume {volume.pk} is attached to another pod; it was kept.")
+            volume_delete(principal=principal, volume=volume)
+    return deployment
+
+
+def pod_status(deployment: Deployment, pod: Pod) -> str:
+    """The pod's own vocabulary: provisioning, running, stopping, stopped, starting, terminating,
+    terminated, failed."""
+    status = deployment.status
+    if status in (DeploymentStatus.STOPPING, DeploymentStatus.STOPPED):
+        ending = "terminat" if pod.terminated else "stopp"
+        return f"{ending}ing" if status == DeploymentStatus.STOPPING else f"{ending}ed"
+    if status == DeploymentStatus.FAILED:
+        return "failed"
+    if status in (DeploymentStatus.ACTIVE, DeploymentStatus.SCALING):
+        return "running"
+    return "starting" if pod.starts > 1 else "provisioning"
+
+
+# --- checks and placement -----------------------------------------------------------------------
+
+
+def _checked(asked: PodSettings) -> None:
+    if len(asked.image) > 300 or not _IMAGE.match(asked.image):
+        raise InvalidRequest(
+            f"{asked.image[:100]!r} is not an image reference: [registry/]name[:tag][@sha256:digest], "
+            "lower-case name, e.g. runpod/pytorch:2.4.0-py3.11-cuda12.4.1-devel-ubuntu22.04.",
+            param="image",
+        )
+    if asked.gpu_count not in GPU_COUNTS:
+        raise InvalidRequest("gpu_count must be 1, 2, 4 or 8.", param="gpu_count")
+    if asked.cloud_type not in CloudType.values:
+        raise InvalidRequest(f"cloud_type must be one of {', '.join(CloudType.values)}.", param="cloud_type")
+    if asked.max_price_micros is not None and not asked.spot:
+        raise InvalidRequest(
+            "max_price_per_hour_usd is the ceiling of a spot pod; set spot: true.", param="max_price_per_hour_usd"
+        )
+    if asked.max_price_micros is not None and asked.max_price_micros <= 0:
+        raise InvalidRequest("max_price_per_hour_usd must be more than 0.", param="max_price_per_hour_usd")
+    low, high = CONTAINER_DISK_GB
+    if not low <= asked.container_disk_gb <= high:
+        raise InvalidRequest(f"container_disk_gb must be between {low} and {high}.", param="container_disk_gb")
+    _ports_checked(asked.ports)
+    _env_checked(asked.env)
+    for name, argv in (("command", asked.command), ("args", asked.args)):
+        if len(argv) > MAX_ARGV or any(not item or len(item) > MAX_TEXT for item in argv):
+            raise InvalidRequest(
+                f"{name} takes at most {MAX_ARGV} non-empty strings of at most {MAX_TEXT} characters.", param=name
+            )
+    for key in asked.ssh_public_keys:
+        if len(key) > 16_384 or "\n" in key.strip() or not _SSH_KEY.match(key.strip()):
+            raise InvalidRequest(
+                "ssh_public_keys takes OpenSSH public keys, one line each (the contents of ~/.ssh/id_ed25519.pub).",
+                param="ssh_public_keys",
+            )
+    if asked.volume_id and asked.new_volume:
+        raise InvalidRequest(
+            "Attach an existing volume (volume_id) or ask for a new one (volume), not both.", param="volume"
+        )
+    _mount_path_checked(asked.volume_mount_path)
+
+
+def _ports_checked(ports: list[str]) -> None:
+    if len(ports) > MAX_PORTS:
+        raise InvalidRequest(f"A pod exposes at most {MAX_PORTS} ports.", param="ports")
+    numbers = []
+    for port in ports:
+        found = _PORT.match(port)
+        if found is None or not 1 <= int(found.group(1)) <= 65535:
+            raise InvalidRequest(
+                f"{port[:40]!r} is not a port: write it as 8888/http or 22/tcp (1-65535).", param="ports"
+            )
+        numbers.append(int(found.group(1)))
+    if len(set(numbers)) != len(numbers):
+        raise InvalidRequest("Each port is exposed once.", param="ports")
+
+
+def _env_checked(env: dict[str, str]) -> None:
+    if len(env) > MAX_ENV:
+        raise InvalidRequest(f"A pod takes at most {MAX_ENV} environment variables.", param="env")
+    for name, value in env.items():
+        if not _ENV_NAME.match(name):
+            raise InvalidRequest(
+                f"{name[:60]!r} is not an environment variable name: letters, digits and _, not starting with a digit.",
+                param="env",
+            )
+        if len(value) > MAX_TEXT:
+            raise InvalidRequest(f"The value of {name} is over {MAX_TEXT} characters.", param="env")
+
+
+def _mount_path_checked(path: str) -> None:
+    normal = posixpath.normpath(path) if path else ""
+    if not path.startswith("/") or normal != path or normal == "/" or len(path) > 200:
+        raise InvalidRequest(
+            "volume_mount_path must be an absolute, normalised path such as /workspace.", param="volume_mount_path"
+        )
+    if any(normal == system or normal.startswith(system + "/") for system in _SYSTEM_DIRS):
+        raise InvalidRequest(
+            f"A volume cannot be mounted over {normal}; use a path such as /workspace.", param="volume_mount_path"
+        )
+
+
+def _volume_of(principal: Principal, asked: PodSettings) -> Volume | None:
+    if asked.volume_id is None:
+        return None
+    volume = Volume.objects.filter(org=principal.org, pk=asked.volume_id).first()
+    if volume is None:
+        raise NotFound(f"No volume {asked.volume_id!r}.", param="volume_id")
+    if volume.status not in (VolumeStatus.AVAILABLE, VolumeStatus.CREATING, VolumeStatus.RESIZING):
+        raise Conflict(f"Volume {volume.pk} is {volume.status}.")
+    if _in_use_elsewhere(volume, None):
+        raise Conflict(f"Volume {volume.pk} is in use by another pod; stop that one first.")
+    return volume
+
+
+def _in_use_elsewhere(volume: Volume, deployment: Deployment | None) -> bool:
+    """Whether another pod runs on the volume (one at a time: two writers would corrupt it)."""
+    others = volume.pods.filter(terminated=False).exclude(deployment__status=DeploymentStatus.STOPPED)
+    return others.exclude(pk=deployment.pk if deployment else None).exists()
+
+
+def _offer(asked: PodSettings, *, gpu: GpuType, region: str, provider: str | None) -> Offer:
+    """The cheapest offer with capacity on the asked terms (on `provider` where the volume lives) whose
+    provider can run the image; 409 naming what is missing."""
+    slug = offer_slug(gpu, asked.gpu_count)
+    offers = offers_for(gpu_type=slug, region=region, spot=asked.spot, cloud_type=asked.cloud_type)
+    what = f"{'spot ' if asked.spot else ''}{asked.gpu_count}x {gpu.name} in {region}"
+    if provider is not None:
+        offers = [o for o in offers if o.provider_id == provider]
+        what += " where the volume lives"
+    if asked.max_price_micros is not None:
+        offers = [o for o in offers if o.price_per_hour_micros <= asked.max_price_micros]
+        what += f" at ${asked.max_price_micros / 1e6:.2f}/h or less"
+    if not offers:
+        raise NoCapacity(f"No provider offers {what}.", param="gpu_type")
+    refusals = [_refusal(o, asked.image) for o in offers]
+    runnable = [o for o, refusal in zip(offers, refusals, strict=True) if refusal is None]
+    if not runnable:
+        raise InvalidRequest(refusals[0] or "", param="image")
+    with_capacity = [o for o in runnable if o.available > 0]
+    if not with_capacity:
+        raise NoCapacity(f"No {what} is free right now; try later, another region or GPU.")
+    return with_capacity[0]
+
+
+def _refusal(offer: Offer, image: str) -> str | None:
+    return drivers.driver_of(offer.provider).image_refusal(image)

@@ -29,3 +29,7 @@ def new_deployment_id() -> str:
 
 def new_invitation_id() -> str:
     return new_id("inv")
+
+
+def new_ssh_key_id() -> str:
+    return new_id("sshkey")

@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 
-from accounts.models import ApiKey, Invitation, Membership, Organization, User
+from accounts.models import ApiKey, Invitation, Membership, Organization, SshKey, User
 
 
 @admin.register(User)
@@ -33,6 +33,12 @@ class OrganizationAdmin(admin.ModelAdmin):
 class ApiKeyAdmin(admin.ModelAdmin):
     list_display = ["name", "id", "org", "kind", "last_four", "created_at", "last_used_at", "revoked_at"]
     readonly_fields = ["key_hash"]
+
+
+@admin.register(SshKey)
+class SshKeyAdmin(admin.ModelAdmin):
+    list_display = ["name", "id", "org", "fingerprint", "created_at"]
+    readonly_fields = ["public_key", "fingerprint"]  # written only by ssh_key_add, which checks them
 
 
 admin.site.register(Invitation)

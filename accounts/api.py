@@ -1,4 +1,4 @@
-"""REST endpoints of the accounts app: who am I, organizations, members, invitations, API keys."""
+"""REST endpoints of the accounts app: who am I, organizations, members, invitations, API keys, SSH keys."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from ninja import Router, Status
 
 from accounts import schemas, selectors, services
 from accounts.auth import api_principal
-from accounts.models import ApiKey, Invitation, Membership
+from accounts.models import ApiKey, Invitation, Membership, SshKey
 from accounts.principal import Principal
 from accounts.roles import CAN_READ
 from gpucloud.core.errors import NotFound, answers
@@ -167,3 +167,31 @@ def api_keys_regenerate(request: HttpRequest, key_id: str) -> schemas.ApiKeyCrea
     key = selectors.api_key_get_for_org(principal.org, key_id)
     key, plaintext = services.api_key_regenerate(principal=principal, key=key)
     return _created(key, plaintext)
+
+
+ssh_keys_router = Router(tags=["ssh-keys"])
+
+
+@ssh_keys_router.get("/ssh-keys", response=list[schemas.SshKeyOut], summary="SSH public keys of the organization")
+def ssh_keys_list(request: HttpRequest) -> QuerySet[SshKey]:
+    principal = api_principal(request)
+    principal.require(CAN_READ, "listing SSH keys")
+    return selectors.ssh_keys_of(principal.org)
+
+
+@ssh_keys_router.post(
+    "/ssh-keys",
+    response={201: schemas.SshKeyOut},
+    summary="Add an SSH public key; the organization's pods let its holder in",
+)
+@answers(400, 409)
+def ssh_keys_add(request: HttpRequest, payload: schemas.SshKeyIn) -> Status[SshKey]:
+    key = services.ssh_key_add(principal=api_principal(request), public_key=payload.public_key, name=payload.name or "")
+    return Status(201, key)
+
+
+@ssh_keys_router.delete("/ssh-keys/{ssh_key_id}", response={204: None}, summary="Delete an SSH key")
+def ssh_keys_delete(request: HttpRequest, ssh_key_id: str) -> Status[None]:
+    principal = api_principal(request)
+    services.ssh_key_delete(principal=principal, key=selectors.ssh_key_get_for_org(principal.org, ssh_key_id))
+    return Status(204, None)

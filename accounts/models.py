@@ -1,4 +1,4 @@
-"""Users, organizations, memberships, invitations and API keys.
+"""Users, organizations, memberships, invitations, API keys and SSH keys.
 
 Every billable or addressable resource belongs to an Organization; users reach it
 through a Membership whose role says what they may do.
@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from accounts.keys import PREFIXES, ApiKeyKind
 from accounts.roles import Role
-from gpucloud.core.ids import new_id, new_invitation_id, new_key_id, new_org_id
+from gpucloud.core.ids import new_id, new_invitation_id, new_key_id, new_org_id, new_ssh_key_id
 
 
 class UserManager(BaseUserManager["User"]):
@@ -181,6 +181,32 @@ class KeyGrant(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key_id} may {self.role} {self.deployment_id}"
+
+
+class SshKey(models.Model):
+    """An SSH public key of the organization: its pods let the holder of the private key in.
+
+    The org's, not a person's: pods belong to the org, any member with write access launches them,
+    and a teammate's key must keep working on a pod someone else started. `public_key` is the
+    normalised line and `fingerprint` its SHA256 (accounts/ssh_keys.py), unique within the org."""
+
+    id = models.CharField(primary_key=True, max_length=40, default=new_ssh_key_id, editable=False)
+    org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="ssh_keys")
+    created_by = models.ForeignKey(User, null=True, on_delete=models.SET_NULL, related_name="ssh_keys")
+    name = models.CharField(max_length=100)
+    public_key = models.TextField()
+    fingerprint = models.CharField(max_length=60)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["org", "fingerprint"], name="sshkey_one_per_org_fingerprint")]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.fingerprint})"
+
+    @property
+    def key_type(self) -> str:
+        return self.public_key.split(" ", 1)[0]
 
 
 class ActivityEvent(models.Model):

@@ -6,6 +6,8 @@ from typing import Literal
 from ninja import Schema
 from pydantic import ConfigDict, Field
 
+from accounts.models import SshKey
+from accounts.ssh_keys import MAX_LENGTH, PATTERN, SUPPORTED_TYPES
 from gpucloud.core.schemas import BodyIn
 
 
@@ -96,3 +98,30 @@ class ApiKeyOut(Schema):
 
 class ApiKeyCreatedOut(ApiKeyOut):
     key: str = Field(description="The secret. Shown only in this response; store it now.")
+
+
+class SshKeyIn(BodyIn):
+    # The service's checks (400, saying what to do instead), said here too: the length and the line's
+    # form. That its base64 decodes to a key of the declared type no schema can say.
+    public_key: str = Field(
+        description="One OpenSSH public key line, `type base64 [comment]` (the contents of a .pub file). "
+        f"Types: {', '.join(SUPPORTED_TYPES)}; RSA keys of at least 2048 bits. Private keys and SSH2 "
+        "(PuTTY) blocks are refused (convert one with `ssh-keygen -i -f key.pub`); 409 if the organization "
+        "already has a key with the same fingerprint.",
+        json_schema_extra={"minLength": 1, "maxLength": MAX_LENGTH, "pattern": PATTERN},
+    )
+    name: str | None = Field(default=None, max_length=100, description="Defaults to the key's comment, else its type.")
+
+
+class SshKeyOut(Schema):
+    id: str
+    name: str
+    key_type: str
+    public_key: str = Field(description="Normalised: `type base64 [comment]`.")
+    fingerprint: str = Field(description="As `ssh-keygen -l` prints it: `SHA256:` and unpadded base64.")
+    created_at: datetime
+    created_by: str | None = Field(description="Email of the member who added it")
+
+    @staticmethod
+    def resolve_created_by(obj: SshKey) -> str | None:
+        return obj.created_by.email if obj.created_by is not None else None

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from django.db.models import QuerySet
 
-from accounts.models import ApiKey, Invitation, Membership, Organization, User
+from accounts.models import ApiKey, Invitation, Membership, Organization, SshKey, User
 from gpucloud.core.errors import NotFound
 
 
@@ -47,4 +47,15 @@ def api_key_get_for_org(org: Organization, key_id: str) -> ApiKey:
     key = ApiKey.objects.filter(org=org, pk=key_id).select_related("deployment").first()
     if key is None:
         raise NotFound(f"No API key {key_id!r}.", param="key_id")
+    return key
+
+
+def ssh_keys_of(org: Organization) -> QuerySet[SshKey]:
+    return SshKey.objects.filter(org=org).select_related("created_by").order_by("-created_at", "pk")
+
+
+def ssh_key_get_for_org(org: Organization, ssh_key_id: str) -> SshKey:
+    key = SshKey.objects.filter(org=org, pk=ssh_key_id).select_related("created_by").first()
+    if key is None:
+        raise NotFound(f"No SSH key {ssh_key_id!r}.", param="ssh_key_id")
     return key

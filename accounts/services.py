@@ -1,4 +1,4 @@
-"""Writes of accounts data: users and their personal orgs, organizations, invitations, API keys."""
+"""Writes of accounts data: users and their personal orgs, organizations, invitations, API keys, SSH keys."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from allauth.account.models import EmailAddress
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from accounts import keys
-from accounts.models import ActivityEvent, ApiKey, ApiKeyKind, Invitation, Membership, Organization, User
+from accounts import keys, ssh_keys
+from accounts.models import ActivityEvent, ApiKey, ApiKeyKind, Invitation, Membership, Organization, SshKey, User
 from accounts.principal import Principal
 from accounts.roles import CAN_GRANT_OWNER, CAN_MANAGE_MEMBERS, CAN_WRITE, Role
 from gpucloud.core.access_changes import AccessChange, access_change_announce
@@ -254,6 +254,43 @@ def api_key_touch(*, key: ApiKey, min_interval_seconds: int) -> None:
         return
     ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
     key.last_used_at = now
+
+
+# --- SSH keys -------------------------------------------------------------------------
+
+
+def ssh_key_add(*, principal: Principal, public_key: str, name: str = "") -> SshKey:
+    """Store one OpenSSH public key for the org's pods. Refused (400, nothing written) unless it is
+    a supported public key (accounts/ssh_keys.py); 409 if the org already has a key with its
+    fingerprint. Without a name, the key's comment (or its type) names it."""
+    principal.require(CAN_WRITE, "adding SSH keys")
+    try:
+        parsed = ssh_keys.ssh_public_key_parse(public_key)
+    except ssh_keys.SshKeyInvalid as exc:
+        raise InvalidRequest(str(exc), param="public_key") from None
+    label = _clean_name(name) if name.strip() else _clean_name(parsed.comment[:NAME_MAX] or parsed.key_type)
+    existing = SshKey.objects.filter(org=principal.org, fingerprint=parsed.fingerprint).first()
+    if existing is not None:
+        raise _ssh_key_duplicate(existing.name, parsed.fingerprint)
+    try:
+        with transaction.atomic():
+            return SshKey.objects.create(
+                org=principal.org, created_by=principal.user, name=label, public_key=parsed.line,
+                fingerprint=parsed.fingerprint,
+            )  # fmt: skip
+    except IntegrityError:  # added by a concurrent request since the check above
+        raise _ssh_key_duplicate(None, parsed.fingerprint) from None
+
+
+def _ssh_key_duplicate(name: str | None, fingerprint: str) -> Conflict:
+    which = f" as “{name}”" if name else ""
+    return Conflict(f"This organization already has the key {fingerprint}{which}.", param="public_key")
+
+
+def ssh_key_delete(*, principal: Principal, key: SshKey) -> None:
+    """Pods launched afterwards no longer get the key."""
+    principal.require(CAN_WRITE, "deleting SSH keys")
+    SshKey.objects.filter(pk=key.pk, org=principal.org).delete()
 
 
 def activity_record(*, org: Organization, kind: str, message: str) -> ActivityEvent:

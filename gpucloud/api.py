@@ -17,7 +17,7 @@ from ninja.openapi.schema import OpenAPISchema
 from ninja.operation import Operation
 from ninja.types import DictStrAny
 
-from accounts.api import keys_router
+from accounts.api import keys_router, ssh_keys_router
 from accounts.api import router as accounts_router
 from accounts.auth import API_AUTH
 from billing.api import router as billing_router
@@ -94,6 +94,7 @@ api = GpucloudApi(
 )
 api.add_router("", accounts_router)
 api.add_router("", keys_router)
+api.add_router("", ssh_keys_router)
 api.add_router("", catalog_router)
 api.add_router("", billing_router)
 api.add_router("", deployments_router)

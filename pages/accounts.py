@@ -1,4 +1,4 @@
-"""Pages of the accounts app: dashboard shell, API keys, organization. Thin: parse, call, render."""
+"""Pages of the accounts app: dashboard shell, API keys, SSH keys, organization. Thin: parse, call, render."""
 
 from __future__ import annotations
 
@@ -18,11 +18,11 @@ from accounts.auth import SESSION_ORG_KEY, principal_from_session
 from accounts.invitation_links import SESSION_INVITATION_KEY, invitation_from_token
 from accounts.models import ApiKeyKind, Invitation, User
 from accounts.principal import Principal
-from accounts.roles import CAN_MANAGE_MEMBERS, Role, role_at_least
+from accounts.roles import CAN_MANAGE_MEMBERS, CAN_WRITE, Role, role_at_least
 from billing.selectors import usage_month_to_date
 from catalog import selectors as catalog_selectors
 from deployments.selectors import deployment_rows, deployments_count, deployments_running_count
-from gpucloud.core.errors import ApiError
+from gpucloud.core.errors import ApiError, Conflict, InvalidRequest
 from pages import overview
 from pages.catalog import model_cards
 from pages.form_urls import get_goes_to
@@ -173,6 +173,55 @@ def api_keys_regenerate(request: HttpRequest, key_id: str) -> HttpResponse:
     key = selectors.api_key_get_for_org(principal.org, key_id)
     key, plaintext = services.api_key_regenerate(principal=principal, key=key)
     return _key_made(request, principal, key.name, plaintext)
+
+
+# --- SSH keys ---------------------------------------------------------------------------
+
+
+def _render_ssh_keys(request: HttpRequest, principal: Principal, status: int = 200, **extra: object) -> HttpResponse:
+    template = "accounts/ssh_keys.html#ssh-keys" if request.htmx else "accounts/ssh_keys.html"  # type: ignore[attr-defined]
+    context = {
+        "ssh_keys": selectors.ssh_keys_of(principal.org),
+        "can_write": role_at_least(principal.role, CAN_WRITE),
+        **extra,
+    }
+    return render(request, template, context, status=status)
+
+
+@login_required
+@require_GET
+def ssh_keys(request: HttpRequest) -> HttpResponse:
+    return _render_ssh_keys(request, _principal(request))
+
+
+@get_goes_to("ssh_keys")
+@login_required
+@require_POST
+def ssh_keys_add(request: HttpRequest) -> HttpResponse:
+    """A plain form post (no htmx): a refusal re-renders the page with the reason beside what was
+    pasted; success redirects (post/redirect/get) with the new key's fingerprint."""
+    principal = _principal(request)
+    public_key, name = request.POST.get("public_key", ""), request.POST.get("name", "")
+    try:
+        key = services.ssh_key_add(principal=principal, public_key=public_key, name=name)
+    except (InvalidRequest, Conflict) as exc:  # a refusal of the input; a missing role is the 403 page
+        return _render_ssh_keys(request, principal, exc.status, form_error=exc.message, form_public_key=public_key,
+                                form_name=name)  # fmt: skip
+    messages.success(request, f"SSH key “{key.name}” added ({key.fingerprint}).")
+    return redirect("ssh_keys")
+
+
+@get_goes_to("ssh_keys")
+@login_required
+@require_POST
+def ssh_keys_delete(request: HttpRequest, ssh_key_id: str) -> HttpResponse:
+    principal = _principal(request)
+    key = selectors.ssh_key_get_for_org(principal.org, ssh_key_id)
+    services.ssh_key_delete(principal=principal, key=key)
+    if request.htmx:  # type: ignore[attr-defined]
+        return _render_ssh_keys(request, principal)
+    messages.success(request, f"SSH key “{key.name}” deleted.")
+    return redirect("ssh_keys")
 
 
 # --- Organization ---------------------------------------------------------------------

@@ -10,13 +10,16 @@ from pages.deployments import access_forms, scaling_forms, webhook_forms
 from pages.deployments import views as deployment_views
 
 urlpatterns = [
-    # accounts: home, dashboard, API keys, organization
+    # accounts: home, dashboard, API keys, SSH keys, organization
     path("", accounts.home, name="home"),
     path("dashboard/", accounts.dashboard, name="dashboard"),
     path("api-keys/", accounts.api_keys, name="api_keys"),
     path("api-keys/create", accounts.api_keys_create, name="api_keys_create"),
     path("api-keys/<str:key_id>/revoke", accounts.api_keys_revoke, name="api_keys_revoke"),
     path("api-keys/<str:key_id>/regenerate", accounts.api_keys_regenerate, name="api_keys_regenerate"),
+    path("ssh-keys/", accounts.ssh_keys, name="ssh_keys"),
+    path("ssh-keys/add", accounts.ssh_keys_add, name="ssh_keys_add"),
+    path("ssh-keys/<str:ssh_key_id>/delete", accounts.ssh_keys_delete, name="ssh_keys_delete"),
     path("invitations/<str:token>/", accounts.invitation, name="invitation"),
     path("organization/", accounts.organization, name="organization"),
     path("organization/create", accounts.organization_create, name="organization_create"),

@@ -55,9 +55,12 @@ def hostile_requests(deployment_id: str) -> list[tuple[str, str, dict[str, Any]]
         ("DELETE", f"/api/v1/deployments/{deployment_id}/webhooks/wh_a%00b", {}),
         ("DELETE", "/api/v1/api-keys/key_a%00b", {}),
         ("POST", "/api/v1/api-keys/key_a%00b/regenerate", {}),
+        ("DELETE", "/api/v1/ssh-keys/sshkey_a%00b", {}),
         ("GET", "/api/v1/models/a%00b", {}),
         ("GET", "/api/v1/billing/transactions?kind=a%00b", {}),
         ("POST", "/api/v1/api-keys", {"json": {"name": "a\x00b"}}),
+        ("POST", "/api/v1/ssh-keys", {"json": {"public_key": "ssh-ed25519 AAAA\x00"}}),
+        ("POST", "/api/v1/ssh-keys", {"json": {"public_key": "ssh-ed25519 " + "A" * 20_000}}),
         (
             "POST",
             "/api/v1/deployments",

@@ -1,5 +1,5 @@
 """No page's query count grows with what the org holds: each page is read at a small and a larger
-scale of deployments, replicas, events, keys, members, invitations and ledger entries, and must
+scale of deployments, replicas, events, keys, SSH keys, members, invitations and ledger entries, and must
 issue the same number of queries (an N+1 would add one per row)."""
 
 from __future__ import annotations
@@ -20,11 +20,12 @@ from deployments.lifecycle import deployment_transition
 from deployments.models import Deployment, DeploymentStatus
 from tests.support.pages import running, signed_in
 from tests.support.personas import Persona
+from tests.support.ssh_keys import ssh_line
 
 pytestmark = pytest.mark.django_db
 
 PAGES = ["/dashboard/", "/deployments/", "/billing/", "/catalog/", "/catalog/smollm2-135m-instruct/",
-         "/api-keys/", "/organization/", "{detail}"]  # fmt: skip
+         "/api-keys/", "/ssh-keys/", "/organization/", "{detail}"]  # fmt: skip
 
 
 def grow(persona: Persona, detail: Deployment, scale: int, start: int) -> None:
@@ -39,6 +40,7 @@ def grow(persona: Persona, detail: Deployment, scale: int, start: int) -> None:
         account_services.api_key_create(principal=owner, name=f"dk{n}", kind=ApiKeyKind.DEPLOYMENT,
                                         deployment_id=detail.pk)  # fmt: skip
         account_services.invitation_create(principal=owner, email=f"guest{n}@example.com", role="viewer")
+        account_services.ssh_key_add(principal=owner, public_key=ssh_line(comment=f"k{n}"))
         user, _ = account_services.user_create(email=f"member{n}@example.com", password=None)
         Membership.objects.create(org=persona.org, user=user, role=Role.MEMBER)
         deployment_transition(detail, DeploymentStatus.SCALING if n % 2 else DeploymentStatus.ACTIVE, f"step {n}")

@@ -37,7 +37,7 @@ from accounts.auth import SESSION_ORG_KEY, InferenceKeyAuth
 from accounts.models import ApiKey, Invitation, KeyGrant, Membership, User
 from accounts.principal import Principal
 from accounts.roles import Role
-from accounts.services import api_key_create, api_key_revoke, user_create
+from accounts.services import api_key_create, api_key_revoke, ssh_key_add, user_create
 from deployments.models import Deployment
 from gateway import counters as metering
 from gateway import keys, routing, sessions
@@ -46,6 +46,7 @@ from gpucloud.api import api
 from gpucloud.asgi import DEPLOYMENT_CHAT, http_app
 from tests.support.gateway import serving_deployment
 from tests.support.personas import PASSWORD, Persona
+from tests.support.ssh_keys import ssh_line
 
 pytestmark = pytest.mark.django_db
 
@@ -101,6 +102,7 @@ class Tenant:
             "delivery_id": lambda: self.delivery().pk,
             "volume_id": lambda: self.volume().pk,
             "pod_id": lambda: self.pod().pk,
+            "ssh_key_id": lambda: self.ssh_key().pk,
         }
         if name not in makers:
             pytest.fail(f"The isolation matrix cannot fill path parameter {name!r}: teach Tenant.param (or "
@@ -144,6 +146,12 @@ class Tenant:
             self._lazy["pod"] = deployment
         return self._lazy["pod"]
 
+    def ssh_key(self) -> Any:
+        if "ssh_key" not in self._lazy:
+            owner = Principal(user=self.persona.user, org=self.persona.org, role=Role.OWNER)
+            self._lazy["ssh_key"] = ssh_key_add(principal=owner, public_key=ssh_line(comment=f"{self.slug}@laptop"))
+        return self._lazy["ssh_key"]
+
     def markers(self) -> set[str]:
         """Strings that identify this org's objects: none may reach another org's caller."""
         org = self.persona.org
@@ -153,6 +161,8 @@ class Tenant:
         found |= {str(getattr(obj, "pk", "")) for obj in self._lazy.values()}
         if "webhook" in self._lazy:
             found.add(self._lazy["webhook"].url)
+        if "ssh_key" in self._lazy:
+            found |= {self._lazy["ssh_key"].fingerprint, self._lazy["ssh_key"].name}
         return found
 
 
@@ -277,6 +287,7 @@ def body_for(route: Route, caller: Tenant) -> Any:
         "name": "isolation", "email": "invitee-new@example.com", "url": WEBHOOK_URL, "events": ["deployment.active"],
         "role": "inference" if route.path.endswith("/permissions") else "viewer",
         "api_key_id": caller.scoped_key.pk, "model_id": "smollm2-135m-instruct", "gpu_type": "cpu", "region": "local",
+        "public_key": ssh_line(),
     }  # fmt: skip
     return _example(route.body_schema, hints)
 
@@ -560,4 +571,4 @@ def test_no_route_leaks_across_tenants_or_past_a_keys_scope(
     # The walk found the routes (a broken walk would pass with few cells).
     walked = {(r.method, r.path) for r in routes}
     assert {("POST", "/api/v1/deployments/{deployment_id}/permissions"), ("GET", "/api/v1/billing/balance"),
-            ("DELETE", "/api/v1/api-keys/{key_id}")} <= walked  # fmt: skip
+            ("DELETE", "/api/v1/api-keys/{key_id}"), ("DELETE", "/api/v1/ssh-keys/{ssh_key_id}")} <= walked  # fmt: skip

@@ -37,3 +37,7 @@ def new_volume_id() -> str:
 
 def new_invitation_id() -> str:
     return new_id("inv")
+
+
+def new_ssh_key_id() -> str:
+    return new_id("sshkey")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from django.db import transaction
 
+from accounts.selectors import ssh_keys_of
 from catalog.models import CloudType, GpuType
 from deployments.lifecycle import deployment_transition
 from deployments.models import Deployment, DeploymentStatus, Pod, VolumeStatus
@@ -47,8 +48,15 @@ def pod_instance_spec(instance: Instance, pod: Pod) -> InstanceSpec:
         disk_gb=pod.container_disk_gb,
         volume_id=volume.provider_volume_id if volume is not None else None,
         volume_mount_path=pod.volume_mount_path,
-        ssh_public_keys=list(pod.ssh_public_keys),
+        ssh_public_keys=_keys_of(pod, deployment),
     )
+
+
+def _keys_of(pod: Pod, deployment: Deployment) -> list[str]:
+    """The pod's own keys and the org's saved ones, as they are at this launch (a key deleted since
+    the last one no longer gets in after a start)."""
+    saved = ssh_keys_of(deployment.org).values_list("public_key", flat=True)
+    return list(dict.fromkeys([*pod.ssh_public_keys, *saved]))
 
 
 def pod_preempted(deployment: Deployment, reason: str) -> None:

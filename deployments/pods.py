@@ -17,6 +17,7 @@ from django.db import transaction
 
 from accounts.principal import Principal
 from accounts.roles import CAN_WRITE
+from accounts.ssh_keys import SshKeyInvalid, ssh_public_key_parse
 from billing.policy import launch_check
 from catalog.models import CloudType, GpuType, Offer, Region
 from catalog.selectors import offers_for
@@ -115,10 +116,11 @@ def pod_create(*, principal: Principal, asked: PodSettings) -> Deployment:
                 offer = _offer(asked, gpu=gpu, region=region, provider=volume.provider)
                 deployment.hourly_price_micros = offer.price_per_hour_micros
                 deployment.save(update_fields=["hourly_price_micros"])
+        keys = [ssh_public_key_parse(key).line for key in asked.ssh_public_keys]  # normalised, as saved keys are
         Pod.objects.create(
             deployment=deployment, image=asked.image, gpu_count=asked.gpu_count,
             container_disk_gb=asked.container_disk_gb, ports=asked.ports, env=asked.env, command=asked.command,
-            args=asked.args, ssh_public_keys=asked.ssh_public_keys, volume=volume,
+            args=asked.args, ssh_public_keys=keys, volume=volume,
             volume_mount_path=asked.volume_mount_path, max_price_micros=asked.max_price_micros,
             template=asked.template,
         )  # fmt: skip
@@ -225,11 +227,10 @@ def _checked(asked: PodSettings) -> None:
                 f"{name} takes at most {MAX_ARGV} non-empty strings of at most {MAX_TEXT} characters.", param=name
             )
     for key in asked.ssh_public_keys:
-        if len(key) > 16_384 or "\n" in key.strip() or not _SSH_KEY.match(key.strip()):
-            raise InvalidRequest(
-                "ssh_public_keys takes OpenSSH public keys, one line each (the contents of ~/.ssh/id_ed25519.pub).",
-                param="ssh_public_keys",
-            )
+        try:
+            ssh_public_key_parse(key)
+        except SshKeyInvalid as exc:
+            raise InvalidRequest(f"ssh_public_keys: {exc}", param="ssh_public_keys") from exc
     if asked.volume_id and asked.new_volume:
         raise InvalidRequest(
             "Attach an existing volume (volume_id) or ask for a new one (volume), not both.", param="volume"

@@ -13,6 +13,9 @@ from typing import Any
 
 from django.test import Client
 
+from accounts.principal import Principal
+from accounts.roles import Role
+from accounts.services import ssh_key_add
 from billing.invariants import ledger_violations
 from billing.models import Service, UsageMeter
 from catalog.models import Provider
@@ -21,6 +24,7 @@ from fleet.models import Instance
 from tests.support import sim_cloud
 from tests.support.billing import billing_mismatches, fund
 from tests.support.personas import Persona
+from tests.support.ssh_keys import ssh_line
 
 USD = 1_000_000
 # Appends a line per start to a file on its volume, then keeps running (as a pod's server would).
@@ -176,8 +180,10 @@ def test_a_cloud_pod_runs_on_the_tier_kind_and_price_asked_for(
     fund(alice.org, 20 * USD)
     gpus = {"h100": {"price": 2_000_000, "capacity": 2}}
     image = "runpod/pytorch:2.4.0-py3.11-cuda12.4.1-devel-ubuntu22.04"
+    own, saved = ssh_line(comment="laptop"), ssh_line("nistp256", comment="team")
+    ssh_key_add(principal=Principal(user=alice.user, org=alice.org, role=Role.OWNER), public_key=saved)
     body = {"image": image, "gpu_type": "h100", "region": "atl1", "ports": ["8888/http", "22/tcp"],
-            "env": {"JUPYTER_PASSWORD": "x"}, "cloud_type": "community"}  # fmt: skip
+            "env": {"JUPYTER_PASSWORD": "x"}, "cloud_type": "community", "ssh_public_keys": [f"  {own}\n"]}  # fmt: skip
     with sim_cloud.sole_provider(settings, gpus, community={"h100": 1_200_000}):
         created = call(client, alice, "post", "/pods", body, django_capture_on_commit_callbacks)
         assert created.status_code == 201, created.content
@@ -192,6 +198,7 @@ def test_a_cloud_pod_runs_on_the_tier_kind_and_price_asked_for(
             {"JUPYTER_PASSWORD": "x"},
         )
         assert spec.gpu_type == "h100" and spec.gpu_count == 1
+        assert spec.ssh_public_keys == [own, saved]  # its own keys (normalised), then the org's saved ones
 
         assert call(client, alice, "post", "/pods", {**body, "cloud_type": "secure", "gpu_count": 8}).status_code == 409
         spot = call(client, alice, "post", "/pods", {**body, "spot": True, "max_price_per_hour_usd": 9})

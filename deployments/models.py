@@ -5,11 +5,17 @@ one of its instances, is a DeploymentEvent.
 
 from __future__ import annotations
 
+import secrets
+
 from django.db import models
 from django.utils import timezone
 
 from catalog.models import CloudType
 from gpucloud.core.ids import new_deployment_id, new_volume_id
+
+
+def new_proxy_token() -> str:
+    return secrets.token_urlsafe(32)
 
 
 class DeploymentKind(models.TextChoices):
@@ -259,6 +265,9 @@ class Pod(models.Model):
     volume_mount_path = models.CharField(max_length=200, default="/workspace")
     max_price_micros = models.BigIntegerField(null=True, blank=True, help_text="Spot: the most it may cost per hour")
     template = models.CharField(max_length=60, blank=True)
+    proxy_token = models.CharField(
+        max_length=64, default=new_proxy_token, help_text="Opens its ports through the platform's proxy"
+    )
     terminated = models.BooleanField(default=False, help_text="Asked to end for good (else a stop keeps it)")
     starts = models.PositiveIntegerField(default=1, help_text="Launches asked for: 1 at create, +1 per start")
 

@@ -456,6 +456,19 @@ class PodMachineOut(Schema):
     failure_reason: str | None
 
 
+class PodPortOut(Schema):
+    port: int
+    url: str = Field(description="Through the platform's proxy: a signed-in member, or ?gpucloud_token=<proxy_token>")
+
+
+class PodConnectOut(Schema):
+    http: list[PodPortOut] = Field(description="Each HTTP port, while the pod runs (503 otherwise)")
+    proxy_token: str | None = Field(
+        description="Opens its ports without a session (append ?gpucloud_token=...); shown to members who may "
+        "change the pod, null for viewers"
+    )
+
+
 class PodOut(Schema):
     id: str
     name: str
@@ -484,3 +497,4 @@ class PodOut(Schema):
     created_at: datetime
     stopped_at: datetime | None
     machine: PodMachineOut | None = Field(description="Its current (or last) machine")
+    connect: PodConnectOut

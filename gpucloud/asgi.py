@@ -21,6 +21,12 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 from django.urls import path, re_path  # noqa: E402
 
 from gateway.app import gateway_app, gateway_shutdown  # noqa: E402
+from gateway.pod_proxy import (  # noqa: E402
+    is_pod_port_path,
+    pod_proxy_http,
+    pod_proxy_shutdown,
+    pod_proxy_websocket,
+)
 from gpucloud.core.live import server_loop_set  # noqa: E402
 from gpucloud.core.memory import return_large_blocks_when_freed  # noqa: E402
 from pages.consumers import DeploymentLogsConsumer, OrgEventsConsumer, UnknownPathConsumer  # noqa: E402
@@ -39,6 +45,9 @@ async def http_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     path = scope["path"]
     if path == "/v1" or path.startswith("/v1/"):
         await gateway_app(scope, receive, send)
+        return
+    if is_pod_port_path(path):  # a pod's HTTP port, through the platform's proxy
+        await pod_proxy_http(scope, receive, send)
         return
     match = DEPLOYMENT_CHAT.match(path) if scope["method"] == "POST" else None
     if match:
@@ -69,6 +78,7 @@ async def lifespan_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         elif message["type"] == "lifespan.shutdown":
             server_loop_set(None)
             await gateway_shutdown()
+            await pod_proxy_shutdown()
             await send({"type": "lifespan.shutdown.complete"})
             return
 
@@ -86,4 +96,13 @@ websocket_app = AllowedHostsOriginValidator(
     )
 )
 
-application = ProtocolTypeRouter({"http": http_app, "websocket": websocket_app, "lifespan": lifespan_app})
+
+async def websocket_entry(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """A pod's port (JupyterLab's kernels) through the proxy; every other websocket to the pages."""
+    if is_pod_port_path(scope["path"]):
+        await pod_proxy_websocket(scope, receive, send)
+        return
+    await websocket_app(scope, receive, send)
+
+
+application = ProtocolTypeRouter({"http": http_app, "websocket": websocket_entry, "lifespan": lifespan_app})

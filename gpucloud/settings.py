@@ -267,6 +267,9 @@ WHITENOISE_AUTOREFRESH = DEBUG
 # --- Security (production values when DEBUG=0; `check --deploy` stays clean) ------------
 SESSION_COOKIE_SECURE = not DEBUG
 CSRF_COOKIE_SECURE = not DEBUG
+# Pages read the CSRF token from the page (base.html), never from the cookie: keeping the cookie out of
+# scripts' reach costs nothing and keeps it from a pod's pages, which the pod proxy serves on this origin.
+CSRF_COOKIE_HTTPONLY = True
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", not DEBUG)
 SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0 if DEBUG else 31536000, minimum=0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", not DEBUG)

@@ -6,7 +6,7 @@ from django.http import HttpRequest
 from ninja import Router, Status
 
 from accounts.auth import api_principal
-from accounts.roles import CAN_READ
+from accounts.roles import CAN_READ, CAN_WRITE, role_at_least
 from deployments import pods, schemas, selectors
 from deployments.models import Deployment, Pod
 from fleet.models import Instance
@@ -16,7 +16,7 @@ from gpucloud.core.money import MICROS_PER_USD
 router = Router(tags=["pods"])
 
 
-def _pod_out(deployment: Deployment) -> dict[str, object]:
+def _pod_out(request: HttpRequest, deployment: Deployment) -> dict[str, object]:
     pod = deployment.pod
     row = selectors.deployment_row(deployment)
     machine = deployment.instances.order_by("-created_at", "-pk").first()
@@ -44,6 +44,19 @@ def _pod_out(deployment: Deployment) -> dict[str, object]:
         "created_at": deployment.created_at,
         "stopped_at": deployment.stopped_at,
         "machine": _machine_out(machine) if machine else None,
+        "connect": _connect_out(request, deployment),
+    }
+
+
+def _connect_out(request: HttpRequest, deployment: Deployment) -> dict[str, object]:
+    pod = deployment.pod
+    http = [int(port.split("/")[0]) for port in pod.ports if port.endswith("/http")]
+    may_change = role_at_least(api_principal(request).role, CAN_WRITE)
+    return {
+        "http": [
+            {"port": port, "url": request.build_absolute_uri(f"/pods/{deployment.pk}/ports/{port}/")} for port in http
+        ],
+        "proxy_token": pod.proxy_token if may_change else None,
     }
 
 
@@ -73,7 +86,7 @@ def _machine_out(machine: Instance) -> dict[str, object]:
 def pods_list(request: HttpRequest) -> list[dict[str, object]]:
     principal = api_principal(request)
     principal.require(CAN_READ, "listing pods")
-    return [_pod_out(d) for d in selectors.pods_of(principal.org)]
+    return [_pod_out(request, d) for d in selectors.pods_of(principal.org)]
 
 
 @router.post(
@@ -99,14 +112,14 @@ def pods_create(request: HttpRequest, payload: schemas.PodCreateIn) -> Status[di
         volume_mount_path=payload.volume_mount_path,
     )  # fmt: skip
     deployment = pods.pod_create(principal=api_principal(request), asked=asked)
-    return Status(201, _pod_out(selectors.pod_get_for_org(deployment.org, deployment.pk)))
+    return Status(201, _pod_out(request, selectors.pod_get_for_org(deployment.org, deployment.pk)))
 
 
 @router.get("/pods/{pod_id}", response=schemas.PodOut, summary="One pod (a terminated one too)")
 def pods_get(request: HttpRequest, pod_id: str) -> dict[str, object]:
     principal = api_principal(request)
     principal.require(CAN_READ, "reading pods")
-    return _pod_out(selectors.pod_get_for_org(principal.org, pod_id))
+    return _pod_out(request, selectors.pod_get_for_org(principal.org, pod_id))
 
 
 @router.post(
@@ -121,7 +134,7 @@ def pods_stop(request: HttpRequest, pod_id: str) -> dict[str, object]:
     principal = api_principal(request)
     deployment = selectors.pod_get_for_org(principal.org, pod_id)
     pods.pod_stop(principal=principal, deployment=deployment)
-    return _pod_out(selectors.pod_get_for_org(principal.org, pod_id))
+    return _pod_out(request, selectors.pod_get_for_org(principal.org, pod_id))
 
 
 @router.post(
@@ -137,7 +150,7 @@ def pods_start(request: HttpRequest, pod_id: str) -> dict[str, object]:
     principal = api_principal(request)
     deployment = selectors.pod_get_for_org(principal.org, pod_id)
     pods.pod_start(principal=principal, deployment=deployment)
-    return _pod_out(selectors.pod_get_for_org(principal.org, pod_id))
+    return _pod_out(request, selectors.pod_get_for_org(principal.org, pod_id))
 
 
 @router.delete(
@@ -152,4 +165,4 @@ def pods_terminate(request: HttpRequest, pod_id: str, delete_volume: bool = Fals
     principal = api_principal(request)
     deployment = selectors.pod_get_for_org(principal.org, pod_id)
     pods.pod_terminate(principal=principal, deployment=deployment, delete_volume=delete_volume)
-    return _pod_out(selectors.pod_get_for_org(principal.org, pod_id))
+    return _pod_out(request, selectors.pod_get_for_org(principal.org, pod_id))

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 
 class ProviderError(Exception):
@@ -176,6 +177,14 @@ class Driver(ABC):
     @abstractmethod
     def endpoint(self, provider_instance_id: str) -> str:
         """Base URL of the engine's OpenAI-compatible server (the gateway appends /v1/...)."""
+
+    def port_url(self, provider_instance_id: str, port: int) -> str:
+        """Base URL of the instance's `port` (a pod's HTTP port, for the platform's proxy). By default
+        the engine's address on that port: right where the machine has a public address of its own
+        (Lambda, DigitalOcean); drivers whose cloud maps or proxies ports say otherwise."""
+        endpoint = urlsplit(self.endpoint(provider_instance_id))
+        host = endpoint.hostname or ""
+        return f"{endpoint.scheme}://{f'[{host}]' if ':' in host else host}:{port}"
 
     def image_refusal(self, image: str) -> str | None:
         """Why this provider cannot run `image` (None: it can). Clouds and Kubernetes run any image; the

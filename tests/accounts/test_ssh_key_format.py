@@ -37,6 +37,7 @@ def test_fingerprint_is_what_ssh_keygen_prints_and_the_line_is_normalised() -> N
         (sk_line("ed25519"), "sk-ssh-ed25519@openssh.com"),
         (sk_line("ecdsa"), "sk-ecdsa-sha2-nistp256@openssh.com"),
     ],
+    ids=lambda value: None if value.count(" ") == 0 else "fresh key",  # the same ids in every xdist worker
 )
 def test_every_supported_type_is_accepted(line: str, key_type: str) -> None:
     key = ssh_public_key_parse(line)
@@ -86,6 +87,7 @@ def _retyped(line: str, key_type: str) -> str:
         ("ssh-ed25519 AAAA", "truncated"),
         (ssh_line("rsa", bits=1024), "This RSA key has 1024 bits; RSA keys need at least 2048"),
     ],
+    ids=lambda value: "text" if value.startswith(("ssh-", "ecdsa-")) else None,  # fresh keys: stable ids for xdist
 )
 def test_what_is_not_a_supported_public_key_is_refused_with_the_reason(text: str, reason: str) -> None:
     with pytest.raises(SshKeyInvalid) as refused:

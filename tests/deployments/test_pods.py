@@ -13,6 +13,7 @@ from typing import Any
 
 from django.test import Client
 
+from accounts.models import Membership
 from accounts.principal import Principal
 from accounts.roles import Role
 from accounts.services import ssh_key_add
@@ -51,7 +52,7 @@ def diary(volumes_dir: Path, volume_id: str) -> list[str]:
 
 
 def test_a_local_pod_runs_stops_keeping_its_volume_starts_again_and_terminates(
-    client: Client, alice: Persona, fleet: str, django_capture_on_commit_callbacks: Any
+    client: Client, alice: Persona, bob: Persona, fleet: str, django_capture_on_commit_callbacks: Any
 ) -> None:
     capture = django_capture_on_commit_callbacks
     volumes_dir = Path(Provider.objects.get(slug="local").config["volumes_dir"])
@@ -66,6 +67,10 @@ def test_a_local_pod_runs_stops_keeping_its_volume_starts_again_and_terminates(
     assert shown["machine"]["state"] == "ready" and shown["machine"]["provider"] == "local"
     assert shown["volume"]["status"] == "available" and shown["volume"]["mount_path"] == "/workspace"
     volume_id = shown["volume"]["id"]
+    proxied = f"http://testserver/pods/{pod_id}/ports/8888/"
+    assert shown["connect"] == {"http": [{"port": 8888, "url": proxied}], "proxy_token": Pod.objects.get().proxy_token}
+    Membership.objects.filter(org=alice.org, user=bob.user).update(role=Role.VIEWER)
+    assert call(client, bob, "get", f"/pods/{pod_id}").json()["connect"]["proxy_token"] is None  # viewers: no key
     assert diary(volumes_dir, volume_id) == ["started"]
     assert UsageMeter.objects.get(meter_key=shown["machine"]["id"]).service == Service.POD
 
@@ -191,12 +196,9 @@ def test_a_cloud_pod_runs_on_the_tier_kind_and_price_asked_for(
         assert shown["status"] == "running" and shown["machine"]["cloud_type"] == "community"
         assert shown["machine"]["hourly_price_usd"] == 1.2 and shown["cloud_type"] == "community"
         spec = sim_cloud.LAUNCHED[shown["machine"]["id"]]
-        assert (spec.engine, spec.image, spec.ports, spec.env) == (
-            "container",
-            image,
-            [8888, 22],
-            {"JUPYTER_PASSWORD": "x"},
-        )
+        proxy_path = f"/pods/{shown['id']}/ports/"
+        env = {"JUPYTER_PASSWORD": "x", "GPUCLOUD_POD_ID": shown["id"], "GPUCLOUD_PROXY_PATH": proxy_path}
+        assert (spec.engine, spec.image, spec.ports, spec.env) == ("container", image, [8888, 22], env)
         assert spec.gpu_type == "h100" and spec.gpu_count == 1
         assert spec.ssh_public_keys == [own, saved]  # its own keys (normalised), then the org's saved ones
 

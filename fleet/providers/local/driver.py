@@ -186,7 +186,6 @@ class LocalDriver(Driver):
             **spec.env,
             **{f"PORT_{port}": str(host) for port, host in ports.items() if port},
             "PUBLIC_KEY": "\n".join(spec.ssh_public_keys),
-            "GPUCLOUD_POD_ID": spec.instance_id,
             CUSTOM_KEY_ENV: spec.api_key,
         }
         for stale in (ENDED_FILE, SEEN_GONE_FILE, RESTARTS_FILE):  # from what this instance ran before
@@ -257,6 +256,13 @@ class LocalDriver(Driver):
         if not port:
             raise ProviderError(f"Unknown local instance {provider_instance_id}.", permanent=True)
         return f"http://127.0.0.1:{port}"
+
+    def port_url(self, provider_instance_id: str, port: int) -> str:
+        """A pod's port, mapped to a free one here at launch (instance.json)."""
+        mapped = self._meta(provider_instance_id).get("ports", {}).get(str(port))
+        if not mapped:
+            raise ProviderError(f"Local instance {provider_instance_id} exposes no port {port}.", permanent=True)
+        return f"http://127.0.0.1:{mapped}"
 
     # --- volumes: directories on this machine (volumes.py) ---------------------------------
     @property

@@ -115,6 +115,10 @@ class RunPodDriver(Driver):
             raise ProviderError(f"{CLOUD} pod {provider_instance_id} publishes no HTTP port.", permanent=True)
         return self.options.proxy_url(str(pod["id"]), port)
 
+    def port_url(self, provider_instance_id: str, port: int) -> str:
+        """Every HTTP port of a pod goes through RunPod's proxy, by pod id and port."""
+        return self.options.proxy_url(provider_instance_id, port)
+
     # --- helpers --------------------------------------------------------------------------
     def _placed(self, pod: dict[str, Any], candidate: Candidate, asked: dict[str, Any]) -> ProviderInstance:
         """The pod RunPod created, once it is what we asked for: a pod on another tier or GPU than the

@@ -1,0 +1,67 @@
+"""Who may reach a pod's ports through the platform's proxy, and where they are (the gateway's
+gateway/pod_proxy.py asks; one query and, for a running pod, the driver's address of the port)."""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+
+from accounts.auth import principal_from_session_key
+from accounts.models import Membership
+from accounts.roles import CAN_WRITE, role_at_least
+from deployments.models import Deployment, DeploymentKind, Pod
+from deployments.pods import pod_status
+from fleet import drivers
+from fleet.models import InstanceState
+from fleet.providers.base import ProviderError
+
+
+@dataclass(frozen=True)
+class PortTarget:
+    url: str  # the port's base URL at its provider
+    org_id: str
+
+
+@dataclass(frozen=True)
+class PortRefusal:
+    status: int
+    message: str
+
+
+def pod_port_target(pod_id: str, port: int, *, session_key: str, token: str) -> PortTarget | PortRefusal:
+    """Where `port` of the pod is, for a caller with the pod's proxy token or a signed-in session of a
+    member (member role or above: a pod's ports are a shell on it) of the pod's org; else why not.
+    Another org's pod and no pod answer alike (404)."""
+    deployment = Deployment.objects.filter(pk=pod_id, kind=DeploymentKind.POD).select_related("pod").first()
+    if not session_key and not token:
+        return PortRefusal(401, "Sign in, or pass the pod's proxy token (?gpucloud_token=...), to reach its ports.")
+    if deployment is None or not _may_enter(deployment, session_key=session_key, token=token):
+        return PortRefusal(404, f"No pod {pod_id!r}.")
+    pod = deployment.pod
+    if f"{port}/http" not in pod.ports:
+        return PortRefusal(
+            404, f"Pod {pod_id} exposes no HTTP port {port} (it exposes {', '.join(pod.ports) or 'none'})."
+        )
+    machine = deployment.instances.filter(state=InstanceState.READY).order_by("-created_at").first()
+    if machine is None:
+        return PortRefusal(503, f"The pod is {pod_status(deployment, pod)}: its ports answer while it runs.")
+    try:
+        url = drivers.driver(machine.provider).port_url(machine.provider_instance_id, port)
+    except ProviderError as exc:
+        return PortRefusal(502, f"The pod's provider does not say where port {port} is: {exc.message}")
+    return PortTarget(url=url, org_id=deployment.org_id)
+
+
+def _may_enter(deployment: Deployment, *, session_key: str, token: str) -> bool:
+    pod: Pod = deployment.pod
+    if token and pod.proxy_token and hmac.compare_digest(token.encode(), pod.proxy_token.encode()):
+        return True
+    if not session_key:
+        return False
+    principal = principal_from_session_key(session_key)
+    if principal is None or principal.user is None:
+        return False
+    role = (
+        Membership.objects.filter(org_id=deployment.org_id, user=principal.user).values_list("role", flat=True).first()
+    )
+    return role is not None and role_at_least(role, CAN_WRITE)

@@ -103,6 +103,7 @@ class Tenant:
             "volume_id": lambda: self.volume().pk,
             "pod_id": lambda: self.pod().pk,
             "ssh_key_id": lambda: self.ssh_key().pk,
+            "template_id": lambda: self.template().pk,
         }
         if name not in makers:
             pytest.fail(f"The isolation matrix cannot fill path parameter {name!r}: teach Tenant.param (or "
@@ -145,6 +146,13 @@ class Tenant:
             apps.get_model("deployments", "Pod").objects.create(deployment=deployment, image="gpucloud/shell")
             self._lazy["pod"] = deployment
         return self._lazy["pod"]
+
+    def template(self) -> Any:
+        if "template" not in self._lazy:
+            self._lazy["template"] = apps.get_model("deployments", "Template").objects.create(
+                org=self.persona.org, name=f"{self.slug}-template", image="gpucloud/shell"
+            )
+        return self._lazy["template"]
 
     def ssh_key(self) -> Any:
         if "ssh_key" not in self._lazy:

@@ -265,6 +265,20 @@ class Pod(models.Model):
     def __str__(self) -> str:
         return f"{self.deployment_id} ({self.image})"
 
+    @property
+    def status(self) -> str:
+        """The pod's own vocabulary for its deployment's status: provisioning, running, stopping,
+        stopped, starting, terminating, terminated, failed."""
+        status = self.deployment.status
+        if status in (DeploymentStatus.STOPPING, DeploymentStatus.STOPPED):
+            ending = "terminat" if self.terminated else "stopp"
+            return f"{ending}ing" if status == DeploymentStatus.STOPPING else f"{ending}ed"
+        if status == DeploymentStatus.FAILED:
+            return "failed"
+        if status in (DeploymentStatus.ACTIVE, DeploymentStatus.SCALING):
+            return "running"
+        return "starting" if self.starts > 1 else "provisioning"
+
 
 class Template(models.Model):
     """An organization's saved pod settings (reference/003's templates): a pod created from it takes

@@ -93,7 +93,7 @@ def pod_start(*, principal: Principal, deployment: Deployment) -> Deployment:
     if pod.terminated:
         raise Conflict("The pod was terminated; create a new one.")
     if deployment.status != DeploymentStatus.STOPPED:
-        raise Conflict(f"The pod is {pod_status(deployment, pod)}: only a stopped pod starts.")
+        raise Conflict(f"The pod is {pod.status}: only a stopped pod starts.")
     gpu = deployment.gpu_type
     assert gpu is not None and deployment.region_id is not None
     asked = PodSettings(
@@ -128,20 +128,6 @@ def pod_terminate(*, principal: Principal, deployment: Deployment, delete_volume
                 raise Conflict(f"Volume {volume.pk} is attached to another pod; it was kept.")
             volume_delete(principal=principal, volume=volume)
     return deployment
-
-
-def pod_status(deployment: Deployment, pod: Pod) -> str:
-    """The pod's own vocabulary: provisioning, running, stopping, stopped, starting, terminating,
-    terminated, failed."""
-    status = deployment.status
-    if status in (DeploymentStatus.STOPPING, DeploymentStatus.STOPPED):
-        ending = "terminat" if pod.terminated else "stopp"
-        return f"{ending}ing" if status == DeploymentStatus.STOPPING else f"{ending}ed"
-    if status == DeploymentStatus.FAILED:
-        return "failed"
-    if status in (DeploymentStatus.ACTIVE, DeploymentStatus.SCALING):
-        return "running"
-    return "starting" if pod.starts > 1 else "provisioning"
 
 
 # --- placement ---------------------------------------------------------------------------------

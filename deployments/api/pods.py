@@ -27,7 +27,7 @@ def _pod_out(deployment: Deployment) -> dict[str, object]:
     return {
         "id": deployment.pk,
         "name": deployment.name,
-        "status": pods.pod_status(deployment, pod),
+        "status": pod.status,
         "status_reason": deployment.status_reason or None,
         "image": pod.image,
         "gpu_type": deployment.gpu_type_id,

@@ -6,9 +6,18 @@ from __future__ import annotations
 from django.utils import timezone
 
 from deployments.live import deployment_changed_on_commit
-from deployments.models import Deployment, DeploymentEvent, DeploymentStatus
+from deployments.models import Deployment, DeploymentEvent, DeploymentKind, DeploymentStatus
 from fleet.models import FINAL_STATES, LIVE_STATES, PRE_LAUNCH_STATES, InstanceState
-from webhooks.events import deployment_event_emit
+from webhooks.events import deployment_event_emit, event_emit
+
+# A pod fires these (pod.*) where a deployment fires the keys; the deployment events without a pod
+# counterpart (degraded, recovered, scaled, sla_breach) fire nothing for a pod.
+POD_EVENTS = {
+    "deployment.active": "pod.running",
+    "deployment.stopped": "pod.stopped",
+    "deployment.preempted": "pod.preempted",
+    "deployment.failed": "pod.failed",
+}
 
 
 def deployment_transition(deployment: Deployment, to: DeploymentStatus, reason: str = "") -> None:
@@ -32,8 +41,24 @@ def deployment_transition(deployment: Deployment, to: DeploymentStatus, reason: 
     webhook = _webhook_event_for(previous, to)
     if webhook is not None:
         extra = {"cause": "health"} if webhook == "deployment.recovered" else {}
-        deployment_event_emit(deployment, webhook, key=event.pk, previous_status=previous, reason=reason, **extra)
+        workload_event_emit(deployment, webhook, key=event.pk, previous_status=previous, reason=reason, **extra)
     deployment_changed_on_commit(deployment.pk)
+
+
+def workload_event_emit(deployment: Deployment, event_type: str, *, key: object, **data: object) -> None:
+    """A deployment's webhook event; a pod's under its pod.* name, its data in the pod's words."""
+    if deployment.kind != DeploymentKind.POD:
+        deployment_event_emit(deployment, event_type, key=key, **data)
+        return
+    pod_event = POD_EVENTS.get(event_type)
+    if pod_event is None:
+        return
+    data.pop("previous_status", None)  # a deployment's word (active), not the pod's (running)
+    event_emit(
+        org_id=deployment.org_id, deployment_id=deployment.pk, event_type=pod_event,
+        data={"pod_id": deployment.pk, "name": deployment.name, "status": deployment.pod.status, **data},
+        dedupe_key=f"{pod_event}:{deployment.pk}:{key}",
+    )  # fmt: skip
 
 
 def _webhook_event_for(previous: str, to: DeploymentStatus) -> str | None:

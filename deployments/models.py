@@ -11,7 +11,7 @@ from django.db import models
 from django.utils import timezone
 
 from catalog.models import CloudType
-from gpucloud.core.ids import new_deployment_id, new_volume_id
+from gpucloud.core.ids import new_deployment_id, new_template_id, new_volume_id
 
 
 def new_proxy_token() -> str:
@@ -264,7 +264,7 @@ class Pod(models.Model):
     volume = models.ForeignKey(Volume, null=True, blank=True, on_delete=models.PROTECT, related_name="pods")
     volume_mount_path = models.CharField(max_length=200, default="/workspace")
     max_price_micros = models.BigIntegerField(null=True, blank=True, help_text="Spot: the most it may cost per hour")
-    template = models.CharField(max_length=60, blank=True)
+    template = models.CharField(max_length=60, blank=True, help_text="The template it started from (its id)")
     proxy_token = models.CharField(
         max_length=64, default=new_proxy_token, help_text="Opens its ports through the platform's proxy"
     )
@@ -273,3 +273,45 @@ class Pod(models.Model):
 
     def __str__(self) -> str:
         return f"{self.deployment_id} ({self.image})"
+
+    @property
+    def status(self) -> str:
+        """The pod's own vocabulary for its deployment's status: provisioning, running, stopping,
+        stopped, starting, terminating, terminated, failed."""
+        status = self.deployment.status
+        if status in (DeploymentStatus.STOPPING, DeploymentStatus.STOPPED):
+            ending = "terminat" if self.terminated else "stopp"
+            return f"{ending}ing" if status == DeploymentStatus.STOPPING else f"{ending}ed"
+        if status == DeploymentStatus.FAILED:
+            return "failed"
+        if status in (DeploymentStatus.ACTIVE, DeploymentStatus.SCALING):
+            return "running"
+        return "starting" if self.starts > 1 else "provisioning"
+
+
+class Template(models.Model):
+    """An organization's saved pod settings (reference/003's templates): a pod created from it takes
+    these as defaults. The built-ins everyone sees are code, not rows (deployments/pod_templates.py)."""
+
+    id = models.CharField(primary_key=True, max_length=40, default=new_template_id, editable=False)
+    org = models.ForeignKey("accounts.Organization", on_delete=models.CASCADE, related_name="pod_templates")
+    name = models.CharField(max_length=100)
+    description = models.CharField(max_length=1000, blank=True)
+    image = models.CharField(max_length=300)
+    command = models.JSONField(default=list, help_text="Entry point; empty: the image's own")
+    args = models.JSONField(default=list)
+    ports = models.JSONField(default=list, help_text='Exposed ports: ["8888/http", "22/tcp"]')
+    env = models.JSONField(default=dict)
+    container_disk_gb = models.PositiveIntegerField(default=20)
+    volume_mount_path = models.CharField(max_length=200, default="/workspace")
+    volume_size_gb = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Suggested: a pod from it gets a new volume this size unless it says otherwise"
+    )
+    created_by = models.ForeignKey("accounts.User", null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [models.Index(fields=["org", "-created_at"], name="template_org_created")]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.image})"

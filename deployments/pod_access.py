@@ -10,7 +10,6 @@ from accounts.auth import principal_from_session_key
 from accounts.models import Membership
 from accounts.roles import CAN_WRITE, role_at_least
 from deployments.models import Deployment, DeploymentKind, Pod
-from deployments.pods import pod_status
 from fleet import drivers
 from fleet.models import InstanceState
 from fleet.providers.base import ProviderError
@@ -44,7 +43,7 @@ def pod_port_target(pod_id: str, port: int, *, session_key: str, token: str) -> 
         )
     machine = deployment.instances.filter(state=InstanceState.READY).order_by("-created_at").first()
     if machine is None:
-        return PortRefusal(503, f"The pod is {pod_status(deployment, pod)}: its ports answer while it runs.")
+        return PortRefusal(503, f"The pod is {pod.status}: its ports answer while it runs.")
     try:
         url = drivers.driver(machine.provider).port_url(machine.provider_instance_id, port)
     except ProviderError as exc:

@@ -9,20 +9,17 @@ unless asked to go too). Every refusal raises before anything is written.
 
 from __future__ import annotations
 
-import posixpath
-import re
-from dataclasses import dataclass, field
-
 from django.db import transaction
 
 from accounts.principal import Principal
 from accounts.roles import CAN_WRITE
-from accounts.ssh_keys import SshKeyInvalid, ssh_public_key_parse
+from accounts.ssh_keys import ssh_public_key_parse
 from billing.policy import launch_check
-from catalog.models import CloudType, GpuType, Offer, Region
+from catalog.models import GpuType, Offer, Region
 from catalog.selectors import offers_for
 from deployments.lifecycle import deployment_transition
 from deployments.models import Deployment, DeploymentKind, DeploymentStatus, Pod, Volume, VolumeStatus
+from deployments.pod_settings import PodSettings, pod_settings_check
 from deployments.pod_spec import offer_slug
 from deployments.services import NoCapacity, deployment_delete, instance_add
 from deployments.volumes import volume_create, volume_delete
@@ -30,61 +27,12 @@ from fleet import drivers
 from gpucloud.core.errors import Conflict, InvalidRequest, NotFound
 from gpucloud.core.ids import new_pod_id
 
-GPU_COUNTS = (1, 2, 4, 8)
-MAX_PORTS = 10
-MAX_ENV = 64
-MAX_ARGV = 64
-MAX_TEXT = 4096  # one env value, command or argument
-CONTAINER_DISK_GB = (1, 1024)
-# An image reference as Docker reads it: [registry[:port]/]path[:tag][@sha256:digest], lower-case path.
-_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_IMAGE = re.compile(
-    rf"^(?:(?:[a-zA-Z0-9-]+(?:\.[a-zA-Z0-9-]+)*(?::[0-9]{{1,5}})?)/)?{_COMPONENT}(?:/{_COMPONENT})*"
-    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$"
-)
-_PORT = re.compile(r"^([0-9]{1,5})/(http|tcp)$")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
-_SSH_KEY = re.compile(
-    r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com) [A-Za-z0-9+/]+=* ?.*$"
-)
-_SYSTEM_DIRS = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib64", "/proc", "/sbin", "/sys", "/usr", "/home/pod")
-
-
-@dataclass(frozen=True)
-class NewVolume:
-    size_gb: int
-    name: str = ""
-
-
-@dataclass(frozen=True)
-class PodSettings:
-    """What a pod runs, as asked (the API's body, checked by `pod_create`)."""
-
-    name: str
-    image: str
-    gpu_type: str
-    gpu_count: int = 1
-    region: str | None = None  # None: where an existing volume lives
-    cloud_type: str = CloudType.ANY
-    spot: bool = False
-    max_price_micros: int | None = None
-    container_disk_gb: int = 20
-    ports: list[str] = field(default_factory=list)
-    env: dict[str, str] = field(default_factory=dict)
-    command: list[str] = field(default_factory=list)
-    args: list[str] = field(default_factory=list)
-    ssh_public_keys: list[str] = field(default_factory=list)
-    volume_id: str | None = None
-    new_volume: NewVolume | None = None
-    volume_mount_path: str = "/workspace"
-    template: str = ""
-
 
 def pod_create(*, principal: Principal, asked: PodSettings) -> Deployment:
     """Check everything, choose the offer (where the volume lives, when it has one), hold the first
     minute and launch after commit."""
     principal.require(CAN_WRITE, "creating pods")
-    _checked(asked)
+    pod_settings_check(asked)
     gpu = GpuType.objects.filter(slug=asked.gpu_type).first()
     if gpu is None:
         raise NotFound(f"No GPU type {asked.gpu_type!r}; see GET /api/v1/gpu-types.", param="gpu_type")
@@ -145,7 +93,7 @@ def pod_start(*, principal: Principal, deployment: Deployment) -> Deployment:
     if pod.terminated:
         raise Conflict("The pod was terminated; create a new one.")
     if deployment.status != DeploymentStatus.STOPPED:
-        raise Conflict(f"The pod is {pod_status(deployment, pod)}: only a stopped pod starts.")
+        raise Conflict(f"The pod is {pod.status}: only a stopped pod starts.")
     gpu = deployment.gpu_type
     assert gpu is not None and deployment.region_id is not None
     asked = PodSettings(
@@ -182,100 +130,7 @@ def pod_terminate(*, principal: Principal, deployment: Deployment, delete_volume
     return deployment
 
 
-def pod_status(deployment: Deployment, pod: Pod) -> str:
-    """The pod's own vocabulary: provisioning, running, stopping, stopped, starting, terminating,
-    terminated, failed."""
-    status = deployment.status
-    if status in (DeploymentStatus.STOPPING, DeploymentStatus.STOPPED):
-        ending = "terminat" if pod.terminated else "stopp"
-        return f"{ending}ing" if status == DeploymentStatus.STOPPING else f"{ending}ed"
-    if status == DeploymentStatus.FAILED:
-        return "failed"
-    if status in (DeploymentStatus.ACTIVE, DeploymentStatus.SCALING):
-        return "running"
-    return "starting" if pod.starts > 1 else "provisioning"
-
-
-# --- checks and placement -----------------------------------------------------------------------
-
-
-def _checked(asked: PodSettings) -> None:
-    if len(asked.image) > 300 or not _IMAGE.match(asked.image):
-        raise InvalidRequest(
-            f"{asked.image[:100]!r} is not an image reference: [registry/]name[:tag][@sha256:digest], "
-            "lower-case name, e.g. runpod/pytorch:2.4.0-py3.11-cuda12.4.1-devel-ubuntu22.04.",
-            param="image",
-        )
-    if asked.gpu_count not in GPU_COUNTS:
-        raise InvalidRequest("gpu_count must be 1, 2, 4 or 8.", param="gpu_count")
-    if asked.cloud_type not in CloudType.values:
-        raise InvalidRequest(f"cloud_type must be one of {', '.join(CloudType.values)}.", param="cloud_type")
-    if asked.max_price_micros is not None and not asked.spot:
-        raise InvalidRequest(
-            "max_price_per_hour_usd is the ceiling of a spot pod; set spot: true.", param="max_price_per_hour_usd"
-        )
-    if asked.max_price_micros is not None and asked.max_price_micros <= 0:
-        raise InvalidRequest("max_price_per_hour_usd must be more than 0.", param="max_price_per_hour_usd")
-    low, high = CONTAINER_DISK_GB
-    if not low <= asked.container_disk_gb <= high:
-        raise InvalidRequest(f"container_disk_gb must be between {low} and {high}.", param="container_disk_gb")
-    _ports_checked(asked.ports)
-    _env_checked(asked.env)
-    for name, argv in (("command", asked.command), ("args", asked.args)):
-        if len(argv) > MAX_ARGV or any(not item or len(item) > MAX_TEXT for item in argv):
-            raise InvalidRequest(
-                f"{name} takes at most {MAX_ARGV} non-empty strings of at most {MAX_TEXT} characters.", param=name
-            )
-    for key in asked.ssh_public_keys:
-        try:
-            ssh_public_key_parse(key)
-        except SshKeyInvalid as exc:
-            raise InvalidRequest(f"ssh_public_keys: {exc}", param="ssh_public_keys") from exc
-    if asked.volume_id and asked.new_volume:
-        raise InvalidRequest(
-            "Attach an existing volume (volume_id) or ask for a new one (volume), not both.", param="volume"
-        )
-    _mount_path_checked(asked.volume_mount_path)
-
-
-def _ports_checked(ports: list[str]) -> None:
-    if len(ports) > MAX_PORTS:
-        raise InvalidRequest(f"A pod exposes at most {MAX_PORTS} ports.", param="ports")
-    numbers = []
-    for port in ports:
-        found = _PORT.match(port)
-        if found is None or not 1 <= int(found.group(1)) <= 65535:
-            raise InvalidRequest(
-                f"{port[:40]!r} is not a port: write it as 8888/http or 22/tcp (1-65535).", param="ports"
-            )
-        numbers.append(int(found.group(1)))
-    if len(set(numbers)) != len(numbers):
-        raise InvalidRequest("Each port is exposed once.", param="ports")
-
-
-def _env_checked(env: dict[str, str]) -> None:
-    if len(env) > MAX_ENV:
-        raise InvalidRequest(f"A pod takes at most {MAX_ENV} environment variables.", param="env")
-    for name, value in env.items():
-        if not _ENV_NAME.match(name):
-            raise InvalidRequest(
-                f"{name[:60]!r} is not an environment variable name: letters, digits and _, not starting with a digit.",
-                param="env",
-            )
-        if len(value) > MAX_TEXT:
-            raise InvalidRequest(f"The value of {name} is over {MAX_TEXT} characters.", param="env")
-
-
-def _mount_path_checked(path: str) -> None:
-    normal = posixpath.normpath(path) if path else ""
-    if not path.startswith("/") or normal != path or normal == "/" or len(path) > 200:
-        raise InvalidRequest(
-            "volume_mount_path must be an absolute, normalised path such as /workspace.", param="volume_mount_path"
-        )
-    if any(normal == system or normal.startswith(system + "/") for system in _SYSTEM_DIRS):
-        raise InvalidRequest(
-            f"A volume cannot be mounted over {normal}; use a path such as /workspace.", param="volume_mount_path"
-        )
+# --- placement ---------------------------------------------------------------------------------
 
 
 def _volume_of(principal: Principal, asked: PodSettings) -> Volume | None:

@@ -380,12 +380,48 @@ class PodVolumeIn(BodyIn):
     name: str = Field("", max_length=100, description="Default: the pod's name + ' volume'")
 
 
-class PodCreateIn(BodyIn):
-    name: str = Field("", max_length=100, description="Default: the image")
-    image: str = Field(
+class ContainerSettingsIn(BodyIn):
+    """What the machine runs, as a pod or a template asks for it (the services check these: 400 naming
+    the field)."""
+
+    container_disk_gb: int = Field(
+        20, description="Its container disk, gone when it stops", json_schema_extra={"minimum": 1, "maximum": 1024}
+    )
+    volume_mount_path: str = Field(
+        "/workspace",
+        max_length=200,
+        description="Where the volume appears: an absolute path outside the system's directories",
+    )
+    ports: list[str] = Field(
+        default_factory=list, description='Exposed ports, "8888/http" or "22/tcp", at most 10, each once',
+        json_schema_extra={"maxItems": 10},
+    )  # fmt: skip
+    env: dict[str, str] = Field(
+        default_factory=dict, description="Environment variables (names [A-Za-z_][A-Za-z0-9_]*, at most 64)"
+    )
+    command: list[str] = Field(
+        default_factory=list, description="Entry point (empty: the image's own)", json_schema_extra={"maxItems": 64}
+    )
+    args: list[str] = Field(default_factory=list, description="Its arguments", json_schema_extra={"maxItems": 64})
+
+
+class PodCreateIn(ContainerSettingsIn):
+    template: str | None = Field(
+        None,
+        max_length=60,
+        description="A template to start from (GET /templates; 404 for none): its image, command, args, ports, env, "
+        "container_disk_gb, volume_mount_path and name are the defaults, and its suggested volume size makes a new "
+        "volume unless volume or volume_id is given. Each of those fields the body gives wins whole, even empty "
+        '("env": {} drops its variables, "volume": null its volume)',
+        examples=["pytorch-jupyter"],
+    )
+    name: str = Field("", max_length=100, description="Default: the template's name, else the image")
+    image: str | None = Field(
+        None,
         max_length=300,
-        description="Any image reference ([registry/]name[:tag][@sha256:digest]; 400 otherwise). The local provider "
-        "has no container runtime and runs gpucloud/shell only (400 for others where only it offers the GPU)",
+        description="Any image reference ([registry/]name[:tag][@sha256:digest]; 400 otherwise); required without a "
+        "template. The local provider has no container runtime and runs gpucloud/shell only (400 for others where "
+        "only it offers the GPU)",
         examples=["gpucloud/shell", "runpod/pytorch:2.4.0-py3.11-cuda12.4.1-devel-ubuntu22.04"],
     )
     gpu_type: str = Field(description="A GPU type (GET /gpu-types; 404 for none)", examples=["cpu", "h100"])
@@ -407,29 +443,10 @@ class PodCreateIn(BodyIn):
         description="Spot only (400 otherwise): the most the pod may cost per hour",
         json_schema_extra={"exclusiveMinimum": 0},
     )
-    container_disk_gb: int = Field(
-        20, description="Its container disk, gone when it stops", json_schema_extra={"minimum": 1, "maximum": 1024}
-    )
     volume: PodVolumeIn | None = Field(None, description="A new volume for it (not with volume_id)")
     volume_id: str | None = Field(
         None, description="An existing volume of yours (404 for none; 409 while another pod runs on it)"
     )
-    volume_mount_path: str = Field(
-        "/workspace",
-        max_length=200,
-        description="Where the volume appears: an absolute path outside the system's directories",
-    )
-    ports: list[str] = Field(
-        default_factory=list, description='Exposed ports, "8888/http" or "22/tcp", at most 10, each once',
-        json_schema_extra={"maxItems": 10},
-    )  # fmt: skip
-    env: dict[str, str] = Field(
-        default_factory=dict, description="Environment variables (names [A-Za-z_][A-Za-z0-9_]*, at most 64)"
-    )
-    command: list[str] = Field(
-        default_factory=list, description="Entry point (empty: the image's own)", json_schema_extra={"maxItems": 64}
-    )
-    args: list[str] = Field(default_factory=list, description="Its arguments", json_schema_extra={"maxItems": 64})
     ssh_public_keys: list[str] = Field(
         default_factory=list, description="OpenSSH public keys allowed to SSH in, besides the account's saved ones",
         json_schema_extra={"maxItems": 20},
@@ -498,3 +515,41 @@ class PodOut(Schema):
     stopped_at: datetime | None
     machine: PodMachineOut | None = Field(description="Its current (or last) machine")
     connect: PodConnectOut
+    template: str | None = Field(description="The template it was created from")
+
+
+# --- templates ----------------------------------------------------------------------------------
+
+
+class TemplateCreateIn(ContainerSettingsIn):
+    name: str = Field(description="1 to 100 characters (400 otherwise)", max_length=100, examples=["my notebook"])
+    description: str = Field("", max_length=1000)
+    image: str = Field(
+        max_length=300,
+        description="An image reference ([registry/]name[:tag][@sha256:digest]; 400 otherwise)",
+        examples=["runpod/pytorch:2.4.0-py3.11-cuda12.4.1-devel-ubuntu22.04"],
+    )
+    volume_size_gb: int | None = Field(
+        None,
+        description="Suggested: a pod created from it gets a new volume of this size unless it names one",
+        json_schema_extra={"minimum": 1, "maximum": settings.GPUCLOUD_VOLUME_MAX_GB},
+    )
+
+
+class TemplateOut(Schema):
+    id: str = Field(description="tpl_... for the organization's own; a stable name for a built-in (pytorch-jupyter)")
+    name: str
+    description: str
+    builtin: bool = Field(description="Built into the platform: read-only, the same for everyone")
+    image: str
+    command: list[str]
+    args: list[str]
+    ports: list[str]
+    env: dict[str, str]
+    container_disk_gb: int
+    volume_mount_path: str
+    volume_size_gb: int | None = Field(description="The suggested volume size (none: no volume unless asked)")
+    generated_env: list[str] = Field(
+        description="Variables its command reads, made for each pod (a random token) unless the pod's env sets them"
+    )
+    created_at: datetime | None = Field(description="None for a built-in")

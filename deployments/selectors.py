@@ -10,7 +10,16 @@ from django.utils import timezone
 from accounts.models import Organization
 from billing.metering import cost_micros
 from billing.models import CreditHold, HoldStatus, UsageMeter
-from deployments.models import Deployment, DeploymentEvent, DeploymentKind, DeploymentStatus, Volume, VolumeStatus
+from deployments.models import (
+    Deployment,
+    DeploymentEvent,
+    DeploymentKind,
+    DeploymentStatus,
+    Template,
+    Volume,
+    VolumeStatus,
+)
+from deployments.pod_templates import BUILTINS, PodTemplate, pod_template_of
 from fleet.models import PRE_LAUNCH_STATES, Instance, InstanceState
 from fleet.provisioning import first_minute_hold_key
 from gpucloud.core.errors import NotFound
@@ -67,6 +76,23 @@ def volume_get_for_org(org: Organization, volume_id: str) -> Volume:
 def volumes_of(org: Organization, *, include_deleted: bool = False) -> QuerySet[Volume]:
     volumes = Volume.objects.filter(org=org).select_related("region").order_by("-created_at", "pk")
     return volumes if include_deleted else volumes.exclude(status=VolumeStatus.DELETED)
+
+
+def template_get_for_org(org: Organization, template_id: str, *, param: str = "template_id") -> PodTemplate:
+    """A built-in template, or the org's own, or 404: another tenant's template does not exist for
+    this caller."""
+    if template_id in BUILTINS:
+        return BUILTINS[template_id]
+    row = Template.objects.filter(org=org, pk=template_id).first()
+    if row is None:
+        raise NotFound(f"No template {template_id!r}; see GET /api/v1/templates.", param=param)
+    return pod_template_of(row)
+
+
+def templates_of(org: Organization) -> list[PodTemplate]:
+    """The built-ins, then the org's own, newest first."""
+    rows = Template.objects.filter(org=org).order_by("-created_at", "pk")
+    return [*BUILTINS.values(), *(pod_template_of(row) for row in rows)]
 
 
 def deployments_of(org: Organization) -> QuerySet[Deployment]:

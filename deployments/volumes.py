@@ -41,7 +41,7 @@ def volume_create(*, principal: Principal, name: str, size_gb: int, region: str,
     Every refusal raises before anything is written."""
     principal.require(CAN_WRITE, "creating volumes")
     name = _name_checked(name)
-    _size_checked(size_gb)
+    volume_size_check(size_gb)
     if not Region.objects.filter(slug=region).exists():
         raise NotFound(f"No region {region!r}; see GET /api/v1/regions.", param="region")
     if gpu_type is not None and not GpuType.objects.filter(slug=gpu_type).exists():
@@ -62,7 +62,7 @@ def volume_grow(*, principal: Principal, volume: Volume, size_gb: int) -> Volume
     """Ask for a bigger volume (volumes only grow); the provider grows it after commit and billing
     follows the new size from then."""
     principal.require(CAN_WRITE, "resizing volumes")
-    _size_checked(size_gb)
+    volume_size_check(size_gb)
     with transaction.atomic():
         volume = Volume.objects.select_for_update().get(pk=volume.pk)
         if volume.status != VolumeStatus.AVAILABLE:
@@ -180,9 +180,9 @@ def _name_checked(name: str) -> str:
     return name
 
 
-def _size_checked(size_gb: int) -> None:
+def volume_size_check(size_gb: int, *, param: str = "size_gb") -> None:
     if not 1 <= size_gb <= settings.GPUCLOUD_VOLUME_MAX_GB:
-        raise InvalidRequest(f"size_gb must be between 1 and {settings.GPUCLOUD_VOLUME_MAX_GB} (GB).", param="size_gb")
+        raise InvalidRequest(f"{param} must be between 1 and {settings.GPUCLOUD_VOLUME_MAX_GB} (GB).", param=param)
 
 
 def _placement(*, region: str, gpu_type: str | None) -> Provider:

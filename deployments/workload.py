@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from billing.models import Service
 from catalog.models import CloudType
-from deployments.lifecycle import deployment_refresh_status
+from deployments.lifecycle import deployment_refresh_status, workload_event_emit
 from deployments.models import Deployment, DeploymentEvent, DeploymentKind, DeploymentStatus, RolloutState
 from deployments.pod_spec import pod_instance_spec, pod_preempted
 from deployments.preset_rollout import rolling_deployment_of, rollout_advance
@@ -15,7 +15,6 @@ from fleet.models import FINAL_STATES, Instance
 from fleet.providers.base import InstanceSpec, Tier
 from fleet.workloads import BillingSubject, Convergence, Workload
 from gpucloud.core.jobs import enqueue
-from webhooks.events import deployment_event_emit
 
 
 class DeploymentWorkload(Workload):
@@ -80,8 +79,8 @@ class DeploymentWorkload(Workload):
         replica_add_if_short(instance.deployment)
 
     def instance_preempted(self, instance: Instance, reason: str) -> None:
-        deployment_event_emit(instance.deployment, "deployment.preempted", key=instance.pk, instance_id=instance.pk,
-                              provider=instance.provider, reason=reason)  # fmt: skip
+        workload_event_emit(instance.deployment, "deployment.preempted", key=instance.pk, instance_id=instance.pk,
+                            provider=instance.provider, reason=reason)  # fmt: skip
         if instance.deployment.kind == DeploymentKind.POD:  # as RunPod does: a spot pod taken back stops
             pod_preempted(instance.deployment, reason)
             return

@@ -25,6 +25,7 @@ from catalog.api import router as catalog_router
 from deployments.api.deployments import router as deployments_router
 from deployments.api.permissions import router as permissions_router
 from deployments.api.pods import router as pods_router
+from deployments.api.templates import router as templates_router
 from deployments.api.volumes import router as volumes_router
 from deployments.api.webhooks import router as webhooks_router
 from gateway import openapi as gateway_openapi
@@ -102,6 +103,7 @@ api.add_router("", permissions_router)
 api.add_router("", webhooks_router)
 api.add_router("", volumes_router)
 api.add_router("", pods_router)
+api.add_router("", templates_router)
 
 _HTTP_ERROR_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error"}
 

@@ -90,8 +90,10 @@ class Tenant:
     def org_id(self) -> str:
         return self.persona.org.pk
 
-    def param(self, name: str) -> str | int:
-        """This org's object for a path parameter."""
+    def param(self, name: str, path: str = "") -> str | int:
+        """This org's object for a path parameter (under /pods/, a webhook is the pod's)."""
+        if name == "webhook_id" and path.startswith("/api/v1/pods/"):
+            return self.pod_webhook().pk
         makers: dict[str, Callable[[], str | int]] = {
             "org_id": lambda: self.org_id,
             "deployment_id": lambda: self.main.pk,
@@ -103,6 +105,7 @@ class Tenant:
             "volume_id": lambda: self.volume().pk,
             "pod_id": lambda: self.pod().pk,
             "ssh_key_id": lambda: self.ssh_key().pk,
+            "template_id": lambda: self.template().pk,
         }
         if name not in makers:
             pytest.fail(f"The isolation matrix cannot fill path parameter {name!r}: teach Tenant.param (or "
@@ -117,6 +120,14 @@ class Tenant:
                 events=["deployment.active"], secret="whsec_" + base64.b64encode(self.slug.encode().ljust(24)).decode(),
             )  # fmt: skip
         return self._lazy["webhook"]
+
+    def pod_webhook(self) -> Any:
+        if "pod_webhook" not in self._lazy:
+            self._lazy["pod_webhook"] = apps.get_model("webhooks", "WebhookSubscription").objects.create(
+                org=self.persona.org, deployment=self.pod(), url=f"{WEBHOOK_URL}/{self.slug}/pod",
+                events=["pod.running"], secret="whsec_" + base64.b64encode(self.slug.encode().ljust(24)).decode(),
+            )  # fmt: skip
+        return self._lazy["pod_webhook"]
 
     def delivery(self) -> Any:
         if "delivery" not in self._lazy:
@@ -146,6 +157,13 @@ class Tenant:
             self._lazy["pod"] = deployment
         return self._lazy["pod"]
 
+    def template(self) -> Any:
+        if "template" not in self._lazy:
+            self._lazy["template"] = apps.get_model("deployments", "Template").objects.create(
+                org=self.persona.org, name=f"{self.slug}-template", image="gpucloud/shell"
+            )
+        return self._lazy["template"]
+
     def ssh_key(self) -> Any:
         if "ssh_key" not in self._lazy:
             owner = Principal(user=self.persona.user, org=self.persona.org, role=Role.OWNER)
@@ -159,8 +177,7 @@ class Tenant:
                  self.invitation.email, self.main.pk, self.main.name, self.other.pk, self.other.name}  # fmt: skip
         found |= set(ApiKey.objects.filter(org=org).values_list("pk", flat=True))
         found |= {str(getattr(obj, "pk", "")) for obj in self._lazy.values()}
-        if "webhook" in self._lazy:
-            found.add(self._lazy["webhook"].url)
+        found |= {self._lazy[name].url for name in ("webhook", "pod_webhook") if name in self._lazy}
         if "ssh_key" in self._lazy:
             found |= {self._lazy["ssh_key"].fingerprint, self._lazy["ssh_key"].name}
         return found
@@ -212,9 +229,9 @@ def missing(value: str | int) -> str | int:
     return 2**31 - 1 if isinstance(value, int) else f"{value.split('_')[0]}_{'2' * 16}"
 
 
-def targets(names: list[str], mine: Tenant, theirs: Tenant) -> Iterator[Target]:
+def targets(names: list[str], mine: Tenant, theirs: Tenant, path: str = "") -> Iterator[Target]:
     tenant_params = [n for n in names if n not in GLOBAL_PARAMS]
-    own = {n: GLOBAL_PARAMS[n] if n in GLOBAL_PARAMS else mine.param(n) for n in names}
+    own = {n: GLOBAL_PARAMS[n] if n in GLOBAL_PARAMS else mine.param(n, path) for n in names}
     yield Target("own", own, None)
     if not tenant_params:
         return
@@ -222,7 +239,7 @@ def targets(names: list[str], mine: Tenant, theirs: Tenant) -> Iterator[Target]:
     if len(tenant_params) > 1:  # a nested object of the other org under the caller's own parent
         foreign_sets += [{n} for n in tenant_params[1:]]
     for foreign in foreign_sets:
-        params = {n: theirs.param(n) if n in foreign else v for n, v in own.items()}
+        params = {n: theirs.param(n, path) if n in foreign else v for n, v in own.items()}
         control = {n: missing(v) if n in foreign else v for n, v in params.items()}
         label = "foreign" if foreign == set(tenant_params) else f"foreign {next(iter(foreign))}"
         yield Target(label, params, control)
@@ -481,7 +498,7 @@ def run_api_cells(matrix: Matrix, tenants: tuple[Tenant, Tenant], routes: list[R
             if served_by_the_gateway(route):
                 continue
             body = body_for(route, mine)
-            for target in targets(route.params, mine, theirs):
+            for target in targets(route.params, mine, theirs, route.path):
                 label = f"{mine.slug} {caller} {route.method} {route.path} [{target.name}]"
                 outcome = api_call(client, headers, route, target.params, body, matrix.log)
                 control = (api_call(client, headers, route, target.control, body, matrix.log)
@@ -545,8 +562,10 @@ def test_no_route_leaks_across_tenants_or_past_a_keys_scope(
 ) -> None:
     tenants = (make_tenant("alice", alice, "bob@example.com"), make_tenant("charlie", charlie, "dave@example.com"))
     routes = api_routes()
-    for tenant, name in product(tenants, {n for r in routes for n in r.params if n not in GLOBAL_PARAMS}):
-        tenant.param(name)  # every object a route names exists before the first cell
+    for tenant, (name, path) in product(
+        tenants, {(n, r.path) for r in routes for n in r.params if n not in GLOBAL_PARAMS}
+    ):
+        tenant.param(name, path)  # every object a route names exists before the first cell
     # Nothing changes between cells (each is rolled back): the gateway's caches need not expire mid-run.
     keys.cache_clear()
     sessions.cache_clear()

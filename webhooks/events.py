@@ -2,8 +2,8 @@
 
 `event_emit` runs inside the transaction that made the change, so an event exists exactly when the
 change committed; its deliveries are attempted once that commit is done. Deployment events go to
-the deployment's own subscriptions; account events (balance, auto-refill) to every subscription of
-the org that lists them."""
+the deployment's own subscriptions (a pod's pod.* events to the pod's); account events (balance,
+auto-refill) to every subscription of the org that lists them."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from webhooks.models import DeliveryStatus, WebhookDelivery, WebhookEvent, Webho
 
 logger = logging.getLogger(__name__)
 
-EVENT_TYPES: dict[str, str] = {
+DEPLOYMENT_EVENTS: dict[str, str] = {
     "deployment.active": "Provisioning is complete and the deployment serves requests.",
     "deployment.degraded": "A replica was lost or is unhealthy; the deployment serves with fewer.",
     "deployment.recovered": "Healthy again: after degraded, or an SLA target met again after a breach.",
@@ -26,10 +26,23 @@ EVENT_TYPES: dict[str, str] = {
     "deployment.preempted": "The provider took a spot replica back; a replacement is being launched.",
     "deployment.failed": "The deployment could not run (the reason is in the data).",
     "deployment.stopped": "Every replica is terminated; billing has stopped.",
+}
+POD_EVENTS: dict[str, str] = {
+    "pod.running": "The pod's machine is up: after it was created or started again.",
+    "pod.stopped": "The pod's machine is gone and bills no more (its volume stays); status: stopped or terminated.",
+    "pod.preempted": "The provider took a spot pod's machine back: the pod stops (volume kept); pod.stopped follows.",
+    "pod.failed": "The pod could not run (the reason is in the data).",
+}
+ACCOUNT_EVENTS: dict[str, str] = {
     "balance.low": "The organization's available credit fell below the low-balance threshold.",
     "autorefill.failed": "An automatic top-up from the saved card failed; auto-refill is now off.",
 }
-ACCOUNT_EVENTS = frozenset({"balance.low", "autorefill.failed"})
+EVENT_TYPES: dict[str, str] = {**DEPLOYMENT_EVENTS, **ACCOUNT_EVENTS, **POD_EVENTS}
+# What a subscription may list, by what it watches: its own kind's events and the account's.
+SUBSCRIBABLE: dict[str, tuple[str, ...]] = {
+    "deployment": (*DEPLOYMENT_EVENTS, *ACCOUNT_EVENTS),
+    "pod": (*POD_EVENTS, *ACCOUNT_EVENTS),
+}
 TEST_EVENT = "webhook.test"  # sent by the test endpoint to one subscription, whatever it lists
 
 

@@ -8,11 +8,12 @@ from pydantic import Field
 from pydantic.json_schema import JsonDict
 
 from gpucloud.core.schemas import BodyIn
-from webhooks.events import EVENT_TYPES
+from webhooks.events import SUBSCRIBABLE
 from webhooks.models import RetrySchedule
 
 # What the services check (400 naming the choices), written into the description too.
-_EVENTS: JsonDict = {"minItems": 1, "items": {"type": "string", "enum": list(EVENT_TYPES)}}
+_EVENTS: JsonDict = {"minItems": 1, "items": {"type": "string", "enum": list(SUBSCRIBABLE["deployment"])}}
+_POD_EVENTS: JsonDict = {"minItems": 1, "items": {"type": "string", "enum": list(SUBSCRIBABLE["pod"])}}
 _SCHEDULE: JsonDict = {"enum": [*RetrySchedule.values, None]}
 # The URL's form as webhooks/guard.py checks it: https (http too in debug or for an operator's allowed
 # hosts), a host (a name, an address, or [an IPv6 address]), an optional port, no user name or password.
@@ -46,9 +47,19 @@ class WebhookPatchIn(BodyIn):
     enabled: bool | None = Field(None, description="false pauses deliveries; true turns a disabled webhook back on")
 
 
-class WebhookOut(Schema):
+class PodWebhookIn(WebhookIn):
+    events: list[str] = Field(
+        description="Event types to receive, e.g. pod.running, pod.preempted (400 for a deployment's)",
+        json_schema_extra=_POD_EVENTS,
+    )
+
+
+class PodWebhookPatchIn(WebhookPatchIn):
+    events: list[str] | None = Field(None, json_schema_extra=_POD_EVENTS)
+
+
+class _WebhookFields(Schema):
     id: str
-    deployment_id: str
     url: str
     events: list[str]
     retry_schedule: str
@@ -57,8 +68,24 @@ class WebhookOut(Schema):
     created_at: datetime
 
 
-class WebhookCreatedOut(WebhookOut):
+class _Secret(Schema):
     secret: str = Field(description="Signing secret (whsec_...): shown only now; keep it to verify deliveries")
+
+
+class WebhookOut(_WebhookFields):
+    deployment_id: str
+
+
+class WebhookCreatedOut(WebhookOut, _Secret):
+    pass
+
+
+class PodWebhookOut(_WebhookFields):
+    pod_id: str
+
+
+class PodWebhookCreatedOut(PodWebhookOut, _Secret):
+    pass
 
 
 class AttemptOut(Schema):

@@ -17,7 +17,7 @@ from gpucloud.core.errors import Conflict, InvalidRequest, NotFound
 from gpucloud.core.jobs import enqueue
 from webhooks import guard
 from webhooks.delivery import delivery_attempt
-from webhooks.events import EVENT_TYPES, TEST_EVENT, deliveries_create
+from webhooks.events import EVENT_TYPES, SUBSCRIBABLE, TEST_EVENT, deliveries_create
 from webhooks.models import (
     DeliveryStatus,
     RetrySchedule,
@@ -29,7 +29,8 @@ from webhooks.signing import secret_generate
 
 
 class Deployment(Protocol):
-    """What a subscription watches: a deployment (deployments.models.Deployment, a layer above)."""
+    """What a subscription watches: a deployment or a pod (deployments.models.Deployment, a layer
+    above); `subject` in the services below says which, and so which events it may list."""
 
     org_id: str
 
@@ -62,12 +63,20 @@ def url_check(url: str) -> str:
     return destination.url
 
 
-def events_check(events: list[str]) -> list[str]:
+def events_check(events: list[str], subject: str = "deployment") -> list[str]:
+    """The events listed, once each; 400 for none, an unknown one, or one of another subject's
+    (a pod's webhook takes pod.* events, a deployment's deployment.* ones; both the account's)."""
+    allowed = SUBSCRIBABLE[subject]
     if not events:
-        raise InvalidRequest("Name at least one event: " + ", ".join(EVENT_TYPES) + ".", param="events")
-    unknown = [e for e in events if e not in EVENT_TYPES]
-    if unknown:
-        raise InvalidRequest(f"Unknown event {unknown[0]!r}; events are {', '.join(EVENT_TYPES)}.", param="events")
+        raise InvalidRequest("Name at least one event: " + ", ".join(allowed) + ".", param="events")
+    for event in events:
+        if event not in EVENT_TYPES:
+            raise InvalidRequest(f"Unknown event {event!r}; events are {', '.join(allowed)}.", param="events")
+        if event not in allowed:
+            raise InvalidRequest(
+                f"{event!r} is not an event of a {subject}; a {subject}'s webhook takes {', '.join(allowed)}.",
+                param="events",
+            )
     return list(dict.fromkeys(events))
 
 
@@ -79,10 +88,16 @@ def schedule_check(schedule: str) -> str:
 
 
 def subscription_create(
-    *, principal: Principal, deployment: Deployment, url: str, events: list[str], retry_schedule: str | None = None
+    *,
+    principal: Principal,
+    deployment: Deployment,
+    url: str,
+    events: list[str],
+    retry_schedule: str | None = None,
+    subject: str = "deployment",
 ) -> WebhookSubscription:
     principal.require(CAN_WRITE, "adding webhooks")
-    events = events_check(events)
+    events = events_check(events, subject)
     schedule = schedule_check(retry_schedule or RetrySchedule.STANDARD)
     url = url_check(url)
     with transaction.atomic():
@@ -103,13 +118,13 @@ def subscription_get(deployment: Deployment, webhook_id: str) -> WebhookSubscrip
 
 
 def subscription_update(
-    *, principal: Principal, subscription: WebhookSubscription, change: SubscriptionChange
+    *, principal: Principal, subscription: WebhookSubscription, change: SubscriptionChange, subject: str = "deployment"
 ) -> WebhookSubscription:
     """Change what was given; turning a disabled subscription back on clears why it was disabled."""
     principal.require(CAN_WRITE, "changing webhooks")
     fields: dict[str, Any] = {}
     if change.events is not None:
-        fields["events"] = events_check(change.events)
+        fields["events"] = events_check(change.events, subject)
     if change.retry_schedule is not None:
         fields["retry_schedule"] = schedule_check(change.retry_schedule)
     if change.url is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.http import HttpRequest
 from ninja import Router, Status
 
@@ -9,6 +11,8 @@ from accounts.auth import api_principal
 from accounts.roles import CAN_READ, CAN_WRITE, role_at_least
 from deployments import pods, schemas, selectors
 from deployments.models import Deployment, Pod
+from deployments.pod_settings import NewVolume
+from deployments.pod_templates import pod_settings_of
 from fleet.models import Instance
 from gpucloud.core.errors import answers
 from gpucloud.core.money import MICROS_PER_USD
@@ -23,7 +27,7 @@ def _pod_out(request: HttpRequest, deployment: Deployment) -> dict[str, object]:
     return {
         "id": deployment.pk,
         "name": deployment.name,
-        "status": pods.pod_status(deployment, pod),
+        "status": pod.status,
         "status_reason": deployment.status_reason or None,
         "image": pod.image,
         "gpu_type": deployment.gpu_type_id,
@@ -44,6 +48,7 @@ def _pod_out(request: HttpRequest, deployment: Deployment) -> dict[str, object]:
         "created_at": deployment.created_at,
         "stopped_at": deployment.stopped_at,
         "machine": _machine_out(machine) if machine else None,
+        "template": pod.template or None,
         "connect": _connect_out(request, deployment),
     }
 
@@ -94,25 +99,31 @@ def pods_list(request: HttpRequest) -> list[dict[str, object]]:
     response={201: schemas.PodOut},
     summary="Create a pod",
     description="Holds its first minute (402 when the credit is short) and launches it after the answer. 400 for "
-    "settings that cannot run (with the field in `param`), 404 for an unknown GPU type, region or volume, 409 "
-    "`no_capacity` when no provider offers the GPU there on the terms asked (or none is free now), 409 when "
-    "the volume is in use by another running pod.",
+    "settings that cannot run (with the field in `param`), 404 for an unknown template, GPU type, region or volume, "
+    "409 `no_capacity` when no provider offers the GPU there on the terms asked (or none is free now), 409 when "
+    "the volume is in use by another running pod. With `template`, the template's settings are the defaults and "
+    "each field the body gives wins (see `template`).",
 )
 @answers(400, 402, 404, 409)
 def pods_create(request: HttpRequest, payload: schemas.PodCreateIn) -> Status[dict[str, object]]:
-    asked = pods.PodSettings(
-        name=payload.name, image=payload.image, gpu_type=payload.gpu_type, gpu_count=payload.gpu_count,
-        region=payload.region, cloud_type=payload.cloud_type, spot=payload.spot,
-        max_price_micros=round(payload.max_price_per_hour_usd * MICROS_PER_USD)
-        if payload.max_price_per_hour_usd is not None else None,
-        container_disk_gb=payload.container_disk_gb, ports=payload.ports, env=payload.env,
-        command=payload.command, args=payload.args, ssh_public_keys=payload.ssh_public_keys,
-        volume_id=payload.volume_id,
-        new_volume=pods.NewVolume(size_gb=payload.volume.size_gb, name=payload.volume.name) if payload.volume else None,
-        volume_mount_path=payload.volume_mount_path,
-    )  # fmt: skip
-    deployment = pods.pod_create(principal=api_principal(request), asked=asked)
+    principal = api_principal(request)
+    template = (
+        selectors.template_get_for_org(principal.org, payload.template, param="template") if payload.template else None
+    )
+    deployment = pods.pod_create(principal=principal, asked=pod_settings_of(template, _given(payload)))
     return Status(201, _pod_out(request, selectors.pod_get_for_org(deployment.org, deployment.pk)))
+
+
+def _given(payload: schemas.PodCreateIn) -> dict[str, Any]:
+    """The PodSettings fields the body set (a template fills the others; else their defaults)."""
+    given = {name: getattr(payload, name) for name in payload.model_fields_set - {"template"}}
+    if "max_price_per_hour_usd" in given:
+        usd = given.pop("max_price_per_hour_usd")
+        given["max_price_micros"] = round(usd * MICROS_PER_USD) if usd is not None else None
+    if "volume" in given:
+        volume = given.pop("volume")
+        given["new_volume"] = NewVolume(size_gb=volume.size_gb, name=volume.name) if volume else None
+    return given
 
 
 @router.get("/pods/{pod_id}", response=schemas.PodOut, summary="One pod (a terminated one too)")

@@ -1,4 +1,5 @@
-"""REST endpoints of webhooks: /api/v1/deployments/{id}/webhooks (reference/000 shapes)."""
+"""REST endpoints of webhooks: /api/v1/deployments/{id}/webhooks (reference/000 shapes) and
+/api/v1/pods/{id}/webhooks (the same subscriptions, to a pod's pod.* events)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from django.http import HttpRequest
 from ninja import Router, Status
 
 from accounts.auth import api_principal
-from deployments.selectors import deployment_get_for_org
+from deployments.selectors import deployment_get_for_org, pod_get_for_org
 from gpucloud.core.errors import answers
 from webhooks import schemas, services
 from webhooks.events import EVENT_TYPES
@@ -152,3 +153,68 @@ def webhooks_redeliver(
         principal=api_principal(request), subscription=subscription, delivery_id=delivery_id
     )
     return _delivery_out(delivery)
+
+
+# --- a pod's webhooks: the same subscriptions, taking pod.* events ------------------------------
+
+
+def _pod_webhook_out(subscription: WebhookSubscription) -> dict[str, object]:
+    shown = _webhook_out(subscription)
+    shown["pod_id"] = shown.pop("deployment_id")
+    return shown
+
+
+def _pod_subscription(request: HttpRequest, pod_id: str, webhook_id: str) -> WebhookSubscription:
+    return services.subscription_get(pod_get_for_org(api_principal(request).org, pod_id), webhook_id)
+
+
+@router.post(
+    "/pods/{pod_id}/webhooks",
+    response={201: schemas.PodWebhookCreatedOut},
+    summary="Subscribe to a pod's events",
+    description="pod.running, pod.stopped, pod.preempted, pod.failed and the account's events (400 for a "
+    "deployment's); 409 past 10 webhooks on the pod.",
+)
+@answers(400, 409)
+def pod_webhooks_create(request: HttpRequest, pod_id: str, payload: schemas.PodWebhookIn) -> Status:
+    principal = api_principal(request)
+    pod = pod_get_for_org(principal.org, pod_id)
+    subscription = services.subscription_create(
+        principal=principal, deployment=pod, url=payload.url, events=payload.events,
+        retry_schedule=payload.retry_schedule, subject="pod",
+    )  # fmt: skip
+    return Status(201, {**_pod_webhook_out(subscription), "secret": subscription.secret})
+
+
+@router.get("/pods/{pod_id}/webhooks", response=list[schemas.PodWebhookOut], summary="A pod's subscriptions")
+def pod_webhooks_list(request: HttpRequest, pod_id: str) -> list[dict[str, object]]:
+    pod = pod_get_for_org(api_principal(request).org, pod_id)
+    return [_pod_webhook_out(s) for s in pod.webhooks.order_by("created_at", "pk")]
+
+
+@router.get("/pods/{pod_id}/webhooks/{webhook_id}", response=schemas.PodWebhookOut, summary="One webhook of a pod")
+def pod_webhooks_get(request: HttpRequest, pod_id: str, webhook_id: str) -> dict[str, object]:
+    return _pod_webhook_out(_pod_subscription(request, pod_id, webhook_id))
+
+
+@router.patch(
+    "/pods/{pod_id}/webhooks/{webhook_id}", response=schemas.PodWebhookOut, summary="Change a webhook of a pod"
+)
+@answers(400, 409)
+def pod_webhooks_update(
+    request: HttpRequest, pod_id: str, webhook_id: str, payload: schemas.PodWebhookPatchIn
+) -> dict[str, object]:
+    subscription = _pod_subscription(request, pod_id, webhook_id)
+    change = services.SubscriptionChange(**payload.dict(exclude_unset=True))
+    return _pod_webhook_out(
+        services.subscription_update(
+            principal=api_principal(request), subscription=subscription, change=change, subject="pod"
+        )
+    )
+
+
+@router.delete("/pods/{pod_id}/webhooks/{webhook_id}", response={204: None}, summary="Unsubscribe from a pod")
+def pod_webhooks_delete(request: HttpRequest, pod_id: str, webhook_id: str) -> Status:
+    subscription = _pod_subscription(request, pod_id, webhook_id)
+    services.subscription_delete(principal=api_principal(request), subscription=subscription)
+    return Status(204, None)

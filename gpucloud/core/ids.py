@@ -35,6 +35,10 @@ def new_volume_id() -> str:
     return new_id("vol")
 
 
+def new_template_id() -> str:
+    return new_id("tpl")
+
+
 def new_invitation_id() -> str:
     return new_id("inv")
 

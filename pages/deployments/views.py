@@ -29,7 +29,7 @@ from gpucloud.core.errors import ApiError, NotFound
 from pages.deployments.cost_comparison import cost_comparison
 from pages.deployments.scaling_section import settings_context
 from pages.form_urls import get_goes_to
-from webhooks.events import EVENT_TYPES
+from webhooks.events import EVENT_TYPES, SUBSCRIBABLE
 from webhooks.selectors import webhooks_for_page
 
 
@@ -112,7 +112,7 @@ def detail_page(
         "grants": grants.grants_of(deployment),
         "grantable_keys": grants.grantable_keys(deployment),
         "can_manage_access": role_at_least(principal.role, CAN_MANAGE_ACCESS),
-        "webhook_event_types": EVENT_TYPES,
+        "webhook_event_types": {name: EVENT_TYPES[name] for name in SUBSCRIBABLE["deployment"]},
         **settings_context(deployment, now=now, can_write=can_write, extra=extra),
         **extra,
     }

@@ -135,4 +135,5 @@ def test_the_event_types_are_listed(client: Client, alice: Persona) -> None:
     types = [t["type"] for t in client.get("/api/v1/webhook-event-types", **alice.auth).json()]
     assert types == ["deployment.active", "deployment.degraded", "deployment.recovered", "deployment.sla_breach",
                      "deployment.scaled", "deployment.preempted", "deployment.failed", "deployment.stopped",
-                     "balance.low", "autorefill.failed"]  # fmt: skip
+                     "balance.low", "autorefill.failed", "pod.running", "pod.stopped", "pod.preempted",
+                     "pod.failed"]  # fmt: skip

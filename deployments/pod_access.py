@@ -51,6 +51,31 @@ def pod_port_target(pod_id: str, port: int, *, session_key: str, token: str) -> 
     return PortTarget(url=url, org_id=deployment.org_id)
 
 
+@dataclass(frozen=True)
+class SshEndpoint:
+    host: str
+    port: int
+    user: str = "pod"
+
+    @property
+    def command(self) -> str:
+        return f"ssh -p {self.port} {self.user}@{self.host}"
+
+
+def pod_ssh_endpoint(deployment: Deployment) -> SshEndpoint | None:
+    """Where to SSH into the running pod (it exposes 22/tcp and its provider says where), else None."""
+    if "22/tcp" not in deployment.pod.ports:
+        return None
+    machine = deployment.instances.filter(state=InstanceState.READY).order_by("-created_at").first()
+    if machine is None:
+        return None
+    try:
+        host, port = drivers.driver(machine.provider).tcp_endpoint(machine.provider_instance_id, 22)
+    except ProviderError:
+        return None
+    return SshEndpoint(host=host, port=port)
+
+
 def _may_enter(deployment: Deployment, *, session_key: str, token: str) -> bool:
     pod: Pod = deployment.pod
     if token and pod.proxy_token and hmac.compare_digest(token.encode(), pod.proxy_token.encode()):

@@ -478,11 +478,21 @@ class PodPortOut(Schema):
     url: str = Field(description="Through the platform's proxy: a signed-in member, or ?gpucloud_token=<proxy_token>")
 
 
+class PodSshOut(Schema):
+    host: str
+    port: int
+    user: str
+    command: str = Field(description="ssh -p <port> <user>@<host>: with a key among the pod's or your account's")
+
+
 class PodConnectOut(Schema):
     http: list[PodPortOut] = Field(description="Each HTTP port, while the pod runs (503 otherwise)")
     proxy_token: str | None = Field(
         description="Opens its ports without a session (append ?gpucloud_token=...); shown to members who may "
         "change the pod, null for viewers"
+    )
+    ssh: PodSshOut | None = Field(
+        description="While it runs, when it exposes 22/tcp and its provider says where (the local provider does)"
     )
 
 

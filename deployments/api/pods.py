@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from django.http import HttpRequest
@@ -11,6 +12,7 @@ from accounts.auth import api_principal
 from accounts.roles import CAN_READ, CAN_WRITE, role_at_least
 from deployments import pods, schemas, selectors
 from deployments.models import Deployment, Pod
+from deployments.pod_access import pod_ssh_endpoint
 from deployments.pod_settings import NewVolume
 from deployments.pod_templates import pod_settings_of
 from fleet.models import Instance
@@ -62,6 +64,7 @@ def _connect_out(request: HttpRequest, deployment: Deployment) -> dict[str, obje
             {"port": port, "url": request.build_absolute_uri(f"/pods/{deployment.pk}/ports/{port}/")} for port in http
         ],
         "proxy_token": pod.proxy_token if may_change else None,
+        "ssh": dataclasses.asdict(ssh) | {"command": ssh.command} if (ssh := pod_ssh_endpoint(deployment)) else None,
     }
 
 

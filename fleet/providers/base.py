@@ -186,6 +186,11 @@ class Driver(ABC):
         host = endpoint.hostname or ""
         return f"{endpoint.scheme}://{f'[{host}]' if ':' in host else host}:{port}"
 
+    def tcp_endpoint(self, provider_instance_id: str, port: int) -> tuple[str, int]:
+        """Where users reach the instance's TCP `port` (a pod's SSH): host and port. A driver that knows
+        says; by default it is not known (ProviderError), and nothing is shown."""
+        raise ProviderError(f"The {self.slug} provider does not say where TCP port {port} is reached.")
+
     def image_refusal(self, image: str) -> str | None:
         """Why this provider cannot run `image` (None: it can). Clouds and Kubernetes run any image; the
         local provider only the few commands it has in place of images."""

@@ -31,7 +31,8 @@ USD = 1_000_000
 # Appends a line per start to a file on its volume, then keeps running (as a pod's server would).
 DIARY = "import pathlib, time; f = pathlib.Path('/workspace/diary.txt'); f.write_text((f.read_text() if f.exists() else '') + 'started\\n'); time.sleep(600)"  # noqa: E501
 LOCAL_POD = {"name": "notebook", "image": "gpucloud/shell", "gpu_type": "cpu", "region": "local",
-             "command": ["python3", "-c", DIARY], "volume": {"size_gb": 5}, "ports": ["8888/http"]}  # fmt: skip
+             "command": ["python3", "-c", DIARY], "volume": {"size_gb": 5}, "ports": ["8888/http", "22/tcp"],
+             "ssh_public_keys": [ssh_line(comment="me")]}  # fmt: skip
 
 
 def call(client: Client, persona: Persona, method: str, path: str, body: Any = None, capture: Any = None) -> Any:
@@ -68,7 +69,9 @@ def test_a_local_pod_runs_stops_keeping_its_volume_starts_again_and_terminates(
     assert shown["volume"]["status"] == "available" and shown["volume"]["mount_path"] == "/workspace"
     volume_id = shown["volume"]["id"]
     proxied = f"http://testserver/pods/{pod_id}/ports/8888/"
+    ssh = shown["connect"].pop("ssh")
     assert shown["connect"] == {"http": [{"port": 8888, "url": proxied}], "proxy_token": Pod.objects.get().proxy_token}
+    assert ssh["host"] == "127.0.0.1" and ssh["command"] == f"ssh -p {ssh['port']} pod@127.0.0.1"
     Membership.objects.filter(org=alice.org, user=bob.user).update(role=Role.VIEWER)
     assert call(client, bob, "get", f"/pods/{pod_id}").json()["connect"]["proxy_token"] is None  # viewers: no key
     assert diary(volumes_dir, volume_id) == ["started"]

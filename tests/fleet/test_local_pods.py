@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 
 from fleet.providers.base import InstanceSpec, InstanceState, ProviderError, VolumeSpec
 from fleet.providers.local import driver as local_driver
@@ -133,3 +136,46 @@ def test_other_images_and_missing_volumes_are_refused_before_anything_runs(drive
     with pytest.raises(ProviderError, match="vol_zz is not on this machine"):
         driver.launch(pod("inst_p5", "pass", volume_id="vol_zz"), driver.offers()[0])
     assert driver.list_instances(TAG) == []
+
+
+def keypair(where: Path, name: str) -> tuple[Path, str]:
+    """A fresh ed25519 key as ssh-keygen writes it: the private key's file and the public line."""
+    key = ed25519.Ed25519PrivateKey.generate()
+    private = where / name
+    private.write_bytes(key.private_bytes(Encoding.PEM, PrivateFormat.OpenSSH, NoEncryption()))
+    private.chmod(0o600)
+    return private, key.public_key().public_bytes(Encoding.OpenSSH, PublicFormat.OpenSSH).decode() + f" {name}"
+
+
+def ssh(port: int, key: Path, command: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["ssh", "-i", str(key), "-p", str(port), "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+         "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "pod@127.0.0.1", command],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+
+
+@SANDBOXED
+@pytest.mark.skipif(shutil.which("ssh") is None, reason="OpenSSH's client is not installed")
+def test_ssh_opens_a_shell_in_the_pods_sandbox_for_its_keys_only(driver: LocalDriver, tmp_path: Path) -> None:
+    own, own_line = keypair(tmp_path, "own")
+    stranger, _ = keypair(tmp_path, "stranger")
+    driver.volume_create(VolumeSpec(volume_id="vol_s", tag=TAG, name="s", size_gb=1, region="local"))
+    (driver.volumes.data_path("vol_s") / "notes.txt").write_text("from the volume\n")
+    spec = pod("inst_ssh", "import time; time.sleep(600)", volume_id="vol_s", ports=[22], ssh_public_keys=[own_line])
+    driver.launch(spec, driver.offers()[0])
+    host, port = driver.tcp_endpoint("inst_ssh", 22)
+    assert host == "127.0.0.1"
+
+    deadline = time.monotonic() + 15
+    while (answer := ssh(port, own, "id -u; pwd; cat notes.txt; ps -e -o comm=")).returncode != 0:
+        assert time.monotonic() < deadline, answer.stderr
+        time.sleep(0.2)
+    uid, cwd, notes, *processes = answer.stdout.splitlines()
+    assert (uid, cwd, notes) == ("1000", "/workspace", "from the volume")  # the pod's user, in its volume
+    assert "python" in processes and len(processes) < 10  # its own processes only: the same sandbox
+    assert not {"postgres", "redis-server", "uvicorn"} & set(processes)  # not this machine's
+    assert ssh(port, own, "touch /usr/x").returncode != 0  # read-only system, as for the pod's command
+    assert ssh(port, own, "exit 7").returncode == 7
+    refused = ssh(port, stranger, "true")
+    assert refused.returncode == 255 and "Permission denied (publickey)" in refused.stderr

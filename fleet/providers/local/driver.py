@@ -67,9 +67,10 @@ FOLLOW_POLL_SECONDS = 0.2
 
 
 class LocalDriver(Driver):
-    """Config: slots (how many engines at once), price_per_hour_micros, instances_dir, volumes_dir,
-    threads, and tag: the platform's fleet tag; slots count that platform's engines (every engine when
-    unset)."""
+    """Config: slots (how many engines and pods at once), price_per_hour_micros, instances_dir,
+    volumes_dir, threads, ssh_host (where pods' SSH servers listen and users reach them: 127.0.0.1, so
+    only this machine's users, unless the operator opens it), and tag: the platform's fleet tag; slots
+    count that platform's engines and pods (all of them when unset)."""
 
     holds_volumes = True
 
@@ -179,6 +180,8 @@ class LocalDriver(Driver):
             command += ["--volume", str(volume), "--mount-path", spec.volume_mount_path]
         if bwrap := bwrap_path():
             command += ["--bwrap", bwrap]
+        if 22 in ports and spec.ssh_public_keys:  # the image's SSH server (pod_init.py), for the pod's keys
+            command += ["--ssh-port", str(ports[22]), "--ssh-host", str(self.config.get("ssh_host", "127.0.0.1"))]
         command += ["--", *(spec.command or LOCAL_IMAGES[spec.image]), *spec.args]
         env = {  # the pod's own environment: nothing of the platform's (its secrets stay out)
             "PATH": f"{Path(sys.prefix) / 'bin'}:/usr/local/bin:/usr/bin:/bin",
@@ -263,6 +266,12 @@ class LocalDriver(Driver):
         if not mapped:
             raise ProviderError(f"Local instance {provider_instance_id} exposes no port {port}.", permanent=True)
         return f"http://127.0.0.1:{mapped}"
+
+    def tcp_endpoint(self, provider_instance_id: str, port: int) -> tuple[str, int]:
+        mapped = self._meta(provider_instance_id).get("ports", {}).get(str(port))
+        if not mapped:
+            raise ProviderError(f"Local instance {provider_instance_id} exposes no port {port}.", permanent=True)
+        return str(self.config.get("ssh_host", "127.0.0.1")), int(mapped)
 
     # --- volumes: directories on this machine (volumes.py) ---------------------------------
     @property

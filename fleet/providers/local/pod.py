@@ -1,13 +1,12 @@
-"""One local pod: its command, sandboxed (sandbox.py), kept running like a container with a restart
-policy of "always" (a command that exits is started again after 1, 2, 4 ... 30 s; the count is in
-`restarts` beside the log, which the driver reports).
+"""One local pod, as the local driver starts it: its first process (pod_init.py: the command kept
+running, the SSH server) in its sandbox (sandbox.py), or without bubblewrap as a plain process.
 
 Run by the local driver as
   python -m fleet.providers.local.pod --instance-id ID --tag TAG --port N --workdir DIR
-      [--volume DIR --mount-path PATH] [--bwrap PATH] -- COMMAND ARGS...
+      [--volume DIR --mount-path PATH] [--bwrap PATH] [--ssh-port N --ssh-host ADDR] -- COMMAND ARGS...
 with the pod's environment as its own (nothing of the platform's). The tag and instance id are on the
 command line so that the driver finds its pods again after a restart, as it finds engines. A stop
-(SIGTERM) is passed to the command, which gets 2 s before it is killed. Free of Django.
+(SIGTERM) is passed on; pod_init gives the command 2 s. Free of Django.
 """
 
 from __future__ import annotations
@@ -17,14 +16,12 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
-from fleet.providers.local.sandbox import sandboxed
+from fleet.providers.local.sandbox import INIT_IN_SANDBOX, sandboxed
 
-STOP_GRACE_SECONDS = 2.0
-MAX_BACKOFF_SECONDS = 30.0
-RESTARTS_FILE = "restarts"
+INIT_SCRIPT = Path(__file__).with_name("pod_init.py")
+RESTARTS_FILE = Path("disk") / ".gpucloud" / "restarts"  # under the workdir: the container disk's HOME
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--volume", type=Path)
     parser.add_argument("--mount-path", default="/workspace")
     parser.add_argument("--bwrap", default="")
+    parser.add_argument("--ssh-port", type=int, default=0)
+    parser.add_argument("--ssh-host", default="127.0.0.1")
     parser.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
@@ -44,42 +43,23 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     disk = args.workdir / "disk"
     disk.mkdir(parents=True, exist_ok=True)
+    ssh = ["--ssh-port", str(args.ssh_port), "--ssh-host", args.ssh_host] if args.ssh_port else []
     if args.bwrap:
-        command = sandboxed(command, disk=disk, volume=args.volume, mount_path=args.mount_path,
-                            hostname=args.instance_id.replace("_", "-"), bwrap=args.bwrap)  # fmt: skip
-        cwd, env = disk, dict(os.environ)
-    else:  # not isolated (sandbox.py): a plain process in the volume, HOME on the container disk
-        cwd, env = args.volume or disk, {**os.environ, "HOME": str(disk)}
-
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
-    restarts, backoff = 0, 1.0
-    while True:
-        child = subprocess.Popen(command, cwd=cwd, env=env, stdin=subprocess.DEVNULL)  # noqa: S603 - the owner's, sandboxed
-        while child.poll() is None and not stop.wait(0.2):
-            pass
-        if stop.is_set():
-            return _ended(child)
-        print(f"[gpucloud] the command exited with status {child.returncode}; restarting in {backoff:.0f} s",
-              flush=True)  # fmt: skip
-        restarts += 1
-        (args.workdir / RESTARTS_FILE).write_text(str(restarts))
-        if stop.wait(backoff):
-            return 0
-        backoff = min(MAX_BACKOFF_SECONDS, backoff * 2)
-
-
-def _ended(child: subprocess.Popen[bytes]) -> int:
-    """Stop the command: SIGTERM, then SIGKILL after the grace."""
-    if child.poll() is None:
-        child.terminate()
-        try:
-            child.wait(STOP_GRACE_SECONDS)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
-    return 0
+        inner = [sys.executable, INIT_IN_SANDBOX, *ssh, "--", *command]
+        hostname = args.instance_id.replace("_", "-")
+        argv_run = sandboxed(inner, disk=disk, volume=args.volume, mount_path=args.mount_path, hostname=hostname,
+                             bwrap=args.bwrap, init=INIT_SCRIPT)  # fmt: skip
+        env = dict(os.environ)
+    else:  # not isolated (sandbox.py): a plain process in the volume, HOME on the container disk; no SSH
+        if ssh:
+            print("[gpucloud] SSH needs bubblewrap on the local provider: it is off", flush=True)
+        where = str(args.volume or disk)
+        argv_run = [sys.executable, str(INIT_SCRIPT), "--chdir", where, "--", *command]
+        env = {**os.environ, "HOME": str(disk)}
+    child = subprocess.Popen(argv_run, env=env, stdin=subprocess.DEVNULL)  # noqa: S603 - the owner's, sandboxed
+    signal.signal(signal.SIGTERM, lambda *_: child.send_signal(signal.SIGTERM))
+    signal.signal(signal.SIGINT, lambda *_: child.send_signal(signal.SIGTERM))
+    return child.wait()
 
 
 if __name__ == "__main__":

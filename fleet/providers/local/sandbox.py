@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 HOME = "/home/pod"
+INIT_IN_SANDBOX = "/.gpucloud/pod_init.py"  # the pod's first process (pod_init.py), the one file of ours it sees
 SANDBOX_UID = 1000
 _SYSTEM_LINKS = {"/bin": "usr/bin", "/lib": "usr/lib", "/lib64": "usr/lib64", "/sbin": "usr/sbin"}
 
@@ -27,7 +28,7 @@ def bwrap_path() -> str | None:
 
 
 def sandboxed(
-    command: list[str], *, disk: Path, volume: Path | None, mount_path: str, hostname: str, bwrap: str
+    command: list[str], *, disk: Path, volume: Path | None, mount_path: str, hostname: str, bwrap: str, init: Path
 ) -> list[str]:
     """The command line that runs `command` inside bubblewrap as described above."""
     argv = [bwrap, "--ro-bind", "/usr", "/usr", "--ro-bind", "/etc", "/etc", "--ro-bind-try", "/opt", "/opt"]
@@ -38,6 +39,7 @@ def sandboxed(
             argv += ["--ro-bind", prefix, prefix]
     private_tmp = "/tmp"  # noqa: S108 - a fresh tmpfs inside the sandbox, not the host's /tmp
     argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", private_tmp, "--bind", str(disk), HOME]
+    argv += ["--ro-bind", str(init), INIT_IN_SANDBOX]
     if volume is not None:
         argv += ["--bind", str(volume), mount_path]
     argv += [

@@ -30,7 +30,7 @@ def deployment_changed_on_commit(deployment_id: str) -> None:
 
 def deployment_push(deployment_id: str) -> None:
 
-    deployment = Deployment.objects.filter(pk=deployment_id).select_related("org").first()
+    deployment = Deployment.objects.filter(pk=deployment_id).select_related("org", "pod").first()
     if deployment is None:
         return
     row = deployment_row(deployment, now=timezone.now())

@@ -95,18 +95,44 @@ def templates_of(org: Organization) -> list[PodTemplate]:
     return [*BUILTINS.values(), *(pod_template_of(row) for row in rows)]
 
 
+@dataclass(frozen=True)
+class VolumeRow:
+    """One volume as the volumes page lists it: what it has been billed and the pods on it."""
+
+    volume: Volume
+    billed_micros: int
+    pods: list[Deployment]  # not terminated, newest first
+
+
+def volume_rows(org: Organization) -> list[VolumeRow]:
+    """The org's volumes (deleted ones left out) with their billing and pods, in three queries."""
+    volumes = list(volumes_of(org))
+    sessions = {f"{v.pk}:{n}": v.pk for v in volumes for n in range(v.meter_sessions + 1)}
+    billed: dict[str, int] = {}
+    for key, micros in UsageMeter.objects.filter(meter_key__in=list(sessions)).values_list(
+        "meter_key", "billed_micros"
+    ):
+        billed[sessions[key]] = billed.get(sessions[key], 0) + micros
+    on: dict[str, list[Deployment]] = {}
+    pods = Deployment.objects.filter(pod__volume__in=volumes, pod__terminated=False).select_related("pod")
+    for pod in pods.order_by("-created_at", "pk"):
+        on.setdefault(pod.pod.volume_id or "", []).append(pod)
+    return [VolumeRow(v, billed.get(v.pk, 0), on.get(v.pk, [])) for v in volumes]
+
+
 def deployments_of(org: Organization) -> QuerySet[Deployment]:
-    # The catalog model's long text and engine arguments are never shown with a deployment.
+    # The catalog model's long text and engine arguments are never shown with a deployment; a pod's
+    # row comes along (its image and status words are shown beside model deployments).
     return (
         Deployment.objects.filter(org=org)
-        .select_related("model", "gpu_type", "region")
+        .select_related("model", "gpu_type", "region", "pod")
         .defer("model__description", "model__engine_args")
         .order_by("-created_at")
     )
 
 
-def deployments_count(org: Organization, *, active_only: bool = False) -> int:
-    queryset = Deployment.objects.filter(org=org)
+def deployments_count(org: Organization, *, active_only: bool = False, kind: str | None = None) -> int:
+    queryset = Deployment.objects.filter(org=org, **({"kind": kind} if kind else {}))
     return (queryset.exclude(status__in=ENDED_STATUSES) if active_only else queryset).count()
 
 
@@ -170,12 +196,13 @@ def deployment_rows(
     ended_since: datetime | None = None,
     offset: int = 0,
     limit: int | None = None,
+    kind: str | None = None,
 ) -> list[DeploymentRow]:
     """The org's deployments, newest first (only those not stopped or failed with `active_only`,
     and with `ended_since` also those that ended since then; `limit` of them from `offset`), with
     replica counts and cost so far, in three queries whatever their number (deployments, their
-    instances, their meters)."""
-    queryset = deployments_of(org)
+    instances, their meters); only those of `kind` when given."""
+    queryset = deployments_of(org).filter(**({"kind": kind} if kind else {}))
     if active_only:
         recently_ended = Q(stopped_at__gte=ended_since) if ended_since else Q(pk__in=[])
         queryset = queryset.filter(~Q(status__in=ENDED_STATUSES) | recently_ended)

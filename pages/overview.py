@@ -10,7 +10,7 @@ from datetime import datetime
 from accounts.models import Organization
 from billing.models import LedgerTransaction, TransactionKind
 from catalog.models import CatalogModel
-from deployments.models import DeploymentEvent, DeploymentStatus
+from deployments.models import DeploymentEvent, DeploymentKind, DeploymentStatus
 from pages.catalog import ModelCard, model_cards
 
 ACTIVITY_SHOWN = 10
@@ -44,9 +44,10 @@ def recent_activity(org: Organization) -> list[Activity]:
 
 def _event_activity(event: DeploymentEvent) -> Activity:
     name = event.deployment.name
+    pod = event.deployment.kind == DeploymentKind.POD  # a pod has its own page (the deployment page 404s)
     text = {
-        DeploymentStatus.PROVISIONING: f"{name} deployment started",
-        DeploymentStatus.ACTIVE: f"{name} is active",
+        DeploymentStatus.PROVISIONING: f"{name} {'pod' if pod else 'deployment'} started",
+        DeploymentStatus.ACTIVE: f"{name} is {'running' if pod else 'active'}",
         DeploymentStatus.DEGRADED: f"{name} is degraded",
         DeploymentStatus.STOPPED: f"{name} stopped",
         DeploymentStatus.FAILED: f"{name} failed",
@@ -55,7 +56,8 @@ def _event_activity(event: DeploymentEvent) -> Activity:
     if event.reason and event.to_status in (DeploymentStatus.FAILED, DeploymentStatus.DEGRADED):
         text = f"{text}: {event.reason}"
     failure = event.to_status in (DeploymentStatus.FAILED, DeploymentStatus.DEGRADED)
-    return Activity(at=event.at, text=text, url=f"/deployments/{event.deployment_id}/", failure=failure)
+    url = f"/{'pods' if pod else 'deployments'}/{event.deployment_id}/"
+    return Activity(at=event.at, text=text, url=url, failure=failure)
 
 
 def quick_deploy_models() -> list[ModelCard]:

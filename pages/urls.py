@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from pages import accounts, billing, catalog
+from pages import accounts, billing, catalog, pods, volumes
 from pages.deployments import access_forms, scaling_forms, webhook_forms
 from pages.deployments import views as deployment_views
 
@@ -47,6 +47,18 @@ urlpatterns = [
     path("billing/save-card", billing.billing_save_card, name="billing_save_card"),
     path("billing/auto-refill", billing.billing_auto_refill, name="billing_auto_refill"),
     path("billing/spend-limit", billing.billing_spend_limit, name="billing_spend_limit"),
+    # pods and volumes
+    path("pods/", deployment_views.pods_list, name="pods"),
+    path("pods/new", pods.pod_new, name="pod_new"),
+    path("pods/create", pods.pod_create, name="pod_create"),
+    path("pods/<str:pod_id>/", pods.pod_detail, name="pod_detail"),
+    path("pods/<str:pod_id>/stop", pods.pod_stop, name="pod_stop"),
+    path("pods/<str:pod_id>/start", pods.pod_start, name="pod_start"),
+    path("pods/<str:pod_id>/terminate", pods.pod_terminate, name="pod_terminate"),
+    path("volumes/", volumes.volumes_page, name="volumes"),
+    path("volumes/create", volumes.volume_create, name="volume_create"),
+    path("volumes/<str:volume_id>/grow", volumes.volume_grow, name="volume_grow"),
+    path("volumes/<str:volume_id>/delete", volumes.volume_delete, name="volume_delete"),
     # deployments
     path("deployments/", deployment_views.deployments_list, name="deployments"),
     path("deployments/<str:deployment_id>/", deployment_views.deployment_detail, name="deployment_detail"),

@@ -6,6 +6,7 @@ from django import template
 from django.utils import timezone
 from django.utils.timesince import timesince
 
+from deployments.models import Deployment, DeploymentKind
 from gpucloud.core.durations import duration_text
 from gpucloud.core.money import usd_display, usd_text
 
@@ -39,3 +40,12 @@ def ago(value: datetime | None) -> str:
     if (timezone.now() - value).total_seconds() < 60:
         return "just now"
     return f"{timesince(value)} ago"
+
+
+@register.filter
+def status_word(deployment: Deployment) -> str:
+    """The status as its page says it: a pod's own words (running, stopped, terminated...), else
+    the deployment's (Active, Scaled to zero...). A pod's row must come with it (select_related)."""
+    if deployment.kind == DeploymentKind.POD:
+        return deployment.pod.status
+    return str(deployment.get_status_display())

@@ -23,7 +23,7 @@ from accounts.principal import Principal
 from accounts.roles import CAN_MANAGE_ACCESS, CAN_WRITE, role_at_least
 from deployments import metrics, selectors, services
 from deployments.logs import log_tails
-from deployments.models import Deployment, DeploymentStatus
+from deployments.models import Deployment, DeploymentKind, DeploymentStatus
 from deployments.redeploy import deployment_redeploy
 from gpucloud.core.errors import ApiError, NotFound
 from pages.deployments.cost_comparison import cost_comparison
@@ -48,17 +48,29 @@ ENDED_OR_ENDING = (DeploymentStatus.STOPPING, DeploymentStatus.STOPPED, Deployme
 @login_required
 @require_GET
 def deployments_list(request: HttpRequest) -> HttpResponse:
-    """The org's deployments, newest first, LIST_PAGE at a time (`?page=`)."""
+    """The org's deployments and pods, newest first, LIST_PAGE at a time (`?page=`)."""
+    return _list_page(request, kind=None)
+
+
+@login_required
+@require_GET
+def pods_list(request: HttpRequest) -> HttpResponse:
+    """The org's pods only (terminated ones too), as the deployments list shows them."""
+    return _list_page(request, kind=DeploymentKind.POD)
+
+
+def _list_page(request: HttpRequest, *, kind: str | None) -> HttpResponse:
     org = principal_from_session(request).org
-    total = selectors.deployments_count(org)
+    total = selectors.deployments_count(org, kind=kind)
     pages = max(1, -(-total // LIST_PAGE))
     try:
         number = min(max(int(request.GET.get("page", "1")), 1), pages)
     except ValueError:  # not a number: the first page
         number = 1
-    rows = selectors.deployment_rows(org, offset=(number - 1) * LIST_PAGE, limit=LIST_PAGE)
+    rows = selectors.deployment_rows(org, offset=(number - 1) * LIST_PAGE, limit=LIST_PAGE, kind=kind)
     first = (number - 1) * LIST_PAGE + 1
     context = {
+        "pods_only": kind == DeploymentKind.POD,
         "rows": rows,
         "total": total,
         "page": number,

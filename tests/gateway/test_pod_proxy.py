@@ -85,7 +85,8 @@ def test_a_member_reaches_the_pods_port_and_the_platforms_cookies_stay_out(
     answer = httpx.post(f"{base}/api/contents?type=file", content=b"x" * 1_000_000, cookies=jar)
     assert answer.status_code == 200, answer.text
     seen = answer.json()
-    assert (seen["path"], seen["method"], seen["body_bytes"]) == ("/api/contents?type=file", "POST", 1_000_000)
+    assert seen["path"] == f"/pods/{pod_id}/ports/8080/api/contents?type=file"  # the whole path: apps serve under it
+    assert (seen["method"], seen["body_bytes"]) == ("POST", 1_000_000)
     assert seen["cookie"] == "theme=dark"  # the session and CSRF cookies never reach the pod
     assert seen["prefix"] == f"/pods/{pod_id}/ports/8080"
     assert answer.headers.get_list("set-cookie") == [f"podcookie=1; Path=/pods/{pod_id}/ports/8080/"]  # no sessionid
@@ -117,7 +118,7 @@ def test_the_pods_token_opens_it_once_then_as_a_cookie_of_its_path(
     assert cookie.startswith(f"gpucloud_pod_token={token}; Path=/pods/{pod_id}/ports/8080/; HttpOnly")
     with httpx.Client(base_url=server, cookies={"gpucloud_pod_token": token}) as browser:
         followed = browser.get(f"/pods/{pod_id}/ports/8080/lab?tab=1")
-        assert followed.status_code == 200 and followed.json()["path"] == "/lab?tab=1"
+        assert followed.status_code == 200 and followed.json()["path"] == f"/pods/{pod_id}/ports/8080/lab?tab=1"
         assert followed.json()["cookie"] is None  # the token cookie is the platform's, not the pod's
     header = httpx.get(f"{base}/x", headers={"x-gpucloud-pod-token": token})
     assert header.status_code == 200 and header.json()["token_header"] is None

@@ -53,10 +53,16 @@ WITNESS_WAIT_SECONDS = 2.0  # it writes within milliseconds of the end; this bou
 # Engines started before the fleet package existed run this module: still ours to list and stop.
 ENGINE_MODULES = (ENGINE_MODULE, "catalog.providers.local.engine", POD_MODULE)
 # The images a local pod can run: there is no container runtime here, so an "image" is a command this
-# machine can run in its sandbox (sandbox.py), with the platform's Python and its packages. The command
-# a pod gives replaces the default.
+# machine can run in its sandbox (sandbox.py), with the platform's Python and its packages or a virtual
+# environment of its own under images_dir (make builds them). The command a pod gives replaces the default.
+JUPYTERLAB = (  # JupyterLab under the platform's proxy (its prefix), for its token, in the pod's working directory
+    'exec "$GPUCLOUD_IMAGES/jupyterlab/bin/jupyter" lab --ip=127.0.0.1 --port="$PORT_8888" --no-browser '
+    '--ServerApp.base_url="${GPUCLOUD_PROXY_PATH}8888/" --ServerApp.root_dir="$PWD" '
+    "--ServerApp.allow_origin='*' --IdentityProvider.token=\"$JUPYTER_TOKEN\""
+)
 LOCAL_IMAGES: dict[str, list[str]] = {
     "gpucloud/shell": ["sleep", "infinity"],  # a Python shell machine: reached over SSH, or runs your command
+    "gpucloud/jupyterlab": ["bash", "-c", JUPYTERLAB],  # JupyterLab on 8888 (its token: JUPYTER_TOKEN)
 }
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 # A stop sends SIGTERM and waits this long before it SIGKILLs the engine's process group: an engine
@@ -111,7 +117,13 @@ class LocalDriver(Driver):
         ]
 
     # --- lifecycle ------------------------------------------------------------------------
+    @property
+    def images_dir(self) -> Path:
+        return Path(self.config.get("images_dir") or settings.GPUCLOUD_LOCAL_IMAGES_DIR)
+
     def image_refusal(self, image: str) -> str | None:
+        if image == "gpucloud/jupyterlab" and not (self.images_dir / "jupyterlab" / "bin" / "jupyter").exists():
+            return f"JupyterLab is not installed on this machine (make builds it in {self.images_dir / 'jupyterlab'})."
         if image in LOCAL_IMAGES:
             return None
         return (
@@ -179,7 +191,7 @@ class LocalDriver(Driver):
         if volume is not None:
             command += ["--volume", str(volume), "--mount-path", spec.volume_mount_path]
         if bwrap := bwrap_path():
-            command += ["--bwrap", bwrap]
+            command += ["--bwrap", bwrap, "--images", str(self.images_dir)]
         if 22 in ports and spec.ssh_public_keys:  # the image's SSH server (pod_init.py), for the pod's keys
             command += ["--ssh-port", str(ports[22]), "--ssh-host", str(self.config.get("ssh_host", "127.0.0.1"))]
         command += ["--", *(spec.command or LOCAL_IMAGES[spec.image]), *spec.args]
@@ -189,6 +201,7 @@ class LocalDriver(Driver):
             **spec.env,
             **{f"PORT_{port}": str(host) for port, host in ports.items() if port},
             "PUBLIC_KEY": "\n".join(spec.ssh_public_keys),
+            "GPUCLOUD_IMAGES": str(self.images_dir),
             CUSTOM_KEY_ENV: spec.api_key,
         }
         for stale in (ENDED_FILE, SEEN_GONE_FILE, RESTARTS_FILE):  # from what this instance ran before

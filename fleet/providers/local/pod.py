@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--volume", type=Path)
     parser.add_argument("--mount-path", default="/workspace")
     parser.add_argument("--bwrap", default="")
+    parser.add_argument("--images", type=Path)
     parser.add_argument("--ssh-port", type=int, default=0)
     parser.add_argument("--ssh-host", default="127.0.0.1")
     parser.add_argument("command", nargs=argparse.REMAINDER)
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         inner = [sys.executable, INIT_IN_SANDBOX, *ssh, "--", *command]
         hostname = args.instance_id.replace("_", "-")
         argv_run = sandboxed(inner, disk=disk, volume=args.volume, mount_path=args.mount_path, hostname=hostname,
-                             bwrap=args.bwrap, init=INIT_SCRIPT)  # fmt: skip
+                             bwrap=args.bwrap, init=INIT_SCRIPT, images=args.images)  # fmt: skip
         env = dict(os.environ)
     else:  # not isolated (sandbox.py): a plain process in the volume, HOME on the container disk; no SSH
         if ssh:

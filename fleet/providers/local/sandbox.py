@@ -1,11 +1,12 @@
 """How a local pod's command is isolated: bubblewrap (Debian's `bubblewrap`) where it is installed.
 
-In the sandbox the pod sees a root of its own: the system's /usr and /etc and this platform's Python
-read-only; its container disk at /home/pod (its HOME) and its volume at the mount path, writable; a
-private /tmp, /proc (its own process ids) and /dev; its own hostname; no capabilities, an unprivileged
-user (uid 1000 in a user namespace). Not isolated: the network (it shares this machine's, so its ports
-are reachable on loopback, as the platform's proxy needs), CPU, memory and disk use (no cgroup limits),
-and the GPU (this machine has none).
+In the sandbox the pod sees a root of its own: the system's /usr and /etc, this platform's Python
+and the local images' environments (JupyterLab) read-only; its container disk at /home/pod (its
+HOME) and its volume at the mount path, writable; a private /tmp, /proc (its own process ids) and
+/dev; its own hostname; no capabilities, an unprivileged user (uid 1000 in a user namespace). Not
+isolated: the network (it shares this machine's, so its ports are reachable on loopback, as the
+platform's proxy needs), CPU, memory and disk use (no cgroup limits), and the GPU (this machine has
+none).
 
 Without bubblewrap the command runs as a plain process with its working directory on the volume and
 HOME on its container disk: nothing else is isolated, and the README says so.
@@ -28,7 +29,15 @@ def bwrap_path() -> str | None:
 
 
 def sandboxed(
-    command: list[str], *, disk: Path, volume: Path | None, mount_path: str, hostname: str, bwrap: str, init: Path
+    command: list[str],
+    *,
+    disk: Path,
+    volume: Path | None,
+    mount_path: str,
+    hostname: str,
+    bwrap: str,
+    init: Path,
+    images: Path | None = None,
 ) -> list[str]:
     """The command line that runs `command` inside bubblewrap as described above."""
     argv = [bwrap, "--ro-bind", "/usr", "/usr", "--ro-bind", "/etc", "/etc", "--ro-bind-try", "/opt", "/opt"]
@@ -37,6 +46,8 @@ def sandboxed(
     for prefix in sorted({sys.base_prefix, sys.prefix}):  # this platform's Python, read-only
         if not prefix.startswith("/usr/"):
             argv += ["--ro-bind", prefix, prefix]
+    if images is not None:  # the images' own environments (JupyterLab), read-only
+        argv += ["--ro-bind-try", str(images), str(images)]
     private_tmp = "/tmp"  # noqa: S108 - a fresh tmpfs inside the sandbox, not the host's /tmp
     argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", private_tmp, "--bind", str(disk), HOME]
     argv += ["--ro-bind", str(init), INIT_IN_SANDBOX]

@@ -420,8 +420,8 @@ class PodCreateIn(ContainerSettingsIn):
         None,
         max_length=300,
         description="Any image reference ([registry/]name[:tag][@sha256:digest]; 400 otherwise); required without a "
-        "template. The local provider has no container runtime and runs gpucloud/shell only (400 for others where "
-        "only it offers the GPU)",
+        "template. The local provider has no container runtime and runs gpucloud/shell and gpucloud/jupyterlab "
+        "only (400 for others where only it offers the GPU)",
         examples=["gpucloud/shell", "runpod/pytorch:2.4.0-py3.11-cuda12.4.1-devel-ubuntu22.04"],
     )
     gpu_type: str = Field(description="A GPU type (GET /gpu-types; 404 for none)", examples=["cpu", "h100"])

@@ -86,6 +86,11 @@ def volume_delete(*, principal: Principal, volume: Volume) -> Volume:
             return volume
         if volume.status == VolumeStatus.RESIZING:
             raise Conflict("The volume is growing; delete it once that is done.")
+        attached = volume.pods.filter(terminated=False).order_by("pk").first()
+        if attached is not None:  # a stopped pod would have nothing to start on
+            raise Conflict(
+                f"Pod {attached.pk} uses this volume; terminate it first (or terminate it with delete_volume=true)."
+            )
         volume.status, volume.status_reason = VolumeStatus.DELETING, ""
         volume.save(update_fields=["status", "status_reason"])
         enqueue("deployments.tasks.volume_remove_task", volume.pk)

@@ -84,7 +84,7 @@ def volumes_grow(request: HttpRequest, volume_id: str, payload: schemas.VolumeGr
     response=schemas.VolumeOut,
     summary="Delete a volume and its data",
     description="Status deleting, then deleted once the provider confirms (billing stops then). Asking again "
-    "answers the same. 409 while it grows.",
+    "answers the same. 409 while it grows, or while a pod that is not terminated uses it.",
 )
 @answers(409)
 def volumes_delete(request: HttpRequest, volume_id: str) -> dict[str, object]:

@@ -118,6 +118,10 @@ def test_terminating_with_delete_volume_removes_it_too(
     body = {**LOCAL_POD, "command": ["sleep", "600"]}
     pod_id = call(client, alice, "post", "/pods", body, django_capture_on_commit_callbacks).json()["id"]
     volume_id = Pod.objects.get(pk=pod_id).volume_id
+    in_use = call(client, alice, "delete", f"/volumes/{volume_id}")
+    assert in_use.status_code == 409 and in_use.json()["error"]["message"].startswith(f"Pod {pod_id} uses this volume")
+    call(client, alice, "post", f"/pods/{pod_id}/stop", capture=django_capture_on_commit_callbacks)
+    assert call(client, alice, "delete", f"/volumes/{volume_id}").status_code == 409  # stopped: it would not start
     call(client, alice, "delete", f"/pods/{pod_id}?delete_volume=true", capture=django_capture_on_commit_callbacks)
     assert Volume.objects.get(pk=volume_id).status == "deleted"
     assert call(client, alice, "get", f"/pods/{pod_id}").json()["status"] == "terminated"
@@ -177,7 +181,9 @@ def test_bad_settings_are_refused_with_the_reason_and_nothing_written(
         assert answer.status_code == status, (body, answer.content)
         assert answer.json()["error"].get("param") == param, (body, answer.content)
     refusal = call(client, alice, "post", "/pods", cases[1][0]).json()["error"]["message"]
-    assert refusal.startswith("The local provider has no container runtime: it runs gpucloud/shell only")
+    assert refusal.startswith(
+        "The local provider has no container runtime: it runs gpucloud/jupyterlab, gpucloud/shell only"
+    )
     assert call(client, charlie, "post", "/pods", good).status_code == 402  # $0
     assert not Deployment.objects.exists() and not Volume.objects.exists() and not Instance.objects.exists()
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 from django.utils import timezone
 
 from deployments.live import deployment_changed_on_commit
-from deployments.models import Deployment, DeploymentEvent, DeploymentKind, DeploymentStatus
+from deployments.models import Deployment, DeploymentEvent, DeploymentKind, DeploymentStatus, Pod
+from deployments.volumes import RUNNING_POD_STATUSES, volume_rate_follow
 from fleet.models import FINAL_STATES, LIVE_STATES, PRE_LAUNCH_STATES, InstanceState
 from webhooks.events import deployment_event_emit, event_emit
 
@@ -43,6 +44,15 @@ def deployment_transition(deployment: Deployment, to: DeploymentStatus, reason: 
         extra = {"cause": "health"} if webhook == "deployment.recovered" else {}
         workload_event_emit(deployment, webhook, key=event.pk, previous_status=previous, reason=reason, **extra)
     deployment_changed_on_commit(deployment.pk)
+    if deployment.kind == DeploymentKind.POD:
+        _pod_volume_rate(deployment, to)
+
+
+def _pod_volume_rate(deployment: Deployment, to: DeploymentStatus) -> None:
+    """A pod's volume bills the running price while the pod runs, the idle price otherwise."""
+    volume_id = Pod.objects.filter(pk=deployment.pk).values_list("volume_id", flat=True).first()
+    if volume_id is not None:
+        volume_rate_follow(volume_id, running=to in RUNNING_POD_STATUSES, at=timezone.now())
 
 
 def workload_event_emit(deployment: Deployment, event_type: str, *, key: object, **data: object) -> None:

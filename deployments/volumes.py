@@ -3,8 +3,8 @@ delete; and the background steps that carry each out at the provider (deployment
 
 Billing: a volume bills per GB-hour from when its provider made it until its provider confirms it gone
 (a usage meter of service STORAGE per size: a grow ends one session and starts the next at the new
-size, from when the provider grew it). A volume no pod runs on bills the idle price; pods will switch
-it to the running price while they run (GPUCLOUD_VOLUME_*_GB_HOUR_MICROS).
+size, from when the provider grew it). A volume bills the running price while a pod runs on it and the
+idle price otherwise (GPUCLOUD_VOLUME_*_GB_HOUR_MICROS), each change a new session at the same instant.
 """
 
 from __future__ import annotations
@@ -22,13 +22,14 @@ from billing.models import Service, UsageMeter
 from billing.policy import launch_check
 from catalog.models import GpuType, Provider, Region
 from catalog.selectors import offers_live
-from deployments.models import Volume, VolumeStatus
+from deployments.models import DeploymentStatus, Volume, VolumeStatus
 from fleet import drivers
 from fleet.providers.base import ProviderError, VolumeSpec
 from gpucloud.core.errors import Conflict, InvalidRequest, NotFound
 from gpucloud.core.jobs import enqueue
 
 NAME_MAX = 100
+RUNNING_POD_STATUSES = (DeploymentStatus.ACTIVE, DeploymentStatus.SCALING, DeploymentStatus.DEGRADED)
 
 
 class NoVolumeProvider(Conflict):
@@ -52,7 +53,7 @@ def volume_create(*, principal: Principal, name: str, size_gb: int, region: str,
         volume = Volume.objects.create(
             org=principal.org, name=name, size_gb=size_gb, region_id=region, provider=provider.slug,
             tag=settings.GPUCLOUD_FLEET_TAG, created_by=principal.user,
-            hourly_price_micros=size_gb * settings.GPUCLOUD_VOLUME_IDLE_GB_HOUR_MICROS,
+            hourly_price_micros=_price(size_gb, running=False),
         )  # fmt: skip
         enqueue("deployments.tasks.volume_provision_task", volume.pk)
     return volume
@@ -149,7 +150,7 @@ def volume_resize(volume_id: str) -> None:
         now = timezone.now()
         _meter_stop(volume, now)
         volume.size_gb, volume.target_size_gb, volume.status = volume.target_size_gb, None, VolumeStatus.AVAILABLE
-        volume.hourly_price_micros = volume.size_gb * settings.GPUCLOUD_VOLUME_IDLE_GB_HOUR_MICROS
+        volume.hourly_price_micros = _price(volume.size_gb, running=_runs_a_pod(volume))
         volume.meter_sessions += 1
         volume.save(update_fields=["size_gb", "target_size_gb", "status", "hourly_price_micros", "meter_sessions"])
         _meter_start(volume, now)
@@ -175,7 +176,36 @@ def volume_remove(volume_id: str) -> None:
         volume.save(update_fields=["status", "deleted_at"])
 
 
+def volume_rate_follow(volume_id: str, *, running: bool, at: datetime) -> None:
+    """Bill the volume at the running price from `at` while a pod runs on it, at the idle price once
+    none does (called as its pod's status changes, its pod's row locked first): the current session
+    ends and one at the new price starts at the same instant. Nothing changes when it is at that price,
+    or not made (or gone) yet."""
+    with transaction.atomic():
+        volume = Volume.objects.select_for_update().get(pk=volume_id)
+        price = _price(volume.size_gb, running=running)
+        if volume.status not in (VolumeStatus.AVAILABLE, VolumeStatus.RESIZING) or price == volume.hourly_price_micros:
+            return
+        if not volume.provider_volume_id:
+            return
+        _meter_stop(volume, at)
+        volume.hourly_price_micros, volume.meter_sessions = price, volume.meter_sessions + 1
+        volume.save(update_fields=["hourly_price_micros", "meter_sessions"])
+        _meter_start(volume, at)
+
+
 # --- helpers -----------------------------------------------------------------------------------
+
+
+def _price(size_gb: int, *, running: bool) -> int:
+    per_gb = (
+        settings.GPUCLOUD_VOLUME_RUNNING_GB_HOUR_MICROS if running else settings.GPUCLOUD_VOLUME_IDLE_GB_HOUR_MICROS
+    )
+    return size_gb * per_gb
+
+
+def _runs_a_pod(volume: Volume) -> bool:
+    return volume.pods.filter(terminated=False, deployment__status__in=RUNNING_POD_STATUSES).exists()
 
 
 def _name_checked(name: str) -> str:

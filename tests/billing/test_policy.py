@@ -13,7 +13,7 @@ from billing.metering import usage_charge, usage_meter_start
 from billing.models import BillingProfile, Service, UsageMeter
 from billing.policy import SpendLimitReached, launch_check, zero_balance_check
 from billing.selectors import balance_of
-from deployments.models import Deployment, DeploymentKind, DeploymentStatus
+from deployments.models import Deployment, DeploymentKind, DeploymentStatus, Pod
 from tests.support.billing import fund, ledger_snapshot
 from tests.support.personas import Persona
 
@@ -46,6 +46,7 @@ def test_daily_spend_limit_refuses_new_launches(alice: Persona) -> None:
 def test_zero_balance_grace_then_stop(alice: Persona, settings: Any, django_capture_on_commit_callbacks: Any) -> None:
     settings.GPUCLOUD_ZERO_BALANCE_GRACE_SECONDS = 300
     pod = Deployment.objects.create(org=alice.org, name="pod", kind=DeploymentKind.POD, status=DeploymentStatus.ACTIVE)
+    Pod.objects.create(deployment=pod, image="gpucloud/shell")  # every pod has its row (deployments.models.Pod)
     model = Deployment.objects.create(org=alice.org, name="llm", status=DeploymentStatus.ACTIVE)
     start = timezone.now()
     meter = usage_meter_start(

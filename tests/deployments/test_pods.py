@@ -76,6 +76,8 @@ def test_a_local_pod_runs_stops_keeping_its_volume_starts_again_and_terminates(
     assert call(client, bob, "get", f"/pods/{pod_id}").json()["connect"]["proxy_token"] is None  # viewers: no key
     assert diary(volumes_dir, volume_id) == ["started"]
     assert UsageMeter.objects.get(meter_key=shown["machine"]["id"]).service == Service.POD
+    sessions = UsageMeter.objects.filter(meter_key__startswith=f"{volume_id}:").order_by("started_at", "meter_key")
+    assert [m.hourly_price_micros for m in sessions] == [5 * 274, 5 * 137]  # idle until the pod ran, then running
 
     stopping = call(client, alice, "post", f"/pods/{pod_id}/stop", capture=capture)
     assert stopping.status_code == 200 and stopping.json()["status"] in ("stopping", "stopped")
@@ -83,6 +85,10 @@ def test_a_local_pod_runs_stops_keeping_its_volume_starts_again_and_terminates(
     assert stopped["status"] == "stopped" and stopped["machine"]["state"] == "terminated"
     assert stopped["hourly_cost_usd"] == 0 and stopped["volume"]["status"] == "available"
     assert call(client, alice, "post", f"/pods/{pod_id}/stop").json()["status"] == "stopped"  # asked again: same
+    prices = [m.hourly_price_micros for m in sessions.all()]
+    assert prices == [5 * 274, 5 * 137, 5 * 274]  # idle again once stopped
+    first, second, third = sessions.all()
+    assert first.ended_at == second.started_at and second.ended_at == third.started_at  # no second lost or doubled
 
     started = call(client, alice, "post", f"/pods/{pod_id}/start", capture=capture)
     assert started.status_code == 200 and started.json()["status"] in ("starting", "running")

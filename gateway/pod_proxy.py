@@ -144,24 +144,35 @@ async def _decide(scope: dict[str, Any], pod_id: str, port: int, *, token: str) 
 
 async def _relay(scope: dict[str, Any], receive: Any, send: Any, target: PortTarget, prefix: str, query: str) -> None:
     client = _http_client()
-    request = client.build_request(
-        scope["method"], target.url + scope["path"] + (f"?{query}" if query else ""),
-        headers=_forwarded_headers(scope, prefix, dropped=HOP_BY_HOP), content=_body(receive),
-    )  # fmt: skip
+    url = target.url + scope["path"] + (f"?{query}" if query else "")
+    headers = _forwarded_headers(scope, prefix, dropped=HOP_BY_HOP)
+    # A request without a body can be sent again: once, when the pod's server dropped the connection
+    # before answering (a kept-alive connection it had closed, a full accept queue).
+    bodiless = scope["method"] in ("GET", "HEAD", "OPTIONS") and not _header(scope, b"content-length").strip("0")
+    for attempt in range(2 if bodiless else 1):
+        request = client.build_request(
+            scope["method"], url, headers=headers, content=None if bodiless else _body(receive)
+        )
+        try:
+            response = await client.send(request, stream=True)
+            break
+        except (httpx.RemoteProtocolError, httpx.ConnectError) as exc:
+            if attempt == 0 and bodiless:
+                continue
+            await _refuse(send, PortRefusal(502, f"The pod did not answer on its port: {type(exc).__name__}."))
+            return
+        except httpx.HTTPError as exc:
+            await _refuse(send, PortRefusal(502, f"The pod did not answer on its port: {type(exc).__name__}."))
+            return
     try:
-        response = await client.send(request, stream=True)
-    except httpx.HTTPError as exc:
-        await _refuse(send, PortRefusal(502, f"The pod did not answer on its port: {type(exc).__name__}."))
-        return
-    try:
-        headers = [
+        answer_headers = [
             (name, value) for name, value in response.headers.raw if name.lower() not in HOP_BY_HOP
             and name.lower() != b"set-cookie"
         ]  # fmt: skip
-        headers += [
+        answer_headers += [
             (b"set-cookie", c.encode("latin-1")) for c in _confined(response.headers.get_list("set-cookie"), prefix)
         ]
-        await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
+        await send({"type": "http.response.start", "status": response.status_code, "headers": answer_headers})
         async for chunk in response.aiter_raw():
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b""})

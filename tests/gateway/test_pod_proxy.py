@@ -6,6 +6,8 @@ one else learns the pod exists."""
 from __future__ import annotations
 
 import json
+import socketserver
+import threading
 import time
 from typing import Any
 
@@ -19,8 +21,10 @@ from websockets.sync.client import connect
 from accounts.models import Membership
 from accounts.roles import Role
 from deployments.models import Pod
+from deployments.pod_access import PortTarget
 from gateway import pod_proxy
 from tests.support.billing import fund
+from tests.support.gateway import asgi_request
 from tests.support.personas import Persona
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the server thread must see committed rows
@@ -158,3 +162,31 @@ def test_a_stopped_pod_says_so(
     answer = httpx.get(f"{server}/pods/{pod_id}/ports/8080/", headers={"x-gpucloud-pod-token": token})
     assert answer.status_code == 503
     assert answer.json()["error"]["message"] == "The pod is stopped: its ports answer while it runs."
+
+
+def test_a_request_without_a_body_is_sent_again_once_when_the_pod_drops_the_connection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A pod's server that closes a connection before answering (a kept-alive one it had closed, a full
+    accept queue): a GET is sent again once; a POST, whose body has gone, is a 502."""
+    dropped: list[int] = []
+
+    class Flaky(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            self.request.recv(65536)
+            if len(dropped) % 2 == 0:  # every other connection: closed without a word
+                dropped.append(1)
+                return
+            dropped.append(0)
+            self.request.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+
+    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), Flaky) as flaky:
+        threading.Thread(target=flaky.serve_forever, daemon=True).start()
+        target = PortTarget(url=f"http://127.0.0.1:{flaky.server_address[1]}", org_id="org_x")
+        monkeypatch.setattr(pod_proxy, "pod_port_target", lambda *args, **kwargs: target)
+        pod_proxy.decisions_clear()
+        got = asgi_request("GET", "/pods/pod_x/ports/8080/", headers={"x-gpucloud-pod-token": "t"})
+        assert (got.status_code, got.text, dropped) == (200, "ok", [1, 0])
+        posted = asgi_request("POST", "/pods/pod_x/ports/8080/", headers={"x-gpucloud-pod-token": "t"}, content=b"x")
+        assert posted.status_code == 502 and dropped == [1, 0, 1]
+        flaky.shutdown()

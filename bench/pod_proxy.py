@@ -26,7 +26,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.gateway_bench import PYTHON, Platform, free_port, seed_user  # noqa: E402
+from bench.gateway_bench import PYTHON, Platform, free_port, seed_user
 
 SERVER = """
 import http.server, os

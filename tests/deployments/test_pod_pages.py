@@ -149,6 +149,7 @@ def test_the_pod_page_shows_its_machine_cost_volume_settings_keys_and_history(al
     assert "Engine healthy." in page and "Machines" in page  # its history
     assert 'id="connect"' in page and f'href="/pods/{pod.pk}/ports/8888/"' in page  # through the platform's proxy
     assert "ssh -p" not in page and "An SSH command shows here while the pod runs" in page  # no process: no port
+    assert f'data-socket="/ws/deployments/{pod.pk}/logs/"' in page  # its output, live (the logs consumer follows pods)
     assert ">Stop</button>" in page and "Terminate…" in page and ">Start</button>" not in page
 
 

@@ -48,6 +48,22 @@ def deployment_transition(deployment: Deployment, to: DeploymentStatus, reason: 
         _pod_volume_rate(deployment, to)
 
 
+def _pod_machine_ended(deployment: Deployment) -> None:
+    """A pod's machine ended on its own (nothing launches it again by itself: its container disk went
+    with it): failed when it never ran (its image or command did not start), else stopped with its
+    volume, to be started again."""
+    last = deployment.instances.order_by("-created_at", "-pk").first()
+    assert last is not None
+    if last.spot and last.ready_at is not None:  # taken back: its preemption stops it (and says so first)
+        return
+    event = last.events.order_by("-at", "-pk").values_list("reason", flat=True).first()
+    why = last.failure_reason or event or "It ended."
+    if last.ready_at is None:
+        deployment_transition(deployment, DeploymentStatus.FAILED, f"It did not start: {why} See its logs.")
+    else:
+        deployment_transition(deployment, DeploymentStatus.STOPPED, f"Its machine ended: {why} Start it again.")
+
+
 def _pod_volume_rate(deployment: Deployment, to: DeploymentStatus) -> None:
     """A pod's volume bills the running price while the pod runs, the idle price otherwise."""
     volume_id = Pod.objects.filter(pk=deployment.pk).values_list("volume_id", flat=True).first()
@@ -98,6 +114,9 @@ def deployment_refresh_status(deployment: Deployment) -> None:
     ready = states.count(InstanceState.READY)
     coming = sum(state in (*LIVE_STATES, *PRE_LAUNCH_STATES) for state in states)
     starting = sum(state in (*PRE_LAUNCH_STATES, InstanceState.LOADING) for state in states)
+    if deployment.kind == DeploymentKind.POD and states and coming == 0:
+        _pod_machine_ended(deployment)
+        return
     if ready >= deployment.desired_replicas:
         deployment_transition(deployment, DeploymentStatus.ACTIVE)
     elif (

@@ -92,8 +92,8 @@ def pod_start(*, principal: Principal, deployment: Deployment) -> Deployment:
     pod = deployment.pod
     if pod.terminated:
         raise Conflict("The pod was terminated; create a new one.")
-    if deployment.status != DeploymentStatus.STOPPED:
-        raise Conflict(f"The pod is {pod.status}: only a stopped pod starts.")
+    if deployment.status not in (DeploymentStatus.STOPPED, DeploymentStatus.FAILED):
+        raise Conflict(f"The pod is {pod.status}: only a stopped (or failed) pod starts.")
     gpu = deployment.gpu_type
     assert gpu is not None and deployment.region_id is not None
     asked = PodSettings(
@@ -106,7 +106,7 @@ def pod_start(*, principal: Principal, deployment: Deployment) -> Deployment:
     launch_check(deployment.org)
     with transaction.atomic():
         deployment = Deployment.objects.select_for_update().get(pk=deployment.pk)
-        if deployment.status != DeploymentStatus.STOPPED:  # started by someone else meanwhile
+        if deployment.status not in (DeploymentStatus.STOPPED, DeploymentStatus.FAILED):  # started meanwhile
             return deployment
         Pod.objects.filter(pk=deployment.pk).update(starts=pod.starts + 1)
         deployment.hourly_price_micros = offer.price_per_hour_micros

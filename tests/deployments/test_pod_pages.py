@@ -173,7 +173,7 @@ def test_stop_start_and_terminate_from_the_page_run_a_local_pod(
     assert "running</span>" in client.get(f"/pods/{pod_id}/").content.decode()
     assert Pod.objects.get(pk=pod_id).starts == 2
     again = client.post(f"/pods/{pod_id}/start")  # running: refused on the page, by the buttons
-    assert again.status_code == 409 and "only a stopped pod starts" in again.content.decode()
+    assert again.status_code == 409 and "only a stopped (or failed) pod starts" in again.content.decode()
 
     confirm = client.get(f"/pods/{pod_id}/terminate").content.decode()
     assert "Also delete the volume and its data" in confirm

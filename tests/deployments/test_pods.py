@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from django.test import Client
+from django.utils import timezone
 
 from accounts.models import Membership
 from accounts.principal import Principal
@@ -22,6 +24,7 @@ from billing.models import Service, UsageMeter
 from catalog.models import Provider
 from deployments.models import Deployment, Pod, Volume
 from fleet.models import Instance
+from fleet.reconciler import fleet_reconcile
 from tests.support import sim_cloud
 from tests.support.billing import billing_mismatches, fund
 from tests.support.personas import Persona
@@ -101,7 +104,7 @@ def test_a_local_pod_runs_stops_keeping_its_volume_starts_again_and_terminates(
     again = call(client, alice, "post", f"/pods/{pod_id}/start")
     assert (
         again.status_code == 409
-        and again.json()["error"]["message"] == "The pod is running: only a stopped pod starts."
+        and again.json()["error"]["message"] == "The pod is running: only a stopped (or failed) pod starts."
     )
 
     ended = call(client, alice, "delete", f"/pods/{pod_id}", capture=capture)
@@ -230,3 +233,36 @@ def test_a_cloud_pod_runs_on_the_tier_kind_and_price_asked_for(
         within = call(client, alice, "post", "/pods", ceiling, django_capture_on_commit_callbacks)
         assert within.status_code == 201 and within.json()["spot"] is True
         assert within.json()["max_price_per_hour_usd"] == 2.5
+
+
+def test_a_pod_whose_machine_ends_on_its_own_stops_with_its_volume_and_starts_again(
+    client: Client, alice: Persona, settings: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    """Nothing relaunches a pod by itself (its container disk went with its machine): it stops, says
+    why, keeps its volume, and starts again when asked; one that never ran fails and starts too."""
+    fund(alice.org, 20 * USD)
+    body = {"image": "runpod/pytorch:2.4.0-py3.11-cuda12.4.1-devel-ubuntu22.04", "gpu_type": "h100", "region": "atl1"}
+    with sim_cloud.sole_provider(settings, {"h100": {"price": 2_000_000, "capacity": 2}}):
+        pod_id = call(client, alice, "post", "/pods", body, django_capture_on_commit_callbacks).json()["id"]
+        machine = Instance.objects.get(deployment_id=pod_id)
+        sim_cloud.stop(machine.pk)  # the machine stops at the cloud
+        with django_capture_on_commit_callbacks(execute=True):
+            fleet_reconcile(now=timezone.now() + timedelta(minutes=5))
+        shown = call(client, alice, "get", f"/pods/{pod_id}").json()
+        assert shown["status"] == "stopped" and shown["status_reason"].startswith("Its machine ended: ")
+        assert Instance.objects.filter(deployment_id=pod_id).count() == 1  # not relaunched by itself
+        started = call(client, alice, "post", f"/pods/{pod_id}/start", capture=django_capture_on_commit_callbacks)
+        assert (
+            started.status_code == 200 and call(client, alice, "get", f"/pods/{pod_id}").json()["status"] == "running"
+        )
+
+        sim_cloud.provider_set(fail={"h100": "The image could not be pulled."})
+        failed_id = call(client, alice, "post", "/pods", body, django_capture_on_commit_callbacks).json()["id"]
+        failed = call(client, alice, "get", f"/pods/{failed_id}").json()
+        assert failed["status"] == "failed" and "The image could not be pulled." in failed["status_reason"]
+        sim_cloud.provider_set(fail={})
+        retried = call(client, alice, "post", f"/pods/{failed_id}/start", capture=django_capture_on_commit_callbacks)
+        assert (
+            retried.status_code == 200
+            and call(client, alice, "get", f"/pods/{failed_id}").json()["status"] == "running"
+        )

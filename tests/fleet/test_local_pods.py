@@ -19,6 +19,8 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 from fleet.providers.base import InstanceSpec, InstanceState, ProviderError, VolumeSpec
 from fleet.providers.local import driver as local_driver
 from fleet.providers.local.driver import LocalDriver
+from fleet.providers.local.pod import INIT_SCRIPT
+from fleet.providers.local.sandbox import sandboxed
 
 TAG = "pod-test-tag"
 SANDBOXED = pytest.mark.skipif(
@@ -179,3 +181,20 @@ def test_ssh_opens_a_shell_in_the_pods_sandbox_for_its_keys_only(driver: LocalDr
     assert ssh(port, own, "exit 7").returncode == 7
     refused = ssh(port, stranger, "true")
     assert refused.returncode == 255 and "Permission denied (publickey)" in refused.stderr
+
+
+@SANDBOXED
+def test_what_the_sandbox_binds_under_tmp_stays_visible_over_its_private_tmp(tmp_path: Path) -> None:
+    """A platform installed under /tmp (a fresh clone there, these tests' directories): its Python and
+    images are bound on top of the sandbox's private /tmp, not hidden by it."""
+    images = tmp_path / "images"
+    (images / "jupyterlab").mkdir(parents=True)
+    (images / "jupyterlab" / "marker").write_text("seen")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    argv = sandboxed(["/bin/cat", str(images / "jupyterlab" / "marker")], disk=disk, volume=None,
+                     mount_path="/workspace", hostname="t", bwrap=str(shutil.which("bwrap")), init=INIT_SCRIPT,
+                     images=images)  # fmt: skip
+    assert str(images).startswith("/tmp/")
+    seen = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    assert (seen.returncode, seen.stdout) == (0, "seen"), seen.stderr

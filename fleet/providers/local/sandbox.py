@@ -43,13 +43,15 @@ def sandboxed(
     argv = [bwrap, "--ro-bind", "/usr", "/usr", "--ro-bind", "/etc", "/etc", "--ro-bind-try", "/opt", "/opt"]
     for link, target in _SYSTEM_LINKS.items():
         argv += ["--symlink", target, link]
+    private_tmp = "/tmp"  # noqa: S108 - a fresh tmpfs inside the sandbox, not the host's /tmp
+    # The private /tmp first: a platform installed under /tmp keeps its Python visible, bound on top.
+    argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", private_tmp]
     for prefix in sorted({sys.base_prefix, sys.prefix}):  # this platform's Python, read-only
         if not prefix.startswith("/usr/"):
             argv += ["--ro-bind", prefix, prefix]
     if images is not None:  # the images' own environments (JupyterLab), read-only
         argv += ["--ro-bind-try", str(images), str(images)]
-    private_tmp = "/tmp"  # noqa: S108 - a fresh tmpfs inside the sandbox, not the host's /tmp
-    argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", private_tmp, "--bind", str(disk), HOME]
+    argv += ["--bind", str(disk), HOME]
     argv += ["--ro-bind", str(init), INIT_IN_SANDBOX]
     if volume is not None:
         argv += ["--bind", str(volume), mount_path]

@@ -25,4 +25,4 @@ def balance_changed_on_commit(org_id: str) -> None:
 def _balance_push(org_id: str) -> None:
     org = Organization.objects.filter(pk=org_id).first()
     if org is not None:
-        org_push(org_id, {"type": "balance.changed", "balance": balance_snapshot(org), "with_activity": True})
+        org_push(org_id, lambda: {"type": "balance.changed", "balance": balance_snapshot(org), "with_activity": True})

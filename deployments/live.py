@@ -29,14 +29,17 @@ def deployment_changed_on_commit(deployment_id: str) -> None:
 
 
 def deployment_push(deployment_id: str) -> None:
-
     deployment = Deployment.objects.filter(pk=deployment_id).select_related("org", "pod").first()
     if deployment is None:
         return
+    org_push(deployment.org_id, lambda: _pushed(deployment))
+
+
+def _pushed(deployment: Deployment) -> dict[str, Any]:
     row = deployment_row(deployment, now=timezone.now())
     message = _changed(row, balance_snapshot(deployment.org), timeline=True)
     message["with_activity"] = True  # a new line on the dashboard's feed (the pages' consumer renders it)
-    org_push(deployment.org_id, message)
+    return message
 
 
 def org_snapshot(org: Organization, *, focus: str | None = None) -> list[dict[str, Any]]:

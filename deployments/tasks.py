@@ -12,6 +12,8 @@ from deployments import metrics, preset_rollout, services, sla, volumes
 from deployments.scaling import autoscaler
 from fleet.providers.base import ProviderError
 
+DRAIN_POLL_SECONDS = 0.5  # between looks at a draining replica during a rollout
+
 
 @shared_task(ignore_result=True, soft_time_limit=60, time_limit=90)
 def deployment_rollout_task(deployment_id: str, rounds_left: int = 20) -> None:
@@ -20,7 +22,7 @@ def deployment_rollout_task(deployment_id: str, rounds_left: int = 20) -> None:
     for _ in range(40):
         if preset_rollout.rollout_advance(deployment_id=deployment_id) != preset_rollout.Step.DRAINING:
             return
-        time.sleep(0.5)
+        time.sleep(DRAIN_POLL_SECONDS)
     if rounds_left > 0:
         deployment_rollout_task.apply_async((deployment_id, rounds_left - 1), countdown=1)
 

@@ -19,6 +19,7 @@ import httpx
 from django.db.models import Model
 
 from fleet.models import Instance, InstanceState
+from gpucloud.core.http import tls_context
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +40,9 @@ def auth_headers(api_key: str) -> dict[str, str]:
 def engine_healthy(endpoint_url: str) -> bool:
     """The engine answers 200 on /health (llama.cpp's server and vLLM's both serve it, unauthenticated)."""
     try:
-        response = httpx.get(f"{endpoint_url}/health", timeout=HEALTH_TIMEOUT_SECONDS)
+        response = httpx.get(
+            f"{endpoint_url}/health", timeout=HEALTH_TIMEOUT_SECONDS, verify=tls_context(trust_env=True)
+        )
     except httpx.HTTPError:
         return False
     return response.status_code == 200
@@ -80,7 +83,7 @@ def queue_depths(deployments: Iterable[Model]) -> dict[str, float]:
     if not ready:
         return {}
     with (
-        httpx.Client(timeout=SCRAPE_TIMEOUT_SECONDS, trust_env=False) as client,
+        httpx.Client(timeout=SCRAPE_TIMEOUT_SECONDS, trust_env=False, verify=tls_context(trust_env=False)) as client,
         ThreadPoolExecutor(max_workers=min(MAX_PARALLEL_SCRAPES, len(ready))) as pool,
     ):
         waiting = list(pool.map(lambda i: instance_waiting(i, client=client), ready))

@@ -15,6 +15,7 @@ from fleet import offers, provisioning, reconciler
 from fleet.providers.base import ProviderError
 from fleet.workloads import workload
 
+READY_POLL_SECONDS = 0.5  # between health checks of a loading engine
 RETRY = {"autoretry_for": (ProviderError,), "retry_backoff": 2, "retry_backoff_max": 60, "max_retries": 8}
 
 
@@ -32,7 +33,7 @@ def instance_wait_ready_task(instance_id: str, polls_left: int = 600) -> None:
         if outcome is not None:
             workload().instance_settled(instance_id)
             return
-        time.sleep(0.5)
+        time.sleep(READY_POLL_SECONDS)
     if polls_left > 0:
         instance_wait_ready_task.apply_async((instance_id, polls_left - 1), countdown=2)
 

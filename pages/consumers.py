@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs
 
+from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.db import connections
@@ -21,7 +22,8 @@ from accounts.models import Membership, Organization
 from deployments.live import org_snapshot
 from deployments.logs import log_tails, new_lines
 from deployments.models import Deployment
-from gpucloud.core.live import org_group
+from gpucloud.core import live
+from gpucloud.core.live import org_group, org_listen
 from pages.overview import recent_activity
 
 logger = logging.getLogger(__name__)
@@ -62,6 +64,13 @@ def _activity_of(org_id: str, message: dict[str, Any]) -> dict[str, Any]:
     return _with_activity(dict(message), Organization.objects.get(pk=org_id))
 
 
+async def _listen(org_id: str) -> None:
+    try:
+        await sync_to_async(org_listen, thread_sensitive=False)(org_id)
+    except Exception:  # the cache away a moment: senders that cannot read it send; the renewal retries
+        logger.warning("live mark of org %s not set", org_id, exc_info=True)
+
+
 def _current_org_id(user: Any, session: Any) -> str | None:
     """The org the session works in (as the pages decide it): the chosen one while the user is
     still a member, else their default."""
@@ -74,6 +83,7 @@ def _current_org_id(user: Any, session: Any) -> str | None:
 class OrgEventsConsumer(AsyncJsonWebsocketConsumer):
     group: str | None = None
     org_id: str | None = None
+    renewal: asyncio.Task[None] | None = None
 
     async def connect(self) -> None:
         user = self.scope.get("user")
@@ -86,16 +96,28 @@ class OrgEventsConsumer(AsyncJsonWebsocketConsumer):
             return
         self.org_id = org_id
         self.group = org_group(org_id)
+        # Marked first, then joined, then the snapshot: senders that find no mark build nothing,
+        # and a change they skipped committed before the snapshot reads (gpucloud.core.live).
+        await _listen(org_id)
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
+        self.renewal = asyncio.create_task(self._keep_listening(org_id))
         # Joined first, then the snapshot: a change between the page's render and now is not lost.
         focus = parse_qs(self.scope.get("query_string", b"").decode()).get("focus", [None])[0]
         for message in await _off_thread(_snapshot)(org_id, focus):
             await self.send_json(message)
 
     async def disconnect(self, code: int) -> None:
+        if self.renewal:
+            self.renewal.cancel()
         if self.group:
             await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def _keep_listening(self, org_id: str) -> None:
+        """Renew the org's mark while the page is open (other pages of the org may keep it after)."""
+        while True:
+            await asyncio.sleep(live.LISTEN_RENEW_SECONDS)
+            await _listen(org_id)
 
     async def _enriched(self, event: dict[str, Any]) -> dict[str, Any]:
         if event.get("with_activity") and self.org_id is not None:

@@ -9,6 +9,8 @@ import pytest
 from channels.layers import channel_layers
 from django.core.cache import cache
 
+from deployments import tasks as deployment_tasks
+from fleet import tasks as fleet_tasks
 from gpucloud.celery import app
 
 pytest_plugins = [
@@ -27,6 +29,15 @@ def _test_settings(settings: Any) -> None:
     # and no test is about the hash's strength (the served platform keeps the default).
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     app.conf.task_always_eager = True
+
+
+@pytest.fixture(autouse=True)
+def _short_task_polls(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tasks that wait for an engine to load or a replica to drain poll every half second; eager in
+    the test's thread, each poll that finds it not done yet held the test that long. The tests are
+    about what the polls find, not how often they look."""
+    monkeypatch.setattr(fleet_tasks, "READY_POLL_SECONDS", 0.05)
+    monkeypatch.setattr(deployment_tasks, "DRAIN_POLL_SECONDS", 0.05)
 
 
 @pytest.fixture(autouse=True)

@@ -19,6 +19,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from gpucloud.core.http import tls_context
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], list[str]]
 
@@ -138,7 +140,10 @@ def post(
     address = resolve_checked(destination, allowed_hosts=allowed, resolver=resolver)
     pinned = httpx.URL(destination.url).copy_with(host=address)
     request_headers = {**headers, "Host": _host_header(destination)}
-    with httpx.Client(timeout=timeout, follow_redirects=False, transport=transport, trust_env=False) as client:
+    verify = tls_context(trust_env=False)
+    with httpx.Client(
+        timeout=timeout, follow_redirects=False, transport=transport, trust_env=False, verify=verify
+    ) as client:
         request = client.build_request("POST", pinned, content=content, headers=request_headers)
         if destination.scheme == "https":
             request.extensions["sni_hostname"] = destination.host  # certificates are checked for the name

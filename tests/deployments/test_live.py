@@ -11,13 +11,17 @@ from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
+from channels.layers import InMemoryChannelLayer
+from django.core.cache import cache
 from django.db import connections
 from django.utils import timezone
 
 from accounts.models import Membership
 from billing.services import credit_grant
+from deployments import live
 from deployments.lifecycle import deployment_transition
 from deployments.models import Deployment, DeploymentStatus
+from gpucloud.core import live as core_live
 from pages.consumers import DeploymentLogsConsumer
 from tests.support.live import Socket
 from tests.support.pages import running, session_of
@@ -74,6 +78,91 @@ def test_a_status_change_reaches_the_orgs_pages_only(settings: Any, alice: Perso
     # The org's balance restarts from the server's figure too: nothing unbilled (the fixture's meter
     # is billed two minutes ahead), falling at the running replica's rate.
     assert pushed["balance"]["available_micros"] == 0 and pushed["balance"]["rate_micros"] == 3_600_000
+
+
+@pytest.fixture
+def sent(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
+    """The deployment messages built and the groups sent to, as they happen."""
+    seen: dict[str, list[str]] = {"built": [], "groups": []}
+    build, group_send = live._pushed, InMemoryChannelLayer.group_send
+
+    def built(deployment: Deployment) -> dict[str, Any]:
+        seen["built"].append(deployment.pk)
+        return build(deployment)
+
+    async def sending(layer: InMemoryChannelLayer, group: str, message: dict[str, Any]) -> None:
+        seen["groups"].append(group)
+        await group_send(layer, group, message)
+
+    monkeypatch.setattr(live, "_pushed", built)
+    monkeypatch.setattr(InMemoryChannelLayer, "group_send", sending)
+    return seen
+
+
+async def opened_after_a_change(alice_session: str, charlie_session: str, deployment_id: str,
+                                sent: dict[str, list[str]]) -> dict[str, Any]:  # fmt: skip
+    theirs = Socket(charlie_session)  # another org's page is open: its mark is not alice's
+    assert (await theirs.connect())[0] and (await theirs.receive_json())["type"] == "balance.changed"
+    await sync_to_async(stop)(deployment_id)
+    skipped = {key: list(value) for key, value in sent.items()}
+    mine = Socket(alice_session)
+    assert (await mine.connect())[0]
+    snapshot = await mine.receive_json()
+    assert (await mine.receive_json())["type"] == "balance.changed"
+    await sync_to_async(finish)(deployment_id)
+    pushed = await mine.receive_json()
+    for socket in (mine, theirs):
+        await socket.close()
+    await sync_to_async(connections.close_all)()
+    return {"skipped": skipped, "snapshot": snapshot, "pushed": pushed}
+
+
+def finish(deployment_id: str) -> None:
+    deployment = Deployment.objects.get(pk=deployment_id)
+    deployment_transition(deployment, DeploymentStatus.STOPPED, "All instances terminated.")
+
+
+@pytest.mark.usefixtures("catalog")
+def test_a_change_while_no_page_of_the_org_is_open_is_neither_built_nor_sent_nor_lost(
+    settings: Any, alice: Persona, charlie: Persona, sent: dict[str, list[str]]
+) -> None:
+    """Most changes happen with no page open (API clients, workers): nothing is rendered for them. A
+    page opened after the change learns it from its snapshot, and gets the pushes from then on."""
+    settings.ALLOWED_HOSTS = ["testserver"]
+    deployment = running(alice)
+    seen = asyncio.run(opened_after_a_change(session_of(alice), session_of(charlie), deployment.pk, sent))
+    assert seen["skipped"] == {"built": [], "groups": []}
+    assert (seen["snapshot"]["deployment_id"], seen["snapshot"]["status"]) == (deployment.pk, "stopping")
+    assert (seen["pushed"]["deployment_id"], seen["pushed"]["status"]) == (deployment.pk, "stopped")
+    assert sent == {"built": [deployment.pk], "groups": [f"org.{alice.org.pk}"]}
+
+
+async def pushed_after_the_mark_expired(session: str, deployment_id: str, org_id: str) -> dict[str, Any]:
+    socket = Socket(session)
+    assert (await socket.connect())[0]
+    assert [(await socket.receive_json())["type"] for _ in range(2)] == ["deployment.changed", "balance.changed"]
+    await sync_to_async(cache.clear)()  # the page's mark expires (or the cache lost it)
+    renewed = await sync_to_async(core_live.org_listened)(org_id)
+    for _ in range(100):
+        if renewed:
+            break
+        await asyncio.sleep(0.02)
+        renewed = await sync_to_async(core_live.org_listened)(org_id)
+    await sync_to_async(stop)(deployment_id)
+    pushed = await socket.receive_json()
+    await socket.close()
+    await sync_to_async(connections.close_all)()
+    return {"renewed": renewed, "pushed": pushed}
+
+
+@pytest.mark.usefixtures("catalog")
+def test_an_open_page_renews_its_orgs_mark(settings: Any, alice: Persona, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings.ALLOWED_HOSTS = ["testserver"]
+    monkeypatch.setattr(core_live, "LISTEN_RENEW_SECONDS", 0.05)
+    deployment = running(alice)
+    seen = asyncio.run(pushed_after_the_mark_expired(session_of(alice), deployment.pk, alice.org.pk))
+    assert seen["renewed"] is True
+    assert (seen["pushed"]["deployment_id"], seen["pushed"]["status"]) == (deployment.pk, "stopping")
 
 
 async def snapshot_statuses(session: str) -> dict[str, str]:

@@ -30,6 +30,7 @@ import httpx
 from django.core.cache import cache
 
 from fleet.providers.base import ProviderError
+from gpucloud.core.http import tls_context
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +70,12 @@ class CloudApi:
         self.refusal = refusal
         self.pace = pace
         self._client = httpx.Client(
-            base_url=base_url.rstrip("/"), headers=headers, timeout=timeout, trust_env=False, transport=transport
+            base_url=base_url.rstrip("/"),
+            headers=headers,
+            timeout=timeout,
+            trust_env=False,
+            transport=transport,
+            verify=tls_context(trust_env=False),
         )
 
     def close(self) -> None:

@@ -30,6 +30,7 @@ from fleet.providers.vastai.create import create_body
 from fleet.providers.vastai.instances import instance_label, parse_label, provider_instance
 from fleet.providers.vastai.offers import Ask, asks_from, cheapest_fit, launch_query, listing_query, offers_from
 from fleet.providers.vastai.options import CLOUD, VastOptions
+from gpucloud.core.http import tls_context
 
 PAGE_SIZE = 25  # the listing's maximum
 MAX_PAGES = 400
@@ -187,7 +188,10 @@ class VastDriver(Driver):
     def _download(self, url: str) -> str:
         """The logs from Vast's storage link: a plain GET without our key (the link is its own pass)."""
         options = self.options
-        with httpx.Client(timeout=options.cloud.timeout, trust_env=False, follow_redirects=True) as client:
+        verify = tls_context(trust_env=False)
+        with httpx.Client(
+            timeout=options.cloud.timeout, trust_env=False, follow_redirects=True, verify=verify
+        ) as client:
             for attempt in range(options.log_polls):
                 try:
                     response = client.get(url)

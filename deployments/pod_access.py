@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from accounts.auth import principal_from_session_key
 from accounts.models import Membership
 from accounts.roles import CAN_WRITE, role_at_least
+from accounts.selectors import ssh_keys_of
 from deployments.models import Deployment, DeploymentKind, Pod
 from fleet import drivers
 from fleet.models import InstanceState
@@ -63,9 +64,11 @@ class SshEndpoint:
 
 
 def pod_ssh_endpoint(deployment: Deployment) -> SshEndpoint | None:
-    """Where to SSH into the running pod (it exposes 22/tcp and its provider says where), else None."""
+    """Where to SSH into the running pod (it exposes 22/tcp, has keys, and its provider says where), else None."""
     if "22/tcp" not in deployment.pod.ports:
         return None
+    if not deployment.pod.ssh_public_keys and not ssh_keys_of(deployment.org).exists():
+        return None  # no key lets anyone in (the local image's server stays off without one)
     machine = deployment.instances.filter(state=InstanceState.READY).order_by("-created_at").first()
     if machine is None:
         return None

@@ -124,8 +124,10 @@ def test_terminating_with_delete_volume_removes_it_too(
     client: Client, alice: Persona, fleet: str, django_capture_on_commit_callbacks: Any
 ) -> None:
     fund(alice.org, 10 * USD)
-    body = {**LOCAL_POD, "command": ["sleep", "600"]}
+    body = {**LOCAL_POD, "command": ["sleep", "600"], "ssh_public_keys": []}
     pod_id = call(client, alice, "post", "/pods", body, django_capture_on_commit_callbacks).json()["id"]
+    running = call(client, alice, "get", f"/pods/{pod_id}").json()
+    assert running["status"] == "running" and running["connect"]["ssh"] is None  # 22/tcp, but no key lets anyone in
     volume_id = Pod.objects.get(pk=pod_id).volume_id
     in_use = call(client, alice, "delete", f"/volumes/{volume_id}")
     assert in_use.status_code == 409 and in_use.json()["error"]["message"].startswith(f"Pod {pod_id} uses this volume")

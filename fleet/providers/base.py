@@ -73,7 +73,8 @@ class InstanceSpec:
     command: list[str] | None = None  # the entry point (None: the image's own)
     args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
-    ports: list[int] = field(default_factory=list)
+    ports: list[int] = field(default_factory=list)  # every port it serves: HTTP unless listed in tcp_ports
+    tcp_ports: list[int] = field(default_factory=list)  # of those, the raw TCP ones (SSH's 22)
     disk_gb: int = 0
     volume_id: str | None = None  # the provider's id of a volume this provider keeps, mounted at:
     volume_mount_path: str = "/workspace"

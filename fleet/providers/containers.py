@@ -109,11 +109,14 @@ def _llamacpp(spec: InstanceSpec, params: dict[str, Any], images: Images, provid
 
 
 def _custom(spec: InstanceSpec) -> ContainerRun:
+    """The owner's image: its command (or the image's own) with its arguments; `port` is its first HTTP
+    port (the others are the spec's ports, which each driver publishes its own way)."""
     if not spec.image:
         raise ProviderError("A container instance needs an image.", permanent=True)
-    port = spec.ports[0] if spec.ports else ENGINE_PORT
+    http = [p for p in spec.ports if p not in spec.tcp_ports]
+    port = http[0] if http else spec.ports[0] if spec.ports else ENGINE_PORT
     command = list(spec.command) if spec.command else None
-    return ContainerRun(spec.image, command, [], port, CUSTOM_KEY_ENV, http_health=False)
+    return ContainerRun(spec.image, command, list(spec.args), port, CUSTOM_KEY_ENV, http_health=False)
 
 
 def container_env(spec: InstanceSpec, run: ContainerRun, *, hf_token: str = "") -> dict[str, str]:
@@ -122,4 +125,6 @@ def container_env(spec: InstanceSpec, run: ContainerRun, *, hf_token: str = "") 
     env = {run.key_env: spec.api_key}
     if hf_token:
         env["HF_TOKEN"] = hf_token
+    if spec.ssh_public_keys:  # the images' convention (RunPod's, our templates'): sshd reads PUBLIC_KEY
+        env["PUBLIC_KEY"] = "\n".join(spec.ssh_public_keys)
     return {**spec.env, **env}  # the spec's own variables cannot replace the secret

@@ -269,6 +269,9 @@ class Pod(models.Model):
         max_length=64, default=new_proxy_token, help_text="Opens its ports through the platform's proxy"
     )
     terminated = models.BooleanField(default=False, help_text="Asked to end for good (else a stop keeps it)")
+    idle_timeout_minutes = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Terminated after this long without activity (null: never)"
+    )
     starts = models.PositiveIntegerField(default=1, help_text="Launches asked for: 1 at create, +1 per start")
 
     def __str__(self) -> str:

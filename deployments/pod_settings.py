@@ -13,6 +13,7 @@ from catalog.models import CloudType
 from gpucloud.core.errors import InvalidRequest
 
 GPU_COUNTS = (1, 2, 4, 8)
+IDLE_MINUTES = (5, 10080)  # a week
 MAX_PORTS = 10
 MAX_ENV = 64
 MAX_ARGV = 64
@@ -57,6 +58,7 @@ class PodSettings:
     new_volume: NewVolume | None = None
     volume_mount_path: str = "/workspace"
     template: str = ""
+    idle_timeout_minutes: int | None = None  # None: the default (spot: GPUCLOUD_POD_SPOT_IDLE_MINUTES); 0: never
 
 
 def pod_settings_check(asked: PodSettings) -> None:
@@ -68,6 +70,13 @@ def pod_settings_check(asked: PodSettings) -> None:
     )  # fmt: skip
     if asked.gpu_count not in GPU_COUNTS:
         raise InvalidRequest("gpu_count must be 1, 2, 4 or 8.", param="gpu_count")
+    if asked.idle_timeout_minutes is not None and not (
+        asked.idle_timeout_minutes == 0 or IDLE_MINUTES[0] <= asked.idle_timeout_minutes <= IDLE_MINUTES[1]
+    ):
+        raise InvalidRequest(
+            f"idle_timeout_minutes is 0 (never) or between {IDLE_MINUTES[0]} and {IDLE_MINUTES[1]}.",
+            param="idle_timeout_minutes",
+        )
     if asked.cloud_type not in CloudType.values:
         raise InvalidRequest(f"cloud_type must be one of {', '.join(CloudType.values)}.", param="cloud_type")
     if asked.max_price_micros is not None and not asked.spot:

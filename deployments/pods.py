@@ -9,7 +9,11 @@ unless asked to go too). Every refusal raises before anything is written.
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
+from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 
 from accounts.principal import Principal
 from accounts.roles import CAN_WRITE
@@ -19,13 +23,19 @@ from catalog.models import GpuType, Offer, Region
 from catalog.selectors import offers_for
 from deployments.lifecycle import deployment_transition
 from deployments.models import Deployment, DeploymentKind, DeploymentStatus, Pod, Volume, VolumeStatus
+from deployments.pod_activity import pod_last_request
 from deployments.pod_settings import PodSettings, pod_settings_check
 from deployments.pod_spec import offer_slug
 from deployments.services import NoCapacity, deployment_delete, instance_add
 from deployments.volumes import volume_create, volume_delete
 from fleet import drivers
+from fleet.models import FINAL_STATES, Instance, InstanceState
+from fleet.providers.base import ProviderError
+from fleet.transitions import instance_transition
+from gpucloud.core.db import retry_on_deadlock
 from gpucloud.core.errors import Conflict, InvalidRequest, NotFound
 from gpucloud.core.ids import new_pod_id
+from gpucloud.core.jobs import enqueue
 
 
 def pod_create(*, principal: Principal, asked: PodSettings) -> Deployment:
@@ -70,6 +80,7 @@ def pod_create(*, principal: Principal, asked: PodSettings) -> Deployment:
             container_disk_gb=asked.container_disk_gb, ports=asked.ports, env=asked.env, command=asked.command,
             args=asked.args, ssh_public_keys=keys, volume=volume,
             volume_mount_path=asked.volume_mount_path, max_price_micros=asked.max_price_micros,
+            idle_timeout_minutes=_idle_minutes(asked),
             template=asked.template,
         )  # fmt: skip
         deployment_transition(deployment, DeploymentStatus.PROVISIONING, "Created.")
@@ -120,6 +131,7 @@ def pod_terminate(*, principal: Principal, deployment: Deployment, delete_volume
     """End the pod for good: its machine and container disk go; its volume too when asked."""
     principal.require(CAN_WRITE, "terminating pods")
     with transaction.atomic():
+        Deployment.objects.select_for_update().filter(pk=deployment.pk).exists()  # the owner first, then its rows
         Pod.objects.filter(pk=deployment.pk).update(terminated=True)
         deployment = deployment_delete(principal=principal, deployment=deployment)
         volume = Pod.objects.get(pk=deployment.pk).volume
@@ -128,6 +140,55 @@ def pod_terminate(*, principal: Principal, deployment: Deployment, delete_volume
                 raise Conflict(f"Volume {volume.pk} is attached to another pod; it was kept.")
             volume_delete(principal=principal, volume=volume)
     return deployment
+
+
+def pods_idle_round(*, now: datetime | None = None) -> list[str]:
+    """Terminate the running pods idle past their timeout (their volumes kept): no request through the
+    proxy and no SSH session its provider tells of since it last became ready. Returns their ids."""
+    now = now or timezone.now()
+    ended = []
+    running = Deployment.objects.filter(
+        kind=DeploymentKind.POD, status=DeploymentStatus.ACTIVE, pod__terminated=False,
+        pod__idle_timeout_minutes__isnull=False,
+    ).select_related("pod")  # fmt: skip
+    for deployment in running:
+        machine = deployment.instances.filter(state=InstanceState.READY).order_by("-ready_at").first()
+        if machine is None or machine.ready_at is None:
+            continue
+        seen = [machine.ready_at, pod_last_request(deployment.pk), _ssh_activity(machine)]
+        since = max(at for at in seen if at is not None)
+        minutes = deployment.pod.idle_timeout_minutes or 0
+        if now - since >= timedelta(minutes=minutes):
+            _pod_end_idle(deployment.pk, f"Idle for {minutes} minutes: terminated (its volume is kept).")
+            ended.append(deployment.pk)
+    return ended
+
+
+def _ssh_activity(machine: Instance) -> datetime | None:
+    try:
+        return drivers.driver(machine.provider).last_activity(machine.provider_instance_id)
+    except ProviderError:
+        return None
+
+
+@retry_on_deadlock
+def _pod_end_idle(deployment_id: str, reason: str) -> None:
+    with transaction.atomic():
+        deployment = Deployment.objects.select_for_update().get(pk=deployment_id)
+        if deployment.status != DeploymentStatus.ACTIVE:
+            return
+        Pod.objects.filter(pk=deployment_id).update(terminated=True)
+        deployment_transition(deployment, DeploymentStatus.STOPPING, reason)
+        for instance in deployment.instances.select_for_update().exclude(state__in=FINAL_STATES).order_by("pk"):
+            instance_transition(instance, InstanceState.TERMINATING, reason)
+            enqueue("fleet.tasks.instance_terminate_task", instance.pk)
+
+
+def _idle_minutes(asked: PodSettings) -> int | None:
+    """What the pod asked (0: never), else the default: spot pods end after the operator's idle time."""
+    if asked.idle_timeout_minutes is not None:
+        return asked.idle_timeout_minutes or None
+    return settings.GPUCLOUD_POD_SPOT_IDLE_MINUTES or None if asked.spot else None
 
 
 # --- placement ---------------------------------------------------------------------------------

@@ -447,6 +447,12 @@ class PodCreateIn(ContainerSettingsIn):
     volume_id: str | None = Field(
         None, description="An existing volume of yours (404 for none; 409 while another pod runs on it)"
     )
+    idle_timeout_minutes: int | None = Field(
+        None,
+        description="Terminate it (its volume kept) after this many minutes without activity (requests through "
+        "the platform's proxy, SSH sessions where the provider tells): 0 never, else 5 to 10080 (400 otherwise). "
+        "Default: spot pods 15 (GPUCLOUD_POD_SPOT_IDLE_MINUTES), on-demand pods never",
+    )
     ssh_public_keys: list[str] = Field(
         default_factory=list, description="OpenSSH public keys allowed to SSH in, besides the account's saved ones",
         json_schema_extra={"maxItems": 20},
@@ -523,6 +529,7 @@ class PodOut(Schema):
     total_cost_usd: float = Field(description="GPU time billed so far, every session (its volume apart)")
     created_at: datetime
     stopped_at: datetime | None
+    idle_timeout_minutes: int | None = Field(description="Terminated after this long idle; null: never")
     machine: PodMachineOut | None = Field(description="Its current (or last) machine")
     connect: PodConnectOut
     template: str | None = Field(description="The template it was created from")

@@ -8,7 +8,7 @@ import time
 from celery import shared_task
 
 from accounts.models import Organization
-from deployments import metrics, preset_rollout, services, sla, volumes
+from deployments import metrics, pods, preset_rollout, services, sla, volumes
 from deployments.scaling import autoscaler
 from fleet.providers.base import ProviderError
 
@@ -30,6 +30,11 @@ def deployment_rollout_task(deployment_id: str, rounds_left: int = 20) -> None:
 @shared_task(ignore_result=True, soft_time_limit=50, time_limit=60)
 def request_minutes_rollup_task() -> None:
     metrics.request_minutes_rollup()
+
+
+@shared_task(ignore_result=True, soft_time_limit=50, time_limit=60)
+def pods_idle_task() -> None:
+    pods.pods_idle_round()
 
 
 @shared_task(ignore_result=True, soft_time_limit=50, time_limit=60)

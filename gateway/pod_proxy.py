@@ -37,6 +37,7 @@ from django.http.cookie import parse_cookie
 from websockets.asyncio.client import ClientConnection
 
 from deployments.pod_access import PortRefusal, PortTarget, pod_port_target
+from deployments.pod_activity import pod_activity_mark
 from gateway.ttl_cache import TtlCache
 
 PATH = re.compile(r"^/pods/(?P<pod>[A-Za-z0-9_]{1,40})/ports/(?P<port>[0-9]{1,5})(?P<rest>/.*)?$")
@@ -90,6 +91,7 @@ async def pod_proxy_http(scope: dict[str, Any], receive: Any, send: Any) -> None
         cookie = f"{TOKEN_COOKIE}={handed}; Path={prefix}/; HttpOnly; SameSite=Lax" + _secure(scope)
         await _redirect(send, scope["path"] + (f"?{cleaned}" if cleaned else ""), cookies=[cookie])
         return
+    await pod_activity_mark(pod_id)  # a pod in use through its ports is not idle
     await _relay(scope, receive, send, decision, prefix, query)
 
 
@@ -119,6 +121,7 @@ async def pod_proxy_websocket(scope: dict[str, Any], receive: Any, send: Any) ->
     except (OSError, websockets.InvalidHandshake, TimeoutError):
         await send({"type": "websocket.close", "code": 4502})
         return
+    await pod_activity_mark(pod_id)
     async with upstream:
         if (await receive())["type"] != "websocket.connect":
             return

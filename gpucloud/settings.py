@@ -166,6 +166,7 @@ CELERY_BEAT_SCHEDULE = {
         "task": "webhooks.tasks.webhook_dispatch_task",
         "schedule": float(env_int("GPUCLOUD_WEBHOOK_DISPATCH_SECONDS", 5, minimum=1)),
     },
+    "pods-idle": {"task": "deployments.tasks.pods_idle_task", "schedule": 60.0},
     "autoscale": {
         "task": "deployments.tasks.autoscale_task",
         "schedule": float(env_int("GPUCLOUD_AUTOSCALE_SECONDS", 30, minimum=1)),
@@ -333,6 +334,9 @@ GPUCLOUD_MAX_REPLICAS = env_int("GPUCLOUD_MAX_REPLICAS", 8, minimum=1)
 # and $0.10/GB-month while one does (137).
 GPUCLOUD_VOLUME_IDLE_GB_HOUR_MICROS = env_int("GPUCLOUD_VOLUME_IDLE_GB_HOUR_MICROS", 274, minimum=0)
 GPUCLOUD_VOLUME_RUNNING_GB_HOUR_MICROS = env_int("GPUCLOUD_VOLUME_RUNNING_GB_HOUR_MICROS", 137, minimum=0)
+# A spot pod without activity (requests through the pod proxy, SSH sessions where the provider tells) for
+# this long is terminated, its volume kept (reference/001's 15 minutes); a pod may say otherwise.
+GPUCLOUD_POD_SPOT_IDLE_MINUTES = env_int("GPUCLOUD_POD_SPOT_IDLE_MINUTES", 15, minimum=0)
 GPUCLOUD_VOLUME_MAX_GB = env_int("GPUCLOUD_VOLUME_MAX_GB", 4096, minimum=1)
 GPUCLOUD_READY_TIMEOUT_SECONDS = env_int("GPUCLOUD_READY_TIMEOUT_SECONDS", 900, minimum=1)
 # What the gateway tells a client waiting for a wake (reference/001's estimated_ready_seconds).

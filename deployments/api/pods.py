@@ -49,6 +49,7 @@ def _pod_out(request: HttpRequest, deployment: Deployment) -> dict[str, object]:
         "total_cost_usd": row.total_cost_micros / MICROS_PER_USD,
         "created_at": deployment.created_at,
         "stopped_at": deployment.stopped_at,
+        "idle_timeout_minutes": pod.idle_timeout_minutes,
         "machine": _machine_out(machine) if machine else None,
         "template": pod.template or None,
         "connect": _connect_out(request, deployment),

@@ -192,6 +192,12 @@ class Driver(ABC):
         says; by default it is not known (ProviderError), and nothing is shown."""
         raise ProviderError(f"The {self.slug} provider does not say where TCP port {port} is reached.")
 
+    def last_activity(self, provider_instance_id: str) -> datetime | None:
+        """When a user last reached the instance other than through the platform (an SSH session), where
+        the provider can tell without a slow call; None when it cannot (the pod proxy's requests count
+        anyway)."""
+        return None
+
     def image_refusal(self, image: str) -> str | None:
         """Why this provider cannot run `image` (None: it can). Clouds and Kubernetes run any image; the
         local provider only the few commands it has in place of images."""

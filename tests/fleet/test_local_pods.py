@@ -8,6 +8,7 @@ import json
 import shutil
 import subprocess
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from fleet.providers.local.driver import LocalDriver
 from fleet.providers.local.pod import INIT_SCRIPT
 from fleet.providers.local.sandbox import sandboxed
 
-TAG = "pod-test-tag"
+TAG = f"pod-test-{uuid.uuid4().hex[:8]}"  # per process: xdist workers never see each other's pods
 SANDBOXED = pytest.mark.skipif(
     shutil.which("bwrap") is None, reason="bubblewrap is not installed (.ci/run installs it)"
 )
@@ -109,7 +110,7 @@ def _answers(url: str) -> bool:
 
 def test_a_command_that_exits_is_restarted_and_counted(driver: LocalDriver) -> None:
     driver.launch(pod("inst_p2", "print('once', flush=True)"), driver.offers()[0])
-    eventually(lambda: driver.status("inst_p2").restarts >= 2, timeout=10)  # after 1 s, then 2 s
+    eventually(lambda: driver.status("inst_p2").restarts >= 2, timeout=30)  # after 1 s, then 2 s (a busy machine: more)
     status = driver.status("inst_p2")
     assert status.state == InstanceState.RUNNING  # kept running, like a container with restart=always
     assert "restarting in" in "\n".join(driver.logs("inst_p2"))
@@ -179,6 +180,7 @@ def test_ssh_opens_a_shell_in_the_pods_sandbox_for_its_keys_only(driver: LocalDr
     assert not {"postgres", "redis-server", "uvicorn"} & set(processes)  # not this machine's
     assert ssh(port, own, "touch /usr/x").returncode != 0  # read-only system, as for the pod's command
     assert ssh(port, own, "exit 7").returncode == 7
+    assert driver.last_activity("inst_ssh") is not None  # sessions are activity: the pod is not idle
     refused = ssh(port, stranger, "true")
     assert refused.returncode == 255 and "Permission denied (publickey)" in refused.stderr
 

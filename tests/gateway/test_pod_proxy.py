@@ -22,6 +22,7 @@ from accounts.models import Membership
 from accounts.roles import Role
 from deployments.models import Pod
 from deployments.pod_access import PortTarget
+from deployments.pod_activity import pod_last_request
 from gateway import pod_proxy
 from tests.support.billing import fund
 from tests.support.gateway import asgi_request
@@ -94,6 +95,7 @@ def test_a_member_reaches_the_pods_port_and_the_platforms_cookies_stay_out(
     assert seen["cookie"] == "theme=dark"  # the session and CSRF cookies never reach the pod
     assert seen["prefix"] == f"/pods/{pod_id}/ports/8080"
     assert answer.headers.get_list("set-cookie") == [f"podcookie=1; Path=/pods/{pod_id}/ports/8080/"]  # no sessionid
+    assert pod_last_request(pod_id) is not None  # a request through the proxy is activity (the idle round reads it)
 
     bare = httpx.get(f"{base}/")
     assert bare.status_code == 401 and bare.json()["error"]["type"] == "authentication_error"

@@ -40,7 +40,7 @@ from fleet.providers.base import (
     VolumeSpec,
 )
 from fleet.providers.containers import CUSTOM_KEY_ENV
-from fleet.providers.local.pod import RESTARTS_FILE
+from fleet.providers.local.pod import ACTIVITY_FILE, RESTARTS_FILE
 from fleet.providers.local.sandbox import bwrap_path
 from fleet.providers.local.volumes import LocalVolumes
 
@@ -285,6 +285,11 @@ class LocalDriver(Driver):
         if not mapped:
             raise ProviderError(f"Local instance {provider_instance_id} exposes no port {port}.", permanent=True)
         return str(self.config.get("ssh_host", "127.0.0.1")), int(mapped)
+
+    def last_activity(self, provider_instance_id: str) -> datetime | None:
+        """The pod's last SSH session, as its first process records it (pod_init.py) on its container disk."""
+        mark = self.instances_dir / provider_instance_id / ACTIVITY_FILE
+        return datetime.fromtimestamp(mark.stat().st_mtime, UTC) if mark.exists() else None
 
     # --- volumes: directories on this machine (volumes.py) ---------------------------------
     @property

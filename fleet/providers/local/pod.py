@@ -22,6 +22,7 @@ from fleet.providers.local.sandbox import INIT_IN_SANDBOX, sandboxed
 
 INIT_SCRIPT = Path(__file__).with_name("pod_init.py")
 RESTARTS_FILE = Path("disk") / ".gpucloud" / "restarts"  # under the workdir: the container disk's HOME
+ACTIVITY_FILE = Path("disk") / ".gpucloud" / "last_ssh_session"  # touched by pod_init at each SSH session
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -114,7 +114,9 @@ async def _ssh_serve(state: Path, host: str, port: int) -> asyncssh.SSHAcceptor 
 
 
 async def _session(process: asyncssh.SSHServerProcess[bytes]) -> None:
-    """A login shell, or the command the client asked for, with a terminal when it asked for one."""
+    """A login shell, or the command the client asked for, with a terminal when it asked for one. Each
+    session is marked (the platform's idle round reads the mark: a pod in use over SSH is not idle)."""
+    (Path(os.environ.get("HOME", ".")) / ".gpucloud" / "last_ssh_session").touch()
     argv = ["/bin/bash", "-l"] if process.command is None else ["/bin/bash", "-lc", process.command]
     if process.get_terminal_type():
         primary, secondary = pty.openpty()

@@ -17,7 +17,8 @@ from catalog.selectors import offers_live
 from deployments.models import Volume, VolumeStatus
 from deployments.pod_settings import GPU_COUNTS, NewVolume, PodSettings
 from deployments.pod_spec import offer_slug
-from deployments.selectors import volumes_of
+from deployments.pod_templates import PodTemplate
+from deployments.selectors import templates_of, volumes_of
 from gpucloud.core.errors import InvalidRequest
 from gpucloud.core.money import MICROS_PER_USD
 
@@ -31,7 +32,7 @@ IMAGE_EXAMPLES = [
 FIELD_OF_PARAM = {"max_price_per_hour_usd": "max_price", "size_gb": "volume_size", "volume_id": "storage",
                   "volume": "storage", "volume_mount_path": "mount_path", "args": "command"}  # fmt: skip
 FIELDS = ("name", "gpu_type", "gpu_count", "region", "image", "cloud_type", "container_disk_gb", "ports", "env",
-          "command", "storage", "volume_size", "mount_path", "volume_id", "max_price")  # fmt: skip
+          "command", "storage", "volume_size", "mount_path", "volume_id", "max_price", "template")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,18 @@ class PodForm:
     ports: str = ""
     env: str = ""
     command: str = ""
+    template: str = ""  # the template it started from: its settings fill the form, its secrets are made at create
+
+    @classmethod
+    def of_template(cls, template: PodTemplate) -> PodForm:
+        """The form filled with a template's settings (the choices of GPU and region stay the page's)."""
+        volume = template.volume_size_gb
+        return cls(
+            name=template.name, image=template.image, container_disk_gb=str(template.container_disk_gb),
+            ports=" ".join(template.ports), env="\n".join(f"{k}={v}" for k, v in template.env.items()),
+            command=shlex.join([*template.command, *template.args]), template=template.id,
+            storage="new" if volume else "none", volume_size=str(volume or 20), mount_path=template.volume_mount_path,
+        )  # fmt: skip
 
     @classmethod
     def posted(cls, data: QueryDict) -> PodForm:
@@ -72,7 +85,7 @@ class PodForm:
             ports=self.ports.replace(",", " ").split(),
             env=_env(self.env), command=_argv(self.command), volume_id=(self.volume_id or None) if existing else None,
             new_volume=NewVolume(size_gb=_whole(self.volume_size, "size_gb")) if self.storage == "new" else None,
-            volume_mount_path=self.mount_path if self.storage != "none" else "/workspace",
+            volume_mount_path=self.mount_path if self.storage != "none" else "/workspace", template=self.template,
         )  # fmt: skip
 
 
@@ -169,7 +182,8 @@ def form_context(org: Organization, form: PodForm | None, errors: dict[str, str]
     tiers = [(value, label, table.cheapest(form, region=region, tier=value)) for value, label in CloudType.choices]
     return {
         "form": form, "errors": errors, "table": table, "volumes": volumes, "tiers": tiers,
-        "gpu_counts": GPU_COUNTS, "image_examples": IMAGE_EXAMPLES, "estimate": _estimate(table, form, region, volumes),
+        "gpu_counts": GPU_COUNTS, "image_examples": IMAGE_EXAMPLES, "templates": templates_of(org),
+        "estimate": _estimate(table, form, region, volumes),
         "gb_hour_micros": settings.GPUCLOUD_VOLUME_IDLE_GB_HOUR_MICROS,
         "gb_month_micros": settings.GPUCLOUD_VOLUME_IDLE_GB_HOUR_MICROS * HOURS_PER_MONTH,
         "prices": {"rows": [asdict(r) for r in table.rows],

@@ -6,6 +6,7 @@ success redirects (post/redirect/get)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import fields
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -22,6 +23,7 @@ from accounts.ssh_keys import ssh_public_key_parse
 from deployments import pods, selectors
 from deployments.models import Deployment
 from deployments.pod_access import pod_ssh_endpoint
+from deployments.pod_templates import pod_settings_of
 from gpucloud.core.errors import ApiError, NotFound
 from pages.form_urls import get_goes_to
 from pages.pod_form import FIELD_OF_PARAM, FIELDS, PodForm, form_context
@@ -43,7 +45,16 @@ def _form_page(request: HttpRequest, principal: Principal, form: PodForm | None 
 @login_required
 @require_GET
 def pod_new(request: HttpRequest) -> HttpResponse:
-    return _form_page(request, principal_from_session(request))
+    """The form; ?template=<id> fills it with that template's settings (404 for one that is not yours)."""
+    principal = principal_from_session(request)
+    template_id = request.GET.get("template", "")
+    if not template_id:
+        return _form_page(request, principal)
+    try:
+        template = selectors.template_get_for_org(principal.org, template_id, param="template")
+    except ApiError as exc:
+        raise Http404(exc.message) from exc
+    return _form_page(request, principal, PodForm.of_template(template))
 
 
 @get_goes_to("pod_new")
@@ -55,7 +66,11 @@ def pod_create(request: HttpRequest) -> HttpResponse:
     principal = principal_from_session(request)
     form = PodForm.posted(request.POST)
     try:
-        deployment = pods.pod_create(principal=principal, asked=form.settings())
+        asked = form.settings()
+        if form.template:  # the template's secrets (a Jupyter token) are made for this pod, unless the form set them
+            template = selectors.template_get_for_org(principal.org, form.template, param="template")
+            asked = pod_settings_of(template, {f.name: getattr(asked, f.name) for f in fields(asked)})
+        deployment = pods.pod_create(principal=principal, asked=asked)
     except ApiError as exc:
         field = FIELD_OF_PARAM.get(exc.param or "", exc.param or "")
         return _form_page(request, principal, form, exc.status, {field if field in FIELDS else "form": exc.message})

@@ -340,3 +340,23 @@ def test_other_orgs_volumes_are_404_and_viewers_cannot_change_them(
     assert viewer.post(f"/volumes/{volume.pk}/delete").status_code == 403
     assert viewer.post("/volumes/create", {"name": "x", "size_gb": "1", "region": "local"}).status_code == 403
     assert Volume.objects.get().status == "available" and Volume.objects.count() == 1
+
+
+def test_the_form_starts_from_a_template_and_the_pod_gets_its_secret(
+    alice: Persona, fleet: str, django_capture_on_commit_callbacks: Any
+) -> None:
+    fund(alice.org, 10 * USD)
+    client = signed_in(alice)
+    page = client.get("/pods/new?template=jupyterlab").content.decode()
+    assert 'value="gpucloud/jupyterlab"' in page and 'value="8888/http 22/tcp"' in page
+    assert '<input type="hidden" name="template" value="jupyterlab">' in page
+    assert client.get("/pods/new?template=tpl_nope").status_code == 404
+    posted = {**FORM, "image": "gpucloud/jupyterlab", "ports": "8888/http 22/tcp", "template": "jupyterlab",
+              "storage": "new", "volume_size": "5", "command": ""}  # fmt: skip
+    with django_capture_on_commit_callbacks(execute=True):
+        created = client.post("/pods/create", posted)
+    assert created.status_code == 302, created.content.decode()[:2000]
+    pod = Pod.objects.get()
+    assert pod.template == "jupyterlab" and len(pod.env["JUPYTER_TOKEN"]) > 20  # made for this pod
+    page = client.get(created["Location"]).content.decode()
+    assert f"/pods/{pod.pk}/ports/8888/lab?token=" in page  # "Open JupyterLab" with its token

@@ -9,6 +9,10 @@ at no more than the offer's cost, the next one when RunPod answers that one has 
 GET /v2/pods has no pagination in the v2 description: one answer lists every pod of the account, and
 ours are those whose name carries our tag. Terminate deletes the pod (404: already gone); the instance
 is TERMINATED only once RunPod no longer has it.
+
+A pod publishes every port it declares: HTTP ports through RunPod's proxy (`port_url`), TCP ports (SSH)
+at the public IP and port RunPod maps them to (`tcp_endpoint`), both only once RunPod reports them. A
+pod with a volume mounts the network volume (volumes.py), and runs in its data center or not at all.
 """
 
 from __future__ import annotations
@@ -19,18 +23,39 @@ from typing import Any
 
 import httpx
 
-from fleet.providers.base import Driver, InstanceSpec, InstanceState, Offer, ProviderError, ProviderInstance
+from fleet.providers.base import (
+    Driver,
+    InstanceSpec,
+    InstanceState,
+    Offer,
+    ProviderError,
+    ProviderInstance,
+    ProviderVolume,
+    VolumeSpec,
+)
 from fleet.providers.cloud.api import CloudApi, CloudNotFound
 from fleet.providers.containers import container_run
+from fleet.providers.runpod import volumes
 from fleet.providers.runpod.api import runpod_api
 from fleet.providers.runpod.catalog import Candidate, candidates_for, offers_from, stock_read
 from fleet.providers.runpod.logs import log_follow, log_tail
 from fleet.providers.runpod.options import CLOUD, RunPodOptions
-from fleet.providers.runpod.pods import create_body, gone, http_port, instance_of, owner_of, pod_name
+from fleet.providers.runpod.pods import (
+    create_body,
+    gone,
+    http_port,
+    http_ports,
+    instance_of,
+    owner_of,
+    pod_name,
+    tcp_address,
+)
 
 
 class RunPodDriver(Driver):
     """Config: see fleet/providers/runpod/options.py (base_url, api_key, proxy_url_template, ...)."""
+
+    holds_volumes = True
 
     @cached_property
     def options(self) -> RunPodOptions:
@@ -63,9 +88,13 @@ class RunPodDriver(Driver):
         run = container_run(spec, images=self.options.cloud.images, gpus=offer.gpu_count, provider=CLOUD)
         stocks = stock_read(self.api, self.options, tier=offer.tier, count=offer.gpu_count)
         candidates = candidates_for(stocks, offer, self.options)
+        where = offer.region
+        if spec.volume_id:  # a network volume mounts only in its own data center
+            datacenter = volumes.volume_datacenter(self.api, spec.volume_id)
+            candidates, where = _in_datacenter(candidates, datacenter), f"{datacenter} (where its volume is)"
         if not candidates:
             raise ProviderError(
-                f"{CLOUD} has no {offer.gpu_type} in stock in {offer.region} on its {offer.tier} cloud at "
+                f"{CLOUD} has no {offer.gpu_type} in stock in {where} on its {offer.tier} cloud at "
                 f"{offer.cost_per_hour_micros / 1e6:.2f} USD/h or less right now.",
                 no_capacity=True,
             )
@@ -107,17 +136,41 @@ class RunPodDriver(Driver):
         yield from log_follow(self.api, _checked_id(provider_instance_id), idle=self.options.cloud.timeout)
 
     def endpoint(self, provider_instance_id: str) -> str:
-        pod = self._pod(provider_instance_id)
-        if pod is None:
-            raise ProviderError(f"{CLOUD} no longer has pod {provider_instance_id}.", permanent=True)
+        pod = self._known_pod(provider_instance_id)
         port = http_port(pod)
         if port is None:
             raise ProviderError(f"{CLOUD} pod {provider_instance_id} publishes no HTTP port.", permanent=True)
         return self.options.proxy_url(str(pod["id"]), port)
 
     def port_url(self, provider_instance_id: str, port: int) -> str:
-        """Every HTTP port of a pod goes through RunPod's proxy, by pod id and port."""
-        return self.options.proxy_url(provider_instance_id, port)
+        """Every HTTP port of a pod goes through RunPod's proxy, by pod id and port, once the pod runs
+        and publishes that port over HTTP."""
+        pod = self._known_pod(provider_instance_id)
+        if port not in http_ports(pod):
+            raise ProviderError(f"{CLOUD} pod {provider_instance_id} publishes no HTTP port {port}.", permanent=True)
+        if pod.get("status") != "RUNNING" or not pod.get("runtime"):
+            raise ProviderError(f"{CLOUD} pod {provider_instance_id} is {pod.get('status')}: its ports are not up yet.")
+        return self.options.proxy_url(str(pod["id"]), port)
+
+    def tcp_endpoint(self, provider_instance_id: str, port: int) -> tuple[str, int]:
+        """The public IP and port RunPod maps the pod's TCP `port` to (`runtime.ports`)."""
+        address = tcp_address(self._known_pod(provider_instance_id), port)
+        if address is None:
+            raise ProviderError(f"{CLOUD} does not say yet where TCP port {port} of pod {provider_instance_id} is.")
+        return address
+
+    # --- volumes --------------------------------------------------------------------------
+    def volume_create(self, spec: VolumeSpec) -> ProviderVolume:
+        return volumes.volume_create(self.api, self.options, spec)
+
+    def volume_resize(self, provider_volume_id: str, size_gb: int) -> ProviderVolume:
+        return volumes.volume_resize(self.api, self.options, provider_volume_id, size_gb)
+
+    def volume_delete(self, provider_volume_id: str) -> None:
+        volumes.volume_delete(self.api, provider_volume_id)
+
+    def volumes_list(self, tag: str) -> list[ProviderVolume]:
+        return volumes.volumes_list(self.api, self.options, tag)
 
     # --- helpers --------------------------------------------------------------------------
     def _placed(self, pod: dict[str, Any], candidate: Candidate, asked: dict[str, Any]) -> ProviderInstance:
@@ -144,6 +197,12 @@ class RunPodDriver(Driver):
         found = [pod for pod in self._pods() if pod.get("name") == name and pod.get("status") != "TERMINATED"]
         return found[0] if found else None
 
+    def _known_pod(self, pod_id: str) -> dict[str, Any]:
+        pod = self._pod(pod_id)
+        if pod is None:
+            raise ProviderError(f"{CLOUD} no longer has pod {pod_id}.", permanent=True)
+        return pod
+
     def _pod(self, pod_id: str) -> dict[str, Any] | None:
         try:
             pod = self.api.call("GET", f"/v2/pods/{_checked_id(pod_id)}")
@@ -152,6 +211,10 @@ class RunPodDriver(Driver):
         if not isinstance(pod, dict) or not pod.get("id"):
             raise ProviderError(f"{CLOUD} answered GET /v2/pods/{pod_id} without a pod.")
         return pod
+
+
+def _in_datacenter(candidates: list[Candidate], datacenter: str) -> list[Candidate]:
+    return [Candidate(c.gpu_id, [datacenter], c.cost_micros) for c in candidates if datacenter in c.datacenters]
 
 
 def _tagged(pod: dict[str, Any], tag: str) -> bool:

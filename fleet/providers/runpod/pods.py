@@ -64,16 +64,26 @@ def create_body(
         "name": pod_name(spec.tag, spec.instance_id),
         "image": run.image,
         "env": env,
-        "ports": [f"{run.port}/http"],
+        "ports": published_ports(spec, run),
         "disk": spec.disk_gb or options.container_disk_gb,
         "cloud": RUNPOD_CLOUD[tier],
         "gpu": {"id": candidate.gpu_id, "count": gpus},
         "dataCenterIds": candidate.datacenters,
     }
+    if spec.volume_id:  # a network volume, in the data center the launch places the pod in
+        body["mounts"] = {"network": [{"volumeId": spec.volume_id, "path": spec.volume_mount_path}]}
     words = [*(run.command or []), *run.args]
     if words:
         body["args"] = shlex.join(words)
     return body
+
+
+def published_ports(spec: InstanceSpec, run: ContainerRun) -> list[str]:
+    """RunPod's `port/protocol` list: every port a pod declares (HTTP through RunPod's proxy, raw TCP
+    such as SSH's 22 at a public address and mapped port); an engine's one HTTP port otherwise."""
+    if not spec.ports:
+        return [f"{run.port}/http"]
+    return [f"{port}/{'tcp' if port in spec.tcp_ports else 'http'}" for port in spec.ports]
 
 
 def instance_of(pod: dict[str, Any], options: RunPodOptions) -> ProviderInstance:
@@ -107,6 +117,20 @@ def http_port(pod: dict[str, Any]) -> int | None:
         number, _, protocol = str(entry).partition("/")
         if protocol == "http" and number.isdigit():
             return int(number)
+    return None
+
+
+def http_ports(pod: dict[str, Any]) -> set[int]:
+    return {int(n) for n, _, proto in (str(e).partition("/") for e in pod.get("ports") or []) if proto == "http"
+            and n.isdigit()}  # fmt: skip
+
+
+def tcp_address(pod: dict[str, Any], port: int) -> tuple[str, int] | None:
+    """Where RunPod says the pod's TCP `port` is reached (its public IP and mapped port, from the running
+    pod's `runtime.ports`); None while it does not say (provisioning, stopped, not published)."""
+    for entry in (pod.get("runtime") or {}).get("ports") or []:
+        if entry.get("private") == port and entry.get("type") == "tcp" and entry.get("ip") and entry.get("public"):
+            return str(entry["ip"]), int(entry["public"])
     return None
 
 

@@ -37,7 +37,8 @@ PROSE = frozenset({"summary", "example", "examples", "externalDocs", "x-codeSamp
 # cloud -> (published description, the paths its driver and test cloud use)
 USED: dict[str, tuple[str, list[str]]] = {
     "runpod": ("runpod-rest-v2.openapi.json", ["/v2/pods", "/v2/pods/{id}", "/v2/pods/{id}/logs",
-                                               "/v2/catalog/gpus", "/v2/catalog/datacenters"]),
+                                               "/v2/catalog/gpus", "/v2/catalog/datacenters",
+                                               "/v2/network-volumes", "/v2/network-volumes/{id}"]),
     "vastai": ("vastai.openapi.yaml", ["/api/v0/bundles", "/api/v0/asks/{id}", "/api/v0/instances/{id}",
                                        "/api/v1/instances", "/api/v0/instances/request_logs/{id}"]),
     "lambda": ("lambda-cloud.openapi.json", ["/api/v1/instance-types", "/api/v1/instances", "/api/v1/instances/{id}",

@@ -13,6 +13,11 @@ What it plays, beside the base's faults (`fail`):
   RUNNING: a pod that reports running before its engine answers;
 - `terminate_seconds`: a delete is accepted (204) and the pod stays until then; `vanish` (preemption, a
   host failure): the pod is gone from every answer at once; `exit`: the container stops (EXITED);
+- network volumes (`/v2/network-volumes`): each in one data center, 10 to 4096 GB, grown only (a smaller
+  size is a 400); a pod mounting one (`mounts.network`) is placed in that data center or refused (400
+  listing the rule in `errors`, which no retry fixes); no pagination, as the description has none;
+- ports: a running pod reports each `/tcp` port at a public address and mapped port (`runtime.ports`,
+  and `ssh.direct` for 22), each `/http` port through the proxy;
 - the proxy forwards `/{podId}-{port}/...` to the pod's engine (502 while nothing answers on that port,
   404 for no such pod), streaming; with `proxy_idle_seconds` it cuts a connection that carried no byte
   that long, as RunPod's edge does after about 100 s.
@@ -107,6 +112,8 @@ class RunPodCloud(FakeCloud):
         self.deleted: dict[str, Machine] = {}  # pods deleted (or vanished): gone from every answer
         self.vanished: set[str] = set()  # of those, the ones taken away rather than deleted
         self.proxied: list[str] = []  # paths the proxy forwarded
+        self.volumes: dict[str, dict[str, Any]] = {}  # network volumes, in RunPod's shape
+        self.public_ip = "127.0.0.1"  # where a pod's TCP ports are published (its public IP)
         self._proxy: AppThread | None = None
         self._session: aiohttp.ClientSession | None = None
 
@@ -139,6 +146,11 @@ class RunPodCloud(FakeCloud):
         app.router.add_get("/v2/pods/{id}", self._get_pod)
         app.router.add_delete("/v2/pods/{id}", self._delete_pod)
         app.router.add_get("/v2/pods/{id}/logs", self._pod_logs)
+        app.router.add_get("/v2/network-volumes", self._list_volumes)
+        app.router.add_post("/v2/network-volumes", self._create_volume)
+        app.router.add_get("/v2/network-volumes/{id}", self._get_volume)
+        app.router.add_patch("/v2/network-volumes/{id}", self._update_volume)
+        app.router.add_delete("/v2/network-volumes/{id}", self._delete_volume)
 
     def error_body(self, status: int, message: str) -> Any:
         return {"title": _TITLES.get(status, "Error"), "status": status, "detail": message}
@@ -233,6 +245,15 @@ class RunPodCloud(FakeCloud):
             return self.problem(400, f"{gpu.id} pods have at most {gpu.max_count(cloud)} GPUs on {cloud}")
         with self.lock:
             wanted = body.get("dataCenterIds") or sorted({dc for c, dc in gpu.free if c == cloud})
+            network = (body.get("mounts") or {}).get("network") or []
+            if network:
+                volume = self.volumes.get(network[0]["volumeId"])
+                if volume is None:
+                    return self.problem(404, f"network volume {network[0]['volumeId']} not found")
+                if volume["dataCenter"] not in wanted:
+                    rule = f"network volume {volume['id']} is in {volume['dataCenter']}, not in dataCenterIds"
+                    return self.problem(400, rule, errors=[f"$.mounts.network[0].volumeId: {rule}"])
+                wanted = [volume["dataCenter"]]
             datacenter = next((dc for dc in wanted if gpu.free.get((cloud, dc), 0) >= count), None)
             if datacenter is None:
                 return self.problem(400, NO_CAPACITY)
@@ -299,18 +320,18 @@ class RunPodCloud(FakeCloud):
         cloud = request.get("cloud", "SECURE")
         running = status == "RUNNING"
         price = (gpu.price(cloud) or 0.0) * count if gpu else 0.0
-        ports = [int(p.split("/")[0]) for p in request.get("ports", [])]
         pod = {
             "id": machine.id, "name": request["name"], "status": status, "actions": ACTIONS[status],
             "image": request.get("image", ""), "args": request.get("args", ""), "disk": request.get("disk", 20),
-            "mounts": {}, "ports": request.get("ports", []), "env": request.get("env", {}), "registry": None,
+            "mounts": request.get("mounts", {}), "ports": request.get("ports", []), "env": request.get("env", {}),
+            "registry": None,
             "cloud": cloud, "dataCenterId": machine.extra["datacenter"],
             "cudaVersion": "12.8" if gpu is not None and gpu.manufacturer == "NVIDIA" else None,
-            "ssh": {"proxy": None, "direct": None}, "template": None,
+            "ssh": {"proxy": None, "direct": self._ssh_direct(machine) if running else None}, "template": None,
             "cost": round(price, 4) if status != "EXITED" else 0.0, "locked": False,
             "runtime": {"uptime": int(time.time() - machine.created_at - self.boot_seconds),
                         "gpus": [{"util": 0, "memoryUtil": 0}] * count,
-                        "ports": [{"private": p, "public": None, "type": "http", "ip": None} for p in ports]}
+                        "ports": [self._runtime_port(machine, p) for p in request.get("ports", [])]}
             if running else None,
             "createdAt": _iso(machine.created_at),
             "startedAt": _iso(machine.created_at + self.boot_seconds) if running else None,
@@ -319,6 +340,71 @@ class RunPodCloud(FakeCloud):
         if "gpu" in request:
             pod["gpu"] = {"id": request["gpu"]["id"], "count": count}
         return pod
+
+    def _runtime_port(self, machine: Machine, entry: str) -> dict[str, Any]:
+        """A published port as RunPod reports it: TCP at the public IP and a mapped port; HTTP through the proxy."""
+        number, _, protocol = entry.partition("/")
+        if protocol != "tcp":
+            return {"private": int(number), "public": None, "type": "http", "ip": None}
+        mapped = machine.extra.setdefault("mapped", {}).setdefault(number, 30000 + secrets.randbelow(30000))
+        return {"private": int(number), "public": mapped, "type": "tcp", "ip": self.public_ip}
+
+    def _ssh_direct(self, machine: Machine) -> dict[str, Any] | None:
+        if "22/tcp" not in machine.request.get("ports", []):
+            return None
+        port = self._runtime_port(machine, "22/tcp")["public"]
+        return {"host": self.public_ip, "port": port, "username": "root",
+                "command": f"ssh root@{self.public_ip} -p {port}"}  # fmt: skip
+
+    # --- network volumes ----------------------------------------------------------------------
+    async def _list_volumes(self, request: web.Request) -> web.Response:
+        with self.lock:
+            return self.answer({"networkVolumes": list(self.volumes.values())})
+
+    async def _create_volume(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        if body["dataCenter"] not in DATACENTERS:
+            return self.problem(400, f"unknown data center {body['dataCenter']!r}")
+        volume = {"id": secrets.token_hex(5), "name": body["name"], "size": body["size"],
+                  "dataCenter": body["dataCenter"], "type": body.get("type", "STANDARD")}  # fmt: skip
+        with self.lock:
+            self.volumes[volume["id"]] = volume
+        return self.answer(volume, 201)
+
+    async def _get_volume(self, request: web.Request) -> web.Response:
+        with self.lock:
+            volume = self.volumes.get(request.match_info["id"])
+        return self.answer(volume) if volume is not None else self.problem(404, "network volume not found")
+
+    async def _update_volume(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        with self.lock:
+            volume = self.volumes.get(request.match_info["id"])
+            if volume is None:
+                return self.problem(404, "network volume not found")
+            if "size" in body and body["size"] < volume["size"]:
+                return self.problem(400, f"network volume size cannot be reduced below {volume['size']} GB")
+            volume.update({k: body[k] for k in ("name", "size") if k in body})
+            return self.answer(volume)
+
+    async def _delete_volume(self, request: web.Request) -> web.Response:
+        with self.lock:
+            if self.volumes.pop(request.match_info["id"], None) is None:
+                return self.problem(404, "network volume not found")
+        return web.Response(status=204, headers=self._rate_headers())
+
+    def add_volume(self, name: str, datacenter: str = "US-GA-1", size: int = 20) -> dict[str, Any]:
+        """A network volume someone else made in the account."""
+        volume: dict[str, Any] = {
+            "id": secrets.token_hex(5),
+            "name": name,
+            "size": size,
+            "dataCenter": datacenter,
+            "type": "STANDARD",
+        }
+        with self.lock:
+            self.volumes[volume["id"]] = volume
+        return volume
 
     async def _pod_logs(self, request: web.Request) -> web.StreamResponse:
         """Server-Sent Events: the last `tail` lines, then new ones as they come, while the pod lives."""
@@ -361,9 +447,12 @@ class RunPodCloud(FakeCloud):
     def answer(self, body: Any, status: int = 200) -> web.Response:
         return web.json_response(body, status=status, headers=self._rate_headers())
 
-    def problem(self, status: int, detail: str, headers: dict[str, str] | None = None) -> web.Response:
+    def problem(
+        self, status: int, detail: str, headers: dict[str, str] | None = None, errors: list[str] | None = None
+    ) -> web.Response:
+        body = self.error_body(status, detail) | ({"errors": errors} if errors else {})
         return web.json_response(
-            self.error_body(status, detail), status=status, content_type=self.error_content_type,
+            body, status=status, content_type=self.error_content_type,
             headers={**self._rate_headers(), **(headers or {})},
         )  # fmt: skip
 

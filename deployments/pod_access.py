@@ -56,7 +56,7 @@ def pod_port_target(pod_id: str, port: int, *, session_key: str, token: str) -> 
 class SshEndpoint:
     host: str
     port: int
-    user: str = "pod"
+    user: str
 
     @property
     def command(self) -> str:
@@ -72,11 +72,12 @@ def pod_ssh_endpoint(deployment: Deployment) -> SshEndpoint | None:
     machine = deployment.instances.filter(state=InstanceState.READY).order_by("-created_at").first()
     if machine is None:
         return None
+    driver = drivers.driver(machine.provider)
     try:
-        host, port = drivers.driver(machine.provider).tcp_endpoint(machine.provider_instance_id, 22)
+        host, port = driver.tcp_endpoint(machine.provider_instance_id, 22)
     except ProviderError:
         return None
-    return SshEndpoint(host=host, port=port)
+    return SshEndpoint(host=host, port=port, user=driver.ssh_user)
 
 
 def _may_enter(deployment: Deployment, *, session_key: str, token: str) -> bool:

@@ -132,6 +132,9 @@ class Driver(ABC):
     """One provider. Construct with the operator's configuration for it (`Provider.config`)."""
 
     slug: str = ""
+    # Who a pod's SSH server lets in (the images' convention: root, as RunPod's and our templates' sshd);
+    # the local provider's own server takes any name and says `pod`.
+    ssh_user: str = "root"
     # Whether it keeps storage volumes apart from machines (the volume_* methods below); a driver that
     # does not refuses them, and the platform never places a volume with it.
     holds_volumes: bool = False

@@ -79,6 +79,7 @@ class LocalDriver(Driver):
     count that platform's engines and pods (all of them when unset)."""
 
     holds_volumes = True
+    ssh_user = "pod"
 
     @classmethod
     def defaults(cls) -> dict[str, Any]:

@@ -219,7 +219,12 @@ def test_a_pod_on_runpod_runs_stops_starts_on_its_volume_and_leaves_nothing(
     assert shown["status"] == "running", shown
     assert shown["connect"]["http"] == [{"port": 8888, "url": f"http://testserver/pods/{pod_id}/ports/8888/"}]
     port = first.extra["mapped"]["22"]
-    ssh = {"host": "127.0.0.1", "port": port, "user": "pod", "command": f"ssh -p {port} pod@127.0.0.1"}
+    ssh = {
+        "host": "127.0.0.1",
+        "port": port,
+        "user": "root",
+        "command": f"ssh -p {port} root@127.0.0.1",
+    }  # RunPod images: root
     assert shown["connect"]["ssh"] == ssh  # at the public IP and port RunPod maps 22/tcp to
 
     call(client, alice, "post", f"/pods/{pod_id}/stop", capture=capture)

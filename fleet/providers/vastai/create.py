@@ -7,6 +7,8 @@
 - An engine keeps its image's entry point: runtype "args" hands the engine arguments to it. A custom
   container with its own command: runtype "ssh" (Vast's init replaces the entry point) and the command
   as `onstart`, gzipped and base64-encoded when longer than Vast's limit for it.
+- volume_info: a pod's volume (one Vast already keeps: create_new false) and where it is mounted; the
+  ask is on the volume's own machine (Vast mounts a volume only there, see volumes.py).
 - label: our tag and instance id (how list_instances and an idempotent launch find it).
 - Spot or not is said explicitly: an interruptible is a bid (`price`, per machine and hour: the ask's
   minimum bid); on-demand has none. cancel_unavail: an ask that cannot start now is refused (410)
@@ -25,6 +27,7 @@ from fleet.providers.base import InstanceSpec, ProviderError
 from fleet.providers.containers import ContainerRun
 from fleet.providers.vastai.instances import ENGINE_PORT_ENV
 from fleet.providers.vastai.offers import Ask
+from fleet.providers.vastai.volumes import volume_number
 
 ONSTART_LIMIT = 4048  # characters (Vast's limit)
 MIN_BID_USD = 0.001
@@ -47,6 +50,9 @@ def create_body(
         body |= {"runtype": "args", "args": list(run.args)}
     else:
         body |= {"runtype": "ssh", "onstart": onstart_script([*run.command, *run.args])}
+    if spec.volume_id:
+        body["volume_info"] = {"create_new": False, "volume_id": volume_number(spec.volume_id),
+                               "mount_path": spec.volume_mount_path}  # fmt: skip
     if ask.spot:
         body["price"] = round(max(ask.min_bid_usd, MIN_BID_USD), 6)
     return body

@@ -23,13 +23,33 @@ from typing import Any
 
 import httpx
 
-from fleet.providers.base import Driver, InstanceSpec, InstanceState, Offer, ProviderError, ProviderInstance, Tier
+from fleet.providers.base import (
+    Driver,
+    InstanceSpec,
+    InstanceState,
+    Offer,
+    ProviderError,
+    ProviderInstance,
+    ProviderVolume,
+    Tier,
+    VolumeSpec,
+)
 from fleet.providers.cloud.api import CloudApi, CloudNotFound
 from fleet.providers.containers import container_env, container_run
 from fleet.providers.vastai.create import create_body
-from fleet.providers.vastai.instances import instance_label, parse_label, provider_instance
+from fleet.providers.vastai.instances import instance_label, parse_label, port_address, provider_instance
 from fleet.providers.vastai.offers import Ask, asks_from, cheapest_fit, launch_query, listing_query, offers_from
 from fleet.providers.vastai.options import CLOUD, VastOptions
+from fleet.providers.vastai.volumes import (
+    RESIZE_RULE,
+    cheapest_volume_offer,
+    provider_volume,
+    users_of,
+    volume_name,
+    volume_number,
+    volume_rows,
+    volume_search_query,
+)
 from gpucloud.core.http import tls_context
 
 PAGE_SIZE = 25  # the listing's maximum
@@ -39,7 +59,10 @@ LOG_NOT_UPLOADED_YET = frozenset({403, 404})  # the storage link answers these u
 
 
 class VastDriver(Driver):
-    """Config: the cloud keys of cloud/options.py and Vast's own (vastai/options.py)."""
+    """Config: the cloud keys of cloud/options.py and Vast's own (vastai/options.py). Vast has no
+    firewall: what an instance publishes (`-p`) is open to everyone, its engine guarded by its secret."""
+
+    holds_volumes = True
 
     @cached_property
     def options(self) -> VastOptions:
@@ -74,11 +97,13 @@ class VastDriver(Driver):
         run = container_run(spec, images=self.options.cloud.images, gpus=offer.gpu_count, provider=CLOUD)
         env = container_env(spec, run, hf_token=self.options.cloud.hf_token)
         disk_gb = spec.disk_gb or self.options.disk_gb
-        asks = self._search(launch_query(self.options, offer, disk_gb=disk_gb), tier=offer.tier, spot=offer.spot)
-        ask = cheapest_fit(asks, offer)
+        machine = self._volume_machine(spec.volume_id) if spec.volume_id else None
+        query = launch_query(self.options, offer, disk_gb=disk_gb, machine_id=machine)
+        ask = cheapest_fit(self._search(query, tier=offer.tier, spot=offer.spot), offer)
         if ask is None:
+            where = f" on machine {machine}, where volume {spec.volume_id} lives," if machine is not None else ""
             raise ProviderError(
-                f"No Vast.ai machine with {offer.gpu_type} in {offer.region} ({offer.tier}, "
+                f"No Vast.ai machine with {offer.gpu_type} in {offer.region}{where} ({offer.tier}, "
                 f"{'spot' if offer.spot else 'on demand'}) at ${offer.cost_per_hour_micros / 1e6:.3f}/h or less now.",
                 no_capacity=True,
             )
@@ -142,7 +167,77 @@ class VastDriver(Driver):
             raise ProviderError(f"{CLOUD} has not published the engine's port of {provider_instance_id} yet.")
         return url
 
+    def port_url(self, provider_instance_id: str, port: int) -> str:
+        """http://<public address>:<the host port Vast published container `port` on>."""
+        host, published = self.tcp_endpoint(provider_instance_id, port)
+        return f"http://{host}:{published}"
+
+    def tcp_endpoint(self, provider_instance_id: str, port: int) -> tuple[str, int]:
+        """The machine's public address and the host port Vast mapped `port` to, as the listing reports
+        them; not known (ProviderError) until it does."""
+        row = self._row(contract_id(provider_instance_id))
+        if row is None:
+            raise ProviderError(f"{CLOUD} instance {provider_instance_id} is gone.", permanent=True)
+        published = port_address(row, port)
+        if published is None:
+            raise ProviderError(f"{CLOUD} has not published port {port} of {provider_instance_id} yet.")
+        return published
+
+    # --- volumes (see volumes.py) ---------------------------------------------------------
+    def volume_create(self, spec: VolumeSpec) -> ProviderVolume:
+        label = instance_label(spec.tag, spec.volume_id)
+        made = self._volume_named(label, spec.region)
+        if made is not None:
+            return made  # rented before (a retried task)
+        answer = self.api.call("POST", "/api/v0/volumes/search", json_body=volume_search_query(spec, self.options))
+        offer_id = cheapest_volume_offer(answer, spec, self.options)
+        try:
+            self.api.call("PUT", "/api/v0/volumes", json_body={"id": offer_id, "size": spec.size_gb, "name": label})
+        except CloudNotFound as exc:  # someone rented that disk since the search
+            raise ProviderError(f"{CLOUD} volume offer {offer_id} was taken meanwhile.", no_capacity=True) from exc
+        made = self._volume_named(label, spec.region)
+        if made is None:  # rented, not listed yet: the next try finds it by its name
+            raise ProviderError(f"{CLOUD} rented volume {label} but does not list it yet.")
+        return made
+
+    def volume_resize(self, provider_volume_id: str, size_gb: int) -> ProviderVolume:
+        raise ProviderError(RESIZE_RULE, permanent=True)
+
+    def volume_delete(self, provider_volume_id: str) -> None:
+        number = volume_number(provider_volume_id)
+        row = next((r for r in self._volume_rows() if r["id"] == number), None)
+        if row is None:
+            return  # already gone
+        if users_of(row):
+            raise ProviderError(f"{CLOUD} volume {number} is still used by instance(s) {', '.join(users_of(row))}.")
+        try:
+            self.api.call("DELETE", "/api/v0/volumes", json_body={"id": number})
+        except CloudNotFound:
+            return
+
+    def volumes_list(self, tag: str) -> list[ProviderVolume]:
+        return [v for row in self._volume_rows() if (v := provider_volume(row)) is not None and v.tag == tag]
+
     # --- calls ----------------------------------------------------------------------------
+    def _volume_rows(self) -> list[dict[str, Any]]:
+        return volume_rows(self.api.call("GET", "/api/v0/volumes"))
+
+    def _volume_named(self, label: str, region: str) -> ProviderVolume | None:
+        found = [row for row in self._volume_rows() if volume_name(row) == label]
+        row = min(found, key=lambda r: r["id"], default=None)
+        return provider_volume(row, region=region) if row is not None else None
+
+    def _volume_machine(self, provider_volume_id: str) -> int:
+        """The machine the volume lives on: the only one its instances can run on."""
+        number = volume_number(provider_volume_id)
+        row = next((r for r in self._volume_rows() if r["id"] == number), None)
+        if row is None:
+            raise ProviderError(f"{CLOUD} has no volume {number}.", permanent=True)
+        machine = row.get("machine_id")
+        if not isinstance(machine, int):
+            raise ProviderError(f"{CLOUD} does not say which machine volume {number} lives on.")
+        return machine
+
     def _search(self, query: dict[str, Any], *, tier: Tier, spot: bool) -> list[Ask]:
         try:
             answer = self.api.call("POST", "/api/v0/bundles", json_body=query)

@@ -64,14 +64,21 @@ def instance_state(row: dict[str, Any]) -> tuple[InstanceState, str]:
 
 def endpoint_url(row: dict[str, Any]) -> str | None:
     """http://<public address>:<host port of the engine's container port>, once Vast has mapped it."""
+    published = port_address(row, engine_port(row))
+    return f"http://{published[0]}:{published[1]}" if published else None
+
+
+def port_address(row: dict[str, Any], port: int) -> tuple[str, int] | None:
+    """Where container `port` is reached from outside: the machine's public address and the host port
+    Vast published it on (its `ports` mapping, "<port>/tcp"); None until Vast reports both."""
     address = str(row.get("public_ipaddr") or "").strip()
     ports = row.get("ports")
-    if not isinstance(ports, dict):
+    if not address or not isinstance(ports, dict):
         return None
-    for binding in ports.get(f"{engine_port(row)}/tcp") or []:
+    for binding in ports.get(f"{port}/tcp") or []:
         host_port = binding.get("HostPort") if isinstance(binding, dict) else None
-        if address and host_port and str(host_port).isdigit():
-            return f"http://{address}:{int(host_port)}"
+        if host_port and str(host_port).isdigit():
+            return address, int(host_port)
     return None
 
 

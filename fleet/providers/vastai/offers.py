@@ -101,18 +101,26 @@ def listing_query(options: VastOptions, *, tier: Tier, spot: bool) -> dict[str, 
     return search_query(options, tier=tier, spot=spot, gpu_names=names, gpu_counts=options.gpu_counts)
 
 
-def launch_query(options: VastOptions, offer: Offer, *, disk_gb: int) -> dict[str, Any]:
+def launch_query(options: VastOptions, offer: Offer, *, disk_gb: int, machine_id: int | None = None) -> dict[str, Any]:
     """The asks that can fill `offer`: its GPU, size, tier and kind, in its region's countries, at
     most its cost, with `disk_gb` free (the region itself is checked on each ask: a country holds
-    several regions)."""
+    several regions); on machine `machine_id` only, where given (the one a volume lives on)."""
     base, _ = split_count(offer.gpu_type)
-    regions = cloud_regions(GPU_TABLE, offer.region, options.cloud.region_names)
-    return search_query(
+    query = search_query(
         options, tier=offer.tier, spot=offer.spot, gpu_counts=[offer.gpu_count],
         gpu_names=cloud_names(GPU_TABLE, base, options.cloud.gpu_names),
-        countries=[country for name in regions if (country := _country(name))],
+        countries=region_countries(options, offer.region),
         max_cost_usd=offer.cost_per_hour_micros / 1_000_000, min_gpu_ram_mb=MIN_GPU_RAM_MB.get(base), disk_gb=disk_gb,
     )  # fmt: skip
+    if machine_id is not None:
+        query["machine_id"] = {"eq": machine_id}
+    return query
+
+
+def region_countries(options: VastOptions, region: str) -> list[str]:
+    """The country codes of our `region`'s Vast locations (the searches filter locations by country)."""
+    names = cloud_regions(GPU_TABLE, region, options.cloud.region_names)
+    return [country for name in names if (country := _country(name))]
 
 
 def asks_from(answer: Any, options: VastOptions, *, tier: Tier, spot: bool) -> list[Ask]:

@@ -15,9 +15,16 @@ answer is checked against it by FakeCloud):
   (another loopback server, as Vast's storage is not its API) and answers its link; the link answers
   404 for the first `log_upload_fetches` reads (the upload takes a moment).
 
+- POST /api/v0/volumes/search, PUT, GET and DELETE /api/v0/volumes: volume offers (a host machine's free
+  disk, `add_volume_offer`) searched with the same operators; renting one makes a volume on that machine
+  (named by the rent body's `name`, as Vast's CLI sends it, which the listing shows back); the listing is
+  one page; delete answers 404 no_such_volume for an unknown id and 400 invalid_args while an instance
+  uses it. A create body's `volume_info` mounts a volume only on an ask of the volume's machine.
+
 A machine boots after `boot_seconds` ("loading", then "running"); its engine (the simulator, answering
 only the secret the driver put in the container's environment) starts `engine_delay` later on its own
-loopback address, on `engine_port`, which Vast reports as the host port of the engine's container port.
+loopback address, on `engine_port`, which Vast reports as the host port of the engine's container port
+(every other published container port gets a host port of its own, as Vast maps them).
 Tests play the market: `add_ask`, `take` (someone else rents an ask), `outbid` (a higher bid stops our
 interruptible), `vanish` (the machine is gone from every list), `add_foreign` (an instance that is not
 ours in the same account).
@@ -40,6 +47,7 @@ from fleet.providers.containers import CUSTOM_KEY_ENV
 from tests.fakes.clouds.base import FakeCloud, Machine
 from tests.fakes.engine_box import AppThread
 
+ANY_ADDRESS = "0.0.0.0"  # noqa: S104 - what Docker reports for a port published on every address
 KEY_VARIABLES = ("VLLM_API_KEY", "LLAMA_API_KEY", CUSTOM_KEY_ENV)  # where each engine reads its secret
 SEARCH_SETTINGS = frozenset({"limit", "type", "order", "allocated_storage"})
 LISTING_FILTERABLE = frozenset({"id", "label", "actual_status", "gpu_name", "verification"})
@@ -69,6 +77,10 @@ class VastCloud(FakeCloud):
         self._contract_ids = itertools.count(21_000_001)
         self._uploads: dict[str, str] = {}
         self._storage: AppThread | None = None
+        self.volume_offers: dict[int, dict[str, Any]] = {}
+        self.volumes: dict[int, dict[str, Any]] = {}
+        self._volume_ids = itertools.count(31_000_001)
+        self._host_ports = itertools.count(41_001)
 
     # --- the market ---------------------------------------------------------------------------
     def add_ask(
@@ -89,6 +101,19 @@ class VastCloud(FakeCloud):
                 "is_bid": False, "cuda_max_good": 12.4, "public_ipaddr": "203.0.113.7",
             }  # fmt: skip
         return ask_id
+
+    def add_volume_offer(self, ask_id: int, *, disk_space: float = 400.0, storage_cost: float = 0.15) -> int:
+        """Free disk for volumes on the machine of ask `ask_id`; the offer's id."""
+        offer_id = next(self._ask_ids)
+        with self.lock:
+            ask = self.asks[ask_id]
+            self.volume_offers[offer_id] = {
+                "id": offer_id, "ask_contract_id": offer_id, "machine_id": ask["machine_id"], "host_id": ask["host_id"],
+                "geolocation": ask["geolocation"], "disk_space": disk_space, "storage_cost": storage_cost,
+                "storage_total_cost": storage_cost, "verification": ask["verification"],
+                "reliability2": ask["reliability2"], "static_ip": True, "cuda_max_good": 12.4,
+            }  # fmt: skip
+        return offer_id
 
     def take(self, ask_id: int) -> None:
         """Someone else rents the ask (between our search and our create, say)."""
@@ -141,6 +166,10 @@ class VastCloud(FakeCloud):
         app.router.add_get("/api/v1/instances", self._list)
         app.router.add_delete("/api/v0/instances/{id}", self._destroy)
         app.router.add_put("/api/v0/instances/request_logs/{id}", self._request_logs)
+        app.router.add_post("/api/v0/volumes/search", self._volume_search)
+        app.router.add_put("/api/v0/volumes", self._volume_rent)
+        app.router.add_get("/api/v0/volumes", self._volume_list)
+        app.router.add_delete("/api/v0/volumes", self._volume_delete)
 
     def error_body(self, status: int, message: str) -> Any:
         return {"success": False, "error": "auth_error" if status == 401 else "invalid_request", "msg": message}
@@ -200,9 +229,28 @@ class VastCloud(FakeCloud):
                 env, ports = parse_docker_flags(str(body.get("env") or ""))
             except ValueError as exc:
                 return self._refuse(400, ask_id, "invalid_args", f"env: {exc}")
+            refused = self._mount_refusal(ask, body.get("volume_info"))
+            if refused:
+                return self._refuse(400, ask_id, "invalid_args", refused)
             ask["rentable"] = False
             machine = self._rent(ask, body, env, ports)
+            if body.get("volume_info"):
+                self.volumes[body["volume_info"]["volume_id"]]["instances"].append({"id": int(machine.id)})
         return self.json_response({"success": True, "new_contract": int(machine.id)})
+
+    def _mount_refusal(self, ask: dict[str, Any], info: dict[str, Any] | None) -> str | None:
+        if not info:
+            return None
+        if info.get("create_new") is not False:
+            return "this test cloud mounts existing volumes only"
+        volume = self.volumes.get(info.get("volume_id") or 0)
+        if volume is None:
+            return f"no volume {info.get('volume_id')}"
+        if volume["machine_id"] != ask["machine_id"]:
+            return f"volume {volume['id']} lives on machine {volume['machine_id']}, not {ask['machine_id']}"
+        if volume["instances"]:
+            return f"volume {volume['id']} is in use"
+        return None
 
     def _refuse(self, status: int, ask_id: int, error: str, message: str) -> web.Response:
         return self.json_response({"success": False, "error": error, "msg": message, "ask_id": ask_id}, status)
@@ -211,11 +259,15 @@ class VastCloud(FakeCloud):
         contract = str(next(self._contract_ids))
         machine = Machine(id=contract, request=body, state="loading", address=self.new_address())
         is_bid = body.get("price") is not None
+        engine = next((int(v) for k, v in env if k == "GPUCLOUD_ENGINE_PORT" and v.isdigit()), None)
+        # The engine's port (the first one) is where the simulator listens; the others get host ports of their own.
+        host_ports = {port: self.engine_port if engine in (port, None) else next(self._host_ports) for port in ports}
         machine.extra = {
             "ask": ask["id"], "label": body.get("label"), "is_bid": is_bid, "env": env,
             "dph_total": body["price"] if is_bid else ask["dph_total"], "intended_status": "running",
             # Vast publishes each exposed container port on a host port of its own choosing.
-            "ports": {f"{port}/tcp": [{"HostIp": "0.0.0.0", "HostPort": str(self.engine_port)}] for port in ports},  # noqa: S104
+            "ports": {f"{p}/tcp": [{"HostIp": ANY_ADDRESS, "HostPort": str(host)}] for p, host in host_ports.items()},
+            "volume_info": [dict(body["volume_info"])] if body.get("volume_info") else [],
             "log": [f"pulling {body['image']}"],
         }  # fmt: skip
         self.machines[contract] = machine
@@ -266,7 +318,7 @@ class VastCloud(FakeCloud):
             "ports": extra["ports"] if machine.state == "running" else None,
             "gpu_name": ask.get("gpu_name", "RTX 3090"), "num_gpus": ask.get("num_gpus", 1),
             "geolocation": ask.get("geolocation", "Texas, US"), "verification": "verified",
-            "disk_space": float(machine.request.get("disk") or 8),
+            "disk_space": float(machine.request.get("disk") or 8), "volume_info": extra.get("volume_info", []),
         }  # fmt: skip
         if machine.request.get("onstart"):
             row["onstart"] = machine.request["onstart"]
@@ -280,6 +332,8 @@ class VastCloud(FakeCloud):
                 return self.json_response({"success": False, "error": "not_found", "msg": "Instance not found"}, 404)
             destroying = machine.extra.get("intended_status") == "destroyed"
             machine.state, machine.extra["intended_status"] = "exited", "destroyed"
+            for volume in self.volumes.values():  # its container is gone: the volume is free again
+                volume["instances"] = [i for i in volume["instances"] if i["id"] != int(contract)]
         if not destroying:
             self.power_off(machine)
             _later(self.terminate_seconds, self._gone, contract)
@@ -295,6 +349,66 @@ class VastCloud(FakeCloud):
         with self.lock:
             if ask_id in self.asks:
                 self.asks[ask_id]["rentable"] = True
+
+    # --- volumes -------------------------------------------------------------------------------
+    async def _volume_search(self, request: web.Request) -> web.Response:
+        query = await request.json() if request.can_read_body else {}
+        with self.lock:
+            found = [dict(o) for o in self.volume_offers.values() if self._offer_matches(o, query)]
+        for field, direction in reversed(query.get("order") or []):
+            found.sort(key=lambda offer: offer.get(field) or 0, reverse=direction == "desc")
+        return self.json_response({"offers": found[: int(query.get("limit") or 64)]})
+
+    def _offer_matches(self, offer: dict[str, Any], query: dict[str, Any]) -> bool:
+        return all(
+            OPERATORS[op](self._search_value(offer, field), operand)
+            for field, condition in query.items()
+            if field not in SEARCH_SETTINGS and isinstance(condition, dict)
+            for op, operand in condition.items()
+        )
+
+    async def _volume_rent(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        size = int(body.get("size") or 15)
+        with self.lock:
+            offer = self.volume_offers.get(body["id"])
+            if offer is None:
+                message = f"Volume offer {body['id']} is not available."
+                return self.json_response({"success": False, "error": "no_such_ask", "msg": message}, 404)
+            if size > offer["disk_space"]:
+                return self.json_response({"success": False, "error": "invalid_args", "msg": "not enough space"}, 400)
+            offer["disk_space"] -= size
+            volume_id = next(self._volume_ids)
+            self.volumes[volume_id] = {
+                "id": volume_id, "name": body.get("name"), "machine_id": offer["machine_id"],
+                "host_id": offer["host_id"], "disk_space": float(size), "status": "running", "instances": [],
+                "start_date": time.time(), "verification": offer["verification"], "offer": offer["id"],
+            }  # fmt: skip
+        return self.json_response({"success": True, "volume_name": f"V.{volume_id}"})
+
+    async def _volume_list(self, request: web.Request) -> web.Response:
+        with self.lock:
+            rows = [self.volume_row(v) for v in sorted(self.volumes)]
+        return self.json_response({"volumes": rows})
+
+    def volume_row(self, volume_id: int) -> dict[str, Any]:
+        with self.lock:
+            volume = self.volumes[volume_id]
+            return {k: v for k, v in volume.items() if k != "offer"} | {"instances": list(volume["instances"])}
+
+    async def _volume_delete(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        with self.lock:
+            volume = self.volumes.get(body["id"])
+            if volume is None:
+                message = "Volume with that ID does not exist."
+                return self.json_response({"success": False, "error": "no_such_volume", "msg": message}, 404)
+            if volume["instances"]:
+                message = f"Volume {volume['id']} is in use by an instance."
+                return self.json_response({"success": False, "error": "invalid_args", "msg": message}, 400)
+            del self.volumes[volume["id"]]
+            self.volume_offers[volume["offer"]]["disk_space"] += volume["disk_space"]
+        return self.json_response({"success": True})
 
     # --- logs -----------------------------------------------------------------------------------
     async def _request_logs(self, request: web.Request) -> web.Response:

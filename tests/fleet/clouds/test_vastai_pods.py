@@ -292,7 +292,7 @@ def test_a_pod_on_vast_runs_with_its_volume_stops_starts_on_it_and_terminates_wi
     assert vast.env_of(machine.id)["PUBLIC_KEY"] == KEY
     assert shown["connect"]["http"] == [{"port": 8888, "url": f"http://testserver/pods/{pod_id}/ports/8888/"}]
     assert shown["connect"]["ssh"] == {"host": machine.address, "port": 41001,
-                                       "command": f"ssh -p 41001 pod@{machine.address}", "user": "pod"}  # fmt: skip
+                                       "command": f"ssh -p 41001 root@{machine.address}", "user": "root"}  # fmt: skip
 
     assert call(client, alice, "post", f"/pods/{pod_id}/stop", capture=capture).status_code == 200
     stopped = shown_when(client, alice, pod_id, "stopped")

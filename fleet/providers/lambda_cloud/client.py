@@ -5,7 +5,9 @@ Lambda answers every failure as {"error": {"code", "message", "suggestion"?}} an
 `code`, never on the wording. Two codes matter beyond the status mapping every cloud shares:
 - `instance-operations/launch/insufficient-capacity` (a 400 to a launch): no capacity, try another offer;
 - `provider/...`: an upstream outage or exhaustion on Lambda's side (its description's "provider errors"),
-  transient, so retried.
+  transient, so retried;
+- `global/duplicate` (a filesystem of that name exists): `Duplicate`, so a create finds the one made;
+- `filesystems/filesystem-in-use` (a delete while a VM, a terminating one say, still mounts it): retried.
 """
 
 from __future__ import annotations
@@ -20,6 +22,12 @@ from fleet.providers.lambda_cloud.options import LambdaOptions
 
 NO_CAPACITY = "instance-operations/launch/insufficient-capacity"
 UPSTREAM_PREFIX = "provider/"
+DUPLICATE = "global/duplicate"
+FILESYSTEM_IN_USE = "filesystems/filesystem-in-use"
+
+
+class Duplicate(ProviderError):
+    """Lambda already has a thing of that name."""
 
 
 def lambda_api(options: LambdaOptions, *, slug: str, transport: httpx.BaseTransport | None = None) -> CloudApi:
@@ -41,6 +49,10 @@ def refusal(response: httpx.Response, said: str) -> ProviderError | None:
     code = error_code(response)
     if code == NO_CAPACITY:
         return ProviderError(f"Lambda has no capacity for this launch: {said}", no_capacity=True)
+    if code == DUPLICATE:
+        return Duplicate(f"Lambda already has one of that name: {said}", permanent=True)
+    if code == FILESYSTEM_IN_USE:
+        return ProviderError(f"Lambda's filesystem is still mounted on a VM: {said}")
     if code.startswith(UPSTREAM_PREFIX):
         return ProviderError(f"Lambda's upstream failed ({code}): {said}")
     return None

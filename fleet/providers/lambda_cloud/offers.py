@@ -66,13 +66,17 @@ def offers_from(types: dict[str, Any], options: CloudOptions, *, provider: str) 
     return [cheapest[key] for key in sorted(cheapest)]
 
 
-def placement_for(types: dict[str, Any], options: CloudOptions, offer: Offer) -> Placement | None:
+def placement_for(
+    types: dict[str, Any], options: CloudOptions, offer: Offer, *, region_name: str | None = None
+) -> Placement | None:
     """The cheapest type and region with capacity now that make `offer`, at no more than the offer's
-    cost (what the customer's price was made from); None when there is none."""
+    cost (what the customer's price was made from), in Lambda region `region_name` where given (where a
+    pod's filesystem is); None when there is none."""
     fitting = [
         p for p in placements(types, options, provider=offer.provider)
         if p.key == (offer.gpu_type, offer.gpu_count, offer.region)
         and p.offer.cost_per_hour_micros <= offer.cost_per_hour_micros
+        and region_name in (None, p.region_name)
     ]  # fmt: skip
     return min(fitting, key=lambda p: (p.offer.cost_per_hour_micros, p.instance_type, p.region_name), default=None)
 

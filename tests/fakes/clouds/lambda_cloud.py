@@ -16,7 +16,12 @@ Lambda status in `state`), firewall rulesets and SSH keys. What it plays, beyond
 - a launch whose answer comes `launch_answer_delay` seconds after the VM was made (an answer a driver's
   timeout loses), and `vanish` (the VM is taken away: preemption, host failure).
 
-Lambda's listInstances has no pagination in 1.10: every instance is in one answer.
+- filesystems (`filesystems`): created per region by name (a second of the same name: 400 `global/duplicate`),
+  listed in one answer, attached at launch by name (`file_system_names`: one in another region is Lambda's
+  400 `file-system-in-wrong-region`, one it does not have a 404) and mounted at /lambda/nfs/<name>; a delete
+  while a VM that is not gone (a terminating one too) mounts it: 400 `filesystems/filesystem-in-use`.
+
+Lambda's listInstances and listFilesystems have no pagination in 1.10: everything is in one answer.
 
 To try the platform against it by hand: `python -m tests.fakes.clouds.serve lambda` (serve.py).
 """
@@ -99,6 +104,7 @@ class LambdaCloud(FakeCloud):
         self.launch_answer_delay = launch_answer_delay
         self.rulesets: dict[str, dict[str, Any]] = {}
         self.ssh_keys: dict[str, dict[str, Any]] = {}
+        self.filesystems: dict[str, dict[str, Any]] = {}  # id -> Lambda's Filesystem
         self.gone: dict[str, float] = {}  # instance id -> when it disappeared (terminated or vanished)
         self.terminated: list[str] = []  # instances gone after a termination was asked for
         self._timers: list[threading.Timer] = []
@@ -117,6 +123,9 @@ class LambdaCloud(FakeCloud):
         app.router.add_delete("/api/v1/firewall-rulesets/{id}", self._ruleset_delete)
         app.router.add_get("/api/v1/ssh-keys", self._keys)
         app.router.add_post("/api/v1/ssh-keys", self._key_create)
+        app.router.add_get("/api/v1/file-systems", self._filesystems)
+        app.router.add_post("/api/v1/filesystems", self._filesystem_create)
+        app.router.add_delete("/api/v1/filesystems/{id}", self._filesystem_delete)
 
     def error_body(self, status: int, message: str, code: str = "") -> Any:
         error = {"code": code or ERROR_CODES.get(status, "global/internal-error"), "message": message,
@@ -163,13 +172,17 @@ class LambdaCloud(FakeCloud):
             "name": body.get("name", ""),
             "status": machine.state,
             "ssh_key_names": list(body["ssh_key_names"]),
-            "file_system_names": [],
+            "file_system_names": list(body.get("file_system_names", [])),
             "region": _region(machine.extra["region"]),
             "instance_type": instance_type.as_json(),
             "actions": _actions(machine),
             "tags": [dict(t) for t in body.get("tags", [])],
             "firewall_rulesets": [dict(r) for r in body.get("firewall_rulesets", [])],
         }
+        if body.get("file_system_names"):
+            named = {f["name"]: f for f in self.filesystems.values()}
+            data["file_system_mounts"] = [{"mount_point": named[n]["mount_point"], "file_system_id": named[n]["id"]}
+                                          for n in body["file_system_names"] if n in named]  # fmt: skip
         if machine.state != "booting":  # Lambda assigns the public address once the VM has launched
             data |= {"ip": machine.address, "private_ip": f"10.0.{machine.address.split('.')[-1]}.2",
                      "hostname": f"{machine.address.replace('.', '-')}.cloud.lambda.test"}  # fmt: skip
@@ -206,6 +219,13 @@ class LambdaCloud(FakeCloud):
                 return self.refuse(404, f"Firewall ruleset {entry['id']} does not exist.")
             if ruleset["region"] != region:
                 return self.refuse(400, "Firewall rulesets must be in the instance's region.")
+        named = {f["name"]: f for f in self.filesystems.values()}
+        for name in body.get("file_system_names", []):
+            if name not in named:
+                return self.refuse(404, f"Filesystem {name} does not exist.")
+            if named[name]["region"]["name"] != region:
+                return self.refuse(400, f"Filesystem {name} is not in {region}.",
+                                   "instance-operations/launch/file-system-in-wrong-region")  # fmt: skip
         if self._used(instance_type.name, region) >= instance_type.capacity[region]:
             return self.refuse(400, "Not enough capacity to fulfill launch request.", NO_CAPACITY)
         return None
@@ -367,6 +387,41 @@ class LambdaCloud(FakeCloud):
         private = "-----BEGIN OPENSSH PRIVATE KEY-----\nnot-a-real-key\n-----END OPENSSH PRIVATE KEY-----\n"
         return self.json_response({"data": {**key, "private_key": private}})
 
+    # --- filesystems ----------------------------------------------------------------------------
+    async def _filesystems(self, request: web.Request) -> web.Response:
+        with self.lock:
+            return self.json_response({"data": [self.filesystem_json(f) for f in self.filesystems.values()]})
+
+    async def _filesystem_create(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        if body["region"] not in REGION_DESCRIPTIONS:
+            return self.refuse(400, f"Unknown region {body['region']}.")
+        with self.lock:
+            if any(f["name"] == body["name"] for f in self.filesystems.values()):
+                return self.refuse(400, f"A filesystem named {body['name']} already exists.", "global/duplicate")
+            made = {"id": uuid.uuid4().hex, "name": body["name"], "mount_point": f"/lambda/nfs/{body['name']}",
+                    "created": datetime.now(tz=UTC).isoformat(), "region": _region(body["region"]),
+                    "created_by": {"id": uuid.uuid4().hex, "email": "ops@example.com", "status": "active"},
+                    "bytes_used": 0}  # fmt: skip
+            self.filesystems[made["id"]] = made
+            return self.json_response({"data": self.filesystem_json(made)})
+
+    async def _filesystem_delete(self, request: web.Request) -> web.Response:
+        with self.lock:
+            found = self.filesystems.get(request.match_info["id"])
+            if found is None:
+                return self.refuse(404, "Filesystem was not found.")
+            if self.filesystem_json(found)["is_in_use"]:
+                return self.refuse(400, f"Filesystem {found['name']} is mounted on an instance.",
+                                   "filesystems/filesystem-in-use")  # fmt: skip
+            del self.filesystems[found["id"]]
+        return self.json_response({"data": {"deleted_ids": [found["id"]]}})
+
+    def filesystem_json(self, filesystem: dict[str, Any]) -> dict[str, Any]:
+        """Lambda's Filesystem; in use while any instance it still has (terminating ones too) mounts it."""
+        in_use = any(filesystem["name"] in m.request.get("file_system_names", []) for m in self.machines.values())
+        return {**filesystem, "is_in_use": in_use}
+
     # --- for tests ----------------------------------------------------------------------------
     def tagged(self, tag: str) -> list[Machine]:
         """The instances the cloud still has (billing) that carry the fleet tag `tag`."""
@@ -386,12 +441,21 @@ def engine_env(script: str) -> dict[str, str]:
 
 
 def published_port(script: str) -> int | None:
-    """The host port the script's `docker run -p <host>:<container>` publishes."""
+    """The host port the script's first `docker run -p <host>:<container>` publishes (the engine's)."""
     for line in script.splitlines():
         words = shlex.split(line)
         if words[:2] == ["docker", "run"] and "-p" in words:
             return int(words[words.index("-p") + 1].split(":")[0])
     return None
+
+
+def publications(script: str) -> list[str]:
+    """Every `-p` and `-v` of the script's `docker run`, in order ("8000:8888", "/lambda/nfs/x:/workspace")."""
+    for line in script.splitlines():
+        words = shlex.split(line)
+        if words[:2] == ["docker", "run"]:
+            return [words[i + 1] for i, word in enumerate(words) if word in ("-p", "-v")]
+    return []
 
 
 def _region(name: str) -> dict[str, str]:

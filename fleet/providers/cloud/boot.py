@@ -20,36 +20,34 @@ CONTAINER = "gpucloud-engine"
 
 
 def user_data(
-    run: ContainerRun,
-    env: dict[str, str],
-    *,
-    port: int,
-    vendor: str = "nvidia",
-    allow_from: tuple[str, ...] = (),
-    publish: tuple[tuple[int, int], ...] = (),
-    open_ports: tuple[int, ...] = (),
-    mounts: tuple[tuple[str, str], ...] = (),
-) -> str:
-    """The script; `port` is where the machine publishes the engine (the container's own is run.port).
-    A pod's further ports: `publish` (machine port, container port) pairs, each restricted to
-    `allow_from` like `port` except the machine ports in `open_ports` (its SSH: its users reach it);
-    `mounts`: (machine path, container path) pairs bound into the container (a volume)."""
+    run: ContainerRun, env: dict[str, str], *, port: int | None, vendor: str = "nvidia",
+    allow_from: tuple[str, ...] = (), ports: tuple[tuple[int, int], ...] = (),
+    public_ports: tuple[tuple[int, int], ...] = (), mounts: tuple[tuple[str, str], ...] = (),
+    setup: tuple[str, ...] = (),
+) -> str:  # fmt: skip
+    """The script; `port` is where the machine publishes the engine (the container's own is run.port;
+    None: not published that way). A pod's own ports: `ports` (host, container) are held to
+    `allow_from` like the engine's, `public_ports` are open to anyone (its SSH); `mounts` (host path,
+    container path) are bound into the container, after the `setup` lines (a volume's mount) ran."""
     gpus = "--device=/dev/kfd --device=/dev/dri --group-add video" if vendor == "amd" else "--gpus all"
     entrypoint = [f"--entrypoint {shlex.quote(run.command[0])}"] if run.command else []
     arguments = [*(run.command[1:] if run.command else []), *run.args]
+    published = [*([(port, run.port)] if port is not None else []), *ports, *public_ports]
     docker_run = [
         "docker run -d --restart unless-stopped", f"--name {CONTAINER}", gpus, "--ipc=host",
-        f"--env-file {ENV_FILE}", f"-p {port}:{run.port}", *(f"-p {host}:{inner}" for host, inner in publish),
-        *(f"-v {shlex.quote(f'{outer}:{inner}')}" for outer, inner in mounts), *entrypoint, shlex.quote(run.image),
+        f"--env-file {ENV_FILE}", *(f"-p {host}:{inside}" for host, inside in published),
+        *(f"-v {shlex.quote(f'{host}:{inside}')}" for host, inside in mounts), *entrypoint, shlex.quote(run.image),
         *(shlex.quote(a) for a in arguments),
     ]  # fmt: skip
+    restricted = [*([port] if port is not None else []), *(host for host, _ in ports)]
     lines = [
         "#!/bin/bash",
         "set -euo pipefail",
         "install -d -m 700 /run/gpucloud",
         f"umask 077; : > {ENV_FILE}",
         *(f"printf '%s\\n' {shlex.quote(f'{name}={value}')} >> {ENV_FILE}" for name, value in sorted(env.items())),
-        *(line for p in (port, *(h for h, _ in publish if h not in open_ports)) for line in _firewall(p, allow_from)),
+        *(rule for held in restricted for rule in _firewall(held, allow_from)),
+        *setup,
         " ".join(docker_run),
     ]
     return "\n".join(lines) + "\n"
@@ -63,4 +61,4 @@ def _firewall(port: int, allow_from: tuple[str, ...]) -> list[str]:
     match = f"-p tcp -m conntrack --ctorigdstport {port} --ctdir ORIGINAL"
     rules = [f"iptables -I DOCKER-USER {match} -j DROP"]
     rules += [f"iptables -I DOCKER-USER {match} -s {shlex.quote(cidr)} -j ACCEPT" for cidr in allow_from]
-    return ["iptables -N DOCKER-USER 2>/dev/null || true", *rules]  # -N again for a second port: harmless
+    return ["iptables -N DOCKER-USER 2>/dev/null || true", *rules]

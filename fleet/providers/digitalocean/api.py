@@ -126,6 +126,28 @@ class DigitalOceanApi:
         answer = self._call("PUT /v2/firewalls/{id}", self.client.firewalls.update, firewall_id=firewall_id, body=body)
         return dict(answer["firewall"])
 
+    def volumes(self, *, name: str | None = None) -> list[Json]:
+        """Every volume (DigitalOcean's listing filters by name or region, not by tag), or those named `name`."""
+        named = {"name": name} if name else {}
+        return self._listing("volumes", "GET /v2/volumes", self.client.volumes.list, **named)
+
+    def volume(self, volume_id: str) -> Json:
+        """The volume; CloudNotFound once it is gone."""
+        return dict(self._call("GET /v2/volumes/{id}", self.client.volumes.get, volume_id=volume_id)["volume"])
+
+    def volume_create(self, body: Json) -> Json:
+        return dict(self._call("POST /v2/volumes", self.client.volumes.create, body=body)["volume"])
+
+    def volume_delete(self, volume_id: str) -> None:
+        """Gone (204); CloudNotFound when it already was."""
+        self._call("DELETE /v2/volumes/{id}", self.client.volumes.delete, volume_id=volume_id)
+
+    def volume_action(self, volume_id: str, body: Json) -> Json:
+        """An action on the volume (resize), accepted (202)."""
+        answer = self._call("POST /v2/volumes/{id}/actions", self.client.volume_actions.post_by_id,
+                            volume_id=volume_id, body=body)  # fmt: skip
+        return dict(answer["action"])
+
     # --- one request ------------------------------------------------------------------------------
     def _call(self, what: str, operation: Callable[..., Any], **arguments: Any) -> Any:
         """The answer's JSON (None for an empty body); a ProviderError for anything but 2xx."""

@@ -168,10 +168,12 @@ class LambdaDriver(Driver):
         run = container_run(spec, images=options.cloud.images, gpus=placement.offer.gpu_count, provider="Lambda")
         env = container_env(spec, run, hf_token=options.cloud.hf_token)
         mapped = pods.port_map(spec, engine_port=options.engine_port)
+        pairs = [(host, inner) for inner, host in mapped.items()]
+        open_hosts = {mapped[p] for p in spec.tcp_ports if p in mapped}  # its SSH: users reach it directly
         script = user_data(
             run, env, port=options.engine_port, allow_from=options.cloud.allow_from,
-            publish=tuple((host, inner) for inner, host in mapped.items()),
-            open_ports=tuple(mapped[p] for p in spec.tcp_ports if p in mapped),
+            ports=tuple(p for p in pairs if p[0] not in open_hosts),
+            public_ports=tuple(p for p in pairs if p[0] in open_hosts),
             mounts=((str(filesystem["mount_point"]), spec.volume_mount_path),) if filesystem else (),
         )  # fmt: skip
         if len(script.encode()) > MAX_USER_DATA_BYTES:

@@ -18,7 +18,12 @@ How it behaves, as DigitalOcean does:
   at most 200) linked by links.pages.next/last with meta.total;
 - a firewall may name only tags that exist; creating a tag that exists is a no-op;
 - a `tag_name` filter combined with `name` or `type` (which the description forbids) answers 422;
-- every answer carries the ratelimit-limit/-remaining/-reset headers.
+- every answer carries the ratelimit-limit/-remaining/-reset headers;
+- volumes (/v2/volumes): listed by name or region (never by tag), in pages; created formatted where
+  asked, in a region of the description's; attached at droplet create (`volumes`: each must exist, be
+  in the droplet's region and attached to no other droplet, else 422), detached once the droplet is
+  gone; a resize action grows one (a smaller or equal size answers 422); deleting one still attached
+  answers 422 (the droplet's deletion under way), one gone 404.
 
 The driver uses none of pydo's other operations; everything else (faults, 429s, timeouts) comes from
 FakeCloud.fail(...).
@@ -95,6 +100,8 @@ class FakeDigitalOcean(FakeCloud):
         self.firewalls: dict[str, dict[str, Any]] = {}
         self.removed: list[str] = []  # droplets gone after a deletion (404 from then on)
         self._ids = itertools.count(448543583)
+        self.volumes: dict[str, dict[str, Any]] = {}
+        self._actions = itertools.count(1_000_000)
         self._timers: list[threading.Timer] = []
 
     # --- routes -------------------------------------------------------------------------------
@@ -109,6 +116,11 @@ class FakeDigitalOcean(FakeCloud):
         app.router.add_post("/v2/firewalls", self._firewall_create)
         app.router.add_put("/v2/firewalls/{id}", self._firewall_update)
         app.router.add_delete("/v2/firewalls/{id}", self._firewall_delete)
+        app.router.add_get("/v2/volumes", self._volumes)
+        app.router.add_post("/v2/volumes", self._volume_create)
+        app.router.add_get("/v2/volumes/{id}", self._volume)
+        app.router.add_delete("/v2/volumes/{id}", self._volume_delete)
+        app.router.add_post("/v2/volumes/{id}/actions", self._volume_action)
 
     def error_body(self, status: int, message: str) -> Any:
         return {"id": ERROR_IDS.get(status, "unprocessable_entity"), "message": message,
@@ -166,11 +178,15 @@ class FakeDigitalOcean(FakeCloud):
             left = self.capacity.get((size["slug"], region))
             if region not in size["regions"] or not size["available"] or left == 0:
                 return self.error(422, NOT_HERE)
+            if refused := self._unattachable(body.get("volumes") or [], region):
+                return self.error(422, refused)
             if left is not None:
                 self.capacity[(size["slug"], region)] = left - 1
             machine = Machine(id=str(next(self._ids)), request=body, state="new", extra={"size": size})
             self.machines[machine.id] = machine
             self.tags.update(body.get("tags") or ())
+            for volume_id in body.get("volumes") or []:
+                self.volumes[volume_id]["droplet_ids"] = [int(machine.id)]
             shown = self._shown(machine)
         self._later(self.boot_seconds, self._activate, machine)
         links = {"actions": [{"id": int(machine.id) + 1, "rel": "create",
@@ -252,6 +268,76 @@ class FakeDigitalOcean(FakeCloud):
         with self.lock:
             return [f for f in self.firewalls.values() if tags & set(f["tags"]) or int(machine.id) in f["droplet_ids"]]
 
+    # --- volumes --------------------------------------------------------------------------------
+    async def _volumes(self, request: web.Request) -> web.Response:
+        with self.lock:
+            listed = [v for v in self.volumes.values()
+                      if request.query.get("name", v["name"]) == v["name"]
+                      and request.query.get("region", v["region"]["slug"]) == v["region"]["slug"]]  # fmt: skip
+        return self._page(request, "volumes", listed)
+
+    async def _volume_create(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        with self.lock:
+            if any(v["name"] == body["name"] and v["region"]["slug"] == body["region"] for v in self.volumes.values()):
+                return self.error(422, "a volume with that name already exists in this region")
+            volume = {
+                "id": str(uuid.uuid4()), "droplet_ids": [], "name": body["name"], "description": "",
+                "size_gigabytes": body["size_gigabytes"], "created_at": _now(), "tags": body.get("tags") or [],
+                "filesystem_type": body.get("filesystem_type", ""), "filesystem_label": "",
+                "region": {"name": REGION_NAMES.get(body["region"], body["region"]), "slug": body["region"],
+                           "available": True, "features": ["storage"], "sizes": []},
+            }  # fmt: skip
+            self.volumes[volume["id"]] = volume
+            self.tags.update(volume["tags"])
+        return self.json_response({"volume": volume}, status=201)
+
+    async def _volume(self, request: web.Request) -> web.Response:
+        with self.lock:
+            volume = self.volumes.get(request.match_info["id"])
+        if volume is None:
+            return self.error(404, "The resource you were accessing could not be found.")
+        return self.json_response({"volume": volume})
+
+    async def _volume_delete(self, request: web.Request) -> web.StreamResponse:
+        with self.lock:
+            volume = self.volumes.get(request.match_info["id"])
+            if volume is None:
+                return self.error(404, "The resource you were accessing could not be found.")
+            if volume["droplet_ids"]:
+                return self.error(422, "Volume is currently attached to a Droplet; detach it first.")
+            del self.volumes[volume["id"]]
+        return web.Response(status=204, headers=self.rate_headers())
+
+    async def _volume_action(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        with self.lock:
+            volume = self.volumes.get(request.match_info["id"])
+            if volume is None:
+                return self.error(404, "The resource you were accessing could not be found.")
+            if body["type"] != "resize":
+                return self.error(422, "The driver only resizes volumes; this test cloud does too.")
+            if body["size_gigabytes"] <= volume["size_gigabytes"]:
+                return self.error(422, "The new size must be larger than the volume's current size.")
+            volume["size_gigabytes"] = body["size_gigabytes"]
+            region = volume["region"]
+        action = {"id": next(self._actions), "status": "in-progress", "type": "resize", "started_at": _now(),
+                  "completed_at": None, "resource_id": None, "resource_type": "volume", "region": region,
+                  "region_slug": region["slug"]}  # fmt: skip
+        return self.json_response({"action": action}, status=202)
+
+    def _unattachable(self, volume_ids: list[str], region: str) -> str:
+        """Why DigitalOcean would refuse to attach these volumes to a new droplet in `region` ("" if not)."""
+        for volume_id in volume_ids:
+            volume = self.volumes.get(volume_id)
+            if volume is None:
+                return f"Volume {volume_id} could not be found."
+            if volume["region"]["slug"] != region:
+                return f"Volume {volume_id} is in {volume['region']['slug']}, not {region}."
+            if volume["droplet_ids"]:
+                return f"Volume {volume_id} is already attached to a Droplet."
+        return ""
+
     # --- the machine's life -----------------------------------------------------------------------
     def _later(self, seconds: float, step: Any, machine: Machine) -> None:
         if seconds <= 0:
@@ -277,6 +363,8 @@ class FakeDigitalOcean(FakeCloud):
         with self.lock:
             if self.machines.pop(machine.id, None) is not None:
                 self.removed.append(machine.id)
+            for volume in self.volumes.values():  # DigitalOcean detaches a deleted droplet's volumes
+                volume["droplet_ids"] = [d for d in volume["droplet_ids"] if d != int(machine.id)]
 
     def _is_gpu(self, machine: Machine) -> bool:
         return "gpu_info" in machine.extra["size"] or str(machine.request["size"]).startswith("gpu-")
@@ -296,7 +384,8 @@ class FakeDigitalOcean(FakeCloud):
             "id": int(machine.id), "name": body["name"], "memory": size["memory"], "vcpus": size["vcpus"],
             "disk": size["disk"], "disk_info": size.get("disk_info", []), "locked": False, "status": machine.state,
             "kernel": None, "created_at": _now(machine.created_at), "features": ["droplet_agent", "private_networking"],
-            "backup_ids": [], "next_backup_window": None, "snapshot_ids": [], "image": image, "volume_ids": [],
+            "backup_ids": [], "next_backup_window": None, "snapshot_ids": [], "image": image,
+            "volume_ids": list(body.get("volumes") or []),
             "size": size, "size_slug": size["slug"], "networks": {"v4": v4, "v6": []},
             "region": {"name": REGION_NAMES.get(region, region), "slug": region, "available": True,
                        "features": ["backups", "ipv6", "metadata", "install_agent"], "sizes": [size["slug"]]},

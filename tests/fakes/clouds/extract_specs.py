@@ -50,7 +50,8 @@ USED: dict[str, tuple[str, list[str]]] = {
                                              "/api/v1/filesystems/{id}"]),
     "digitalocean": ("digitalocean-droplets.openapi.json", ["/v2/sizes", "/v2/regions", "/v2/droplets",
                                                             "/v2/droplets/{droplet_id}", "/v2/account/keys",
-                                                            "/v2/tags"]),
+                                                            "/v2/tags", "/v2/volumes", "/v2/volumes/{volume_id}",
+                                                            "/v2/volumes/{volume_id}/actions"]),
 }  # fmt: skip
 
 # cloud -> (repository@commit, its description's root file, the paths taken from it)
@@ -80,7 +81,7 @@ def extract(full: dict[str, Any], paths: list[str]) -> dict[str, Any]:
             "servers": full.get("servers", []), "paths": kept_paths, "components": components}  # fmt: skip
     if "security" in full:
         kept["security"] = full["security"]
-    return _without_prose(kept)
+    return _without_dangling_discriminators(_without_prose(kept))
 
 
 def _refs(node: Any) -> list[str]:
@@ -132,6 +133,21 @@ def second_paths(checkout: Path, root: str, paths: list[str]) -> dict[str, Any]:
     root_file = (checkout / root).resolve()
     described = load(root_file)["paths"]
     return {p: _without_prose(inline(described[p], root_file)) for p in paths}
+
+
+def _without_dangling_discriminators(node: Any) -> Any:
+    """DigitalOcean's bundled description keeps discriminator mappings that name files of its
+    multi-file source ("models/volume_action_post_resize.yml", POST /v2/volumes/{id}/actions), which
+    no validator can resolve: such a discriminator is dropped, and the anyOf it sits on still checks
+    the body against each of its alternatives."""
+    if isinstance(node, dict):
+        mapping = (node.get("discriminator") or {}).get("mapping") or {}
+        dangling = any(not str(target).startswith("#") for target in mapping.values())
+        kept = {k: v for k, v in node.items() if not (dangling and k == "discriminator")}
+        return {k: _without_dangling_discriminators(v) for k, v in kept.items()}
+    if isinstance(node, list):
+        return [_without_dangling_discriminators(v) for v in node]
+    return node
 
 
 def _pointed(document: Any, pointer: str) -> Any:

@@ -159,6 +159,14 @@ def _service_port(name: str, port: int, target: int) -> client.V1ServicePort:
     return client.V1ServicePort(name=name, port=port, target_port=target, protocol="TCP")
 
 
+def _limits(spec: InstanceSpec, placement: Placement) -> dict[str, str]:
+    """The GPUs; and a pod's container disk as its ephemeral storage (the kubelet evicts it beyond)."""
+    limits = {placement.gpu_resource: str(placement.gpus)}
+    if spec.disk_gb:
+        limits["ephemeral-storage"] = f"{spec.disk_gb}Gi"
+    return limits
+
+
 def _container_ports(spec: InstanceSpec, run: ContainerRun) -> list[client.V1ContainerPort]:
     """The serving port ("http"), then every other port the spec declares."""
     ports = [client.V1ContainerPort(name="http", container_port=run.port)]
@@ -231,7 +239,7 @@ def _pod_spec(
         name=CONTAINER_NAME, image=run.image, command=run.command, args=run.args or None,
         ports=_container_ports(spec, run),
         env=_env(name, spec, options, run),
-        resources=client.V1ResourceRequirements(limits={placement.gpu_resource: str(placement.gpus)}),
+        resources=client.V1ResourceRequirements(limits=_limits(spec, placement)),
         readiness_probe=_probe(run),
         volume_mounts=mounts,
     )  # fmt: skip

@@ -76,7 +76,7 @@ def pod_spec(**overrides: Any) -> InstanceSpec:
         "instance_id": "inst_pod1", "tag": TAG, "engine": "container", "model": {}, "served_model_name": "",
         "api_key": "sk-pod", "gpu_type": "h100", "region": "atl1", "image": IMAGE, "args": list(ARGS),
         "env": {"JUPYTER_PASSWORD": "x"}, "ports": [8888, 22], "tcp_ports": [22], "ssh_public_keys": [KEY],
-        "volume_id": "gpucloud/gpv-vol-1", "volume_mount_path": "/workspace",
+        "volume_id": "gpucloud/gpv-vol-1", "volume_mount_path": "/workspace", "disk_gb": 40,
     }  # fmt: skip
     return InstanceSpec(**{**fields, **overrides})
 
@@ -127,6 +127,7 @@ def test_a_pod_runs_its_image_with_args_keys_every_port_and_its_volume(cluster: 
     mounts = [(m["name"], m["mountPath"]) for m in container["volumeMounts"]]
     assert mounts == [("shm", "/dev/shm"), ("volume", "/workspace")]  # noqa: S108
     assert pod["volumes"][1] == {"name": "volume", "persistentVolumeClaim": {"claimName": "gpv-vol-1"}}
+    assert container["resources"] == {"limits": {"nvidia.com/gpu": "1", "ephemeral-storage": "40Gi"}}
     http = stored(cluster, "services", "gpc-inst-pod1")
     assert http["spec"]["type"] == "ClusterIP"
     assert service_ports(http) == [("http", 8000, 8888), ("http-8888", 8888, 8888)]
@@ -216,6 +217,7 @@ def test_an_engine_deployment_is_unchanged_by_pods(cluster: EmulatedCluster) -> 
     [container] = pod["containers"]
     assert [e["name"] for e in container["env"]] == ["VLLM_API_KEY"] and [v["name"] for v in pod["volumes"]] == ["shm"]
     assert [(p["name"], p["containerPort"]) for p in container["ports"]] == [("http", 8000)]
+    assert container["resources"] == {"limits": {"nvidia.com/gpu": "1"}}
 
 
 # --- volumes ---------------------------------------------------------------------------------------

@@ -278,7 +278,7 @@ def test_launch_runs_a_custom_container_on_a_node_port_service(cluster: Emulated
     assert container.readiness_probe.tcp_socket.port == 9000
     service = cluster.core.read_namespaced_service("gpc-inst-abc123", NS, _request_timeout=TIMEOUT)
     assert service.spec and service.spec.type == "NodePort"
-    assert [(p.port, p.target_port) for p in service.spec.ports or []] == [(8000, 9000)]
+    assert [(p.port, p.target_port) for p in service.spec.ports or []] == [(8000, 9000), (9000, 9000)]
 
 
 # --- status, terminate, list ----------------------------------------------------------------
@@ -325,6 +325,7 @@ def test_terminate_deletes_everything_and_is_idempotent(cluster: EmulatedCluster
     assert [(str(r.url.path), r.data["propagationPolicy"]) for r in deletes] == [
         ("/apis/apps/v1/namespaces/gpucloud/deployments/gpc-inst-abc123", "Foreground"),
         ("/api/v1/namespaces/gpucloud/services/gpc-inst-abc123", "Background"),
+        ("/api/v1/namespaces/gpucloud/services/gpc-inst-abc123-tcp", "Background"),  # a pod's; none here: 404
         ("/api/v1/namespaces/gpucloud/secrets/gpc-inst-abc123", "Background"),
     ] * 2
     driver.terminate("gpucloud/gpc-never-existed")

@@ -22,13 +22,14 @@ import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml
 
-from fleet.providers.base import InstanceSpec, Offer, Tier
+from fleet.providers.base import InstanceSpec, Offer, Tier, VolumeSpec
 from fleet.providers.containers import VLLM_ROCM_IMAGE, VLLM_SERVER
 from fleet.providers.kubernetes.driver import KubernetesDriver
 from fleet.providers.kubernetes.manifests import InstanceObjects, Placement, instance_labels, instance_objects
 from fleet.providers.kubernetes.options import AMD_GPU, NVIDIA_GPU, DriverOptions
+from fleet.providers.kubernetes.volumes import volume_claim
 from fleet.providers.registry import driver_for
-from tests.support.k8s_emulator import MERGE_PATCH, TIMEOUT, EmulatedCluster, add_node, add_pod
+from tests.support.k8s_emulator import MERGE_PATCH, TIMEOUT, EmulatedCluster, add_node, add_pod, add_storage_class
 from tests.support.k8s_schema import KUBERNETES_VERSION, schema_check, wire
 
 API_KEY = "sk-engine-7f3a9c"
@@ -252,7 +253,7 @@ def test_the_readmes_rbac_objects_pass_the_schema() -> None:
 
 
 VERBS = {kmock.action.LIST: "list", kmock.action.FETCH: "get", kmock.action.CREATE: "create",
-         kmock.action.DELETE: "delete"}  # fmt: skip
+         kmock.action.DELETE: "delete", kmock.action.UPDATE: "patch"}  # fmt: skip
 
 
 def permission(request: kmock.Request) -> tuple[str, str, str]:
@@ -305,5 +306,73 @@ def test_the_readmes_rbac_permits_every_request_the_driver_makes(cluster: Emulat
         ("create", "", "services"), ("get", "", "services"), ("delete", "", "services"),
         ("create", "apps", "deployments"), ("get", "apps", "deployments"), ("list", "apps", "deployments"),
         ("delete", "apps", "deployments"),
+    }  # fmt: skip
+    assert [f"{r.method.value} {r.url.path}" for r in sent if not allowed(r, rules)] == []
+
+
+# --- pods and volumes (issue 17) ---------------------------------------------------------------
+
+
+def test_a_pods_objects_and_its_volume_claim_pass_the_strict_kubernetes_schema() -> None:
+    pod = spec("container", image="runpod/pytorch:2.4.0-py3.11-cuda12.4.1-devel-ubuntu22.04", args=["--allow-root"],
+               ports=[8888, 22], tcp_ports=[22], ssh_public_keys=["ssh-ed25519 AAAA me"],
+               volume_id="gpucloud/gpv-v1")  # fmt: skip
+    options = DriverOptions.from_config({"tcp_service_type": "LoadBalancer", "storage_class": "fast"})
+    made = instance_objects(pod, H100, options)
+    assert made.tcp_service is not None
+    claim = volume_claim(VolumeSpec(volume_id="vol_1", tag="gpucloud-test", name="data", size_gb=20, region="atl1"),
+                         options)  # fmt: skip
+    manifests = [*bodies(made), wire(made.tcp_service), wire(claim)]
+
+    assert [(m["kind"], m["metadata"]["name"]) for m in manifests] == [
+        ("Secret", "gpc-inst-abc123"), ("Service", "gpc-inst-abc123"), ("Deployment", "gpc-inst-abc123"),
+        ("Service", "gpc-inst-abc123-tcp"), ("PersistentVolumeClaim", "gpv-vol-1"),
+    ]  # fmt: skip
+    assert [schema_check(m) for m in manifests] == [KUBERNETES_VERSION] * 5
+    assert manifests[3]["spec"] == {
+        "type": "LoadBalancer", "selector": {"gpucloud.io/instance": "inst_abc123"},
+        "ports": [{"name": "tcp-22", "port": 22, "targetPort": 22, "protocol": "TCP"}],
+    }  # fmt: skip
+    assert manifests[4]["spec"] == {
+        "accessModes": ["ReadWriteOnce"], "storageClassName": "fast", "resources": {"requests": {"storage": "20Gi"}},
+    }  # fmt: skip
+
+
+def test_a_tcp_service_name_stays_within_63_characters() -> None:
+    long_id = "inst_" + "x" * 58  # 63 characters: the longest label value
+    made = instance_objects(spec("container", image="a/b:1", instance_id=long_id, ports=[22], tcp_ports=[22]), H100,
+                            DriverOptions())  # fmt: skip
+
+    assert made.tcp_service is not None
+    body = wire(made.tcp_service)
+    assert body["metadata"]["name"] == "gpc-inst-" + "x" * 50 + "-tcp"
+    assert schema_check(body) == KUBERNETES_VERSION
+
+
+def test_the_readmes_rbac_permits_every_request_of_a_pod_and_its_volume(cluster: EmulatedCluster) -> None:
+    [rbac] = readme_blocks("yaml")
+    roles = [d for d in yaml.safe_load_all(rbac) if d["kind"] in ("ClusterRole", "Role")]
+    rules = {role["metadata"].get("namespace"): role["rules"] for role in roles}
+    add_node(cluster, "h100-a", labels=H100_NODE, allocatable={"nvidia.com/gpu": "8"}, addresses={"ExternalIP": "x"})
+    add_storage_class(cluster, "standard", expandable=True, default=True)
+    driver = KubernetesDriver(slug="k8s", config={"host": cluster.url, "api_key": "driver-token"})
+    made = driver.volume_create(VolumeSpec(volume_id="vol_1", tag="gpucloud-test", name="", size_gb=5, region="atl1"))
+    driver.volume_resize(made.provider_volume_id, 10)
+    pod = spec("container", image="a/b:1", ports=[8888, 22], tcp_ports=[22], volume_id=made.provider_volume_id)
+    pid = driver.launch(pod, Offer("k8s", "h100", 1, "atl1", Tier.SECURE, False, 1, 0, 1)).provider_instance_id
+    add_pod(cluster, "gpc-inst-abc123-1", namespace="gpucloud", node="h100-a", phase="Running",
+            labels=instance_labels(tag="gpucloud-test", instance_id="inst_abc123"))  # fmt: skip
+    assert driver.port_url(pid, 8888) == "http://gpc-inst-abc123.gpucloud.svc.cluster.local:8888"
+    assert driver.tcp_endpoint(pid, 22)[0] == "x"
+    driver.terminate(pid)
+    assert [v.volume_id for v in driver.volumes_list("gpucloud-test")] == ["vol_1"]
+    driver.volume_delete(made.provider_volume_id)
+    driver.api.close()
+
+    sent = [r for r in cluster.handler if r.headers.get("Authorization") == "Bearer driver-token"]
+    assert {p for p in map(permission, sent) if p[2] == "persistentvolumeclaims"} == {
+        ("create", "", "persistentvolumeclaims"), ("list", "", "persistentvolumeclaims"),
+        ("get", "", "persistentvolumeclaims"), ("patch", "", "persistentvolumeclaims"),
+        ("delete", "", "persistentvolumeclaims"),
     }  # fmt: skip
     assert [f"{r.method.value} {r.url.path}" for r in sent if not allowed(r, rules)] == []

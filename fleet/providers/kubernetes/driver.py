@@ -17,7 +17,16 @@ from typing import Any, Protocol
 
 from kubernetes import client
 
-from fleet.providers.base import Driver, InstanceSpec, InstanceState, Offer, ProviderError, ProviderInstance
+from fleet.providers.base import (
+    Driver,
+    InstanceSpec,
+    InstanceState,
+    Offer,
+    ProviderError,
+    ProviderInstance,
+    ProviderVolume,
+    VolumeSpec,
+)
 from fleet.providers.kubernetes.api import KubeApi, KubeApiError
 from fleet.providers.kubernetes.capacity import NodeGpus, fits, free_gpus, offers_from
 from fleet.providers.kubernetes.manifests import (
@@ -29,14 +38,18 @@ from fleet.providers.kubernetes.manifests import (
     instance_objects,
     label_value,
     object_name,
+    tcp_service_name,
 )
 from fleet.providers.kubernetes.options import DriverOptions
 from fleet.providers.kubernetes.states import current_pod, instance_state, started_at
+from fleet.providers.kubernetes.volumes import KubeVolumes
 
 LIVE_PODS = "status.phase!=Succeeded,status.phase!=Failed"
 NOT_FOUND = 404
 ALREADY_EXISTS = 409
 NOT_READY_FOR_LOGS = frozenset({400, 404})  # container not started yet, or the pod just went
+# A node's addresses, best first, for users outside the cluster (where node_address does not say).
+NODE_ADDRESS_TYPES = ("ExternalDNS", "ExternalIP", "Hostname", "InternalDNS", "InternalIP")
 
 
 class _Labelled(Protocol):
@@ -46,6 +59,8 @@ class _Labelled(Protocol):
 
 class KubernetesDriver(Driver):
     """Config: connection keys in `api`, placement, images and prices in `options`."""
+
+    holds_volumes = True  # PersistentVolumeClaims (volumes.py)
 
     @cached_property
     def options(self) -> DriverOptions:
@@ -57,6 +72,10 @@ class KubernetesDriver(Driver):
         return KubeApi(
             self.config, timeout=options.request_timeout_seconds, follow_timeout=options.follow_timeout_seconds
         )
+
+    @cached_property
+    def volumes(self) -> KubeVolumes:
+        return KubeVolumes(self.api, self.options)
 
     # --- offers ---------------------------------------------------------------------------
     def offers(self) -> list[Offer]:
@@ -77,6 +96,8 @@ class KubernetesDriver(Driver):
         self._require_capacity(spec, placement)
         self._create(self.api.core.create_namespaced_secret, objects.secret)
         self._create(self.api.core.create_namespaced_service, objects.service)
+        if objects.tcp_service is not None:
+            self._create(self.api.core.create_namespaced_service, objects.tcp_service)
         self._create(self.api.apps.create_namespaced_deployment, objects.deployment)
         return self.status(provider_id(self.options.namespace, object_name(spec.instance_id)))
 
@@ -92,10 +113,11 @@ class KubernetesDriver(Driver):
 
     def terminate(self, provider_instance_id: str) -> None:
         """Delete the Deployment (foreground: it stays until its pod is gone, so status() says
-        TERMINATED only once the GPUs are free), then the Service and the Secret."""
+        TERMINATED only once the GPUs are free), then the Services and the Secret."""
         namespace, name = parse_provider_id(provider_instance_id)
         self._delete(self.api.apps.delete_namespaced_deployment, name, namespace, "Foreground")
         self._delete(self.api.core.delete_namespaced_service, name, namespace, "Background")
+        self._delete(self.api.core.delete_namespaced_service, tcp_service_name(name), namespace, "Background")
         self._delete(self.api.core.delete_namespaced_secret, name, namespace, "Background")
 
     def list_instances(self, tag: str) -> list[ProviderInstance]:
@@ -138,6 +160,39 @@ class KubernetesDriver(Driver):
     def endpoint(self, provider_instance_id: str) -> str:
         namespace, name = parse_provider_id(provider_instance_id)
         return self._endpoint(namespace, name)
+
+    def port_url(self, provider_instance_id: str, port: int) -> str:
+        """`endpoint_template` for the Service's `port` (with its node port where the template uses
+        one), once the Service publishes it."""
+        namespace, name = parse_provider_id(provider_instance_id)
+        service = self.api.call(self.api.core.read_namespaced_service, name, namespace)
+        _service_port(service, port)  # published, or ProviderError
+        return self._endpoint(namespace, name, port=port, service=service)
+
+    def tcp_endpoint(self, provider_instance_id: str, port: int) -> tuple[str, int]:
+        """A LoadBalancer's ingress and the port itself; for a NodePort, the node the pod runs on (or
+        the operator's `node_address`) and the node port. ProviderError while the cluster has not said."""
+        namespace, name = parse_provider_id(provider_instance_id)
+        service = self.api.call(self.api.core.read_namespaced_service, tcp_service_name(name), namespace)
+        published = _service_port(service, port)
+        if service.spec is not None and service.spec.type == "LoadBalancer":
+            return _ingress_host(service), port
+        if not published.node_port:
+            raise ProviderError(f"Service {namespace}/{tcp_service_name(name)} has no node port for {port} yet.")
+        return self.options.node_address or self._node_host(namespace, name), int(published.node_port)
+
+    # --- volumes (PersistentVolumeClaims) ----------------------------------------------------
+    def volume_create(self, spec: VolumeSpec) -> ProviderVolume:
+        return self.volumes.create(spec)
+
+    def volume_resize(self, provider_volume_id: str, size_gb: int) -> ProviderVolume:
+        return self.volumes.resize(provider_volume_id, size_gb)
+
+    def volume_delete(self, provider_volume_id: str) -> None:
+        self.volumes.delete(provider_volume_id)
+
+    def volumes_list(self, tag: str) -> list[ProviderVolume]:
+        return self.volumes.tagged(tag)
 
     # --- helpers --------------------------------------------------------------------------
     def _placement(self, spec: InstanceSpec, offer: Offer) -> Placement:
@@ -225,23 +280,59 @@ class KubernetesDriver(Driver):
             detail=detail,
         )
 
-    def _endpoint(self, namespace: str, name: str) -> str:
+    def _endpoint(
+        self, namespace: str, name: str, *, port: int = SERVICE_PORT, service: client.V1Service | None = None
+    ) -> str:
         """`endpoint_template` filled with name, namespace, port and (only if used) the node port."""
         template = self.options.endpoint_template
-        fields: dict[str, Any] = {"name": name, "namespace": namespace, "port": SERVICE_PORT}
+        fields: dict[str, Any] = {"name": name, "namespace": namespace, "port": port}
         if "{node_port}" in template:
-            fields["node_port"] = self._node_port(namespace, name)
+            fields["node_port"] = self._node_port(namespace, name, port, service)
         try:
             return template.format(**fields)
         except (KeyError, IndexError, ValueError) as exc:
             raise ProviderError(f"Invalid endpoint_template {template!r}: {exc!r}", permanent=True) from exc
 
-    def _node_port(self, namespace: str, name: str) -> int:
-        service = self.api.call(self.api.core.read_namespaced_service, name, namespace)
-        ports = service.spec.ports if service.spec else None
-        if not ports or not ports[0].node_port:
-            raise ProviderError(f"Service {namespace}/{name} has no node port yet.")
-        return int(ports[0].node_port)
+    def _node_port(self, namespace: str, name: str, port: int, service: client.V1Service | None) -> int:
+        if service is None:
+            service = self.api.call(self.api.core.read_namespaced_service, name, namespace)
+        ports = (service.spec.ports if service.spec else None) or []
+        found = next((p for p in ports if p.port == port), ports[0] if port == SERVICE_PORT and ports else None)
+        if found is None or not found.node_port:
+            raise ProviderError(f"Service {namespace}/{name} has no node port for {port} yet.")
+        return int(found.node_port)
+
+    def _node_host(self, namespace: str, name: str) -> str:
+        """The address of the node the instance's pod runs on, as the node reports it."""
+        deployment = self._read_deployment(namespace, name)
+        pod = current_pod(self._pods_of(deployment)) if deployment is not None else None
+        node_name = pod.spec.node_name if pod is not None and pod.spec is not None else None
+        if not node_name:
+            raise ProviderError(f"The pod of {namespace}/{name} is not on a node yet.")
+        nodes = self.api.call(self.api.core.list_node, field_selector=f"metadata.name={node_name}").items
+        node = next((n for n in nodes if n.metadata is not None and n.metadata.name == node_name), None)
+        addresses = {a.type: a.address for a in ((node.status.addresses if node and node.status else None) or [])}
+        host = next((addresses[kind] for kind in NODE_ADDRESS_TYPES if addresses.get(kind)), None)
+        if host is None:
+            raise ProviderError(f"Node {node_name} reports no address (set node_address in the provider's config).")
+        return str(host)
+
+
+def _service_port(service: client.V1Service, port: int) -> client.V1ServicePort:
+    meta = service.metadata or client.V1ObjectMeta()
+    for published in (service.spec.ports if service.spec else None) or []:
+        if published.port == port:
+            return published
+    raise ProviderError(f"Service {meta.namespace}/{meta.name} publishes no port {port}.", permanent=True)
+
+
+def _ingress_host(service: client.V1Service) -> str:
+    ingress = (service.status.load_balancer.ingress if service.status and service.status.load_balancer else None) or []
+    for point in ingress:
+        if point.ip or point.hostname:
+            return str(point.ip or point.hostname)
+    meta = service.metadata or client.V1ObjectMeta()
+    raise ProviderError(f"Load balancer {meta.namespace}/{meta.name} has no address yet.")
 
 
 def provider_id(namespace: str, name: str) -> str:

@@ -2,6 +2,11 @@
 Deployment running one pod with the engine container. All three share one name derived from our
 instance id and carry the tag and instance labels (the reconciler finds them by those).
 
+A pod (a container of the owner's own) also publishes every port it declares: each HTTP port on the
+Service (the platform's proxy reaches it there), its raw TCP ports (SSH) on a second Service named
+`<name>-tcp` whose type (`tcp_service_type`, NodePort unless the operator says LoadBalancer) lets its
+users reach them from outside the cluster; and mounts its volume, a PersistentVolumeClaim (volumes.py).
+
 The API key never appears in a pod spec: the container reads it from the Secret (env valueFrom
 secretKeyRef) under the engine's own variable (fleet/providers/containers.py).
 """
@@ -14,7 +19,7 @@ from dataclasses import dataclass
 from kubernetes import client
 
 from fleet.providers.base import InstanceSpec, ProviderError
-from fleet.providers.containers import ENGINE_PORT, ContainerRun, container_run
+from fleet.providers.containers import ENGINE_PORT, ContainerRun, container_env, container_run
 from fleet.providers.kubernetes.options import DriverOptions
 
 TAG_LABEL = "gpucloud.io/tag"
@@ -27,6 +32,8 @@ API_KEY_SECRET_KEY = "api-key"  # noqa: S105 - the key inside the Secret, not a 
 HF_TOKEN_SECRET_KEY = "token"  # noqa: S105 - likewise
 NAME_PREFIX = "gpc-"
 MAX_NAME_LENGTH = 63
+TCP_SERVICE_SUFFIX = "-tcp"
+VOLUME_NAME = "volume"  # the pod spec's name for the mounted PersistentVolumeClaim
 _LABEL_VALUE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 
 
@@ -46,12 +53,22 @@ class InstanceObjects:
     secret: client.V1Secret
     service: client.V1Service
     deployment: client.V1Deployment
+    tcp_service: client.V1Service | None = None  # a pod's raw TCP ports, where it declares some
 
 
 def object_name(instance_id: str) -> str:
     """The DNS-1035 name of an instance's objects: `gpc-` + the id, lowercased, '-' for the rest."""
     slug = re.sub(r"[^a-z0-9-]+", "-", instance_id.lower()).strip("-")
     return (NAME_PREFIX + slug)[:MAX_NAME_LENGTH].rstrip("-")
+
+
+def tcp_service_name(name: str) -> str:
+    """The name of the Service in front of an instance's TCP ports (63 characters at most)."""
+    return name[: MAX_NAME_LENGTH - len(TCP_SERVICE_SUFFIX)].rstrip("-") + TCP_SERVICE_SUFFIX
+
+
+def http_ports(spec: InstanceSpec) -> list[int]:
+    return [port for port in spec.ports if port not in spec.tcp_ports]
 
 
 def label_value(value: str, what: str) -> str:
@@ -79,8 +96,9 @@ def instance_objects(spec: InstanceSpec, placement: Placement, options: DriverOp
             api_version="v1", kind="Secret", metadata=_meta(name, labels, options), type="Opaque",
             string_data={API_KEY_SECRET_KEY: spec.api_key},
         ),
-        service=_service(name, labels, options, run.port),
+        service=_service(name, labels, options, _http_service_ports(spec, run)),
         deployment=_deployment(name, labels, options, _pod_spec(name, spec, placement, options, run)),
+        tcp_service=_tcp_service(name, labels, options, spec.tcp_ports) if spec.tcp_ports else None,
     )  # fmt: skip
 
 
@@ -110,17 +128,90 @@ def _meta(name: str, labels: dict[str, str], options: DriverOptions) -> client.V
     return client.V1ObjectMeta(name=name, namespace=options.namespace, labels=dict(labels))
 
 
-def _service(name: str, labels: dict[str, str], options: DriverOptions, target_port: int) -> client.V1Service:
+def _service(
+    name: str, labels: dict[str, str], options: DriverOptions, ports: list[client.V1ServicePort], *, kind: str = ""
+) -> client.V1Service:
     return client.V1Service(
         api_version="v1",
         kind="Service",
         metadata=_meta(name, labels, options),
         spec=client.V1ServiceSpec(
-            type=options.service_type,
-            selector={INSTANCE_LABEL: labels[INSTANCE_LABEL]},
-            ports=[client.V1ServicePort(name="http", port=SERVICE_PORT, target_port=target_port, protocol="TCP")],
+            type=kind or options.service_type, selector={INSTANCE_LABEL: labels[INSTANCE_LABEL]}, ports=ports
         ),
     )
+
+
+def _http_service_ports(spec: InstanceSpec, run: ContainerRun) -> list[client.V1ServicePort]:
+    """Port 8000 to the engine (the gateway's endpoint), then each HTTP port a pod declares on its own
+    number; a pod that declares 8000 itself has it there instead."""
+    declared = http_ports(spec)
+    ports = [] if SERVICE_PORT in declared else [_service_port("http", SERVICE_PORT, run.port)]
+    return ports + [_service_port(f"http-{port}", port, port) for port in declared]
+
+
+def _tcp_service(name: str, labels: dict[str, str], options: DriverOptions, ports: list[int]) -> client.V1Service:
+    """Where a pod's users reach its TCP ports: a NodePort (or the operator's LoadBalancer) Service."""
+    published = [_service_port(f"tcp-{port}", port, port) for port in ports]
+    return _service(tcp_service_name(name), labels, options, published, kind=options.tcp_service_type)
+
+
+def _service_port(name: str, port: int, target: int) -> client.V1ServicePort:
+    return client.V1ServicePort(name=name, port=port, target_port=target, protocol="TCP")
+
+
+def _limits(spec: InstanceSpec, placement: Placement) -> dict[str, str]:
+    """The GPUs; and a pod's container disk as its ephemeral storage (the kubelet evicts it beyond)."""
+    limits = {placement.gpu_resource: str(placement.gpus)}
+    if spec.disk_gb:
+        limits["ephemeral-storage"] = f"{spec.disk_gb}Gi"
+    return limits
+
+
+def _container_ports(spec: InstanceSpec, run: ContainerRun) -> list[client.V1ContainerPort]:
+    """The serving port ("http"), then every other port the spec declares."""
+    ports = [client.V1ContainerPort(name="http", container_port=run.port)]
+    for port in spec.ports:
+        if port != run.port:
+            kind = "tcp" if port in spec.tcp_ports else "http"
+            ports.append(client.V1ContainerPort(name=f"{kind}-{port}", container_port=port, protocol="TCP"))
+    return ports
+
+
+def _volumes(spec: InstanceSpec, options: DriverOptions) -> tuple[list[client.V1Volume], list[client.V1VolumeMount]]:
+    """Shared memory (an in-memory emptyDir) for every container; the spec's claim at its mount path."""
+    volumes = [client.V1Volume(name="shm", empty_dir=client.V1EmptyDirVolumeSource(medium="Memory"))]
+    mounts = [client.V1VolumeMount(name="shm", mount_path="/dev/shm")]  # noqa: S108 - shared memory for the engine's workers
+    if spec.volume_id:
+        claim = volume_claim_name(spec.volume_id, options)
+        volumes.append(
+            client.V1Volume(
+                name=VOLUME_NAME,
+                persistent_volume_claim=client.V1PersistentVolumeClaimVolumeSource(claim_name=claim),
+            )
+        )
+        mounts.append(client.V1VolumeMount(name=VOLUME_NAME, mount_path=spec.volume_mount_path))
+    return volumes, mounts
+
+
+def volume_claim_name(provider_volume_id: str, options: DriverOptions) -> str:
+    """The claim of "<namespace>/<name>": a pod mounts only claims of its own namespace, so a volume
+    kept in another is a permanent ProviderError (Kubernetes' rule, not ours)."""
+    namespace, name = parse_volume_id(provider_volume_id)
+    if namespace != options.namespace:
+        raise ProviderError(
+            f"Volume {provider_volume_id} is in namespace {namespace!r}: a Kubernetes pod mounts only "
+            f"PersistentVolumeClaims of its own namespace ({options.namespace!r}).",
+            permanent=True,
+        )
+    return name
+
+
+def parse_volume_id(provider_volume_id: str) -> tuple[str, str]:
+    """("<namespace>", "<claim>") from "<namespace>/<claim>"; anything else is a permanent error."""
+    namespace, _, name = provider_volume_id.partition("/")
+    if not namespace or not name or "/" in name:
+        raise ProviderError(f"Not a kubernetes volume id: {provider_volume_id!r}.", permanent=True)
+    return namespace, name
 
 
 def _deployment(
@@ -143,19 +234,20 @@ def _deployment(
 def _pod_spec(
     name: str, spec: InstanceSpec, placement: Placement, options: DriverOptions, run: ContainerRun
 ) -> client.V1PodSpec:
+    volumes, mounts = _volumes(spec, options)
     container = client.V1Container(
         name=CONTAINER_NAME, image=run.image, command=run.command, args=run.args or None,
-        ports=[client.V1ContainerPort(name="http", container_port=run.port)],
+        ports=_container_ports(spec, run),
         env=_env(name, spec, options, run),
-        resources=client.V1ResourceRequirements(limits={placement.gpu_resource: str(placement.gpus)}),
+        resources=client.V1ResourceRequirements(limits=_limits(spec, placement)),
         readiness_probe=_probe(run),
-        volume_mounts=[client.V1VolumeMount(name="shm", mount_path="/dev/shm")],  # noqa: S108 - shared memory for the engine's workers
+        volume_mounts=mounts,
     )  # fmt: skip
     return client.V1PodSpec(
         containers=[container],
         affinity=_affinity(placement, options),
         tolerations=[client.V1Toleration(key=placement.gpu_resource, operator="Exists", effect="NoSchedule")],
-        volumes=[client.V1Volume(name="shm", empty_dir=client.V1EmptyDirVolumeSource(medium="Memory"))],
+        volumes=volumes,
         automount_service_account_token=False,  # the engine has no business with the API server
         enable_service_links=False,
     )
@@ -163,13 +255,15 @@ def _pod_spec(
 
 def _env(name: str, spec: InstanceSpec, options: DriverOptions, run: ContainerRun) -> list[client.V1EnvVar]:
     """The API key (under the engine's own variable) and the operator's Hugging Face token from
-    Secrets, then the spec's own env without those names: of two variables with one name the
-    kubelet keeps the last, and the spec's must not replace the key (as in containers.py)."""
+    Secrets, then what containers.py gives every cloud container but those two (the spec's own env,
+    PUBLIC_KEY for a pod's SSH keys): of two variables with one name the kubelet keeps the last, and
+    the spec's must not replace the key (as in containers.py)."""
     env = [_secret_env(run.key_env, name, API_KEY_SECRET_KEY)]
     if options.hf_token_secret:
         env.append(_secret_env("HF_TOKEN", options.hf_token_secret, HF_TOKEN_SECRET_KEY))
     taken = {variable.name for variable in env}
-    own = [client.V1EnvVar(name=key, value=value) for key, value in sorted(spec.env.items()) if key not in taken]
+    plain = container_env(spec, run)
+    own = [client.V1EnvVar(name=key, value=value) for key, value in sorted(plain.items()) if key not in taken]
     return env + own
 
 

@@ -6,7 +6,11 @@ builds for amd.com/gpu, containers.py's defaults), gpu_resources {gpu_type:
 resource name}, gpu_counts {gpu_type: GPUs per instance}, gpu_type_label, region_label, region
 (fixed, overrides the node label), prices_micros and costs_micros {gpu_type: micro-USD per hour},
 tier, endpoint_template, request_timeout_seconds, follow_timeout_seconds, hf_token_secret (an
-existing Secret with key "token", exposed as HF_TOKEN).
+existing Secret with key "token", exposed as HF_TOKEN); for pods: tcp_service_type ("NodePort" or
+"LoadBalancer": the Service users reach a pod's TCP ports through, such as SSH) and node_address (the
+host users reach node ports at, where the nodes' own addresses are not theirs to reach); for volumes:
+storage_class (the PersistentVolumeClaims' StorageClass; unset: the cluster's default) and
+volume_page_size (PersistentVolumeClaims per list request).
 Connection keys (kubeconfig, context, in_cluster, host, token or the sealed api_key, verify_ssl)
 are read by `api`.
 """
@@ -34,6 +38,7 @@ DEFAULT_GPU_RESOURCES = {
 }
 DEFAULT_ENDPOINT_TEMPLATE = "http://{name}.{namespace}.svc.cluster.local:{port}"
 SERVICE_TYPES = ("ClusterIP", "NodePort")
+TCP_SERVICE_TYPES = ("NodePort", "LoadBalancer")  # a ClusterIP would keep a pod's SSH inside the cluster
 # llama.cpp's `server` image is its CPU build: on a GPU node it would leave the GPUs idle.
 _MULTI_GPU_SUFFIX = re.compile(r"^(?P<base>.+)_(?P<count>\d+)$")  # "mi300x_8": 8 MI300X as one unit
 
@@ -58,6 +63,10 @@ class DriverOptions:
     request_timeout_seconds: float = 10.0
     follow_timeout_seconds: float = 300.0
     hf_token_secret: str = ""
+    tcp_service_type: str = "NodePort"
+    node_address: str = ""
+    storage_class: str = ""
+    volume_page_size: int = 100
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> DriverOptions:
@@ -82,11 +91,19 @@ class DriverOptions:
                 request_timeout_seconds=float(config.get("request_timeout_seconds", cls.request_timeout_seconds)),
                 follow_timeout_seconds=float(config.get("follow_timeout_seconds", cls.follow_timeout_seconds)),
                 hf_token_secret=str(config.get("hf_token_secret", "")),
+                tcp_service_type=str(config.get("tcp_service_type", cls.tcp_service_type)),
+                node_address=str(config.get("node_address", "")),
+                storage_class=str(config.get("storage_class", "")),
+                volume_page_size=int(config.get("volume_page_size", cls.volume_page_size)),
             )
         except (TypeError, ValueError) as exc:
             raise ProviderError(f"Invalid kubernetes provider config: {exc}", permanent=True) from exc
         if options.service_type not in SERVICE_TYPES:
             raise ProviderError(f"service_type must be one of {SERVICE_TYPES}.", permanent=True)
+        if options.tcp_service_type not in TCP_SERVICE_TYPES:
+            raise ProviderError(f"tcp_service_type must be one of {TCP_SERVICE_TYPES}.", permanent=True)
+        if options.volume_page_size < 1:
+            raise ProviderError("volume_page_size must be at least 1.", permanent=True)
         return options
 
     def images_for(self, gpu_resource: str) -> Images:

@@ -387,8 +387,8 @@ def test_a_pod_on_kubernetes_runs_connects_stops_starts_on_its_volume_and_goes_w
     assert shown["connect"]["http"] == [{"port": 8888, "url": f"http://testserver/pods/{pod_id}/ports/8888/"}]
     tcp = stored(cluster, "services", f"gpc-{shown['machine']['id'].lower().replace('_', '-')}-tcp")
     node_port = tcp["spec"]["ports"][0]["nodePort"]
-    assert shown["connect"]["ssh"] == {"host": NODE_IP, "port": node_port, "user": "pod",
-                                       "command": f"ssh -p {node_port} pod@{NODE_IP}"}  # fmt: skip
+    assert shown["connect"]["ssh"] == {"host": NODE_IP, "port": node_port, "user": "root",
+                                       "command": f"ssh -p {node_port} root@{NODE_IP}"}  # fmt: skip
     claim = Volume.objects.get(pk=shown["volume"]["id"]).provider_volume_id
     assert claims(cluster) == {claim.split("/")[1]: "20Gi"}
     [deployment] = stored(cluster, "deployments")

@@ -59,6 +59,11 @@ def workloads_stop_for_nonpayment_task(org_id: str) -> None:
 VOLUME_RETRY = {"autoretry_for": (ProviderError,), "retry_backoff": 2, "retry_backoff_max": 60, "max_retries": 8}
 
 
+@shared_task(ignore_result=True, soft_time_limit=100, time_limit=120)
+def volumes_reconcile_task() -> None:
+    volumes.volumes_reconcile()
+
+
 @shared_task(ignore_result=True, soft_time_limit=60, time_limit=90, **VOLUME_RETRY)
 def volume_provision_task(volume_id: str) -> None:
     volumes.volume_provision(volume_id)

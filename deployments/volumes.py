@@ -9,7 +9,8 @@ idle price otherwise (GPUCLOUD_VOLUME_*_GB_HOUR_MICROS), each change a new sessi
 
 from __future__ import annotations
 
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
@@ -192,6 +193,56 @@ def volume_rate_follow(volume_id: str, *, running: bool, at: datetime) -> None:
         volume.hourly_price_micros, volume.meter_sessions = price, volume.meter_sessions + 1
         volume.save(update_fields=["hourly_price_micros", "meter_sessions"])
         _meter_start(volume, at)
+
+
+@dataclass
+class VolumeReconcileReport:
+    reaped: list[str] = field(default_factory=list)  # provider volume ids deleted as strays
+    retried: list[str] = field(default_factory=list)  # our volumes whose step was run again
+    errors: list[str] = field(default_factory=list)
+
+
+STUCK_AFTER = timedelta(minutes=10)  # a step running longer than this was lost with its worker
+
+
+def volumes_reconcile(*, now: datetime | None = None) -> VolumeReconcileReport:
+    """The safety net for storage, as the fleet's reconciler is for machines: a volume carrying our tag
+    at a provider that the database does not know (or knows as deleted) is deleted, so nobody pays for
+    it; our volumes stuck creating, resizing or deleting (a lost task) run their step again."""
+    now = now or timezone.now()
+    report = VolumeReconcileReport()
+    for provider in Provider.objects.filter(enabled=True):
+        driver = drivers.driver_of(provider)
+        if not driver.holds_volumes:
+            continue
+        try:
+            listed = driver.volumes_list(settings.GPUCLOUD_FLEET_TAG)
+        except ProviderError as exc:
+            report.errors.append(f"{provider.slug}: {exc.message}")
+            continue
+        ours = Volume.objects.filter(provider=provider.slug).exclude(status=VolumeStatus.DELETED)
+        kept = set(ours.filter(provider_volume_id__in=[v.provider_volume_id for v in listed]).values_list(
+            "provider_volume_id", flat=True))  # fmt: skip
+        # Not recorded yet (its task is finishing, or was lost and is run again below): ours all the same.
+        kept_ids = set(ours.filter(pk__in=[v.volume_id for v in listed]).values_list("pk", flat=True))
+        for stray in listed:
+            if stray.provider_volume_id in kept or stray.volume_id in kept_ids:
+                continue
+            try:
+                driver.volume_delete(stray.provider_volume_id)
+                report.reaped.append(stray.provider_volume_id)
+            except ProviderError as exc:
+                report.errors.append(f"{provider.slug} {stray.provider_volume_id}: {exc.message}")
+    stuck = Volume.objects.filter(
+        status__in=(VolumeStatus.CREATING, VolumeStatus.RESIZING, VolumeStatus.DELETING),
+        created_at__lt=now - STUCK_AFTER,
+    )
+    for volume in stuck:
+        step = {VolumeStatus.CREATING: "volume_provision_task", VolumeStatus.RESIZING: "volume_resize_task",
+                VolumeStatus.DELETING: "volume_remove_task"}[VolumeStatus(volume.status)]  # fmt: skip
+        enqueue(f"deployments.tasks.{step}", volume.pk)
+        report.retried.append(volume.pk)
+    return report
 
 
 # --- helpers -----------------------------------------------------------------------------------

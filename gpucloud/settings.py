@@ -167,6 +167,7 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": float(env_int("GPUCLOUD_WEBHOOK_DISPATCH_SECONDS", 5, minimum=1)),
     },
     "pods-idle": {"task": "deployments.tasks.pods_idle_task", "schedule": 60.0},
+    "volumes-reconcile": {"task": "deployments.tasks.volumes_reconcile_task", "schedule": 120.0},
     "autoscale": {
         "task": "deployments.tasks.autoscale_task",
         "schedule": float(env_int("GPUCLOUD_AUTOSCALE_SECONDS", 30, minimum=1)),

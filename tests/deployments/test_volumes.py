@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from django.test import Client
+from django.utils import timezone
 
 from accounts.models import Membership
 from accounts.roles import Role
@@ -19,6 +20,8 @@ from billing.metering import usage_charge_running
 from billing.models import LedgerEntry, Service, UsageMeter
 from catalog.models import Provider
 from deployments.models import Volume, VolumeStatus
+from deployments.volumes import volumes_reconcile
+from fleet.providers.base import VolumeSpec
 from fleet.providers.local.volumes import LocalVolumes
 from tests.support import sim_cloud
 from tests.support.billing import fund
@@ -202,3 +205,30 @@ def test_other_tenants_see_nothing_and_viewers_change_nothing(
     for method, path, body in writes:
         assert call(client, bob, method, path, body).status_code == 403
     assert Volume.objects.get().status == VolumeStatus.AVAILABLE
+
+
+def test_the_reconciler_deletes_stray_volumes_and_runs_lost_steps_again(
+    client: Client, alice: Persona, volumes_dir: Path, settings: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    """No volume carrying our tag is left at a provider unknown to the database (or known as deleted);
+    a volume whose step was lost (a worker gone) gets it run again."""
+    fund(alice.org, 5 * USD)
+    kept = made(client, alice, django_capture_on_commit_callbacks)["id"]
+    gone = made(client, alice, django_capture_on_commit_callbacks)["id"]
+    store = LocalVolumes(volumes_dir)
+    stray = store.create(VolumeSpec(volume_id="vol_stray", tag=settings.GPUCLOUD_FLEET_TAG, name="x", size_gb=1,
+                                    region="local"))  # fmt: skip
+    foreign = store.create(VolumeSpec(volume_id="vol_foreign", tag="another-platform", name="x", size_gb=1,
+                                      region="local"))  # fmt: skip
+    Volume.objects.filter(pk=gone).update(status=VolumeStatus.DELETED)  # recorded deleted, still there
+    with django_capture_on_commit_callbacks(execute=False):
+        lost = call(client, alice, "post", "/volumes", {"name": "lost", "size_gb": 3, "region": "local"}).json()["id"]
+    Volume.objects.filter(pk=lost).update(created_at=timezone.now() - timedelta(minutes=11))  # its task never ran
+
+    with django_capture_on_commit_callbacks(execute=True):
+        report = volumes_reconcile()
+    assert sorted(report.reaped) == sorted([stray.provider_volume_id, gone]) and report.errors == []
+    assert report.retried == [lost] and Volume.objects.get(pk=lost).status == VolumeStatus.AVAILABLE
+    listed = {v.volume_id for v in store.list(settings.GPUCLOUD_FLEET_TAG)}
+    assert listed == {kept, lost}
+    assert store.list("another-platform") == [foreign]  # another tag: not ours to touch

@@ -20,6 +20,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -85,6 +86,7 @@ def transfer(client: httpx.Client, base: str, headers: dict[str, str], size: int
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--jupyter", action="store_true", help="also JupyterLab's GET /api/status, direct vs proxied")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="pod-proxy-bench-") as var_dir:
         platform = Platform(var_dir=var_dir, engine="http://127.0.0.1:9")  # no engine: seed_user's deploy is unused
@@ -98,10 +100,37 @@ def main() -> None:
         headers = {"x-gpucloud-pod-token": token}
         try:
             figures = measure(direct, f"{proxied}", headers, args.requests)
+            if args.jupyter:
+                figures |= measure_jupyter(platform.gateway, args.requests // 4)
         finally:
             platform.stop()
             stop_pod(pod_id)
     print(json.dumps(figures))
+
+
+def measure_jupyter(gateway: str, count: int) -> dict[str, object]:
+    """A JupyterLab pod (gpucloud/jupyterlab, as the jupyterlab template runs it): its GET /api/status,
+    an authenticated Jupyter request, straight to its port and through the proxy."""
+    pod_id, token, direct = running_pod(
+        image="gpucloud/jupyterlab", ports=["8888/http"], env={"JUPYTER_TOKEN": "bench"}, command=[],
+        probe=lambda url, pod: f"{url}/pods/{pod}/ports/8888/api/status?token=bench",
+    )  # fmt: skip
+    path = f"/pods/{pod_id}/ports/8888/api/status?token=bench"
+    figures: dict[str, float] = {}
+    try:
+        with httpx.Client(timeout=30) as client:
+            headers = {"x-gpucloud-pod-token": token}
+            for name, url in (("direct", direct + path), ("proxied", gateway + path)):
+                latencies(client, url, 20, headers)
+                times = sorted(latencies(client, url, count, headers))
+                figures[f"jupyter_{name}_p50_ms"] = round(statistics.median(times), 3)
+                figures[f"jupyter_{name}_p99_ms"] = round(times[int(len(times) * 0.99) - 1], 3)
+    finally:
+        stop_pod(pod_id)
+    for figure in ("p50_ms", "p99_ms"):
+        direct_ms, proxied_ms = figures[f"jupyter_direct_{figure}"], figures[f"jupyter_proxied_{figure}"]
+        print(f"jupyter {figure:>6}: direct {direct_ms}, proxied {proxied_ms} (x{proxied_ms / direct_ms:.2f})")
+    return dict(figures)
 
 
 def measure(direct: str, proxied: str, headers: dict[str, str], count: int) -> dict[str, object]:
@@ -125,9 +154,16 @@ def measure(direct: str, proxied: str, headers: dict[str, str], count: int) -> d
     return figures
 
 
-def running_pod() -> tuple[str, str, str]:
-    """A local pod serving the echo on 8080: its id, proxy token and the port's direct URL. Imports
-    here: Django is set up by seed_user first."""
+def running_pod(
+    *,
+    image: str = "gpucloud/shell",
+    ports: list[str] | None = None,
+    env: dict[str, str] | None = None,
+    command: list[str] | None = None,
+    probe: Callable[[str, str], str] = lambda url, _pod: f"{url}/16",
+) -> tuple[str, str, str]:
+    """A local pod (by default serving the echo on 8080): its id, proxy token and its first port's direct
+    URL. Imports here: Django is set up by seed_user first."""
     from accounts.models import Organization  # noqa: PLC0415
     from accounts.principal import Principal  # noqa: PLC0415
     from accounts.roles import Role  # noqa: PLC0415
@@ -140,17 +176,18 @@ def running_pod() -> tuple[str, str, str]:
     org = Organization.objects.get(name="Bench")
     owner = Principal(user=org.memberships.get().user, org=org, role=Role.OWNER)
     fund(org, 10_000_000)
-    asked = PodSettings(name="bench", image="gpucloud/shell", gpu_type="cpu", region="local",
-                        command=["python3", "-c", SERVER], ports=["8080/http"])  # fmt: skip
+    asked = PodSettings(name="bench", image=image, gpu_type="cpu", region="local", env=env or {},
+                        command=["python3", "-c", SERVER] if command is None else command,
+                        ports=ports or ["8080/http"])  # fmt: skip
     deployment = pod_create(principal=owner, asked=asked)
     machine = deployment.instances.get()
     provisioning.instance_provision(machine.pk)
     machine.refresh_from_db()
-    url = driver("local").port_url(machine.provider_instance_id, 8080)
-    deadline = time.monotonic() + 30
+    url = driver("local").port_url(machine.provider_instance_id, int((ports or ["8080/http"])[0].split("/")[0]))
+    deadline = time.monotonic() + 60
     while True:
         try:
-            if httpx.get(f"{url}/16", timeout=1).status_code == 200:
+            if httpx.get(probe(url, deployment.pk), timeout=2).status_code == 200:
                 break
         except httpx.HTTPError:
             pass

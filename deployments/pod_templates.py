@@ -93,6 +93,13 @@ BUILTINS: dict[str, PodTemplate] = {
             secret_env=("JUPYTER_TOKEN",), builtin=True,
         ),
         PodTemplate(
+            id="llama-cpp", name="llama.cpp with SmolLM2", image="gpucloud/llama-cpp",
+            description="llama.cpp's OpenAI-compatible server with SmolLM2-135M on port 8080, under the platform's "
+            "proxy (/pods/<id>/ports/8080/v1/...); clients send LLAMA_API_KEY, made for each pod, as their bearer "
+            "token. The local provider runs it.",
+            ports=["8080/http"], container_disk_gb=5, secret_env=("LLAMA_API_KEY",), builtin=True,
+        ),
+        PodTemplate(
             id="gpucloud-shell", name="gpucloud shell", image="gpucloud/shell",
             description="What the local provider runs (it has no container runtime): a Python shell machine in a "
             "sandbox, reached over SSH, or running the command you give.",

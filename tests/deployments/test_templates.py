@@ -16,7 +16,7 @@ from tests.support import sim_cloud
 from tests.support.billing import fund
 from tests.support.personas import Persona
 
-BUILTIN_IDS = ["pytorch-jupyter", "vllm", "ubuntu-ssh", "jupyterlab", "gpucloud-shell"]
+BUILTIN_IDS = ["pytorch-jupyter", "vllm", "ubuntu-ssh", "jupyterlab", "llama-cpp", "gpucloud-shell"]
 MINE = {"name": "diary", "description": "keeps a diary", "image": "gpucloud/shell", "command": ["sleep", "600"],
         "ports": ["8888/http"], "env": {"MODE": "diary"}, "container_disk_gb": 5, "volume_mount_path": "/data",
         "volume_size_gb": 3}  # fmt: skip

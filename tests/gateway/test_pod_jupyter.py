@@ -86,3 +86,31 @@ def test_jupyterlab_in_a_local_pod_through_the_proxy_runs_a_cell_that_writes_to_
     assert run_cell(channels, origin, code) == "ok"
     volumes_dir = Path(Provider.objects.get(slug="local").config["volumes_dir"])
     assert (volumes_dir / pod.volume_id / "data" / "hello.txt").read_text() == "from a cell"  # type: ignore[operator]
+
+
+def test_the_llama_cpp_image_serves_smollm2_through_the_proxy_for_its_own_key(
+    server: str, client: Client, alice: Persona, fleet: str, django_capture_on_commit_callbacks: Any
+) -> None:
+    """The third local image: llama.cpp's OpenAI server (the local engine) with SmolLM2, under the proxy's
+    prefix, answering only the pod's own key (LLAMA_API_KEY, made for the pod by its template)."""
+    fund(alice.org, 10 * USD)
+    body = {"template": "llama-cpp", "gpu_type": "cpu", "region": "local"}
+    with django_capture_on_commit_callbacks(execute=True):
+        created = client.post("/api/v1/pods", data=json.dumps(body), content_type="application/json", **alice.auth)
+    assert created.status_code == 201, created.content
+    pod = Pod.objects.get(pk=created.json()["id"])
+    base = f"{server}/pods/{pod.pk}/ports/8080"
+    entry = {"x-gpucloud-pod-token": pod.proxy_token}
+    started = time.monotonic()
+    while httpx.get(f"{base}/health", headers=entry).status_code != 200:
+        assert time.monotonic() - started < LAB_START_SECONDS
+        pod_proxy.decisions_clear()
+        time.sleep(0.5)
+    chat = {"model": "smollm2-135m-instruct", "messages": [{"role": "user", "content": "Say hi"}], "max_tokens": 8}
+    answered = httpx.post(f"{base}/v1/chat/completions", json=chat, timeout=60,
+                          headers={**entry, "Authorization": f"Bearer {pod.env['LLAMA_API_KEY']}"})  # fmt: skip
+    assert answered.status_code == 200, answered.text
+    assert answered.json()["choices"][0]["message"]["content"]
+    refused = httpx.post(f"{base}/v1/chat/completions", json=chat, timeout=60,
+                         headers={**entry, "Authorization": "Bearer not-the-key"})  # fmt: skip
+    assert refused.status_code == 401  # the engine's own key check: the proxy token alone does not chat

@@ -28,6 +28,7 @@ from typing import IO, Any
 
 from django.conf import settings
 
+from catalog.data import SMOLLM2_GGUF
 from fleet.providers.base import (
     Driver,
     InstanceSpec,
@@ -60,9 +61,15 @@ JUPYTERLAB = (  # JupyterLab under the platform's proxy (its prefix), for its to
     '--ServerApp.base_url="${GPUCLOUD_PROXY_PATH}8888/" --ServerApp.root_dir="$PWD" '
     "--ServerApp.allow_origin='*' --IdentityProvider.token=\"$JUPYTER_TOKEN\""
 )
+LLAMA_CPP = (  # llama.cpp's OpenAI server (the local engine) on SmolLM2, under the proxy's prefix, for LLAMA_API_KEY
+    'GPUCLOUD_ENGINE_API_KEY="$LLAMA_API_KEY" exec python3 "$GPUCLOUD_ENGINE_SCRIPT" --instance-id "$GPUCLOUD_POD_ID" '
+    '--tag pod --port "$PORT_8080" --model-path "$GPUCLOUD_LLAMA_MODEL" --alias smollm2-135m-instruct '
+    '--api-prefix "${GPUCLOUD_PROXY_PATH}8080"'
+)
 LOCAL_IMAGES: dict[str, list[str]] = {
     "gpucloud/shell": ["sleep", "infinity"],  # a Python shell machine: reached over SSH, or runs your command
     "gpucloud/jupyterlab": ["bash", "-c", JUPYTERLAB],  # JupyterLab on 8888 (its token: JUPYTER_TOKEN)
+    "gpucloud/llama-cpp": ["bash", "-c", LLAMA_CPP],  # SmolLM2 behind llama.cpp's OpenAI server on 8080
 }
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 # A stop sends SIGTERM and waits this long before it SIGKILLs the engine's process group: an engine
@@ -203,6 +210,9 @@ class LocalDriver(Driver):
             **{f"PORT_{port}": str(host) for port, host in ports.items() if port},
             "PUBLIC_KEY": "\n".join(spec.ssh_public_keys),
             "GPUCLOUD_IMAGES": str(self.images_dir),
+            "GPUCLOUD_LLAMA_MODEL": str(_gguf_path({"gguf": SMOLLM2_GGUF}))
+            if spec.image == "gpucloud/llama-cpp"
+            else "",
             CUSTOM_KEY_ENV: spec.api_key,
         }
         for stale in (ENDED_FILE, SEEN_GONE_FILE, RESTARTS_FILE):  # from what this instance ran before

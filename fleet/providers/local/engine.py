@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parallel", type=int, default=2)
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--embedding", action="store_true", help="serve /v1/embeddings with mean pooling")
+    parser.add_argument("--api-prefix", default="", help="serve under this path (a pod behind the platform's proxy)")
     args = parser.parse_args(argv)
     api_key = os.environ.get("GPUCLOUD_ENGINE_API_KEY", "")
     if not api_key:
@@ -40,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     params = xllamacpp.CommonParams()
     params.model.path = args.model_path
     params.port = args.port
+    if args.api_prefix:
+        params.api_prefix = args.api_prefix.rstrip("/")
     params.api_keys = [api_key]
     params.n_ctx = args.ctx_size
     params.n_parallel = args.parallel

@@ -18,7 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from fleet.providers.local.sandbox import INIT_IN_SANDBOX, sandboxed
+from fleet.providers.local.sandbox import ENGINE_IN_SANDBOX, INIT_IN_SANDBOX, sandboxed
 
 INIT_SCRIPT = Path(__file__).with_name("pod_init.py")
 RESTARTS_FILE = Path("disk") / ".gpucloud" / "restarts"  # under the workdir: the container disk's HOME
@@ -51,13 +51,13 @@ def main(argv: list[str] | None = None) -> int:
         hostname = args.instance_id.replace("_", "-")
         argv_run = sandboxed(inner, disk=disk, volume=args.volume, mount_path=args.mount_path, hostname=hostname,
                              bwrap=args.bwrap, init=INIT_SCRIPT, images=args.images)  # fmt: skip
-        env = dict(os.environ)
+        env = {**os.environ, "GPUCLOUD_ENGINE_SCRIPT": ENGINE_IN_SANDBOX}
     else:  # not isolated (sandbox.py): a plain process in the volume, HOME on the container disk; no SSH
         if ssh:
             print("[gpucloud] SSH needs bubblewrap on the local provider: it is off", flush=True)
         where = str(args.volume or disk)
         argv_run = [sys.executable, str(INIT_SCRIPT), "--chdir", where, "--", *command]
-        env = {**os.environ, "HOME": str(disk)}
+        env = {**os.environ, "HOME": str(disk), "GPUCLOUD_ENGINE_SCRIPT": str(INIT_SCRIPT.with_name("engine.py"))}
     child = subprocess.Popen(argv_run, env=env, stdin=subprocess.DEVNULL)  # noqa: S603 - the owner's, sandboxed
     signal.signal(signal.SIGTERM, lambda *_: child.send_signal(signal.SIGTERM))
     signal.signal(signal.SIGINT, lambda *_: child.send_signal(signal.SIGTERM))

@@ -19,7 +19,12 @@ import sys
 from pathlib import Path
 
 HOME = "/home/pod"
-INIT_IN_SANDBOX = "/.gpucloud/pod_init.py"  # the pod's first process (pod_init.py), the one file of ours it sees
+INIT_IN_SANDBOX = (
+    "/.gpucloud/pod_init.py"  # the pod's first process (pod_init.py): one of the two files of ours it sees
+)
+ENGINE_IN_SANDBOX = (
+    "/.gpucloud/engine.py"  # the llama.cpp engine (engine.py, free of Django): the gpucloud/llama-cpp image
+)
 SANDBOX_UID = 1000
 _SYSTEM_LINKS = {"/bin": "usr/bin", "/lib": "usr/lib", "/lib64": "usr/lib64", "/sbin": "usr/sbin"}
 
@@ -52,7 +57,7 @@ def sandboxed(
     if images is not None:  # the images' own environments (JupyterLab), read-only
         argv += ["--ro-bind-try", str(images), str(images)]
     argv += ["--bind", str(disk), HOME]
-    argv += ["--ro-bind", str(init), INIT_IN_SANDBOX]
+    argv += ["--ro-bind", str(init), INIT_IN_SANDBOX, "--ro-bind", str(init.with_name("engine.py")), ENGINE_IN_SANDBOX]
     if volume is not None:
         argv += ["--bind", str(volume), mount_path]
     argv += [

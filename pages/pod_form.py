@@ -78,18 +78,18 @@ class PodForm:
         The service checks the rest."""
         existing = self.storage == "existing"
         return PodSettings(
-            name=self.name, image=self.image, gpu_type=self.gpu_type, gpu_count=_whole(self.gpu_count, "gpu_count"),
+            name=self.name, image=self.image, gpu_type=self.gpu_type, gpu_count=whole(self.gpu_count, "gpu_count"),
             region=None if existing else self.region or None, cloud_type=self.cloud_type, spot=self.spot,
             max_price_micros=_micros(self.max_price) if self.spot and self.max_price else None,
-            container_disk_gb=_whole(self.container_disk_gb, "container_disk_gb"),
-            ports=self.ports.replace(",", " ").split(),
-            env=_env(self.env), command=_argv(self.command), volume_id=(self.volume_id or None) if existing else None,
-            new_volume=NewVolume(size_gb=_whole(self.volume_size, "size_gb")) if self.storage == "new" else None,
+            container_disk_gb=whole(self.container_disk_gb, "container_disk_gb"),
+            ports=self.ports.replace(",", " ").split(), env=env_of_lines(self.env), command=argv_of_line(self.command),
+            volume_id=(self.volume_id or None) if existing else None,
+            new_volume=NewVolume(size_gb=whole(self.volume_size, "size_gb")) if self.storage == "new" else None,
             volume_mount_path=self.mount_path if self.storage != "none" else "/workspace", template=self.template,
         )  # fmt: skip
 
 
-def _whole(text: str, param: str) -> int:
+def whole(text: str, param: str) -> int:
     try:
         return int(text)
     except ValueError:
@@ -105,7 +105,7 @@ def _micros(text: str) -> int:
         ) from None
 
 
-def _env(text: str) -> dict[str, str]:
+def env_of_lines(text: str) -> dict[str, str]:
     env = {}
     for line in text.splitlines():
         if not line.strip():
@@ -117,7 +117,7 @@ def _env(text: str) -> dict[str, str]:
     return env
 
 
-def _argv(text: str) -> list[str]:
+def argv_of_line(text: str) -> list[str]:
     try:
         return shlex.split(text)
     except ValueError as exc:  # an unclosed quote

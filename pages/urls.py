@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from pages import accounts, billing, catalog, pods, volumes
+from pages import accounts, billing, catalog, pod_templates, pods, volumes
 from pages.deployments import access_forms, scaling_forms, webhook_forms
 from pages.deployments import views as deployment_views
 
@@ -47,7 +47,7 @@ urlpatterns = [
     path("billing/save-card", billing.billing_save_card, name="billing_save_card"),
     path("billing/auto-refill", billing.billing_auto_refill, name="billing_auto_refill"),
     path("billing/spend-limit", billing.billing_spend_limit, name="billing_spend_limit"),
-    # pods and volumes
+    # pods, volumes and templates
     path("pods/", deployment_views.pods_list, name="pods"),
     path("pods/new", pods.pod_new, name="pod_new"),
     path("pods/create", pods.pod_create, name="pod_create"),
@@ -59,6 +59,9 @@ urlpatterns = [
     path("volumes/create", volumes.volume_create, name="volume_create"),
     path("volumes/<str:volume_id>/grow", volumes.volume_grow, name="volume_grow"),
     path("volumes/<str:volume_id>/delete", volumes.volume_delete, name="volume_delete"),
+    path("templates/", pod_templates.templates_page, name="templates"),
+    path("templates/create", pod_templates.template_create, name="template_create"),
+    path("templates/<str:template_id>/delete", pod_templates.template_delete, name="template_delete"),
     # deployments
     path("deployments/", deployment_views.deployments_list, name="deployments"),
     path("deployments/<str:deployment_id>/", deployment_views.deployment_detail, name="deployment_detail"),

@@ -18,6 +18,7 @@ from accounts.roles import Role
 from billing.services import credit_grant
 from deployments.lifecycle import deployment_transition
 from deployments.models import Deployment, DeploymentStatus
+from deployments.pod_templates import PodTemplate, template_create
 from tests.support.pages import running, running_pod, signed_in
 from tests.support.personas import Persona
 from tests.support.ssh_keys import ssh_line
@@ -26,7 +27,7 @@ pytestmark = pytest.mark.django_db
 
 PAGES = ["/dashboard/", "/deployments/", "/billing/", "/catalog/", "/catalog/smollm2-135m-instruct/",
          "/api-keys/", "/ssh-keys/", "/organization/", "{detail}", "/pods/", "/pods/new", "/volumes/",
-         "{pod}"]  # fmt: skip
+         "/templates/", "{pod}"]  # fmt: skip
 
 
 def grow(persona: Persona, detail: Deployment, scale: int, start: int, pod: Deployment) -> None:
@@ -43,6 +44,7 @@ def grow(persona: Persona, detail: Deployment, scale: int, start: int, pod: Depl
                                         deployment_id=detail.pk)  # fmt: skip
         account_services.invitation_create(principal=owner, email=f"guest{n}@example.com", role="viewer")
         account_services.ssh_key_add(principal=owner, public_key=ssh_line(comment=f"k{n}"))
+        template_create(principal=owner, asked=PodTemplate(id="", name=f"t{n}", image="gpucloud/shell"))
         user, _ = account_services.user_create(email=f"member{n}@example.com", password=None)
         Membership.objects.create(org=persona.org, user=user, role=Role.MEMBER)
         for shown in (detail, pod):  # their history: one more event and one more ended machine each

@@ -101,14 +101,14 @@ def test_the_llama_cpp_image_serves_smollm2_through_the_proxy_for_its_own_key(
     pod = Pod.objects.get(pk=created.json()["id"])
     base = f"{server}/pods/{pod.pk}/ports/8080"
     entry = {"x-gpucloud-pod-token": pod.proxy_token}
+    keyed = {**entry, "Authorization": f"Bearer {pod.env['LLAMA_API_KEY']}"}  # under a prefix, health wants it too
     started = time.monotonic()
-    while httpx.get(f"{base}/health", headers=entry).status_code != 200:
+    while httpx.get(f"{base}/health", headers=keyed).status_code != 200:
         assert time.monotonic() - started < LAB_START_SECONDS
         pod_proxy.decisions_clear()
         time.sleep(0.5)
     chat = {"model": "smollm2-135m-instruct", "messages": [{"role": "user", "content": "Say hi"}], "max_tokens": 8}
-    answered = httpx.post(f"{base}/v1/chat/completions", json=chat, timeout=60,
-                          headers={**entry, "Authorization": f"Bearer {pod.env['LLAMA_API_KEY']}"})  # fmt: skip
+    answered = httpx.post(f"{base}/v1/chat/completions", json=chat, timeout=60, headers=keyed)
     assert answered.status_code == 200, answered.text
     assert answered.json()["choices"][0]["message"]["content"]
     refused = httpx.post(f"{base}/v1/chat/completions", json=chat, timeout=60,

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import html
 import json
 import re
 from collections.abc import AsyncIterator
@@ -162,7 +163,11 @@ async def _relay(scope: dict[str, Any], receive: Any, send: Any, target: PortTar
         except (httpx.RemoteProtocolError, httpx.ConnectError) as exc:
             if attempt == 0 and bodiless:
                 continue
-            await _refuse(send, PortRefusal(502, f"The pod did not answer on its port: {type(exc).__name__}."))
+            refusal = PortRefusal(502, f"The pod did not answer on its port: {type(exc).__name__}.")
+            if bodiless and "text/html" in _header(scope, b"accept"):  # a browser opening it: the app may be starting
+                await _starting_page(send, refusal)
+            else:
+                await _refuse(send, refusal)
             return
         except httpx.HTTPError as exc:
             await _refuse(send, PortRefusal(502, f"The pod did not answer on its port: {type(exc).__name__}."))
@@ -276,6 +281,21 @@ async def _refuse(send: Any, refusal: PortRefusal) -> None:
     kinds = {401: "authentication_error", 404: "not_found_error", 503: "unavailable", 502: "bad_gateway"}
     body = _json_error(kinds.get(refusal.status, "error"), refusal.message)
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": refusal.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _starting_page(send: Any, refusal: PortRefusal) -> None:
+    """For a browser: the app in the pod is not listening yet (it may still be starting, as JupyterLab
+    takes a few seconds after its machine runs): say so and look again every 2 s."""
+    body = (
+        "<!DOCTYPE html><html lang=en><head><meta charset=utf-8><meta http-equiv=refresh content=2>"
+        "<title>Starting…</title></head><body style='font-family:sans-serif;margin:3em'>"
+        "<h1>The pod's app is not answering yet</h1><p>It may still be starting; this page looks again every "
+        f"2 seconds.</p><p style='color:#666'>{html.escape(refusal.message)}</p></body></html>"
+    ).encode()
+    headers = [(b"content-type", b"text/html; charset=utf-8"), (b"content-length", str(len(body)).encode()),
+               (b"retry-after", b"2"), (b"cache-control", b"no-store")]  # fmt: skip
     await send({"type": "http.response.start", "status": refusal.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 

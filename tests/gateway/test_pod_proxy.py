@@ -191,4 +191,13 @@ def test_a_request_without_a_body_is_sent_again_once_when_the_pod_drops_the_conn
         assert (got.status_code, got.text, dropped) == (200, "ok", [1, 0])
         posted = asgi_request("POST", "/pods/pod_x/ports/8080/", headers={"x-gpucloud-pod-token": "t"}, content=b"x")
         assert posted.status_code == 502 and dropped == [1, 0, 1]
+        dropped.clear()
         flaky.shutdown()
+    pod_proxy.decisions_clear()  # nothing listens there now: a browser is told the app may be starting
+    browser = asgi_request(
+        "GET", "/pods/pod_x/ports/8080/", headers={"x-gpucloud-pod-token": "t", "accept": "text/html"}
+    )
+    assert browser.status_code == 502 and browser.headers["retry-after"] == "2"
+    assert "not answering yet" in browser.text and "http-equiv=refresh content=2" in browser.text
+    machine = asgi_request("GET", "/pods/pod_x/ports/8080/", headers={"x-gpucloud-pod-token": "t"})
+    assert machine.status_code == 502 and machine.json()["error"]["type"] == "bad_gateway"  # a client: JSON

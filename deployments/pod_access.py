@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import hmac
 from dataclasses import dataclass
+from typing import cast
+
+from django.core.cache import cache
 
 from accounts.auth import principal_from_session_key
 from accounts.models import Membership
@@ -69,15 +72,55 @@ def pod_ssh_endpoint(deployment: Deployment) -> SshEndpoint | None:
         return None
     if not deployment.pod.ssh_public_keys and not ssh_keys_of(deployment.org).exists():
         return None  # no key lets anyone in (the local image's server stays off without one)
+    found = _endpoints(deployment)
+    return found.ssh if found else None
+
+
+def pod_direct_urls(deployment: Deployment) -> dict[int, str]:
+    """Each HTTP port's address at its provider, where it has one of its own (RunPod's proxy, a public IP
+    and port): the platform's proxy is the way in that works everywhere; this one skips it."""
+    found = _endpoints(deployment)
+    return found.direct if found else {}
+
+
+@dataclass(frozen=True)
+class _Endpoints:
+    ssh: SshEndpoint | None
+    direct: dict[int, str]
+
+
+ENDPOINTS_CACHE_SECONDS = 300  # a machine's addresses do not move: a provider is asked once per machine and 5 min
+
+
+def _endpoints(deployment: Deployment) -> _Endpoints | None:
+    """The running machine's addresses, asked of its provider once and cached (a cloud call per page
+    view would make every GET of a pod as slow as the cloud); None while it does not run."""
     machine = deployment.instances.filter(state=InstanceState.READY).order_by("-created_at").first()
     if machine is None:
         return None
+    key = f"pod-endpoints:{machine.pk}"
+    cached = cache.get(key)
+    if cached is not None:
+        return cast(_Endpoints, cached)
     driver = drivers.driver(machine.provider)
-    try:
-        host, port = driver.tcp_endpoint(machine.provider_instance_id, 22)
-    except ProviderError:
-        return None
-    return SshEndpoint(host=host, port=port, user=driver.ssh_user)
+    complete = True
+    ssh = None
+    if "22/tcp" in deployment.pod.ports:
+        try:
+            host, port = driver.tcp_endpoint(machine.provider_instance_id, 22)
+            ssh = SshEndpoint(host=host, port=port, user=driver.ssh_user)
+        except ProviderError:
+            complete = False
+    direct = {}
+    for port in (int(p.split("/")[0]) for p in deployment.pod.ports if p.endswith("/http")):
+        try:
+            direct[port] = driver.port_url(machine.provider_instance_id, port)
+        except ProviderError:
+            complete = False
+    found = _Endpoints(ssh=ssh, direct=direct)
+    if complete:  # a provider that does not know yet is asked again next time
+        cache.set(key, found, ENDPOINTS_CACHE_SECONDS)
+    return found
 
 
 def _may_enter(deployment: Deployment, *, session_key: str, token: str) -> bool:

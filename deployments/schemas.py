@@ -482,6 +482,11 @@ class PodMachineOut(Schema):
 class PodPortOut(Schema):
     port: int
     url: str = Field(description="Through the platform's proxy: a signed-in member, or ?gpucloud_token=<proxy_token>")
+    direct_url: str | None = Field(
+        description="Its address at the provider, past the platform's proxy, where the provider has one (RunPod's "
+        "proxy, a public IP and port; on the local provider, loopback): shown to members who may change the pod; "
+        "what guards it there is the app's own (a Jupyter token)"
+    )
 
 
 class PodSshOut(Schema):

@@ -27,6 +27,7 @@ from fleet.models import Instance
 from fleet.reconciler import fleet_reconcile
 from tests.support import sim_cloud
 from tests.support.billing import billing_mismatches, fund
+from tests.support.fleet import direct_url_of
 from tests.support.personas import Persona
 from tests.support.ssh_keys import ssh_line
 
@@ -73,7 +74,10 @@ def test_a_local_pod_runs_stops_keeping_its_volume_starts_again_and_terminates(
     volume_id = shown["volume"]["id"]
     proxied = f"http://testserver/pods/{pod_id}/ports/8888/"
     ssh = shown["connect"].pop("ssh")
-    assert shown["connect"] == {"http": [{"port": 8888, "url": proxied}], "proxy_token": Pod.objects.get().proxy_token}
+    direct = direct_url_of(shown["machine"]["id"], 8888)
+    assert direct.startswith("http://127.0.0.1:")  # its port mapped on this machine
+    http = [{"port": 8888, "url": proxied, "direct_url": direct}]
+    assert shown["connect"] == {"http": http, "proxy_token": Pod.objects.get().proxy_token}
     assert ssh["host"] == "127.0.0.1" and ssh["command"] == f"ssh -p {ssh['port']} pod@127.0.0.1"
     Membership.objects.filter(org=alice.org, user=bob.user).update(role=Role.VIEWER)
     assert call(client, bob, "get", f"/pods/{pod_id}").json()["connect"]["proxy_token"] is None  # viewers: no key
@@ -192,9 +196,8 @@ def test_bad_settings_are_refused_with_the_reason_and_nothing_written(
         assert answer.status_code == status, (body, answer.content)
         assert answer.json()["error"].get("param") == param, (body, answer.content)
     refusal = call(client, alice, "post", "/pods", cases[1][0]).json()["error"]["message"]
-    assert refusal.startswith(
-        "The local provider has no container runtime: it runs gpucloud/jupyterlab, gpucloud/shell only"
-    )
+    runs = "gpucloud/jupyterlab, gpucloud/llama-cpp, gpucloud/shell"
+    assert refusal.startswith(f"The local provider has no container runtime: it runs {runs} only")
     assert call(client, charlie, "post", "/pods", good).status_code == 402  # $0
     assert not Deployment.objects.exists() and not Volume.objects.exists() and not Instance.objects.exists()
 

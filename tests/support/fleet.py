@@ -138,3 +138,9 @@ def creates_at_once(auth: dict[str, Any], body: dict[str, Any], count: int) -> l
         thread.join(120)
     assert errors == []
     return answers
+
+
+def direct_url_of(instance_id: str, port: int) -> str:
+    """What the instance's provider says the port's own address is (a pod's `connect.http[].direct_url`)."""
+    instance = Instance.objects.get(pk=instance_id)
+    return driver(instance.provider).port_url(instance.provider_instance_id, port)

@@ -25,6 +25,7 @@ from tests.fakes.clouds.digitalocean import FakeDigitalOcean, cloud_init
 from tests.fleet.clouds import test_digitalocean as on_do
 from tests.fleet.clouds.test_digitalocean import TAG, do, offer_of, provider_on, reconcile, wait_until
 from tests.support.billing import fund
+from tests.support.fleet import direct_url_of
 from tests.support.personas import Persona
 from tests.support.ssh_keys import ssh_line
 
@@ -296,7 +297,13 @@ def test_a_pod_with_its_volume_runs_stops_starts_on_the_same_volume_and_goes_wit
     ssh = shown["connect"]["ssh"]
     assert (ssh["host"], ssh["port"]) == (machine.address, 2222)
     assert ssh["command"] == f"ssh -p 2222 root@{machine.address}"
-    assert shown["connect"]["http"] == [{"port": 8888, "url": f"http://testserver/pods/{pod_id}/ports/8888/"}]
+    assert shown["connect"]["http"] == [
+        {
+            "port": 8888,
+            "url": f"http://testserver/pods/{pod_id}/ports/8888/",
+            "direct_url": direct_url_of(shown["machine"]["id"], 8888),
+        }
+    ]
     assert driver("do").port_url(machine.id, 8888) == f"http://{machine.address}:8888"
 
     assert call("post", f"/pods/{pod_id}/stop").status_code == 200

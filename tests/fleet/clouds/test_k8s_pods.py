@@ -29,6 +29,7 @@ from fleet.providers.registry import driver_for
 from fleet.reconciler import fleet_reconcile
 from tests.deployments.test_pods import call  # the pods API's own test helper
 from tests.support.billing import fund
+from tests.support.fleet import direct_url_of
 from tests.support.k8s_emulator import (
     MERGE_PATCH,
     TIMEOUT,
@@ -384,7 +385,13 @@ def test_a_pod_on_kubernetes_runs_connects_stops_starts_on_its_volume_and_goes_w
     shown = call(client, alice, "get", f"/pods/{pod_id}").json()
     assert shown["status"] == "running", shown
     assert shown["machine"]["provider"] == "k8s" and shown["volume"]["status"] == "available"
-    assert shown["connect"]["http"] == [{"port": 8888, "url": f"http://testserver/pods/{pod_id}/ports/8888/"}]
+    assert shown["connect"]["http"] == [
+        {
+            "port": 8888,
+            "url": f"http://testserver/pods/{pod_id}/ports/8888/",
+            "direct_url": direct_url_of(shown["machine"]["id"], 8888),
+        }
+    ]
     tcp = stored(cluster, "services", f"gpc-{shown['machine']['id'].lower().replace('_', '-')}-tcp")
     node_port = tcp["spec"]["ports"][0]["nodePort"]
     assert shown["connect"]["ssh"] == {"host": NODE_IP, "port": node_port, "user": "root",

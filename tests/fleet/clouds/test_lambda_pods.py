@@ -27,6 +27,7 @@ from tests.fakes.clouds.lambda_cloud import LambdaCloud, engine_env, publication
 from tests.fleet.clouds import test_lambda
 from tests.fleet.clouds.test_lambda import TAG, assert_no_leak, lambda_driver, offer_of, reconcile, spec, wait_for
 from tests.support.billing import fund
+from tests.support.fleet import direct_url_of
 from tests.support.personas import Persona
 from tests.support.ssh_keys import ssh_line
 
@@ -250,7 +251,9 @@ def test_a_pod_on_lambda_runs_stops_starts_on_its_filesystem_and_goes_with_it(
     assert f"{filesystem['mount_point']}:/workspace" in publications(machine.request["user_data"])
     assert engine_env(machine.request["user_data"])["PUBLIC_KEY"] == KEY
     proxied = f"http://testserver/pods/{pod_id}/ports/8888/"
-    assert shown["connect"]["http"] == [{"port": 8888, "url": proxied}]
+    assert shown["connect"]["http"] == [
+        {"port": 8888, "url": proxied, "direct_url": direct_url_of(shown["machine"]["id"], 8888)}
+    ]
     assert shown["connect"]["ssh"]["command"] == f"ssh -p 10022 root@{machine.address}"
 
     stopped = call(client, alice, "post", f"/pods/{pod_id}/stop", capture=capture)

@@ -27,6 +27,7 @@ from tests.fleet.clouds.test_runpod import cloud, make_driver, offer_of, platfor
 # The test cloud (checked for requests and answers that break RunPod's description) and the platform on it.
 __all__ = ["cloud", "platform", "start_cloud"]
 from tests.support.billing import billing_mismatches, fund
+from tests.support.fleet import direct_url_of
 from tests.support.personas import Persona
 from tests.support.ssh_keys import ssh_line
 
@@ -217,7 +218,13 @@ def test_a_pod_on_runpod_runs_stops_starts_on_its_volume_and_leaves_nothing(
     wait_until(lambda: cloud.status_of(first) == "RUNNING")
     shown = call(client, alice, "get", f"/pods/{pod_id}").json()
     assert shown["status"] == "running", shown
-    assert shown["connect"]["http"] == [{"port": 8888, "url": f"http://testserver/pods/{pod_id}/ports/8888/"}]
+    assert shown["connect"]["http"] == [
+        {
+            "port": 8888,
+            "url": f"http://testserver/pods/{pod_id}/ports/8888/",
+            "direct_url": direct_url_of(shown["machine"]["id"], 8888),
+        }
+    ]
     port = first.extra["mapped"]["22"]
     ssh = {
         "host": "127.0.0.1",

@@ -30,6 +30,7 @@ from tests.deployments.test_pods import call
 from tests.fakes.clouds.vastai import VastCloud
 from tests.fleet.clouds.test_vastai import SECRET, TAG, create_bodies, make_driver, offer
 from tests.support.billing import billing_mismatches, fund
+from tests.support.fleet import direct_url_of
 from tests.support.personas import Persona
 from tests.support.ssh_keys import ssh_line
 
@@ -290,7 +291,13 @@ def test_a_pod_on_vast_runs_with_its_volume_stops_starts_on_it_and_terminates_wi
     assert machine.request["volume_info"] == {"create_new": False, "volume_id": volume_row["id"],
                                               "mount_path": "/workspace"}  # fmt: skip
     assert vast.env_of(machine.id)["PUBLIC_KEY"] == KEY
-    assert shown["connect"]["http"] == [{"port": 8888, "url": f"http://testserver/pods/{pod_id}/ports/8888/"}]
+    assert shown["connect"]["http"] == [
+        {
+            "port": 8888,
+            "url": f"http://testserver/pods/{pod_id}/ports/8888/",
+            "direct_url": direct_url_of(shown["machine"]["id"], 8888),
+        }
+    ]
     assert shown["connect"]["ssh"] == {"host": machine.address, "port": 41001,
                                        "command": f"ssh -p 41001 root@{machine.address}", "user": "root"}  # fmt: skip
 

@@ -227,15 +227,22 @@ def _offer(asked: PodSettings, *, gpu: GpuType, region: str, provider: str | Non
         what += f" at ${asked.max_price_micros / 1e6:.2f}/h or less"
     if not offers:
         raise NoCapacity(f"No provider offers {what}.", param="gpu_type")
-    refusals = [_refusal(o, asked.image) for o in offers]
+    refusals = [_refusal(o, asked) for o in offers]
     runnable = [o for o, refusal in zip(offers, refusals, strict=True) if refusal is None]
     if not runnable:
-        raise InvalidRequest(refusals[0] or "", param="image")
+        message, param = refusals[0] or ("", "image")
+        raise InvalidRequest(message, param=param)
     with_capacity = [o for o in runnable if o.available > 0]
     if not with_capacity:
         raise NoCapacity(f"No {what} is free right now; try later, another region or GPU.")
     return with_capacity[0]
 
 
-def _refusal(offer: Offer, image: str) -> str | None:
-    return drivers.driver_of(offer.provider).image_refusal(image)
+def _refusal(offer: Offer, asked: PodSettings) -> tuple[str, str] | None:
+    """Why the offer's provider cannot run this pod (its image, or a port it cannot expose), and the field."""
+    driver = drivers.driver_of(offer.provider)
+    if (refusal := driver.image_refusal(asked.image)) is not None:
+        return refusal, "image"
+    if (refusal := driver.ports_refusal(asked.ports)) is not None:
+        return refusal, "ports"
+    return None

@@ -195,6 +195,10 @@ class Driver(ABC):
         says; by default it is not known (ProviderError), and nothing is shown."""
         raise ProviderError(f"The {self.slug} provider does not say where TCP port {port} is reached.")
 
+    def ports_refusal(self, ports: list[str]) -> str | None:
+        """Why this provider cannot expose these ports ("8888/http", "22/tcp"), or None when it can."""
+        return None
+
     def last_activity(self, provider_instance_id: str) -> datetime | None:
         """When a user last reached the instance other than through the platform (an SSH session), where
         the provider can tell without a slow call; None when it cannot (the pod proxy's requests count

@@ -12,6 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from django.test import Client
 from django.utils import timezone
 
@@ -271,3 +272,16 @@ def test_a_pod_whose_machine_ends_on_its_own_stops_with_its_volume_and_starts_ag
             retried.status_code == 200
             and call(client, alice, "get", f"/pods/{failed_id}").json()["status"] == "running"
         )
+
+
+def test_ssh_on_the_local_provider_without_bubblewrap_is_refused_before_anything_is_made(
+    client: Client, alice: Persona, fleet: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fund(alice.org, 10 * USD)
+    monkeypatch.setattr("fleet.providers.local.driver.bwrap_path", lambda: None)
+    body = {"image": "gpucloud/shell", "gpu_type": "cpu", "region": "local", "ports": ["22/tcp"]}
+    refused = call(client, alice, "post", "/pods", body)
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "ports"
+    assert refused.json()["error"]["message"].startswith("SSH on the local provider needs bubblewrap")
+    assert not Deployment.objects.exists()
+    assert call(client, alice, "post", "/pods", {**body, "ports": ["8080/http"]}).status_code == 201  # no SSH: fine

@@ -139,6 +139,14 @@ class LocalDriver(Driver):
             f"not {image!r}. Choose a GPU cloud or a Kubernetes cluster for other images."
         )
 
+    def ports_refusal(self, ports: list[str]) -> str | None:
+        if "22/tcp" in ports and bwrap_path() is None:  # the SSH server serves shells in the sandbox only
+            return (
+                "SSH on the local provider needs bubblewrap for its sandbox (apt-get install bubblewrap); "
+                "leave out 22/tcp, or ask the operator."
+            )
+        return None
+
     def launch(self, spec: InstanceSpec, offer: Offer) -> ProviderInstance:
         meta = self._meta(spec.instance_id)
         if meta.get("pid") and _alive(int(meta["pid"])):  # launched before (a retried task)

@@ -185,11 +185,11 @@ def instance_check_ready(instance_id: str) -> bool | None:
         return True
     if instance.state not in WAITING_STATES:
         return False
-    if _healthy(instance):
+    if (ready := _ready(instance)) is not None:
         with transaction.atomic():
             instance = _locked(instance_id)
             if instance.state in WAITING_STATES:
-                instance_transition(instance, InstanceState.READY, "Engine healthy.", ready_at=timezone.now())
+                instance_transition(instance, InstanceState.READY, ready, ready_at=timezone.now())
                 workload().owner_refresh(instance)
         return True
     driver = drivers.driver(instance.provider)
@@ -231,11 +231,17 @@ def _last_lines(driver: Driver, provider_instance_id: str) -> list[str]:
         return []
 
 
-def _healthy(instance: Instance) -> bool:
-    """A built-in engine answers GET /health; a container of the owner's own (a pod) is up when its
-    provider says it runs (it may serve nothing over HTTP)."""
+def _ready(instance: Instance) -> str | None:
+    """Why the instance is ready (its event's reason), or None while it is not: a built-in engine answers
+    GET /health; a container of the owner's own (a pod) is up when its provider says it runs (it may
+    serve nothing over HTTP)."""
     if workload().instance_spec(instance).engine == "container":
-        return drivers.driver(instance.provider).status(instance.provider_instance_id).state == ProviderState.RUNNING
+        running = drivers.driver(instance.provider).status(instance.provider_instance_id).state == ProviderState.RUNNING
+        return "Running at its provider." if running else None
+    return "Engine healthy." if _healthy(instance) else None
+
+
+def _healthy(instance: Instance) -> bool:
     if not instance.endpoint_url:  # some providers assign the address after the launch call returns
         try:
             instance.endpoint_url = drivers.driver(instance.provider).endpoint(instance.provider_instance_id)

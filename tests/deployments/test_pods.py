@@ -23,7 +23,7 @@ from accounts.services import ssh_key_add
 from billing.invariants import ledger_violations
 from billing.models import Service, UsageMeter
 from catalog.models import Provider
-from deployments.models import Deployment, Pod, Volume
+from deployments.models import Deployment, DeploymentEvent, Pod, Volume
 from fleet.models import Instance
 from fleet.reconciler import fleet_reconcile
 from tests.support import sim_cloud
@@ -84,6 +84,9 @@ def test_a_local_pod_runs_stops_keeping_its_volume_starts_again_and_terminates(
     assert call(client, bob, "get", f"/pods/{pod_id}").json()["connect"]["proxy_token"] is None  # viewers: no key
     assert diary(volumes_dir, volume_id) == ["started"]
     assert UsageMeter.objects.get(meter_key=shown["machine"]["id"]).service == Service.POD
+    assert DeploymentEvent.objects.filter(
+        instance_id=shown["machine"]["id"], reason="Running at its provider."
+    ).exists()
     sessions = UsageMeter.objects.filter(meter_key__startswith=f"{volume_id}:").order_by("started_at", "meter_key")
     assert [m.hourly_price_micros for m in sessions] == [5 * 274, 5 * 137]  # idle until the pod ran, then running
 

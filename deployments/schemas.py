@@ -575,3 +575,39 @@ class TemplateOut(Schema):
         description="Variables its command reads, made for each pod (a random token) unless the pod's env sets them"
     )
     created_at: datetime | None = Field(description="None for a built-in")
+
+
+# --- the marketplace (GET /offers) ---------------------------------------------------------
+
+
+class OfferReliabilityOut(Schema):
+    launch_success_rate: float | None = Field(
+        description="Launched / (launched + failed before launch) over the provider's instances of this GPU in "
+        "the last 30 days; null when none was tried"
+    )
+    launches_30d: int = Field(description="Instances of this GPU the provider launched in the last 30 days")
+    preemptions_30d: int = Field(description="Of those, spot machines the provider took back")
+
+
+class OfferOut(Schema):
+    id: str = Field(examples=["off_42"])
+    gpu_type: str = Field(description="The catalog's GPU type of one GPU (GET /gpu-types)", examples=["h100"])
+    gpu_count: int
+    vram_gb: int = Field(description="Across the offer's GPUs")
+    region: str
+    cloud_type: str = Field(description="secure or community")
+    spot: bool = Field(description="Interruptible: the provider may take it back at any time")
+    price_per_hour_usd: float = Field(description="What renting it costs per hour")
+    price_per_day_usd: float
+    available: int = Field(description="How many can be launched, as of last_seen_at")
+    reliability: OfferReliabilityOut
+    last_seen_at: datetime
+    provider: str | None = Field(description="The provider's slug when the operator shows providers, else null")
+
+
+class OfferPage(Schema):
+    data: list[OfferOut]
+    total: int = Field(description="Offers matching the filters, on every page")
+    limit: int
+    offset: int
+    has_more: bool

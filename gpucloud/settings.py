@@ -355,6 +355,8 @@ GPUCLOUD_OFFERS_REFRESH_SECONDS = env_int("GPUCLOUD_OFFERS_REFRESH_SECONDS", 60,
 GPUCLOUD_OFFER_MAX_AGE_SECONDS = env_int(
     "GPUCLOUD_OFFER_MAX_AGE_SECONDS", 5 * GPUCLOUD_OFFERS_REFRESH_SECONDS, minimum=GPUCLOUD_OFFERS_REFRESH_SECONDS + 1
 )
+# Whether the marketplace (GET /api/v1/offers) names each offer's provider; hidden by default (null).
+GPUCLOUD_MARKETPLACE_SHOW_PROVIDERS = env_bool("GPUCLOUD_MARKETPLACE_SHOW_PROVIDERS", False)
 # Providers' credentials (a GPU cloud's API key) are stored sealed (gpucloud/core/sealed.py): Fernet
 # keys, comma-separated, the first seals; none set: derived from SECRET_KEY.
 GPUCLOUD_CREDENTIALS_KEYS = env_list("GPUCLOUD_CREDENTIALS_KEY", [])

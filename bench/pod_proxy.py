@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -24,10 +26,30 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import django
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.gateway_bench import PYTHON, Platform, free_port, seed_user
+
+# The platform this bench serves lives in a throwaway directory; Django is set up for it here, before
+# the platform's modules are imported (seed_user migrates it in main).
+VAR_DIR = tempfile.mkdtemp(prefix="pod-proxy-bench-")
+PLATFORM = Platform(var_dir=VAR_DIR, engine="http://127.0.0.1:9")  # no engine: seed_user's deploy is unused
+for _name in ("DATABASE_URL", "REDIS_URL"):  # the servers it starts use the throwaway SQLite; so must it
+    os.environ.pop(_name, None)
+os.environ.update(PLATFORM.env())
+django.setup()
+
+from accounts.models import Organization  # noqa: E402
+from accounts.principal import Principal  # noqa: E402
+from accounts.roles import Role  # noqa: E402
+from deployments.pod_settings import PodSettings  # noqa: E402
+from deployments.pods import pod_create  # noqa: E402
+from fleet import provisioning  # noqa: E402
+from fleet.drivers import driver  # noqa: E402
+from fleet.models import Instance  # noqa: E402
+from tests.support.billing import fund  # noqa: E402
 
 SERVER = """
 import http.server, os
@@ -88,10 +110,10 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--jupyter", action="store_true", help="also JupyterLab's GET /api/status, direct vs proxied")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="pod-proxy-bench-") as var_dir:
-        platform = Platform(var_dir=var_dir, engine="http://127.0.0.1:9")  # no engine: seed_user's deploy is unused
-        seed_user(platform)
-        pod_id, token, direct = running_pod()  # after seed_user: Django is set up
+    platform = PLATFORM
+    try:
+        seed_user(platform)  # migrates the throwaway database and loads the catalog
+        pod_id, token, direct = running_pod()
         port = free_port()
         platform.gateway = f"http://127.0.0.1:{port}"
         platform.start([PYTHON, "-m", "uvicorn", "gpucloud.asgi:application", "--port", str(port),
@@ -105,6 +127,8 @@ def main() -> None:
         finally:
             platform.stop()
             stop_pod(pod_id)
+    finally:
+        shutil.rmtree(VAR_DIR, ignore_errors=True)
     print(json.dumps(figures))
 
 
@@ -162,16 +186,7 @@ def running_pod(
     command: list[str] | None = None,
     probe: Callable[[str, str], str] = lambda url, _pod: f"{url}/16",
 ) -> tuple[str, str, str]:
-    """A local pod (by default serving the echo on 8080): its id, proxy token and its first port's direct
-    URL. Imports here: Django is set up by seed_user first."""
-    from accounts.models import Organization  # noqa: PLC0415
-    from accounts.principal import Principal  # noqa: PLC0415
-    from accounts.roles import Role  # noqa: PLC0415
-    from deployments.pod_settings import PodSettings  # noqa: PLC0415
-    from deployments.pods import pod_create  # noqa: PLC0415
-    from fleet import provisioning  # noqa: PLC0415
-    from fleet.drivers import driver  # noqa: PLC0415
-    from tests.support.billing import fund  # noqa: PLC0415
+    """A local pod (by default serving the echo on 8080): its id, proxy token and its first port's direct URL."""
 
     org = Organization.objects.get(name="Bench")
     owner = Principal(user=org.memberships.get().user, org=org, role=Role.OWNER)
@@ -198,9 +213,6 @@ def running_pod(
 
 
 def stop_pod(pod_id: str) -> None:
-    from fleet.drivers import driver  # noqa: PLC0415 - Django is set up by then
-    from fleet.models import Instance  # noqa: PLC0415
-
     for machine in Instance.objects.filter(deployment_id=pod_id).exclude(provider_instance_id=""):
         driver("local").terminate(machine.provider_instance_id)
 

@@ -31,8 +31,3 @@ async def pod_activity_mark(pod_id: str) -> None:
 def pod_last_request(pod_id: str) -> datetime | None:
     stamp = cache.get(_key(pod_id))
     return datetime.fromtimestamp(stamp, UTC) if stamp is not None else None
-
-
-def pod_activity_forget_marks() -> None:
-    """Tests: this process marks the next request again."""
-    _marked.clear()

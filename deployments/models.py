@@ -277,6 +277,10 @@ class Pod(models.Model):
     def __str__(self) -> str:
         return f"{self.deployment_id} ({self.image})"
 
+    def port_numbers(self, protocol: str | None = None) -> list[int]:
+        """Its ports' numbers ("8888/http" -> 8888), of one protocol (http, tcp) when given."""
+        return [int(port.split("/")[0]) for port in self.ports if protocol is None or port.endswith(f"/{protocol}")]
+
     @property
     def status(self) -> str:
         """The pod's own vocabulary for its deployment's status: provisioning, running, stopping,

@@ -66,33 +66,28 @@ class SshEndpoint:
         return f"ssh -p {self.port} {self.user}@{self.host}"
 
 
-def pod_ssh_endpoint(deployment: Deployment) -> SshEndpoint | None:
-    """Where to SSH into the running pod (it exposes 22/tcp, has keys, and its provider says where), else None."""
-    if "22/tcp" not in deployment.pod.ports:
-        return None
-    if not deployment.pod.ssh_public_keys and not ssh_keys_of(deployment.org).exists():
-        return None  # no key lets anyone in (the local image's server stays off without one)
-    found = _endpoints(deployment)
-    return found.ssh if found else None
-
-
-def pod_direct_urls(deployment: Deployment) -> dict[int, str]:
-    """Each HTTP port's address at its provider, where it has one of its own (RunPod's proxy, a public IP
-    and port): the platform's proxy is the way in that works everywhere; this one skips it."""
-    found = _endpoints(deployment)
-    return found.direct if found else {}
-
-
 @dataclass(frozen=True)
-class _Endpoints:
+class PodAddresses:
+    """Where the running pod is reached past the platform's proxy: SSH (it exposes 22/tcp, some key
+    lets someone in, and its provider says where) and each HTTP port's own address at its provider
+    (RunPod's proxy, a public IP and port): the platform's proxy is the way in that works everywhere."""
+
     ssh: SshEndpoint | None
     direct: dict[int, str]
 
 
+NOWHERE = PodAddresses(ssh=None, direct={})
 ENDPOINTS_CACHE_SECONDS = 300  # a machine's addresses do not move: a provider is asked once per machine and 5 min
 
 
-def _endpoints(deployment: Deployment) -> _Endpoints | None:
+def pod_addresses(deployment: Deployment) -> PodAddresses:
+    found = _endpoints(deployment) or NOWHERE
+    if found.ssh is not None and not deployment.pod.ssh_public_keys and not ssh_keys_of(deployment.org).exists():
+        return PodAddresses(ssh=None, direct=found.direct)  # no key lets anyone in (the local image's server is off)
+    return found
+
+
+def _endpoints(deployment: Deployment) -> PodAddresses | None:
     """The running machine's addresses, asked of its provider once and cached (a cloud call per page
     view would make every GET of a pod as slow as the cloud); None while it does not run."""
     machine = deployment.instances.filter(state=InstanceState.READY).order_by("-created_at").first()
@@ -101,7 +96,7 @@ def _endpoints(deployment: Deployment) -> _Endpoints | None:
     key = f"pod-endpoints:{machine.pk}"
     cached = cache.get(key)
     if cached is not None:
-        return cast(_Endpoints, cached)
+        return cast(PodAddresses, cached)
     driver = drivers.driver(machine.provider)
     complete = True
     ssh = None
@@ -112,12 +107,12 @@ def _endpoints(deployment: Deployment) -> _Endpoints | None:
         except ProviderError:
             complete = False
     direct = {}
-    for port in (int(p.split("/")[0]) for p in deployment.pod.ports if p.endswith("/http")):
+    for port in deployment.pod.port_numbers("http"):
         try:
             direct[port] = driver.port_url(machine.provider_instance_id, port)
         except ProviderError:
             complete = False
-    found = _Endpoints(ssh=ssh, direct=direct)
+    found = PodAddresses(ssh=ssh, direct=direct)
     if complete:  # a provider that does not know yet is asked again next time
         cache.set(key, found, ENDPOINTS_CACHE_SECONDS)
     return found

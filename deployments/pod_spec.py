@@ -45,8 +45,8 @@ def pod_instance_spec(instance: Instance, pod: Pod) -> InstanceSpec:
         args=list(pod.args),
         # Where the platform's proxy serves its ports: an app under a prefix (JupyterLab's base_url) needs it.
         env={**pod.env, "GPUCLOUD_POD_ID": deployment.pk, "GPUCLOUD_PROXY_PATH": f"/pods/{deployment.pk}/ports/"},
-        ports=[int(port.split("/")[0]) for port in pod.ports],
-        tcp_ports=[int(port.split("/")[0]) for port in pod.ports if port.endswith("/tcp")],
+        ports=pod.port_numbers(),
+        tcp_ports=pod.port_numbers("tcp"),
         disk_gb=pod.container_disk_gb,
         volume_id=volume.provider_volume_id if volume is not None else None,
         volume_mount_path=pod.volume_mount_path,

@@ -22,7 +22,7 @@ from accounts.roles import CAN_WRITE, role_at_least
 from accounts.ssh_keys import ssh_public_key_parse
 from deployments import pods, selectors
 from deployments.models import Deployment
-from deployments.pod_access import pod_ssh_endpoint
+from deployments.pod_access import pod_addresses
 from deployments.pod_templates import pod_settings_of
 from gpucloud.core.errors import ApiError, NotFound
 from pages.form_urls import get_goes_to
@@ -91,10 +91,10 @@ def pod_page(
         "row": selectors.deployment_row(deployment),
         "machine": instances[-1] if instances else None,
         "env_names": sorted(pod.env),
-        "http_ports": [int(port.split("/")[0]) for port in pod.ports if port.endswith("/http")],
+        "http_ports": pod.port_numbers("http"),
         # JupyterLab opens with its token, for those who may change the pod (the token is a key to it).
         "jupyter_token": pod.env.get("JUPYTER_TOKEN") if role_at_least(principal.role, CAN_WRITE) else None,
-        "ssh": pod_ssh_endpoint(deployment) if pod.status == "running" else None,
+        "ssh": pod_addresses(deployment).ssh if pod.status == "running" else None,
         "own_keys": [ssh_public_key_parse(line) for line in pod.ssh_public_keys],
         "org_keys": account_selectors.ssh_keys_of(principal.org),
         "can_write": role_at_least(principal.role, CAN_WRITE),

@@ -12,7 +12,7 @@ from accounts.auth import api_principal
 from accounts.roles import CAN_READ, CAN_WRITE, role_at_least
 from deployments import pods, schemas, selectors
 from deployments.models import Deployment, Pod
-from deployments.pod_access import pod_direct_urls, pod_ssh_endpoint
+from deployments.pod_access import pod_addresses
 from deployments.pod_settings import NewVolume
 from deployments.pod_templates import pod_settings_of
 from fleet.models import Instance
@@ -58,9 +58,9 @@ def _pod_out(request: HttpRequest, deployment: Deployment) -> dict[str, object]:
 
 def _connect_out(request: HttpRequest, deployment: Deployment) -> dict[str, object]:
     pod = deployment.pod
-    http = [int(port.split("/")[0]) for port in pod.ports if port.endswith("/http")]
     may_change = role_at_least(api_principal(request).role, CAN_WRITE)
-    direct = pod_direct_urls(deployment) if may_change else {}  # an address past the proxy: for members who may use it
+    addresses = pod_addresses(deployment)
+    direct = addresses.direct if may_change else {}  # an address past the proxy: for members who may use it
     return {
         "http": [
             {
@@ -68,10 +68,10 @@ def _connect_out(request: HttpRequest, deployment: Deployment) -> dict[str, obje
                 "url": request.build_absolute_uri(f"/pods/{deployment.pk}/ports/{port}/"),
                 "direct_url": direct.get(port),
             }
-            for port in http
+            for port in pod.port_numbers("http")
         ],
         "proxy_token": pod.proxy_token if may_change else None,
-        "ssh": dataclasses.asdict(ssh) | {"command": ssh.command} if (ssh := pod_ssh_endpoint(deployment)) else None,
+        "ssh": dataclasses.asdict(ssh) | {"command": ssh.command} if (ssh := addresses.ssh) else None,
     }
 
 

@@ -16,6 +16,7 @@ from datetime import timedelta
 from django.db.models import Count, Q
 from django.utils import timezone
 
+from catalog.gpu_units import base_slug
 from catalog.models import GpuType, Offer, Region
 from catalog.selectors import offers_live
 from deployments.models import DeploymentEvent
@@ -57,12 +58,6 @@ class OfferFilters:
     cloud_type: str | None = None
     spot: bool | None = None
     max_price_micros: int | None = None
-
-
-def base_slug(slug: str, count: int) -> str:
-    """The one-GPU slug of `count` GPUs (fleet/providers/cloud/gpus.py gpu_slug writes h100_8)."""
-    suffix = f"_{count}"
-    return slug[: -len(suffix)] if count > 1 and slug.endswith(suffix) else slug
 
 
 def offers_market(filters: OfferFilters, *, sort: str = "price") -> list[MarketOffer]:

@@ -6,16 +6,12 @@ from __future__ import annotations
 from django.db import transaction
 
 from accounts.selectors import ssh_keys_of
-from catalog.models import CloudType, GpuType
+from catalog.gpu_units import offer_slug
+from catalog.models import CloudType
 from deployments.lifecycle import deployment_transition
 from deployments.models import Deployment, DeploymentStatus, Pod, VolumeStatus
 from fleet.models import Instance
 from fleet.providers.base import InstanceSpec, ProviderError, Tier
-
-
-def offer_slug(gpu: GpuType, count: int) -> str:
-    """The catalog's unit for `count` of `gpu` (offers name 8 H100s `h100_8`)."""
-    return gpu.slug if count == 1 else f"{gpu.slug}_{count}"
 
 
 def pod_instance_spec(instance: Instance, pod: Pod) -> InstanceSpec:
@@ -35,7 +31,7 @@ def pod_instance_spec(instance: Instance, pod: Pod) -> InstanceSpec:
         model={},
         served_model_name="",
         api_key=instance.api_key,
-        gpu_type=offer_slug(deployment.gpu_type, pod.gpu_count),
+        gpu_type=offer_slug(deployment.gpu_type.slug, pod.gpu_count),
         gpu_count=pod.gpu_count,
         region=deployment.region_id,
         spot=deployment.spot,

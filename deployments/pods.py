@@ -19,13 +19,13 @@ from accounts.principal import Principal
 from accounts.roles import CAN_WRITE
 from accounts.ssh_keys import ssh_public_key_parse
 from billing.policy import launch_check
+from catalog.gpu_units import offer_slug
 from catalog.models import GpuType, Offer, Region
 from catalog.selectors import offers_for
 from deployments.lifecycle import deployment_transition
 from deployments.models import Deployment, DeploymentKind, DeploymentStatus, Pod, Volume, VolumeStatus
 from deployments.pod_activity import pod_last_request
 from deployments.pod_settings import PodSettings, pod_settings_check
-from deployments.pod_spec import offer_slug
 from deployments.services import NoCapacity, deployment_delete, instance_add
 from deployments.volumes import volume_create, volume_delete
 from fleet import drivers
@@ -68,7 +68,7 @@ def pod_create(*, principal: Principal, asked: PodSettings) -> Deployment:
         if asked.new_volume is not None:
             volume = volume_create(
                 principal=principal, name=asked.new_volume.name or f"{deployment.name} volume",
-                size_gb=asked.new_volume.size_gb, region=region, gpu_type=offer_slug(gpu, asked.gpu_count),
+                size_gb=asked.new_volume.size_gb, region=region, gpu_type=offer_slug(gpu.slug, asked.gpu_count),
             )  # fmt: skip
             if volume.provider != offer.provider_id:  # placed with the cheapest keeper: the pod runs there
                 offer = _offer(asked, gpu=gpu, region=region, provider=volume.provider)
@@ -216,7 +216,7 @@ def _in_use_elsewhere(volume: Volume, deployment: Deployment | None) -> bool:
 def _offer(asked: PodSettings, *, gpu: GpuType, region: str, provider: str | None) -> Offer:
     """The cheapest offer with capacity on the asked terms (on `provider` where the volume lives) whose
     provider can run the image; 409 naming what is missing."""
-    slug = offer_slug(gpu, asked.gpu_count)
+    slug = offer_slug(gpu.slug, asked.gpu_count)
     offers = offers_for(gpu_type=slug, region=region, spot=asked.spot, cloud_type=asked.cloud_type)
     what = f"{'spot ' if asked.spot else ''}{asked.gpu_count}x {gpu.name} in {region}"
     if provider is not None:

@@ -12,11 +12,11 @@ from django.conf import settings
 from django.http import QueryDict
 
 from accounts.models import Organization
+from catalog.gpu_units import offer_slug
 from catalog.models import CloudType, GpuType, Region
 from catalog.selectors import offers_live
 from deployments.models import Volume, VolumeStatus
 from deployments.pod_settings import GPU_COUNTS, NewVolume, PodSettings
-from deployments.pod_spec import offer_slug
 from deployments.pod_templates import PodTemplate
 from deployments.selectors import templates_of, volumes_of
 from gpucloud.core.errors import InvalidRequest
@@ -159,7 +159,7 @@ class PriceTable:
 def price_table() -> PriceTable:
     """In three queries: the GPU types (one GPU each: counts are the form's), the live offers, the regions."""
     gpus = [g for g in GpuType.objects.all() if g.gpu_count <= 1]
-    unit = {offer_slug(g, count): (g.slug, count) for g in gpus for count in GPU_COUNTS}
+    unit = {offer_slug(g.slug, count): (g.slug, count) for g in gpus for count in GPU_COUNTS}
     rows = [
         OfferPrice(*unit[o.gpu_type], region=o.region, tier=o.tier, spot=o.spot, price=o.price_per_hour_micros,
                    available=o.available)

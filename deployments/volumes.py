@@ -185,9 +185,8 @@ def volume_rate_follow(volume_id: str, *, running: bool, at: datetime) -> None:
     with transaction.atomic():
         volume = Volume.objects.select_for_update().get(pk=volume_id)
         price = _price(volume.size_gb, running=running)
-        if volume.status not in (VolumeStatus.AVAILABLE, VolumeStatus.RESIZING) or price == volume.hourly_price_micros:
-            return
-        if not volume.provider_volume_id:
+        made = volume.status in (VolumeStatus.AVAILABLE, VolumeStatus.RESIZING) and volume.provider_volume_id
+        if not made or price == volume.hourly_price_micros:
             return
         _meter_stop(volume, at)
         volume.hourly_price_micros, volume.meter_sessions = price, volume.meter_sessions + 1

@@ -71,6 +71,11 @@ class Deployment(models.Model):
         max_length=10, choices=CloudType.choices, default=CloudType.ANY,
         help_text="The tiers its replicas may run on (secure, community, or the cheapest of either)",
     )  # fmt: skip
+    provider = models.CharField(
+        max_length=40, blank=True,
+        help_text="Launch on this provider's offers only (rented from the marketplace: POST /offers/{id}/rent); "
+        "blank: any provider's, cheapest first",
+    )  # fmt: skip
     concurrency_limit = models.PositiveIntegerField(
         null=True, blank=True, help_text="Requests in flight at once through the gateway; more get 429"
     )

@@ -36,6 +36,7 @@ def pod_instance_spec(instance: Instance, pod: Pod) -> InstanceSpec:
         region=deployment.region_id,
         spot=deployment.spot,
         tier=None if deployment.cloud_type == CloudType.ANY else Tier(deployment.cloud_type),
+        provider=deployment.provider or None,
         image=pod.image,
         command=list(pod.command) or None,
         args=list(pod.args),

@@ -38,11 +38,15 @@ from gpucloud.core.ids import new_pod_id
 from gpucloud.core.jobs import enqueue
 
 
-def pod_create(*, principal: Principal, asked: PodSettings) -> Deployment:
+def pod_create(*, principal: Principal, asked: PodSettings, offer: Offer | None = None) -> Deployment:
     """Check everything, choose the offer (where the volume lives, when it has one), hold the first
-    minute and launch after commit."""
+    minute and launch after commit. With `offer` (a marketplace rent, deployments/rent.py: `asked` has
+    its GPU type, count, region, tier and spot-ness) the pod runs on that offer, at its provider only."""
     principal.require(CAN_WRITE, "creating pods")
     pod_settings_check(asked)
+    rented = offer is not None
+    if rented:
+        pod_rentable_check(asked)
     gpu = GpuType.objects.filter(slug=asked.gpu_type).first()
     if gpu is None:
         raise NotFound(f"No GPU type {asked.gpu_type!r}; see GET /api/v1/gpu-types.", param="gpu_type")
@@ -56,14 +60,17 @@ def pod_create(*, principal: Principal, asked: PodSettings) -> Deployment:
         raise NotFound(f"No region {region!r}; see GET /api/v1/regions.", param="region")
     if volume is not None and volume.region_id != region:
         raise InvalidRequest(f"Volume {volume.pk} lives in {volume.region_id}; the pod must run there.", param="region")
-    offer = _offer(asked, gpu=gpu, region=region, provider=volume.provider if volume else None)
+    if offer is None:
+        offer = _offer(asked, gpu=gpu, region=region, provider=volume.provider if volume else None)
+    elif (refusal := pod_offer_refusal(offer, asked)) is not None:
+        raise InvalidRequest(refusal[0], param=refusal[1])
     launch_check(principal.org)
     with transaction.atomic():
         deployment = Deployment.objects.create(
             id=new_pod_id(), org=principal.org, name=asked.name.strip()[:100] or asked.image[:100],
             kind=DeploymentKind.POD, gpu_type=gpu, region_id=region, desired_replicas=1, min_replicas=1,
             max_replicas=1, hourly_price_micros=offer.price_per_hour_micros, spot=asked.spot,
-            cloud_type=asked.cloud_type, created_by=principal.user,
+            cloud_type=asked.cloud_type, created_by=principal.user, provider=offer.provider_id if rented else "",
         )  # fmt: skip
         if asked.new_volume is not None:
             volume = volume_create(
@@ -113,7 +120,9 @@ def pod_start(*, principal: Principal, deployment: Deployment) -> Deployment:
     )  # fmt: skip
     if pod.volume is not None and _in_use_elsewhere(pod.volume, deployment):
         raise Conflict(f"Volume {pod.volume_id} is in use by another pod; stop that one first.")
-    offer = _offer(asked, gpu=gpu, region=deployment.region_id, provider=pod.volume.provider if pod.volume else None)
+    # A rented pod starts where it was rented (its provider); one with a volume, where the volume lives.
+    provider = deployment.provider or (pod.volume.provider if pod.volume else None)
+    offer = _offer(asked, gpu=gpu, region=deployment.region_id, provider=provider)
     launch_check(deployment.org)
     with transaction.atomic():
         deployment = Deployment.objects.select_for_update().get(pk=deployment.pk)
@@ -184,6 +193,18 @@ def _pod_end_idle(deployment_id: str, reason: str) -> None:
             enqueue("fleet.tasks.instance_terminate_task", instance.pk)
 
 
+def pod_rentable_check(asked: PodSettings) -> None:
+    """400 for what a pod rented on one offer cannot have: a volume, which lives with one provider in
+    one region (a new one is placed with the cheapest keeper, an existing one may be anywhere), while a
+    rent may fall over to another provider or region (deployments/rent.py)."""
+    if asked.volume_id or asked.new_volume:
+        raise InvalidRequest(
+            'A rented pod runs on its container disk only: leave out volume and volume_id ("volume": null drops '
+            "a template's), or create the pod with POST /pods to keep a volume.",
+            param="volume_id" if asked.volume_id else "volume",
+        )
+
+
 def _idle_minutes(asked: PodSettings) -> int | None:
     """What the pod asked (0: never), else the default: spot pods end after the operator's idle time."""
     if asked.idle_timeout_minutes is not None:
@@ -227,7 +248,7 @@ def _offer(asked: PodSettings, *, gpu: GpuType, region: str, provider: str | Non
         what += f" at ${asked.max_price_micros / 1e6:.2f}/h or less"
     if not offers:
         raise NoCapacity(f"No provider offers {what}.", param="gpu_type")
-    refusals = [_refusal(o, asked) for o in offers]
+    refusals = [pod_offer_refusal(o, asked) for o in offers]
     runnable = [o for o, refusal in zip(offers, refusals, strict=True) if refusal is None]
     if not runnable:
         message, param = refusals[0] or ("", "image")
@@ -238,7 +259,7 @@ def _offer(asked: PodSettings, *, gpu: GpuType, region: str, provider: str | Non
     return with_capacity[0]
 
 
-def _refusal(offer: Offer, asked: PodSettings) -> tuple[str, str] | None:
+def pod_offer_refusal(offer: Offer, asked: PodSettings) -> tuple[str, str] | None:
     """Why the offer's provider cannot run this pod (its image, or a port it cannot expose), and the field."""
     driver = drivers.driver_of(offer.provider)
     if (refusal := driver.image_refusal(asked.image)) is not None:

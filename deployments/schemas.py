@@ -405,7 +405,9 @@ class ContainerSettingsIn(BodyIn):
     args: list[str] = Field(default_factory=list, description="Its arguments", json_schema_extra={"maxItems": 64})
 
 
-class PodCreateIn(ContainerSettingsIn):
+class PodRentIn(ContainerSettingsIn):
+    """What a pod runs, without where: POST /offers/{id}/rent takes these (the offer decides the rest)."""
+
     template: str | None = Field(
         None,
         max_length=60,
@@ -424,6 +426,21 @@ class PodCreateIn(ContainerSettingsIn):
         "only (400 for others where only it offers the GPU)",
         examples=["gpucloud/shell", "runpod/pytorch:2.4.0-py3.11-cuda12.4.1-devel-ubuntu22.04"],
     )
+    idle_timeout_minutes: int | None = Field(
+        None,
+        description="Terminate it (its volume kept) after this many minutes without activity (requests through "
+        "the platform's proxy, SSH sessions where the provider tells): 0 never, else 5 to 10080 (400 otherwise). "
+        "Default: spot pods 15 (GPUCLOUD_POD_SPOT_IDLE_MINUTES), on-demand pods never",
+    )
+    ssh_public_keys: list[str] = Field(
+        default_factory=list, description="OpenSSH public keys allowed to SSH in, besides the account's saved ones",
+        json_schema_extra={"maxItems": 20},
+    )  # fmt: skip
+
+
+class PodCreateIn(PodRentIn):
+    """A pod: what it runs and where (POST /pods)."""
+
     gpu_type: str = Field(description="A GPU type (GET /gpu-types; 404 for none)", examples=["cpu", "h100"])
     gpu_count: int = Field(1, description="GPUs in the pod", json_schema_extra={"enum": [1, 2, 4, 8]})
     region: str | None = Field(
@@ -447,16 +464,6 @@ class PodCreateIn(ContainerSettingsIn):
     volume_id: str | None = Field(
         None, description="An existing volume of yours (404 for none; 409 while another pod runs on it)"
     )
-    idle_timeout_minutes: int | None = Field(
-        None,
-        description="Terminate it (its volume kept) after this many minutes without activity (requests through "
-        "the platform's proxy, SSH sessions where the provider tells): 0 never, else 5 to 10080 (400 otherwise). "
-        "Default: spot pods 15 (GPUCLOUD_POD_SPOT_IDLE_MINUTES), on-demand pods never",
-    )
-    ssh_public_keys: list[str] = Field(
-        default_factory=list, description="OpenSSH public keys allowed to SSH in, besides the account's saved ones",
-        json_schema_extra={"maxItems": 20},
-    )  # fmt: skip
 
 
 class PodVolumeOut(Schema):
@@ -611,3 +618,49 @@ class OfferPage(Schema):
     limit: int
     offset: int
     has_more: bool
+
+
+class ModelRentIn(BodyIn):
+    model_id: str = Field(description="A catalog model (GET /models; 404 for none)", examples=["smollm2-135m-instruct"])
+    name: str = Field("", max_length=100, description="Default: the model's slug")
+
+
+class OfferRentIn(BodyIn):
+    pod: PodRentIn | None = Field(
+        None,
+        description="Rent it as a pod: POST /pods's body without gpu_type, gpu_count, region, cloud_type, spot, "
+        "max_price_per_hour_usd (the offer and the ceiling decide those), volume and volume_id (a rented pod runs "
+        "on its container disk; a template's suggested volume is left out). Exactly one of pod and model (400)",
+    )
+    model: ModelRentIn | None = Field(
+        None, description="Rent it as a model deployment of one replica. Exactly one of pod and model (400)"
+    )
+    max_price_per_hour_usd: float | None = Field(
+        None,
+        gt=0,
+        allow_inf_nan=False,
+        description="The most per hour you accept, for the offer or a fallover (422 unless above 0). Default: the "
+        "offer's own price. A spot pod keeps it as its ceiling",
+    )
+
+
+class RentSkippedOut(Schema):
+    offer_id: str = Field(examples=["off_42"])
+    reason: str = Field(examples=["out of capacity"])
+
+
+class OfferRentOut(Schema):
+    kind: str = Field(description="pod or model", json_schema_extra={"enum": ["pod", "model"]})
+    id: str = Field(description="The pod's or the deployment's id", examples=["pod_4f2a9c"])
+    url: str = Field(description="Its API URL (GET /pods/{id} or GET /deployments/{id})")
+    offer_id: str = Field(description="The offer it runs on: the one asked for, or its fallover")
+    requested_offer_id: str
+    tried: list[RentSkippedOut] = Field(description="The offers skipped before offer_id, in order, with why")
+    billing: str = Field(
+        description="spot (interruptible) or on_demand, as the offer is",
+        json_schema_extra={"enum": ["spot", "on_demand"]},
+    )
+    price_per_hour_usd: float = Field(description="What it costs per hour: offer_id's price")
+    max_price_per_hour_usd: float = Field(description="The ceiling: the body's, else the asked offer's price")
+    pod: PodOut | None = Field(description="The pod, when kind is pod")
+    deployment: DeploymentOut | None = Field(description="The deployment, when kind is model")

@@ -16,7 +16,7 @@ from billing.holds import hold_open
 from billing.metering import cost_micros
 from billing.models import Service
 from billing.policy import launch_check
-from catalog.models import CatalogModel, CloudType, GpuType, Preset, Region
+from catalog.models import CatalogModel, CloudType, GpuType, Offer, Preset, Region
 from catalog.selectors import offers_for
 from deployments.lifecycle import deployment_transition
 from deployments.live import deployment_changed_on_commit
@@ -50,12 +50,15 @@ def deployment_create(
     serverless: Serverless | None = None,
     spot: bool = False,
     cloud_type: str = CloudType.ANY,
+    offer: Offer | None = None,
 ) -> Deployment:
     """Validate, check credit, hold the first minute per replica, and provision after commit.
     Every refusal raises before anything is written or launched. A preset brings its engine
     configuration and must run on its own GPU class. A serverless endpoint scales to zero when idle
     (and with `start_cold` launches nothing until its first request). Replicas run only on the kind
-    (spot or on-demand) and the tiers (`CloudType`) asked for."""
+    (spot or on-demand) and the tiers (`CloudType`) asked for. With `offer` (a marketplace rent,
+    deployments/rent.py: `gpu_type`, `region`, `spot` and `cloud_type` are its terms) they run on that
+    offer, at its provider only."""
     principal.require(CAN_WRITE, "creating deployments")
     if cloud_type not in CloudType.values:
         raise InvalidRequest(f"cloud_type must be one of {', '.join(CloudType.values)}.", param="cloud_type")
@@ -76,7 +79,9 @@ def deployment_create(
         raise NotFound(f"No region {region!r}; see GET /api/v1/regions.", param="region")
     if not 1 <= replicas <= settings.GPUCLOUD_MAX_REPLICAS:
         raise InvalidRequest(f"replicas must be between 1 and {settings.GPUCLOUD_MAX_REPLICAS}.", param="replicas")
-    offers = offers_for(gpu_type=gpu.slug, region=region, spot=spot, cloud_type=cloud_type)
+    offers = (
+        [offer] if offer is not None else offers_for(gpu_type=gpu.slug, region=region, spot=spot, cloud_type=cloud_type)
+    )
     kind = ("spot " if spot else "") + ("" if cloud_type == CloudType.ANY else f"{cloud_type}-cloud ")
     if not offers:  # the fleet's state, not the request's fault: an operator may connect a provider
         raise NoCapacity(f"No provider offers {kind}{gpu.name} in {region}.", param="region")
@@ -108,6 +113,7 @@ def deployment_create(
             spot=spot,
             cloud_type=cloud_type,
             created_by=principal.user,
+            provider=offer.provider_id if offer is not None else "",
         )
         if cold:
             deployment_transition(

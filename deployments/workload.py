@@ -39,6 +39,7 @@ class DeploymentWorkload(Workload):
             region=deployment.region_id,
             spot=deployment.spot,
             tier=None if deployment.cloud_type == CloudType.ANY else Tier(deployment.cloud_type),
+            provider=deployment.provider or None,
             # A preset's engine configuration (dtype, batch size, quantization) overrides the model's.
             engine_args={**model.engine_args, **(preset.engine_config if preset else {})},
         )

@@ -46,8 +46,9 @@ def _locked(instance_id: str) -> Instance:
 
 
 def instance_provision(instance_id: str) -> str:
-    """Launch on the cheapest offer with capacity; returns 'launched', 'waiting', 'failed' or 'skipped'.
-    Raises ProviderError for retryable provider failures (the task retries with backoff)."""
+    """Launch on the cheapest offer with capacity (of the spec's provider, when it names one); returns
+    'launched', 'waiting', 'failed' or 'skipped'. Raises ProviderError for retryable provider failures
+    (the task retries with backoff)."""
     with transaction.atomic():
         instance = _locked(instance_id)
         if instance.state not in PRE_LAUNCH_STATES:
@@ -55,10 +56,11 @@ def instance_provision(instance_id: str) -> str:
         instance.launch_attempts += 1
         instance.save(update_fields=["launch_attempts"])
     spec = workload().instance_spec(instance)
-    # The stored offers of the kind and tier asked for, full ones too: their availability may be stale,
-    # the provider has the last word.
+    # The stored offers of the kind and tier asked for (of the one provider a marketplace rent chose),
+    # full ones too: their availability may be stale, the provider has the last word.
     tiers = spec.tier or CloudType.ANY
-    for offer in offers_for(gpu_type=spec.gpu_type, region=spec.region, spot=spec.spot, cloud_type=tiers):
+    offers = offers_for(gpu_type=spec.gpu_type, region=spec.region, spot=spec.spot, cloud_type=tiers)
+    for offer in (o for o in offers if spec.provider in (None, o.provider_id)):
         try:
             launched = _launch_on(offer, spec)
         except ProviderError as exc:

@@ -25,7 +25,7 @@ from gpucloud.core.money import MICROS_PER_USD
 router = Router(tags=["deployments"])
 
 
-def _deployment_out(request: HttpRequest, deployment: Deployment) -> dict[str, object]:
+def deployment_out(request: HttpRequest, deployment: Deployment) -> dict[str, object]:
     instances = list(selectors.instances_of(deployment))
     row = selectors.deployment_row(deployment)  # what bills now, runtime and cost: the pages' figures
     live = [i for i in instances if i.state not in (InstanceState.TERMINATED, InstanceState.FAILED)]
@@ -124,7 +124,7 @@ def deployments_create(request: HttpRequest, payload: schemas.DeploymentCreateIn
         spot=payload.spot,
         cloud_type=payload.cloud_type,
     )
-    return Status(201, _deployment_out(request, deployment))
+    return Status(201, deployment_out(request, deployment))
 
 
 @router.get("/deployments", response=list[schemas.DeploymentOut], summary="Your deployments")
@@ -132,12 +132,12 @@ def deployments_list(request: HttpRequest) -> list[dict[str, object]]:
     principal = api_principal(request)
     principal.require(CAN_READ, "listing deployments")
     deployments = selectors.deployments_of(principal.org).exclude(kind=DeploymentKind.POD)  # /pods lists those
-    return [_deployment_out(request, d) for d in deployments]
+    return [deployment_out(request, d) for d in deployments]
 
 
 @router.get("/deployments/{deployment_id}", response=schemas.DeploymentOut, summary="One deployment")
 def deployments_get(request: HttpRequest, deployment_id: str) -> dict[str, object]:
-    return _deployment_out(request, selectors.deployment_get_for_org(api_principal(request).org, deployment_id))
+    return deployment_out(request, selectors.deployment_get_for_org(api_principal(request).org, deployment_id))
 
 
 @router.delete("/deployments/{deployment_id}", response=schemas.DeploymentOut, summary="Tear down a deployment")
@@ -145,7 +145,7 @@ def deployments_get(request: HttpRequest, deployment_id: str) -> dict[str, objec
 def deployments_delete(request: HttpRequest, deployment_id: str) -> dict[str, object]:
     principal = api_principal(request)
     deployment = selectors.deployment_get_for_org(principal.org, deployment_id)
-    return _deployment_out(request, services.deployment_delete(principal=principal, deployment=deployment))
+    return deployment_out(request, services.deployment_delete(principal=principal, deployment=deployment))
 
 
 @router.get("/deployments/{deployment_id}/events", response=list[schemas.DeploymentEventOut], summary="Status history")
@@ -339,7 +339,7 @@ def deployments_preset_set(request: HttpRequest, deployment_id: str, payload: sc
     principal = api_principal(request)
     deployment = selectors.deployment_get_for_org(principal.org, deployment_id)
     changed = preset_rollout.deployment_preset_set(principal=principal, deployment=deployment, preset=payload.preset)
-    return _deployment_out(request, changed)
+    return deployment_out(request, changed)
 
 
 @router.get("/deployments/{deployment_id}/sla", response=schemas.SlaOut, summary="SLA targets and breaches")

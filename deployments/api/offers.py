@@ -1,4 +1,5 @@
-"""REST endpoint of the GPU marketplace (issue 18, reference/001): GET /api/v1/offers."""
+"""REST endpoints of the GPU marketplace (issue 18, reference/001): GET /api/v1/offers and
+POST /api/v1/offers/{id}/rent."""
 
 from __future__ import annotations
 
@@ -6,14 +7,18 @@ from typing import Annotated
 
 from django.conf import settings
 from django.http import HttpRequest
-from ninja import Router
+from ninja import Router, Status
 from pydantic import Field
 
 from accounts.auth import api_principal
 from accounts.roles import CAN_READ
 from catalog.models import OfferTier
-from deployments import marketplace, schemas
+from deployments import marketplace, rent, schemas, selectors
+from deployments.api.deployments import deployment_out
+from deployments.api.pods import pod_out
 from deployments.marketplace import MarketOffer, OfferFilters
+from deployments.models import DeploymentKind
+from deployments.pod_templates import pod_settings_of
 from gpucloud.core.errors import InvalidRequest, answers
 from gpucloud.core.money import MICROS_PER_USD
 
@@ -112,3 +117,73 @@ def offers_list(
     page = rows[offset : offset + limit]
     return {"data": [_offer_out(r) for r in page], "total": len(rows), "limit": limit, "offset": offset,
             "has_more": offset + len(page) < len(rows)}  # fmt: skip
+
+
+RENT_DESCRIPTION = """Rent the offer in one call, as a pod (`pod`: POST /pods's body without where it runs) or \
+a model deployment of one replica (`model`: `model_id` and an optional `name`); exactly one of them (400 \
+otherwise). It is a pod or deployment like any other: its first minute is held from your balance (402 when \
+the credit is short, as a create answers), it launches after the answer on the offer's provider only, and it \
+bills at `price_per_hour_usd` from then. The answer echoes `billing` (`spot` or `on_demand`, as the offer \
+is) and the ceiling `max_price_per_hour_usd` (the body's, else the offer's own price).
+
+Fallover: when the offer is gone (not listed lately), over the ceiling, out of capacity (`available` 0), or \
+its provider cannot run the pod (its image or ports), the next *matching* offer is used: the same GPU type and \
+count, spot-ness and cloud type, any provider and any region, with capacity, at or under the ceiling, \
+cheapest first (then most available). `offer_id` is the one used, `requested_offer_id` the one asked, and \
+`tried` each offer skipped with why. None left: 409 `no_capacity` naming them, and nothing is created or \
+charged.
+
+404 for an id that is not `off_<number>`, that never existed, or whose offer is gone and no longer stored (a \
+refresh deletes what its provider stops listing: list offers again), and for an unknown model or template. \
+400 for settings a pod cannot have (with the field in `error.param`), a model on an offer whose GPU type the \
+catalog does not deploy models on, or a model too big for the GPU. 422 for a ceiling not above 0 or a body \
+its schema refuses."""
+
+
+@router.post(
+    "/offers/{offer_id}/rent",
+    response={201: schemas.OfferRentOut},
+    summary="Rent an offer: a pod or a model deployment on it, in one call",
+    description=RENT_DESCRIPTION,
+)
+@answers(400, 402, 404, 409)
+def offers_rent(request: HttpRequest, offer_id: str, payload: schemas.OfferRentIn) -> Status[dict[str, object]]:
+    principal = api_principal(request)
+    if (payload.pod is None) == (payload.model is None):
+        raise InvalidRequest("Say what to rent it as: exactly one of pod and model.", param="pod")
+    requested = rent.rent_offer_get(offer_id)
+    ceiling = rent.rent_ceiling(requested, payload.max_price_per_hour_usd)
+    if payload.pod is not None:
+        pod = payload.pod
+        template = (
+            selectors.template_get_for_org(principal.org, pod.template, param="pod.template") if pod.template else None
+        )
+        given = {name: getattr(pod, name) for name in pod.model_fields_set - {"template"}}
+        # A rented pod has no volume (deployments/rent.py): a template's suggested one is left out.
+        asked = pod_settings_of(template, given | rent.pod_terms(requested, ceiling) | {"new_volume": None})
+        rental = rent.offer_rent_pod(principal=principal, requested=requested, asked=asked, ceiling_micros=ceiling)
+    else:
+        assert payload.model is not None
+        rental = rent.offer_rent_model(
+            principal=principal, requested=requested, model_id=payload.model.model_id, name=payload.model.name,
+            ceiling_micros=ceiling,
+        )  # fmt: skip
+    return Status(201, _rental_out(request, rental))
+
+
+def _rental_out(request: HttpRequest, rental: rent.Rental) -> dict[str, object]:
+    deployment, is_pod = rental.deployment, rental.deployment.kind == DeploymentKind.POD
+    path = f"/api/v1/{'pods' if is_pod else 'deployments'}/{deployment.pk}"
+    return {
+        "kind": "pod" if is_pod else "model",
+        "id": deployment.pk,
+        "url": request.build_absolute_uri(path),
+        "offer_id": rent.offer_public_id(rental.offer),
+        "requested_offer_id": rent.offer_public_id(rental.requested),
+        "tried": [{"offer_id": s.offer_id, "reason": s.reason} for s in rental.tried],
+        "billing": "spot" if rental.offer.spot else "on_demand",
+        "price_per_hour_usd": rental.offer.price_per_hour_micros / MICROS_PER_USD,
+        "max_price_per_hour_usd": rental.ceiling_micros / MICROS_PER_USD,
+        "pod": pod_out(request, selectors.pod_get_for_org(deployment.org, deployment.pk)) if is_pod else None,
+        "deployment": None if is_pod else deployment_out(request, deployment),
+    }

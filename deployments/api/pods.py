@@ -22,7 +22,7 @@ from gpucloud.core.money import MICROS_PER_USD
 router = Router(tags=["pods"])
 
 
-def _pod_out(request: HttpRequest, deployment: Deployment) -> dict[str, object]:
+def pod_out(request: HttpRequest, deployment: Deployment) -> dict[str, object]:
     pod = deployment.pod
     row = selectors.deployment_row(deployment)
     machine = deployment.instances.order_by("-created_at", "-pk").first()
@@ -101,7 +101,7 @@ def _machine_out(machine: Instance) -> dict[str, object]:
 def pods_list(request: HttpRequest) -> list[dict[str, object]]:
     principal = api_principal(request)
     principal.require(CAN_READ, "listing pods")
-    return [_pod_out(request, d) for d in selectors.pods_of(principal.org)]
+    return [pod_out(request, d) for d in selectors.pods_of(principal.org)]
 
 
 @router.post(
@@ -121,7 +121,7 @@ def pods_create(request: HttpRequest, payload: schemas.PodCreateIn) -> Status[di
         selectors.template_get_for_org(principal.org, payload.template, param="template") if payload.template else None
     )
     deployment = pods.pod_create(principal=principal, asked=pod_settings_of(template, _given(payload)))
-    return Status(201, _pod_out(request, selectors.pod_get_for_org(deployment.org, deployment.pk)))
+    return Status(201, pod_out(request, selectors.pod_get_for_org(deployment.org, deployment.pk)))
 
 
 def _given(payload: schemas.PodCreateIn) -> dict[str, Any]:
@@ -140,7 +140,7 @@ def _given(payload: schemas.PodCreateIn) -> dict[str, Any]:
 def pods_get(request: HttpRequest, pod_id: str) -> dict[str, object]:
     principal = api_principal(request)
     principal.require(CAN_READ, "reading pods")
-    return _pod_out(request, selectors.pod_get_for_org(principal.org, pod_id))
+    return pod_out(request, selectors.pod_get_for_org(principal.org, pod_id))
 
 
 @router.post(
@@ -155,7 +155,7 @@ def pods_stop(request: HttpRequest, pod_id: str) -> dict[str, object]:
     principal = api_principal(request)
     deployment = selectors.pod_get_for_org(principal.org, pod_id)
     pods.pod_stop(principal=principal, deployment=deployment)
-    return _pod_out(request, selectors.pod_get_for_org(principal.org, pod_id))
+    return pod_out(request, selectors.pod_get_for_org(principal.org, pod_id))
 
 
 @router.post(
@@ -171,7 +171,7 @@ def pods_start(request: HttpRequest, pod_id: str) -> dict[str, object]:
     principal = api_principal(request)
     deployment = selectors.pod_get_for_org(principal.org, pod_id)
     pods.pod_start(principal=principal, deployment=deployment)
-    return _pod_out(request, selectors.pod_get_for_org(principal.org, pod_id))
+    return pod_out(request, selectors.pod_get_for_org(principal.org, pod_id))
 
 
 @router.delete(
@@ -186,4 +186,4 @@ def pods_terminate(request: HttpRequest, pod_id: str, delete_volume: bool = Fals
     principal = api_principal(request)
     deployment = selectors.pod_get_for_org(principal.org, pod_id)
     pods.pod_terminate(principal=principal, deployment=deployment, delete_volume=delete_volume)
-    return _pod_out(request, selectors.pod_get_for_org(principal.org, pod_id))
+    return pod_out(request, selectors.pod_get_for_org(principal.org, pod_id))

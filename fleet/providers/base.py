@@ -81,6 +81,7 @@ class InstanceSpec:
     ssh_public_keys: list[str] = field(default_factory=list)  # who may SSH in, where the provider offers it
     spot: bool = False  # launch on interruptible offers only (the owner chose spot); else on-demand only
     tier: Tier | None = None  # launch on this tier's offers only (the owner chose it); None: either
+    provider: str | None = None  # launch on this provider's offers only (a marketplace rent chose it); None: any
 
 
 class InstanceState(enum.StrEnum):

@@ -32,7 +32,8 @@ IMAGE_EXAMPLES = [
 FIELD_OF_PARAM = {"max_price_per_hour_usd": "max_price", "size_gb": "volume_size", "volume_id": "storage",
                   "volume": "storage", "volume_mount_path": "mount_path", "args": "command"}  # fmt: skip
 FIELDS = ("name", "gpu_type", "gpu_count", "region", "image", "cloud_type", "container_disk_gb", "ports", "env",
-          "command", "storage", "volume_size", "mount_path", "volume_id", "max_price", "template")  # fmt: skip
+          "command", "storage", "volume_size", "mount_path", "volume_id", "max_price", "template", "offer")  # fmt: skip
+OFFER_TERMS = ("gpu_type", "gpu_count", "region", "cloud_type")  # what a marketplace Rent link fills, with spot
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,9 @@ class PodForm:
     env: str = ""
     command: str = ""
     template: str = ""  # the template it started from: its settings fill the form, its secrets are made at create
+    offer: str = (
+        ""  # a marketplace offer (off_<n>) to rent: the pod runs on it, or on its fallover (deployments/rent.py)
+    )
 
     @classmethod
     def of_template(cls, template: PodTemplate) -> PodForm:
@@ -67,6 +71,12 @@ class PodForm:
             command=shlex.join([*template.command, *template.args]), template=template.id,
             storage="new" if volume else "none", volume_size=str(volume or 20), mount_path=template.volume_mount_path,
         )  # fmt: skip
+
+    @classmethod
+    def of_offer(cls, query: QueryDict) -> PodForm:
+        """The form filled from a marketplace Rent link: the offer's id and terms (the page shows them)."""
+        terms = {name: query.get(name, "").strip()[:40] for name in OFFER_TERMS if query.get(name)}
+        return cls(**terms, spot=query.get("spot") == "on", offer=query.get("offer", "").strip()[:40])
 
     @classmethod
     def posted(cls, data: QueryDict) -> PodForm:

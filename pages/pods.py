@@ -20,12 +20,14 @@ from accounts.auth import principal_from_session
 from accounts.principal import Principal
 from accounts.roles import CAN_WRITE, role_at_least
 from accounts.ssh_keys import ssh_public_key_parse
-from deployments import pods, selectors
+from deployments import pods, rent, selectors
 from deployments.models import Deployment
 from deployments.pod_access import pod_addresses
+from deployments.pod_settings import PodSettings
 from deployments.pod_templates import pod_settings_of
 from gpucloud.core.errors import ApiError, NotFound
 from pages.form_urls import get_goes_to
+from pages.marketplace import rented_message
 from pages.pod_form import FIELD_OF_PARAM, FIELDS, PodForm, form_context
 
 
@@ -45,9 +47,12 @@ def _form_page(request: HttpRequest, principal: Principal, form: PodForm | None 
 @login_required
 @require_GET
 def pod_new(request: HttpRequest) -> HttpResponse:
-    """The form; ?template=<id> fills it with that template's settings (404 for one that is not yours)."""
+    """The form; ?template=<id> fills it with that template's settings (404 for one that is not yours);
+    ?offer=<off_id> with the offer's terms (the marketplace's Rent link) rents that offer."""
     principal = principal_from_session(request)
     template_id = request.GET.get("template", "")
+    if request.GET.get("offer"):
+        return _form_page(request, principal, PodForm.of_offer(request.GET))
     if not template_id:
         return _form_page(request, principal)
     try:
@@ -70,12 +75,25 @@ def pod_create(request: HttpRequest) -> HttpResponse:
         if form.template:  # the template's secrets (a Jupyter token) are made for this pod, unless the form set them
             template = selectors.template_get_for_org(principal.org, form.template, param="template")
             asked = pod_settings_of(template, {f.name: getattr(asked, f.name) for f in fields(asked)})
-        deployment = pods.pod_create(principal=principal, asked=asked)
+        if form.offer:
+            deployment = _pod_rent(principal, request, form.offer, asked)
+        else:
+            deployment = pods.pod_create(principal=principal, asked=asked)
+            messages.success(request, f"Creating {deployment.name}: it shows as running here when its machine is up.")
     except ApiError as exc:
         field = FIELD_OF_PARAM.get(exc.param or "", exc.param or "")
         return _form_page(request, principal, form, exc.status, {field if field in FIELDS else "form": exc.message})
-    messages.success(request, f"Creating {deployment.name}: it shows as running here when its machine is up.")
     return redirect("pod_detail", pod_id=deployment.pk)
+
+
+def _pod_rent(principal: Principal, request: HttpRequest, offer_id: str, asked: PodSettings) -> Deployment:
+    """The form's pod on a marketplace offer (its terms win over the form's choices), within the form's
+    max price for a spot pod, else the offer's own price."""
+    requested = rent.rent_offer_get(offer_id)
+    ceiling = asked.max_price_micros or requested.price_per_hour_micros
+    rental = rent.offer_rent_pod(principal=principal, requested=requested, asked=asked, ceiling_micros=ceiling)
+    messages.success(request, rented_message(rental))
+    return rental.deployment
 
 
 def pod_page(

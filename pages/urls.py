@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from pages import accounts, billing, catalog, pod_templates, pods, volumes
+from pages import accounts, billing, catalog, marketplace, pod_templates, pods, volumes
 from pages.deployments import access_forms, scaling_forms, webhook_forms
 from pages.deployments import views as deployment_views
 
@@ -40,6 +40,9 @@ urlpatterns = [
     path("catalog/", catalog.catalog, name="catalog"),
     path("catalog/<str:slug>/", catalog.model_detail, name="model_detail"),
     path("catalog/<str:slug>/deploy", catalog.model_deploy, name="model_deploy"),
+    # the GPU marketplace
+    path("marketplace/", marketplace.marketplace, name="marketplace"),
+    path("marketplace/rent-model", marketplace.marketplace_rent_model, name="marketplace_rent_model"),
     # billing
     path("billing/", billing.billing, name="billing"),
     path("billing/transactions", billing.billing_transactions, name="billing_transactions"),

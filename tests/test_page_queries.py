@@ -27,7 +27,7 @@ pytestmark = pytest.mark.django_db
 
 PAGES = ["/dashboard/", "/deployments/", "/billing/", "/catalog/", "/catalog/smollm2-135m-instruct/",
          "/api-keys/", "/ssh-keys/", "/organization/", "{detail}", "/pods/", "/pods/new", "/volumes/",
-         "/templates/", "{pod}"]  # fmt: skip
+         "/templates/", "{pod}", "/marketplace/"]  # fmt: skip
 
 
 def grow(persona: Persona, detail: Deployment, scale: int, start: int, pod: Deployment) -> None:

@@ -32,12 +32,14 @@ from django.conf import settings
 from django.core.signals import request_finished, request_started
 from django.db import close_old_connections, connection, transaction
 from django.test import Client
+from django.utils import timezone
 
 from accounts.auth import SESSION_ORG_KEY, InferenceKeyAuth
 from accounts.models import ApiKey, Invitation, KeyGrant, Membership, User
 from accounts.principal import Principal
 from accounts.roles import Role
 from accounts.services import api_key_create, api_key_revoke, ssh_key_add, user_create
+from catalog.models import Offer, Provider
 from deployments.models import Deployment
 from gateway import counters as metering
 from gateway import keys, routing, sessions
@@ -56,7 +58,21 @@ CALLERS = ("session", *KEY_KINDS, "none")
 SCOPED = {"scoped_key", "scoped_key_elsewhere", "own_deployment_key", "other_deployment_key"}
 MAY_INVOKE_MAIN = {"scoped_key", "own_deployment_key"}  # scoped callers that reach their org's main deployment
 UNAUTHENTICATED = {"none", "revoked_key"}
-GLOBAL_PARAMS = {"slug": "smollm2-135m-instruct"}  # catalog objects: the same for every org
+
+
+def _an_offer_id() -> str:
+    """A marketplace offer's id (made on the first call): offers are the same for every org, like the catalog."""
+    provider, _ = Provider.objects.get_or_create(slug="matrix-cloud", defaults={"name": "Matrix", "driver": "runpod"})
+    offer, _ = Offer.objects.get_or_create(
+        provider=provider, gpu_type="h100", gpu_count=1, region="atl1", tier="secure", spot=False,
+        defaults={"price_per_hour_micros": 2_000_000, "cost_per_hour_micros": 1_600_000, "available": 1,
+                  "seen_at": timezone.now()},
+    )  # fmt: skip
+    return f"off_{offer.pk}"
+
+
+# Catalog objects and offers: the same for every org.
+GLOBAL_PARAMS: dict[str, Callable[[], str]] = {"slug": lambda: "smollm2-135m-instruct", "offer_id": _an_offer_id}
 CHAT = {"model": "smollm2-135m-instruct", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
 WEBHOOK_URL = "https://203.0.113.10/hook"  # a documentation address: the webhook guard refuses it at once
 
@@ -231,7 +247,7 @@ def missing(value: str | int) -> str | int:
 
 def targets(names: list[str], mine: Tenant, theirs: Tenant, path: str = "") -> Iterator[Target]:
     tenant_params = [n for n in names if n not in GLOBAL_PARAMS]
-    own = {n: GLOBAL_PARAMS[n] if n in GLOBAL_PARAMS else mine.param(n, path) for n in names}
+    own = {n: GLOBAL_PARAMS[n]() if n in GLOBAL_PARAMS else mine.param(n, path) for n in names}
     yield Target("own", own, None)
     if not tenant_params:
         return
@@ -562,6 +578,8 @@ def test_no_route_leaks_across_tenants_or_past_a_keys_scope(
 ) -> None:
     tenants = (make_tenant("alice", alice, "bob@example.com"), make_tenant("charlie", charlie, "dave@example.com"))
     routes = api_routes()
+    for make in GLOBAL_PARAMS.values():
+        make()  # made before the first cell, like the tenants' objects below
     for tenant, (name, path) in product(
         tenants, {(n, r.path) for r in routes for n in r.params if n not in GLOBAL_PARAMS}
     ):

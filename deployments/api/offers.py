@@ -11,7 +11,7 @@ from ninja import Router, Status
 from pydantic import Field
 
 from accounts.auth import api_principal
-from accounts.roles import CAN_READ
+from accounts.roles import CAN_READ, CAN_WRITE
 from catalog.models import OfferTier
 from deployments import marketplace, rent, schemas, selectors
 from deployments.api.deployments import deployment_out
@@ -149,6 +149,7 @@ its schema refuses."""
 @answers(400, 402, 404, 409)
 def offers_rent(request: HttpRequest, offer_id: str, payload: schemas.OfferRentIn) -> Status[dict[str, object]]:
     principal = api_principal(request)
+    principal.require(CAN_WRITE, "renting offers")  # before the body: a viewer is told what it may not do
     if (payload.pod is None) == (payload.model is None):
         raise InvalidRequest("Say what to rent it as: exactly one of pod and model.", param="pod")
     requested = rent.rent_offer_get(offer_id)

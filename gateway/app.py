@@ -16,7 +16,7 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 
-from gateway import bodies, counters, errors, limits, listing, relay, wake
+from gateway import access_listener, bodies, counters, errors, limits, listing, relay, wake
 from gateway.keys import Caller, caller_for
 from gateway.routing import route_for
 from gateway.sessions import session_caller
@@ -47,10 +47,12 @@ SERVES = {"llm": "chat and text completions", "embedding": "embeddings", "stt": 
 
 
 async def gateway_shutdown() -> None:
-    """The server is stopping: flush this process's counters, close the engine connections."""
+    """The server is stopping: flush this process's counters, close the engine connections, end the
+    subscription to access changes (before the loop ends, rather than by the loop's final cancel)."""
     with contextlib.suppress(Exception):
         await counters.flush_now()
     await relay.close_sessions()
+    await access_listener.stop()
 
 
 async def gateway_app(scope: dict[str, Any], receive: Any, send: Any) -> None:

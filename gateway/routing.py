@@ -24,6 +24,7 @@ from django.conf import settings
 from django.db.models import Prefetch
 
 from accounts.grants import not_granted_message
+from catalog.hf_models import hf_model_parse, is_hf_id
 from deployments.models import Deployment, DeploymentKind
 from deployments.traffic import ROUTE_CACHE_SECONDS
 from fleet.engines import auth_headers
@@ -31,6 +32,7 @@ from fleet.models import FINAL_STATES, Instance, InstanceState
 from gateway import errors
 from gateway.keys import Caller
 from gateway.ttl_cache import TtlCache
+from gpucloud.core.errors import InvalidRequest
 
 EJECT_SECONDS = 10.0
 # Deployments a request can reach: serving, on their way, or cold (a request wakes them).
@@ -106,9 +108,12 @@ _turn = itertools.count()  # rotates ties, so idle replicas share sequential tra
 
 
 def _resolve(org_id: str, model: str, allowed: frozenset[str] | None = None) -> Resolved:
-    by_id = model.startswith("dep_")  # a deployment id, else a catalog model slug
+    by_id = model.startswith("dep_")  # a deployment id, else a catalog model slug or a Hugging Face id
+    slug = model if by_id or not is_hf_id(model) else _hf_slug(model)
+    if slug is None:
+        return None
     deployments = (
-        Deployment.objects.filter(org_id=org_id, status__in=ROUTABLE, **{"pk" if by_id else "model_id": model})
+        Deployment.objects.filter(org_id=org_id, status__in=ROUTABLE, **{"pk" if by_id else "model_id": slug})
         .exclude(kind=DeploymentKind.POD)  # a pod serves its owner's ports, not OpenAI's API
         .select_related("model")
         .prefetch_related("instances")
@@ -122,6 +127,14 @@ def _resolve(org_id: str, model: str, allowed: frozenset[str] | None = None) -> 
     return _route(reachable[0], model) if reachable else None
 
 
+def _hf_slug(model: str) -> str | None:
+    """The catalog slug of a Hugging Face id's row (catalog/hf_models.py); None for no valid id."""
+    try:
+        return hf_model_parse(model, param="model").slug
+    except InvalidRequest:
+        return None
+
+
 def _route(deployment: Deployment, requested: str) -> Route:
     on_the_way = [
         i for i in deployment.instances.all() if i.state not in FINAL_STATES and i.state != InstanceState.READY
@@ -132,7 +145,7 @@ def _route(deployment: Deployment, requested: str) -> Route:
     )
     return Route(
         deployment_id=deployment.pk,
-        model=deployment.model_id or requested,
+        model=(deployment.model.hf_id if deployment.model else "") or deployment.model_id or requested,
         category=deployment.model.category if deployment.model else "",
         status=deployment.status,
         cold=deployment.is_cold,

@@ -18,6 +18,11 @@ import openai
 import pytest
 from django.test import Client
 
+from accounts.auth import SESSION_ORG_KEY
+from accounts.models import ApiKeyKind
+from accounts.principal import Principal
+from accounts.roles import Role
+from accounts.services import api_key_create
 from billing.metering import cost_micros
 from billing.models import CreditHold, HoldStatus, LedgerTransaction
 from catalog.models import CatalogModel
@@ -25,6 +30,7 @@ from deployments.models import Deployment, DeploymentKind, DeploymentStatus
 from deployments.scaling import autoscaler
 from fleet import tasks
 from fleet.models import Instance, InstanceState
+from fleet.providers.containers import VLLM_IMAGE, Images, container_run
 from fleet.provisioning import first_minute_hold_key
 from gateway import routing
 from tests.support import sim_cloud
@@ -68,6 +74,15 @@ def listed(server: str, key: str) -> list[tuple[str | None, str, str]]:
     """(deployment id, catalog_model, availability) of each deployment /v1/models lists to the key."""
     data = httpx.get(f"{server}/v1/models", headers={"Authorization": f"Bearer {key}"}).json()["data"]
     return [(m["deployment_id"], m["catalog_model"], m["availability"]) for m in data if m["deployment_id"]]
+
+
+def signed_in(persona: Persona) -> Client:
+    client = Client()
+    client.force_login(persona.user)
+    session = client.session
+    session[SESSION_ORG_KEY] = persona.org.pk
+    session.save()
+    return client
 
 
 def nothing_happened() -> None:
@@ -149,6 +164,8 @@ def test_a_first_request_holds_the_first_minute_deploys_on_the_cheapest_spot_gpu
     assert (spec.engine, spec.model, spec.served_model_name, spec.gpu_type, spec.spot) == (
         "vllm", {"hf_repo": MODEL}, MODEL, "l40s", True,
     )  # fmt: skip
+    run = container_run(spec, images=Images(), gpus=1, provider="vastai")  # what a GPU cloud's machine runs
+    assert run.args[:4] == ["--model", MODEL, "--served-model-name", MODEL] and run.image == VLLM_IMAGE
 
     client = openai.OpenAI(base_url=f"{server}/v1", api_key=alice.key, max_retries=0, timeout=30)
     reply = client.chat.completions.create(
@@ -157,6 +174,8 @@ def test_a_first_request_holds_the_first_minute_deploys_on_the_cheapest_spot_gpu
     )  # fmt: skip
     assert reply.choices[0].message.content == "The quick"
     assert listed(server, alice.key) == [(deployment.pk, MODEL, "instant")]
+    page = signed_in(alice).get(f"/deployments/{deployment.pk}/")
+    assert page.status_code == 200 and MODEL in page.content.decode()
     assert listed(server, charlie.key) == []
     assert post(server, charlie.key, headers=ASYNC).status_code == 202  # charlie's own, on his own credit
     assert Deployment.objects.filter(org=charlie.org).count() == 1 and Deployment.objects.count() == 2
@@ -215,6 +234,15 @@ def test_without_credit_it_is_402_and_nothing_is_made(
 ) -> None:
     response = post(server, alice.key)
     assert response.status_code == 402 and response.json()["error"]["code"] == "insufficient_balance"
+    nothing_happened()
+
+
+def test_a_scoped_key_cannot_start_one(server: str, alice: Persona, cloud: str, launches: list[str]) -> None:
+    fund(alice.org, 10 * USD)
+    owner = Principal(user=alice.user, org=alice.org, role=Role.OWNER)
+    _, scoped = api_key_create(principal=owner, name="scoped", kind=ApiKeyKind.ACCOUNT, scoped=True)
+    response = post(server, scoped)
+    assert response.status_code == 403 and "deploy 'Qwen/Qwen2.5-14B-Instruct' with an account key" in response.text
     nothing_happened()
 
 

@@ -1,7 +1,8 @@
 """Which engine serves a request: the deployment named by id (always exact), or the one
-deployment of the named catalog model the caller may call, its ready instances, and the one with
-the fewest requests in flight. A catalog name that names several deployments is a 400 naming their
-ids: never a silent pick (a cold deployment's own quick-start must reach that deployment).
+deployment of the named catalog model (or Hugging Face id: catalog/hf_models.py) the caller may
+call, its ready instances, and the one with the fewest requests in flight. A catalog name that
+names several deployments is a 400 naming their ids: never a silent pick (a cold deployment's own
+quick-start must reach that deployment).
 
 Routes are cached for ROUTE_CACHE_SECONDS per (org, model): a replica that becomes ready or goes
 away is seen within that bound; the hot path normally reads no database. A replica that fails a

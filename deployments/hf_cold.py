@@ -18,7 +18,7 @@ from catalog.hf_models import hf_check_allowed, hf_model_parse
 from catalog.selectors import spot_offer_fitting
 from deployments.models import Deployment, DeploymentStatus
 from deployments.services import NoCapacity, Serverless, deployment_create
-from gpucloud.core.errors import InvalidRequest
+from gpucloud.core.errors import Conflict, InvalidRequest
 
 # A deployment an HF id's next request reaches (as the gateway routes: gateway/routing.py ROUTABLE).
 _REACHABLE = (
@@ -44,6 +44,7 @@ def hf_deployment_for_request(*, principal: Principal, hf_id: str) -> Deployment
             param="model",
         )
     principal.require(CAN_WRITE, f"deploying {hf_id}")
+    _refuse_after_failure(principal, model.slug, hf_id)
     launch_check(principal.org)  # an org that cannot pay for the wake makes nothing
     picked = spot_offer_fitting(model.vram_gb)
     if picked is None:
@@ -61,3 +62,19 @@ def hf_deployment_for_request(*, principal: Principal, hf_id: str) -> Deployment
             principal=principal, name=hf_id, model_id=hf_id, gpu_type=gpu.slug, region=offer.region, spot=True,
             serverless=Serverless(idle_timeout_seconds=settings.GPUCLOUD_SERVERLESS_IDLE_SECONDS, start_cold=True),
         )  # fmt: skip
+
+
+class HfDeploymentFailed(Conflict):
+    type = "deployment_failed"
+
+
+def _refuse_after_failure(principal: Principal, slug: str, hf_id: str) -> None:
+    """The org's last deployment of the id failed (a name the hub does not have, weights that do not
+    load): requests, or a client's retry loop, do not start (and pay for) another until it is deleted."""
+    latest = Deployment.objects.filter(org=principal.org, model_id=slug).order_by("-created_at").first()
+    if latest is not None and latest.status == DeploymentStatus.FAILED:
+        raise HfDeploymentFailed(
+            f"{hf_id} failed to start on deployment {latest.pk}: {latest.status_reason or 'see its logs'} "
+            f"Delete it (DELETE /api/v1/deployments/{latest.pk}) to try again.",
+            param="model",
+        )

@@ -3,7 +3,8 @@ the operator allowing it (GPUCLOUD_HF_MODELS), a cold endpoint is made for it
 (deployments/hf_cold.py) and the request goes on as any request for a cold deployment (gateway/wake.py:
 woken with its first minute held, then held or answered 202). Refusals are in OpenAI's shape:
 400 for no id or no size in its name, 403 when it is not allowed, 402 without credit, 503
-`no_capacity` when no spot GPU it fits is offered."""
+`no_capacity` when no spot GPU it fits is offered, 503 `deployment_failed` while the org's last
+deployment of it stands failed."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from accounts.principal import Principal
 from accounts.selectors import membership_for
 from catalog.hf_models import is_hf_id
 from catalog.models import ModelCategory
-from deployments.hf_cold import hf_deployment_for_request
+from deployments.hf_cold import HfDeploymentFailed, hf_deployment_for_request
 from gateway import errors
 from gateway.keys import Caller
 from gateway.routing import Route, route_for
@@ -62,6 +63,8 @@ def _refusal(exc: ApiError) -> errors.GatewayError:
             402, f"Starting this model needs credit: {exc.message}", type_="insufficient_quota",
             code="insufficient_balance",
         )  # fmt: skip
+    if exc.type == HfDeploymentFailed.type:  # as a wake that fails answers (gateway/wake.py)
+        return errors.GatewayError(503, exc.message, type_="server_error", code="deployment_failed")
     if exc.status == 409:  # no GPU it fits is offered: the fleet's state, worth a retry
         return errors.GatewayError(
             503, exc.message, type_="server_error", code="no_capacity",

@@ -46,7 +46,8 @@ _STATUS_TEXT = {
     500: "The gateway failed to handle the request.",
     502: "The model's engine failed or could not be reached.",
     503: "No replica is ready (or the deployment stopped while starting), no spot GPU a Hugging Face model fits "
-    "is offered (`no_capacity`), or this gateway process already "
+    "is offered (`no_capacity`), the organization's last deployment of that model failed (`deployment_failed`: "
+    "delete it to try again), or this gateway process already "
     "holds its budget of large request bodies (over 1 MiB) and this one waited 5 s for room "
     "(`server_busy`); retry after Retry-After.",
     504: "The model's engine did not answer in time.",

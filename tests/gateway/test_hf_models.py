@@ -237,6 +237,30 @@ def test_without_credit_it_is_402_and_nothing_is_made(
     nothing_happened()
 
 
+def test_after_a_failed_start_requests_start_nothing_until_it_is_deleted(
+    server: str, alice: Persona, cloud: str, launches: list[str]
+) -> None:
+    fund(alice.org, 10 * USD)
+    deployment = deploying(server, alice, launches)
+    Instance.objects.filter(deployment=deployment).update(state=InstanceState.FAILED)
+    Deployment.objects.filter(pk=deployment.pk).update(
+        status=DeploymentStatus.FAILED, status_reason="Repository Not Found for url: https://huggingface.co/..."
+    )
+    routing.routes_clear()  # it failed minutes later, not within the gateway's 2-second route cache
+    refused = post(server, alice.key, headers=ASYNC)
+    assert refused.status_code == 503, refused.text
+    error = refused.json()["error"]
+    assert error["code"] == "deployment_failed" and "Repository Not Found" in error["message"]
+    assert f"DELETE /api/v1/deployments/{deployment.pk}" in error["message"]
+    assert Deployment.objects.count() == 1 and len(launches) == 1
+
+    deleted = Client().delete(f"/api/v1/deployments/{deployment.pk}", **alice.auth)
+    assert deleted.status_code == 200, deleted.content
+    again = post(server, alice.key, headers=ASYNC)
+    assert again.status_code == 202 and again.json()["deployment_id"] != deployment.pk
+    assert Deployment.objects.count() == 2 and len(launches) == 2
+
+
 def test_a_scoped_key_cannot_start_one(server: str, alice: Persona, cloud: str, launches: list[str]) -> None:
     fund(alice.org, 10 * USD)
     owner = Principal(user=alice.user, org=alice.org, role=Role.OWNER)

@@ -313,6 +313,10 @@ def test_the_rest_api_deploys_an_id_explicitly_and_the_catalog_does_not_list_it(
     slugs = [m["slug"] for m in client.get("/api/v1/models", **alice.auth).json()]
     assert slugs and not any(s.startswith("hf-") for s in slugs)
     assert client.get("/api/v1/models/hf-qwen--qwen-instruct", **alice.auth).status_code == 404
+    pages = signed_in(alice)
+    catalog_page = pages.get("/catalog/").content.decode()
+    assert "Llama 3.1 8B Instruct" in catalog_page and "Qwen/Qwen-Instruct" not in catalog_page
+    assert pages.get("/catalog/hf-qwen--qwen-instruct/").status_code == 404
 
     settings.GPUCLOUD_HF_MODELS = "off"
     refused = create()

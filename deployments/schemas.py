@@ -27,7 +27,13 @@ class DeploymentCreateIn(BodyIn):
     )
 
     name: str = Field("", max_length=100)
-    model_id: str = Field(description="A catalog model (GET /models; 404 for none)", examples=["smollm2-135m-instruct"])
+    model_id: str = Field(
+        description="A catalog model (GET /models; 404 for none), or a Hugging Face id `org/name` where the operator "
+        "allows them (GPUCLOUD_HF_MODELS; 403 `hf_model_not_allowed` otherwise, 400 for no such id): served by vLLM "
+        "on a GPU (400 for the CPU), with at least the VRAM its size in the name needs (400 otherwise; no size: the "
+        "GPU chosen is trusted)",
+        examples=["smollm2-135m-instruct"],
+    )
     gpu_type: str = Field(
         description="A GPU type (GET /gpu-types; 404 for none) with the model's min_vram_gb or more (400 otherwise)",
         examples=["cpu"],

@@ -16,7 +16,8 @@ from billing.holds import hold_open
 from billing.metering import cost_micros
 from billing.models import Service
 from billing.policy import launch_check
-from catalog.models import CatalogModel, CloudType, GpuType, Preset, Region
+from catalog.hf_models import hf_catalog_model, hf_check_allowed, hf_model_parse, is_hf_id
+from catalog.models import CatalogModel, CloudType, GpuType, Preset, Region, Vendor
 from catalog.selectors import offers_for
 from deployments.lifecycle import deployment_transition
 from deployments.live import deployment_changed_on_commit
@@ -59,17 +60,32 @@ def deployment_create(
     principal.require(CAN_WRITE, "creating deployments")
     if cloud_type not in CloudType.values:
         raise InvalidRequest(f"cloud_type must be one of {', '.join(CloudType.values)}.", param="cloud_type")
-    model = CatalogModel.objects.filter(slug=model_id).first()
-    if model is None:
+    hf = hf_model_parse(model_id, param="model_id") if is_hf_id(model_id) else None
+    if hf is not None:
+        hf_check_allowed(hf, param="model_id")
+    model = CatalogModel.objects.filter(slug=hf.slug if hf else model_id).first()  # an HF id's: made on first use
+    if hf is None and model is not None and model.hf_id:  # an HF model's row named by its slug: the same rule
+        hf_check_allowed(hf_model_parse(model.hf_id, param="model_id"), param="model_id")
+    if model is None and hf is None:
         raise NotFound(f"No model {model_id!r} in the catalog; see GET /api/v1/models.", param="model_id")
     gpu = GpuType.objects.filter(slug=gpu_type).first()
     if gpu is None:
         raise NotFound(f"No GPU type {gpu_type!r}; see GET /api/v1/gpu-types.", param="gpu_type")
     chosen_preset = _preset_for(preset, gpu) if preset else None
-    if gpu.vram_gb < model.min_vram_gb:
+    if model is not None:
+        title, min_vram_gb = model.name, model.min_vram_gb
+    else:  # an HF id used for the first time: its size's estimate, or the GPU chosen as it is (none in its name)
+        assert hf is not None
+        title, min_vram_gb = model_id, hf.vram_gb or 0
+    if gpu.vram_gb < min_vram_gb:
         raise InvalidRequest(
-            f"{model.name} needs {model.min_vram_gb} GB of VRAM; {gpu.name} has {gpu.vram_gb} GB. "
+            f"{title} needs {min_vram_gb} GB of VRAM; {gpu.name} has {gpu.vram_gb} GB. "
             "See GET /api/v1/gpu-model-configs.",
+            param="gpu_type",
+        )
+    if hf is not None and gpu.vendor == Vendor.CPU:
+        raise InvalidRequest(
+            f"{model_id} runs on vLLM, which needs a GPU; this machine's provider runs llama.cpp GGUF models only.",
             param="gpu_type",
         )
     if not Region.objects.filter(slug=region).exists():
@@ -88,9 +104,12 @@ def deployment_create(
     if not cold:
         launch_check(principal.org)
     with transaction.atomic():
+        if model is None:
+            assert hf is not None
+            model = hf_catalog_model(hf, gpu=gpu, price_per_hour_micros=price)
         deployment = Deployment.objects.create(
             org=principal.org,
-            name=(name or model.slug).strip()[:100],
+            name=(name or model.hf_id or model.slug).strip()[:100],
             kind=DeploymentKind.SERVERLESS if serverless else DeploymentKind.MODEL,
             model=model,
             gpu_type=gpu,

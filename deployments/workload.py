@@ -33,7 +33,8 @@ class DeploymentWorkload(Workload):
             tag=instance.tag,
             engine=model.engine,
             model=model.engine_args,
-            served_model_name=model.slug,
+            # What requests name it by: an HF model's id (vLLM answers only the names it serves).
+            served_model_name=model.hf_id or model.slug,
             api_key=instance.api_key,
             gpu_type=gpu_type,
             region=deployment.region_id,

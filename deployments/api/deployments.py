@@ -360,7 +360,7 @@ def deployments_sla_set(request: HttpRequest, deployment_id: str, payload: schem
 def gpu_model_configs(request: HttpRequest) -> list[dict[str, object]]:
     offers = list(offers_live())
     configs: list[dict[str, object]] = []
-    for model in CatalogModel.objects.all():
+    for model in CatalogModel.objects.curated():
         for gpu in GpuType.objects.filter(vram_gb__gte=model.min_vram_gb):
             matching = [o for o in offers if o.gpu_type == gpu.slug]
             prices = [o.price_per_hour_micros for o in matching]

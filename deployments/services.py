@@ -170,10 +170,20 @@ def instance_add(deployment: Deployment, price_per_hour_micros: int) -> Instance
         amount_micros=max(1, cost_micros(price_per_hour_micros, 60)),
         idempotency_key=first_minute_hold_key(instance.pk),
         description=f"First minute of {deployment.name} ({usd_display(price_per_hour_micros)}/h)",
-        service=Service.POD if deployment.kind == DeploymentKind.POD else Service.MODEL,
+        service=billed_as(deployment),
     )
     enqueue("fleet.tasks.instance_provision_task", instance.pk)
     return instance
+
+
+# What each kind of deployment is booked as in the ledger (billing.models.Service): a container
+# endpoint is a serverless endpoint of the customer's own image, not a pod (one machine they shell
+# into), so its GPU-seconds show under Serverless in spend by service; every other kind is a model.
+BILLED_AS = {DeploymentKind.POD: Service.POD, DeploymentKind.CONTAINER: Service.SERVERLESS}
+
+
+def billed_as(deployment: Deployment) -> Service:
+    return BILLED_AS.get(DeploymentKind(deployment.kind), Service.MODEL)
 
 
 def replica_add(deployment: Deployment) -> Instance:

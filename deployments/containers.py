@@ -90,6 +90,11 @@ def container_create(*, principal: Principal, asked: ContainerSettings) -> Deplo
     return deployment
 
 
+def container_command(pod: Pod) -> str:
+    """The command as it was given (its replicas run it with `sh -c`); empty: the image's own."""
+    return pod.command[2] if pod.command[:2] == ["sh", "-c"] else " ".join(pod.command)
+
+
 def _pod_settings(asked: ContainerSettings, flavor: Flavor) -> PodSettings:
     if asked.gpu_count > flavor.node_max_gpu:
         raise InvalidRequest(

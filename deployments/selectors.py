@@ -34,7 +34,7 @@ def deployment_get_for_org(org: Organization, deployment_id: str) -> Deployment:
     deployment = (
         Deployment.objects.filter(org=org, pk=deployment_id)
         .exclude(kind=DeploymentKind.POD)
-        .select_related("model", "gpu_type", "region", "preset")
+        .select_related("model", "gpu_type", "region", "preset", "pod")
         .first()
     )
     if deployment is None:

@@ -128,6 +128,10 @@ class Serverless:
 
 def serverless_options(*, kind: str, idle_timeout_seconds: int | None, start_cold: bool) -> Serverless | None:
     """What POST /deployments asked for beyond a plain model deployment; 400 for what does not fit."""
+    if kind == DeploymentKind.CONTAINER:  # reference/002's fields (image, command, port, flavor) are its own
+        raise InvalidRequest(
+            "Container endpoints are created with POST /api/v1/inference-service (image, command, port).", param="kind"
+        )
     if kind not in (DeploymentKind.MODEL, DeploymentKind.SERVERLESS):
         raise InvalidRequest("kind must be model or serverless.", param="kind")
     if kind == DeploymentKind.MODEL:
@@ -305,10 +309,11 @@ def deployment_wake(*, deployment_id: str, reason: str = "Woken by a request.") 
 def deployments_stop_for_nonpayment(*, org: Organization) -> int:
     """Stop every running workload of the org (the zero-balance policy). Pods keep their storage
     and can start again; serverless endpoints go cold (a request wakes them once there is credit
-    again); other deployments are torn down like a delete."""
+    again), container endpoints stop (kept: a PUT of their instances starts them again); other
+    deployments are torn down like a delete."""
     stopped = 0
     for deployment in Deployment.objects.filter(org=org, status__in=(*RUNNING_STATUSES, DeploymentStatus.PROVISIONING)):
-        if deployment.kind == DeploymentKind.SERVERLESS:
+        if deployment.kind in (DeploymentKind.SERVERLESS, DeploymentKind.CONTAINER):
             deployment_scale_to_zero(deployment_id=deployment.pk, reason="Balance at $0 past the grace period.")
             stopped += 1
             continue

@@ -77,7 +77,7 @@ def _service_out(request: HttpRequest, deployment: Deployment) -> dict[str, obje
     per_gpu_vram = gpu.vram_gb // gpu.gpu_count if gpu.gpu_count > 1 else gpu.vram_gb
     last_change = deployment.events.order_by("-at", "-pk").values_list("at", flat=True).first()
     port = pod.port_numbers("http")[0]
-    command = pod.command[2] if pod.command[:2] == ["sh", "-c"] else " ".join(pod.command)
+    command = containers.container_command(pod)
     return {
         "service_id": deployment.pk,
         "name": deployment.name,

@@ -6,6 +6,7 @@ and its instances' GPU-seconds are posted to the ledger as service SERVERLESS.""
 
 from __future__ import annotations
 
+import html
 import json
 import time
 from typing import Any
@@ -24,6 +25,7 @@ from fleet.models import Instance, InstanceState
 from fleet.offers import offers_refresh_all
 from gateway import service_proxy
 from tests.support.billing import billing_mismatches, fund, session_charges
+from tests.support.pages import signed_in
 from tests.support.personas import Persona
 
 USD = 1_000_000
@@ -116,7 +118,7 @@ def test_flavors_are_the_live_on_demand_offers_by_gpu_region_and_tier_under_ids_
                 ).status_code == 401  # fmt: skip
 
 
-def test_bad_bodies_are_refused_with_the_field_and_nothing_is_created_a_good_one_initializes(
+def test_bad_bodies_are_refused_and_nothing_is_created_a_good_one_initializes_and_shows_as_a_deployment(
     client: Client, alice: Persona, fleet: str, django_capture_on_commit_callbacks: Any
 ) -> None:
     fund(alice.org, 10 * USD)
@@ -159,6 +161,22 @@ def test_bad_bodies_are_refused_with_the_field_and_nothing_is_created_a_good_one
         for launch in launches:
             launch()
     assert call(client, alice, "get", f"/inference-service/{service_id}").json()["status"] == "available"
+
+    # The same endpoint is a deployment of kind container in our own API and pages.
+    url = f"http://testserver/services/{service_id}/"
+    facts = {"image": "gpucloud/shell", "command": SERVER, "port": 8080, "url": url}
+    listed = call(client, alice, "get", "/deployments").json()
+    assert [(d["id"], d["kind"], d["endpoint_url"], d["container"]) for d in listed] == [
+        (service_id, "container", url, facts)
+    ]
+    assert call(client, alice, "get", f"/deployments/{service_id}").json()["container"] == facts
+    page = signed_in(alice).get("/deployments/").content.decode()
+    assert "Container endpoint" in page and "gpucloud/shell" in page and "on port 8080" in page
+    detail = signed_in(alice).get(f"/deployments/{service_id}/").content.decode()
+    assert url in detail and html.escape(SERVER) in detail
+    kind = call(client, alice, "post", "/deployments", {"model_id": "smollm2-135m-instruct", "gpu_type": "cpu",
+                                                        "region": "local", "kind": "container"})  # fmt: skip
+    assert kind.status_code == 400 and "POST /api/v1/inference-service" in kind.json()["error"]["message"]
 
 
 @pytest.mark.django_db(transaction=True)  # the gateway's server thread must see committed rows

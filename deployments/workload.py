@@ -108,7 +108,8 @@ class DeploymentWorkload(Workload):
                 DeploymentStatus.SCALED_TO_ZERO,
             ]
         )
-        for deployment in wanting.filter(kind=DeploymentKind.MODEL):
+        # A pod is one machine its owner starts again; replicas of the others are kept up to what they want.
+        for deployment in wanting.filter(kind__in=(DeploymentKind.MODEL, DeploymentKind.CONTAINER)):
             missing = deployment.desired_replicas - deployment.instances.exclude(state__in=FINAL_STATES).count()
             for _ in range(max(0, missing)):
                 added = replica_add_if_short(deployment)

@@ -15,15 +15,18 @@ import httpx
 import pytest
 from django.test import Client
 
+from accounts.models import Membership
+from accounts.roles import Role
 from billing.invariants import ledger_violations
 from billing.models import CreditHold, LedgerTransaction, Service, TransactionKind, UsageMeter
 from catalog.gpu_units import base_slug
 from catalog.models import GpuType, Offer
 from catalog.selectors import offers_live
-from deployments.models import Deployment, Pod
+from deployments.models import Deployment, DeploymentStatus, Pod
+from deployments.services import deployments_stop_for_nonpayment
 from fleet.models import Instance, InstanceState
 from fleet.offers import offers_refresh_all
-from gateway import service_proxy
+from gateway import keys, service_proxy
 from tests.support.billing import billing_mismatches, fund, session_charges
 from tests.support.pages import signed_in
 from tests.support.personas import Persona
@@ -178,11 +181,17 @@ def test_bad_bodies_are_refused_and_nothing_is_created_a_good_one_initializes_an
                                                         "region": "local", "kind": "container"})  # fmt: skip
     assert kind.status_code == 400 and "POST /api/v1/inference-service" in kind.json()["error"]["message"]
 
+    with django_capture_on_commit_callbacks(execute=True):  # $0 past the grace period: stopped, and kept
+        deployments_stop_for_nonpayment(org=alice.org)
+    assert Deployment.objects.get(pk=service_id).status == DeploymentStatus.SCALED_TO_ZERO
+    assert call(client, alice, "get", f"/inference-service/{service_id}").json()["status"] == "stopped"
+
 
 @pytest.mark.django_db(transaction=True)  # the gateway's server thread must see committed rows
 def test_a_service_runs_answers_through_the_platform_scales_stops_is_deleted_and_is_billed(
-    server: str, client: Client, alice: Persona, charlie: Persona, fleet: str, django_capture_on_commit_callbacks: Any
-) -> None:
+    server: str, client: Client, alice: Persona, bob: Persona, charlie: Persona, fleet: str,
+    django_capture_on_commit_callbacks: Any,
+) -> None:  # fmt: skip
     capture = django_capture_on_commit_callbacks
     fund(alice.org, 10 * USD)
     flavor = local_flavor(client, alice)
@@ -226,9 +235,20 @@ def test_a_service_runs_answers_through_the_platform_scales_stops_is_deleted_and
                    {"resource_metadata": {"target_instance_number": 0}}, capture)  # fmt: skip
     assert stopped.json()["status"] == "stopped"
     assert not Instance.objects.filter(deployment_id=service_id).exclude(state=InstanceState.TERMINATED).exists()
+    machines = Instance.objects.filter(deployment_id=service_id).values("pk")
+    assert not UsageMeter.objects.filter(meter_key__in=machines, ended_at=None).exists()  # billing stopped with them
     service_proxy.targets_clear()
     assert httpx.get(url, headers=key).status_code == 503
     assert call(client, alice, "get", "/inference-service").json()[0]["status"] == "stopped"
+    again = call(client, alice, "put", f"/inference-service/{service_id}",
+                 {"resource_metadata": {"target_instance_number": 1}}, capture)  # fmt: skip
+    assert again.status_code == 200 and again.json()["resource_metadata"]["target_instance_number"] == 1
+    assert call(client, alice, "get", f"/inference-service/{service_id}").json()["status"] == "available"
+    assert answered(url, key).status_code == 200  # started again: a new instance answers
+    Membership.objects.filter(org=alice.org, user=bob.user).update(role=Role.VIEWER)
+    keys.cache_clear()
+    viewer = httpx.get(url, headers={"authorization": f"Bearer {bob.key}"})
+    assert viewer.status_code == 403 and viewer.json()["error"]["type"] == "permission_error"
 
     deleted = call(client, alice, "delete", f"/inference-service/{service_id}", capture=capture)
     assert deleted.status_code == 200 and deleted.json()["is_deleted"] is True

@@ -33,6 +33,9 @@ from gpucloud.core.errors import ApiError, Conflict, InvalidRequest
 from gpucloud.core.ids import new_service_id
 
 T = TypeVar("T")
+# Scaled to 0 by a PUT or for nonpayment, stopped through /deployments, or failed (its instances did not
+# start): a PUT of 1 or more launches it again, as reference/002 redeploys a stopped service.
+STARTABLE = (DeploymentStatus.SCALED_TO_ZERO, DeploymentStatus.STOPPED, DeploymentStatus.FAILED)
 
 SCALE_TYPES = ("manual",)  # reference/002's autoscaling policies are not offered: replicas are what PUT says
 PAYMENT_TYPES = ("usd",)  # the prepaid USD balance; reference/002's other currencies are not ours
@@ -121,8 +124,8 @@ def _reworded(check: Callable[[], T]) -> T:
 
 
 def container_scale(*, principal: Principal, deployment: Deployment, replicas: int) -> Deployment:
-    """Run `replicas` replicas: 0 stops it (kept, billing nothing), more than 0 starts a stopped one
-    again or scales a running one (new replicas with their first minute held: 402 and nothing changed
+    """Run `replicas` replicas: 0 stops it (kept, billing nothing), more than 0 starts a stopped (or
+    failed) one again or scales a running one (new replicas with their first minute held: 402 and nothing changed
     when the org cannot pay). 409 while it is still initializing or being deleted."""
     principal.require(CAN_WRITE, "scaling inference services")
     if not 0 <= replicas <= settings.GPUCLOUD_MAX_REPLICAS:
@@ -133,9 +136,9 @@ def container_scale(*, principal: Principal, deployment: Deployment, replicas: i
     reason = f"Asked for {replicas} instance(s) by {_who(principal)}."
     if replicas == 0:
         return deployment_scale_to_zero(deployment_id=deployment.pk, reason=reason)
-    if deployment.status == DeploymentStatus.SCALED_TO_ZERO:
+    if deployment.status in STARTABLE:
         return _container_start(deployment, replicas, reason)
-    if deployment.status not in RUNNING_STATUSES:
+    if deployment.status not in RUNNING_STATUSES:  # provisioning, or stopping
         raise Conflict(f"The service is {deployment.status}: it scales once it is available (or stopped).")
     with transaction.atomic():
         Deployment.objects.filter(pk=deployment.pk).update(min_replicas=replicas, max_replicas=replicas)
@@ -143,11 +146,11 @@ def container_scale(*, principal: Principal, deployment: Deployment, replicas: i
 
 
 def _container_start(deployment: Deployment, replicas: int, reason: str) -> Deployment:
-    """A stopped endpoint's replicas again, at its price (the first minute of each held)."""
+    """A stopped (or failed) endpoint's replicas again, at its price (the first minute of each held)."""
     launch_check(deployment.org)
     with transaction.atomic():
         deployment = Deployment.objects.select_for_update().get(pk=deployment.pk)
-        if deployment.status != DeploymentStatus.SCALED_TO_ZERO:  # started meanwhile
+        if deployment.status not in STARTABLE:  # started meanwhile
             return deployment
         deployment.desired_replicas = deployment.min_replicas = deployment.max_replicas = replicas
         deployment.save(update_fields=["desired_replicas", "min_replicas", "max_replicas"])

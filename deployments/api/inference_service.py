@@ -169,9 +169,9 @@ def services_get(request: HttpRequest, service_id: str) -> dict[str, object]:
     response=InferenceServiceOut,
     summary="Scale an inference service",
     description="target_instance_number: 0 stops it (kept, billing nothing; status stopped), more starts a "
-    "stopped one or scales a running one (each new instance's first minute held: 402 when the credit is short, "
-    "nothing changed). 400 outside 0..GPUCLOUD_MAX_REPLICAS; 409 while it is initializing (it scales once "
-    "available or stopped). " + STATUS_DOC,
+    "stopped (or failed) one again or scales a running one (each new instance's first minute held: 402 when the "
+    "credit is short, nothing changed). 400 outside 0..GPUCLOUD_MAX_REPLICAS; 409 while it is initializing or "
+    "being stopped (it scales once available or stopped). " + STATUS_DOC,
 )
 @answers(400, 402, 409)
 def services_update(request: HttpRequest, service_id: str, payload: InferenceServiceUpdateIn) -> dict[str, object]:

@@ -185,6 +185,15 @@ def test_bad_bodies_are_refused_and_nothing_is_created_a_good_one_initializes_an
         deployments_stop_for_nonpayment(org=alice.org)
     assert Deployment.objects.get(pk=service_id).status == DeploymentStatus.SCALED_TO_ZERO
     assert call(client, alice, "get", f"/inference-service/{service_id}").json()["status"] == "stopped"
+    one, capture = {"resource_metadata": {"target_instance_number": 1}}, django_capture_on_commit_callbacks
+    for stop in ("nonpayment", "DELETE /deployments/{id}"):
+        if stop != "nonpayment":
+            call(client, alice, "delete", f"/deployments/{service_id}", capture=capture)
+            assert Deployment.objects.get(pk=service_id).status == DeploymentStatus.STOPPED
+            assert call(client, alice, "get", f"/inference-service/{service_id}").json()["status"] == "stopped"
+        started = call(client, alice, "put", f"/inference-service/{service_id}", one, capture)
+        assert started.status_code == 200 and started.json()["status"] == "initializing", (stop, started.json())
+        assert call(client, alice, "get", f"/inference-service/{service_id}").json()["status"] == "available", stop
 
 
 @pytest.mark.django_db(transaction=True)  # the gateway's server thread must see committed rows

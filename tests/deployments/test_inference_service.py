@@ -27,6 +27,7 @@ from deployments.services import deployments_stop_for_nonpayment
 from fleet.models import Instance, InstanceState
 from fleet.offers import offers_refresh_all
 from gateway import keys, service_proxy
+from tests.support import sim_cloud
 from tests.support.billing import billing_mismatches, fund, session_charges
 from tests.support.pages import signed_in
 from tests.support.personas import Persona
@@ -286,3 +287,35 @@ def answered(url: str, headers: dict[str, str]) -> httpx.Response:
         if answer.status_code == 200 or time.monotonic() > deadline:
             return answer
         time.sleep(0.1)
+
+
+def test_on_a_gpu_cloud_any_image_runs_through_its_driver_as_a_pods_does(
+    client: Client, alice: Persona, settings: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    fund(alice.org, 20 * USD)
+    with sim_cloud.sole_provider(settings, {"h100": {"price": 2_000_000, "capacity": 2}},
+                                 community={"h100": 1_200_000}):  # fmt: skip
+        listed = call(client, alice, "get", "/inference-service/flavor").json()["flavor_list"]
+        by_tier = {f["cluster_flavor_id"]: f for f in listed if f["cluster_id"] == "atl1"}
+        community, secure = by_tier["atl1_h100_community"], by_tier["atl1_h100_secure"]
+        assert (community["billing"]["usd_price_unit"], secure["billing"]["usd_price_unit"]) == (1.2, 2.0)
+        assert community["display_name"] == "NVIDIA_H100" and community["flavor_id"] != secure["flavor_id"]
+        command = "pip install flask && python app.py"  # reference/002's example image and command
+        body = create_body(community["flavor_id"], image_url="python:3.10-slim", command=command)
+        created = call(client, alice, "post", "/inference-service", body, django_capture_on_commit_callbacks)
+        assert created.status_code == 201, created.content
+        service_id = created.json()["service_id"]
+        shown = call(client, alice, "get", f"/inference-service/{service_id}").json()
+        assert shown["status"] == "available" and shown["resource_metadata"]["VRAM"] == "80GB"
+        assert shown["billing_metadata"]["usd_price_unit"] == 1.2 and shown["deploy_metadata"]["command"] == command
+        machine = Instance.objects.get(deployment_id=service_id)
+        spec = sim_cloud.LAUNCHED[machine.pk]
+        assert (spec.engine, spec.image, spec.command, spec.ports) == (
+            "container",
+            "python:3.10-slim",
+            ["sh", "-c", command],
+            [8080],
+        )
+        assert spec.env["PORT"] == "8080" and spec.env["GPUCLOUD_PROXY_PATH"] == f"/services/{service_id}/"
+        assert (spec.gpu_type, spec.region, spec.tier) == ("h100", "atl1", "community")
+        assert UsageMeter.objects.get(meter_key=machine.pk).service == Service.SERVERLESS

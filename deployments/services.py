@@ -147,6 +147,10 @@ class Serverless:
 
 def serverless_options(*, kind: str, idle_timeout_seconds: int | None, start_cold: bool) -> Serverless | None:
     """What POST /deployments asked for beyond a plain model deployment; 400 for what does not fit."""
+    if kind == DeploymentKind.CONTAINER:  # reference/002's fields (image, command, port, flavor) are its own
+        raise InvalidRequest(
+            "Container endpoints are created with POST /api/v1/inference-service (image, command, port).", param="kind"
+        )
     if kind not in (DeploymentKind.MODEL, DeploymentKind.SERVERLESS):
         raise InvalidRequest("kind must be model or serverless.", param="kind")
     if kind == DeploymentKind.MODEL:
@@ -189,10 +193,20 @@ def instance_add(deployment: Deployment, price_per_hour_micros: int) -> Instance
         amount_micros=max(1, cost_micros(price_per_hour_micros, 60)),
         idempotency_key=first_minute_hold_key(instance.pk),
         description=f"First minute of {deployment.name} ({usd_display(price_per_hour_micros)}/h)",
-        service=Service.POD if deployment.kind == DeploymentKind.POD else Service.MODEL,
+        service=billed_as(deployment),
     )
     enqueue("fleet.tasks.instance_provision_task", instance.pk)
     return instance
+
+
+# What each kind of deployment is booked as in the ledger (billing.models.Service): a container
+# endpoint is a serverless endpoint of the customer's own image, not a pod (one machine they shell
+# into), so its GPU-seconds show under Serverless in spend by service; every other kind is a model.
+BILLED_AS = {DeploymentKind.POD: Service.POD, DeploymentKind.CONTAINER: Service.SERVERLESS}
+
+
+def billed_as(deployment: Deployment) -> Service:
+    return BILLED_AS.get(DeploymentKind(deployment.kind), Service.MODEL)
 
 
 def replica_add(deployment: Deployment) -> Instance:
@@ -314,10 +328,11 @@ def deployment_wake(*, deployment_id: str, reason: str = "Woken by a request.") 
 def deployments_stop_for_nonpayment(*, org: Organization) -> int:
     """Stop every running workload of the org (the zero-balance policy). Pods keep their storage
     and can start again; serverless endpoints go cold (a request wakes them once there is credit
-    again); other deployments are torn down like a delete."""
+    again), container endpoints stop (kept: a PUT of their instances starts them again); other
+    deployments are torn down like a delete."""
     stopped = 0
     for deployment in Deployment.objects.filter(org=org, status__in=(*RUNNING_STATUSES, DeploymentStatus.PROVISIONING)):
-        if deployment.kind == DeploymentKind.SERVERLESS:
+        if deployment.kind in (DeploymentKind.SERVERLESS, DeploymentKind.CONTAINER):
             deployment_scale_to_zero(deployment_id=deployment.pk, reason="Balance at $0 past the grace period.")
             stopped += 1
             continue

@@ -115,7 +115,8 @@ def _resolve(org_id: str, model: str, allowed: frozenset[str] | None = None) -> 
         return None
     deployments = (
         Deployment.objects.filter(org_id=org_id, status__in=ROUTABLE, **{"pk" if by_id else "model_id": slug})
-        .exclude(kind=DeploymentKind.POD)  # a pod serves its owner's ports, not OpenAI's API
+        # A pod serves its owner's ports, a container endpoint its image's HTTP: not OpenAI's API.
+        .exclude(kind__in=(DeploymentKind.POD, DeploymentKind.CONTAINER))
         .select_related("model")
         .prefetch_related("instances")
     )

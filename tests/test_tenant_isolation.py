@@ -32,12 +32,15 @@ from django.conf import settings
 from django.core.signals import request_finished, request_started
 from django.db import close_old_connections, connection, transaction
 from django.test import Client
+from django.utils import timezone
 
 from accounts.auth import SESSION_ORG_KEY, InferenceKeyAuth
 from accounts.models import ApiKey, Invitation, KeyGrant, Membership, User
 from accounts.principal import Principal
 from accounts.roles import Role
 from accounts.services import api_key_create, api_key_revoke, ssh_key_add, user_create
+from catalog.models import Offer
+from deployments.flavors import flavor_id_of
 from deployments.models import Deployment
 from gateway import counters as metering
 from gateway import keys, routing, sessions
@@ -104,6 +107,7 @@ class Tenant:
             "delivery_id": lambda: self.delivery().pk,
             "volume_id": lambda: self.volume().pk,
             "pod_id": lambda: self.pod().pk,
+            "service_id": lambda: self.service().pk,
             "ssh_key_id": lambda: self.ssh_key().pk,
             "template_id": lambda: self.template().pk,
         }
@@ -156,6 +160,19 @@ class Tenant:
             apps.get_model("deployments", "Pod").objects.create(deployment=deployment, image="gpucloud/shell")
             self._lazy["pod"] = deployment
         return self._lazy["pod"]
+
+    def service(self) -> Any:
+        """A container endpoint (reference/002's inference service), stopped."""
+        if "service" not in self._lazy:
+            deployment = apps.get_model("deployments", "Deployment").objects.create(
+                id=f"svc_{self.slug}", org=self.persona.org, name=f"{self.slug}-service", kind="container",
+                gpu_type_id="cpu", region_id="local", status="scaled_to_zero", desired_replicas=0,
+            )  # fmt: skip
+            apps.get_model("deployments", "Pod").objects.create(
+                deployment=deployment, image="gpucloud/shell", ports=["8080/http"], command=["sh", "-c", "true"]
+            )
+            self._lazy["service"] = deployment
+        return self._lazy["service"]
 
     def template(self) -> Any:
         if "template" not in self._lazy:
@@ -305,6 +322,7 @@ def body_for(route: Route, caller: Tenant) -> Any:
         "role": "inference" if route.path.endswith("/permissions") else "viewer",
         "api_key_id": caller.scoped_key.pk, "model_id": "smollm2-135m-instruct", "gpu_type": "cpu", "region": "local",
         "public_key": ssh_line(),
+        "flavor_id": flavor_id_of("cpu", "local", "secure"),  # offered: see local_offer
     }  # fmt: skip
     return _example(route.body_schema, hints)
 
@@ -556,11 +574,21 @@ def run_gateway_cells(matrix: Matrix, tenants: tuple[Tenant, Tenant]) -> None:
         request_finished.connect(close_old_connections)
 
 
+def local_offer() -> None:
+    """A live offer of the local machine: a flavor a service can name (GET /inference-service/flavor)."""
+    Offer.objects.update_or_create(
+        provider_id="local", gpu_type="cpu", gpu_count=1, region="local", tier="secure", spot=False,
+        defaults={"price_per_hour_micros": 100_000, "cost_per_hour_micros": 0, "available": 1,
+                  "seen_at": timezone.now()},
+    )  # fmt: skip
+
+
 @pytest.mark.slow
 def test_no_route_leaks_across_tenants_or_past_a_keys_scope(
     alice: Persona, charlie: Persona, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     tenants = (make_tenant("alice", alice, "bob@example.com"), make_tenant("charlie", charlie, "dave@example.com"))
+    local_offer()
     routes = api_routes()
     for tenant, (name, path) in product(
         tenants, {(n, r.path) for r in routes for n in r.params if n not in GLOBAL_PARAMS}

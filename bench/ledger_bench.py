@@ -33,15 +33,17 @@ and says so; those figures do not answer the question, which is about PostgreSQL
    the ledger's invariant check (`billing.invariants.ledger_violations`) over everything.
 
 3. At fleet scale (issue 19). `--orgs` organizations (1,000) with their accounts, bulk-made. First,
-   usage postings (available -> revenue, the metering charge's shape, one `ledger_post` each, to a
-   random org) from `--processes` processes at once, as the web and worker processes post, next
-   to the same processes' one-row INSERT floor measured right before; postings of different orgs
-   share only the revenue account, which no posting locks. Then a metering tick over `--meters`
-   running meters (10,000, spread over the orgs): `billing.metering.usage_charge_running`, which
-   posts them in batches of TICK_BATCH per database transaction; a second tick at the same
-   instant must post nothing. The run ends with one JSON line: postings_per_s_across_orgs,
-   insert_floor_per_s (same processes, same run), tick_10k_seconds (scaled to 10,000 meters if
-   --meters differs) and what they were measured with.
+   usage postings (available -> revenue, the metering charge's shape, each to a random org) from
+   `--processes` processes at once, next to the same processes' one-row INSERT floor measured
+   right before: `--posting-batch` (100) postings per `ledger_post_many` call and database
+   transaction, as a metering tick posts (usage postings come from ticks), then one `ledger_post`
+   and transaction each. Postings of different orgs share only the revenue account, which no
+   posting locks. Then a metering tick over `--meters` running meters (10,000, spread over the
+   orgs): `billing.metering.usage_charge_running`, TICK_BATCH meters per database transaction; a
+   second tick at the same instant must post nothing. The run ends with one JSON line:
+   postings_per_s_across_orgs (batched), single_postings_per_s_across_orgs, insert_floor_per_s
+   (same processes, same run), tick_10k_seconds (scaled to 10,000 meters if --meters differs) and
+   what they were measured with.
 
 Latencies are wall-clock per call from this client (time.perf_counter), so they include the
 Python/ORM work and the round trip to the server, which is what a request pays. p99 over few
@@ -91,7 +93,7 @@ from django.utils import timezone
 from accounts.models import Organization
 from accounts.services import user_create
 from billing.invariants import ledger_violations
-from billing.ledger import Line, ledger_post, org_accounts, system_account
+from billing.ledger import Line, PostingRequest, ledger_post, ledger_post_many, org_accounts, system_account
 from billing.metering import TICK_BATCH, usage_charge_running
 from billing.models import (
     AccountKind,
@@ -565,7 +567,9 @@ class FleetFigures:
     orgs: int
     processes: int
     postings: int
-    postings_per_s: float
+    batch: int  # postings per ledger_post_many call (and database transaction)
+    postings_per_s: float  # batched, as metering posts
+    single_postings_per_s: float  # one ledger_post (transaction) each
     insert_floor_per_s: float
     meters: int
     tick_seconds: float
@@ -587,8 +591,10 @@ def bulk_orgs(count: int) -> list[str]:
     return [org.pk for org in orgs]
 
 
-def post_usage_across(org_ids: list[str], count: int, seed: int) -> None:
-    """`count` usage postings, each to a random one of the orgs (a process's share of the run)."""
+def post_usage_across(org_ids: list[str], batch: int, count: int, seed: int) -> None:
+    """`count` usage postings, each to a random one of the orgs (a process's share of the run):
+    one ledger_post each when `batch` is 1, else ledger_post_many of `batch` at a time (how a
+    metering tick posts)."""
     rng = random.Random(seed)  # noqa: S311 - a benchmark's choice of org, not a secret
     available = dict(
         LedgerAccount.objects.filter(kind=AccountKind.AVAILABLE, org_id__in=org_ids).values_list("org_id", "pk")
@@ -596,14 +602,21 @@ def post_usage_across(org_ids: list[str], count: int, seed: int) -> None:
     accounts = {a.pk: a for a in LedgerAccount.objects.filter(pk__in=available.values())}
     orgs = Organization.objects.in_bulk(org_ids)
     revenue = system_account(AccountKind.REVENUE)
-    for n in range(count):
-        org_id = rng.choice(org_ids)
-        amount = rng.randint(1, 10_000)
-        ledger_post(
-            idempotency_key=f"fleet:{seed}:{n}", kind=TransactionKind.USAGE, org=orgs[org_id], service=Service.MODEL,
-            description="fleet benchmark usage", allow_overdraft=True,
+
+    def usage(n: int) -> PostingRequest:
+        org_id, amount = rng.choice(org_ids), rng.randint(1, 10_000)
+        return PostingRequest(
+            idempotency_key=f"fleet:{batch}:{seed}:{n}", kind=TransactionKind.USAGE, org=orgs[org_id],
+            service=Service.MODEL, description="fleet benchmark usage", allow_overdraft=True,
             lines=[Line(accounts[available[org_id]], -amount), Line(revenue, amount)],
         )  # fmt: skip
+
+    for first in range(0, count, batch):
+        requests = [usage(n) for n in range(first, min(first + batch, count))]
+        if batch == 1:
+            ledger_post(**vars(requests[0]))
+        else:
+            ledger_post_many(requests)
 
 
 def insert_floor(count: int, seed: int) -> None:
@@ -640,8 +653,8 @@ def rate_in_processes(processes: int, work: Callable[..., None], per_process: in
     return processes * per_process / elapsed
 
 
-def _usage_work(org_ids: list[str], count: int, seed: int) -> None:
-    post_usage_across(org_ids, count, seed)
+def _usage_work(org_ids: list[str], batch: int, count: int, seed: int) -> None:
+    post_usage_across(org_ids, batch, count, seed)
 
 
 def _insert_work(count: int, seed: int) -> None:
@@ -665,13 +678,14 @@ def start_meters(org_ids: list[str], count: int, started_at: datetime) -> None:
     )
 
 
-def bench_fleet(orgs: int, processes: int, postings: int, meters: int) -> FleetFigures:
+def bench_fleet(orgs: int, processes: int, postings: int, batch: int, meters: int) -> FleetFigures:
     org_ids = bulk_orgs(orgs)
     per_process = max(1, postings // processes)
     with connection.cursor() as cursor:
         cursor.execute(f"TRUNCATE {FLOOR_TABLE}")
     floor = rate_in_processes(processes, _insert_work, per_process)
-    rate = rate_in_processes(processes, _usage_work, per_process, org_ids)
+    single = rate_in_processes(processes, _usage_work, per_process, org_ids, 1)
+    rate = rate_in_processes(processes, _usage_work, per_process, org_ids, batch)
     now = timezone.now()
     start_meters(org_ids, meters, now - timedelta(minutes=5))
     analyze()
@@ -685,17 +699,21 @@ def bench_fleet(orgs: int, processes: int, postings: int, meters: int) -> FleetF
     second = time.perf_counter() - began
     if again:
         raise SystemExit(f"a second tick at the same instant charged {len(again)} orgs again")
-    return FleetFigures(orgs, processes, per_process * processes, rate, floor, meters, tick, second)
+    return FleetFigures(orgs, processes, per_process * processes, batch, rate, single, floor, meters, tick, second)
 
 
 def print_fleet(figures: FleetFigures) -> None:
     print(f"\n3. At fleet scale: {figures.orgs:,} organizations")
     print(f"{'what':<58} | {'figure':>12} | {'floor (same run)':>16} | {'ratio':>6}")
     print("-" * 102)
-    print(
-        f"{f'usage postings/s, {figures.processes} processes, random orgs':<58} | {figures.postings_per_s:>12,.0f} | "
-        f"{figures.insert_floor_per_s:>16,.0f} | {figures.postings_per_s / figures.insert_floor_per_s:>6.2f}"
-    )
+    for label, rate in (
+        (f"usage postings/s, {figures.batch} a transaction (as metering)", figures.postings_per_s),
+        ("usage postings/s, one ledger_post (transaction) each", figures.single_postings_per_s),
+    ):
+        print(
+            f"{f'{label}':<58} | {rate:>12,.0f} | "
+            f"{figures.insert_floor_per_s:>16,.0f} | {rate / figures.insert_floor_per_s:>6.2f}"
+        )
     print(
         f"{f'metering tick, {figures.meters:,} running meters (s)':<58} | {figures.tick_seconds:>12.2f} | "
         f"{'goal <= 10 s':>16} | {figures.meters / figures.tick_seconds:>6,.0f}/s"
@@ -757,6 +775,7 @@ def parse_args(argv: Sequence[str] | None, postgres: bool) -> argparse.Namespace
     parser.add_argument("--processes", type=int, default=4, help="processes posting at once across the orgs")
     parser.add_argument("--fleet-postings", type=int, default=8000, help="usage postings across the orgs, in all")
     parser.add_argument("--meters", type=int, default=10_000, help="running meters the metering tick charges")
+    parser.add_argument("--posting-batch", type=int, default=100, help="usage postings per ledger_post_many call")
     parser.add_argument(
         "--quick", action="store_true",
         help="short sections 1 and 2 (--postings 300 --entries 10000 --reads 200); section 3 as asked",
@@ -785,7 +804,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             print_reads(bench_reads(args.entries, args.reads, args.batch))
             print(f"\nFleet scale: {args.orgs:,} orgs, {args.fleet_postings:,} postings from {args.processes} "
                   f"processes, a tick over {args.meters:,} meters ...", flush=True)  # fmt: skip
-            fleet = bench_fleet(args.orgs, args.processes, args.fleet_postings, args.meters)
+            fleet = bench_fleet(args.orgs, args.processes, args.fleet_postings, args.posting_batch, args.meters)
             print_fleet(fleet)
             check_invariants()
     finally:
@@ -793,6 +812,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"\nTotal run time {time.perf_counter() - started:.0f} s; the throwaway database was dropped.")
     figures = {
         "postings_per_s_across_orgs": round(fleet.postings_per_s),
+        "postings_batch": fleet.batch,
+        "single_postings_per_s_across_orgs": round(fleet.single_postings_per_s),
         "insert_floor_per_s": round(fleet.insert_floor_per_s),
         "tick_10k_seconds": round(fleet.tick_10k_seconds, 2),
         "tick_meters": fleet.meters,

@@ -32,6 +32,19 @@ and says so; those figures do not answer the question, which is about PostgreSQL
    the run checks that balance_of's available credit equals the SUM, and at the end it runs
    the ledger's invariant check (`billing.invariants.ledger_violations`) over everything.
 
+3. At fleet scale (issue 19). `--orgs` organizations (1,000) with their accounts, bulk-made. First,
+   usage postings (available -> revenue, the metering charge's shape, each to a random org) from
+   `--processes` processes at once, next to the same processes' one-row INSERT floor measured
+   right before: `--posting-batch` (100) postings per `ledger_post_many` call and database
+   transaction, as a metering tick posts (usage postings come from ticks), then one `ledger_post`
+   and transaction each. Postings of different orgs share only the revenue account, which no
+   posting locks. Then a metering tick over `--meters` running meters (10,000, spread over the
+   orgs): `billing.metering.usage_charge_running`, TICK_BATCH meters per database transaction; a
+   second tick at the same instant must post nothing. The run ends with one JSON line:
+   postings_per_s_across_orgs (batched), single_postings_per_s_across_orgs, insert_floor_per_s
+   (same processes, same run), tick_10k_seconds (scaled to 10,000 meters if --meters differs) and
+   what they were measured with.
+
 Latencies are wall-clock per call from this client (time.perf_counter), so they include the
 Python/ORM work and the round trip to the server, which is what a request pays. p99 over few
 samples (the SUM at large sizes is sampled under a time budget; `n` says how many) is rough.
@@ -41,6 +54,8 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
+import multiprocessing
 import os
 import platform
 import random
@@ -52,7 +67,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -78,13 +93,16 @@ from django.utils import timezone
 from accounts.models import Organization
 from accounts.services import user_create
 from billing.invariants import ledger_violations
-from billing.ledger import Line, ledger_post, org_accounts, system_account
+from billing.ledger import Line, PostingRequest, ledger_post, ledger_post_many, org_accounts, system_account
+from billing.metering import TICK_BATCH, usage_charge_running
 from billing.models import (
     AccountKind,
     LedgerAccount,
     LedgerEntry,
     LedgerTransaction,
+    Service,
     TransactionKind,
+    UsageMeter,
 )
 from billing.selectors import balance_of
 
@@ -355,7 +373,6 @@ class Loader:
     rng: random.Random
     loaded: int = 0
     available_total: int = 0
-    source_total: int = 0
 
     def load_until(self, size: int) -> float:
         """Load entries until the org account has `size`; return the seconds it took."""
@@ -371,14 +388,14 @@ class Loader:
         analyze()
         return time.perf_counter() - started
 
-    def _next_amounts(self, count: int) -> list[tuple[int, int, int]]:
-        """(amount, available balance after, source balance after) for the next `count` transactions."""
+    def _next_amounts(self, count: int) -> list[tuple[int, int]]:
+        """(amount, available balance after) for the next `count` transactions (the source, a system
+        account, keeps no running balance)."""
         rows = []
         for _ in range(count):
             amount = self.rng.randint(1, 1_000_000)
             self.available_total += amount
-            self.source_total -= amount
-            rows.append((amount, self.available_total, self.source_total))
+            rows.append((amount, self.available_total))
         return rows
 
     def _bulk_create_batch(self, count: int) -> None:
@@ -396,7 +413,7 @@ class Loader:
             for i in range(count)
         )
         entries = []
-        for txn, (amount, available_after, source_after) in zip(txns, self._next_amounts(count), strict=True):
+        for txn, (amount, available_after) in zip(txns, self._next_amounts(count), strict=True):
             entries.append(
                 LedgerEntry(
                     transaction=txn,
@@ -411,7 +428,7 @@ class Loader:
                     transaction=txn,
                     account=self.source,
                     amount_micros=-amount,
-                    balance_after_micros=source_after,
+                    balance_after_micros=None,  # a system account keeps no running balance
                     created_at=now,
                 )
             )
@@ -444,16 +461,13 @@ class Loader:
     def _copy_entries(self, cursor: Any, txn_ids: list[int], now: datetime) -> None:
         columns = "transaction account amount_micros balance_after_micros created_at"
         with cursor.copy(copy_sql("LedgerEntry", columns)) as copy:
-            for txn_id, (amount, available_after, source_after) in zip(
-                txn_ids, self._next_amounts(len(txn_ids)), strict=True
-            ):
+            for txn_id, (amount, available_after) in zip(txn_ids, self._next_amounts(len(txn_ids)), strict=True):
                 copy.write_row((txn_id, self.target.available.pk, amount, available_after, now))
-                copy.write_row((txn_id, self.source.pk, -amount, source_after, now))
+                copy.write_row((txn_id, self.source.pk, -amount, None, now))  # a system account: no balance
 
     def _store_cached_balances(self) -> None:
 
         LedgerAccount.objects.filter(pk=self.target.available.pk).update(balance_micros=self.available_total)
-        LedgerAccount.objects.filter(pk=self.source.pk).update(balance_micros=self.source_total)
 
 
 def table_of(model_name: str) -> str:
@@ -545,6 +559,172 @@ def check_invariants() -> None:
     print(f"Ledger invariants (billing.invariants.ledger_violations over all rows): none violated ({elapsed:.1f} s).")
 
 
+# --- 3. At fleet scale ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FleetFigures:
+    orgs: int
+    processes: int
+    postings: int
+    batch: int  # postings per ledger_post_many call (and database transaction)
+    postings_per_s: float  # batched, as metering posts
+    single_postings_per_s: float  # one ledger_post (transaction) each
+    insert_floor_per_s: float
+    meters: int
+    tick_seconds: float
+    second_tick_seconds: float
+
+    @property
+    def tick_10k_seconds(self) -> float:
+        return self.tick_seconds * 10_000 / self.meters
+
+
+def bulk_orgs(count: int) -> list[str]:
+    """`count` organizations with their available and held accounts, made in bulk (no users: the
+    ledger does not need them)."""
+    orgs = Organization.objects.bulk_create([Organization(name=f"fleet org {n}") for n in range(count)])
+    LedgerAccount.objects.bulk_create(
+        [LedgerAccount(org=org, kind=kind) for org in orgs for kind in (AccountKind.AVAILABLE, AccountKind.HELD)]
+    )
+    system_account(AccountKind.REVENUE)  # exists before the first posting, as in any running platform
+    return [org.pk for org in orgs]
+
+
+def post_usage_across(org_ids: list[str], batch: int, count: int, seed: int) -> None:
+    """`count` usage postings, each to a random one of the orgs (a process's share of the run):
+    one ledger_post each when `batch` is 1, else ledger_post_many of `batch` at a time (how a
+    metering tick posts)."""
+    rng = random.Random(seed)  # noqa: S311 - a benchmark's choice of org, not a secret
+    available = dict(
+        LedgerAccount.objects.filter(kind=AccountKind.AVAILABLE, org_id__in=org_ids).values_list("org_id", "pk")
+    )
+    accounts = {a.pk: a for a in LedgerAccount.objects.filter(pk__in=available.values())}
+    orgs = Organization.objects.in_bulk(org_ids)
+    revenue = system_account(AccountKind.REVENUE)
+
+    def usage(n: int) -> PostingRequest:
+        org_id, amount = rng.choice(org_ids), rng.randint(1, 10_000)
+        return PostingRequest(
+            idempotency_key=f"fleet:{batch}:{seed}:{n}", kind=TransactionKind.USAGE, org=orgs[org_id],
+            service=Service.MODEL, description="fleet benchmark usage", allow_overdraft=True,
+            lines=[Line(accounts[available[org_id]], -amount), Line(revenue, amount)],
+        )  # fmt: skip
+
+    for first in range(0, count, batch):
+        requests = [usage(n) for n in range(first, min(first + batch, count))]
+        if batch == 1:
+            ledger_post(**vars(requests[0]))
+        else:
+            ledger_post_many(requests)
+
+
+def insert_floor(count: int, seed: int) -> None:
+    for n in range(count):
+        insert_one(seed * count + n)
+
+
+def _in_process(work: Callable[..., None], args: tuple[Any, ...], start: Any) -> None:
+    connection.close()  # the parent's connection is not this process's: open a fresh one
+    connection.ensure_connection()
+    start.wait()
+    work(*args)
+    connection.close()
+
+
+def rate_in_processes(processes: int, work: Callable[..., None], per_process: int, *args: Any) -> float:
+    """Calls per second of `work` run in `processes` forked processes at once (each with its own
+    database connection, released together; timed from the release to the last one's end)."""
+    context = multiprocessing.get_context("fork")
+    start = context.Barrier(processes + 1)
+    connection.close()  # a forked child must not share the parent's socket
+    children = [
+        context.Process(target=_in_process, args=(work, (*args, per_process, seed), start)) for seed in range(processes)
+    ]
+    for child in children:
+        child.start()
+    start.wait()
+    began = time.perf_counter()
+    for child in children:
+        child.join()
+    elapsed = time.perf_counter() - began
+    if any(child.exitcode != 0 for child in children):
+        raise SystemExit(f"a benchmark process failed: exit codes {[c.exitcode for c in children]}")
+    return processes * per_process / elapsed
+
+
+def _usage_work(org_ids: list[str], batch: int, count: int, seed: int) -> None:
+    post_usage_across(org_ids, batch, count, seed)
+
+
+def _insert_work(count: int, seed: int) -> None:
+    insert_floor(count, seed)
+
+
+def start_meters(org_ids: list[str], count: int, started_at: datetime) -> None:
+    UsageMeter.objects.bulk_create(
+        [
+            UsageMeter(
+                meter_key=f"fleet-meter-{n}",
+                org_id=org_ids[n % len(org_ids)],
+                service=Service.MODEL,
+                description="fleet benchmark instance",
+                hourly_price_micros=2_000_000 + n % 7 * 100_000,
+                started_at=started_at,
+            )
+            for n in range(count)
+        ],
+        batch_size=2000,
+    )
+
+
+def bench_fleet(orgs: int, processes: int, postings: int, batch: int, meters: int) -> FleetFigures:
+    org_ids = bulk_orgs(orgs)
+    per_process = max(1, postings // processes)
+    with connection.cursor() as cursor:
+        cursor.execute(f"TRUNCATE {FLOOR_TABLE}")
+    floor = rate_in_processes(processes, _insert_work, per_process)
+    single = rate_in_processes(processes, _usage_work, per_process, org_ids, 1)
+    rate = rate_in_processes(processes, _usage_work, per_process, org_ids, batch)
+    now = timezone.now()
+    start_meters(org_ids, meters, now - timedelta(minutes=5))
+    analyze()
+    began = time.perf_counter()
+    charged = usage_charge_running(now=now)
+    tick = time.perf_counter() - began
+    if len(charged) != min(orgs, meters):
+        raise SystemExit(f"the tick charged {len(charged)} orgs, expected {min(orgs, meters)}")
+    began = time.perf_counter()
+    again = usage_charge_running(now=now)
+    second = time.perf_counter() - began
+    if again:
+        raise SystemExit(f"a second tick at the same instant charged {len(again)} orgs again")
+    return FleetFigures(orgs, processes, per_process * processes, batch, rate, single, floor, meters, tick, second)
+
+
+def print_fleet(figures: FleetFigures) -> None:
+    print(f"\n3. At fleet scale: {figures.orgs:,} organizations")
+    print(f"{'what':<58} | {'figure':>12} | {'floor (same run)':>16} | {'ratio':>6}")
+    print("-" * 102)
+    for label, rate in (
+        (f"usage postings/s, {figures.batch} a transaction (as metering)", figures.postings_per_s),
+        ("usage postings/s, one ledger_post (transaction) each", figures.single_postings_per_s),
+    ):
+        print(
+            f"{f'{label}':<58} | {rate:>12,.0f} | "
+            f"{figures.insert_floor_per_s:>16,.0f} | {rate / figures.insert_floor_per_s:>6.2f}"
+        )
+    print(
+        f"{f'metering tick, {figures.meters:,} running meters (s)':<58} | {figures.tick_seconds:>12.2f} | "
+        f"{'goal <= 10 s':>16} | {figures.meters / figures.tick_seconds:>6,.0f}/s"
+    )
+    print(
+        f"{'the same tick again, at the same instant (s): posts nothing':<58} | {figures.second_tick_seconds:>12.2f} |"
+    )
+    floor = f"floor: one-row INSERT transactions/s from the same {figures.processes} processes"
+    print(f"{floor}; tick: {TICK_BATCH} meters a transaction.")
+
+
 # --- Context and entry point ----------------------------------------------------------------
 
 
@@ -591,7 +771,18 @@ def parse_args(argv: Sequence[str] | None, postgres: bool) -> argparse.Namespace
     parser.add_argument("--threads", type=int, default=4, help="threads for the concurrent posting measurement")
     parser.add_argument("--reads", type=int, default=2000, help="balance_of calls per ledger size")
     parser.add_argument("--batch", type=int, default=5000, help="transactions per bulk-load batch")
+    parser.add_argument("--orgs", type=int, default=1000, help="organizations for the fleet-scale figures")
+    parser.add_argument("--processes", type=int, default=4, help="processes posting at once across the orgs")
+    parser.add_argument("--fleet-postings", type=int, default=8000, help="usage postings across the orgs, in all")
+    parser.add_argument("--meters", type=int, default=10_000, help="running meters the metering tick charges")
+    parser.add_argument("--posting-batch", type=int, default=100, help="usage postings per ledger_post_many call")
+    parser.add_argument(
+        "--quick", action="store_true",
+        help="short sections 1 and 2 (--postings 300 --entries 10000 --reads 200); section 3 as asked",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    if args.quick:
+        args.postings, args.entries, args.reads = 300, min(args.entries, 10_000), 200
     if min(args.postings, args.threads, args.reads, args.batch) < 1 or args.entries < 0:
         parser.error("--postings, --threads, --reads and --batch must be positive, --entries not negative")
     return args
@@ -611,10 +802,27 @@ def main(argv: Sequence[str] | None = None) -> None:
             print_postings(bench_postings(args.postings, args.threads))
             print(f"\nLoading up to {args.entries:,} entries in batches of {args.batch}, reading at each size ...")
             print_reads(bench_reads(args.entries, args.reads, args.batch))
+            print(f"\nFleet scale: {args.orgs:,} orgs, {args.fleet_postings:,} postings from {args.processes} "
+                  f"processes, a tick over {args.meters:,} meters ...", flush=True)  # fmt: skip
+            fleet = bench_fleet(args.orgs, args.processes, args.fleet_postings, args.posting_batch, args.meters)
+            print_fleet(fleet)
             check_invariants()
     finally:
         teardown_test_environment()
     print(f"\nTotal run time {time.perf_counter() - started:.0f} s; the throwaway database was dropped.")
+    figures = {
+        "postings_per_s_across_orgs": round(fleet.postings_per_s),
+        "postings_batch": fleet.batch,
+        "single_postings_per_s_across_orgs": round(fleet.single_postings_per_s),
+        "insert_floor_per_s": round(fleet.insert_floor_per_s),
+        "tick_10k_seconds": round(fleet.tick_10k_seconds, 2),
+        "tick_meters": fleet.meters,
+        "orgs": fleet.orgs,
+        "processes": fleet.processes,
+        "tick_batch": TICK_BATCH,
+        "database": connection.vendor,
+    }
+    print(json.dumps(figures))
 
 
 if __name__ == "__main__":

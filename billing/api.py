@@ -131,6 +131,13 @@ def _filters(kind: str | None, since: date | None, until: date | None) -> dict[s
     }
 
 
+def _balance_after(entry: LedgerEntry) -> int:
+    """A statement's entries are on the org's available account, which always records its balance
+    after (only system accounts' entries do not)."""
+    assert entry.balance_after_micros is not None, f"entry {entry.pk} is not an org account's"
+    return entry.balance_after_micros
+
+
 def _transaction_out(entry: LedgerEntry) -> dict[str, object]:
     txn = entry.transaction
     return {
@@ -140,7 +147,7 @@ def _transaction_out(entry: LedgerEntry) -> dict[str, object]:
         "service": txn.service or None,
         "description": txn.description,
         "amount_usd": usd(entry.amount_micros),
-        "balance_usd": usd(entry.balance_after_micros),
+        "balance_usd": usd(_balance_after(entry)),
         "overdraft": txn.overdraft,
     }
 
@@ -200,7 +207,7 @@ def _csv_rows(entries: Iterator[LedgerEntry]) -> Iterator[str]:
                 row["service"] or "",
                 text_cell(str(row["description"])),  # names users chose appear in it
                 f"{entry.amount_micros / MICROS_PER_USD:.6f}",
-                f"{entry.balance_after_micros / MICROS_PER_USD:.6f}",
+                f"{_balance_after(entry) / MICROS_PER_USD:.6f}",
             ]
         )
 

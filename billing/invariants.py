@@ -22,7 +22,9 @@ def ledger_violations() -> list[str]:
     sums = dict(
         LedgerEntry.objects.values("account_id").annotate(total=Sum("amount_micros")).values_list("account_id", "total")
     )
-    for account in LedgerAccount.objects.all():
+    for account in LedgerAccount.objects.filter(org__isnull=True).exclude(balance_micros=0):
+        violations.append(f"system account {account} caches {account.balance_micros}: system accounts keep none")
+    for account in LedgerAccount.objects.filter(org__isnull=False):
         if account.balance_micros != sums.get(account.pk, 0):
             violations.append(
                 f"account {account} caches {account.balance_micros} but its entries sum to {sums.get(account.pk, 0)}"

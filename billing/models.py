@@ -5,9 +5,11 @@ accounts, `available` (spendable credit) and `held` (credit reserved by open hol
 balance is their sum. System accounts (Stripe clearing, promotional credit, revenue) are the
 other side of every movement and may go negative: a source account is negative by what it gave.
 
-Rows are only ever inserted: a correction is a new reversing transaction. The cached
+Rows are only ever inserted: a correction is a new reversing transaction. An org account's cached
 `LedgerAccount.balance_micros` changes only in the same database transaction as its entries,
 under a row lock (see billing/ledger.py), and `manage.py ledger_check` proves it equals the sum.
+System accounts keep no cached balance (it stays 0; billing.ledger.account_balance sums their
+entries): every posting would otherwise queue on their rows, whichever organization it is for.
 """
 
 from __future__ import annotations
@@ -96,7 +98,10 @@ class LedgerEntry(models.Model):
     transaction = models.ForeignKey(LedgerTransaction, on_delete=models.PROTECT, related_name="entries")
     account = models.ForeignKey(LedgerAccount, on_delete=models.PROTECT, related_name="entries")
     amount_micros = models.BigIntegerField()
-    balance_after_micros = models.BigIntegerField(help_text="The account's balance right after this entry")
+    balance_after_micros = models.BigIntegerField(
+        null=True, blank=True,
+        help_text="An org account's balance right after this entry (null on system accounts: they keep none)",
+    )  # fmt: skip
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

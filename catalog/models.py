@@ -46,7 +46,19 @@ class ModelCategory(models.TextChoices):
     IMAGE = "image", "Image generation"
 
 
+class CatalogModelQuerySet(models.QuerySet["CatalogModel"]):
+    def curated(self) -> CatalogModelQuerySet:
+        """The operator's catalog: without the rows made for Hugging Face ids on first use
+        (catalog/hf_models.py), which only the orgs that deployed them see, as their deployments."""
+        return self.filter(hf_id="")
+
+
 class CatalogModel(models.Model):
+    """A model the platform can serve. Most rows are the operator's catalog; a row with `hf_id` was
+    made when an org first deployed or called that Hugging Face id (GPUCLOUD_HF_MODELS allowing it):
+    it lets deployments, metering and listing treat the model like any other, and the catalog's pages
+    and API leave it out (`curated()`)."""
+
     slug = models.SlugField(primary_key=True, max_length=80)
     name = models.CharField(max_length=120)
     category = models.CharField(max_length=10, choices=ModelCategory.choices)
@@ -59,6 +71,11 @@ class CatalogModel(models.Model):
     hourly_price_micros = models.BigIntegerField(help_text="Price shown per replica-hour, micro-USD")
     context_length = models.PositiveIntegerField(null=True, blank=True)
     sort_order = models.PositiveSmallIntegerField(default=0)
+    hf_id = models.CharField(
+        max_length=200, blank=True, default="", help_text="The Hugging Face id (org/name) it was made for; blank: ours"
+    )
+
+    objects = CatalogModelQuerySet.as_manager()
 
     class Meta:
         ordering = ["sort_order", "slug"]

@@ -11,7 +11,7 @@ from django.conf import settings
 from django.db.models import Min, Q, QuerySet, Sum
 from django.utils import timezone
 
-from catalog.models import CatalogModel, CloudType, GpuType, ModelCategory, Offer, Preset, Region
+from catalog.models import CatalogModel, CloudType, GpuType, ModelCategory, Offer, Preset, Region, Vendor
 from gpucloud.core.errors import InvalidRequest, NotFound
 
 
@@ -20,7 +20,7 @@ def models_list(
 ) -> QuerySet[CatalogModel]:
     """The catalog, optionally one category, models matching every word of `search` (in the name,
     slug or description), and those that run on `gpu_type` by default."""
-    qs = CatalogModel.objects.select_related("default_gpu_type")
+    qs = CatalogModel.objects.curated().select_related("default_gpu_type")
     for word in search.split()[:8]:
         qs = qs.filter(Q(name__icontains=word) | Q(slug__icontains=word) | Q(description__icontains=word))
     if gpu_type:
@@ -35,7 +35,7 @@ def models_list(
 
 
 def model_get(slug: str) -> CatalogModel:
-    model = CatalogModel.objects.select_related("default_gpu_type").filter(slug=slug).first()
+    model = CatalogModel.objects.curated().select_related("default_gpu_type").filter(slug=slug).first()
     if model is None:
         raise NotFound(f"No model {slug!r} in the catalog.", param="slug")
     return model
@@ -43,7 +43,7 @@ def model_get(slug: str) -> CatalogModel:
 
 def categories_with_counts() -> list[dict[str, object]]:
     counts: dict[str, int] = {}
-    for category in CatalogModel.objects.values_list("category", flat=True):
+    for category in CatalogModel.objects.curated().values_list("category", flat=True):
         counts[category] = counts.get(category, 0) + 1
     return [
         {"slug": value, "name": label, "model_count": counts.get(value, 0)} for value, label in ModelCategory.choices
@@ -86,6 +86,18 @@ def offers_for(*, gpu_type: str, region: str, spot: bool = False, cloud_type: st
     if cloud_type != CloudType.ANY:
         offers = offers.filter(tier=cloud_type)
     return list(offers)
+
+
+def spot_offer_fitting(min_vram_gb: int) -> tuple[Offer, GpuType] | None:
+    """The cheapest live spot offer of a GPU type (not a CPU: the local provider runs llama.cpp only)
+    with at least `min_vram_gb` of VRAM, in a region the catalog knows, with its GPU type; those with
+    capacity before full ones (a replica on a full one waits for capacity). None when none fits."""
+    gpus = {g.slug: g for g in GpuType.objects.filter(vram_gb__gte=min_vram_gb).exclude(vendor=Vendor.CPU)}
+    offers = offers_live().filter(spot=True, gpu_type__in=list(gpus), region__in=Region.objects.values("slug"))
+    best = min(
+        offers, key=lambda o: (o.available <= 0, o.price_per_hour_micros, gpus[o.gpu_type].vram_gb), default=None
+    )
+    return (best, gpus[best.gpu_type]) if best else None
 
 
 @dataclass(frozen=True)

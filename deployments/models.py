@@ -23,6 +23,9 @@ class DeploymentKind(models.TextChoices):
     SERVERLESS = "serverless", "Serverless endpoint"
     DEDICATED = "dedicated", "Dedicated deployment"
     POD = "pod", "Pod"
+    # A serverless container endpoint (reference/002's inference services, deployments/containers.py):
+    # any image serving HTTP on one port, with replicas; its Pod row holds the image, command and port.
+    CONTAINER = "container", "Container endpoint"
 
 
 class DeploymentStatus(models.TextChoices):
@@ -278,6 +281,7 @@ class Pod(models.Model):
         null=True, blank=True, help_text="Terminated after this long without activity (null: never)"
     )
     starts = models.PositiveIntegerField(default=1, help_text="Launches asked for: 1 at create, +1 per start")
+    description = models.CharField(max_length=1000, blank=True, help_text="A container endpoint's, as given")
 
     def __str__(self) -> str:
         return f"{self.deployment_id} ({self.image})"

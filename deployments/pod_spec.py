@@ -9,7 +9,7 @@ from accounts.selectors import ssh_keys_of
 from catalog.gpu_units import offer_slug
 from catalog.models import CloudType
 from deployments.lifecycle import deployment_transition
-from deployments.models import Deployment, DeploymentStatus, Pod, VolumeStatus
+from deployments.models import Deployment, DeploymentKind, DeploymentStatus, Pod, VolumeStatus
 from fleet.models import Instance
 from fleet.providers.base import InstanceSpec, ProviderError, Tier
 
@@ -41,7 +41,7 @@ def pod_instance_spec(instance: Instance, pod: Pod) -> InstanceSpec:
         command=list(pod.command) or None,
         args=list(pod.args),
         # Where the platform's proxy serves its ports: an app under a prefix (JupyterLab's base_url) needs it.
-        env={**pod.env, "GPUCLOUD_POD_ID": deployment.pk, "GPUCLOUD_PROXY_PATH": f"/pods/{deployment.pk}/ports/"},
+        env={**pod.env, "GPUCLOUD_POD_ID": deployment.pk, "GPUCLOUD_PROXY_PATH": _proxy_path(deployment)},
         ports=pod.port_numbers(),
         tcp_ports=pod.port_numbers("tcp"),
         disk_gb=pod.container_disk_gb,
@@ -49,6 +49,14 @@ def pod_instance_spec(instance: Instance, pod: Pod) -> InstanceSpec:
         volume_mount_path=pod.volume_mount_path,
         ssh_public_keys=_keys_of(pod, deployment),
     )
+
+
+def _proxy_path(deployment: Deployment) -> str:
+    """Where the platform's proxy serves it: a pod's ports each under this prefix, a container
+    endpoint's one port at the prefix itself (gateway/service_proxy.py strips it)."""
+    if deployment.kind == DeploymentKind.CONTAINER:
+        return f"/services/{deployment.pk}/"
+    return f"/pods/{deployment.pk}/ports/"
 
 
 def _keys_of(pod: Pod, deployment: Deployment) -> list[str]:

@@ -61,7 +61,7 @@ def pod_create(*, principal: Principal, asked: PodSettings, offer: Offer | None 
     if volume is not None and volume.region_id != region:
         raise InvalidRequest(f"Volume {volume.pk} lives in {volume.region_id}; the pod must run there.", param="region")
     if offer is None:
-        offer = _offer(asked, gpu=gpu, region=region, provider=volume.provider if volume else None)
+        offer = pod_offer(asked, gpu=gpu, region=region, provider=volume.provider if volume else None)
     elif (refusal := pod_offer_refusal(offer, asked)) is not None:
         raise InvalidRequest(refusal[0], param=refusal[1])
     launch_check(principal.org)
@@ -78,7 +78,7 @@ def pod_create(*, principal: Principal, asked: PodSettings, offer: Offer | None 
                 size_gb=asked.new_volume.size_gb, region=region, gpu_type=offer_slug(gpu.slug, asked.gpu_count),
             )  # fmt: skip
             if volume.provider != offer.provider_id:  # placed with the cheapest keeper: the pod runs there
-                offer = _offer(asked, gpu=gpu, region=region, provider=volume.provider)
+                offer = pod_offer(asked, gpu=gpu, region=region, provider=volume.provider)
                 deployment.hourly_price_micros = offer.price_per_hour_micros
                 deployment.save(update_fields=["hourly_price_micros"])
         keys = [ssh_public_key_parse(key).line for key in asked.ssh_public_keys]  # normalised, as saved keys are
@@ -122,7 +122,7 @@ def pod_start(*, principal: Principal, deployment: Deployment) -> Deployment:
         raise Conflict(f"Volume {pod.volume_id} is in use by another pod; stop that one first.")
     # A rented pod starts where it was rented (its provider); one with a volume, where the volume lives.
     provider = deployment.provider or (pod.volume.provider if pod.volume else None)
-    offer = _offer(asked, gpu=gpu, region=deployment.region_id, provider=provider)
+    offer = pod_offer(asked, gpu=gpu, region=deployment.region_id, provider=provider)
     launch_check(deployment.org)
     with transaction.atomic():
         deployment = Deployment.objects.select_for_update().get(pk=deployment.pk)
@@ -234,7 +234,7 @@ def _in_use_elsewhere(volume: Volume, deployment: Deployment | None) -> bool:
     return others.exclude(pk=deployment.pk if deployment else None).exists()
 
 
-def _offer(asked: PodSettings, *, gpu: GpuType, region: str, provider: str | None) -> Offer:
+def pod_offer(asked: PodSettings, *, gpu: GpuType, region: str, provider: str | None) -> Offer:
     """The cheapest offer with capacity on the asked terms (on `provider` where the volume lives) whose
     provider can run the image; 409 naming what is missing."""
     slug = offer_slug(gpu.slug, asked.gpu_count)

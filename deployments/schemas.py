@@ -27,7 +27,13 @@ class DeploymentCreateIn(BodyIn):
     )
 
     name: str = Field("", max_length=100)
-    model_id: str = Field(description="A catalog model (GET /models; 404 for none)", examples=["smollm2-135m-instruct"])
+    model_id: str = Field(
+        description="A catalog model (GET /models; 404 for none), or a Hugging Face id `org/name` where the operator "
+        "allows them (GPUCLOUD_HF_MODELS; 403 `hf_model_not_allowed` otherwise, 400 for no such id): served by vLLM "
+        "on a GPU (400 for the CPU), with at least the VRAM its size in the name needs (400 otherwise; no size: the "
+        "GPU chosen is trusted)",
+        examples=["smollm2-135m-instruct"],
+    )
     gpu_type: str = Field(
         description="A GPU type (GET /gpu-types; 404 for none) with the model's min_vram_gb or more (400 otherwise)",
         examples=["cpu"],
@@ -41,7 +47,8 @@ class DeploymentCreateIn(BodyIn):
     kind: str = Field(
         "model",
         description="model (replicas run until changed) or serverless (scales to zero after idle_timeout_seconds "
-        "without requests; the next request wakes it)",
+        "without requests; the next request wakes it). Container endpoints (any image serving HTTP) are created "
+        "with POST /api/v1/inference-service (400 here)",
         json_schema_extra={"enum": ["model", "serverless"]},
     )
     idle_timeout_seconds: int | None = Field(
@@ -94,6 +101,13 @@ class RolloutOut(Schema):
     started_at: datetime | None
 
 
+class DeploymentContainerOut(Schema):
+    image: str
+    command: str = Field(description="Run by `sh -c`; empty: the image's own")
+    port: int
+    url: str = Field(description="Where it answers, with an account key of the org (Authorization: Bearer)")
+
+
 class DeploymentOut(Schema):
     id: str
     name: str
@@ -104,7 +118,10 @@ class DeploymentOut(Schema):
     region: str | None
     preset: str | None
     replicas: int
-    kind: str = Field(description="model (replicas run until changed) or serverless (scales to zero when idle)")
+    kind: str = Field(
+        description="model (replicas run until changed), serverless (scales to zero when idle) or container (an "
+        "image serving HTTP: see `container`, and /api/v1/inference-service)"
+    )
     spot: bool = Field(description="Its replicas run on interruptible (spot) machines only; false: on-demand only")
     cloud_type: str = Field(
         description="The tiers its replicas may run on: secure, community, or any (the cheapest of either)",
@@ -114,8 +131,10 @@ class DeploymentOut(Schema):
     scaling: ScalingOut = Field(description="The autoscaling settings, as GET /deployments/{id}/scaling answers")
     endpoint_url: str = Field(
         description="POST OpenAI requests here (with your API key): chat completions, or embeddings for an "
-        "embedding model; on /v1, send this deployment's id as `model`"
+        "embedding model; on /v1, send this deployment's id as `model`. A container's: its URL (any method and "
+        "path under it, with an account key)"
     )
+    container: DeploymentContainerOut | None = Field(description="A container endpoint's image; null for others")
     hourly_cost_usd: float = Field(
         description="What bills now, per hour: the launched replicas not yet confirmed ended, each at its own price"
     )

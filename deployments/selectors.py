@@ -34,7 +34,7 @@ def deployment_get_for_org(org: Organization, deployment_id: str) -> Deployment:
     deployment = (
         Deployment.objects.filter(org=org, pk=deployment_id)
         .exclude(kind=DeploymentKind.POD)
-        .select_related("model", "gpu_type", "region", "preset")
+        .select_related("model", "gpu_type", "region", "preset", "pod")
         .first()
     )
     if deployment is None:
@@ -63,6 +63,23 @@ def pods_of(org: Organization, *, include_terminated: bool = False) -> QuerySet[
     if include_terminated:
         return pods
     return pods.exclude(pod__terminated=True, status=DeploymentStatus.STOPPED)
+
+
+def container_get_for_org(org: Organization, service_id: str) -> Deployment:
+    """The org's container endpoint (its Deployment, with the Pod row), or 404; a deleted one too."""
+    found = containers_of(org).filter(pk=service_id).first()
+    if found is None:
+        raise NotFound(f"No inference service {service_id!r}.", param="service_id")
+    return found
+
+
+def containers_of(org: Organization) -> QuerySet[Deployment]:
+    """The org's container endpoints, newest first; deleted ones are gone."""
+    return (
+        Deployment.objects.filter(org=org, kind=DeploymentKind.CONTAINER, pod__terminated=False)
+        .select_related("pod", "gpu_type", "created_by")
+        .order_by("-created_at", "pk")
+    )
 
 
 def volume_get_for_org(org: Organization, volume_id: str) -> Volume:

@@ -16,7 +16,8 @@ from billing.holds import hold_open
 from billing.metering import cost_micros
 from billing.models import Service
 from billing.policy import launch_check
-from catalog.models import CatalogModel, CloudType, GpuType, Offer, Preset, Region
+from catalog.hf_models import hf_catalog_model, hf_check_allowed, hf_model_parse, is_hf_id
+from catalog.models import CatalogModel, CloudType, GpuType, Offer, Preset, Region, Vendor
 from catalog.selectors import offers_for
 from deployments.lifecycle import deployment_transition
 from deployments.live import deployment_changed_on_commit
@@ -62,17 +63,32 @@ def deployment_create(
     principal.require(CAN_WRITE, "creating deployments")
     if cloud_type not in CloudType.values:
         raise InvalidRequest(f"cloud_type must be one of {', '.join(CloudType.values)}.", param="cloud_type")
-    model = CatalogModel.objects.filter(slug=model_id).first()
-    if model is None:
+    hf = hf_model_parse(model_id, param="model_id") if is_hf_id(model_id) else None
+    if hf is not None:
+        hf_check_allowed(hf, param="model_id")
+    model = CatalogModel.objects.filter(slug=hf.slug if hf else model_id).first()  # an HF id's: made on first use
+    if hf is None and model is not None and model.hf_id:  # an HF model's row named by its slug: the same rule
+        hf_check_allowed(hf_model_parse(model.hf_id, param="model_id"), param="model_id")
+    if model is None and hf is None:
         raise NotFound(f"No model {model_id!r} in the catalog; see GET /api/v1/models.", param="model_id")
     gpu = GpuType.objects.filter(slug=gpu_type).first()
     if gpu is None:
         raise NotFound(f"No GPU type {gpu_type!r}; see GET /api/v1/gpu-types.", param="gpu_type")
     chosen_preset = _preset_for(preset, gpu) if preset else None
-    if gpu.vram_gb < model.min_vram_gb:
+    if model is not None:
+        title, min_vram_gb = model.name, model.min_vram_gb
+    else:  # an HF id used for the first time: its size's estimate, or the GPU chosen as it is (none in its name)
+        assert hf is not None
+        title, min_vram_gb = model_id, hf.vram_gb or 0
+    if gpu.vram_gb < min_vram_gb:
         raise InvalidRequest(
-            f"{model.name} needs {model.min_vram_gb} GB of VRAM; {gpu.name} has {gpu.vram_gb} GB. "
+            f"{title} needs {min_vram_gb} GB of VRAM; {gpu.name} has {gpu.vram_gb} GB. "
             "See GET /api/v1/gpu-model-configs.",
+            param="gpu_type",
+        )
+    if hf is not None and gpu.vendor == Vendor.CPU:
+        raise InvalidRequest(
+            f"{model_id} runs on vLLM, which needs a GPU; this machine's provider runs llama.cpp GGUF models only.",
             param="gpu_type",
         )
     if not Region.objects.filter(slug=region).exists():
@@ -93,9 +109,12 @@ def deployment_create(
     if not cold:
         launch_check(principal.org)
     with transaction.atomic():
+        if model is None:
+            assert hf is not None
+            model = hf_catalog_model(hf, gpu=gpu, price_per_hour_micros=price)
         deployment = Deployment.objects.create(
             org=principal.org,
-            name=(name or model.slug).strip()[:100],
+            name=(name or model.hf_id or model.slug).strip()[:100],
             kind=DeploymentKind.SERVERLESS if serverless else DeploymentKind.MODEL,
             model=model,
             gpu_type=gpu,
@@ -134,6 +153,10 @@ class Serverless:
 
 def serverless_options(*, kind: str, idle_timeout_seconds: int | None, start_cold: bool) -> Serverless | None:
     """What POST /deployments asked for beyond a plain model deployment; 400 for what does not fit."""
+    if kind == DeploymentKind.CONTAINER:  # reference/002's fields (image, command, port, flavor) are its own
+        raise InvalidRequest(
+            "Container endpoints are created with POST /api/v1/inference-service (image, command, port).", param="kind"
+        )
     if kind not in (DeploymentKind.MODEL, DeploymentKind.SERVERLESS):
         raise InvalidRequest("kind must be model or serverless.", param="kind")
     if kind == DeploymentKind.MODEL:
@@ -176,10 +199,20 @@ def instance_add(deployment: Deployment, price_per_hour_micros: int) -> Instance
         amount_micros=max(1, cost_micros(price_per_hour_micros, 60)),
         idempotency_key=first_minute_hold_key(instance.pk),
         description=f"First minute of {deployment.name} ({usd_display(price_per_hour_micros)}/h)",
-        service=Service.POD if deployment.kind == DeploymentKind.POD else Service.MODEL,
+        service=billed_as(deployment),
     )
     enqueue("fleet.tasks.instance_provision_task", instance.pk)
     return instance
+
+
+# What each kind of deployment is booked as in the ledger (billing.models.Service): a container
+# endpoint is a serverless endpoint of the customer's own image, not a pod (one machine they shell
+# into), so its GPU-seconds show under Serverless in spend by service; every other kind is a model.
+BILLED_AS = {DeploymentKind.POD: Service.POD, DeploymentKind.CONTAINER: Service.SERVERLESS}
+
+
+def billed_as(deployment: Deployment) -> Service:
+    return BILLED_AS.get(DeploymentKind(deployment.kind), Service.MODEL)
 
 
 def replica_add(deployment: Deployment) -> Instance:
@@ -301,10 +334,11 @@ def deployment_wake(*, deployment_id: str, reason: str = "Woken by a request.") 
 def deployments_stop_for_nonpayment(*, org: Organization) -> int:
     """Stop every running workload of the org (the zero-balance policy). Pods keep their storage
     and can start again; serverless endpoints go cold (a request wakes them once there is credit
-    again); other deployments are torn down like a delete."""
+    again), container endpoints stop (kept: a PUT of their instances starts them again); other
+    deployments are torn down like a delete."""
     stopped = 0
     for deployment in Deployment.objects.filter(org=org, status__in=(*RUNNING_STATUSES, DeploymentStatus.PROVISIONING)):
-        if deployment.kind == DeploymentKind.SERVERLESS:
+        if deployment.kind in (DeploymentKind.SERVERLESS, DeploymentKind.CONTAINER):
             deployment_scale_to_zero(deployment_id=deployment.pk, reason="Balance at $0 past the grace period.")
             stopped += 1
             continue

@@ -10,7 +10,7 @@ from deployments.lifecycle import deployment_refresh_status, workload_event_emit
 from deployments.models import Deployment, DeploymentEvent, DeploymentKind, DeploymentStatus, RolloutState
 from deployments.pod_spec import pod_instance_spec, pod_preempted
 from deployments.preset_rollout import rolling_deployment_of, rollout_advance
-from deployments.services import replica_add_if_short
+from deployments.services import billed_as, replica_add_if_short
 from fleet.models import FINAL_STATES, Instance
 from fleet.providers.base import InstanceSpec, Tier
 from fleet.workloads import BillingSubject, Convergence, Workload
@@ -22,7 +22,7 @@ class DeploymentWorkload(Workload):
         """Its own GPU class and preset (during a preset rollout they differ from replica to replica),
         or its deployment's for a row that predates that record."""
         deployment = instance.deployment
-        if deployment.kind == DeploymentKind.POD:
+        if deployment.kind in (DeploymentKind.POD, DeploymentKind.CONTAINER):  # an image (a container's on a Pod row)
             return pod_instance_spec(instance, deployment.pod)
         model = deployment.model
         gpu_type, _ = instance.config(deployment)
@@ -33,7 +33,8 @@ class DeploymentWorkload(Workload):
             tag=instance.tag,
             engine=model.engine,
             model=model.engine_args,
-            served_model_name=model.slug,
+            # What requests name it by: an HF model's id (vLLM answers only the names it serves).
+            served_model_name=model.hf_id or model.slug,
             api_key=instance.api_key,
             gpu_type=gpu_type,
             region=deployment.region_id,
@@ -48,10 +49,11 @@ class DeploymentWorkload(Workload):
         deployment = instance.deployment
         gpu_type = instance.gpu_type or deployment.gpu_type
         gpu = gpu_type.name if gpu_type else "?"
-        if deployment.kind == DeploymentKind.POD:
+        if deployment.kind in (DeploymentKind.POD, DeploymentKind.CONTAINER):
             count = deployment.pod.gpu_count
-            what = f"pod {deployment.pod.image} on {f'{count}x ' if count > 1 else ''}{gpu}"
-            return BillingSubject(org=deployment.org, service=Service.POD, description=f"{deployment.name}: {what}")
+            what = f"{deployment.kind} {deployment.pod.image} on {f'{count}x ' if count > 1 else ''}{gpu}"
+            return BillingSubject(org=deployment.org, service=billed_as(deployment),
+                                  description=f"{deployment.name}: {what}")  # fmt: skip
         model = deployment.model.name if deployment.model else "?"
         return BillingSubject(
             org=deployment.org, service=Service.MODEL, description=f"{deployment.name}: {model} on {gpu}"
@@ -108,7 +110,8 @@ class DeploymentWorkload(Workload):
                 DeploymentStatus.SCALED_TO_ZERO,
             ]
         )
-        for deployment in wanting.filter(kind=DeploymentKind.MODEL):
+        # A pod is one machine its owner starts again; replicas of the others are kept up to what they want.
+        for deployment in wanting.filter(kind__in=(DeploymentKind.MODEL, DeploymentKind.CONTAINER)):
             missing = deployment.desired_replicas - deployment.instances.exclude(state__in=FINAL_STATES).count()
             for _ in range(max(0, missing)):
                 added = replica_add_if_short(deployment)

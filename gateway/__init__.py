@@ -11,6 +11,7 @@ touches no database; engines are called through one pooled async HTTP client per
     sessions.py signed-in session -> Caller on the per-deployment chat routes (cached), CSRF-checked
     routing.py  model or deployment id -> Route of ready replicas; least-busy pick, ejection
     wake.py     cold deployments: wake with a credit hold, 202 or wait for readiness
+    hf_models.py  a Hugging Face id the org has not deployed: deployed cold first (GPUCLOUD_HF_MODELS)
     limits.py   per-deployment concurrency limit (429), in memory or Redis
     relay.py    forward to an engine, JSON whole or SSE event by event, retry once elsewhere
     shapes.py   answers repaired to OpenAI's schemas; usage and tokens read from them

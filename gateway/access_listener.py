@@ -28,11 +28,12 @@ logger = logging.getLogger(__name__)
 PING_SECONDS = 5.0
 CLIENT_NAME = "gpucloud-access-listener"  # with the pid, as Redis's CLIENT LIST shows the subscription
 BACKOFF_SECONDS = (0.1, 0.5, 1.0, 2.0, 5.0)  # between reconnection attempts; the last repeats
+STOP_SECONDS = 3.0
 
 
 async def _listen_forever() -> None:
     failures = 0
-    while True:
+    while not _stop_asked():
         try:
             await _listen_once()
         except asyncio.CancelledError:
@@ -56,7 +57,7 @@ async def _listen_once() -> None:
         access_changes.notify(AccessChange(everything=True))  # what was missed before now
         loop = asyncio.get_running_loop()
         heard = pinged = loop.time()
-        while True:
+        while not _stop_asked():
             message = await pubsub.get_message(timeout=1.0)
             now = loop.time()
             if message is not None:
@@ -75,9 +76,34 @@ async def _listen_once() -> None:
         await client.aclose()
 
 
+def _stop_asked() -> bool:
+    """Whether this loop's subscriber should end: stop() asked, or the task was cancelled. The second
+    is checked by hand because a cancel that lands as redis-py's read timeout fires can be taken for
+    that timeout (get_message then answers None): the task would go on listening while marked as
+    cancelling, and asyncio.run, which waits for its cancelled tasks at the loop's end, would wait forever."""
+    task = asyncio.current_task()
+    return task is None or task.cancelling() > 0 or _stopping.get().is_set()
+
+
+_stopping: PerLoop[asyncio.Event] = PerLoop(asyncio.Event)
 _tasks: PerLoop[asyncio.Task[None]] = PerLoop(
     lambda: asyncio.get_running_loop().create_task(_listen_forever()), usable=lambda task: not task.done()
 )
+
+
+async def stop() -> None:
+    """End this event loop's subscriber, if one runs, before the loop ends: it leaves within a
+    second (its read's timeout) and closes its connection; cancelled if it has not by STOP_SECONDS."""
+    task = _tasks.current()
+    if task is None or task.done():
+        return
+    stopping = _stopping.get()
+    stopping.set()
+    done, _ = await asyncio.wait({task}, timeout=STOP_SECONDS)
+    if not done:
+        task.cancel()
+        await asyncio.wait({task}, timeout=STOP_SECONDS)
+    stopping.clear()  # a later ensure_listening() on this loop starts a subscriber that listens
 
 
 def ensure_listening() -> None:

@@ -16,9 +16,9 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 
-from gateway import bodies, counters, errors, limits, listing, relay, wake
+from gateway import access_listener, bodies, counters, errors, limits, listing, relay, wake
+from gateway.hf_models import route_or_cold_start
 from gateway.keys import Caller, caller_for
-from gateway.routing import route_for
 from gateway.sessions import session_caller
 from gateway.validation import check_request
 from gpucloud.core.errors import ApiError
@@ -47,10 +47,12 @@ SERVES = {"llm": "chat and text completions", "embedding": "embeddings", "stt": 
 
 
 async def gateway_shutdown() -> None:
-    """The server is stopping: flush this process's counters, close the engine connections."""
+    """The server is stopping: flush this process's counters, close the engine connections, end the
+    subscription to access changes (before the loop ends, rather than by the loop's final cancel)."""
     with contextlib.suppress(Exception):
         await counters.flush_now()
     await relay.close_sessions()
+    await access_listener.stop()
 
 
 async def gateway_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -122,7 +124,7 @@ async def _serve(
         whose = "this session" if caller.key_id is None else "this key"
         raise errors.not_found(f"No organization {scope['gpucloud.org']!r} for {whose}.", param=None)
     requested = scope.get("gpucloud.deployment") or requested  # the per-deployment routes of reference/000
-    route = await route_for(caller, requested)
+    route = await route_or_cold_start(caller, requested, endpoint.categories)
     gone = _Disconnect(receive, exchange.body)
     try:
         if route.category not in endpoint.categories:

@@ -4,10 +4,12 @@
 Every deployment the key may call is an entry of its own, by its id (what `model` should name:
 always exact), with its catalog model in `catalog_model`: `instant` (a replica is ready),
 `deploying` (one is starting; `estimated_ready_seconds` says when), `cold` (scaled to zero; the
-first request wakes it). Catalog models the org has not deployed, that a provider could start now,
-are listed too by their catalog name, as `cold` with `deployment_id: null`: deploy one with
-POST /api/v1/deployments. Looking up a catalog name the org runs as several deployments answers the
-catalog model with their ids in `deployment_ids` (calling it is a 400 `model_ambiguous`).
+first request wakes it). A Hugging Face model the org deployed or called (GPUCLOUD_HF_MODELS) is one
+of these, with its id in `catalog_model`: listed to that org only. Catalog models the org has not
+deployed, that a provider could start now, are listed too by their catalog name, as `cold` with
+`deployment_id: null`: deploy one with POST /api/v1/deployments. Looking up a catalog name the org
+runs as several deployments answers the catalog model with their ids in `deployment_ids` (calling it
+is a 400 `model_ambiguous`).
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ def _deployment_entry(deployment: Any) -> dict[str, Any]:
         "owned_by": "gpucloud",
         "availability": availability,
         "deployment_id": deployment.pk,
-        "catalog_model": deployment.model_id,
+        # What else names it as `model`: its catalog name, or the Hugging Face id it was deployed from.
+        "catalog_model": (deployment.model.hf_id if deployment.model else "") or deployment.model_id,
         "name": deployment.name,
     }
     if availability == "deploying":
@@ -42,14 +45,15 @@ def _deployment_entry(deployment: Any) -> dict[str, Any]:
 
 
 def _catalog_entry(model: CatalogModel) -> dict[str, Any]:
+    name = model.hf_id or model.slug
     return {
-        "id": model.slug,
+        "id": name,
         "object": "model",
         "created": 0,  # a catalog entry, not created by anyone in the org yet
         "owned_by": "gpucloud",
         "availability": "cold",
         "deployment_id": None,
-        "catalog_model": model.slug,
+        "catalog_model": name,
         "name": model.name,
     }
 
@@ -71,6 +75,7 @@ def _callable_deployments(caller: Caller) -> list[Deployment]:
     deployments = (
         Deployment.objects.filter(org_id=caller.org_id, status__in=ROUTABLE)
         .exclude(model=None)
+        .select_related("model")
         .prefetch_related("instances")
     )
     if caller.allowed is not None:
@@ -84,7 +89,7 @@ def _startable_catalog(caller: Caller, deployed: set[str]) -> list[CatalogModel]
     limited to its granted deployments: it is offered nothing to start."""
     if caller.allowed is not None:
         return []
-    candidates = CatalogModel.objects.exclude(slug__in=deployed).order_by("slug")
+    candidates = CatalogModel.objects.curated().exclude(slug__in=deployed).order_by("slug")
     return [m for m in candidates if any(o.available > 0 for o in deploy_options(m))]
 
 
@@ -100,7 +105,7 @@ def models_document(caller: Caller, model: str = "") -> dict[str, Any]:
 
 
 def _one(caller: Caller, model: str, deployments: list[Deployment]) -> dict[str, Any]:
-    named = [d for d in deployments if model in (d.pk, d.model_id)]
+    named = [d for d in deployments if model in (d.pk, d.model_id) or (d.model and d.model.hf_id == model)]
     if len(named) > 1:
         # Looking a name up is not calling it: the answer is the catalog model with the deployments
         # that run it (newest first), from which the caller picks the id to send as `model`.

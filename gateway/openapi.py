@@ -3,12 +3,13 @@ gpucloud/api.py): every status each route answers, with OpenAI's error shape, an
 request schemas (gateway/openai_requests.json: what gateway/validation.py enforces).
 
 Statuses, where they come from: 400 a request OpenAI's schema refuses, a catalog name of several
-deployments (`model_ambiguous`), a model of another kind, a bad X-Wait-For-Ready; 401 no or a wrong
-key; 402 a cold deployment's wake cannot be paid; 403 a viewer's key, or a scoped key not granted
-the deployment; 404 no such model or deployment; 413 a body over the route's limit
-(gateway/bodies.py); 422 an engine refusing the request; 429 the deployment's concurrency limit;
-500 a failure of the gateway; 502 the engine failed; 503 no ready replica, the deployment stopped
-while starting, or the process's budget for large bodies is full; 504 the engine timed out.
+deployments (`model_ambiguous`), a model of another kind, a bad X-Wait-For-Ready, a bad or sizeless
+Hugging Face id; 401 no or a wrong key; 402 a cold deployment's wake cannot be paid; 403 a viewer's
+key, a scoped key not granted the deployment, a Hugging Face model the operator does not allow; 404
+no such model or deployment; 413 a body over the route's limit (gateway/bodies.py); 422 an engine
+refusing the request; 429 the deployment's concurrency limit; 500 a failure of the gateway; 502 the
+engine failed; 503 no ready replica, the deployment stopped while starting, no spot GPU a Hugging
+Face model fits, or the process's budget for large bodies is full; 504 the engine timed out.
 """
 
 from __future__ import annotations
@@ -30,11 +31,13 @@ _REQUESTS = {
 }
 _STATUS_TEXT = {
     400: "The request is invalid: OpenAI's request schema refuses it (`param` names the field), `model` is "
-    "missing or names several deployments (`model_ambiguous`: send a deployment id), or the model serves "
-    "another endpoint.",
+    "missing or names several deployments (`model_ambiguous`: send a deployment id), the model serves "
+    "another endpoint, or `model` has a '/' but is no Hugging Face id (`org/name`) vLLM serves, or has no "
+    "size in its name (like 7B) to choose a GPU by.",
     401: "No API key, or a wrong, revoked or expired one.",
-    402: "Waking the cold deployment needs credit (`insufficient_balance`).",
-    403: "The key may read but not invoke (a viewer's), or is not granted this deployment.",
+    402: "Waking the cold deployment (or starting a Hugging Face model) needs credit (`insufficient_balance`).",
+    403: "The key may read but not invoke (a viewer's), or is not granted this deployment, or the operator does not "
+    "allow this Hugging Face model (`hf_model_not_allowed`: GPUCLOUD_HF_MODELS).",
     404: "No such model or deployment for this key.",
     413: "The request body is larger than this route's limit, {limit}: answered from Content-Length before "
     "the body is read, or as soon as a body without one passes the limit; nothing is forwarded or metered.",
@@ -42,7 +45,9 @@ _STATUS_TEXT = {
     429: "The deployment's concurrency limit is reached; retry after Retry-After.",
     500: "The gateway failed to handle the request.",
     502: "The model's engine failed or could not be reached.",
-    503: "No replica is ready (or the deployment stopped while starting), or this gateway process already "
+    503: "No replica is ready (or the deployment stopped while starting), no spot GPU a Hugging Face model fits "
+    "is offered (`no_capacity`), the organization's last deployment of that model failed (`deployment_failed`: "
+    "delete it to try again), or this gateway process already "
     "holds its budget of large request bodies (over 1 MiB) and this one waited 5 s for room "
     "(`server_busy`); retry after Retry-After.",
     504: "The model's engine did not answer in time.",
@@ -163,7 +168,13 @@ HOLD_HEADERS = [
 # On /v1 the gateway needs `model` (the per-deployment routes name the deployment in their path).
 _MODEL_REQUIRED = {
     "required": ["model"],
-    "properties": {"model": {"type": "string", "minLength": 1, "description": "A deployment id, or a catalog name"}},
+    "properties": {
+        "model": {
+            "type": "string",
+            "minLength": 1,
+            "description": "A deployment id, a catalog name, or a Hugging Face id (org/name)",
+        }
+    },
 }
 _DESCRIPTION = """\
 OpenAI's {what}, served by the gateway. `model` is a deployment id (always exact) or a catalog model's
@@ -171,7 +182,9 @@ name when it names exactly one deployment the key may call (several: 400 `model_
 their ids). A cold (scaled-to-zero) deployment is woken with its first minute held from the balance;
 the request is held until a replica is ready when the wake is expected within the deployment's
 `cold_start_wait_seconds` (default 60), else (or with `Prefer: respond-async`) it answers 202 with
-Retry-After and Location. The request is checked against OpenAI's schema before anything is held,
+Retry-After and Location. A Hugging Face id (`org/name`) the organization has no deployment of, where
+the operator allows it (GPUCLOUD_HF_MODELS), is deployed cold on the cheapest spot GPU its size fits
+and woken the same way. The request is checked against OpenAI's schema before anything is held,
 woken or forwarded. The body may be up to {limit} (413 above). Errors are in OpenAI's shape."""
 
 
@@ -205,7 +218,8 @@ def _models_operation(one: bool) -> dict[str, Any]:
             "owned_by": {"type": "string"},
             "availability": {"type": "string", "enum": ["instant", "deploying", "cold"]},
             "deployment_id": {"type": ["string", "null"], "description": "null: a catalog model not deployed"},
-            "catalog_model": {"type": ["string", "null"]},
+            "catalog_model": {"type": ["string", "null"], "description": "Its catalog name, or the Hugging Face id "
+                              "it was deployed from (also accepted as `model`)"},
             "name": {"type": "string"},
             "estimated_ready_seconds": {"type": "integer", "description": "deploying only"},
             "deployment_ids": {
@@ -223,7 +237,8 @@ def _models_operation(one: bool) -> dict[str, Any]:
         "operationId": "gateway_models_get" if one else "gateway_models_list",
         "tags": ["OpenAI-compatible gateway"],
         "summary": "One model or deployment, with its availability" if one else "What this key can call",
-        "description": "Every deployment the key may call, by id (its catalog model in `catalog_model`), and "
+        "description": "Every deployment the key may call, by id (its catalog model, or the Hugging Face id it "
+        "was deployed from, in `catalog_model`), and "
         "catalog models the organization has not deployed that a provider could start now, as `cold` with "
         "`deployment_id: null` (deploy one with POST /api/v1/deployments). Availability: instant, deploying "
         "(with `estimated_ready_seconds`), cold.",

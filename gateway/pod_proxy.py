@@ -85,7 +85,7 @@ async def pod_proxy_http(scope: dict[str, Any], receive: Any, send: Any) -> None
     handed = next((value for name, value in params if name == TOKEN_PARAM), "")
     decision = await _decide(scope, pod_id, port, token=handed)
     if isinstance(decision, PortRefusal):
-        await _refuse(send, decision)
+        await refuse(send, decision)
         return
     if handed:  # keep it as a cookie of this pod's path and take it out of the address bar
         cleaned = urlencode([(n, v) for n, v in params if n != TOKEN_PARAM])
@@ -93,7 +93,8 @@ async def pod_proxy_http(scope: dict[str, Any], receive: Any, send: Any) -> None
         await _redirect(send, scope["path"] + (f"?{cleaned}" if cleaned else ""), cookies=[cookie])
         return
     await pod_activity_mark(pod_id)  # a pod in use through its ports is not idle
-    await _relay(scope, receive, send, decision, prefix, query)
+    await relay_http(scope, receive, send, url=decision.url + scope["path"] + (f"?{query}" if query else ""),
+                     prefix=prefix)  # fmt: skip
 
 
 async def pod_proxy_websocket(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -146,10 +147,13 @@ async def _decide(scope: dict[str, Any], pod_id: str, port: int, *, token: str) 
 # --- relaying --------------------------------------------------------------------------------------
 
 
-async def _relay(scope: dict[str, Any], receive: Any, send: Any, target: PortTarget, prefix: str, query: str) -> None:
+async def relay_http(
+    scope: dict[str, Any], receive: Any, send: Any, *, url: str, prefix: str, dropped: frozenset[bytes] = HOP_BY_HOP
+) -> None:
+    """The request to `url` (an address at the workload's provider), the answer streamed back; the
+    headers less `dropped` and the platform's cookies, its cookies confined to `prefix`."""
     client = _http_client()
-    url = target.url + scope["path"] + (f"?{query}" if query else "")
-    headers = _forwarded_headers(scope, prefix, dropped=HOP_BY_HOP)
+    headers = _forwarded_headers(scope, prefix, dropped=dropped)
     # A request without a body can be sent again: once, when the pod's server dropped the connection
     # before answering (a kept-alive connection it had closed, a full accept queue).
     bodiless = scope["method"] in ("GET", "HEAD", "OPTIONS") and not _header(scope, b"content-length").strip("0")
@@ -167,10 +171,10 @@ async def _relay(scope: dict[str, Any], receive: Any, send: Any, target: PortTar
             if bodiless and "text/html" in _header(scope, b"accept"):  # a browser opening it: the app may be starting
                 await _starting_page(send, refusal)
             else:
-                await _refuse(send, refusal)
+                await refuse(send, refusal)
             return
         except httpx.HTTPError as exc:
-            await _refuse(send, PortRefusal(502, f"The pod did not answer on its port: {type(exc).__name__}."))
+            await refuse(send, PortRefusal(502, f"The pod did not answer on its port: {type(exc).__name__}."))
             return
     try:
         answer_headers = [
@@ -277,8 +281,9 @@ def _confined(set_cookies: list[str], prefix: str) -> list[str]:
 # --- small answers -----------------------------------------------------------------------------
 
 
-async def _refuse(send: Any, refusal: PortRefusal) -> None:
-    kinds = {401: "authentication_error", 404: "not_found_error", 503: "unavailable", 502: "bad_gateway"}
+async def refuse(send: Any, refusal: PortRefusal) -> None:
+    kinds = {401: "authentication_error", 403: "permission_error", 404: "not_found_error", 503: "unavailable",
+             502: "bad_gateway"}  # fmt: skip
     body = _json_error(kinds.get(refusal.status, "error"), refusal.message)
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": refusal.status, "headers": headers})

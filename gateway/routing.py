@@ -1,7 +1,8 @@
 """Which engine serves a request: the deployment named by id (always exact), or the one
-deployment of the named catalog model the caller may call, its ready instances, and the one with
-the fewest requests in flight. A catalog name that names several deployments is a 400 naming their
-ids: never a silent pick (a cold deployment's own quick-start must reach that deployment).
+deployment of the named catalog model (or Hugging Face id: catalog/hf_models.py) the caller may
+call, its ready instances, and the one with the fewest requests in flight. A catalog name that
+names several deployments is a 400 naming their ids: never a silent pick (a cold deployment's own
+quick-start must reach that deployment).
 
 Routes are cached for ROUTE_CACHE_SECONDS per (org, model): a replica that becomes ready or goes
 away is seen within that bound; the hot path normally reads no database. A replica that fails a
@@ -24,6 +25,7 @@ from django.conf import settings
 from django.db.models import Prefetch
 
 from accounts.grants import not_granted_message
+from catalog.hf_models import hf_model_parse, is_hf_id
 from deployments.models import Deployment, DeploymentKind
 from deployments.traffic import ROUTE_CACHE_SECONDS
 from fleet.engines import auth_headers
@@ -31,6 +33,7 @@ from fleet.models import FINAL_STATES, Instance, InstanceState
 from gateway import errors
 from gateway.keys import Caller
 from gateway.ttl_cache import TtlCache
+from gpucloud.core.errors import InvalidRequest
 
 EJECT_SECONDS = 10.0
 # Deployments a request can reach: serving, on their way, or cold (a request wakes them).
@@ -106,10 +109,14 @@ _turn = itertools.count()  # rotates ties, so idle replicas share sequential tra
 
 
 def _resolve(org_id: str, model: str, allowed: frozenset[str] | None = None) -> Resolved:
-    by_id = model.startswith("dep_")  # a deployment id, else a catalog model slug
+    by_id = model.startswith("dep_")  # a deployment id, else a catalog model slug or a Hugging Face id
+    slug = model if by_id or not is_hf_id(model) else _hf_slug(model)
+    if slug is None:
+        return None
     deployments = (
-        Deployment.objects.filter(org_id=org_id, status__in=ROUTABLE, **{"pk" if by_id else "model_id": model})
-        .exclude(kind=DeploymentKind.POD)  # a pod serves its owner's ports, not OpenAI's API
+        Deployment.objects.filter(org_id=org_id, status__in=ROUTABLE, **{"pk" if by_id else "model_id": slug})
+        # A pod serves its owner's ports, a container endpoint its image's HTTP: not OpenAI's API.
+        .exclude(kind__in=(DeploymentKind.POD, DeploymentKind.CONTAINER))
         .select_related("model")
         .prefetch_related("instances")
     )
@@ -122,6 +129,14 @@ def _resolve(org_id: str, model: str, allowed: frozenset[str] | None = None) -> 
     return _route(reachable[0], model) if reachable else None
 
 
+def _hf_slug(model: str) -> str | None:
+    """The catalog slug of a Hugging Face id's row (catalog/hf_models.py); None for no valid id."""
+    try:
+        return hf_model_parse(model, param="model").slug
+    except InvalidRequest:
+        return None
+
+
 def _route(deployment: Deployment, requested: str) -> Route:
     on_the_way = [
         i for i in deployment.instances.all() if i.state not in FINAL_STATES and i.state != InstanceState.READY
@@ -132,7 +147,7 @@ def _route(deployment: Deployment, requested: str) -> Route:
     )
     return Route(
         deployment_id=deployment.pk,
-        model=deployment.model_id or requested,
+        model=(deployment.model.hf_id if deployment.model else "") or deployment.model_id or requested,
         category=deployment.model.category if deployment.model else "",
         status=deployment.status,
         cold=deployment.is_cold,

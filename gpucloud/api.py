@@ -23,6 +23,7 @@ from accounts.auth import API_AUTH
 from billing.api import router as billing_router
 from catalog.api import router as catalog_router
 from deployments.api.deployments import router as deployments_router
+from deployments.api.inference_service import router as inference_service_router
 from deployments.api.offers import router as offers_router
 from deployments.api.permissions import router as permissions_router
 from deployments.api.pods import router as pods_router
@@ -106,6 +107,7 @@ api.add_router("", volumes_router)
 api.add_router("", pods_router)
 api.add_router("", templates_router)
 api.add_router("", offers_router)
+api.add_router("", inference_service_router)
 
 _HTTP_ERROR_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error"}
 

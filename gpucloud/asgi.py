@@ -27,6 +27,7 @@ from gateway.pod_proxy import (  # noqa: E402
     pod_proxy_shutdown,
     pod_proxy_websocket,
 )
+from gateway.service_proxy import is_service_path, service_proxy_http  # noqa: E402
 from gpucloud.core.live import server_loop_set  # noqa: E402
 from gpucloud.core.memory import return_large_blocks_when_freed  # noqa: E402
 from pages.consumers import DeploymentLogsConsumer, OrgEventsConsumer, UnknownPathConsumer  # noqa: E402
@@ -48,6 +49,9 @@ async def http_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         return
     if is_pod_port_path(path):  # a pod's HTTP port, through the platform's proxy
         await pod_proxy_http(scope, receive, send)
+        return
+    if is_service_path(path):  # a container endpoint (reference/002's inference service), with an API key
+        await service_proxy_http(scope, receive, send)
         return
     match = DEPLOYMENT_CHAT.match(path) if scope["method"] == "POST" else None
     if match:

@@ -10,6 +10,7 @@ cache) point every web, worker and beat process at the same shared services.
 from __future__ import annotations
 
 import hashlib
+import re
 import warnings
 from pathlib import Path
 
@@ -330,6 +331,19 @@ GPUCLOUD_LOCAL_THREADS = env_int("GPUCLOUD_LOCAL_THREADS", 0, minimum=0)  # 0: l
 # A serverless endpoint (and a cold-started model) is terminated after this long without a request.
 GPUCLOUD_SERVERLESS_IDLE_SECONDS = env_int("GPUCLOUD_SERVERLESS_IDLE_SECONDS", 900, minimum=60)
 GPUCLOUD_MAX_REPLICAS = env_int("GPUCLOUD_MAX_REPLICAS", 8, minimum=1)
+# Hugging Face ids that are not in the catalog ("model": "Qwen/Qwen2.5-7B-Instruct" on /v1, or that
+# model_id in POST /api/v1/deployments): "off" (the default), "any", or a comma-separated allow-list of
+# hub organizations ("Qwen,meta-llama,mistralai"; case does not matter). Allowed, the first request
+# starts vLLM with the id on the cheapest spot GPU its size fits (catalog/hf_models.py), and 15 idle
+# minutes stop it. Off by default: any id puts weights nobody vetted on the operator's cloud accounts,
+# at tens of GB downloaded per start; an operator opts in, naming the orgs they trust.
+GPUCLOUD_HF_MODELS = env_str("GPUCLOUD_HF_MODELS", "off")
+if GPUCLOUD_HF_MODELS.lower() not in ("off", "any") and not all(
+    re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}", org) for org in env_list("GPUCLOUD_HF_MODELS", [])
+):
+    raise ImproperlyConfigured(
+        f"GPUCLOUD_HF_MODELS={GPUCLOUD_HF_MODELS!r}: use off, any, or hub organizations separated by commas"
+    )
 # Storage volumes, priced per GB-hour in micro-USD so that a bill is exact to the second: the defaults
 # follow RunPod's published volume prices, $0.20/GB-month while no pod runs on it (274 ~ 0.20 / 730 h)
 # and $0.10/GB-month while one does (137).

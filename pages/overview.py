@@ -63,6 +63,6 @@ def _event_activity(event: DeploymentEvent) -> Activity:
 def quick_deploy_models() -> list[ModelCard]:
     """The catalog's first models by its own order, those that can run now before those that
     cannot (a new operator's only runnable model comes first, not a GPU model nothing can host)."""
-    models = list(CatalogModel.objects.select_related("default_gpu_type").order_by("sort_order", "slug"))
+    models = list(CatalogModel.objects.curated().select_related("default_gpu_type").order_by("sort_order", "slug"))
     cards = sorted(model_cards(models), key=lambda c: not c.availability.can_deploy)  # stable: keeps the order
     return cards[:QUICK_DEPLOY_SHOWN]

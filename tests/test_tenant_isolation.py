@@ -39,7 +39,8 @@ from accounts.models import ApiKey, Invitation, KeyGrant, Membership, User
 from accounts.principal import Principal
 from accounts.roles import Role
 from accounts.services import api_key_create, api_key_revoke, ssh_key_add, user_create
-from catalog.models import Offer, Provider
+from catalog.models import Offer
+from deployments.flavors import flavor_id_of
 from deployments.models import Deployment
 from gateway import counters as metering
 from gateway import keys, routing, sessions
@@ -61,14 +62,8 @@ UNAUTHENTICATED = {"none", "revoked_key"}
 
 
 def _an_offer_id() -> str:
-    """A marketplace offer's id (made on the first call): offers are the same for every org, like the catalog."""
-    provider, _ = Provider.objects.get_or_create(slug="matrix-cloud", defaults={"name": "Matrix", "driver": "runpod"})
-    offer, _ = Offer.objects.get_or_create(
-        provider=provider, gpu_type="h100", gpu_count=1, region="atl1", tier="secure", spot=False,
-        defaults={"price_per_hour_micros": 2_000_000, "cost_per_hour_micros": 1_600_000, "available": 1,
-                  "seen_at": timezone.now()},
-    )  # fmt: skip
-    return f"off_{offer.pk}"
+    """The local machine's offer (local_offer() stores it): offers are the same for every org, like the catalog."""
+    return f"off_{Offer.objects.get(provider_id='local', gpu_type='cpu', region='local', spot=False).pk}"
 
 
 # Catalog objects and offers: the same for every org.
@@ -120,6 +115,7 @@ class Tenant:
             "delivery_id": lambda: self.delivery().pk,
             "volume_id": lambda: self.volume().pk,
             "pod_id": lambda: self.pod().pk,
+            "service_id": lambda: self.service().pk,
             "ssh_key_id": lambda: self.ssh_key().pk,
             "template_id": lambda: self.template().pk,
         }
@@ -172,6 +168,19 @@ class Tenant:
             apps.get_model("deployments", "Pod").objects.create(deployment=deployment, image="gpucloud/shell")
             self._lazy["pod"] = deployment
         return self._lazy["pod"]
+
+    def service(self) -> Any:
+        """A container endpoint (reference/002's inference service), stopped."""
+        if "service" not in self._lazy:
+            deployment = apps.get_model("deployments", "Deployment").objects.create(
+                id=f"svc_{self.slug}", org=self.persona.org, name=f"{self.slug}-service", kind="container",
+                gpu_type_id="cpu", region_id="local", status="scaled_to_zero", desired_replicas=0,
+            )  # fmt: skip
+            apps.get_model("deployments", "Pod").objects.create(
+                deployment=deployment, image="gpucloud/shell", ports=["8080/http"], command=["sh", "-c", "true"]
+            )
+            self._lazy["service"] = deployment
+        return self._lazy["service"]
 
     def template(self) -> Any:
         if "template" not in self._lazy:
@@ -321,6 +330,7 @@ def body_for(route: Route, caller: Tenant) -> Any:
         "role": "inference" if route.path.endswith("/permissions") else "viewer",
         "api_key_id": caller.scoped_key.pk, "model_id": "smollm2-135m-instruct", "gpu_type": "cpu", "region": "local",
         "public_key": ssh_line(),
+        "flavor_id": flavor_id_of("cpu", "local", "secure"),  # offered: see local_offer
     }  # fmt: skip
     return _example(route.body_schema, hints)
 
@@ -572,14 +582,22 @@ def run_gateway_cells(matrix: Matrix, tenants: tuple[Tenant, Tenant]) -> None:
         request_finished.connect(close_old_connections)
 
 
+def local_offer() -> None:
+    """A live offer of the local machine: a flavor a service can name (GET /inference-service/flavor)."""
+    Offer.objects.update_or_create(
+        provider_id="local", gpu_type="cpu", gpu_count=1, region="local", tier="secure", spot=False,
+        defaults={"price_per_hour_micros": 100_000, "cost_per_hour_micros": 0, "available": 1,
+                  "seen_at": timezone.now()},
+    )  # fmt: skip
+
+
 @pytest.mark.slow
 def test_no_route_leaks_across_tenants_or_past_a_keys_scope(
     alice: Persona, charlie: Persona, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     tenants = (make_tenant("alice", alice, "bob@example.com"), make_tenant("charlie", charlie, "dave@example.com"))
+    local_offer()
     routes = api_routes()
-    for make in GLOBAL_PARAMS.values():
-        make()  # made before the first cell, like the tenants' objects below
     for tenant, (name, path) in product(
         tenants, {(n, r.path) for r in routes for n in r.params if n not in GLOBAL_PARAMS}
     ):

@@ -15,6 +15,7 @@ from accounts.roles import CAN_READ
 from catalog.models import CatalogModel, GpuType
 from catalog.selectors import offers_live
 from deployments import metrics, preset_rollout, schemas, selectors, services, sla
+from deployments.containers import container_command
 from deployments.logs import TAIL_MAX, log_tails
 from deployments.models import Deployment, DeploymentKind
 from deployments.scaling import settings as scaling
@@ -44,7 +45,8 @@ def deployment_out(request: HttpRequest, deployment: Deployment) -> dict[str, ob
         "cloud_type": deployment.cloud_type,
         "idle_timeout_seconds": deployment.idle_timeout_seconds,
         "scaling": _scaling_out(deployment),
-        "endpoint_url": request.build_absolute_uri(f"/api/v1/deployments/{deployment.pk}/{_operation(deployment)}"),
+        "endpoint_url": _endpoint_url(request, deployment),
+        "container": _container_out(request, deployment),
         "hourly_cost_usd": row.hourly_cost_micros / MICROS_PER_USD,
         "created_at": deployment.created_at,
         "started_at": deployment.started_at,
@@ -69,6 +71,20 @@ def deployment_out(request: HttpRequest, deployment: Deployment) -> dict[str, ob
         ],
         "rollout": _rollout_out(deployment, live),
     }
+
+
+def _endpoint_url(request: HttpRequest, deployment: Deployment) -> str:
+    if deployment.kind == DeploymentKind.CONTAINER:
+        return request.build_absolute_uri(f"/services/{deployment.pk}/")
+    return request.build_absolute_uri(f"/api/v1/deployments/{deployment.pk}/{_operation(deployment)}")
+
+
+def _container_out(request: HttpRequest, deployment: Deployment) -> dict[str, object] | None:
+    if deployment.kind != DeploymentKind.CONTAINER:
+        return None
+    pod = deployment.pod
+    return {"image": pod.image, "command": container_command(pod), "port": pod.port_numbers("http")[0],
+            "url": _endpoint_url(request, deployment)}  # fmt: skip
 
 
 def _operation(deployment: Deployment) -> str:
@@ -360,7 +376,7 @@ def deployments_sla_set(request: HttpRequest, deployment_id: str, payload: schem
 def gpu_model_configs(request: HttpRequest) -> list[dict[str, object]]:
     offers = list(offers_live())
     configs: list[dict[str, object]] = []
-    for model in CatalogModel.objects.all():
+    for model in CatalogModel.objects.curated():
         for gpu in GpuType.objects.filter(vram_gb__gte=model.min_vram_gb):
             matching = [o for o in offers if o.gpu_type == gpu.slug]
             prices = [o.price_per_hour_micros for o in matching]

@@ -11,7 +11,7 @@ from django.db import transaction
 
 from accounts.principal import Principal
 from accounts.roles import CAN_WRITE
-from deployments.models import Deployment, DeploymentStatus, ScalingMetric
+from deployments.models import Deployment, DeploymentKind, DeploymentStatus, ScalingMetric
 from gpucloud.core.errors import ApiError, Conflict, InvalidRequest
 
 IDLE_TIMEOUT_BOUNDS = (60, 7 * 24 * 3600)
@@ -94,6 +94,10 @@ def deployment_scaling_set(
     (in the page form's words with `for_people`, else the API's). The autoscaler moves the
     replicas inside the new bounds at its next check."""
     principal.require(CAN_WRITE, "changing scaling")
+    if deployment.kind == DeploymentKind.CONTAINER:  # nothing measures its load: the autoscaler would only shrink it
+        raise Conflict(
+            "A container endpoint scales manually: PUT /api/v1/inference-service/{id} with target_instance_number."
+        )
     if deployment.status in (DeploymentStatus.STOPPING, DeploymentStatus.STOPPED, DeploymentStatus.FAILED):
         raise Conflict(f"The deployment is {deployment.status}; deploy it again to scale it.")
     low = deployment.min_replicas if change.min_replicas is None else change.min_replicas

@@ -31,6 +31,11 @@ def new_pod_id() -> str:
     return new_id("pod")
 
 
+def new_service_id() -> str:
+    """A container endpoint's (reference/002's inference service)."""
+    return new_id("svc")
+
+
 def new_volume_id() -> str:
     return new_id("vol")
 

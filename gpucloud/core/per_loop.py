@@ -25,6 +25,10 @@ class PerLoop(Generic[T]):
             self._by_loop[loop] = value
         return value
 
+    def current(self) -> T | None:
+        """This loop's value, if one was made (none is made here)."""
+        return self._by_loop.get(asyncio.get_running_loop())
+
     def values(self) -> list[T]:
         return list(self._by_loop.values())
 

@@ -22,6 +22,7 @@ from accounts.models import ApiKeyKind
 from accounts.principal import Principal
 from accounts.roles import CAN_MANAGE_ACCESS, CAN_WRITE, role_at_least
 from deployments import metrics, selectors, services
+from deployments.containers import container_command
 from deployments.logs import log_tails
 from deployments.models import Deployment, DeploymentKind, DeploymentStatus
 from deployments.redeploy import deployment_redeploy
@@ -112,6 +113,7 @@ def detail_page(
             k for k in selectors_keys.api_keys_of(principal.org).filter(deployment=deployment) if not k.is_revoked
         ],
         "base_url": request.build_absolute_uri("/v1"),
+        "container": _container_facts(request, deployment),
         "model_name": deployment.pk,  # always exact: a catalog name may name several deployments
         "live_endpoint": deployment.status not in ENDED_OR_ENDING,
         "embeddings": deployment.model is not None and deployment.model.category == "embedding",
@@ -129,6 +131,19 @@ def detail_page(
         **extra,
     }
     return render(request, "deployments/detail.html", context, status=status)
+
+
+def _container_facts(request: HttpRequest, deployment: Deployment) -> dict[str, object] | None:
+    """A container endpoint's image, command, port and URL (gateway/service_proxy.py); None for others."""
+    if deployment.kind != DeploymentKind.CONTAINER:
+        return None
+    pod = deployment.pod
+    return {
+        "url": request.build_absolute_uri(f"/services/{deployment.pk}/"),
+        "image": pod.image,
+        "command": container_command(pod),
+        "port": pod.port_numbers("http")[0],
+    }
 
 
 @login_required

@@ -7,7 +7,7 @@ from django.utils import timezone
 
 from billing.holds import hold_open, hold_post, hold_void, holds_expire_due
 from billing.invariants import ledger_violations
-from billing.ledger import InsufficientCredit, Line, ledger_post, org_accounts, system_account
+from billing.ledger import InsufficientCredit, Line, account_balance, ledger_post, org_accounts, system_account
 from billing.models import AccountKind, CreditHold, HoldStatus, TransactionKind
 from billing.selectors import balance_of
 from gpucloud.core.errors import Conflict
@@ -20,7 +20,7 @@ USD = 1_000_000
 def test_a_posting_balances_and_moves_cached_balances(alice: Persona) -> None:
     fund(alice.org, 25 * USD, key="k1")
     assert balance_of(alice.org).available_micros == 25 * USD
-    assert system_account(AccountKind.STRIPE_CLEARING).balance_micros == -25 * USD
+    assert account_balance(system_account(AccountKind.STRIPE_CLEARING)) == -25 * USD
     assert ledger_violations() == []
 
 

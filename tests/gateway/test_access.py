@@ -4,6 +4,7 @@ refused at once (announced to the caches at commit), and within the cache bound 
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -25,6 +26,7 @@ from gateway import keys, routing
 from tests.fakes.engine_server import EngineThread
 from tests.support.gateway import serving_deployment
 from tests.support.personas import Persona
+from tests.support.processes import listening
 
 pytestmark = pytest.mark.django_db(transaction=True)
 BODY = {"model": "smollm2-135m-instruct", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
@@ -159,7 +161,13 @@ def test_warm_requests_read_no_database(
     only way the gateway reaches the database)."""
 
     serving_deployment(alice, [engines()])
-    assert call(server, alice.key).status_code == 200  # warms both caches
+    assert call(server, alice.key).status_code == 200  # warms both caches, and starts the subscriber
+    # Once subscribed it makes the caches forget what they hold (changes may have been missed before):
+    # wait for that, then warm them again.
+    deadline = time.monotonic() + 15
+    while os.getpid() not in listening() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert call(server, alice.key).status_code == 200
     lookups: list[str] = []
     real_lookup, real_resolve = keys._lookup, routing._resolve
 

@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 import redis
+import redis.asyncio.client
 from django.conf import settings as django_settings
 
 from gateway import access_listener
+from gateway.app import gateway_shutdown
 from gpucloud.core import access_changes
 from gpucloud.core.access_changes import AccessChange
 
@@ -121,3 +124,48 @@ def test_the_subscriber_reconnects_after_a_cut_and_a_silent_connection(
 
     asyncio.run(scenario())
     real.close()
+
+
+def in_thread_within(seconds: float, coroutine: Callable[[], Any]) -> bool:
+    """Run asyncio.run(coroutine()) in a thread; whether it returned within `seconds` (a loop whose
+    end waits forever for a task is left behind in its daemon thread)."""
+    thread = threading.Thread(target=lambda: asyncio.run(coroutine()), daemon=True)
+    thread.start()
+    thread.join(seconds)
+    return not thread.is_alive()
+
+
+def test_a_cancel_taken_for_the_read_timeout_still_ends_the_subscriber(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CI hang of stop 26: a cancel that lands as redis-py's read timeout fires can be answered
+    as that timeout (get_message returns None). Played here by a get_message that always does so: the
+    subscriber must still end, or asyncio.run's end (which cancels and awaits every task) never returns."""
+    read = redis.asyncio.client.PubSub.get_message
+
+    async def swallowing(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await read(self, *args, **kwargs)
+        except asyncio.CancelledError:
+            return None
+
+    monkeypatch.setattr(redis.asyncio.client.PubSub, "get_message", swallowing)
+    heard: list[AccessChange] = []
+    monkeypatch.setattr(access_changes, "_listeners", [heard.append])
+
+    async def listening_then_done() -> None:
+        access_listener.ensure_listening()
+        await until(lambda: bool(heard), "subscribed")  # it says 'forget everything' once subscribed
+
+    assert in_thread_within(WAIT_SECONDS, listening_then_done), "the loop's end waited for the subscriber"
+
+
+def test_the_gateways_shutdown_ends_the_subscriber_without_a_cancel() -> None:
+    async def listening_then_shutdown() -> asyncio.Task[None]:
+        access_listener.ensure_listening()
+        task = access_listener._tasks.current()
+        assert task is not None
+        await asyncio.sleep(0.2)
+        await gateway_shutdown()
+        assert task.done() and not task.cancelled(), "it left by itself, within its read's timeout"
+        return task
+
+    assert in_thread_within(WAIT_SECONDS, listening_then_shutdown)

@@ -216,6 +216,7 @@ class LocalDriver(Driver):
             "LANG": "C.UTF-8",
             **spec.env,
             **{f"PORT_{port}": str(host) for port, host in ports.items() if port},
+            **_port_mapped(spec.env, ports),
             "PUBLIC_KEY": "\n".join(spec.ssh_public_keys),
             "GPUCLOUD_IMAGES": str(self.images_dir),
             "GPUCLOUD_LLAMA_MODEL": str(_gguf_path({"gguf": SMOLLM2_GGUF}))
@@ -525,6 +526,12 @@ def _gguf_path(model: dict[str, Any]) -> Path:
     if not path.is_file():
         raise ProviderError(f"Model file {path} does not exist.", permanent=True)
     return path
+
+
+def _port_mapped(env: dict[str, str], ports: dict[int, int]) -> dict[str, str]:
+    """PORT (a container endpoint's port: where its server is to listen) as mapped here, like PORT_<port>."""
+    port = env.get("PORT", "")
+    return {"PORT": str(ports[int(port)])} if port.isdigit() and int(port) in ports else {}
 
 
 def _free_port() -> int:

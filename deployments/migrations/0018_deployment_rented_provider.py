@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('deployments', '0016_pod_idle_timeout'),
+        ('deployments', '0017_container_endpoints'),
     ]
 
     operations = [

@@ -174,3 +174,36 @@ class Offer(models.Model):
 
     def __str__(self) -> str:
         return f"{self.provider_id}: {self.gpu_count}x {self.gpu_type} in {self.region}"
+
+
+# How long a withdrawn offer's id still rents (by falling over to a like offer): a client that listed
+# offers a while ago and rents one now gets a machine, not a 404.
+WITHDRAWN_KEEP_SECONDS = 24 * 3600
+
+
+class WithdrawnOffer(models.Model):
+    """An offer its provider no longer lists (or that aged out, or whose provider was disabled), kept
+    by the id it had with its terms for WITHDRAWN_KEEP_SECONDS: renting it by that id
+    (deployments/rent.py) falls over to a like offer instead of answering 404, since the id a client
+    picked from the marketplace may vanish between its listing and its rent."""
+
+    id = models.BigIntegerField(primary_key=True, help_text="The Offer's id it was")
+    provider_slug = models.SlugField(max_length=40)
+    gpu_type = models.SlugField(max_length=40)
+    gpu_count = models.PositiveSmallIntegerField()
+    region = models.SlugField(max_length=40)
+    tier = models.CharField(max_length=10, choices=OfferTier.choices)
+    spot = models.BooleanField()
+    price_per_hour_micros = models.BigIntegerField()
+    withdrawn_at = models.DateTimeField(db_index=True)
+
+    def __str__(self) -> str:
+        return f"off_{self.pk} ({self.provider_slug}: {self.gpu_count}x {self.gpu_type} in {self.region}, withdrawn)"
+
+    def as_offer(self) -> Offer:
+        """Its terms as an (unsaved, never launched) Offer, available nowhere."""
+        return Offer(
+            pk=self.pk, provider_id=self.provider_slug, gpu_type=self.gpu_type, gpu_count=self.gpu_count,
+            region=self.region, tier=self.tier, spot=self.spot, price_per_hour_micros=self.price_per_hour_micros,
+            cost_per_hour_micros=0, available=0, seen_at=self.withdrawn_at,
+        )  # fmt: skip

@@ -18,8 +18,9 @@ with capacity and priced at or under the ceiling. The first that takes it is use
 and every offer skipped with why. None left: 409 `no_capacity` naming them; nothing is written.
 
 Ids are `off_<pk>`. A refresh (fleet/offers.py) updates a still-listed offer's row in place (its id
-stays) and deletes the rows its provider no longer lists: the terms of a deleted offer are unknown,
-so its id answers 404 ("gone; list offers again"), like one that never existed.
+stays) and deletes the rows its provider no longer lists, keeping their ids and terms a day
+(catalog.models.WithdrawnOffer): renting one of those is renting a gone offer, which falls over. An id
+that never was, or was withdrawn over a day ago, answers 404 ("gone; list offers again").
 """
 
 from __future__ import annotations
@@ -27,12 +28,15 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from typing import Any
+
+from django.utils import timezone
 
 from accounts.principal import Principal
 from accounts.roles import CAN_WRITE
 from catalog.gpu_units import base_slug
-from catalog.models import CatalogModel, GpuType, Offer
+from catalog.models import WITHDRAWN_KEEP_SECONDS, CatalogModel, GpuType, Offer, WithdrawnOffer
 from catalog.selectors import offers_live
 from deployments.models import Deployment
 from deployments.pod_settings import PodSettings, pod_settings_check
@@ -64,9 +68,15 @@ def offer_public_id(offer: Offer) -> str:
 
 
 def rent_offer_get(offer_id: str) -> Offer:
-    """The stored offer `off_<pk>` names, live or not (a stored one keeps its terms); 404 otherwise."""
+    """The stored offer `off_<pk>` names, live or not, or the terms of a withdrawn one (an unsaved
+    Offer, which is never launched: it is not live, so a rent falls over); 404 otherwise."""
     found = _OFFER_ID.match(offer_id)
-    offer = Offer.objects.select_related("provider").filter(pk=int(found.group(1))).first() if found else None
+    pk = int(found.group(1)) if found else None
+    offer = Offer.objects.select_related("provider").filter(pk=pk).first() if pk else None
+    if offer is None and pk is not None:
+        kept_since = timezone.now() - timedelta(seconds=WITHDRAWN_KEEP_SECONDS)
+        withdrawn = WithdrawnOffer.objects.filter(pk=pk, withdrawn_at__gte=kept_since).first()
+        offer = withdrawn.as_offer() if withdrawn else None
     if offer is None:
         raise NotFound(f"No offer {offer_id[:40]!r}: it is gone or never was; list offers again (GET /api/v1/offers).")
     return offer

@@ -20,7 +20,9 @@ When it is refreshed (`offers_refresh`, through fleet.tasks.offers_refresh_task)
 A refresh replaces the provider's rows with what its driver lists (upserted with seen_at=now, rows it no
 longer lists deleted). A provider error changes nothing: its rows stay, and once not seen for
 GPUCLOUD_OFFER_MAX_AGE_SECONDS readers ignore them (catalog.selectors.offers_live) and a refresh deletes
-them. A disabled provider has no offers.
+them. A disabled provider has no offers. A deleted row's id and terms are kept a day
+(catalog.models.WithdrawnOffer), so a client renting an offer it listed before it vanished falls over to
+a like one (deployments/rent.py).
 """
 
 from __future__ import annotations
@@ -31,10 +33,10 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Max
+from django.db.models import Max, QuerySet
 from django.utils import timezone
 
-from catalog.models import Offer, OfferTier, Provider
+from catalog.models import WITHDRAWN_KEEP_SECONDS, Offer, OfferTier, Provider, WithdrawnOffer
 from fleet import drivers
 from fleet.providers import base
 from fleet.providers.base import ProviderError
@@ -90,7 +92,7 @@ def _store(provider: Provider, listed: list[base.Offer]) -> int:
         now = timezone.now()
         rows = _rows(provider, listed, now)
         Offer.objects.bulk_create(rows, update_conflicts=True, unique_fields=TERMS, update_fields=FIGURES)
-        Offer.objects.filter(provider=provider, seen_at__lt=now).delete()  # no longer listed
+        _withdraw(Offer.objects.filter(provider=provider, seen_at__lt=now))  # no longer listed
         _expired_delete()
     return len(rows)
 
@@ -138,8 +140,17 @@ def driver_offer(offer: Offer) -> base.Offer:
 
 
 def _drop(provider: Provider) -> int:
-    Offer.objects.filter(provider=provider).delete()
+    _withdraw(Offer.objects.filter(provider=provider))
     return 0
+
+
+def _withdraw(offers: QuerySet[Offer]) -> None:
+    """Delete these offers, keeping each one's id and terms a while (WithdrawnOffer: a rent of it
+    falls over to a like offer)."""
+    now = timezone.now()
+    gone = [_withdrawn(o, now) for o in offers]
+    WithdrawnOffer.objects.bulk_create(gone, ignore_conflicts=True)
+    offers.filter(pk__in=[o.pk for o in gone]).delete()
 
 
 def _rows(provider: Provider, listed: list[base.Offer], now: datetime) -> list[Offer]:
@@ -160,6 +171,14 @@ def _row(provider: Provider, o: base.Offer, now: datetime) -> Offer:
     )  # fmt: skip
 
 
+def _withdrawn(o: Offer, at: datetime) -> WithdrawnOffer:
+    return WithdrawnOffer(
+        id=o.pk, provider_slug=o.provider_id, gpu_type=o.gpu_type, gpu_count=o.gpu_count, region=o.region,
+        tier=o.tier, spot=o.spot, price_per_hour_micros=o.price_per_hour_micros, withdrawn_at=at,
+    )  # fmt: skip
+
+
 def _expired_delete() -> None:
-    cutoff = timezone.now() - timedelta(seconds=settings.GPUCLOUD_OFFER_MAX_AGE_SECONDS)
-    Offer.objects.filter(seen_at__lt=cutoff).delete()
+    now = timezone.now()
+    _withdraw(Offer.objects.filter(seen_at__lt=now - timedelta(seconds=settings.GPUCLOUD_OFFER_MAX_AGE_SECONDS)))
+    WithdrawnOffer.objects.filter(withdrawn_at__lt=now - timedelta(seconds=WITHDRAWN_KEEP_SECONDS)).delete()

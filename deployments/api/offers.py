@@ -126,15 +126,16 @@ the credit is short, as a create answers), it launches after the answer on the o
 bills at `price_per_hour_usd` from then. The answer echoes `billing` (`spot` or `on_demand`, as the offer \
 is) and the ceiling `max_price_per_hour_usd` (the body's, else the offer's own price).
 
-Fallover: when the offer is gone (not listed lately), over the ceiling, out of capacity (`available` 0), or \
+Fallover: when the offer is gone (not listed lately, or no longer listed at all: its id still rents for \
+a day after its provider stopped listing it), over the ceiling, out of capacity (`available` 0), or \
 its provider cannot run the pod (its image or ports), the next *matching* offer is used: the same GPU type and \
 count, spot-ness and cloud type, any provider and any region, with capacity, at or under the ceiling, \
 cheapest first (then most available). `offer_id` is the one used, `requested_offer_id` the one asked, and \
 `tried` each offer skipped with why. None left: 409 `no_capacity` naming them, and nothing is created or \
 charged.
 
-404 for an id that is not `off_<number>`, that never existed, or whose offer is gone and no longer stored (a \
-refresh deletes what its provider stops listing: list offers again), and for an unknown model or template. \
+404 for an id that is not `off_<number>`, that never existed, or whose offer its provider stopped listing \
+over a day ago (list offers again), and for an unknown model or template. \
 400 for settings a pod cannot have (with the field in `error.param`), a model on an offer whose GPU type the \
 catalog does not deploy models on, or a model too big for the GPU. 422 for a ceiling not above 0 or a body \
 its schema refuses."""

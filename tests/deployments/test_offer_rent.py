@@ -17,9 +17,10 @@ from accounts.models import Membership
 from accounts.roles import Role
 from billing.models import CreditHold, Service, UsageMeter
 from billing.selectors import balance_of
-from catalog.models import Offer, Provider
+from catalog.models import Offer, Provider, WithdrawnOffer
 from deployments.models import Deployment
 from fleet.models import Instance, InstanceState
+from fleet.offers import offers_refresh
 from tests.support import sim_cloud
 from tests.support.billing import fund
 from tests.support.personas import Persona
@@ -276,10 +277,41 @@ def test_bad_requests_are_refused_and_nothing_is_written(
     assert tasks["provision"] == []
 
 
-def test_a_deleted_offer_answers_404_saying_to_list_offers_again(client: Client, alice: Persona, catalog: None) -> None:
+def withdraw_offers_of(slug: str) -> None:
+    """What a refresh does to offers a provider stops listing (here: all of them, as it is disabled)."""
+    provider = Provider.objects.get(slug=slug)
+    provider.enabled = False
+    provider.save(update_fields=["enabled"])
+    offers_refresh(provider)
+
+
+def test_an_offer_its_provider_stopped_listing_still_rents_by_falling_over(
+    client: Client, alice: Persona, catalog: None, tasks: dict[str, list[str]], django_capture_on_commit_callbacks: Any
+) -> None:
+    """The id a client listed vanished before its rent: its terms were kept, so it falls over."""
+    fund(alice.org, 10 * USD)
+    chosen = offer("cloud-a", price=1.5)
+    like = offer("cloud-b", price=1.8, region="ric1")
+    withdraw_offers_of("cloud-a")
+    assert not Offer.objects.filter(pk=chosen.pk).exists()
+    answer = rent(client, alice, oid(chosen), {"pod": {"image": CLOUD_IMAGE}, "max_price_per_hour_usd": 2},
+                  django_capture_on_commit_callbacks)  # fmt: skip
+    assert answer.status_code == 201, answer.content
+    got = answer.json()
+    assert (got["requested_offer_id"], got["offer_id"]) == (oid(chosen), oid(like))
+    assert got["tried"] == [{"offer_id": oid(chosen), "reason": "gone: its provider no longer lists it"}]
+    assert got["max_price_per_hour_usd"] == 2 and got["billing"] == "on_demand"
+    assert Deployment.objects.get(pk=got["id"]).provider == "cloud-b"
+
+
+def test_an_offer_withdrawn_over_a_day_ago_answers_404_saying_to_list_offers_again(
+    client: Client, alice: Persona, catalog: None
+) -> None:
     fund(alice.org, 10 * USD)
     chosen = offer("cloud-a")
-    chosen.delete()  # what a refresh does to an offer its provider no longer lists
+    offer("cloud-b", price=1.8, region="ric1")
+    withdraw_offers_of("cloud-a")
+    WithdrawnOffer.objects.update(withdrawn_at=timezone.now() - timedelta(days=1, seconds=1))
     answer = rent(client, alice, oid(chosen), {"pod": {"image": CLOUD_IMAGE}})
     assert answer.status_code == 404
     assert answer.json()["error"]["message"] == (

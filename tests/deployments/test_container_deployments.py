@@ -214,6 +214,7 @@ def test_the_form_shows_the_price_per_replica_and_makes_an_endpoint_whose_page_s
     assert f'curl {url} -H "Authorization: Bearer $GPUCLOUD_API_KEY"' in detail
     assert html.escape(SERVER) in detail and ">gpucloud/shell<" in detail
     assert f'action="/deployments/{deployment.pk}/replicas#scaling-h"' in detail
+    assert 'id="replicas-live" hx-get=' in detail  # re-read as its status moves: the form appears once it runs
     assert f'action="/deployments/{deployment.pk}/scaling#scaling-h"' not in detail  # no autoscaler: it would 409
     assert f'href="/deployments/{deployment.pk}/stop"' in detail
 

@@ -8,6 +8,11 @@ as it launches a pod (deployments/pod_spec.py), on any provider that can run the
 it has replicas, a lost replica is replaced, and nobody shells into it. Scaling to 0 stops it and
 keeps it (status SCALED_TO_ZERO: nothing runs, nothing bills); a delete ends it for good (its Pod row
 is marked terminated, and it is gone from the API).
+
+Two APIs make one: reference/002's (container_create with a flavor id) and ours (container_deploy:
+POST /api/v1/deployments with kind container, and the pages' form, naming a GPU type, an optional
+region and a cloud type). The checks are shared; ContainerFields says each API's names for the fields,
+so a refusal names the field its caller sent.
 """
 
 from __future__ import annotations

@@ -160,6 +160,11 @@ def test_scale_refusals_change_nothing(
     assert post(client, charlie, f"/deployments/{service_id}/scale", {"replicas": 2}).status_code == 404
     assert Deployment.objects.get(pk=service_id).desired_replicas == 1
     assert Instance.objects.filter(deployment_id=service_id).count() == 1
+    with django_capture_on_commit_callbacks(execute=True):  # ended for good through reference/002's API
+        assert client.delete(f"/api/v1/inference-service/{service_id}", **alice.auth).status_code == 200
+    gone = post(client, alice, f"/deployments/{service_id}/scale", {"replicas": 1})
+    assert gone.status_code == 409 and "deleted" in gone.json()["error"]["message"]
+    assert Deployment.objects.get(pk=service_id).status == DeploymentStatus.STOPPED
 
 
 def test_any_cloud_type_takes_the_cheapest_tier_with_a_machine_free(

@@ -148,7 +148,7 @@ class Serverless:
 def serverless_options(*, kind: str, idle_timeout_seconds: int | None, start_cold: bool) -> Serverless | None:
     """What POST /deployments asked for beyond a plain model deployment; 400 for what does not fit."""
     if kind not in (DeploymentKind.MODEL, DeploymentKind.SERVERLESS):  # a container is made by containers.py
-        raise InvalidRequest("kind must be model, serverless or container.", param="kind")
+        raise InvalidRequest("kind must be model or serverless.", param="kind")
     if kind == DeploymentKind.MODEL:
         if idle_timeout_seconds is not None or start_cold:
             field = "idle_timeout_seconds" if idle_timeout_seconds is not None else "start_cold"

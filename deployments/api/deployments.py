@@ -166,8 +166,13 @@ def deployments_create(request: HttpRequest, payload: schemas.DeploymentCreateIn
     return Status(201, _deployment_out(request, deployment))
 
 
+API_KINDS = (DeploymentKind.MODEL, DeploymentKind.SERVERLESS, DeploymentKind.CONTAINER)  # a pod: POST /pods
+
+
 def _fields_of_the_kind(payload: schemas.DeploymentCreateIn) -> None:
     """400 naming the first field the kind asked requires and lacks, or does not take."""
+    if payload.kind not in API_KINDS:
+        raise InvalidRequest(f"kind must be {', '.join(API_KINDS[:-1])} or {API_KINDS[-1]}.", param="kind")
     container = payload.kind == DeploymentKind.CONTAINER
     needed = ("image", "port") if container else ("model_id", "region")
     kind_words = "container endpoints (kind: container)" if container else "model and serverless deployments"

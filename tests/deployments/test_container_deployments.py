@@ -123,6 +123,7 @@ def test_refusals_name_our_fields_and_create_nothing(client: Client, alice: Pers
         ({**GOOD, "kind": "model", "model_id": "smollm2-135m-instruct", "region": "local"}, 400, "image"),
         ({"model_id": "smollm2-135m-instruct", "gpu_type": "cpu", "region": "local", "port": 80}, 400, "port"),
         ({"gpu_type": "cpu", "region": "local"}, 400, "model_id"),
+        ({**GOOD, "kind": "pod"}, 400, "kind"),
         ({"model_id": "smollm2-135m-instruct", "gpu_type": "cpu"}, 400, "region"),
     ]  # fmt: skip
     for body, status, param in cases:

@@ -16,40 +16,76 @@ from gpucloud.core.schemas import BodyIn
 PRESET_SLUGS = ("speed", "latency", "cost", "balanced")
 
 
+_CONTAINER: JsonValue = {"properties": {"kind": {"const": "container"}}, "required": ["kind"]}
+_NOT_CONTAINER: JsonValue = {"not": _CONTAINER}
+CONTAINER_ONLY = ("image", "command", "port", "gpu_count")
+NOT_FOR_CONTAINERS = ("model_id", "preset")
+
+
 class DeploymentCreateIn(BodyIn):
     # The service checks these (400 with the reason); the description says them too: the kinds, the
-    # bounds, and that idle_timeout_seconds and start_cold belong to serverless deployments.
+    # bounds, what each kind requires, and the fields that belong to one kind only.
     model_config = ConfigDict(
         json_schema_extra={
-            "if": {"not": {"properties": {"kind": {"const": "serverless"}}, "required": ["kind"]}},
-            "then": {"properties": {"idle_timeout_seconds": {"type": "null"}, "start_cold": {"const": False}}},
+            "allOf": [
+                {
+                    "if": {"not": {"properties": {"kind": {"const": "serverless"}}, "required": ["kind"]}},
+                    "then": {"properties": {"idle_timeout_seconds": {"type": "null"}, "start_cold": {"const": False}}},
+                },
+                {
+                    "if": _NOT_CONTAINER,
+                    "then": {
+                        "required": ["model_id", "region"],
+                        "properties": {name: {"type": "null"} for name in CONTAINER_ONLY},
+                    },
+                },
+                {
+                    "if": _CONTAINER,
+                    "then": {
+                        "required": ["image", "port"],
+                        "properties": {
+                            **{name: {"type": "null"} for name in NOT_FOR_CONTAINERS},
+                            "spot": {"const": False},
+                        },
+                    },
+                },
+            ]
         }
     )
 
     name: str = Field("", max_length=100)
-    model_id: str = Field(
-        description="A catalog model (GET /models; 404 for none), or a Hugging Face id `org/name` where the operator "
+    model_id: str | None = Field(
+        None,
+        description="model and serverless (required; 400 without it, and for a container): a catalog model (GET "
+        "/models; 404 for none), or a Hugging Face id `org/name` where the operator "
         "allows them (GPUCLOUD_HF_MODELS; 403 `hf_model_not_allowed` otherwise, 400 for no such id): served by vLLM "
         "on a GPU (400 for the CPU), with at least the VRAM its size in the name needs (400 otherwise; no size: the "
         "GPU chosen is trusted)",
         examples=["smollm2-135m-instruct"],
     )
     gpu_type: str = Field(
-        description="A GPU type (GET /gpu-types; 404 for none) with the model's min_vram_gb or more (400 otherwise)",
+        description="A GPU type (GET /gpu-types; 404 for none); for a model, with its min_vram_gb or more (400 "
+        "otherwise)",
         examples=["cpu"],
     )
-    region: str = Field(
-        description="A region (GET /regions; 404 for none); 409 when no provider offers the GPU there now",
+    region: str | None = Field(
+        None,
+        description="A region (GET /regions; 404 for none); 409 when no provider offers the GPU there now. Required "
+        "for model and serverless (400 without it); a container without one runs in the cheapest region with "
+        "capacity",
         examples=["local"],
     )
     replicas: int = Field(1, json_schema_extra={"minimum": 1, "maximum": settings.GPUCLOUD_MAX_REPLICAS})
-    preset: str | None = Field(None, description="speed, latency, cost or balanced: the GPU must be the preset's")
+    preset: str | None = Field(
+        None, description="speed, latency, cost or balanced: the GPU must be the preset's. Not for a container"
+    )
     kind: str = Field(
         "model",
-        description="model (replicas run until changed) or serverless (scales to zero after idle_timeout_seconds "
-        "without requests; the next request wakes it). Container endpoints (any image serving HTTP) are created "
-        "with POST /api/v1/inference-service (400 here)",
-        json_schema_extra={"enum": ["model", "serverless"]},
+        description="model (replicas run until changed), serverless (scales to zero after idle_timeout_seconds "
+        "without requests; the next request wakes it) or container (an endpoint of any image serving HTTP on "
+        "`port`: `image`, `command`, `port` and `gpu_count` instead of `model_id`; the same endpoints as POST "
+        "/api/v1/inference-service makes)",
+        json_schema_extra={"enum": ["model", "serverless", "container"]},
     )
     idle_timeout_seconds: int | None = Field(
         None,
@@ -61,16 +97,49 @@ class DeploymentCreateIn(BodyIn):
         False,
         description="Run on interruptible (spot) machines only: cheaper, but the provider may take a replica "
         "back at any time (it is replaced; webhook deployment.preempted). false (the default): on-demand "
-        "machines only. The answer says which; 409 when no provider offers that kind there now",
+        "machines only (a container's always). The answer says which; 409 when no provider offers that kind there "
+        "now",
     )
     cloud_type: str = Field(
         "any",
         description="Which machines its replicas may run on. secure: data-center machines the provider runs "
         "(RunPod Secure Cloud, Vast.ai datacenter hosts, Lambda, DigitalOcean, the operator's own); community: "
         "third parties' machines the provider vetted (RunPod Community Cloud, Vast.ai's other verified hosts), "
-        "cheaper, less private; any (the default): the cheapest of either. The answer says which, and each "
-        "replica the tier it runs on; 409 when no provider offers it there now",
+        "cheaper, less private; any (the default): the cheapest of either (a container: the cheapest tier with a "
+        "machine free, and the answer says which). The answer says which, and each replica the tier it runs on; "
+        "409 when no provider offers it there now",
         json_schema_extra={"enum": ["any", "secure", "community"]},
+    )
+    image: str | None = Field(
+        None,
+        max_length=300,
+        description="container only (required): the image, `[registry/]name[:tag][@sha256:digest]` (400 "
+        "otherwise). A provider must run it (400 otherwise): the local provider runs only its own images "
+        "(gpucloud/shell, gpucloud/llama-cpp, gpucloud/jupyterlab); the GPU clouds run any image",
+        examples=["gpucloud/shell"],
+    )
+    command: str | None = Field(
+        None,
+        max_length=4096,
+        description="container only: run by `sh -c` (empty or absent: the image's own). It must serve HTTP on "
+        "$PORT: `port` on the clouds, the port mapped for it on the local provider",
+        examples=["python3 -m http.server $PORT"],
+    )
+    port: int | None = Field(
+        None, ge=1, le=65535, description="container only (required): the port its HTTP server listens on"
+    )
+    gpu_count: int | None = Field(
+        None,
+        description="container only: GPUs per replica, 1 (the default), 2, 4 or 8 (400 otherwise), at most what "
+        "one machine of the GPU type has there",
+        json_schema_extra={"enum": [1, 2, 4, 8, None]},
+    )
+
+
+class ScaleIn(BodyIn):
+    replicas: int = Field(
+        description="Replicas to run: 0 stops it (kept, billing nothing), up to GPUCLOUD_MAX_REPLICAS (400 outside)",
+        json_schema_extra={"minimum": 0, "maximum": settings.GPUCLOUD_MAX_REPLICAS},
     )
 
 
@@ -120,7 +189,7 @@ class DeploymentOut(Schema):
     replicas: int
     kind: str = Field(
         description="model (replicas run until changed), serverless (scales to zero when idle) or container (an "
-        "image serving HTTP: see `container`, and /api/v1/inference-service)"
+        "image serving HTTP: see `container`; POST /deployments/{id}/scale sets its replicas)"
     )
     spot: bool = Field(description="Its replicas run on interruptible (spot) machines only; false: on-demand only")
     cloud_type: str = Field(

@@ -153,11 +153,7 @@ class Serverless:
 
 def serverless_options(*, kind: str, idle_timeout_seconds: int | None, start_cold: bool) -> Serverless | None:
     """What POST /deployments asked for beyond a plain model deployment; 400 for what does not fit."""
-    if kind == DeploymentKind.CONTAINER:  # reference/002's fields (image, command, port, flavor) are its own
-        raise InvalidRequest(
-            "Container endpoints are created with POST /api/v1/inference-service (image, command, port).", param="kind"
-        )
-    if kind not in (DeploymentKind.MODEL, DeploymentKind.SERVERLESS):
+    if kind not in (DeploymentKind.MODEL, DeploymentKind.SERVERLESS):  # a container is made by containers.py
         raise InvalidRequest("kind must be model or serverless.", param="kind")
     if kind == DeploymentKind.MODEL:
         if idle_timeout_seconds is not None or start_cold:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from pages import accounts, billing, catalog, marketplace, pod_templates, pods, volumes
+from pages import accounts, billing, catalog, containers, marketplace, pod_templates, pods, volumes
 from pages.deployments import access_forms, scaling_forms, webhook_forms
 from pages.deployments import views as deployment_views
 
@@ -67,6 +67,7 @@ urlpatterns = [
     path("templates/<str:template_id>/delete", pod_templates.template_delete, name="template_delete"),
     # deployments
     path("deployments/", deployment_views.deployments_list, name="deployments"),
+    path("containers/new", containers.container_new, name="container_new"),
     path("deployments/<str:deployment_id>/", deployment_views.deployment_detail, name="deployment_detail"),
     path("deployments/<str:deployment_id>/stop", deployment_views.deployment_stop, name="deployment_stop"),
     path("deployments/<str:deployment_id>/key", deployment_views.deployment_key, name="deployment_key"),
@@ -79,6 +80,7 @@ urlpatterns = [
     path("deployments/<str:deployment_id>/webhooks", webhook_forms.webhook_add, name="webhook_add"),
     path("deployments/<str:deployment_id>/access", access_forms.deployment_grant, name="deployment_grant"),
     path("deployments/<str:deployment_id>/scaling", scaling_forms.deployment_scaling, name="deployment_scaling"),
+    path("deployments/<str:deployment_id>/replicas", scaling_forms.deployment_replicas, name="deployment_replicas"),
     path("deployments/<str:deployment_id>/sla", scaling_forms.deployment_sla, name="deployment_sla"),
     path("deployments/<str:deployment_id>/preset", scaling_forms.deployment_preset, name="deployment_preset"),
     path(

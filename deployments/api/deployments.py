@@ -14,8 +14,7 @@ from accounts.auth import INFERENCE_AUTH, api_principal
 from accounts.roles import CAN_READ
 from catalog.models import CatalogModel, GpuType
 from catalog.selectors import offers_live
-from deployments import metrics, preset_rollout, schemas, selectors, services, sla
-from deployments.containers import container_command
+from deployments import containers, metrics, preset_rollout, schemas, selectors, services, sla
 from deployments.logs import TAIL_MAX, log_tails
 from deployments.models import Deployment, DeploymentKind
 from deployments.scaling import settings as scaling
@@ -83,7 +82,7 @@ def _container_out(request: HttpRequest, deployment: Deployment) -> dict[str, ob
     if deployment.kind != DeploymentKind.CONTAINER:
         return None
     pod = deployment.pod
-    return {"image": pod.image, "command": container_command(pod), "port": pod.port_numbers("http")[0],
+    return {"image": pod.image, "command": containers.container_command(pod), "port": pod.port_numbers("http")[0],
             "url": _endpoint_url(request, deployment)}  # fmt: skip
 
 
@@ -118,16 +117,40 @@ _CREATE_DESCRIPTION = (
 )
 
 
+_CONTAINER_DESCRIPTION = (
+    "\n\n`kind: container` makes a container endpoint: `image` with `command` (run by `sh -c`) serving HTTP on "
+    "`port`, on `replicas` machines of `gpu_type` with `gpu_count` GPUs each, on demand, in `region` (or the "
+    "cheapest region with capacity) on `cloud_type` (any: the cheapest tier with a machine free). It answers at "
+    "`endpoint_url` (`/services/{id}/`, any method and path under it) with an account key of the organization, "
+    "billed per GPU-second of its replicas; POST /deployments/{id}/scale changes its replicas (0 stops it, kept), "
+    "DELETE stops it. 400 names the field for settings that cannot run (an image no provider there runs, "
+    "`gpu_count` over what one machine has) and for fields of another kind (`model_id`, `preset`, `spot`, "
+    "serverless settings); `image`, `command`, `port` and `gpu_count` are 400 on the other kinds."
+)
+
+
 @router.post(
     "/deployments",
     response={201: schemas.DeploymentOut},
-    summary="Deploy a catalog model",
-    description=_CREATE_DESCRIPTION,
+    summary="Deploy a catalog model, a serverless endpoint or a container endpoint",
+    description=_CREATE_DESCRIPTION + _CONTAINER_DESCRIPTION,
 )
 @answers(400, 402, 404, 409)
 def deployments_create(request: HttpRequest, payload: schemas.DeploymentCreateIn) -> Status[dict[str, object]]:
+    principal = api_principal(request)
+    _fields_of_the_kind(payload)
+    if payload.kind == DeploymentKind.CONTAINER:
+        assert payload.image is not None and payload.port is not None  # _fields_of_the_kind says so
+        asked = containers.ContainerSettings(
+            name=payload.name, description="", flavor_id="", replicas=payload.replicas, image=payload.image,
+            command=payload.command or "", port=payload.port, gpu_count=payload.gpu_count or 1,
+        )  # fmt: skip
+        where = containers.Placement(gpu_type=payload.gpu_type, region=payload.region, cloud_type=payload.cloud_type)
+        deployment = containers.container_deploy(principal=principal, asked=asked, where=where)
+        return Status(201, _deployment_out(request, selectors.deployment_get_for_org(principal.org, deployment.pk)))
+    assert payload.model_id is not None and payload.region is not None
     deployment = services.deployment_create(
-        principal=api_principal(request),
+        principal=principal,
         name=payload.name,
         model_id=payload.model_id,
         gpu_type=payload.gpu_type,
@@ -141,6 +164,32 @@ def deployments_create(request: HttpRequest, payload: schemas.DeploymentCreateIn
         cloud_type=payload.cloud_type,
     )
     return Status(201, deployment_out(request, deployment))
+
+
+API_KINDS = (DeploymentKind.MODEL, DeploymentKind.SERVERLESS, DeploymentKind.CONTAINER)  # a pod: POST /pods
+
+
+def _fields_of_the_kind(payload: schemas.DeploymentCreateIn) -> None:
+    """400 naming the first field the kind asked requires and lacks, or does not take."""
+    if payload.kind not in API_KINDS:
+        raise InvalidRequest(f"kind must be {', '.join(API_KINDS[:-1])} or {API_KINDS[-1]}.", param="kind")
+    container = payload.kind == DeploymentKind.CONTAINER
+    needed = ("image", "port") if container else ("model_id", "region")
+    kind_words = "container endpoints (kind: container)" if container else "model and serverless deployments"
+    for name in needed:
+        if getattr(payload, name) is None:
+            raise InvalidRequest(f"{name} is required for {kind_words}.", param=name)
+    if container:
+        foreign = {name: getattr(payload, name) is not None for name in schemas.NOT_FOR_CONTAINERS}
+        foreign |= {"spot": payload.spot, "idle_timeout_seconds": payload.idle_timeout_seconds is not None,
+                    "start_cold": payload.start_cold}  # fmt: skip
+        wrong = "{} does not apply to container endpoints."
+    else:
+        foreign = {name: getattr(payload, name) is not None for name in schemas.CONTAINER_ONLY}
+        wrong = "{} applies to container endpoints (kind: container)."
+    for name, given in foreign.items():
+        if given:
+            raise InvalidRequest(wrong.format(name), param=name)
 
 
 @router.get("/deployments", response=list[schemas.DeploymentOut], summary="Your deployments")
@@ -346,6 +395,26 @@ def deployments_scaling_set(request: HttpRequest, deployment_id: str, payload: s
         cold_start_wait_seconds=payload.cold_start_wait_seconds,
     )  # fmt: skip
     return _scaling_out(scaling.deployment_scaling_set(principal=principal, deployment=deployment, change=change))
+
+
+@router.post(
+    "/deployments/{deployment_id}/scale",
+    response=schemas.DeploymentOut,
+    summary="Set a container endpoint's replicas",
+    description="Container endpoints only (409 for other kinds: their replicas follow PATCH "
+    "/deployments/{id}/scaling). 0 stops it (kept, billing nothing); more starts a stopped (or failed) one again or "
+    "scales a running one, each new replica's first minute held (402 when the credit is short, nothing changed). "
+    "400 outside 0..GPUCLOUD_MAX_REPLICAS; 409 while it is provisioning or stopping (it scales once running or "
+    "stopped).",
+)
+@answers(400, 402, 409)
+def deployments_scale(request: HttpRequest, deployment_id: str, payload: schemas.ScaleIn) -> dict[str, object]:
+    principal = api_principal(request)
+    deployment = selectors.deployment_get_for_org(principal.org, deployment_id)
+    containers.container_scale(
+        principal=principal, deployment=deployment, replicas=payload.replicas, fields=containers.OURS
+    )
+    return _deployment_out(request, selectors.deployment_get_for_org(principal.org, deployment_id))
 
 
 @router.patch("/deployments/{deployment_id}/preset", response=schemas.DeploymentOut,

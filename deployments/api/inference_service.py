@@ -153,7 +153,7 @@ def services_create(request: HttpRequest, payload: InferenceServiceCreateIn) -> 
         replicas=int(resources.target_instance_number), image=deploy.image_url, command=deploy.command,
         port=deploy.port, gpu_count=max(1, deploy.gpu_num),
     )  # fmt: skip
-    deployment = containers.container_create(principal=principal, asked=asked)
+    deployment = containers.container_create(principal=principal, asked=asked, fields=containers.REFERENCE_002)
     return Status(201, _service_out(request, selectors.container_get_for_org(principal.org, deployment.pk)))
 
 
@@ -178,7 +178,9 @@ def services_update(request: HttpRequest, service_id: str, payload: InferenceSer
     principal = api_principal(request)
     deployment = selectors.container_get_for_org(principal.org, service_id)
     replicas = int(payload.resource_metadata.target_instance_number)
-    containers.container_scale(principal=principal, deployment=deployment, replicas=replicas)
+    containers.container_scale(
+        principal=principal, deployment=deployment, replicas=replicas, fields=containers.REFERENCE_002
+    )
     return _service_out(request, selectors.container_get_for_org(principal.org, service_id))
 
 

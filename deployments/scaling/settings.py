@@ -96,7 +96,8 @@ def deployment_scaling_set(
     principal.require(CAN_WRITE, "changing scaling")
     if deployment.kind == DeploymentKind.CONTAINER:  # nothing measures its load: the autoscaler would only shrink it
         raise Conflict(
-            "A container endpoint scales manually: PUT /api/v1/inference-service/{id} with target_instance_number."
+            "A container endpoint scales manually: POST /api/v1/deployments/{id}/scale with replicas (or PUT "
+            "/api/v1/inference-service/{id} with target_instance_number)."
         )
     if deployment.status in (DeploymentStatus.STOPPING, DeploymentStatus.STOPPED, DeploymentStatus.FAILED):
         raise Conflict(f"The deployment is {deployment.status}; deploy it again to scale it.")

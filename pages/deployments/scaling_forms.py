@@ -1,7 +1,8 @@
-"""The deployment page's Scaling and SLA forms: autoscaling settings, SLA targets, and the preset
-(a rolling replacement of the replicas). Each posts the whole form; a refusal, the form's own
-(a field empty or not a number) or the service's, is shown inline with what was typed and saves
-nothing; a change answers with the deployment page at the section."""
+"""The deployment page's Scaling and SLA forms: autoscaling settings (a container endpoint's replica
+count instead), SLA targets, and the preset (a rolling replacement of the replicas). Each posts the
+whole form; a refusal, the form's own (a field empty or not a number) or the service's, is shown
+inline with what was typed and saves nothing; a change answers with the deployment page at the
+section."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import math
 
 from django.http import QueryDict
 
-from deployments import preset_rollout, sla
+from deployments import containers, preset_rollout, sla
 from deployments.scaling import settings as scaling
 from gpucloud.core.errors import InvalidRequest
 from pages.deployments.section_forms import SectionPost, section_form
@@ -42,6 +43,17 @@ def deployment_scaling(post: SectionPost) -> None:
         ),
     )
     scaling.deployment_scaling_set(principal=post.principal, deployment=post.deployment, change=change, for_people=True)
+
+
+@section_form("replicas", anchor=SECTION)
+def deployment_replicas(post: SectionPost) -> None:
+    """A container endpoint's replicas, as POST /api/v1/deployments/{id}/scale sets them."""
+    post.posted = {"replicas": post.form.get("replicas", "")}
+    replicas = _whole(post.form, "replicas", "Replicas")
+    assert replicas is not None  # not optional: an empty field is refused
+    containers.container_scale(
+        principal=post.principal, deployment=post.deployment, replicas=replicas, fields=containers.OURS
+    )
 
 
 @section_form("sla", anchor=SECTION)

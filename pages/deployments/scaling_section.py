@@ -11,8 +11,10 @@ from django.conf import settings
 from catalog import selectors as catalog_selectors
 from catalog.models import Preset
 from deployments import sla
+from deployments.containers import STARTABLE
 from deployments.models import Deployment, DeploymentKind, DeploymentStatus, ScalingMetric
 from deployments.scaling.settings import scaling_of
+from deployments.selectors import RUNNING_STATUSES
 from gpucloud.core.durations import duration_text
 
 SETTINGS_CLOSED = (DeploymentStatus.STOPPING, DeploymentStatus.STOPPED, DeploymentStatus.FAILED)
@@ -28,9 +30,14 @@ def settings_context(
     """The Scaling and SLA section: the settings in words, the SLA report, and the forms' values
     (what was posted when a change was refused, else the current settings)."""
     closed = deployment.status in SETTINGS_CLOSED
+    container = deployment.kind == DeploymentKind.CONTAINER
     takes_preset = can_write and not closed and deployment.model_id is not None and not deployment.is_rolling
     return {
         "serverless": deployment.kind == DeploymentKind.SERVERLESS,
+        # A container endpoint has no autoscaler: its replicas are what its owner sets, running or stopped.
+        "is_container": container,
+        "replicas_open": can_write and container and _replicas_settable(deployment),
+        "replicas_form": {"replicas": deployment.desired_replicas, **_posted(extra, "replicas_posted")},
         "scaling_summary": scaling_summary(deployment),
         "scaling_metrics": list(METRIC_TEXT.items()),
         "replicas_limit": settings.GPUCLOUD_MAX_REPLICAS,
@@ -41,6 +48,12 @@ def settings_context(
         "sla_form": {**_sla_values(deployment), **_posted(extra, "sla_posted")},
         "preset_chosen": _posted(extra, "preset_posted").get("preset", deployment.preset_id or ""),
     }
+
+
+def _replicas_settable(deployment: Deployment) -> bool:
+    """Running, or stopped and kept (a deleted one is not): what containers.container_scale takes."""
+    settable = deployment.status in (*RUNNING_STATUSES, *STARTABLE)
+    return settable and not deployment.pod.terminated
 
 
 def scaling_summary(deployment: Deployment) -> str:

@@ -180,7 +180,7 @@ def test_bad_bodies_are_refused_and_nothing_is_created_a_good_one_initializes_an
     assert url in detail and html.escape(SERVER) in detail
     kind = call(client, alice, "post", "/deployments", {"model_id": "smollm2-135m-instruct", "gpu_type": "cpu",
                                                         "region": "local", "kind": "container"})  # fmt: skip
-    assert kind.status_code == 400 and "POST /api/v1/inference-service" in kind.json()["error"]["message"]
+    assert (kind.status_code, kind.json()["error"]["param"]) == (400, "image")  # a container needs its image
     autoscale = call(client, alice, "patch", f"/deployments/{service_id}/scaling", {"max_replicas": 3})
     assert autoscale.status_code == 409 and "scales manually" in autoscale.json()["error"]["message"]
     assert Deployment.objects.get(pk=service_id).max_replicas == 1

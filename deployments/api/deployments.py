@@ -147,7 +147,7 @@ def deployments_create(request: HttpRequest, payload: schemas.DeploymentCreateIn
         )  # fmt: skip
         where = containers.Placement(gpu_type=payload.gpu_type, region=payload.region, cloud_type=payload.cloud_type)
         deployment = containers.container_deploy(principal=principal, asked=asked, where=where)
-        return Status(201, _deployment_out(request, selectors.deployment_get_for_org(principal.org, deployment.pk)))
+        return Status(201, deployment_out(request, selectors.deployment_get_for_org(principal.org, deployment.pk)))
     assert payload.model_id is not None and payload.region is not None
     deployment = services.deployment_create(
         principal=principal,
@@ -414,7 +414,7 @@ def deployments_scale(request: HttpRequest, deployment_id: str, payload: schemas
     containers.container_scale(
         principal=principal, deployment=deployment, replicas=payload.replicas, fields=containers.OURS
     )
-    return _deployment_out(request, selectors.deployment_get_for_org(principal.org, deployment_id))
+    return deployment_out(request, selectors.deployment_get_for_org(principal.org, deployment_id))
 
 
 @router.patch("/deployments/{deployment_id}/preset", response=schemas.DeploymentOut,

@@ -223,6 +223,10 @@ def test_the_form_shows_the_price_per_replica_and_makes_an_endpoint_whose_page_s
     assert 'id="replicas-live" hx-get=' in detail  # re-read as its status moves: the form appears once it runs
     assert f'action="/deployments/{deployment.pk}/scaling#scaling-h"' not in detail  # no autoscaler: it would 409
     assert f'href="/deployments/{deployment.pk}/stop"' in detail
+    # What measures or tunes a model's engine is not shown: nothing meters a container per request.
+    for model_only in ('id="compare-h"', 'id="sla-h"', 'id="preset-h"', 'id="metrics-h"', "<dt>Model</dt>"):
+        assert model_only not in detail, model_only
+    assert '<dt>Image</dt><dd class="mono">gpucloud/shell</dd>' in detail
 
 
 @pytest.mark.parametrize(

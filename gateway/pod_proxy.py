@@ -148,10 +148,18 @@ async def _decide(scope: dict[str, Any], pod_id: str, port: int, *, token: str) 
 
 
 async def relay_http(
-    scope: dict[str, Any], receive: Any, send: Any, *, url: str, prefix: str, dropped: frozenset[bytes] = HOP_BY_HOP
+    scope: dict[str, Any],
+    receive: Any,
+    send: Any,
+    *,
+    url: str,
+    prefix: str,
+    dropped: frozenset[bytes] = HOP_BY_HOP,
+    workload: str = "pod",
 ) -> None:
     """The request to `url` (an address at the workload's provider), the answer streamed back; the
-    headers less `dropped` and the platform's cookies, its cookies confined to `prefix`."""
+    headers less `dropped` and the platform's cookies, its cookies confined to `prefix`. A refusal
+    names the `workload` ("pod", "container endpoint") that did not answer."""
     client = _http_client()
     headers = _forwarded_headers(scope, prefix, dropped=dropped)
     # A request without a body can be sent again: once, when the pod's server dropped the connection
@@ -167,14 +175,14 @@ async def relay_http(
         except (httpx.RemoteProtocolError, httpx.ConnectError) as exc:
             if attempt == 0 and bodiless:
                 continue
-            refusal = PortRefusal(502, f"The pod did not answer on its port: {type(exc).__name__}.")
+            refusal = PortRefusal(502, f"The {workload} did not answer on its port: {type(exc).__name__}.")
             if bodiless and "text/html" in _header(scope, b"accept"):  # a browser opening it: the app may be starting
                 await _starting_page(send, refusal)
             else:
                 await refuse(send, refusal)
             return
         except httpx.HTTPError as exc:
-            await refuse(send, PortRefusal(502, f"The pod did not answer on its port: {type(exc).__name__}."))
+            await refuse(send, PortRefusal(502, f"The {workload} did not answer on its port: {type(exc).__name__}."))
             return
     try:
         answer_headers = [

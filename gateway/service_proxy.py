@@ -46,7 +46,9 @@ async def service_proxy_http(scope: dict[str, Any], receive: Any, send: Any) -> 
         return
     query = scope.get("query_string", b"").decode("latin-1")
     url = random.choice(refusal_or_targets.urls) + rest + (f"?{query}" if query else "")  # noqa: S311 - spreading load
-    await relay_http(scope, receive, send, url=url, prefix=f"/services/{service_id}", dropped=DROPPED)
+    await relay_http(
+        scope, receive, send, url=url, prefix=f"/services/{service_id}", dropped=DROPPED, workload="container endpoint"
+    )
 
 
 async def _decide(scope: dict[str, Any], service_id: str) -> ServiceTargets | PortRefusal:

@@ -555,9 +555,10 @@ async def smollm2_cut_metering(client: Client, smollm2_url: str, cuts: int, seed
 # 7 ---------------------------------------------------------------------------------------------
 
 
-async def closed_loop(client: Client, via: str, clients: int, seconds: float) -> dict[str, Any]:
+async def closed_loop(client: Client, via: str, clients: int, seconds: float, server: int) -> dict[str, Any]:
     """`clients` clients, each sending its next request as soon as the previous one answered
-    (section 1's request), for `seconds`: requests per second and latency percentiles."""
+    (section 1's request), for `seconds`: requests per second, latency percentiles, and the CPU
+    time the `server` process spent."""
     body = {**CHAT, "max_tokens": 16}
     base, headers = client.target(via)
     url = f"{base}/v1/chat/completions"
@@ -580,10 +581,18 @@ async def closed_loop(client: Client, via: str, clients: int, seconds: float) ->
             else:
                 failures += 1
 
+    cpu_before = cpu_seconds(server)
     started = time.perf_counter()
     await asyncio.gather(*(one_client() for _ in range(clients)))
     elapsed = time.perf_counter() - started
-    return {"requests": len(latencies), "seconds": elapsed, "latencies": latencies, "failures": failures}
+    return {"requests": len(latencies), "seconds": elapsed, "latencies": latencies, "failures": failures,
+            "cpu_seconds": cpu_seconds(server) - cpu_before}  # fmt: skip
+
+
+def cpu_seconds(pid: int) -> float:
+    """The CPU time a process has used (user + system, all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def pin(pid: int, cpus: set[int]) -> None:
@@ -622,15 +631,16 @@ async def throughput(
     engine answers in 20 ms (a short answer of a small model): one client is bound by the engine, many
     by the hop's CPU."""
     await set_engine(client, tokens=16, ttft_ms=20)
+    servers = {BARE: platform.bare_pid, GATEWAY: platform.gateway_pid}
     steps = []
     with proxies_pinned(platform) as hop:
         for clients in levels:
             for via in (BARE, GATEWAY):  # warm: connection pools to the engine at this concurrency
-                await closed_loop(client, via, clients, 1.0)
+                await closed_loop(client, via, clients, 1.0, servers[via])
             runs: dict[str, list[dict[str, Any]]] = {BARE: [], GATEWAY: []}
             for i in range(rounds):
                 for via in (BARE, GATEWAY) if i % 2 == 0 else (GATEWAY, BARE):
-                    runs[via].append(await closed_loop(client, via, clients, seconds))
+                    runs[via].append(await closed_loop(client, via, clients, seconds, servers[via]))
             step: dict[str, Any] = {"clients": clients}
             for via, name in ((BARE, "floor"), (GATEWAY, "gateway")):
                 latencies = [x for run in runs[via] for x in run["latencies"]]
@@ -639,6 +649,8 @@ async def throughput(
                 step[f"{name}_p99_ms"] = ms(pct(latencies, 0.99))
                 step[f"{name}_failures"] = sum(run["failures"] for run in runs[via])
                 step[f"{name}_rounds_rps"] = [round(run["requests"] / run["seconds"]) for run in runs[via]]
+                cpu = sum(run["cpu_seconds"] for run in runs[via])
+                step[f"{name}_cpu_ms_per_request"] = round(1000 * cpu / max(1, len(latencies)), 3)
             step["rps_ratio"] = round(step["gateway_rps"] / step["floor_rps"], 3)
             step["p99_ratio"] = round(step["gateway_p99_ms"] / step["floor_p99_ms"], 3)
             steps.append(step)
@@ -696,10 +708,13 @@ async def run(platform: Platform, args: argparse.Namespace, smollm2_url: str | N
 
 
 def print_throughput(steps: list[dict[str, Any]]) -> None:
-    print("    clients | floor rps  p50 ms  p99 ms | gateway rps  p50 ms  p99 ms | rps ratio  p99 ratio")
+    print("    clients | floor rps  p50 ms  p99 ms  cpu ms/req | gateway rps  p50 ms  p99 ms  cpu ms/req |"
+          " rps ratio  p99 ratio")  # fmt: skip
     for s in steps:
-        print(f"    {s['clients']:7} | {s['floor_rps']:9.1f} {s['floor_p50_ms']:7.2f} {s['floor_p99_ms']:7.2f} | "
-              f"{s['gateway_rps']:11.1f} {s['gateway_p50_ms']:7.2f} {s['gateway_p99_ms']:7.2f} | "
+        print(f"    {s['clients']:7} | {s['floor_rps']:9.1f} {s['floor_p50_ms']:7.2f} {s['floor_p99_ms']:7.2f} "
+              f"{s['floor_cpu_ms_per_request']:11.3f} | "
+              f"{s['gateway_rps']:11.1f} {s['gateway_p50_ms']:7.2f} {s['gateway_p99_ms']:7.2f} "
+              f"{s['gateway_cpu_ms_per_request']:11.3f} | "
               f"{s['rps_ratio']:9.3f} {s['p99_ratio']:10.3f}", flush=True)  # fmt: skip
 
 
@@ -723,6 +738,7 @@ def main() -> None:
     parser.add_argument("--smollm2", action="store_true", help="also measure SmolLM2 in a quick run")
     parser.add_argument("--no-smollm2", action="store_true", help="skip SmolLM2 in a full run")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--profile-gateway", metavar="FILE", help="run the gateway under cProfile, stats to FILE")
     parser.add_argument("--only", default="", help="run only these sections, e.g. --only 7 or --only 1,7")
     args = parser.parse_args()
     started = time.monotonic()
@@ -740,8 +756,13 @@ def main() -> None:
             smollm2_url = start_smollm2(platform) if want_smollm2 else None
             seed(platform, 2 * (50 if args.quick else 200), smollm2_url)  # section 5's two runs
             serve = ["--log-level", "warning", "--no-access-log", "--loop", "uvloop", "--http", "httptools"]
+            # --profile-gateway: the gateway process under cProfile (bench/profiled_gateway.py); the
+            # bench's figures are then those of a profiled, slower gateway.
+            gateway = ["-m", "uvicorn", "gpucloud.asgi:application", *serve]
+            if args.profile_gateway:
+                gateway = ["-m", "bench.profiled_gateway", str(Path(args.profile_gateway).resolve())]
             platform.gateway_pid = platform.start(
-                [PYTHON, "-m", "uvicorn", "gpucloud.asgi:application", "--port", str(gateway_port), *serve],
+                [PYTHON, *gateway, "--port", str(gateway_port)],
                 f"{platform.gateway}/healthz",
             )
             os.environ["BARE_PROXY_UPSTREAM"] = platform.engine

@@ -35,6 +35,17 @@ floor for any Python hop on this machine, so what the gateway adds beyond it is 
 6. Full run only (or --smollm2): tokens/s of the real SmolLM2-135M engine (llama.cpp, CPU)
    through the gateway and direct, streamed, one request at a time; then 13 streams cut after a
    few tokens, their billed prompt tokens against llama.cpp's own count of the same prompts.
+7. Closed-loop throughput (issue 19): 1, 16 and 64 clients, each sending its next request when
+   the previous one answered (section 1's request; the engine answers in 20 ms), for a fixed time,
+   through the bare proxy (the floor) and the gateway in alternating rounds. Both servers are pinned
+   to the same one core (the machine's last; every thread, as `taskset -a`), the engine and this
+   load generator to the others. Prints requests per second, p50/p99 and each server's CPU time
+   per request side by side with the ratios; goals: gateway rps >= 0.9x the floor's at 16 and 64
+   clients, p99 <= 1.5x. Only same-run ratios mean anything on a shared machine.
+
+    .venv/bin/python bench/gateway_bench.py --quick --only 7            # section 7 alone, under a minute
+    .venv/bin/python bench/gateway_bench.py --quick --only 7 --profile /tmp/prof   # where the CPU goes:
+        # both servers under cProfile (bench/profiled_gateway.py), /tmp/prof/gateway.prof and floor.prof
 """
 
 from __future__ import annotations
@@ -738,7 +749,9 @@ def main() -> None:
     parser.add_argument("--smollm2", action="store_true", help="also measure SmolLM2 in a quick run")
     parser.add_argument("--no-smollm2", action="store_true", help="skip SmolLM2 in a full run")
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--profile-gateway", metavar="FILE", help="run the gateway under cProfile, stats to FILE")
+    parser.add_argument(
+        "--profile", metavar="DIR", help="run both servers under cProfile: DIR/gateway.prof, DIR/floor.prof"
+    )
     parser.add_argument("--only", default="", help="run only these sections, e.g. --only 7 or --only 1,7")
     args = parser.parse_args()
     started = time.monotonic()
@@ -755,20 +768,30 @@ def main() -> None:
             os.environ.update(platform.env())
             smollm2_url = start_smollm2(platform) if want_smollm2 else None
             seed(platform, 2 * (50 if args.quick else 200), smollm2_url)  # section 5's two runs
+            # --profile DIR: the gateway and the bare proxy under cProfile (bench/profiled_gateway.py),
+            # their statistics in DIR/gateway.prof and DIR/floor.prof; the figures are then those of
+            # profiled, slower servers.
             serve = ["--log-level", "warning", "--no-access-log", "--loop", "uvloop", "--http", "httptools"]
-            # --profile-gateway: the gateway process under cProfile (bench/profiled_gateway.py); the
-            # bench's figures are then those of a profiled, slower gateway.
-            gateway = ["-m", "uvicorn", "gpucloud.asgi:application", *serve]
-            if args.profile_gateway:
-                gateway = ["-m", "bench.profiled_gateway", str(Path(args.profile_gateway).resolve())]
+
+            def server(app: str, profile: str) -> list[str]:
+                if not args.profile:
+                    return [PYTHON, "-m", "uvicorn", app, *serve]
+                return [
+                    PYTHON,
+                    "-m",
+                    "bench.profiled_gateway",
+                    str(Path(args.profile, profile).resolve()),
+                    "--app",
+                    app,
+                ]
+
             platform.gateway_pid = platform.start(
-                [PYTHON, *gateway, "--port", str(gateway_port)],
+                [*server("gpucloud.asgi:application", "gateway.prof"), "--port", str(gateway_port)],
                 f"{platform.gateway}/healthz",
             )
             os.environ["BARE_PROXY_UPSTREAM"] = platform.engine
             platform.bare_pid = platform.start(
-                [PYTHON, "-m", "uvicorn", "bench.bare_proxy:app", "--port", str(bare_port), *serve],
-                f"{platform.bare}/health",
+                [*server("bench.bare_proxy:app", "floor.prof"), "--port", str(bare_port)], f"{platform.bare}/health"
             )
             import uvloop
 

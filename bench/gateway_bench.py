@@ -41,7 +41,9 @@ floor for any Python hop on this machine, so what the gateway adds beyond it is 
    to the same one core (the machine's last; every thread, as `taskset -a`), the engine and this
    load generator to the others. Prints requests per second, p50/p99 and each server's CPU time
    per request side by side with the ratios; goals: gateway rps >= 0.9x the floor's at 16 and 64
-   clients, p99 <= 1.5x. Only same-run ratios mean anything on a shared machine.
+   clients, p99 <= 1.5x. Only same-run ratios mean anything on a shared machine. With --contended a
+   busy process shares the hops' core (as other work does on a shared machine): throughput then
+   follows each hop's CPU per request.
 
     .venv/bin/python bench/gateway_bench.py --quick --only 7            # section 7 alone, under a minute
     .venv/bin/python bench/gateway_bench.py --quick --only 7 --profile /tmp/prof   # where the CPU goes:
@@ -614,28 +616,36 @@ def pin(pid: int, cpus: set[int]) -> None:
 
 
 @contextlib.contextmanager
-def proxies_pinned(platform: Platform) -> Any:
+def proxies_pinned(platform: Platform, *, contended: bool) -> Any:
     """The gateway and the bare proxy on the same one core (the last), the engine and the load
-    generator on the others: each Python hop gets one whole core, the same one, in turn."""
+    generator on the others: each Python hop gets one whole core, the same one, in turn. `contended`:
+    a busy process shares that core (as other work on a shared machine), so the hop's CPU per request,
+    not the engine, bounds many clients on both paths alike."""
     everything = os.sched_getaffinity(0)
     hop = {max(everything)}
     rest = (everything - hop) or everything
     servers = {platform.gateway_pid, platform.bare_pid}
     others = [p.pid for p in platform.processes if p.pid not in servers] + [os.getpid()]
+    # Bounded, so that it ends by itself even if this process is killed before it can stop it.
+    spin = "import time\nend = time.monotonic() + 900\nwhile time.monotonic() < end: pass"
+    busy = subprocess.Popen([PYTHON, "-c", spin]) if contended else None  # noqa: S603
     try:
-        for pid in servers:
+        for pid in servers | ({busy.pid} if busy else set()):
             pin(pid, hop)
         for pid in others:
             pin(pid, rest)
         yield sorted(hop)
     finally:
+        if busy is not None:
+            busy.kill()
+            busy.wait()
         for pid in [*servers, *others]:
             with contextlib.suppress(OSError):
                 pin(pid, everything)
 
 
 async def throughput(
-    client: Client, platform: Platform, levels: list[int], seconds: float, rounds: int
+    client: Client, platform: Platform, levels: list[int], seconds: float, rounds: int, *, contended: bool = False
 ) -> dict[str, Any]:
     """Closed-loop throughput of the gateway and the bare proxy (the floor) at each concurrency:
     `rounds` runs of `seconds` per path, alternating which path goes first, summed per path. The
@@ -644,7 +654,7 @@ async def throughput(
     await set_engine(client, tokens=16, ttft_ms=20)
     servers = {BARE: platform.bare_pid, GATEWAY: platform.gateway_pid}
     steps = []
-    with proxies_pinned(platform) as hop:
+    with proxies_pinned(platform, contended=contended) as hop:
         for clients in levels:
             for via in (BARE, GATEWAY):  # warm: connection pools to the engine at this concurrency
                 await closed_loop(client, via, clients, 1.0, servers[via])
@@ -665,7 +675,8 @@ async def throughput(
             step["rps_ratio"] = round(step["gateway_rps"] / step["floor_rps"], 3)
             step["p99_ratio"] = round(step["gateway_p99_ms"] / step["floor_p99_ms"], 3)
             steps.append(step)
-    return {"pinned_to_cpu": hop, "seconds_per_run": seconds, "rounds": rounds, "steps": steps}
+    return {"pinned_to_cpu": hop, "contended": contended, "seconds_per_run": seconds, "rounds": rounds,
+            "steps": steps}  # fmt: skip
 
 
 # --- the run ------------------------------------------------------------------------------------
@@ -710,8 +721,9 @@ async def run(platform: Platform, args: argparse.Namespace, smollm2_url: str | N
         if runs("7"):
             section("7. closed-loop throughput, gateway vs bare proxy (floor), each pinned to the same one core")
             report["closed_loop"] = show(
-                await throughput(client, client.platform, [1, 16, 64], 3.0 if quick else 8.0, 2 if quick else 3)
-            )
+                await throughput(client, client.platform, [1, 16, 64], 3.0 if quick else 8.0, 2 if quick else 3,
+                                 contended=args.contended)
+            )  # fmt: skip
             print_throughput(report["closed_loop"]["steps"])
     finally:
         await client.close()
@@ -752,6 +764,7 @@ def main() -> None:
     parser.add_argument(
         "--profile", metavar="DIR", help="run both servers under cProfile: DIR/gateway.prof, DIR/floor.prof"
     )
+    parser.add_argument("--contended", action="store_true", help="section 7 with a busy process on the hops' core")
     parser.add_argument("--only", default="", help="run only these sections, e.g. --only 7 or --only 1,7")
     args = parser.parse_args()
     started = time.monotonic()

@@ -35,12 +35,26 @@ floor for any Python hop on this machine, so what the gateway adds beyond it is 
 6. Full run only (or --smollm2): tokens/s of the real SmolLM2-135M engine (llama.cpp, CPU)
    through the gateway and direct, streamed, one request at a time; then 13 streams cut after a
    few tokens, their billed prompt tokens against llama.cpp's own count of the same prompts.
+7. Closed-loop throughput (issue 19): 1, 16 and 64 clients, each sending its next request when
+   the previous one answered (section 1's request; the engine answers in 20 ms), for a fixed time,
+   through the bare proxy (the floor) and the gateway in alternating rounds. Both servers are pinned
+   to the same one core (the machine's last; every thread, as `taskset -a`), the engine and this
+   load generator to the others. Prints requests per second, p50/p99 and each server's CPU time
+   per request side by side with the ratios; goals: gateway rps >= 0.9x the floor's at 16 and 64
+   clients, p99 <= 1.5x. Only same-run ratios mean anything on a shared machine. With --contended a
+   busy process shares the hops' core (as other work does on a shared machine): throughput then
+   follows each hop's CPU per request.
+
+    .venv/bin/python bench/gateway_bench.py --quick --only 7            # section 7 alone, under a minute
+    .venv/bin/python bench/gateway_bench.py --quick --only 7 --profile /tmp/prof   # where the CPU goes:
+        # both servers under cProfile (bench/profiled_gateway.py), /tmp/prof/gateway.prof and floor.prof
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import functools
 import json
 import os
@@ -95,6 +109,8 @@ class Platform:
     deployment_id: str = ""
     accuracy_ids: list[str] = field(default_factory=list)
     smollm2_id: str = ""
+    gateway_pid: int = 0
+    bare_pid: int = 0
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def env(self) -> dict[str, str]:
@@ -102,7 +118,7 @@ class Platform:
         env.update(GPUCLOUD_VAR_DIR=self.var_dir, DJANGO_SETTINGS_MODULE="gpucloud.settings", PYTHONPATH=str(REPO_ROOT))
         return env
 
-    def start(self, args: list[str], ready_url: str) -> None:
+    def start(self, args: list[str], ready_url: str) -> int:
         process = subprocess.Popen(args, cwd=REPO_ROOT, env=self.env(), stdout=subprocess.DEVNULL)  # noqa: S603
         self.processes.append(process)
         deadline = time.monotonic() + 60
@@ -111,7 +127,7 @@ class Platform:
         while time.monotonic() < deadline:
             try:
                 urllib.request.urlopen(ready_url, timeout=1)  # noqa: S310 - loopback
-                return
+                return process.pid
             except Exception:
                 if process.poll() is not None:
                     raise RuntimeError(f"{args} exited with {process.returncode}") from None
@@ -549,6 +565,120 @@ async def smollm2_cut_metering(client: Client, smollm2_url: str, cuts: int, seed
             "billed_prompt_tokens": after_prompt - before_prompt}  # fmt: skip
 
 
+# 7 ---------------------------------------------------------------------------------------------
+
+
+async def closed_loop(client: Client, via: str, clients: int, seconds: float, server: int) -> dict[str, Any]:
+    """`clients` clients, each sending its next request as soon as the previous one answered
+    (section 1's request), for `seconds`: requests per second, latency percentiles, and the CPU
+    time the `server` process spent."""
+    body = {**CHAT, "max_tokens": 16}
+    base, headers = client.target(via)
+    url = f"{base}/v1/chat/completions"
+    latencies: list[float] = []
+    failures = 0
+    deadline = time.perf_counter() + seconds
+
+    async def one_client() -> None:
+        nonlocal failures
+        while time.perf_counter() < deadline:
+            started = time.perf_counter()
+            try:
+                async with client.session.post(url, json=body, headers=headers) as response:
+                    await response.read()
+                    ok = response.status == 200
+            except Exception:
+                ok = False
+            if ok:
+                latencies.append(time.perf_counter() - started)
+            else:
+                failures += 1
+
+    cpu_before = cpu_seconds(server)
+    started = time.perf_counter()
+    await asyncio.gather(*(one_client() for _ in range(clients)))
+    elapsed = time.perf_counter() - started
+    return {"requests": len(latencies), "seconds": elapsed, "latencies": latencies, "failures": failures,
+            "cpu_seconds": cpu_seconds(server) - cpu_before}  # fmt: skip
+
+
+def cpu_seconds(pid: int) -> float:
+    """The CPU time a process has used (user + system, all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def pin(pid: int, cpus: set[int]) -> None:
+    """Every thread of a process onto `cpus` (taskset -a): a thread pool started before keeps its own mask."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(ProcessLookupError):
+            os.sched_setaffinity(int(tid), cpus)
+
+
+@contextlib.contextmanager
+def proxies_pinned(platform: Platform, *, contended: bool) -> Any:
+    """The gateway and the bare proxy on the same one core (the last), the engine and the load
+    generator on the others: each Python hop gets one whole core, the same one, in turn. `contended`:
+    a busy process shares that core (as other work on a shared machine), so the hop's CPU per request,
+    not the engine, bounds many clients on both paths alike."""
+    everything = os.sched_getaffinity(0)
+    hop = {max(everything)}
+    rest = (everything - hop) or everything
+    servers = {platform.gateway_pid, platform.bare_pid}
+    others = [p.pid for p in platform.processes if p.pid not in servers] + [os.getpid()]
+    # Bounded, so that it ends by itself even if this process is killed before it can stop it.
+    spin = "import time\nend = time.monotonic() + 900\nwhile time.monotonic() < end: pass"
+    busy = subprocess.Popen([PYTHON, "-c", spin]) if contended else None  # noqa: S603
+    try:
+        for pid in servers | ({busy.pid} if busy else set()):
+            pin(pid, hop)
+        for pid in others:
+            pin(pid, rest)
+        yield sorted(hop)
+    finally:
+        if busy is not None:
+            busy.kill()
+            busy.wait()
+        for pid in [*servers, *others]:
+            with contextlib.suppress(OSError):
+                pin(pid, everything)
+
+
+async def throughput(
+    client: Client, platform: Platform, levels: list[int], seconds: float, rounds: int, *, contended: bool = False
+) -> dict[str, Any]:
+    """Closed-loop throughput of the gateway and the bare proxy (the floor) at each concurrency:
+    `rounds` runs of `seconds` per path, alternating which path goes first, summed per path. The
+    engine answers in 20 ms (a short answer of a small model): one client is bound by the engine, many
+    by the hop's CPU."""
+    await set_engine(client, tokens=16, ttft_ms=20)
+    servers = {BARE: platform.bare_pid, GATEWAY: platform.gateway_pid}
+    steps = []
+    with proxies_pinned(platform, contended=contended) as hop:
+        for clients in levels:
+            for via in (BARE, GATEWAY):  # warm: connection pools to the engine at this concurrency
+                await closed_loop(client, via, clients, 1.0, servers[via])
+            runs: dict[str, list[dict[str, Any]]] = {BARE: [], GATEWAY: []}
+            for i in range(rounds):
+                for via in (BARE, GATEWAY) if i % 2 == 0 else (GATEWAY, BARE):
+                    runs[via].append(await closed_loop(client, via, clients, seconds, servers[via]))
+            step: dict[str, Any] = {"clients": clients}
+            for via, name in ((BARE, "floor"), (GATEWAY, "gateway")):
+                latencies = [x for run in runs[via] for x in run["latencies"]]
+                step[f"{name}_rps"] = round(len(latencies) / sum(run["seconds"] for run in runs[via]), 1)
+                step[f"{name}_p50_ms"] = ms(pct(latencies, 0.5))
+                step[f"{name}_p99_ms"] = ms(pct(latencies, 0.99))
+                step[f"{name}_failures"] = sum(run["failures"] for run in runs[via])
+                step[f"{name}_rounds_rps"] = [round(run["requests"] / run["seconds"]) for run in runs[via]]
+                cpu = sum(run["cpu_seconds"] for run in runs[via])
+                step[f"{name}_cpu_ms_per_request"] = round(1000 * cpu / max(1, len(latencies)), 3)
+            step["rps_ratio"] = round(step["gateway_rps"] / step["floor_rps"], 3)
+            step["p99_ratio"] = round(step["gateway_p99_ms"] / step["floor_p99_ms"], 3)
+            steps.append(step)
+    return {"pinned_to_cpu": hop, "contended": contended, "seconds_per_run": seconds, "rounds": rounds,
+            "steps": steps}  # fmt: skip
+
+
 # --- the run ------------------------------------------------------------------------------------
 
 
@@ -559,28 +689,56 @@ async def run(platform: Platform, args: argparse.Namespace, smollm2_url: str | N
     CHAT["model"] = platform.deployment_id
     report: dict[str, Any] = {}
     quick = args.quick
+    wanted = set(args.only.split(",")) if args.only else None
+
+    def runs(name: str) -> bool:
+        return wanted is None or name in wanted
+
     try:
-        section("1. added latency, non-streaming, concurrency 1")
-        report["latency"] = show(await added_latency(client, 1000 if quick else 5000))
-        section("2. streaming 64 chunks 20 ms apart")
-        report["streaming"] = show(await streaming(client, 4 if quick else 12, 8))
-        section("3. requests per second with added p99 <= 5 ms")
-        rates = [100, 200, 300, 400, 500, 600, 800] if quick else [100, 200, 300, 400, 500, 600, 700, 800, 1000]
-        report["rps"] = show(await max_rps(client, rates, 2.0 if quick else 5.0))
-        section("4. concurrent streams without stalls")
-        report["streams"] = show(await max_streams(client, [64, 128, 256] if quick else [64, 128, 256, 384, 512]))
-        section("5. metering accuracy, engine usage in every chunk (vLLM)")
-        report["metering"] = show(await metering_accuracy(client, args.seed, usage_every_chunk=True))
-        section("5b. metering accuracy, engine usage at a stream's end only (llama.cpp)")
-        report["metering_llamacpp"] = show(await metering_accuracy(client, args.seed, usage_every_chunk=False))
-        if smollm2_url:
+        if runs("1"):
+            section("1. added latency, non-streaming, concurrency 1")
+            report["latency"] = show(await added_latency(client, 1000 if quick else 5000))
+        if runs("2"):
+            section("2. streaming 64 chunks 20 ms apart")
+            report["streaming"] = show(await streaming(client, 4 if quick else 12, 8))
+        if runs("3"):
+            section("3. requests per second with added p99 <= 5 ms")
+            rates = [100, 200, 300, 400, 500, 600, 800] if quick else [100, 200, 300, 400, 500, 600, 700, 800, 1000]
+            report["rps"] = show(await max_rps(client, rates, 2.0 if quick else 5.0))
+        if runs("4"):
+            section("4. concurrent streams without stalls")
+            report["streams"] = show(await max_streams(client, [64, 128, 256] if quick else [64, 128, 256, 384, 512]))
+        if runs("5"):
+            section("5. metering accuracy, engine usage in every chunk (vLLM)")
+            report["metering"] = show(await metering_accuracy(client, args.seed, usage_every_chunk=True))
+            section("5b. metering accuracy, engine usage at a stream's end only (llama.cpp)")
+            report["metering_llamacpp"] = show(await metering_accuracy(client, args.seed, usage_every_chunk=False))
+        if smollm2_url and runs("6"):
             section("6. real SmolLM2-135M (llama.cpp, CPU), streamed, one at a time")
             report["smollm2"] = show(await smollm2_throughput(client, smollm2_url, 3 if quick else 10))
             section("6b. real SmolLM2-135M: prompt tokens of cut streams, billed vs the engine's count")
             report["smollm2_cuts"] = show(await smollm2_cut_metering(client, smollm2_url, 13, args.seed))
+        if runs("7"):
+            section("7. closed-loop throughput, gateway vs bare proxy (floor), each pinned to the same one core")
+            report["closed_loop"] = show(
+                await throughput(client, client.platform, [1, 16, 64], 3.0 if quick else 8.0, 2 if quick else 3,
+                                 contended=args.contended)
+            )  # fmt: skip
+            print_throughput(report["closed_loop"]["steps"])
     finally:
         await client.close()
     return report
+
+
+def print_throughput(steps: list[dict[str, Any]]) -> None:
+    print("    clients | floor rps  p50 ms  p99 ms  cpu ms/req | gateway rps  p50 ms  p99 ms  cpu ms/req |"
+          " rps ratio  p99 ratio")  # fmt: skip
+    for s in steps:
+        print(f"    {s['clients']:7} | {s['floor_rps']:9.1f} {s['floor_p50_ms']:7.2f} {s['floor_p99_ms']:7.2f} "
+              f"{s['floor_cpu_ms_per_request']:11.3f} | "
+              f"{s['gateway_rps']:11.1f} {s['gateway_p50_ms']:7.2f} {s['gateway_p99_ms']:7.2f} "
+              f"{s['gateway_cpu_ms_per_request']:11.3f} | "
+              f"{s['rps_ratio']:9.3f} {s['p99_ratio']:10.3f}", flush=True)  # fmt: skip
 
 
 def section(title: str) -> None:
@@ -603,6 +761,11 @@ def main() -> None:
     parser.add_argument("--smollm2", action="store_true", help="also measure SmolLM2 in a quick run")
     parser.add_argument("--no-smollm2", action="store_true", help="skip SmolLM2 in a full run")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--profile", metavar="DIR", help="run both servers under cProfile: DIR/gateway.prof, DIR/floor.prof"
+    )
+    parser.add_argument("--contended", action="store_true", help="section 7 with a busy process on the hops' core")
+    parser.add_argument("--only", default="", help="run only these sections, e.g. --only 7 or --only 1,7")
     args = parser.parse_args()
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="gpucloud-bench-") as var_dir:
@@ -618,30 +781,51 @@ def main() -> None:
             os.environ.update(platform.env())
             smollm2_url = start_smollm2(platform) if want_smollm2 else None
             seed(platform, 2 * (50 if args.quick else 200), smollm2_url)  # section 5's two runs
-            platform.start([PYTHON, "-m", "uvicorn", "gpucloud.asgi:application", "--port", str(gateway_port),
-                            "--log-level", "warning", "--no-access-log", "--loop", "uvloop", "--http", "httptools"],
-                           f"{platform.gateway}/healthz")  # fmt: skip
+            # --profile DIR: the gateway and the bare proxy under cProfile (bench/profiled_gateway.py),
+            # their statistics in DIR/gateway.prof and DIR/floor.prof; the figures are then those of
+            # profiled, slower servers.
+            serve = ["--log-level", "warning", "--no-access-log", "--loop", "uvloop", "--http", "httptools"]
+
+            def server(app: str, profile: str) -> list[str]:
+                if not args.profile:
+                    return [PYTHON, "-m", "uvicorn", app, *serve]
+                return [
+                    PYTHON,
+                    "-m",
+                    "bench.profiled_gateway",
+                    str(Path(args.profile, profile).resolve()),
+                    "--app",
+                    app,
+                ]
+
+            platform.gateway_pid = platform.start(
+                [*server("gpucloud.asgi:application", "gateway.prof"), "--port", str(gateway_port)],
+                f"{platform.gateway}/healthz",
+            )
             os.environ["BARE_PROXY_UPSTREAM"] = platform.engine
-            platform.start([PYTHON, "-m", "uvicorn", "bench.bare_proxy:app", "--port", str(bare_port),
-                            "--log-level", "warning", "--no-access-log", "--loop", "uvloop", "--http", "httptools"],
-                           f"{platform.bare}/health")  # fmt: skip
+            platform.bare_pid = platform.start(
+                [*server("bench.bare_proxy:app", "floor.prof"), "--port", str(bare_port)], f"{platform.bare}/health"
+            )
             import uvloop
 
             report = uvloop.run(run(platform, args, smollm2_url))
         finally:
             platform.stop()
-    summary = {
-        "added_p50_ms": report["latency"]["added_p50_ms"],
-        "added_p99_ms": report["latency"]["added_p99_ms"],
-        "added_ttft_p99_ms": report["streaming"]["added_ttft_p99_ms"],
-        "added_gap_p99_ms": report["streaming"]["added_gap_p99_ms"],
-        "chunk_counts_identical": report["streaming"]["chunk_counts_identical"],
-        "max_rps_p99_5ms": report["rps"]["max_rps_p99_5ms"],
-        "max_streams": report["streams"]["max_streams"],
-        "metering_accuracy": report["metering"]["metering_accuracy"],
-        "metering_accuracy_llamacpp": report["metering_llamacpp"]["metering_accuracy"],
-        "seconds": round(time.monotonic() - started, 1),
-    }
+    summary: dict[str, Any] = {}
+    if "latency" in report:
+        summary["added_p50_ms"] = report["latency"]["added_p50_ms"]
+        summary["added_p99_ms"] = report["latency"]["added_p99_ms"]
+    if "streaming" in report:
+        summary["added_ttft_p99_ms"] = report["streaming"]["added_ttft_p99_ms"]
+        summary["added_gap_p99_ms"] = report["streaming"]["added_gap_p99_ms"]
+        summary["chunk_counts_identical"] = report["streaming"]["chunk_counts_identical"]
+    if "rps" in report:
+        summary["max_rps_p99_5ms"] = report["rps"]["max_rps_p99_5ms"]
+    if "streams" in report:
+        summary["max_streams"] = report["streams"]["max_streams"]
+    if "metering" in report:
+        summary["metering_accuracy"] = report["metering"]["metering_accuracy"]
+        summary["metering_accuracy_llamacpp"] = report["metering_llamacpp"]["metering_accuracy"]
     if "smollm2" in report:
         summary["smollm2_direct_tps"] = report["smollm2"]["direct_tokens_per_s"]
         summary["smollm2_gateway_tps"] = report["smollm2"]["gateway_tokens_per_s"]
@@ -650,6 +834,14 @@ def main() -> None:
             cuts["billed_prompt_tokens"],
             cuts["engine_prompt_tokens"],
         ]
+    if "closed_loop" in report:
+        steps = {step["clients"]: step for step in report["closed_loop"]["steps"]}
+        for clients in (16, 64):
+            summary[f"rps_c{clients}"] = steps[clients]["gateway_rps"]
+            summary[f"floor_rps_c{clients}"] = steps[clients]["floor_rps"]
+        summary["p99_c64_ms"] = steps[64]["gateway_p99_ms"]
+        summary["floor_p99_c64_ms"] = steps[64]["floor_p99_ms"]
+    summary["seconds"] = round(time.monotonic() - started, 1)
     print()
     print(json.dumps(summary))
 

@@ -17,7 +17,6 @@ streamed in it by requests in flight.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import time
@@ -78,6 +77,7 @@ class Aggregator:
         self._flushers: PerLoop[asyncio.Task[None]] = PerLoop(
             lambda: asyncio.get_running_loop().create_task(self._flush_forever()), usable=lambda t: not t.done()
         )
+        self._flusher: asyncio.Task[None] | None = None  # the last one started or found: checked first
 
     def observe(self, sample: Sample) -> None:
         minute = int(time.time()) // 60 * 60
@@ -87,8 +87,13 @@ class Aggregator:
     def keep_flushing(self) -> None:
         """Start this loop's flusher unless it runs (it stops by itself once idle); called when a
         request starts too, so requests in flight are published while they last."""
-        with contextlib.suppress(RuntimeError):  # no running loop: flushed by flush_now()
-            self._flushers.get()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no running loop: flushed by flush_now()
+            return
+        flusher = self._flusher
+        if flusher is None or flusher.done() or flusher.get_loop() is not loop:  # twice per request: cheap first
+            self._flusher = self._flushers.get()
 
     def track(self, lost: Callable[[], Sample]) -> str:
         """A request is in flight: journal `lost()` with every flush until `untrack`."""

@@ -195,6 +195,9 @@ async def _cached_route(org_id: str, model: str, allowed: frozenset[str] | None,
 def pick(route: Route, *, exclude: frozenset[str] = frozenset()) -> Target | None:
     """The ready replica with the fewest requests in flight, skipping ejected ones while any
     other remains (ties: in turn). None when every replica is excluded."""
+    if len(route.targets) == 1:  # the usual case: that one, ejected or not, unless excluded
+        only = route.targets[0]
+        return None if only.instance_id in exclude else only
     now = time.monotonic()
     candidates = [t for t in route.targets if t.instance_id not in exclude]
     healthy = [t for t in candidates if _ejected.get(t.instance_id, 0.0) <= now]

@@ -116,6 +116,24 @@ def test_client_that_cuts_a_stream_is_billed_what_was_relayed_and_cancels_the_en
     assert total["prompt_tokens"] == record.prompt_tokens  # from the engine's running usage
 
 
+def test_a_client_that_gives_up_on_a_json_answer_is_counted_as_cut_at_once(
+    server: str, alice: Persona, engines: Engines
+) -> None:
+    engine = engines()
+    engine.engine.behaviour.ttft_ms = 4000  # the answer would take 4 s
+    deployment = serving_deployment(alice, [engine])
+    body = {"model": "smollm2-135m-instruct", "messages": [{"role": "user", "content": "x"}], "max_tokens": 4}
+    started = time.monotonic()
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{server}/v1/chat/completions", json=body, timeout=0.5,
+                   headers={"Authorization": f"Bearer {alice.key}"})  # fmt: skip
+    # The gateway stopped waiting for the engine when the client left, long before the answer.
+    total = counters(deployment.pk, at_least=1, timeout=2.5)
+    assert time.monotonic() - started < 3.5
+    assert (total["requests"], total["cut"], total["rejected"], total.get("errors", 0)) == (1, 1, 1, 0)
+    assert eventually(lambda: not any(routing.in_flight.values()))
+
+
 def cut_stream(server: str, key: str, path: str, body: dict[str, object], *, after_chunks: int) -> None:
     """Read `after_chunks` content chunks of a stream (0: only its headers), then hang up."""
     received = 0

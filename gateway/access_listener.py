@@ -92,17 +92,16 @@ _tasks: PerLoop[asyncio.Task[None]] = PerLoop(
 
 
 async def stop() -> None:
-    """End this event loop's subscriber, if one runs, before the loop ends: it leaves within a
-    second (its read's timeout) and closes its connection; cancelled if it has not by STOP_SECONDS."""
+    """End this event loop's subscriber, if one runs, before the loop ends: cancelled, and awaited
+    (at most STOP_SECONDS) so its connection is closed; a cancel its read took for its timeout still
+    ends it (_stop_asked)."""
     task = _tasks.current()
     if task is None or task.done():
         return
     stopping = _stopping.get()
     stopping.set()
-    done, _ = await asyncio.wait({task}, timeout=STOP_SECONDS)
-    if not done:
-        task.cancel()
-        await asyncio.wait({task}, timeout=STOP_SECONDS)
+    task.cancel()
+    await asyncio.wait({task}, timeout=STOP_SECONDS)
     stopping.clear()  # a later ensure_listening() on this loop starts a subscriber that listens
 
 

@@ -14,6 +14,7 @@ import hypothesis
 import pytest
 from django.apps import apps
 from django.conf import settings
+from django.db import connection
 from hypothesis import strategies as st
 
 from tests.fakes.engine_server import EngineThread
@@ -33,11 +34,15 @@ MULTIPART_INVALID_UTF8 = (
 
 
 def row_counts() -> dict[str, int]:
-    return {
-        model._meta.label: model._default_manager.count()
-        for model in apps.get_models()
-        if model._meta.app_label not in ("sessions", "admin", "contenttypes", "auth")
-    }
+    """Every model's row count, in one statement (taken twice per request of the sweeps below: one
+    COUNT query per model made that most of this module's time)."""
+    models = [m for m in apps.get_models() if m._meta.app_label not in ("sessions", "admin", "contenttypes", "auth")]
+    tables = [connection.ops.quote_name(m._meta.db_table) for m in models]
+    counts = ", ".join(f"(SELECT count(*) FROM {table})" for table in tables)  # noqa: S608 - the models' tables
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {counts}")
+        row = cursor.fetchone()
+    return {model._meta.label: int(count) for model, count in zip(models, row, strict=True)}
 
 
 def deep(levels: int) -> str:

@@ -88,6 +88,12 @@ def offers_for(*, gpu_type: str, region: str, spot: bool = False, cloud_type: st
     return list(offers)
 
 
+def curated_for_hub_id(hf_id: str) -> CatalogModel | None:
+    """The operator's catalog model served from this Hugging Face repository (its engine's
+    `hf_repo`, case aside), if any: calling a catalog model by its hub id is calling the catalog model."""
+    return CatalogModel.objects.curated().filter(engine_args__hf_repo__iexact=hf_id).first()
+
+
 def spot_offer_fitting(min_vram_gb: int) -> tuple[Offer, GpuType] | None:
     """The cheapest live spot offer of a GPU type (not a CPU: the local provider runs llama.cpp only)
     with at least `min_vram_gb` of VRAM, in a region the catalog knows, with its GPU type; those with

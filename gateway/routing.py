@@ -26,6 +26,7 @@ from django.db.models import Prefetch
 
 from accounts.grants import not_granted_message
 from catalog.hf_models import hf_model_parse, is_hf_id
+from catalog.selectors import curated_for_hub_id
 from deployments.models import Deployment, DeploymentKind
 from deployments.traffic import ROUTE_CACHE_SECONDS
 from fleet.engines import auth_headers
@@ -130,7 +131,11 @@ def _resolve(org_id: str, model: str, allowed: frozenset[str] | None = None) -> 
 
 
 def _hf_slug(model: str) -> str | None:
-    """The catalog slug of a Hugging Face id's row (catalog/hf_models.py); None for no valid id."""
+    """The catalog slug a Hugging Face id routes by: the operator's catalog model served from that
+    repository, else the id's own row (catalog/hf_models.py); None for no valid id."""
+    curated = curated_for_hub_id(model)
+    if curated is not None:
+        return curated.slug
     try:
         return hf_model_parse(model, param="model").slug
     except InvalidRequest:

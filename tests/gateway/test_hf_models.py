@@ -323,3 +323,21 @@ def test_the_rest_api_deploys_an_id_explicitly_and_the_catalog_does_not_list_it(
     assert refused.status_code == 403 and refused.json()["error"]["type"] == "hf_model_not_allowed"
     assert create(model_id="hf-qwen--qwen-instruct").status_code == 403  # its row's slug: the same rule
     assert Deployment.objects.count() == 1
+
+
+def test_the_hub_id_of_a_catalog_model_deploys_and_reaches_the_catalog_model(
+    server: str, alice: Persona, cloud: str, settings: Any, launches: list[str]
+) -> None:
+    """`meta-llama/Llama-3.1-8B-Instruct` is the catalog's llama-3.1-8b-instruct (its engine's hf_repo):
+    the first request deploys that catalog model (no row of its own), the next ones reach it."""
+    settings.GPUCLOUD_HF_MODELS = "meta-llama"
+    fund(alice.org, 10 * USD)
+    hub_id = "meta-llama/Llama-3.1-8B-Instruct"
+    first = post(server, alice.key, model=hub_id, headers=ASYNC)
+    assert first.status_code == 202, first.text
+    deployment = Deployment.objects.get(org=alice.org)
+    assert (deployment.model_id, deployment.gpu_type_id, deployment.spot) == ("llama-3.1-8b-instruct", "rtx-4090", True)
+    assert not CatalogModel.objects.exclude(hf_id="").exists()  # no Hugging Face row for a catalog model
+    again = post(server, alice.key, model=hub_id.lower(), headers=ASYNC)
+    assert again.status_code == 202 and again.json()["deployment_id"] == deployment.pk
+    assert Deployment.objects.count() == 1 and len(launches) == 1

@@ -785,6 +785,8 @@ def main() -> None:
             # their statistics in DIR/gateway.prof and DIR/floor.prof; the figures are then those of
             # profiled, slower servers.
             serve = ["--log-level", "warning", "--no-access-log", "--loop", "uvloop", "--http", "httptools"]
+            if args.profile:
+                Path(args.profile).mkdir(parents=True, exist_ok=True)  # the servers write their .prof there
 
             def server(app: str, profile: str) -> list[str]:
                 if not args.profile:

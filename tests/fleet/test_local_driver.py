@@ -178,8 +178,9 @@ def test_a_killed_engine_ended_when_its_process_did(driver: LocalDriver) -> None
     driver.launch(spec("inst_k"), driver.offers()[0])
     wait_healthy(driver.endpoint("inst_k"))
     time.sleep(1.5)  # alive, writing nothing
-    os.kill(meta_of(driver, "inst_k")["pid"], signal.SIGKILL)
-    killed = datetime.now(UTC)
+    pid = meta_of(driver, "inst_k")["pid"]
+    killed = datetime.now(UTC)  # before the kill: the witness may record the death before this thread runs again
+    os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 10
     while driver.list_instances("test-tag") and time.monotonic() < deadline:  # the kernel finishes it
         time.sleep(0.05)

@@ -161,21 +161,15 @@ def ledger_post_many(requests: Sequence[PostingRequest]) -> list[Posting]:
 def _postings(
     requests: Sequence[PostingRequest], existing: dict[str, LedgerTransaction], made: list[LedgerTransaction]
 ) -> list[Posting]:
-    """Each request's posting: made now (the first request of a key), or there already."""
-    made_by_key = {txn.idempotency_key: txn for txn in made}
+    """Each request's posting: made now (the first request of its key), or there already."""
+    by_key = {**existing, **{txn.idempotency_key: txn for txn in made}}
+    unclaimed = {txn.idempotency_key for txn in made}
     postings = []
     for request in requests:
         key = request.idempotency_key
-        txn = made_by_key.pop(key, None)
-        if txn is not None:
-            postings.append(Posting(txn, created=True))
-        else:
-            postings.append(Posting(existing.get(key) or _made(made, key), created=False))
+        postings.append(Posting(by_key[key], created=key in unclaimed))
+        unclaimed.discard(key)
     return postings
-
-
-def _made(made: list[LedgerTransaction], key: str) -> LedgerTransaction:
-    return next(txn for txn in made if txn.idempotency_key == key)
 
 
 def account_balance(account: LedgerAccount) -> int:

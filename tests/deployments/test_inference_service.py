@@ -7,7 +7,6 @@ and its instances' GPU-seconds are posted to the ledger as service SERVERLESS.""
 from __future__ import annotations
 
 import html
-import json
 import time
 from typing import Any
 
@@ -28,6 +27,7 @@ from fleet.models import Instance, InstanceState
 from fleet.offers import offers_refresh_all
 from gateway import keys, service_proxy
 from tests.support import sim_cloud
+from tests.support.api import call
 from tests.support.billing import billing_mismatches, fund, session_charges
 from tests.support.pages import signed_in
 from tests.support.personas import Persona
@@ -69,15 +69,6 @@ def shape_mismatches(example: dict[str, Any], ours: dict[str, Any], where: str =
             same = type(ours[key]) is type(value) or {type(ours[key]), type(value)} == {int, float}
             found += [] if same else [f"{place}: {type(ours[key]).__name__}, not {type(value).__name__}"]
     return found
-
-
-def call(client: Client, persona: Persona, method: str, path: str, body: Any = None, capture: Any = None) -> Any:
-    data = json.dumps(body) if body is not None else None
-    send = getattr(client, method)
-    if capture is None:
-        return send(f"/api/v1{path}", data=data, content_type="application/json", **persona.auth)
-    with capture(execute=True):
-        return send(f"/api/v1{path}", data=data, content_type="application/json", **persona.auth)
 
 
 def local_flavor(client: Client, persona: Persona) -> dict[str, Any]:

@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 from django.test import Client
-from django.utils import timezone
 
 from accounts.models import Membership
 from accounts.roles import Role
-from catalog.models import Offer, Provider
+from catalog.models import Offer
 from deployments.models import Deployment
 from tests.support.billing import fund
+from tests.support.offers import offer
 from tests.support.pages import signed_in
 from tests.support.personas import Persona
 
@@ -26,16 +26,6 @@ USD = 1_000_000
 @pytest.fixture(autouse=True)
 def only_our_offers(catalog: None) -> None:
     Offer.objects.all().delete()
-
-
-def offer(provider: str, gpu_type: str = "h100", *, price: float = 2.0, count: int = 1, region: str = "atl1",
-          tier: str = "secure", spot: bool = False, available: int = 1) -> Offer:  # fmt: skip
-    owner, _ = Provider.objects.get_or_create(slug=provider, defaults={"name": f"{provider} cloud", "driver": "runpod"})
-    return Offer.objects.create(
-        provider=owner, gpu_type=gpu_type, gpu_count=count, region=region, tier=tier, spot=spot,
-        price_per_hour_micros=round(price * USD), cost_per_hour_micros=round(price * USD * 0.8), available=available,
-        seen_at=timezone.now(),
-    )  # fmt: skip
 
 
 def row_ids(page: str) -> list[str]:

@@ -23,6 +23,7 @@ from fleet.models import Instance, InstanceState
 from fleet.offers import offers_refresh
 from tests.support import sim_cloud
 from tests.support.billing import fund
+from tests.support.offers import offer
 from tests.support.personas import Persona
 
 pytestmark = pytest.mark.django_db
@@ -45,17 +46,6 @@ def rent(client: Client, persona: Persona, offer_id: str, body: Any, capture: An
 
 def oid(offer: Offer) -> str:
     return f"off_{offer.pk}"
-
-
-def offer(provider: str, gpu_type: str = "h100", *, price: float = 2.0, region: str = "atl1", tier: str = "secure",
-          spot: bool = False, available: int = 1, count: int = 1, age: timedelta = timedelta()) -> Offer:  # fmt: skip
-    """A stored offer of a made-up provider (RunPod's driver: nothing here launches on it)."""
-    owner, _ = Provider.objects.get_or_create(slug=provider, defaults={"name": provider, "driver": "runpod"})
-    return Offer.objects.create(
-        provider=owner, gpu_type=gpu_type, gpu_count=count, region=region, tier=tier, spot=spot,
-        price_per_hour_micros=round(price * USD), cost_per_hour_micros=round(price * USD * 0.8), available=available,
-        seen_at=timezone.now() - age,
-    )  # fmt: skip
 
 
 def nothing_written(persona: Persona, balance: int) -> None:

@@ -16,6 +16,7 @@ from django.utils import timezone
 from catalog.models import Offer, Provider
 from deployments.models import Deployment, DeploymentEvent, DeploymentStatus
 from fleet.models import Instance, InstanceState
+from tests.support.offers import offer
 from tests.support.personas import Persona
 
 pytestmark = pytest.mark.django_db
@@ -26,16 +27,6 @@ USD = 1_000_000
 def only_our_offers(catalog: None) -> None:
     """The catalog's GPU types and regions, without the local machine's offers."""
     Offer.objects.all().delete()
-
-
-def offer(provider: str, gpu_type: str = "h100", *, price: float = 2.0, count: int = 1, region: str = "atl1",
-          tier: str = "secure", spot: bool = False, available: int = 1) -> Offer:  # fmt: skip
-    owner, _ = Provider.objects.get_or_create(slug=provider, defaults={"name": provider, "driver": "runpod"})
-    return Offer.objects.create(
-        provider=owner, gpu_type=gpu_type, gpu_count=count, region=region, tier=tier, spot=spot,
-        price_per_hour_micros=round(price * USD), cost_per_hour_micros=round(price * USD * 0.8), available=available,
-        seen_at=timezone.now(),
-    )  # fmt: skip
 
 
 def instance(org: Any, provider: str, gpu: str, *, launched: bool, state: str, days_ago: int = 1) -> Instance:

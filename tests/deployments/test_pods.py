@@ -6,7 +6,6 @@ price ceiling are the pod's terms; bad settings are refused with the reason and 
 
 from __future__ import annotations
 
-import json
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -27,6 +26,7 @@ from deployments.models import Deployment, DeploymentEvent, Pod, Volume
 from fleet.models import Instance
 from fleet.reconciler import fleet_reconcile
 from tests.support import sim_cloud
+from tests.support.api import call
 from tests.support.billing import billing_mismatches, fund
 from tests.support.fleet import direct_url_of
 from tests.support.personas import Persona
@@ -38,15 +38,6 @@ DIARY = "import pathlib, time; f = pathlib.Path('/workspace/diary.txt'); f.write
 LOCAL_POD = {"name": "notebook", "image": "gpucloud/shell", "gpu_type": "cpu", "region": "local",
              "command": ["python3", "-c", DIARY], "volume": {"size_gb": 5}, "ports": ["8888/http", "22/tcp"],
              "ssh_public_keys": [ssh_line(comment="me")]}  # fmt: skip
-
-
-def call(client: Client, persona: Persona, method: str, path: str, body: Any = None, capture: Any = None) -> Any:
-    data = json.dumps(body) if body is not None else None
-    send = getattr(client, method)
-    if capture is None:
-        return send(f"/api/v1{path}", data=data, content_type="application/json", **persona.auth)
-    with capture(execute=True):
-        return send(f"/api/v1{path}", data=data, content_type="application/json", **persona.auth)
 
 
 def diary(volumes_dir: Path, volume_id: str) -> list[str]:

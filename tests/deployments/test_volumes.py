@@ -4,7 +4,6 @@ deleted through /api/v1/volumes; every refusal says why and writes nothing."""
 
 from __future__ import annotations
 
-import json
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -24,16 +23,12 @@ from deployments.volumes import volumes_reconcile
 from fleet.providers.base import VolumeSpec
 from fleet.providers.local.volumes import LocalVolumes
 from tests.support import sim_cloud
+from tests.support.api import call
 from tests.support.billing import fund
 from tests.support.personas import Persona
 
 USD = 1_000_000
 GB_HOUR = 274  # the default idle price, micro-USD per GB-hour
-
-
-def call(client: Client, persona: Persona, method: str, path: str, body: Any = None) -> Any:
-    data = json.dumps(body) if body is not None else None
-    return getattr(client, method)(f"/api/v1{path}", data=data, content_type="application/json", **persona.auth)
 
 
 def made(client: Client, persona: Persona, capture: Any, **body: Any) -> dict[str, Any]:

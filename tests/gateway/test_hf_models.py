@@ -18,7 +18,6 @@ import openai
 import pytest
 from django.test import Client
 
-from accounts.auth import SESSION_ORG_KEY
 from accounts.models import ApiKeyKind
 from accounts.principal import Principal
 from accounts.roles import Role
@@ -35,6 +34,7 @@ from fleet.provisioning import first_minute_hold_key
 from gateway import routing
 from tests.support import sim_cloud
 from tests.support.billing import fund
+from tests.support.pages import signed_in
 from tests.support.personas import Persona
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the server thread must see committed rows
@@ -74,15 +74,6 @@ def listed(server: str, key: str) -> list[tuple[str | None, str, str]]:
     """(deployment id, catalog_model, availability) of each deployment /v1/models lists to the key."""
     data = httpx.get(f"{server}/v1/models", headers={"Authorization": f"Bearer {key}"}).json()["data"]
     return [(m["deployment_id"], m["catalog_model"], m["availability"]) for m in data if m["deployment_id"]]
-
-
-def signed_in(persona: Persona) -> Client:
-    client = Client()
-    client.force_login(persona.user)
-    session = client.session
-    session[SESSION_ORG_KEY] = persona.org.pk
-    session.save()
-    return client
 
 
 def nothing_happened() -> None:

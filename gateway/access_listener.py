@@ -77,15 +77,14 @@ async def _listen_once() -> None:
 
 
 def _stop_asked() -> bool:
-    """Whether this loop's subscriber should end: stop() asked, or the task was cancelled. The second
-    is checked by hand because a cancel that lands as redis-py's read timeout fires can be taken for
-    that timeout (get_message then answers None): the task would go on listening while marked as
-    cancelling, and asyncio.run, which waits for its cancelled tasks at the loop's end, would wait forever."""
+    """Whether this loop's subscriber was cancelled. Checked by hand because a cancel that lands as
+    redis-py's read timeout fires can be taken for that timeout (get_message then answers None): the
+    task would go on listening while marked as cancelling, and asyncio.run, which waits for its
+    cancelled tasks at the loop's end, would wait forever."""
     task = asyncio.current_task()
-    return task is None or task.cancelling() > 0 or _stopping.get().is_set()
+    return task is None or task.cancelling() > 0
 
 
-_stopping: PerLoop[asyncio.Event] = PerLoop(asyncio.Event)
 _tasks: PerLoop[asyncio.Task[None]] = PerLoop(
     lambda: asyncio.get_running_loop().create_task(_listen_forever()), usable=lambda task: not task.done()
 )
@@ -93,16 +92,11 @@ _tasks: PerLoop[asyncio.Task[None]] = PerLoop(
 
 async def stop() -> None:
     """End this event loop's subscriber, if one runs, before the loop ends: cancelled, and awaited
-    (at most STOP_SECONDS) so its connection is closed; a cancel its read took for its timeout still
-    ends it (_stop_asked)."""
+    (at most STOP_SECONDS) so its connection is closed."""
     task = _tasks.current()
-    if task is None or task.done():
-        return
-    stopping = _stopping.get()
-    stopping.set()
-    task.cancel()
-    await asyncio.wait({task}, timeout=STOP_SECONDS)
-    stopping.clear()  # a later ensure_listening() on this loop starts a subscriber that listens
+    if task is not None and not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=STOP_SECONDS)
 
 
 def ensure_listening() -> None:

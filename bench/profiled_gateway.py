@@ -29,6 +29,7 @@ def main() -> None:
     # uvicorn stops on SIGTERM, then raises it again under the handler it found: the default one
     # would end the process before the statistics are written.
     signal.signal(signal.SIGTERM, lambda *_: None)
+    config.load()  # imports done before profiling starts: the statistics are the requests' own
     profile = cProfile.Profile()
     profile.enable()
     try:

@@ -17,7 +17,7 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 
-from gateway import access_listener, bodies, counters, errors, limits, listing, relay, wake
+from gateway import access_listener, bodies, counters, errors, jsonfast, limits, listing, relay, wake
 from gateway.hf_models import route_or_cold_start
 from gateway.keys import Caller, caller_for
 from gateway.sessions import session_caller
@@ -43,6 +43,7 @@ ENDPOINTS = {
     "/v1/audio/speech": Endpoint(frozenset({"tts"})),
     "/v1/images/generations": Endpoint(frozenset({"image"})),
 }
+WATCH_AFTER_SECONDS = 0.05  # when a request begins to watch for its client leaving (see _Disconnect)
 SERVES = {"llm": "chat and text completions", "embedding": "embeddings", "stt": "audio transcriptions",
           "tts": "speech", "image": "image generations"}  # fmt: skip
 
@@ -142,6 +143,7 @@ async def _serve(
                 )
             raise errors.bad_request(f"'{route.model}' serves {serves}, not {path}.", param="model")
         if not route.targets:
+            gone.watch_now()  # a wake may hold the request for a while: a client leaving ends the wait
             route = await wake.ready_route(caller, requested, route, headers=headers, gone=gone.happened)
         slot = await limits.acquire(route.deployment_id, route.concurrency_limit)
         try:
@@ -176,7 +178,7 @@ def _parse(exchange: relay.Exchange, endpoint: Endpoint) -> str:
     if endpoint.multipart or isinstance(body, bodies.Upload):
         return _form_field(body, exchange.content_type, "model")
     try:
-        payload = json.loads(body)
+        payload = jsonfast.loads(body)
     except ValueError:
         raise errors.bad_request("The request body is not valid JSON.") from None
     except RecursionError:
@@ -204,6 +206,7 @@ def _parse(exchange: relay.Exchange, endpoint: Endpoint) -> str:
 
 
 _ASK_USAGE = {"include_usage": True, "continuous_usage_stats": True}
+_ASK_USAGE_MEMBER = b'"stream_options":' + json.dumps(_ASK_USAGE).encode() + b","
 # Where a JSON object's members start, when the text is UTF-8 (a UTF-16 or UTF-32 text has NULs).
 _OBJECT_OPENS = re.compile(rb"[ \t\r\n]*\{(?!\x00)")
 
@@ -218,7 +221,7 @@ def _asking_for_usage(
     if opens is None or not isinstance(body, bytearray):
         payload["stream_options"] = {**(options or {}), **_ASK_USAGE}
         return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
-    body[opens.end() : opens.end()] = b'"stream_options":' + json.dumps(_ASK_USAGE).encode() + b","
+    body[opens.end() : opens.end()] = _ASK_USAGE_MEMBER
     return body
 
 
@@ -255,15 +258,24 @@ class _Disconnect:
     the wait or the engine request it was served by. An upload is read by its relay to the engine:
     the watch begins when it is through (a disconnect during it ends the relay itself).
 
-    The engine request runs in the request's own task, which the watch cancels: no second task
-    per request, no asyncio.wait (measurable on the hot path at 64 clients: bench/gateway_bench.py
-    section 7)."""
+    The watch starts WATCH_AFTER_SECONDS into the request (at once for a wake): most answers are
+    sent before then, and a task per request, its wait on the connection and its cancel were
+    measurable on the hot path at 64 clients (bench/gateway_bench.py section 7). A client that
+    leaves in that first instant costs the engine at most that long. The engine request runs in
+    the request's own task, which the watch cancels (no second task, no asyncio.wait)."""
 
     def __init__(self, receive: Any, body: object) -> None:
         self._upload = body if isinstance(body, bodies.Upload) else None
+        self._receive = self._upload.receive_after_body if self._upload else receive
         self._work: asyncio.Task[Any] | None = None  # the request's task while it relays
         self._cancelled = False  # the watch cancelled it (not the server)
-        self._task = asyncio.ensure_future(self._watch(self._upload.receive_after_body if self._upload else receive))
+        self._task: asyncio.Task[None] | None = None
+        self._timer = asyncio.get_running_loop().call_later(WATCH_AFTER_SECONDS, self.watch_now)
+
+    def watch_now(self) -> None:
+        if self._task is None:
+            self._timer.cancel()
+            self._task = asyncio.ensure_future(self._watch(self._receive))
 
     async def _watch(self, receive: Any) -> None:
         with contextlib.suppress(Exception):  # a receive that fails: the connection is as good as gone
@@ -274,10 +286,10 @@ class _Disconnect:
             self._work.cancel()  # closes the engine connection: the engine stops generating
 
     def happened(self) -> bool:
-        return self._task.done() or bool(self._upload and self._upload.gone)
+        return (self._task is not None and self._task.done()) or bool(self._upload and self._upload.gone)
 
     async def run_until_disconnect(self, work: Coroutine[Any, Any, None], exchange: relay.Exchange) -> None:
-        if self._task.done():  # gone while the request waited (a wake, a slot): nothing is sent
+        if self.happened():  # gone while the request waited (a wake, a slot): nothing is sent
             work.close()
             self._cut(exchange)
             return
@@ -307,7 +319,9 @@ class _Disconnect:
         exchange.status = exchange.status or 499
 
     def stop(self) -> None:
-        self._task.cancel()
+        self._timer.cancel()
+        if self._task is not None:
+            self._task.cancel()
 
 
 async def _authenticate(scope: dict[str, Any], headers: dict[bytes, bytes]) -> Caller:

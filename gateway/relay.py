@@ -24,7 +24,7 @@ from typing import Any
 import aiohttp
 
 from fleet.engines import CONNECT_TIMEOUT_SECONDS, READ_TIMEOUT_SECONDS
-from gateway import counters, errors, prompts, routing, shapes
+from gateway import counters, errors, jsonfast, prompts, routing, shapes
 from gateway.bodies import Upload
 from gateway.routing import Route, Target
 from gpucloud.core.per_loop import PerLoop
@@ -249,8 +249,8 @@ async def _relay_whole(upstream: aiohttp.ClientResponse, exchange: Exchange, sen
 
 def _repaired_json(payload: bytes, exchange: Exchange) -> bytes:
     try:
-        document = json.loads(payload)
-    except ValueError:
+        document = jsonfast.loads(payload)
+    except (ValueError, RecursionError):
         return payload  # not ours to judge: relayed as the engine sent it
     if not isinstance(document, dict):
         return payload
@@ -261,7 +261,7 @@ def _repaired_json(payload: bytes, exchange: Exchange) -> bytes:
     if repair is None:
         return payload
     repair(document)
-    return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
+    return jsonfast.dumps(document)
 
 
 async def _relay_stream(upstream: aiohttp.ClientResponse, exchange: Exchange, send: Send) -> None:
@@ -321,8 +321,8 @@ def _event(event: bytes, exchange: Exchange) -> bytes | None:
     if not event.startswith(b"data:") or event == DONE:
         return event + b"\n\n"
     try:
-        chunk = json.loads(event[5:])
-    except ValueError:
+        chunk = jsonfast.loads(event[5:])
+    except (ValueError, RecursionError):
         return event + b"\n\n"
     if not isinstance(chunk, dict):
         return event + b"\n\n"
@@ -350,7 +350,7 @@ def _event(event: bytes, exchange: Exchange) -> bytes | None:
         chunk["id"] = fixed  # OpenAI's prefix (llama.cpp names text completions chatcmpl-)
         changed = True
     if changed:
-        return b"data: " + json.dumps(chunk, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
+        return b"data: " + jsonfast.dumps(chunk) + b"\n\n"
     return event + b"\n\n"
 
 

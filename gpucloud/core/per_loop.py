@@ -16,13 +16,20 @@ class PerLoop(Generic[T]):
         self._make = make
         self._usable = usable
         self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, T] = weakref.WeakKeyDictionary()
+        # The last loop asked about and its value: a server runs one loop, and the gateway asks
+        # several times per request; a WeakKeyDictionary lookup builds a weak reference each time.
+        self._last: tuple[weakref.ref[asyncio.AbstractEventLoop], T] | None = None
 
     def get(self) -> T:
         loop = asyncio.get_running_loop()
+        last = self._last
+        if last is not None and last[0]() is loop and self._usable(last[1]):
+            return last[1]
         value = self._by_loop.get(loop)
         if value is None or not self._usable(value):
             value = self._make()
             self._by_loop[loop] = value
+        self._last = (weakref.ref(loop), value)
         return value
 
     def current(self) -> T | None:
@@ -34,3 +41,4 @@ class PerLoop(Generic[T]):
 
     def clear(self) -> None:
         self._by_loop.clear()
+        self._last = None

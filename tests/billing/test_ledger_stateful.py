@@ -188,6 +188,9 @@ SELECT
 # the system accounts' rows pile up versions, so each step grows slower than the one before.
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.slow
+# The suite's per-test limit (300 s) would end a nightly run: its limit grows with its size (a step
+# takes ~12 ms here; 200 ms a step is far beyond any healthy run, so a hang is still caught).
+@pytest.mark.timeout(max(300, EXAMPLES * STEPS // 5))
 def test_ledger_state_machine() -> None:
     LedgerMachine.TestCase.settings = settings(
         max_examples=EXAMPLES,

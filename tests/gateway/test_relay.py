@@ -4,10 +4,13 @@ retry on a failing replica, least-busy balancing, the concurrency limit, other m
 
 from __future__ import annotations
 
+import json
+import socket
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import openai
@@ -16,6 +19,7 @@ from django.test import Client
 
 from deployments.metrics import request_minutes_rollup
 from deployments.models import RequestMinute
+from gateway import app as gateway_app
 from gateway import counters as metering
 from gateway import routing
 from tests.fakes.engine_box import Box
@@ -131,6 +135,35 @@ def test_a_client_that_gives_up_on_a_json_answer_is_counted_as_cut_at_once(
     total = counters(deployment.pk, at_least=1, timeout=2.5)
     assert time.monotonic() - started < 3.5
     assert (total["requests"], total["cut"], total["rejected"], total.get("errors", 0)) == (1, 1, 1, 0)
+    assert eventually(lambda: not any(routing.in_flight.values()))
+
+
+def test_a_client_gone_before_the_watch_begins_is_noticed_when_it_does(
+    server: str, alice: Persona, engines: Engines, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The watch for a leaving client starts WATCH_AFTER_SECONDS into a request (a task per request
+    cost the hot path): a client that left before is noticed then, and the engine's 4-second answer
+    is not waited for. (The watch starts later here than served, so that the client surely leaves
+    after its body was read and before the watch, on a loaded machine too.)"""
+    monkeypatch.setattr(gateway_app, "WATCH_AFTER_SECONDS", 1.0)
+    engine = engines()
+    deployment = serving_deployment(alice, [engine])
+    sdk(server, alice.key).chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}])
+    engine.engine.behaviour.ttft_ms = 4000  # the key and route are cached now: the body is read at once
+    body = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "x"}], "max_tokens": 4}).encode()
+    address = urlsplit(server)
+    started = time.monotonic()
+    with socket.create_connection((address.hostname, address.port), timeout=5) as client:
+        client.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/json\r\n"
+            + f"Authorization: Bearer {alice.key}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        time.sleep(0.3)  # the gateway has read the body (closed before, the request is not served at all)
+    # ...and closed before the watch begins
+    total = counters(deployment.pk, at_least=2, timeout=2.5)
+    assert time.monotonic() - started < 3.5
+    assert (total["requests"], total["cut"], total["rejected"], total.get("errors", 0)) == (2, 1, 1, 0)
     assert eventually(lambda: not any(routing.in_flight.values()))
 
 

@@ -14,7 +14,7 @@ ENGINE_ANSWER = {
     "id": "chatcmpl-1",
     "object": "chat.completion",
     "created": 1733500000,
-    "choices": [{"index": 0, "message": {"role": "assistant", "content": "Grüße, 你好 🙂 \"quoted\"\n"}}],
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": 'Grüße, 你好 🙂 "quoted"\n'}}],
     "usage": {"prompt_tokens": 5, "completion_tokens": 8, "total_tokens": 13},
     "floats": [0.1, 1.5, 1e20, -0.0, 123456789.125],
     "flags": [True, False, None],
@@ -35,7 +35,7 @@ def test_an_ordinary_answer_reads_and_writes_as_the_json_module_would() -> None:
 @pytest.mark.parametrize(
     "text",
     [
-        '{"a": "\\ud800"}'.encode(),  # a lone surrogate escape: the gateway refuses it later, itself
+        b'{"a": "\\ud800"}',  # a lone surrogate escape: the gateway refuses it later, itself
         b'{"n": 100000000000000000000000000000}',  # beyond 64 bits (orjson: a float)
         b'{"n": -9223372036854775809, "m": 18446744073709551616}',  # just beyond, both ways
         b'{"x": 1e400}',  # infinity as a double

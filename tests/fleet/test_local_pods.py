@@ -186,6 +186,32 @@ def test_ssh_opens_a_shell_in_the_pods_sandbox_for_its_keys_only(driver: LocalDr
 
 
 @SANDBOXED
+@pytest.mark.skipif(shutil.which("scp") is None, reason="OpenSSH's scp is not installed")
+def test_scp_and_sftp_copy_files_and_succeed(driver: LocalDriver, tmp_path: Path) -> None:
+    """OpenSSH's scp speaks SFTP by default (9.0 on) and fails a copy whose session ends without an exit
+    status, as asyncssh's SFTP server ended it: the file arrived, yet scp exited 1."""
+    own, own_line = keypair(tmp_path, "own")
+    driver.volume_create(VolumeSpec(volume_id="vol_c", tag=TAG, name="c", size_gb=1, region="local"))
+    spec = pod("inst_scp", "import time; time.sleep(600)", volume_id="vol_c", ports=[22], ssh_public_keys=[own_line])
+    driver.launch(spec, driver.offers()[0])
+    _, port = driver.tcp_endpoint("inst_scp", 22)
+    eventually(lambda: ssh(port, own, "true").returncode == 0)
+    local = tmp_path / "up.txt"
+    local.write_text("copied up\n")
+    options = ["-i", str(own), "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o",
+               "BatchMode=yes", "-P", str(port)]  # fmt: skip
+    for mode, name in (([], "sftp-mode.txt"), (["-O"], "scp-mode.txt")):  # SFTP (the default), legacy scp
+        copied = subprocess.run(["scp", *mode, *options, str(local), f"pod@127.0.0.1:/workspace/{name}"],
+                                capture_output=True, text=True, timeout=30)  # fmt: skip
+        assert copied.returncode == 0, (mode, copied.stderr)
+        assert (driver.volumes.data_path("vol_c") / name).read_text() == "copied up\n"
+    down = tmp_path / "down.txt"
+    fetched = subprocess.run(["scp", *options, "pod@127.0.0.1:/workspace/sftp-mode.txt", str(down)],
+                             capture_output=True, text=True, timeout=30)  # fmt: skip
+    assert fetched.returncode == 0 and down.read_text() == "copied up\n", fetched.stderr
+
+
+@SANDBOXED
 def test_what_the_sandbox_binds_under_tmp_stays_visible_over_its_private_tmp(tmp_path: Path) -> None:
     """A platform installed under /tmp (a fresh clone there, these tests' directories): its Python and
     images are bound on top of the sandbox's private /tmp, not hidden by it."""

@@ -109,8 +109,16 @@ async def _ssh_serve(state: Path, host: str, port: int) -> asyncssh.SSHAcceptor 
         host_key_path.chmod(0o600)
     return await asyncssh.listen(
         host, port, server_host_keys=[str(host_key_path)], authorized_client_keys=asyncssh.import_authorized_keys(keys),
-        process_factory=_session, encoding=None, sftp_factory=True, allow_scp=True,
+        process_factory=_session, encoding=None, sftp_factory=_SFTPServer, allow_scp=True,
     )  # fmt: skip
+
+
+class _SFTPServer(asyncssh.SFTPServer):
+    """asyncssh's SFTP server, ending its session with exit status 0 as OpenSSH's sftp-server does: a
+    session closed without one fails OpenSSH's scp (SFTP is its protocol from 9.0), the file copied."""
+
+    def exit(self) -> None:
+        self.channel.exit(0)
 
 
 async def _session(process: asyncssh.SSHServerProcess[bytes]) -> None:

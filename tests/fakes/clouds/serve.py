@@ -92,16 +92,17 @@ def runpod_config(cloud: FakeCloud) -> dict[str, Any]:
 
 def vast_stocked(**knobs: Any) -> vastai.VastCloud:
     """MACHINES asks of one GPU per GPU type and location on datacenter hosts (our secure tier) and
-    as many on other verified hosts (community)."""
+    as many on other verified hosts (community), each machine with free disk for volumes."""
     cloud = vastai.VastCloud(**knobs)
     for slug, gpu_name, locations in _sold("vastai"):  # Vast's locations are free text ("Georgia, US")
         memory, price, _ = STOCK[slug]
         for location in locations:
             for datacenter in (True, False):
                 for _ in range(MACHINES):
-                    cloud.add_ask(gpu_name=gpu_name, gpu_ram=memory * 1024, geolocation=location,
-                                  dph_total=price if datacenter else round(price * 0.8, 2),
-                                  min_bid=round(price * 0.4, 2), datacenter=datacenter)  # fmt: skip
+                    ask = cloud.add_ask(gpu_name=gpu_name, gpu_ram=memory * 1024, geolocation=location,
+                                        dph_total=price if datacenter else round(price * 0.8, 2),
+                                        min_bid=round(price * 0.4, 2), datacenter=datacenter)  # fmt: skip
+                    cloud.add_volume_offer(ask)  # its machine's free disk: a pod's volume is made there
     return cloud
 
 

@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+from fleet.providers.base import VolumeSpec
 from fleet.providers.registry import driver_for
 from tests.fakes.clouds import serve
 
@@ -38,4 +39,18 @@ def test_each_runner_offers_the_catalogs_gpus_it_can_name_in_its_regions(
     assert all(o.available >= 1 for o in offers)
     assert "api_key" not in config and f"API key it accepts: {cloud.api_key}" in introduction
     assert f"--config '{json.dumps(config)}' --api-key-stdin --test" in introduction
+    assert cloud.schema_errors == []
+
+
+def test_the_vast_runner_rents_volume_space_in_each_region_so_a_pod_with_a_volume_launches() -> None:
+    """A Vast volume is disk rented on a host machine (a volume offer): without any, a pod with a volume
+    on the hand-run test cloud stayed provisioning, its volume never made."""
+    cloud = serve.start("vastai")
+    try:
+        config = serve.RUNNERS["vastai"].config(cloud)
+        driver = driver_for(slug="vastai", driver="vastai", config={**config, "api_key": cloud.api_key})
+        made = [driver.volume_create(VolumeSpec(f"vol_{region}", "t", region, 20, region)) for region in ALL_REGIONS]
+    finally:
+        cloud.stop()
+    assert len({volume.provider_volume_id for volume in made}) == len(ALL_REGIONS)
     assert cloud.schema_errors == []

@@ -77,10 +77,14 @@ def _reconcile_provider(slug: str, now: datetime, report: ReconcileReport) -> No
                 workload().instance_noted(instance, f"Reaped a stray provider instance {provider_id}.")
     grace = timedelta(seconds=settings.GPUCLOUD_LAUNCH_GRACE_SECONDS)
     for instance in Instance.objects.filter(provider=slug, state__in=LIVE_STATES).select_related("deployment"):
-        if instance.launched_at and instance.launched_at > now - grace:
-            continue
         at_provider = listed.get(instance.provider_instance_id)
         if at_provider is not None and at_provider.state != ProviderState.EXITED:
+            continue
+        # The grace covers a cloud's listing lagging behind a launch and a machine booting through
+        # a stopped state: in it, only the provider's own word on this one machine (asked by id) that
+        # it is gone counts; a machine lost in its first minutes is not left billing until it ends.
+        young = instance.launched_at is not None and instance.launched_at > now - grace
+        if young and at_provider is not None:
             continue
         status = at_provider or driver.status(instance.provider_instance_id)
         if status.state == ProviderState.TERMINATED:

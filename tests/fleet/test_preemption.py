@@ -88,6 +88,33 @@ def test_a_spot_replica_taken_back_is_recorded_preempted_announced_and_replaced(
         assert ledger_violations() == []
 
 
+def test_a_machine_lost_in_its_first_minutes_is_noticed_at_the_next_round_not_after_the_grace(
+    client: Client, alice: Persona, settings: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    """The launch grace (a listing may lag behind a launch) once hid every young machine: one
+    taken back 20 s after launch stayed "ready", and billing, until the grace ran out."""
+    settings.GPUCLOUD_LAUNCH_GRACE_SECONDS = 120
+    with sim_cloud.sole_provider(settings, {"h100": {"price": 2_000_000, "capacity": 4}}, spot=True):
+        deployment = deploy(client, alice, django_capture_on_commit_callbacks, SPOT)
+        first = the_instance(deployment)
+        assert first.launched_at is not None
+        with django_capture_on_commit_callbacks(execute=True):  # within the grace, still there: left alone
+            assert fleet_reconcile(now=first.launched_at + timedelta(seconds=20)).preempted == []
+        assert the_instance(deployment).pk == first.pk
+
+        sim_cloud.take_back(first.pk)
+        with django_capture_on_commit_callbacks(execute=True):
+            report = fleet_reconcile(now=first.launched_at + timedelta(seconds=25))
+
+        first.refresh_from_db()
+        assert report.preempted == [first.pk]
+        assert first.state == InstanceState.TERMINATED
+        replacement = the_instance(deployment)
+        assert replacement.pk != first.pk and replacement.state == InstanceState.READY
+        assert UsageMeter.objects.get(meter_key=first.pk).ended_at == first.terminated_at
+        assert ledger_violations() == []
+
+
 def test_a_machine_stopped_at_the_provider_is_terminated_and_replaced(
     client: Client, alice: Persona, settings: Any, django_capture_on_commit_callbacks: Any
 ) -> None:

@@ -48,6 +48,17 @@ def deployment_transition(deployment: Deployment, to: DeploymentStatus, reason: 
         _pod_volume_rate(deployment, to)
 
 
+def deployment_note(deployment: Deployment, reason: str) -> None:
+    """Something happened that leaves its status as it is (a stopped pod terminated): its reason says
+    so from now on, and its history records it."""
+    deployment.status_reason = reason[:300]
+    deployment.save(update_fields=["status_reason"])
+    DeploymentEvent.objects.create(
+        deployment=deployment, from_status=deployment.status, to_status=deployment.status, reason=reason
+    )
+    deployment_changed_on_commit(deployment.pk)
+
+
 def _pod_machine_ended(deployment: Deployment) -> None:
     """A pod's machine ended on its own (nothing launches it again by itself: its container disk went
     with it): failed when it never ran (its image or command did not start), else stopped with its

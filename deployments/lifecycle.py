@@ -48,6 +48,17 @@ def deployment_transition(deployment: Deployment, to: DeploymentStatus, reason: 
         _pod_volume_rate(deployment, to)
 
 
+def deployment_note(deployment: Deployment, reason: str) -> None:
+    """Something happened that leaves its status as it is (a stopped pod terminated): its reason says
+    so from now on, and its history records it."""
+    deployment.status_reason = reason[:300]
+    deployment.save(update_fields=["status_reason"])
+    DeploymentEvent.objects.create(
+        deployment=deployment, from_status=deployment.status, to_status=deployment.status, reason=reason
+    )
+    deployment_changed_on_commit(deployment.pk)
+
+
 def _pod_machine_ended(deployment: Deployment) -> None:
     """A pod's machine ended on its own (nothing launches it again by itself: its container disk went
     with it): failed when it never ran (its image or command did not start), else stopped with its
@@ -135,3 +146,20 @@ def deployment_refresh_status(deployment: Deployment) -> None:
             deployment_transition(deployment, DeploymentStatus.PROVISIONING)
     elif coming == 0:
         deployment_transition(deployment, DeploymentStatus.DEGRADED, "No instance is running; replacing.")
+    if deployment.kind == DeploymentKind.POD and deployment.status == DeploymentStatus.PROVISIONING:
+        _pod_provisioning_reason(deployment)
+
+
+def _pod_provisioning_reason(deployment: Deployment) -> None:
+    """While a pod provisions, its reason says why when its machine waits (for capacity, or for its
+    volume: the machine's event tells which), else what set it provisioning ("Created.", "Started.")."""
+    machine = deployment.instances.exclude(state__in=FINAL_STATES).order_by("-created_at", "-pk").first()
+    said = deployment.events.order_by("-at", "-pk").values_list("reason", flat=True)
+    if machine is not None and machine.state == InstanceState.WAITING_FOR_CAPACITY:
+        reason = said.filter(instance=machine).first()
+    else:
+        reason = said.filter(instance__isnull=True, to_status=DeploymentStatus.PROVISIONING).first()
+    if reason is not None and reason[:300] != deployment.status_reason:
+        deployment.status_reason = reason[:300]
+        deployment.save(update_fields=["status_reason"])
+        deployment_changed_on_commit(deployment.pk)

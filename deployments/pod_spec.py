@@ -15,14 +15,17 @@ from fleet.providers.base import InstanceSpec, ProviderError, Tier
 
 
 def pod_instance_spec(instance: Instance, pod: Pod) -> InstanceSpec:
-    """The pod's image and settings; its volume once its provider has made it (until then the launch
-    is retried: a new volume is made after the pod's create commits, like the pod's machine)."""
+    """The pod's image and settings; its volume once its provider has made it. Until then the launch
+    is retried (a new volume is made after the pod's create commits, like the pod's machine), or waits
+    like one for capacity while the volume's provider has no room for it (its reason says so)."""
     deployment = instance.deployment
     assert deployment.gpu_type is not None and deployment.region_id
     volume = pod.volume
     if volume is not None and volume.status == VolumeStatus.FAILED:
         raise ProviderError(f"The pod's volume could not be made: {volume.status_reason}", permanent=True)
     if volume is not None and not volume.provider_volume_id:
+        if volume.status == VolumeStatus.CREATING and volume.status_reason:  # waiting for space
+            raise ProviderError(f"Waiting for its volume: {volume.status_reason}", no_capacity=True)
         raise ProviderError(f"Volume {volume.pk} is not made yet; launching once it is.")
     return InstanceSpec(
         instance_id=instance.pk,

@@ -49,10 +49,11 @@ class PodTemplate:
     created_at: datetime | None = None
 
 
-_JUPYTER = (  # under the platform's proxy prefix (which RunPod's own proxy URL also serves)
+# Under the platform's proxy prefix (which RunPod's own proxy URL also serves). Its token is the pod's
+# JUPYTER_TOKEN, which Jupyter reads from its environment: on its command line `ps` would show it to anyone.
+_JUPYTER = (
     "exec jupyter lab --ip=0.0.0.0 --port=8888 --no-browser --allow-root --ServerApp.root_dir=/workspace "
-    '--ServerApp.base_url="${GPUCLOUD_PROXY_PATH}8888/" --ServerApp.allow_origin="*" '
-    '--IdentityProvider.token="$JUPYTER_TOKEN"'
+    '--ServerApp.base_url="${GPUCLOUD_PROXY_PATH}8888/" --ServerApp.allow_origin="*"'
 )
 _SSHD = (
     "set -e; command -v sshd >/dev/null || (apt-get update && apt-get install -y --no-install-recommends "

@@ -22,11 +22,11 @@ from billing.policy import launch_check
 from catalog.gpu_units import offer_slug
 from catalog.models import GpuType, Offer, Region
 from catalog.selectors import offers_for
-from deployments.lifecycle import deployment_transition
+from deployments.lifecycle import deployment_note, deployment_transition
 from deployments.models import Deployment, DeploymentKind, DeploymentStatus, Pod, Volume, VolumeStatus
 from deployments.pod_activity import pod_last_request
 from deployments.pod_settings import PodSettings, pod_settings_check
-from deployments.services import NoCapacity, deployment_delete, instance_add
+from deployments.services import NoCapacity, deployment_delete, ended_by, instance_add
 from deployments.volumes import volume_create, volume_delete
 from fleet import drivers
 from fleet.models import FINAL_STATES, Instance, InstanceState
@@ -139,10 +139,13 @@ def pod_start(*, principal: Principal, deployment: Deployment) -> Deployment:
 def pod_terminate(*, principal: Principal, deployment: Deployment, delete_volume: bool = False) -> Deployment:
     """End the pod for good: its machine and container disk go; its volume too when asked."""
     principal.require(CAN_WRITE, "terminating pods")
+    reason = ended_by(principal, "Terminated")
     with transaction.atomic():
-        Deployment.objects.select_for_update().filter(pk=deployment.pk).exists()  # the owner first, then its rows
+        locked = Deployment.objects.select_for_update().get(pk=deployment.pk)  # the owner first, then its rows
+        if locked.status in (DeploymentStatus.STOPPING, DeploymentStatus.STOPPED) and not locked.pod.terminated:
+            deployment_note(locked, reason)  # nothing left to stop: it says it ended for good all the same
         Pod.objects.filter(pk=deployment.pk).update(terminated=True)
-        deployment = deployment_delete(principal=principal, deployment=deployment)
+        deployment = deployment_delete(principal=principal, deployment=deployment, reason=reason)
         volume = Pod.objects.get(pk=deployment.pk).volume
         if delete_volume and volume is not None:
             if volume.pods.exclude(pk=deployment.pk).filter(terminated=False).exists():

@@ -11,6 +11,7 @@ from pydantic import ConfigDict, Field, JsonValue, create_model
 from deployments.metrics import WINDOW_DESCRIPTIONS, Window
 from deployments.scaling.settings import IDLE_TIMEOUT_BOUNDS, TARGET_MAX
 from deployments.sla import BOUNDS as SLA_BOUNDS
+from gpucloud.core.money import usd_display
 from gpucloud.core.schemas import BodyIn
 
 PRESET_SLUGS = ("speed", "latency", "cost", "balanced")
@@ -407,12 +408,17 @@ class WakingOut(Schema):
 # --- volumes ------------------------------------------------------------------------------------
 
 VOLUME_STATUSES: list[JsonValue] = ["creating", "available", "resizing", "deleting", "deleted", "failed"]
+STORAGE_PRICES = (  # what billing charges (deployments.volumes), as the pages say it
+    f"{usd_display(settings.GPUCLOUD_VOLUME_RUNNING_GB_HOUR_MICROS)} per GB-hour while a pod runs on it, "
+    f"{usd_display(settings.GPUCLOUD_VOLUME_IDLE_GB_HOUR_MICROS)} while idle"
+)
 
 
 class VolumeCreateIn(BodyIn):
     name: str = Field(description="1 to 100 characters (400 otherwise)", max_length=100, examples=["datasets"])
     size_gb: int = Field(
-        description="Its size in GB (400 outside the bounds); it bills per GB-hour for as long as it exists",
+        description=f"Its size in GB (400 outside the bounds); it bills per GB-hour for as long as it exists: "
+        f"{STORAGE_PRICES}",
         json_schema_extra={"minimum": 1, "maximum": settings.GPUCLOUD_VOLUME_MAX_GB},
         examples=[20],
     )
@@ -462,7 +468,8 @@ POD_STATUSES: list[JsonValue] = [
 
 class PodVolumeIn(BodyIn):
     size_gb: int = Field(
-        description="A new volume of this size, placed where the pod runs; it bills per GB-hour while it exists",
+        description=f"A new volume of this size, placed where the pod runs; it bills per GB-hour for as long as it "
+        f"exists: {STORAGE_PRICES}",
         json_schema_extra={"minimum": 1, "maximum": settings.GPUCLOUD_VOLUME_MAX_GB},
     )
     name: str = Field("", max_length=100, description="Default: the pod's name + ' volume'")

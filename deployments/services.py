@@ -234,14 +234,15 @@ def replica_add_if_short(deployment: Deployment) -> Instance | None:
 
 
 @retry_on_deadlock
-def deployment_delete(*, principal: Principal, deployment: Deployment) -> Deployment:
-    """Tear down; billing stops for each instance when its provider confirms termination."""
+def deployment_delete(*, principal: Principal, deployment: Deployment, reason: str | None = None) -> Deployment:
+    """Tear down; billing stops for each instance when its provider confirms termination. `reason` is
+    what it says from then on (default: who stopped it, and when)."""
     principal.require(CAN_WRITE, "deleting deployments")
     with transaction.atomic():
         deployment = Deployment.objects.select_for_update().get(pk=deployment.pk)
         if deployment.status in (DeploymentStatus.STOPPING, DeploymentStatus.STOPPED):
             return deployment
-        deployment_transition(deployment, DeploymentStatus.STOPPING, _stopped_by(principal))
+        deployment_transition(deployment, DeploymentStatus.STOPPING, reason or ended_by(principal))
         for instance in deployment.instances.select_for_update().exclude(state__in=FINAL_STATES).order_by("pk"):
             instance_transition(instance, InstanceState.TERMINATING, "Deployment deleted.")
             enqueue("fleet.tasks.instance_terminate_task", instance.pk)
@@ -250,13 +251,14 @@ def deployment_delete(*, principal: Principal, deployment: Deployment) -> Deploy
     return deployment
 
 
-def _stopped_by(principal: Principal) -> str:
-    """Who asked, and when: "Stopped by alice@example.com at 10:02 UTC." (pages show times in UTC)."""
+def ended_by(principal: Principal, verb: str = "Stopped") -> str:
+    """Who asked, and when: "Stopped by alice@example.com at 10:02 UTC." (pages show times in UTC);
+    "Terminated by ..." for a pod ended for good."""
     if principal.user is not None:
         who = principal.user.email
     else:
         who = f"the key {principal.api_key.name!r}" if principal.api_key else "a key"
-    return f"Stopped by {who} at {timezone.now():%H:%M} UTC."
+    return f"{verb} by {who} at {timezone.now():%H:%M} UTC."
 
 
 @retry_on_deadlock

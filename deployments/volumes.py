@@ -110,6 +110,9 @@ def volume_provision(volume_id: str) -> None:
     try:
         made = drivers.driver(volume.provider).volume_create(_spec(volume))
     except ProviderError as exc:
+        if exc.no_capacity:  # no room for it now: an expected answer, tried again each reconciler round
+            _wait_for_space(volume_id, exc.message)
+            return
         if not exc.permanent:
             raise
         _fail(volume_id, exc.message)
@@ -121,11 +124,11 @@ def volume_provision(volume_id: str) -> None:
         now = timezone.now()
         volume.provider_volume_id, volume.ready_at = made.provider_volume_id, now
         if volume.status == VolumeStatus.CREATING:
-            volume.status = VolumeStatus.AVAILABLE
+            volume.status, volume.status_reason = VolumeStatus.AVAILABLE, ""
         else:  # deleted while the provider was making it (maybe already recorded so): it exists, remove it
             volume.status, volume.deleted_at = VolumeStatus.DELETING, None
             enqueue("deployments.tasks.volume_remove_task", volume.pk)
-        volume.save(update_fields=["provider_volume_id", "status", "ready_at", "deleted_at"])
+        volume.save(update_fields=["provider_volume_id", "status", "status_reason", "ready_at", "deleted_at"])
         _meter_start(volume, now)  # billed from when it exists to when its provider confirms it gone
 
 
@@ -207,7 +210,8 @@ STUCK_AFTER = timedelta(minutes=10)  # a step running longer than this was lost 
 def volumes_reconcile(*, now: datetime | None = None) -> VolumeReconcileReport:
     """The safety net for storage, as the fleet's reconciler is for machines: a volume carrying our tag
     at a provider that the database does not know (or knows as deleted) is deleted, so nobody pays for
-    it; our volumes stuck creating, resizing or deleting (a lost task) run their step again."""
+    it; our volumes stuck creating, resizing or deleting (a lost task) run their step again, and so do
+    those waiting for space at their provider (each round: they wait on nothing else)."""
     now = now or timezone.now()
     report = VolumeReconcileReport()
     for provider in Provider.objects.filter(enabled=True):
@@ -235,7 +239,7 @@ def volumes_reconcile(*, now: datetime | None = None) -> VolumeReconcileReport:
     stuck = Volume.objects.filter(
         status__in=(VolumeStatus.CREATING, VolumeStatus.RESIZING, VolumeStatus.DELETING),
         created_at__lt=now - STUCK_AFTER,
-    )
+    ) | Volume.objects.filter(status=VolumeStatus.CREATING).exclude(status_reason="")  # waiting for space
     for volume in stuck:
         step = {VolumeStatus.CREATING: "volume_provision_task", VolumeStatus.RESIZING: "volume_resize_task",
                 VolumeStatus.DELETING: "volume_remove_task"}[VolumeStatus(volume.status)]  # fmt: skip
@@ -304,6 +308,13 @@ def _meter_stop(volume: Volume, at: datetime) -> None:
     meter = UsageMeter.objects.filter(meter_key=volume.meter_key).first()
     if meter is not None:
         usage_meter_stop(meter, at)
+
+
+def _wait_for_space(volume_id: str, refusal: str) -> None:
+    """The provider has no room for it now: say so on the volume (a creating volume with a reason is
+    waiting; volumes_reconcile tries it again each round, and its pod says why it waits)."""
+    reason = f"{refusal.rstrip('.')}; trying again every few minutes."[:500]
+    Volume.objects.filter(pk=volume_id, status=VolumeStatus.CREATING).update(status_reason=reason)
 
 
 def _fail(volume_id: str, reason: str) -> None:

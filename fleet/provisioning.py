@@ -48,14 +48,24 @@ def _locked(instance_id: str) -> Instance:
 def instance_provision(instance_id: str) -> str:
     """Launch on the cheapest offer with capacity (of the spec's provider, when it names one); returns
     'launched', 'waiting', 'failed' or 'skipped'. Raises ProviderError for retryable provider failures
-    (the task retries with backoff)."""
+    (the task retries with backoff). What the workload cannot give it yet (a pod's volume the provider
+    has no room for) waits like a full offer; what it never can fails it."""
     with transaction.atomic():
         instance = _locked(instance_id)
         if instance.state not in PRE_LAUNCH_STATES:
             return "skipped"
         instance.launch_attempts += 1
         instance.save(update_fields=["launch_attempts"])
-    spec = workload().instance_spec(instance)
+    try:
+        spec = workload().instance_spec(instance)
+    except ProviderError as exc:
+        if exc.permanent:
+            instance_fail(instance_id, exc.message)
+            return "failed"
+        if not exc.no_capacity:
+            raise
+        _wait_for_capacity(instance_id, exc.message)
+        return "waiting"
     # The stored offers of the kind and tier asked for (of the one provider a marketplace rent chose),
     # full ones too: their availability may be stale, the provider has the last word.
     tiers = spec.tier or CloudType.ANY
@@ -75,13 +85,17 @@ def instance_provision(instance_id: str) -> str:
             continue
         _record_launch(instance_id, launched, offer)
         return "launched"
+    _wait_for_capacity(instance_id, f"No capacity for {spec.gpu_type} in {spec.region} right now; retrying.")
+    return "waiting"
+
+
+def _wait_for_capacity(instance_id: str, reason: str) -> None:
+    """Nothing to launch on now: it waits (billing nothing), and the reconciler tries it again."""
     with transaction.atomic():
         instance = _locked(instance_id)
         if instance.state in PRE_LAUNCH_STATES:
-            reason = f"No capacity for {spec.gpu_type} in {spec.region} right now; retrying."
             instance_transition(instance, InstanceState.WAITING_FOR_CAPACITY, reason)
             workload().owner_refresh(instance)
-    return "waiting"
 
 
 def _launch_on(offer: Offer, spec: InstanceSpec) -> ProviderInstance | None:

@@ -193,13 +193,24 @@ def form_context(org: Organization, form: PodForm | None, errors: dict[str, str]
     return {
         "form": form, "errors": errors, "table": table, "volumes": volumes, "tiers": tiers,
         "gpu_counts": GPU_COUNTS, "image_examples": IMAGE_EXAMPLES, "templates": templates_of(org),
-        "estimate": _estimate(table, form, region, volumes),
-        "gb_hour_micros": settings.GPUCLOUD_VOLUME_IDLE_GB_HOUR_MICROS,
-        "gb_month_micros": settings.GPUCLOUD_VOLUME_IDLE_GB_HOUR_MICROS * HOURS_PER_MONTH,
+        "estimate": _estimate(table, form, region, volumes), "storage": storage_prices(),
         "prices": {"rows": [asdict(r) for r in table.rows],
-                   "gb_hour_micros": settings.GPUCLOUD_VOLUME_IDLE_GB_HOUR_MICROS,
-                   "volumes": {v.pk: {"region": v.region_id, "hour": v.hourly_price_micros} for v in volumes}},
+                   "running_gb_hour_micros": settings.GPUCLOUD_VOLUME_RUNNING_GB_HOUR_MICROS,
+                   "volumes": {v.pk: {"region": v.region_id, "hour": _running_price(v.size_gb)} for v in volumes}},
     }  # fmt: skip
+
+
+def storage_prices() -> dict[str, int]:
+    """What a volume bills per GB (deployments.volumes): the running price while a pod runs on it, the
+    idle price otherwise; per hour, and per month as RunPod publishes them."""
+    running, idle = settings.GPUCLOUD_VOLUME_RUNNING_GB_HOUR_MICROS, settings.GPUCLOUD_VOLUME_IDLE_GB_HOUR_MICROS
+    return {"running_gb_hour": running, "idle_gb_hour": idle,
+            "running_gb_month": running * HOURS_PER_MONTH, "idle_gb_month": idle * HOURS_PER_MONTH}  # fmt: skip
+
+
+def _running_price(size_gb: int) -> int:
+    """A volume's price per hour while the pod runs on it (what the estimate of a running pod adds)."""
+    return size_gb * settings.GPUCLOUD_VOLUME_RUNNING_GB_HOUR_MICROS
 
 
 def _region(form: PodForm, volumes: list[Volume]) -> str:
@@ -214,10 +225,10 @@ def _estimate(table: PriceTable, form: PodForm, region: str, volumes: list[Volum
     offer = table.cheapest(form, region=region, tier=form.cloud_type)
     if offer is None:
         return None
-    storage = 0
+    storage = 0  # at the running price: the estimate is of the pod running
     if form.storage == "new" and form.volume_size.isdigit():
-        storage = int(form.volume_size) * settings.GPUCLOUD_VOLUME_IDLE_GB_HOUR_MICROS
+        storage = _running_price(int(form.volume_size))
     elif form.storage == "existing":
-        storage = next((v.hourly_price_micros for v in volumes if v.pk == form.volume_id), 0)
+        storage = next((_running_price(v.size_gb) for v in volumes if v.pk == form.volume_id), 0)
     hour = offer.price + storage
     return {"gpu": offer.price, "storage": storage, "hour": hour, "day": hour * 24, "full": offer.available <= 0}

@@ -22,17 +22,15 @@ from deployments import selectors, volumes
 from deployments.models import Volume
 from gpucloud.core.errors import ApiError, InvalidRequest, NotFound
 from pages.form_urls import get_goes_to
-from pages.pod_form import HOURS_PER_MONTH
+from pages.pod_form import storage_prices
 
 
 def _page(request: HttpRequest, principal: Principal, status: int = 200, **extra: object) -> HttpResponse:
-    gb_hour = settings.GPUCLOUD_VOLUME_IDLE_GB_HOUR_MICROS
     context = {
         "rows": selectors.volume_rows(principal.org),
         "regions": regions_list(),
         "can_write": role_at_least(principal.role, CAN_WRITE),
-        "gb_hour_micros": gb_hour,
-        "gb_month_micros": gb_hour * HOURS_PER_MONTH,
+        "storage": storage_prices(),
         "max_gb": settings.GPUCLOUD_VOLUME_MAX_GB,
         "create": {"name": "", "size_gb": "20", "region": ""},
         **extra,

@@ -112,7 +112,8 @@ def pods_list(request: HttpRequest) -> list[dict[str, object]]:
     "settings that cannot run (with the field in `param`), 404 for an unknown template, GPU type, region or volume, "
     "409 `no_capacity` when no provider offers the GPU there on the terms asked (or none is free now), 409 when "
     "the volume is in use by another running pod. With `template`, the template's settings are the defaults and "
-    "each field the body gives wins (see `template`).",
+    "each field the body gives wins (see `template`). While its volume's provider has no room for the volume, the "
+    "pod stays provisioning (nothing billed), `status_reason` saying so, and launches once the volume is made.",
 )
 @answers(400, 402, 404, 409)
 def pods_create(request: HttpRequest, payload: schemas.PodCreateIn) -> Status[dict[str, object]]:

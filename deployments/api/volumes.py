@@ -46,7 +46,8 @@ def volumes_list(request: HttpRequest) -> list[dict[str, object]]:
     "/volumes",
     response={201: schemas.VolumeOut},
     summary="Create a storage volume",
-    description="Made by the provider after the answer (status creating, then available). 402 when the balance "
+    description="Made by the provider after the answer (status creating, then available; while the provider has "
+    "no room for it, creating with `status_reason` saying so, tried again every few minutes). 402 when the balance "
     "is $0; 409 `no_capacity` when no provider keeps volumes in the region (beside the GPU type, when given).",
 )
 @answers(400, 402, 404, 409)

@@ -28,7 +28,8 @@
   }
   function storage() {
     var size = value("volume_size"), volume = prices.volumes[value("volume_id")];
-    if (value("storage") === "new" && /^\d+$/.test(size)) return Number(size) * prices.gb_hour_micros;
+    // At the running price (a volume bills less while a pod runs on it): the estimate is of the pod running.
+    if (value("storage") === "new" && /^\d+$/.test(size)) return Number(size) * prices.running_gb_hour_micros;
     if (value("storage") === "existing" && volume) return volume.hour;
     return 0;
   }

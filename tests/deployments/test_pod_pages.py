@@ -41,16 +41,26 @@ def test_the_form_offers_the_gpus_with_offers_and_estimates_from_the_stored_pric
     assert 'data-tier="any">$0.05/hr</span>' in page and 'data-tier="secure">$0.05/hr</span>' in page
     assert 'data-tier="community">not offered here</span>' in page
     assert "Estimated cost: <strong>$0.05/hr</strong> ($1.20/day)" in page
-    assert "$0.20002 per GB-month = $0.000274 per GB-hour" in page  # GPUCLOUD_VOLUME_IDLE_GB_HOUR_MICROS x 730
-    assert '"gb_hour_micros": 274' in page and '"price": 50000' in page  # the table the script recomputes from
+    # What billing charges (GPUCLOUD_VOLUME_RUNNING_GB_HOUR_MICROS, _IDLE_: 137 and 274), and x 730 a month
+    prices = "$0.000137 per GB-hour while a pod runs on it, $0.000274 while idle"
+    assert f'Storage <span class="muted">({prices}: $0.10001 and $0.20002 per GB-month)</span>' in page
+    assert f"A volume bills for as long as it exists: {prices}." in page and "running or not" not in page
+    assert '"running_gb_hour_micros": 137' in page and '"price": 50000' in page  # the table the script recomputes from
 
 
 def test_a_refused_form_shows_the_estimate_of_what_was_chosen(alice: Persona, catalog: None) -> None:
     fund(alice.org, USD)
     posted = {**FORM, "storage": "new", "volume_size": "100", "image": "NOPE"}
     page = signed_in(alice).post("/pods/create", posted).content.decode()
-    # GPU $0.05/h + 100 GB at $0.000274/GB-h = $0.0774/h, $1.8576/day
-    assert "Estimated cost: <strong>$0.0774/hr</strong> ($1.8576/day): GPU $0.05/hr + storage $0.0274/hr" in page
+    # GPU $0.05/h + 100 GB at $0.000137/GB-h (the running pod's price) = $0.0637/h, $1.5288/day
+    assert "Estimated cost: <strong>$0.0637/hr</strong> ($1.5288/day): GPU $0.05/hr + storage $0.0137/hr" in page
+    idle = Volume.objects.create(org=alice.org, name="data", size_gb=50, region_id="local", provider="local", tag="t",
+                                 status="available", hourly_price_micros=50 * 274)  # fmt: skip
+    posted = {**posted, "storage": "existing", "volume_id": idle.pk}
+    page = signed_in(alice).post("/pods/create", posted).content.decode()
+    # It bills the idle price now; once the pod runs on it, 50 GB at $0.000137/GB-h = $0.00685/h
+    assert "Estimated cost: <strong>$0.05685/hr</strong> ($1.3644/day): GPU $0.05/hr + storage $0.00685/hr" in page
+    assert f'"{idle.pk}": {{"region": "local", "hour": 6850}}' in page  # what the script adds for it
 
 
 def test_creating_through_the_form_makes_the_pod_and_goes_to_its_page(alice: Persona, catalog: None) -> None:
@@ -271,6 +281,11 @@ def test_the_volumes_page_lists_price_cost_and_the_pod_on_each(alice: Persona, c
     assert f'<a href="/pods/{pod.pk}/">lab</a> <span class="muted">(running)</span>' in row
     assert "charlies-data" not in page
     assert ">Delete</button>" not in row  # a pod runs on it
+    assert (  # what billing charges (GPUCLOUD_VOLUME_RUNNING_GB_HOUR_MICROS, _IDLE_), and x 730 a month
+        "A volume bills for as long as it exists: $0.000137 per GB-hour ($0.10001 per GB-month) while a pod runs on "
+        "it, $0.000274 per GB-hour ($0.20002 per GB-month) while idle." in page
+    )
+    assert "whether a pod runs on it or not" not in page
 
 
 def test_volumes_are_created_grown_and_deleted_from_the_page(

@@ -7,7 +7,7 @@ price ceiling are the pod's terms; bad settings are refused with the reason and 
 from __future__ import annotations
 
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -279,3 +279,31 @@ def test_ssh_on_the_local_provider_without_bubblewrap_is_refused_before_anything
     assert refused.json()["error"]["message"].startswith("SSH on the local provider needs bubblewrap")
     assert not Deployment.objects.exists()
     assert call(client, alice, "post", "/pods", {**body, "ports": ["8080/http"]}).status_code == 201  # no SSH: fine
+
+
+def test_a_terminated_pod_says_who_terminated_it_and_a_stopped_one_who_stopped_it(
+    client: Client, alice: Persona, fleet: str, django_capture_on_commit_callbacks: Any
+) -> None:
+    capture = django_capture_on_commit_callbacks
+    fund(alice.org, 10 * USD)
+    body = {**LOCAL_POD, "command": ["sleep", "600"], "volume": None, "ssh_public_keys": []}
+    running, stopped = (call(client, alice, "post", "/pods", body, capture).json()["id"] for _ in range(2))
+    before = timezone.now()
+    call(client, alice, "delete", f"/pods/{running}", capture=capture)  # terminated while it runs
+    call(client, alice, "post", f"/pods/{stopped}/stop", capture=capture)
+    assert call(client, alice, "get", f"/pods/{stopped}").json()["status_reason"] in said("Stopped", before)
+    call(client, alice, "delete", f"/pods/{stopped}", capture=capture)  # terminated once stopped
+    call(client, alice, "delete", f"/pods/{stopped}", capture=capture)  # asked again: nothing more to say
+
+    for pod_id in (running, stopped):
+        shown = call(client, alice, "get", f"/pods/{pod_id}").json()
+        assert shown["status"] == "terminated" and shown["status_reason"] in said("Terminated", before), shown
+    history = {pod_id: [e.reason for e in DeploymentEvent.objects.filter(deployment_id=pod_id, instance=None)]
+               for pod_id in (running, stopped)}  # fmt: skip
+    assert [r for r in history[running] if " by " in r] == [shown["status_reason"]]
+    assert [r.split(" by ")[0] for r in history[stopped] if " by " in r] == ["Stopped", "Terminated"]
+
+
+def said(verb: str, since: datetime) -> set[str]:
+    """What a pod says once `verb` by alice: the minute it was asked in (either side of a minute's turn)."""
+    return {f"{verb} by alice@example.com at {at:%H:%M} UTC." for at in (since, timezone.now())}

@@ -148,6 +148,8 @@ def test_a_jupyter_pod_from_the_built_in_gets_a_token_of_its_own_on_a_cloud(
         spec = sim_cloud.LAUNCHED[shown["machine"]["id"]]
         assert (spec.image, spec.ports) == ("runpod/pytorch:2.4.0-py3.11-cuda12.4.1-devel-ubuntu22.04", [8888, 22])
         assert spec.command == ["bash", "-c", shown["command"][-1]] and "jupyter lab" in shown["command"][-1]
+        # JupyterLab reads JUPYTER_TOKEN from its environment: on its command line, `ps` would show it to anyone
+        assert "JUPYTER_TOKEN" not in shown["command"][-1] and "IdentityProvider.token" not in shown["command"][-1]
         token = spec.env["JUPYTER_TOKEN"]
         assert len(token) >= 32 and shown["env"] == {"JUPYTER_TOKEN": token}
         assert second["env"]["JUPYTER_TOKEN"] not in ("", token)  # each pod its own

@@ -227,3 +227,11 @@ def test_the_reconciler_deletes_stray_volumes_and_runs_lost_steps_again(
     listed = {v.volume_id for v in store.list(settings.GPUCLOUD_FLEET_TAG)}
     assert listed == {kept, lost}
     assert store.list("another-platform") == [foreign]  # another tag: not ours to touch
+
+
+def test_the_api_description_prices_storage_as_billing_does(client: Client) -> None:
+    """Both prices (GPUCLOUD_VOLUME_RUNNING_GB_HOUR_MICROS, _IDLE_), where a request sizes a volume."""
+    schemas = client.get("/api/v1/openapi.json").json()["components"]["schemas"]
+    prices = "$0.000137 per GB-hour while a pod runs on it, $0.000274 while idle"
+    for name in ("PodVolumeIn", "VolumeCreateIn"):
+        assert schemas[name]["properties"]["size_gb"]["description"].endswith(f"as long as it exists: {prices}")

@@ -53,6 +53,17 @@ def run_cell(ws_url: str, headers: dict[str, str], code: str) -> str:
     raise AssertionError("no execute_reply")
 
 
+def command_lines() -> list[str]:
+    """Every process's command line on this machine, as `ps` shows them to any user."""
+    lines = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            lines.append(cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+        except OSError:  # it ended meanwhile
+            continue
+    return lines
+
+
 def test_jupyterlab_in_a_local_pod_through_the_proxy_runs_a_cell_that_writes_to_the_volume(
     server: str, client: Client, alice: Persona, fleet: str, django_capture_on_commit_callbacks: Any
 ) -> None:
@@ -75,6 +86,9 @@ def test_jupyterlab_in_a_local_pod_through_the_proxy_runs_a_cell_that_writes_to_
         pod_proxy.decisions_clear()
         time.sleep(0.5)
     assert httpx.get(f"{base}/api/status", params={"token": jupyter_token}).status_code == 401  # no proxy credentials
+    lines = command_lines()  # what `ps` shows anyone on the machine: JupyterLab reads its token from its environment
+    assert any("jupyter" in line and " lab " in line for line in lines)
+    assert not any(jupyter_token in line for line in lines)
     lab = httpx.get(f"{base}/lab", params={"token": jupyter_token}, headers=entry)
     assert lab.status_code == 200 and "JupyterLab" in lab.text and f"/pods/{pod_id}/ports/8888/" in lab.text
 

@@ -56,10 +56,12 @@ ENGINE_MODULES = (ENGINE_MODULE, "catalog.providers.local.engine", POD_MODULE)
 # The images a local pod can run: there is no container runtime here, so an "image" is a command this
 # machine can run in its sandbox (sandbox.py), with the platform's Python and its packages or a virtual
 # environment of its own under images_dir (make builds them). The command a pod gives replaces the default.
-JUPYTERLAB = (  # JupyterLab under the platform's proxy (its prefix), for its token, in the pod's working directory
+# JupyterLab under the platform's proxy (its prefix), in the pod's working directory. Its token is the pod's
+# JUPYTER_TOKEN, which Jupyter reads from its environment: on its command line `ps` would show it to anyone.
+JUPYTERLAB = (
     'exec "$GPUCLOUD_IMAGES/jupyterlab/bin/jupyter" lab --ip=127.0.0.1 --port="$PORT_8888" --no-browser '
     '--ServerApp.base_url="${GPUCLOUD_PROXY_PATH}8888/" --ServerApp.root_dir="$PWD" '
-    "--ServerApp.allow_origin='*' --IdentityProvider.token=\"$JUPYTER_TOKEN\""
+    "--ServerApp.allow_origin='*'"
 )
 LLAMA_CPP = (  # llama.cpp's OpenAI server (the local engine) on SmolLM2, under the proxy's prefix, for LLAMA_API_KEY
     'GPUCLOUD_ENGINE_API_KEY="$LLAMA_API_KEY" exec python3 "$GPUCLOUD_ENGINE_SCRIPT" --instance-id "$GPUCLOUD_POD_ID" '

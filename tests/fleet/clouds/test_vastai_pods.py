@@ -9,15 +9,19 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.test import Client
+from django.utils import timezone
 
 from billing.invariants import ledger_violations
+from billing.models import UsageMeter
 from catalog.models import Provider
 from catalog.services import catalog_load
-from deployments.models import Volume
+from deployments.models import DeploymentEvent, Volume
+from deployments.volumes import volumes_reconcile
 from fleet.models import LIVE_STATES, Instance
 from fleet.offers import offers_refresh
 from fleet.providers.base import InstanceSpec, ProviderError, VolumeSpec
@@ -326,3 +330,43 @@ def test_a_pod_on_vast_runs_with_its_volume_stops_starts_on_it_and_terminates_wi
     assert driver.volumes_list(settings.GPUCLOUD_FLEET_TAG) == []
     assert not Instance.objects.filter(state__in=LIVE_STATES).exists()
     assert billing_mismatches() == [] and ledger_violations() == []
+
+
+def test_a_pod_whose_volume_no_vast_host_has_room_for_waits_saying_why_and_runs_once_one_has(
+    client: Client, alice: Persona, vast: VastCloud, django_capture_on_commit_callbacks: Any
+) -> None:
+    capture = django_capture_on_commit_callbacks
+    fund(alice.org, 20 * USD)
+    with vast.lock:  # the hosts rent GPUs but no volume space
+        offers, vast.volume_offers = vast.volume_offers, {}
+    body = {"name": "notebook", "image": IMAGE, "gpu_type": "h100", "region": "atl1", "cloud_type": "secure",
+            "ports": ["8888/http"], "volume": {"size_gb": 20}}  # fmt: skip
+    created = call(client, alice, "post", "/pods", body, capture)  # its volume's and its machine's tasks run
+    assert created.status_code == 201, created.content
+    pod_id, volume = created.json()["id"], Volume.objects.get()
+    with capture(execute=True):  # the reconcilers' next rounds try again, and say the same
+        volumes_reconcile()
+        fleet_reconcile(now=timezone.now() + timedelta(seconds=11))
+
+    no_room = "No Vast.ai host offers 20 GB of volume space in atl1 now; trying again every few minutes."
+    shown = call(client, alice, "get", f"/pods/{pod_id}").json()
+    assert shown["status"] == "provisioning" and shown["status_reason"] == f"Waiting for its volume: {no_room}"
+    assert shown["machine"]["state"] == "waiting_for_capacity" and shown["hourly_cost_usd"] == 0
+    assert shown["volume"]["status"] == "creating"
+    volume_shown = call(client, alice, "get", f"/volumes/{volume.pk}").json()
+    assert (volume_shown["status"], volume_shown["status_reason"]) == ("creating", no_room)
+    waited = DeploymentEvent.objects.filter(deployment_id=pod_id, reason=f"Waiting for its volume: {no_room}")
+    assert waited.count() == 1  # once, not once a round
+    assert vast.machines == {} and vast.volumes == {} and not UsageMeter.objects.exists()  # nothing rented or billed
+
+    with vast.lock:  # a host has room now: the volume is made, and the pod runs on it
+        vast.volume_offers = offers
+    with capture(execute=True):
+        volumes_reconcile()
+        fleet_reconcile(now=timezone.now() + timedelta(seconds=11))
+    shown = shown_when(client, alice, pod_id, "running")
+    assert shown["status"] == "running" and shown["volume"]["status"] == "available", shown
+    assert call(client, alice, "get", f"/volumes/{volume.pk}").json()["status_reason"] is None
+    [volume_row] = vast.volumes.values()
+    machine = vast.machines[Instance.objects.get(deployment_id=pod_id).provider_instance_id]
+    assert machine.request["volume_info"]["volume_id"] == volume_row["id"]

@@ -3,6 +3,8 @@ from the new figure (the pages' consumer adds the dashboard's activity feed to t
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.db import transaction
 from django.utils import timezone
 
@@ -11,10 +13,11 @@ from billing.selectors import balance_ticker
 from gpucloud.core.live import org_push
 
 
-def balance_snapshot(org: Organization) -> dict[str, int]:
+def balance_snapshot(org: Organization) -> dict[str, Any]:
     """The org's balance ticker as the pages count from it (see billing.selectors.balance_ticker)."""
     ticker = balance_ticker(org, now=timezone.now())
-    return {"available_micros": ticker.available_micros, "rate_micros": ticker.rate_micros, "as_of_ms": ticker.as_of_ms}
+    return {"available_micros": ticker.available_micros, "rate_micros": ticker.rate_micros,
+            "as_of_ms": ticker.as_of_ms, "sessions": ticker.sessions}  # fmt: skip
 
 
 def balance_changed_on_commit(org_id: str) -> None:

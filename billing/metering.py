@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.db import transaction
 from django.utils import timezone
@@ -51,6 +51,13 @@ def minimum_seconds(service: str) -> int:
     """A machine's session bills at least a minute; storage bills exactly the time it was kept (a
     volume's sessions are its sizes: a grow must not add a minute)."""
     return 0 if service == Service.STORAGE else MINIMUM_SECONDS
+
+
+def ticking_session(hourly_price_micros: int, started_at: datetime, *, minimum: int = MINIMUM_SECONDS) -> list[int]:
+    """A running session as the pages' live tickers count it: `[hourly price, the moment (in ms) its
+    minimum is used up]`. Its first charge bills the minimum, so what it has cost stands still until
+    then and rises by the second after; counting from its start would show the minute twice."""
+    return [hourly_price_micros, int((started_at + timedelta(seconds=minimum)).timestamp() * 1000)]
 
 
 def usage_meter_start(

@@ -10,7 +10,7 @@ from django.db.models import QuerySet, Sum
 from django.utils import timezone
 
 from accounts.models import Organization
-from billing.metering import cost_micros, minimum_seconds
+from billing.metering import cost_micros, minimum_seconds, ticking_session
 from billing.models import (
     AccountKind,
     BillingProfile,
@@ -41,11 +41,14 @@ def balance_of(org: Organization) -> Balance:
 @dataclass(frozen=True)
 class BalanceTicker:
     """The spendable balance as pages tick it: what is available at `as_of` once the running
-    sessions' unbilled seconds are counted, and how fast it falls (their summed hourly rate)."""
+    sessions' unbilled seconds are counted, how fast it falls once every session runs past its
+    minimum (their summed hourly rate), and the sessions it falls by (`ticking_session`: a session
+    in its first minute has billed that minute already, so it takes nothing more until it ends)."""
 
     available_micros: int
     rate_micros: int
     as_of: datetime
+    sessions: list[list[int]] = field(default_factory=list)
 
     @property
     def as_of_ms(self) -> int:
@@ -57,13 +60,17 @@ def balance_ticker(org: Organization, *, now: datetime | None = None) -> Balance
     session up to its last tick; the rest is what it has cost since, to the second."""
     now = now or timezone.now()
     unbilled = rate = 0
-    for price, started_at, billed, service in UsageMeter.objects.filter(org=org, ended_at__isnull=True).values_list(
+    sessions = []
+    meters = UsageMeter.objects.filter(org=org, ended_at__isnull=True).order_by("pk")
+    for price, started_at, billed, service in meters.values_list(
         "hourly_price_micros", "started_at", "billed_micros", "service"
     ):
         seconds = max(0, int((now - started_at).total_seconds()))
         unbilled += max(0, cost_micros(price, seconds, minimum=minimum_seconds(service)) - billed)
         rate += price
-    return BalanceTicker(available_micros=balance_of(org).available_micros - unbilled, rate_micros=rate, as_of=now)
+        sessions.append(ticking_session(price, started_at, minimum=minimum_seconds(service)))
+    available = balance_of(org).available_micros - unbilled
+    return BalanceTicker(available_micros=available, rate_micros=rate, as_of=now, sessions=sessions)
 
 
 def profile_of(org: Organization) -> BillingProfile:

@@ -1,12 +1,29 @@
 from django.contrib import admin
+from django.http import HttpRequest
 from django.utils import timezone
 
 from deployments.models import Deployment, DeploymentEvent
 from fleet.models import Instance
 from gpucloud.core.durations import duration_text
+from gpucloud.core.money import usd_display
 
 
-class InstanceInline(admin.TabularInline):
+class ReadOnlyRows:
+    """Instance rows are the fleet's record of machines it launched: the provisioning tasks and the
+    reconciler write them; a hand-added, hand-edited or deleted row would disagree with the cloud
+    and with billing (a deleted one leaves its machine running, unbilled). The admin only shows them."""
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+class InstanceInline(ReadOnlyRows, admin.TabularInline):
     model = Instance
     extra = 0
     fields = ("id", "state", "provider", "provider_instance_id", "launched_at", "ready_at", "terminated_at")
@@ -21,7 +38,7 @@ class DeploymentAdmin(admin.ModelAdmin):
 
 
 @admin.register(Instance)
-class InstanceAdmin(admin.ModelAdmin):
+class InstanceAdmin(ReadOnlyRows, admin.ModelAdmin):
     """The fleet view: every machine by provider and state, how old, what it costs us, whose it is and
     what last went wrong."""
 
@@ -39,7 +56,7 @@ class InstanceAdmin(admin.ModelAdmin):
 
     @admin.display(description="Cost/h", ordering="hourly_cost_micros")
     def cost_per_hour(self, obj: Instance) -> str:
-        return f"${obj.hourly_cost_micros / 1_000_000:.2f}"
+        return usd_display(obj.hourly_cost_micros)  # exact, as every page shows money
 
     @admin.display(description="Owner", ordering="deployment__org__name")
     def owner(self, obj: Instance) -> str:

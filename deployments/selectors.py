@@ -3,12 +3,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
+from typing import TypedDict
 
 from django.db.models import Q, QuerySet, Sum
 from django.utils import timezone
 
 from accounts.models import Organization
-from billing.metering import cost_micros
+from billing.metering import cost_micros, ticking_session
 from billing.models import CreditHold, HoldStatus, UsageMeter
 from deployments.models import (
     Deployment,
@@ -183,6 +184,17 @@ def total_cost_micros(deployment: Deployment) -> int:
     return UsageMeter.objects.filter(meter_key__in=ids).aggregate(total=Sum("billed_micros"))["total"] or 0
 
 
+class Ticker(TypedDict):
+    """A running cost as pages tick it (static/js/live.js): the accrued cost at `as_of_ms`, what
+    bills per hour now, and the sessions it rises by (`ticking_session`: each only once past the
+    minute its launch billed)."""
+
+    cost_micros: int
+    rate_micros: int
+    as_of_ms: int
+    sessions: list[list[int]]
+
+
 @dataclass(frozen=True)
 class DeploymentRow:
     """One deployment as the pages list it: what runs now and what it has cost."""
@@ -197,13 +209,13 @@ class DeploymentRow:
     # differ during a preset rollout). $0 while a replica waits for capacity or scales from zero.
     hourly_cost_micros: int
     runtime_seconds: int = 0  # time with at least one replica billed, to `as_of` (it stops when nothing runs)
+    sessions: tuple[tuple[int, datetime], ...] = ()  # the billed replicas' prices and launches
 
     @cached_property  # the templates read it four times a row
-    def ticker(self) -> dict[str, int]:
-        """The running cost as pages tick it: the accrued cost at `as_of`, the current hourly rate
-        of the live replicas, and `as_of` in milliseconds (the clock the page counts from)."""
+    def ticker(self) -> Ticker:
         return {"cost_micros": self.accrued_micros, "rate_micros": self.hourly_cost_micros,
-                "as_of_ms": int(self.as_of.timestamp() * 1000)}  # fmt: skip
+                "as_of_ms": int(self.as_of.timestamp() * 1000),
+                "sessions": [ticking_session(price, launched) for price, launched in self.sessions]}  # fmt: skip
 
 
 def deployment_rows(
@@ -245,6 +257,7 @@ def _row(deployment: Deployment, cost: int, now: datetime) -> DeploymentRow:
         deployment, ready=states.count(InstanceState.READY), live=len(running), total_cost_micros=cost,
         accrued_micros=_accrued(instances, now), as_of=now,
         hourly_cost_micros=sum(i.hourly_price_micros for i in billed), runtime_seconds=_runtime(instances, now),
+        sessions=tuple((i.hourly_price_micros, i.launched_at) for i in billed if i.launched_at is not None),
     )  # fmt: skip
 
 

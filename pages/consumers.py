@@ -126,8 +126,8 @@ class OrgEventsConsumer(AsyncJsonWebsocketConsumer):
 
     async def deployment_changed(self, event: dict[str, Any]) -> None:
         event = await self._enriched(event)
-        fields = ("type", "deployment_id", "status", "html", "cost_micros", "rate_micros", "as_of_ms", "balance",
-                  "timeline_html", "activity_html")  # fmt: skip
+        fields = ("type", "deployment_id", "status", "html", "cost_micros", "rate_micros", "as_of_ms", "sessions",
+                  "balance", "timeline_html", "activity_html")  # fmt: skip
         await self.send_json({k: event[k] for k in fields if k in event})
 
     async def balance_changed(self, event: dict[str, Any]) -> None:

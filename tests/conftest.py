@@ -19,6 +19,7 @@ pytest_plugins = [
     "tests.support.gateway",
     "tests.support.stripe",
     "tests.support.webhooks",
+    "tests.support.cloud_tally",
 ]
 
 

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
+from typing import Any
 
 from django import template
 from django.utils import timezone
@@ -18,6 +20,12 @@ def usd(micros: int | None) -> str:
     """Integer micro-USD as people read it, by gpucloud.core.money's one rule: exact, trailing
     zeros dropped down to cents (4998501 -> '$4.998501', 4410000 -> '$4.41', 833 -> '$0.000833')."""
     return "—" if micros is None else usd_display(micros)
+
+
+@register.filter
+def as_json(value: Any) -> str:
+    """A value for a data- attribute that a script reads with JSON.parse (autoescaping quotes it)."""
+    return json.dumps(value, separators=(",", ":"))
 
 
 @register.filter

@@ -39,8 +39,11 @@
   document.addEventListener("DOMContentLoaded", connect);
 })();
 
-// Running costs rise and the balance falls, one tick a second, from the server's snapshot (an
-// amount at as-of and the current hourly rate). Pushes replace the snapshot when the rate changes.
+// Running costs rise and the balance falls, one tick a second, from the server's snapshot: an amount at
+// as-of and the running sessions, each [hourly rate, the moment its minimum is used up]. The amount
+// already counts each session's 60-second minimum, so a session adds nothing until that moment, then
+// its whole seconds as metering bills them (billing/metering.py): the figure never runs ahead of the
+// bill. Pushes replace the snapshot when something changes.
 (function () {
   "use strict";
   function elapsedHours(el) { return Math.max(0, Date.now() - Number(el.dataset.asOf)) / 3600000; }
@@ -52,14 +55,18 @@
     while (frac.length < 2) frac += "0";
     return (m < 0 ? "-$" : "$") + Math.floor(abs / 1000000) + "." + frac;
   }
-  function showCost(el) {
-    var rate = Number(el.dataset.rateMicros);
-    el.textContent = dollars(Number(el.dataset.costMicros) + rate * elapsedHours(el));
+  function secondsPast(from, at) { return Math.max(0, Math.floor((at - from) / 1000)); }
+  // What the sessions have run up since as-of; each session's share rounded down, as metering rounds
+  // the whole session's cost down (so the sum of the shares is never more than it bills).
+  function sinceSnapshot(el) {
+    var asOf = Number(el.dataset.asOf), now = Date.now();
+    return JSON.parse(el.dataset.sessions || "[]").reduce(function (sum, session) {
+      var seconds = secondsPast(session[1], now) - secondsPast(session[1], asOf);
+      return sum + Math.max(0, Math.floor(session[0] * seconds / 3600));
+    }, 0);
   }
-  function showBalance(el) {
-    var rate = Number(el.dataset.rateMicros);
-    el.textContent = dollars(Number(el.dataset.availableMicros) - rate * elapsedHours(el));
-  }
+  function showCost(el) { el.textContent = dollars(Number(el.dataset.costMicros) + sinceSnapshot(el)); }
+  function showBalance(el) { el.textContent = dollars(Number(el.dataset.availableMicros) - sinceSnapshot(el)); }
   function durationText(seconds) {  // as gpucloud/durations.py: 2 h 05 min, 3 min 20 s, 45 s
     var s = Math.max(0, seconds), hours = Math.floor(s / 3600), minutes = Math.floor((s % 3600) / 60), secs = s % 60;
     function two(n) { return (n < 10 ? "0" : "") + n; }
@@ -84,6 +91,7 @@
       if (!el || message.cost_micros === undefined) return;
       el.dataset.costMicros = message.cost_micros;
       el.dataset.rateMicros = message.rate_micros;
+      el.dataset.sessions = JSON.stringify(message.sessions || []);
       el.dataset.asOf = message.as_of_ms;
       showCost(el);
     },
@@ -91,6 +99,7 @@
       document.querySelectorAll(".balance").forEach(function (el) {
         el.dataset.availableMicros = snapshot.available_micros;
         el.dataset.rateMicros = snapshot.rate_micros;
+        el.dataset.sessions = JSON.stringify(snapshot.sessions || []);
         el.dataset.asOf = snapshot.as_of_ms;
         showBalance(el);
       });

@@ -4,7 +4,8 @@ queries; other orgs' figures never show."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+import json
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -39,6 +40,31 @@ def test_the_balance_counts_what_open_sessions_ran_up_since_their_last_charge(al
     assert ticker.available_micros == 10_000_000 - 540_000
     assert ticker.rate_micros == 3_600_000  # the ended session no longer runs
     assert ticker.as_of_ms == int(now.timestamp() * 1000)
+
+
+def ms(at: datetime) -> int:
+    return int(at.timestamp() * 1000)
+
+
+def test_the_balance_falls_by_a_session_only_once_its_billed_minimum_is_used_up(alice: Persona) -> None:
+    """A machine's session bills its first minute when it starts; the header fell by its full rate
+    from then on too (4,977 µ$ in 6 s). The ticker says from when each session takes more: a
+    machine's once its minute is used up, a volume's (no minimum) at once."""
+    credit_grant(org=alice.org, amount_micros=10_000_000, reason="welcome")
+    now = timezone.now()
+    UsageMeter.objects.create(
+        org=alice.org, meter_key="i-1", service=Service.MODEL, description="x", hourly_price_micros=3_600_000,
+        started_at=now - timedelta(seconds=16), billed_seconds=60, billed_micros=60_000,
+    )  # fmt: skip
+    UsageMeter.objects.create(
+        org=alice.org, meter_key="v-1:0", service=Service.STORAGE, description="volume", hourly_price_micros=36_000,
+        started_at=now - timedelta(minutes=10), billed_seconds=0, billed_micros=0,
+    )  # fmt: skip
+    ticker = balance_ticker(alice.org, now=now)
+    assert ticker.available_micros == 10_000_000 - 6_000  # the machine's minute is billed, the volume's 10 minutes not
+    assert ticker.sessions == [[3_600_000, ms(now + timedelta(seconds=44))], [36_000, ms(now - timedelta(minutes=10))]]
+    header = signed_in(alice).get("/billing/").content.decode()
+    assert f'data-sessions="{json.dumps(ticker.sessions, separators=(",", ":"))}"' in header
 
 
 def test_the_dashboard_shows_this_orgs_money_deployments_and_activity(

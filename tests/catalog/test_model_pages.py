@@ -59,6 +59,23 @@ def test_one_click_deploy_creates_and_opens_the_deployment(
     assert len(launches) == 2
 
 
+def test_the_deploy_page_says_its_choices_are_on_demand_on_either_tier(
+    alice: Persona, fleet: str, launches: list[str], django_capture_on_commit_callbacks: Any
+) -> None:
+    """The placement choices quote on-demand offers of either tier, and a deploy from them asks for
+    just that: the page says so, as the deployment's page then does."""
+    page = signed_in(alice).get("/catalog/smollm2-135m-instruct/").content.decode()
+    assert (
+        "Every choice here runs on on-demand machines, on the secure or the community tier, whichever is "
+        "cheaper; spot machines or one tier are asked for through the API (<code>spot</code>, <code>cloud_type</code>)."
+    ) in page
+    fund(alice.org, 5 * USD)
+    with django_capture_on_commit_callbacks(execute=True):
+        deploy(signed_in(alice))
+    deployment = Deployment.objects.get(org=alice.org)
+    assert (deployment.spot, deployment.cloud_type) == (False, "any")
+
+
 @pytest.mark.parametrize(
     ("form", "status", "says"),
     [

@@ -4,7 +4,7 @@ and no forms for what a stopped deployment can no longer do."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -101,6 +101,30 @@ def test_runtime_counts_only_time_with_a_replica_running(alice: Persona, catalog
     assert "<dt>Cost/hr now</dt><dd>$0.00" in page
     api = client.get(f"/api/v1/deployments/{deployment.pk}", **alice.auth).json()
     assert (api["runtime_seconds"], api["hourly_cost_usd"]) == (600, 0)  # the API says the same
+
+
+def ms(at: datetime) -> int:
+    return int(at.timestamp() * 1000)
+
+
+def test_the_running_cost_ticks_from_each_replicas_end_of_its_billed_minute(alice: Persona, catalog: None) -> None:
+    """A replica's first charge bills its 60-second minimum, which the accrued cost already counts:
+    the page must not add its rate on top during that minute (it showed $0.069501 at 16 s for a
+    $0.062291 bill), so the ticker says from when each replica's cost rises."""
+    deployment = running(alice, replicas=2)
+    now = timezone.now()
+    young, old = deployment.instances.order_by("pk")
+    Instance.objects.filter(pk=young.pk).update(launched_at=now - timedelta(seconds=16))
+    Instance.objects.filter(pk=old.pk).update(launched_at=now - timedelta(minutes=5))
+    deployment.refresh_from_db()
+    ticker = deployment_row(deployment, now=now).ticker
+    # The young one's minimum and the old one's five minutes at $3.60/h; the young one rises once its
+    # minute is used up (in 44 s), the old one already rises.
+    assert (ticker["cost_micros"], ticker["rate_micros"], ticker["as_of_ms"]) == (360_000, 7_200_000, ms(now))
+    rising_from = [ms(now - timedelta(minutes=4)), ms(now + timedelta(seconds=44))]
+    assert sorted(ticker["sessions"]) == [[3_600_000, rising_from[0]], [3_600_000, rising_from[1]]]
+    page = main_of(signed_in(alice).get(f"/deployments/{deployment.pk}/").content.decode())
+    assert 'data-sessions="[[3600000,' in page
 
 
 @pytest.mark.parametrize(

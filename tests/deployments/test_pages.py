@@ -12,6 +12,7 @@ from accounts.models import Membership
 from accounts.roles import Role
 from deployments.models import Deployment
 from fleet import tasks
+from fleet.models import Instance
 from tests.support.billing import fund
 from tests.support.pages import running, signed_in
 from tests.support.personas import Persona
@@ -28,6 +29,22 @@ def test_the_list_shows_this_orgs_deployments_and_running_cost(alice: Persona, c
     assert "$7.20" in page  # 2 replicas at $3.60/h
     # cost so far, ticking in the browser from what has accrued: 2 first minutes at $3.60/h
     assert 'data-cost-micros="120000" data-rate-micros="7200000"' in page and ">$0.12<" in page
+
+
+def test_the_detail_page_says_spot_or_on_demand_and_the_tier(alice: Persona, catalog: None) -> None:
+    """The API answers `spot` and `cloud_type`; the page said neither, so a spot deployment looked
+    like an on-demand one. It says both, and each replica's tier."""
+    on_demand = running(alice, "steady")
+    spot = running(alice, "cheap")
+    Deployment.objects.filter(pk=spot.pk).update(spot=True, cloud_type="community")
+    Instance.objects.filter(deployment=spot).update(tier="community", spot=True)
+    client = signed_in(alice)
+    page = client.get(f"/deployments/{on_demand.pk}/").content.decode()
+    assert '<dd id="machines">On-demand · secure or community tier (the cheaper)</dd>' in page
+    page = client.get(f"/deployments/{spot.pk}/").content.decode()
+    said = "Spot (interruptible: a replica taken back is replaced) · community tier"
+    assert f'<dd id="machines">{said}</dd>' in page
+    assert '<td data-label="Provider">local <span class="muted">(community, spot)</span></td>' in page
 
 
 def test_the_list_reads_a_fixed_number_of_queries(

@@ -138,3 +138,29 @@ def test_the_fleet_view_lists_instances_with_age_cost_and_owner(operator: Client
     for column in ("Provider", "State", "Age", "Cost/h", "Owner", "Failure reason"):
         assert column in cells
     assert {"rp", "Ready", "3 min 20 s", "$2.39", str(alice.org), "pod-9", "Preempted once"} <= set(cells)
+
+
+def test_the_fleet_view_shows_cost_exactly_and_lets_no_one_add_edit_or_delete_a_row(
+    operator: Client, alice: Persona
+) -> None:
+    """Cost/h showed "$2.39" for $2.391234 (rounded to cents, unlike every other figure), and the
+    view offered "Add instance": rows are the fleet's record of what it launched, shown, never
+    hand-made, edited or deleted (a deleted row would leave its machine running, unbilled)."""
+    deployment = Deployment.objects.create(org=alice.org, name="llm", status=DeploymentStatus.ACTIVE)
+    instance = Instance.objects.create(deployment=deployment, state=InstanceState.READY, provider="rp", tag="t",
+                                       api_key="k", provider_instance_id="pod-9", hourly_cost_micros=2_391_234,
+                                       launched_at=timezone.now())  # fmt: skip
+    listing = operator.get("/admin/fleet/instance/").content.decode()
+    assert ">$2.391234<" in listing
+    assert "/admin/fleet/instance/add/" not in listing and 'name="action"' not in listing  # no delete action
+    assert operator.get("/admin/fleet/instance/add/").status_code == 403
+    change = operator.get(f"/admin/fleet/instance/{instance.pk}/change/")
+    assert change.status_code == 200 and 'name="_save"' not in change.content.decode()  # shown, not a form
+    edited = operator.post(f"/admin/fleet/instance/{instance.pk}/change/", {"state": "failed", "provider": "x"})
+    assert edited.status_code == 403
+    assert operator.post(f"/admin/fleet/instance/{instance.pk}/delete/", {"post": "yes"}).status_code == 403
+    instance.refresh_from_db()
+    assert (instance.state, instance.provider) == (InstanceState.READY, "rp")
+    page = operator.get(f"/admin/deployments/deployment/{deployment.pk}/change/").content.decode()
+    # The deployment's replicas inline: none to add (no more forms than rows), none to delete.
+    assert 'name="instances-MAX_NUM_FORMS" value="0"' in page and 'name="instances-0-DELETE"' not in page

@@ -78,6 +78,7 @@ class VastCloud(FakeCloud):
         self._uploads: dict[str, str] = {}
         self._storage: AppThread | None = None
         self.volume_offers: dict[int, dict[str, Any]] = {}
+        self.destroyed: list[str] = []  # instances gone after a destroy was asked for
         self.volumes: dict[int, dict[str, Any]] = {}
         self._volume_ids = itertools.count(31_000_001)
         self._host_ports = itertools.count(41_001)
@@ -343,6 +344,7 @@ class VastCloud(FakeCloud):
         with self.lock:
             machine = self.machines.pop(contract, None)
         if machine is not None:
+            self.destroyed.append(contract)
             self._free(machine.extra.get("ask"))
 
     def _free(self, ask_id: int | None) -> None:

@@ -38,6 +38,7 @@ from fleet.providers.digitalocean.driver import DigitalOceanDriver
 from fleet.reconciler import fleet_reconcile
 from tests.fakes.clouds.digitalocean import FakeDigitalOcean, cloud_init
 from tests.support.billing import fund
+from tests.support.cloud_tally import tally
 from tests.support.gateway import asgi_request
 from tests.support.personas import Persona
 
@@ -46,22 +47,6 @@ SECRET = "engine-secret-0123456789"
 LLAMA = {"hf_repo": "meta-llama/Llama-3.1-8B-Instruct", "dtype": "bfloat16"}
 H100_COST = 3_390_000  # gpu-h100x1-80gb at $3.39/h
 H100_PRICE = 4_237_500  # x 1.25, the default margin
-
-
-# What this module's test clouds saw, for the closing figures (printed at the end with -s).
-TALLY: dict[str, Any] = {"requests": 0, "schema_errors": 0, "creates": 0, "deletes": 0, "gone": 0,
-                         "confirmed": set(), "leaks_after_kills": 0, "replaced_in": []}  # fmt: skip
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _figures() -> Iterator[None]:
-    yield
-    print(
-        f"\nDigitalOcean test clouds: {TALLY['requests']} requests, {TALLY['schema_errors']} broke the description; "
-        f"{TALLY['creates']} droplets created, {TALLY['deletes']} deletions accepted, {TALLY['gone']} gone after; "
-        f"{len(TALLY['confirmed'])} platform terminations confirmed; {TALLY['leaks_after_kills']} leaked after the "
-        f"kill tests; replaced after preemption in {', '.join(f'{s:.2f} s' for s in TALLY['replaced_in'])}"
-    )
 
 
 # --- the test cloud and the driver ------------------------------------------------------------------
@@ -80,11 +65,11 @@ def clouds() -> Iterator[Callable[..., FakeDigitalOcean]]:
     yield start
     for cloud in started:
         cloud.stop()
-        TALLY["requests"] += len(cloud.calls)
-        TALLY["schema_errors"] += len(cloud.schema_errors)
-        TALLY["creates"] += sum(c.status == 202 for c in cloud.requests_to("POST", "/v2/droplets"))
-        TALLY["deletes"] += sum(c.status == 204 for c in cloud.requests_to("DELETE", r"/v2/droplets/\d+"))
-        TALLY["gone"] += len(cloud.removed)
+        figures = tally("DigitalOcean")  # the closing note's figures (tests/support/cloud_tally.py)
+        figures.requests += len(cloud.calls)
+        figures.schema_errors += len(cloud.schema_errors)
+        figures.launches += sum(c.status == 202 for c in cloud.requests_to("POST", "/v2/droplets"))
+        figures.terminated_at_cloud += len(cloud.removed)  # droplets gone after a deletion DigitalOcean accepted
     for cloud in started:
         assert cloud.schema_errors == []
 
@@ -570,7 +555,7 @@ def assert_consistent(cloud: FakeDigitalOcean) -> None:
     running = {i.instance_id for i in driver("do").list_instances(TAG) if i.state != State.EXITED}
     assert running == set(Instance.objects.filter(state__in=LIVE_STATES).values_list("pk", flat=True))
     for instance in Instance.objects.filter(state=InstanceState.TERMINATED).exclude(launched_at=None):
-        TALLY["confirmed"].add(instance.pk)
+        tally("DigitalOcean").confirm([instance.pk])
         meter = UsageMeter.objects.get(meter_key=instance.pk)
         assert instance.terminated_at is not None and instance.launched_at is not None
         lifetime = int((instance.terminated_at - instance.launched_at).total_seconds())
@@ -692,7 +677,7 @@ def test_killed_during_termination_the_reconciler_finishes_it(
     reconcile(django_capture_on_commit_callbacks, later=0)
     assert only(deployment_id).state == InstanceState.TERMINATED
     assert_consistent(cloud)
-    TALLY["leaks_after_kills"] += len(cloud.machines)
+    tally("DigitalOcean").leaks_after_kills += len(cloud.machines)
     assert cloud.machines == {} and driver("do").list_instances(TAG) == []
 
 
@@ -715,7 +700,7 @@ def assert_no_leak_after_delete(
     reconcile(capture, later=0)
     states = set(Instance.objects.filter(deployment_id=deployment_id).values_list("state", flat=True))
     assert states == {InstanceState.TERMINATED}
-    TALLY["leaks_after_kills"] += len(cloud.machines)
+    tally("DigitalOcean").leaks_after_kills += len(cloud.machines)
     assert cloud.machines == {} and driver("do").list_instances(TAG) == []
     assert_consistent(cloud)
 
@@ -735,7 +720,7 @@ def test_a_droplet_taken_away_is_recorded_lost_and_replaced(
     assert first.events.filter(to_status="terminated", reason__startswith="Lost").exists()
     replacement = Instance.objects.filter(deployment_id=deployment_id).exclude(pk=first.pk).get()
     assert replacement.state == InstanceState.READY and replacement.provider_instance_id in cloud.machines
-    TALLY["replaced_in"].append(time.monotonic() - taken)  # from the droplet's loss to its replacement ready
+    tally("DigitalOcean").replaced_in.append(time.monotonic() - taken)  # from the loss to the replacement ready
     assert Deployment.objects.get(pk=deployment_id).status == "active"
     assert_consistent(cloud)
     assert_no_leak_after_delete(cloud, client, alice, deployment_id, django_capture_on_commit_callbacks)

@@ -35,24 +35,16 @@ from fleet.providers.registry import driver_for
 from fleet.reconciler import fleet_reconcile
 from tests.fakes.clouds.lambda_cloud import InstanceType, LambdaCloud, engine_env, published_port
 from tests.support.billing import billing_mismatches, fund
+from tests.support.cloud_tally import tally
 from tests.support.gateway import asgi_request
 from tests.support.personas import Persona
 
 USD = 1_000_000
 TAG = "gpucloud-lambda-test"
 SECRET = "engine-secret-1234567890"
-FIGURES: dict[str, float] = {"requests": 0, "schema_errors": 0, "launches": 0, "terminated_at_lambda": 0,
-                             "terminations_confirmed_by_platform": 0, "leaks_after_kills": 0}  # fmt: skip
 
 
 # --- fixtures -----------------------------------------------------------------------------------------
-@pytest.fixture(scope="module", autouse=True)
-def figures() -> Iterator[dict[str, float]]:
-    """What the module's test clouds saw, printed at the end (the issue's closing note asks for them)."""
-    yield FIGURES
-    print(f"\nLambda test clouds: {json.dumps(FIGURES)}")
-
-
 @pytest.fixture
 def clouds() -> Iterator[Callable[..., LambdaCloud]]:
     """Start Lambda test clouds (knobs as LambdaCloud takes them); at the end each is stopped and must
@@ -68,10 +60,11 @@ def clouds() -> Iterator[Callable[..., LambdaCloud]]:
     yield start
     for cloud in started:
         cloud.stop()
-        FIGURES["requests"] += len(cloud.calls)
-        FIGURES["schema_errors"] += len(cloud.schema_errors)
-        FIGURES["launches"] += sum(c.status == 200 for c in cloud.requests_to("POST", ".*/launch"))
-        FIGURES["terminated_at_lambda"] += len(cloud.terminated)
+        figures = tally("Lambda")  # the closing note's figures (tests/support/cloud_tally.py)
+        figures.requests += len(cloud.calls)
+        figures.schema_errors += len(cloud.schema_errors)
+        figures.launches += sum(c.status == 200 for c in cloud.requests_to("POST", ".*/launch"))
+        figures.terminated_at_cloud += len(cloud.terminated)
         assert cloud.schema_errors == []
 
 
@@ -581,7 +574,7 @@ def assert_no_leak(cloud: LambdaCloud, tag: str) -> None:
     exactly its confirmed lifetime."""
     at_lambda = {m.id for m in cloud.tagged(tag)}
     live = set(Instance.objects.filter(state__in=LIVE_STATES).values_list("provider_instance_id", flat=True))
-    FIGURES["leaks_after_kills"] += len(at_lambda - live)
+    tally("Lambda").leaks_after_kills += len(at_lambda - live)
     assert at_lambda == live, f"Lambda runs {at_lambda}, the database says {live}"
     assert billing_mismatches() == []
 
@@ -615,7 +608,7 @@ def test_deploy_chat_and_delete_on_lambda(client: Client, alice: Persona, platfo
     reconcile(django_capture_on_commit_callbacks, later=0)
     instance = only(deployment)
     assert instance.state == InstanceState.TERMINATED and cloud.tagged(tag) == []
-    FIGURES["terminations_confirmed_by_platform"] += 1
+    tally("Lambda").confirm([instance.pk])
     meter = UsageMeter.objects.get(meter_key=instance.pk)
     assert instance.terminated_at is not None and instance.launched_at is not None
     lifetime = int((instance.terminated_at - instance.launched_at).total_seconds())
@@ -680,7 +673,7 @@ def test_killed_during_termination(client: Client, alice: Persona, platform: Any
     report = reconcile(django_capture_on_commit_callbacks, later=0)
     assert report.confirmed == [only(deployment).pk] and only(deployment).state == InstanceState.TERMINATED
     assert Deployment.objects.get(pk=deployment.pk).status == "stopped" and cloud.tagged(tag) == []
-    FIGURES["terminations_confirmed_by_platform"] += 1
+    tally("Lambda").confirm(report.confirmed)
     assert_no_leak(cloud, tag)
 
 
@@ -690,7 +683,7 @@ def test_a_stray_is_reaped(alice: Persona, platform: Any, django_capture_on_comm
     stray = driver.launch(spec("inst_never_recorded", tag=tag), offer_of(driver))  # its transaction rolled back
     report = reconcile(django_capture_on_commit_callbacks)
     assert report.reaped == [stray.provider_instance_id] and cloud.tagged(tag) == []
-    FIGURES["terminations_confirmed_by_platform"] += 1
+    tally("Lambda").confirm(report.reaped)
     assert_no_leak(cloud, tag)
 
 
@@ -713,7 +706,7 @@ def test_a_preempted_instance_is_recorded_lost_and_replaced(
     replacement = Instance.objects.filter(deployment=deployment).exclude(pk=first.pk).get()
     wait_for(lambda: provisioning.instance_check_ready(replacement.pk) is not False and
              Instance.objects.get(pk=replacement.pk).state == InstanceState.READY)  # fmt: skip
-    FIGURES["preemption_replaced_seconds"] = round(time.monotonic() - vanished, 2)
+    tally("Lambda").replaced_in.append(time.monotonic() - vanished)
     assert Deployment.objects.get(pk=deployment.pk).status == "active"
     assert [m.id for m in cloud.tagged(tag)] == [Instance.objects.get(pk=replacement.pk).provider_instance_id]
     assert_no_leak(cloud, tag)

@@ -32,22 +32,15 @@ from fleet.providers.runpod.driver import RunPodDriver
 from fleet.reconciler import fleet_reconcile
 from tests.fakes.clouds.runpod import NO_CAPACITY, Gpu, RunPodCloud
 from tests.support.billing import billing_mismatches, fund
+from tests.support.cloud_tally import tally
 from tests.support.gateway import asgi_request
 from tests.support.personas import Persona
 
 TAG = "gpucloud-test"
 USD = 1_000_000
-TALLY = {"clouds": 0, "requests": 0, "schema_errors": 0, "launches": 0, "deleted": 0, "vanished": 0}
 
 
 # --- the test cloud and the driver ---------------------------------------------------------------
-
-
-@pytest.fixture(scope="module", autouse=True)
-def tally() -> Iterator[None]:
-    """What the driver sent over the module, printed at its end (run with -s to see it)."""
-    yield
-    print(f"\nRunPod test clouds: {TALLY}")
 
 
 @pytest.fixture
@@ -63,12 +56,11 @@ def start_cloud() -> Iterator[Callable[..., RunPodCloud]]:
     yield start
     for cloud in started:
         cloud.stop()
-        TALLY["requests"] += len(cloud.calls)
-        TALLY["schema_errors"] += len(cloud.schema_errors)
-        TALLY["launches"] += sum(c.status == 201 for c in cloud.requests_to("POST", "/v2/pods"))
-        TALLY["deleted"] += len(cloud.deleted) - len(cloud.vanished)  # deletions RunPod carried out
-        TALLY["vanished"] += len(cloud.vanished)
-        TALLY["clouds"] += 1
+        figures = tally("RunPod")  # the closing note's figures (tests/support/cloud_tally.py)
+        figures.requests += len(cloud.calls)
+        figures.schema_errors += len(cloud.schema_errors)
+        figures.launches += sum(c.status == 201 for c in cloud.requests_to("POST", "/v2/pods"))
+        figures.terminated_at_cloud += len(cloud.deleted) - len(cloud.vanished)  # deletions RunPod carried out
     assert [e for cloud in started for e in cloud.schema_errors] == []
 
 
@@ -625,6 +617,8 @@ def assert_consistent(cloud: RunPodCloud, tag: str) -> None:
     cloud.settle()
     running = {i.instance_id for i in provider_driver("runpod").list_instances(tag)}
     live = set(Instance.objects.filter(state__in=LIVE_STATES).values_list("pk", flat=True))
+    ended = Instance.objects.filter(state=InstanceState.TERMINATED).exclude(launched_at=None)
+    tally("RunPod").confirm(ended.values_list("pk", flat=True))
     assert running == live, f"RunPod runs {running}, the database says {live}"
     assert billing_mismatches() == [] and ledger_violations() == []
 
@@ -680,7 +674,7 @@ def test_killed_before_launch(
     reconcile(django_capture_on_commit_callbacks)
     assert only(deployment_id).state == InstanceState.READY and len(cloud.machines) == 1
     assert_consistent(cloud, platform)
-    _delete_all(client, alice, django_capture_on_commit_callbacks, cloud, platform, [deployment_id])
+    _delete_all(client, alice, django_capture_on_commit_callbacks, cloud, platform, [deployment_id], killed=True)
 
 
 def test_killed_after_launch_before_commit(
@@ -701,7 +695,7 @@ def test_killed_after_launch_before_commit(
     assert instance.provider_instance_id == pod.id and instance.launched_at is not None
     assert abs(instance.launched_at.timestamp() - pod.created_at) < 0.01  # billed from RunPod's creation
     assert_consistent(cloud, platform)
-    _delete_all(client, alice, django_capture_on_commit_callbacks, cloud, platform, [deployment_id])
+    _delete_all(client, alice, django_capture_on_commit_callbacks, cloud, platform, [deployment_id], killed=True)
 
 
 def test_killed_during_termination(
@@ -713,6 +707,7 @@ def test_killed_during_termination(
         client.delete(f"/api/v1/deployments/{deployment_id}", **alice.auth)
     assert only(deployment_id).state == InstanceState.TERMINATING and len(cloud.machines) == 1
     reconcile(django_capture_on_commit_callbacks, later=0)
+    tally("RunPod").leaks_after_kills += len(cloud.machines)
     assert only(deployment_id).state == InstanceState.TERMINATED and cloud.machines == {}
     assert Deployment.objects.get(pk=deployment_id).status == "stopped"
     assert_consistent(cloud, platform)
@@ -747,7 +742,7 @@ def test_a_preempted_pod_is_recorded_lost_and_replaced(
     replacement = Instance.objects.filter(deployment_id=deployment_id).exclude(pk=first.pk).get()
     assert replacement.state == InstanceState.READY and replacement.provider_instance_id in cloud.machines
     assert Deployment.objects.get(pk=deployment_id).status == "active"
-    print(f"\nRunPod preemption: replacement ready {replaced_in:.2f} s after the reconciler's round began")
+    tally("RunPod").replaced_in.append(replaced_in)  # from the reconciler's round beginning to the replacement ready
     assert replaced_in < 10
     assert_consistent(cloud, platform)
     _delete_all(client, alice, django_capture_on_commit_callbacks, cloud, platform, [deployment_id])
@@ -776,11 +771,15 @@ def _killed(*args: object, **kwargs: object) -> None:
 
 
 def _delete_all(
-    client: Client, persona: Persona, capture: Any, cloud: RunPodCloud, tag: str, deployment_ids: list[str]
-) -> None:
-    """Stop the deployments; nothing is left running at RunPod, everything billed its lifetime."""
+    client: Client, persona: Persona, capture: Any, cloud: RunPodCloud, tag: str, deployment_ids: list[str],
+    *, killed: bool = False,
+) -> None:  # fmt: skip
+    """Stop the deployments; nothing is left running at RunPod, everything billed its lifetime.
+    `killed`: after a kill test, whose leaks the tally counts."""
     with capture(execute=True):
         for deployment_id in deployment_ids:
             assert client.delete(f"/api/v1/deployments/{deployment_id}", **persona.auth).status_code == 200
+    if killed:
+        tally("RunPod").leaks_after_kills += len(cloud.machines)
     assert cloud.machines == {}
     assert_consistent(cloud, tag)

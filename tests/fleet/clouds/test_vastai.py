@@ -38,6 +38,7 @@ from fleet.providers.vastai.driver import VastDriver
 from fleet.reconciler import fleet_reconcile
 from tests.fakes.clouds.vastai import VastCloud
 from tests.support.billing import billing_mismatches, fund
+from tests.support.cloud_tally import tally
 from tests.support.gateway import asgi_request
 from tests.support.personas import Persona
 
@@ -45,17 +46,9 @@ TAG = "gpucloud-test"
 SECRET = "engine-secret-9d2c"
 LLAMA = {"hf_repo": "meta-llama/Llama-3.1-8B-Instruct", "dtype": "bfloat16", "max_model_len": 32768}
 USD = 1_000_000
-FIGURES: dict[str, Any] = {"requests": 0, "schema_errors": 0, "launches": 0, "confirmed_terminations": 0,
-                           "leaks_after_kills": [], "replacement_seconds": []}  # fmt: skip
 
 
 # --- fixtures -------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _figures() -> Iterator[None]:
-    yield
-    print(f"\nVast.ai figures: {json.dumps(FIGURES)}")
 
 
 def started(**knobs: Any) -> VastCloud:
@@ -64,9 +57,11 @@ def started(**knobs: Any) -> VastCloud:
 
 def finished(cloud: VastCloud) -> None:
     cloud.stop()
-    FIGURES["requests"] += len(cloud.calls)
-    FIGURES["schema_errors"] += len(cloud.schema_errors)
-    FIGURES["launches"] += sum(call.status == 200 for call in cloud.requests_to("PUT", r"/api/v0/asks/\d+"))
+    figures = tally("Vast.ai")  # the closing note's figures (tests/support/cloud_tally.py)
+    figures.requests += len(cloud.calls)
+    figures.schema_errors += len(cloud.schema_errors)
+    figures.launches += sum(call.status == 200 for call in cloud.requests_to("PUT", r"/api/v0/asks/\d+"))
+    figures.terminated_at_cloud += len(cloud.destroyed)
     assert cloud.schema_errors == []
 
 
@@ -396,7 +391,7 @@ def test_termination_is_confirmed_only_once_vast_no_longer_lists_it(cloud: VastC
     assert driver.status(pid).state == InstanceState.TERMINATED and cloud.asks[ask]["rentable"]
     driver.terminate(pid)  # already gone: succeeds (Vast answers 404)
     assert [c.status for c in cloud.requests_to("DELETE", r"/api/v0/instances/\d+")] == [200, 200, 404]
-    FIGURES["confirmed_terminations"] += 1
+    tally("Vast.ai").confirm([pid])
 
 
 def test_list_instances_follows_every_page_and_keeps_only_the_tags_own(cloud: VastCloud, driver: VastDriver) -> None:
@@ -543,7 +538,7 @@ def vast(db: None, settings: Any) -> Iterator[VastCloud]:
     assert offers_refresh(provider) == 1
     yield made
     confirmed = DeploymentEvent.objects.filter(instance__provider="vast", to_status="terminated", reason="Terminated.")
-    FIGURES["confirmed_terminations"] += confirmed.count()
+    tally("Vast.ai").confirm(confirmed.values_list("instance_id", flat=True))
     finished(made)
 
 
@@ -670,7 +665,7 @@ def test_killed_during_termination(
     instance.refresh_from_db()
     assert instance.state == Replica.TERMINATED
     assert_consistent(settings)
-    FIGURES["leaks_after_kills"].append(len(vast.running()))
+    tally("Vast.ai").leaks_after_kills += len(vast.running())
     assert vast.running() == []
 
 
@@ -700,7 +695,7 @@ def test_a_preempted_machine_is_recorded_lost_and_replaced(
     replacement = Instance.objects.filter(deployment=deployment).exclude(pk=first.pk).get()
     assert replacement.state == Replica.READY and replacement.provider_instance_id != first.provider_instance_id
     assert Deployment.objects.get(pk=deployment.pk).status == "active"
-    FIGURES["replacement_seconds"].append(round(replaced_in, 2))
+    tally("Vast.ai").replaced_in.append(replaced_in)
     assert_consistent(settings)
     stop_and_count_leaks(client, alice, deployment, settings, django_capture_on_commit_callbacks)
 
@@ -723,7 +718,7 @@ def stop_and_count_leaks(client: Client, persona: Persona, deployment: Deploymen
         client.delete(f"/api/v1/deployments/{deployment.pk}", **persona.auth)
     reconcile(capture)
     leaks = platform_driver().list_instances(settings.GPUCLOUD_FLEET_TAG)
-    FIGURES["leaks_after_kills"].append(len(leaks))
+    tally("Vast.ai").leaks_after_kills += len(leaks)
     assert leaks == []
     assert not Instance.objects.exclude(state__in=FINAL_STATES).exists()
     assert_consistent(settings)

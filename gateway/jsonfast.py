@@ -12,16 +12,22 @@ the json module's way too. Writing is compact and UTF-8, as
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 import orjson
 
-_LONG_NUMBER = re.compile(rb"[0-9]{19}")
+# Digits to "0", every other byte to "x": 19 digits in a row are then a plain substring search,
+# several times faster than a regular expression's scan (a measurable share of a request's CPU).
+_DIGITS_AS_ZEROS = bytes(0x30 if 0x30 <= byte <= 0x39 else 0x78 for byte in range(256))
+_LONG_NUMBER = b"0" * 19
+
+
+def _has_long_number(data: bytes | bytearray) -> bool:
+    return _LONG_NUMBER in data.translate(_DIGITS_AS_ZEROS)
 
 
 def loads(data: bytes | bytearray) -> Any:
-    if _LONG_NUMBER.search(data) is None:
+    if not _has_long_number(data):
         try:
             return orjson.loads(data)
         except orjson.JSONDecodeError:

@@ -52,6 +52,16 @@ def test_deeper_than_either_goes_is_the_json_modules_recursion_error() -> None:
         jsonfast.loads(b"[" * 1500 + b"]" * 1500)
 
 
+@pytest.mark.parametrize(
+    ("text", "long"),
+    [(b'{"n": 1234567890123456789}', True), (b'{"n": 123456789012345678}', False), (b'"x1234567890123456789"', True),
+     (b'{"a": 12345678901, "b": 12345678901}', False)],
+)  # fmt: skip
+def test_nineteen_digits_in_a_row_are_found(text: bytes, long: bool) -> None:
+    assert jsonfast._has_long_number(text) is long
+    assert jsonfast._has_long_number(bytearray(text)) is long
+
+
 def test_nan_is_read_as_the_json_module_reads_it() -> None:
     assert math.isnan(jsonfast.loads(b"[NaN]")[0])
 

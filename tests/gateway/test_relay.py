@@ -152,6 +152,7 @@ def test_a_client_gone_before_the_watch_begins_is_noticed_when_it_does(
     engine.engine.behaviour.ttft_ms = 4000  # the key and route are cached now: the body is read at once
     body = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "x"}], "max_tokens": 4}).encode()
     address = urlsplit(server)
+    assert address.port is not None
     started = time.monotonic()
     with socket.create_connection((address.hostname, address.port), timeout=5) as client:
         client.sendall(

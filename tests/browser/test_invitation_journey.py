@@ -5,29 +5,21 @@ organization with a notice. Screenshots (desktop and phone) go to test-artifacts
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support.embedded import PASSWORD, ROOT, Embedded, embedded_server, mail_matching, manage, wait_for
+from tests.support.browser import SHOTS, chromium, needs_chromium
+from tests.support.embedded import PASSWORD, Embedded, embedded_server, mail_matching, manage, wait_for
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run"]  # fmt: skip
-SHOTS = ROOT / "test-artifacts" / "screenshots"
 SIZES = {"desktop": {"width": 1280, "height": 900}, "phone": {"width": 390, "height": 844}}
 ORG = "Alice's Research Lab of Unusually Long Name"
 
-sync_api = pytest.importorskip("playwright.sync_api")
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.slow,
-    pytest.mark.skipif(
-        not CHROMIUM.exists() and not os.environ.get("CI"),
-        reason="needs Debian's chromium (apt-get install chromium); CI installs it and runs this test",
-    ),
+    needs_chromium,
 ]
 
 
@@ -39,13 +31,8 @@ def server(tmp_path: Path) -> Iterator[Embedded]:
 
 @pytest.fixture
 def browser() -> Iterator[object]:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with chromium() as launched:
+        yield launched
 
 
 def shoot(page: object, name: str) -> None:

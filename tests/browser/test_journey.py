@@ -6,7 +6,6 @@ look at; keyboard focus and the no-JavaScript fallbacks are checked on the way."
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from collections.abc import Iterator
@@ -15,24 +14,16 @@ from pathlib import Path
 import openai
 import pytest
 
-from tests.support.embedded import PASSWORD, ROOT, Embedded, embedded_server, engines, mail_matching, manage, wait_for
+from tests.support.browser import SHOTS, chromium, needs_chromium
+from tests.support.embedded import PASSWORD, Embedded, embedded_server, engines, mail_matching, manage, wait_for
 
-CHROMIUM = Path("/usr/bin/chromium")
-# Debian's Chromium with the flags DEVELOPERS.md gives (the system browser: nothing is downloaded).
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run"]  # fmt: skip
-SHOTS = ROOT / "test-artifacts" / "screenshots"
 DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}
 EMAIL = "journey@example.com"
 
-sync_api = pytest.importorskip("playwright.sync_api")
 pytestmark = [
     pytest.mark.e2e,
-    pytest.mark.skipif(
-        not CHROMIUM.exists() and not os.environ.get("CI"),
-        reason="needs Debian's chromium (apt-get install chromium); CI installs it and runs this test",
-    ),
+    needs_chromium,
 ]
 
 
@@ -44,13 +35,8 @@ def server(tmp_path: Path) -> Iterator[Embedded]:
 
 @pytest.fixture
 def browser() -> Iterator[object]:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with chromium() as launched:
+        yield launched
 
 
 def shoot(page: object, name: str) -> None:

@@ -52,7 +52,8 @@ def _new_session() -> aiohttp.ClientSession:
         # The control plane's timeouts for engines (fleet/engines.py): read is between two reads.
         timeout=aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT_SECONDS, sock_read=READ_TIMEOUT_SECONDS),
         auto_decompress=False,
-        skip_auto_headers=("User-Agent", "Accept-Encoding"),
+        # An engine's cookies are not the client's, nor another engine's: none are kept.
+        cookie_jar=aiohttp.DummyCookieJar(),
     )
 
 
@@ -201,10 +202,13 @@ async def _send_request(target: Target, exchange: Exchange) -> aiohttp.ClientRes
     """POST to the engine and wait for its status line. An engine may close an idle pooled
     connection just as it is reused (llama.cpp does after a stream); such a request never reached
     the engine, so it is sent once more on a new connection before the replica is blamed."""
-    headers = {**target.headers, "Content-Type": exchange.content_type}
+    if exchange.content_type == "application/json":
+        headers = target.json_headers
+    else:
+        headers = {**target.headers, "Content-Type": exchange.content_type}
     if isinstance(exchange.body, Upload):
-        headers["Content-Length"] = str(exchange.body.length)
-    url = f"{target.endpoint_url}{exchange.path}"
+        headers = {**headers, "Content-Length": str(exchange.body.length)}
+    url = target.url(exchange.path)
     for attempt in (1, 2):
         try:
             return await _session().post(url, data=exchange.body, headers=headers)

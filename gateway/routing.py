@@ -23,6 +23,7 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db.models import Prefetch
+from yarl import URL
 
 from accounts.grants import not_granted_message
 from catalog.hf_models import hf_model_parse, is_hf_id
@@ -37,6 +38,7 @@ from gateway.ttl_cache import TtlCache
 from gpucloud.core.errors import InvalidRequest
 
 EJECT_SECONDS = 10.0
+RELAY_HEADERS = {"Accept-Encoding": "identity", "User-Agent": "gpucloud-gateway"}
 # Deployments a request can reach: serving, on their way, or cold (a request wakes them).
 ROUTABLE = ("active", "degraded", "scaling", "provisioning", "scaled_to_zero", "stopped")
 
@@ -48,9 +50,22 @@ class Target:
     api_key: str
     # What every request to this engine carries (fleet/engines.py), built once per cached route.
     headers: dict[str, str] = field(init=False, compare=False, repr=False)
+    # ...and with the JSON content type, and each endpoint's parsed URL: the hot path builds neither.
+    json_headers: dict[str, str] = field(init=False, compare=False, repr=False)
+    _urls: dict[str, URL] = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "headers", auth_headers(self.api_key))
+        # The answer is relayed as the engine encodes it (the gateway does not decompress): none is asked for.
+        object.__setattr__(self, "headers", {**auth_headers(self.api_key), **RELAY_HEADERS})
+        object.__setattr__(self, "json_headers", {**self.headers, "Content-Type": "application/json"})
+        object.__setattr__(self, "_urls", {})
+
+    def url(self, path: str) -> URL:
+        """The engine's URL of `path` (one of the gateway's few endpoints), parsed once."""
+        url = self._urls.get(path)
+        if url is None:
+            url = self._urls[path] = URL(f"{self.endpoint_url}{path}")
+        return url
 
 
 @dataclass(frozen=True)

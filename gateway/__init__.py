@@ -1,6 +1,7 @@
 """The OpenAI-compatible gateway at /v1: a plain ASGI app in front of Django (no sync middleware on
 the hot path). Key lookups and routing tables are cached for seconds, so a request normally
-touches no database; engines are called through one pooled async HTTP client per event loop.
+touches no database; engines are called through the gateway's own pooled HTTP/1.1 client
+(engine_client.py), one pool per event loop.
 
     app.py      parse, authenticate, route, admit, relay, measure (the request's whole way)
     bodies.py   request bodies: per-route size limits (413), a per-process budget for large ones
@@ -14,6 +15,7 @@ touches no database; engines are called through one pooled async HTTP client per
     hf_models.py  a Hugging Face id the org has not deployed: deployed cold first (GPUCLOUD_HF_MODELS)
     limits.py   per-deployment concurrency limit (429), in memory or Redis
     relay.py    forward to an engine, JSON whole or SSE event by event, retry once elsewhere
+    engine_client.py  keep-alive connections to engines, answers parsed by httptools; failures told apart
     shapes.py   answers repaired to OpenAI's schemas; usage and tokens read from them
     counters.py per-minute sums per deployment, flushed every second to deployments/traffic.py
     listing.py  GET /v1/models with availability instant / deploying / cold

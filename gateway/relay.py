@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
+import ssl
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,7 +28,17 @@ import aiohttp
 from fleet.engines import CONNECT_TIMEOUT_SECONDS, READ_TIMEOUT_SECONDS
 from gateway import counters, errors, jsonfast, prompts, routing, shapes
 from gateway.bodies import Upload
+from gateway.engine_client import (
+    EngineConnectTimeout,
+    EngineDisconnected,
+    EngineError,
+    EnginePool,
+    EngineResponse,
+    EngineTimeout,
+    EngineUnreachable,
+)
 from gateway.routing import Route, Target
+from gpucloud.core.http import tls_context
 from gpucloud.core.per_loop import PerLoop
 
 Send = Any
@@ -62,7 +74,29 @@ _sessions: PerLoop[aiohttp.ClientSession] = PerLoop(_new_session, usable=lambda 
 
 
 def _session() -> aiohttp.ClientSession:
+    """For the rare calls (a cut stream's prompt count): requests are relayed by `_pool()`."""
     return _sessions.get()
+
+
+def _new_pool() -> EnginePool:
+    return EnginePool(
+        connect_timeout=CONNECT_TIMEOUT_SECONDS,
+        read_timeout=READ_TIMEOUT_SECONDS,
+        keepalive_seconds=KEEPALIVE_SECONDS,
+        tls=_tls(),
+    )
+
+
+@functools.cache
+def _tls() -> ssl.SSLContext:
+    return tls_context(trust_env=True)
+
+
+_pools: PerLoop[EnginePool] = PerLoop(_new_pool, usable=lambda pool: not pool.closed)
+
+
+def _pool() -> EnginePool:
+    return _pools.get()
 
 
 PROMPTED = frozenset({"/v1/chat/completions", "/v1/completions"})  # routes whose prompt is metered
@@ -146,7 +180,7 @@ async def _forward_once(route: Route, target: Target, exchange: Exchange, send: 
         exchange.engine_answered = True
         try:
             await _relay(upstream, exchange, send)
-        except (TimeoutError, aiohttp.ClientError) as exc:
+        except (TimeoutError, EngineError) as exc:
             timeout = isinstance(exc, TimeoutError)
             failed = errors.upstream_failed(
                 f"The model's engine failed mid-answer ({type(exc).__name__}).", timeout=timeout
@@ -160,10 +194,10 @@ async def _forward_once(route: Route, target: Target, exchange: Exchange, send: 
             if not exchange.response_started:  # it went quiet: another replica would get the same load
                 raise failed from None
             # Part of the stream went out: end it where it broke; the client sees no [DONE].
-            exchange.status = 504 if isinstance(exc, TimeoutError) else 502
+            exchange.status = 504 if timeout else 502
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
-            upstream.release() if upstream.content.at_eof() else upstream.close()
+            upstream.release() if upstream.at_eof() else upstream.close()
     except asyncio.CancelledError:  # the client went away (the engine's connection is closed above)
         body = exchange.prompt_body
         if exchange.engine_answered and not exchange.prompt_tokens and body is not None:
@@ -198,40 +232,31 @@ def _lost_sample(deployment_id: str, exchange: Exchange) -> counters.Sample:
     )
 
 
-async def _send_request(target: Target, exchange: Exchange) -> aiohttp.ClientResponse:
+async def _send_request(target: Target, exchange: Exchange) -> EngineResponse:
     """POST to the engine and wait for its status line. An engine may close an idle pooled
     connection just as it is reused (llama.cpp does after a stream); such a request never reached
     the engine, so it is sent once more on a new connection before the replica is blamed."""
-    if exchange.content_type == "application/json":
-        headers = target.json_headers
-    else:
-        headers = {**target.headers, "Content-Type": exchange.content_type}
-    if isinstance(exchange.body, Upload):
-        headers = {**headers, "Content-Length": str(exchange.body.length)}
-    url = target.url(exchange.path)
+    body = exchange.body
+    length = body.length if isinstance(body, Upload) else len(body)
     for attempt in (1, 2):
         try:
-            return await _session().post(url, data=exchange.body, headers=headers)
-        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
-            if attempt == 1 and exchange.replayable and not isinstance(exc, aiohttp.ClientConnectorError):
+            return await _pool().post(target.endpoint, target.head(exchange.path, exchange.content_type), body, length)
+        except EngineDisconnected as exc:
+            if attempt == 1 and exc.reused and exchange.replayable:
                 continue  # a stale pooled connection: the pool hands out a fresh one next
-            raise _Retryable(
-                errors.upstream_failed(f"The model's engine could not be reached ({type(exc).__name__}).")
-            ) from None
-        except aiohttp.ConnectionTimeoutError:
+            raise _Retryable(errors.upstream_failed(f"The model's engine could not be reached ({exc}).")) from None
+        except EngineConnectTimeout:
             raise _Retryable(
                 errors.upstream_failed("The model's engine did not accept the connection in time.", timeout=True)
             ) from None
-        except (TimeoutError, aiohttp.SocketTimeoutError):  # it took the request and went quiet: not retried
+        except EngineTimeout:  # it took the request and went quiet: not retried
             raise errors.upstream_failed("The model's engine did not answer in time.", timeout=True) from None
-        except aiohttp.ClientError as exc:
-            raise _Retryable(
-                errors.upstream_failed(f"The model's engine could not be reached ({type(exc).__name__}).")
-            ) from None
+        except EngineUnreachable as exc:
+            raise _Retryable(errors.upstream_failed(f"The model's engine could not be reached ({exc}).")) from None
     raise AssertionError("unreachable")
 
 
-async def _relay(upstream: aiohttp.ClientResponse, exchange: Exchange, send: Send) -> None:
+async def _relay(upstream: EngineResponse, exchange: Exchange, send: Send) -> None:
     if upstream.status >= 500:
         raise _Retryable(_engine_error(upstream.status, await upstream.read()))
     if upstream.status >= 400:
@@ -242,9 +267,9 @@ async def _relay(upstream: aiohttp.ClientResponse, exchange: Exchange, send: Sen
         await _relay_whole(upstream, exchange, send)
 
 
-async def _relay_whole(upstream: aiohttp.ClientResponse, exchange: Exchange, send: Send) -> None:
+async def _relay_whole(upstream: EngineResponse, exchange: Exchange, send: Send) -> None:
     payload = await upstream.read()
-    content_type = upstream.headers.get("Content-Type", "application/json")
+    content_type = upstream.headers.get("content-type", "application/json")
     if upstream.content_type == "application/json":
         payload = _repaired_json(payload, exchange)
     exchange.status = 200
@@ -268,7 +293,7 @@ def _repaired_json(payload: bytes, exchange: Exchange) -> bytes:
     return jsonfast.dumps(document)
 
 
-async def _relay_stream(upstream: aiohttp.ClientResponse, exchange: Exchange, send: Send) -> None:
+async def _relay_stream(upstream: EngineResponse, exchange: Exchange, send: Send) -> None:
     """The engine's events as they come. The client gets the status line at once (so it knows the
     request is taken while a long prompt is read); until the first event a replica that breaks (a
     preempted machine) is replaced by another whose events continue the same response."""
@@ -278,7 +303,7 @@ async def _relay_stream(upstream: aiohttp.ClientResponse, exchange: Exchange, se
         exchange.status = 200
     pending = b""
     try:
-        async for data in upstream.content.iter_any():
+        async for data in upstream.iter_any():
             pending += data.replace(b"\r\n", b"\n")  # SSE allows CRLF; events then end in a blank line
             if b"\n\n" not in pending:
                 continue
@@ -295,7 +320,7 @@ async def _relay_stream(upstream: aiohttp.ClientResponse, exchange: Exchange, se
     await send({"type": "http.response.body", "body": tail or b"", "more_body": False})
 
 
-async def _count_what_arrived(upstream: aiohttp.ClientResponse, pending: bytes, exchange: Exchange) -> None:
+async def _count_what_arrived(upstream: EngineResponse, pending: bytes, exchange: Exchange) -> None:
     """The client went away mid-stream: meter what the engine already sent, then let the caller
     close the connection at once (which is how the engine learns to stop).
 
@@ -309,9 +334,9 @@ async def _count_what_arrived(upstream: aiohttp.ClientResponse, pending: bytes, 
     with contextlib.suppress(Exception):
         for _ in range(2):
             await asyncio.sleep(0)
-        pending += upstream.content.read_nowait().replace(b"\r\n", b"\n")
+        pending += upstream.read_nowait().replace(b"\r\n", b"\n")
         while pending.strip() and not pending.endswith(b"\n\n") and loop.time() < deadline:
-            data = await asyncio.wait_for(upstream.content.readany(), deadline - loop.time())
+            data = await asyncio.wait_for(upstream.readany(), deadline - loop.time())
             if not data:
                 break
             pending += data.replace(b"\r\n", b"\n")
@@ -401,6 +426,9 @@ async def send_json(send: Send, status: int, payload: bytes, headers: dict[str, 
 
 
 async def close_sessions() -> None:
+    for pool in _pools.values():
+        pool.close()
+    _pools.clear()
     for session in _sessions.values():
         with contextlib.suppress(Exception):
             await session.close()

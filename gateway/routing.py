@@ -18,12 +18,12 @@ import itertools
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db.models import Prefetch
-from yarl import URL
 
 from accounts.grants import not_granted_message
 from catalog.hf_models import hf_model_parse, is_hf_id
@@ -33,6 +33,7 @@ from deployments.traffic import ROUTE_CACHE_SECONDS
 from fleet.engines import auth_headers
 from fleet.models import FINAL_STATES, Instance, InstanceState
 from gateway import errors
+from gateway.engine_client import Endpoint
 from gateway.keys import Caller
 from gateway.ttl_cache import TtlCache
 from gpucloud.core.errors import InvalidRequest
@@ -50,22 +51,26 @@ class Target:
     api_key: str
     # What every request to this engine carries (fleet/engines.py), built once per cached route.
     headers: dict[str, str] = field(init=False, compare=False, repr=False)
-    # ...and with the JSON content type, and each endpoint's parsed URL: the hot path builds neither.
-    json_headers: dict[str, str] = field(init=False, compare=False, repr=False)
-    _urls: dict[str, URL] = field(init=False, compare=False, repr=False)
+    # Each request's header block up to its length, per (path, content type): the hot path builds none.
+    _heads: dict[tuple[str, str], bytes] = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         # The answer is relayed as the engine encodes it (the gateway does not decompress): none is asked for.
         object.__setattr__(self, "headers", {**auth_headers(self.api_key), **RELAY_HEADERS})
-        object.__setattr__(self, "json_headers", {**self.headers, "Content-Type": "application/json"})
-        object.__setattr__(self, "_urls", {})
+        object.__setattr__(self, "_heads", {})
 
-    def url(self, path: str) -> URL:
-        """The engine's URL of `path` (one of the gateway's few endpoints), parsed once."""
-        url = self._urls.get(path)
-        if url is None:
-            url = self._urls[path] = URL(f"{self.endpoint_url}{path}")
-        return url
+    @cached_property
+    def endpoint(self) -> Endpoint:
+        """Where the engine listens (parsed on first use: a malformed URL fails that request, 502)."""
+        return Endpoint.parse(self.endpoint_url)
+
+    def head(self, path: str, content_type: str) -> bytes:
+        head = self._heads.get((path, content_type))
+        if head is None:
+            head = self.endpoint.head(path, {**self.headers, "Content-Type": content_type})
+            if len(self._heads) < 16:  # content types come from clients: only a few are kept
+                self._heads[(path, content_type)] = head
+        return head
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from accounts.models import Organization
@@ -207,8 +207,26 @@ def _charge_batch(meter_ids: list[int], now: datetime) -> set[str]:
         postings = ledger_post_many([charge.request for _, charge in owed if charge.request])
         for meter, charge in owed:
             meter.billed_seconds, meter.billed_micros = charge.billable, charge.due
-        UsageMeter.objects.bulk_update([meter for meter, _ in owed], ["billed_seconds", "billed_micros"])
+        _billed_store([meter for meter, _ in owed])
     return {posting.transaction.org_id for posting in postings if posting.transaction.org_id}
+
+
+def _billed_store(meters: list[UsageMeter]) -> None:
+    """Record what these locked meters have paid, in one statement: bulk_update's per-row
+    expressions took half of a 10,000-meter tick's time to build (bench/ledger_bench.py section 3)."""
+    if not meters:
+        return
+    table = UsageMeter._meta.db_table
+    cases = " ".join(["WHEN %s THEN %s"] * len(meters))
+    ids = ", ".join(["%s"] * len(meters))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET billed_seconds = CASE id {cases} END, billed_micros = CASE id {cases} END "  # noqa: S608 - model's table
+            f"WHERE id IN ({ids})",
+            [value for meter in meters for value in (meter.pk, meter.billed_seconds)]
+            + [value for meter in meters for value in (meter.pk, meter.billed_micros)]
+            + [meter.pk for meter in meters],
+        )
 
 
 def usage_prepay_from_hold(meter: UsageMeter, hold_id: str) -> None:

@@ -123,7 +123,9 @@ def test_a_tick_posts_many_meters_in_a_few_statements_with_the_same_money(
     assert len(queries) <= 3 * 24, "\n".join(q["sql"][:150] for q in queries)
     expected = sum(cost_micros(PRICE, 300 - n) for n in range(20))
     assert balance_of(alice.org).available_micros == balance_of(other).available_micros == 100 * USD - expected
-    assert all(m.billed_seconds == 300 - int(m.meter_key.split(":")[1]) for m in UsageMeter.objects.all())
+    paid = {m.meter_key: (m.billed_seconds, m.billed_micros) for m in UsageMeter.objects.all()}
+    owed = {f"{org.pk}:{n}": (300 - n, cost_micros(PRICE, 300 - n)) for org in (alice.org, other) for n in range(20)}
+    assert paid == owed  # what each meter has paid, recorded for the next tick
     assert usage_charge_running(now=at(300)) == []
     one = UsageMeter.objects.filter(org=alice.org).first()
     assert one is not None and usage_charge(one, at(0), at(300)) is None  # the single path agrees

@@ -38,6 +38,7 @@ from billing.models import (
     TransactionKind,
     UsageDay,
 )
+from gpucloud.core.bulk_sql import update_by_pk
 from gpucloud.core.errors import ApiError
 from gpucloud.core.money import usd_display
 
@@ -271,16 +272,5 @@ def _write_entries(
 
 
 def _balances_store(accounts: list[LedgerAccount]) -> None:
-    """Set these locked org accounts' cached balances (exact: nobody else moves them meanwhile) in one
-    statement; bulk_update's per-row expressions cost more to build than the statement takes to run."""
-    if not accounts:
-        return
-    table = LedgerAccount._meta.db_table
-    cases = " ".join(["WHEN %s THEN %s"] * len(accounts))
-    ids = ", ".join(["%s"] * len(accounts))
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {table} SET balance_micros = CASE id {cases} END WHERE id IN ({ids})",  # noqa: S608 - model's table
-            [value for account in accounts for value in (account.pk, account.balance_micros)]
-            + [account.pk for account in accounts],
-        )
+    """Set these locked org accounts' cached balances (exact: nobody else moves them meanwhile) in one statement."""
+    update_by_pk(LedgerAccount, ["balance_micros"], [(account.pk, account.balance_micros) for account in accounts])

@@ -23,6 +23,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date
+from typing import Any
 
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Sum
@@ -38,7 +39,7 @@ from billing.models import (
     TransactionKind,
     UsageDay,
 )
-from gpucloud.core.bulk_sql import update_by_pk
+from gpucloud.core.bulk_sql import db_value, insert_rows, update_by_pk
 from gpucloud.core.errors import ApiError
 from gpucloud.core.money import usd_display
 
@@ -253,9 +254,10 @@ def _write_entries(
     made: Sequence[LedgerTransaction], deltas: Sequence[dict[int, int]], accounts: dict[int, LedgerAccount]
 ) -> None:
     """The entries of the new transactions, and the org accounts' cached balances moved by them."""
-    entries: list[LedgerEntry] = []
+    rows: list[tuple[Any, ...]] = []
     moved: dict[int, int] = defaultdict(int)
     for txn, txn_deltas in zip(made, deltas, strict=True):
+        created_at = db_value(LedgerEntry, "created_at", txn.created_at)
         for pk in sorted(txn_deltas):
             account, delta = accounts[pk], txn_deltas[pk]
             after = None
@@ -263,12 +265,12 @@ def _write_entries(
                 account.balance_micros += delta
                 moved[pk] += delta
                 after = account.balance_micros
-            entries.append(LedgerEntry(
-                transaction=txn, account=account, amount_micros=delta, balance_after_micros=after,
-                created_at=txn.created_at,
-            ))  # fmt: skip
-    LedgerEntry.objects.bulk_create(entries)
+            rows.append((txn.pk, pk, delta, after, created_at))
+    insert_rows(LedgerEntry, _ENTRY_FIELDS, rows)
     _balances_store([accounts[pk] for pk, delta in moved.items() if delta])
+
+
+_ENTRY_FIELDS = ("transaction", "account", "amount_micros", "balance_after_micros", "created_at")
 
 
 def _balances_store(accounts: list[LedgerAccount]) -> None:

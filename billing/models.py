@@ -76,9 +76,14 @@ class Service(models.TextChoices):
 
 
 class LedgerTransaction(models.Model):
-    idempotency_key = models.CharField(max_length=200, unique=True)
+    # Unique by a constraint, not unique=True: on PostgreSQL that adds a second, pattern-matching
+    # index nobody queries, and every posting writes each of the ledger's indexes (issue 19).
+    idempotency_key = models.CharField(max_length=200)
     kind = models.CharField(max_length=20, choices=TransactionKind.choices)
-    org = models.ForeignKey("accounts.Organization", null=True, on_delete=models.PROTECT, related_name="+")
+    # Found through the (org, kind, created_at) index below: no index of its own.
+    org = models.ForeignKey(
+        "accounts.Organization", null=True, on_delete=models.PROTECT, related_name="+", db_index=False
+    )
     service = models.CharField(max_length=20, choices=Service.choices, blank=True)
     description = models.CharField(max_length=200)
     reason = models.CharField(max_length=500, blank=True, help_text="Why an operator made an adjustment")
@@ -89,6 +94,7 @@ class LedgerTransaction(models.Model):
 
     class Meta:
         indexes = [models.Index(fields=["org", "kind", "created_at"])]
+        constraints = [models.UniqueConstraint(fields=["idempotency_key"], name="ledger_transaction_key_unique")]
 
     def __str__(self) -> str:
         return f"{self.kind} {self.idempotency_key}"
@@ -96,7 +102,8 @@ class LedgerTransaction(models.Model):
 
 class LedgerEntry(models.Model):
     transaction = models.ForeignKey(LedgerTransaction, on_delete=models.PROTECT, related_name="entries")
-    account = models.ForeignKey(LedgerAccount, on_delete=models.PROTECT, related_name="entries")
+    # Found through the (account, -id) index below: no index of its own.
+    account = models.ForeignKey(LedgerAccount, on_delete=models.PROTECT, related_name="entries", db_index=False)
     amount_micros = models.BigIntegerField()
     balance_after_micros = models.BigIntegerField(
         null=True, blank=True,

@@ -4,6 +4,7 @@ gateway at /v1/ (gateway/), Stripe's webhook at billing/urls.py."""
 from __future__ import annotations
 
 from django.urls import path
+from django.views.generic import RedirectView
 
 from pages import accounts, billing, catalog, containers, marketplace, pod_templates, pods, volumes
 from pages.deployments import access_forms, scaling_forms, webhook_forms
@@ -53,6 +54,8 @@ urlpatterns = [
     # pods, volumes and templates
     path("pods/", deployment_views.pods_list, name="pods"),
     path("pods/new", pods.pod_new, name="pod_new"),
+    # The form pages' addresses with a slash, as every other page has one: the same page, not a 404.
+    path("pods/new/", RedirectView.as_view(pattern_name="pod_new", query_string=True)),
     path("pods/create", pods.pod_create, name="pod_create"),
     path("pods/<str:pod_id>/", pods.pod_detail, name="pod_detail"),
     path("pods/<str:pod_id>/stop", pods.pod_stop, name="pod_stop"),
@@ -68,6 +71,7 @@ urlpatterns = [
     # deployments
     path("deployments/", deployment_views.deployments_list, name="deployments"),
     path("containers/new", containers.container_new, name="container_new"),
+    path("containers/new/", RedirectView.as_view(pattern_name="container_new", query_string=True)),
     path("deployments/<str:deployment_id>/", deployment_views.deployment_detail, name="deployment_detail"),
     path("deployments/<str:deployment_id>/stop", deployment_views.deployment_stop, name="deployment_stop"),
     path("deployments/<str:deployment_id>/key", deployment_views.deployment_key, name="deployment_key"),

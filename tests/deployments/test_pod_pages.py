@@ -375,3 +375,12 @@ def test_the_form_starts_from_a_template_and_the_pod_gets_its_secret(
     assert pod.template == "jupyterlab" and len(pod.env["JUPYTER_TOKEN"]) > 20  # made for this pod
     page = client.get(created["Location"]).content.decode()
     assert f"/pods/{pod.pk}/ports/8888/lab?token=" in page  # "Open JupyterLab" with its token
+
+
+def test_the_form_pages_answer_with_a_trailing_slash_too(alice: Persona) -> None:
+    client = signed_in(alice)
+    for slashed, page in (("/pods/new/?template=jupyterlab", "/pods/new?template=jupyterlab"),
+                          ("/containers/new/", "/containers/new")):  # fmt: skip
+        answer = client.get(slashed)
+        assert (answer.status_code, answer["Location"]) == (302, page)
+        assert client.get(page).status_code == 200

@@ -72,10 +72,11 @@ class Endpoint:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise EngineUnreachable(f"not an http(s) URL: {url!r}")
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        default = port == (443 if parts.scheme == "https" else 80)
+        default_port = 443 if parts.scheme == "https" else 80
+        port = parts.port or default_port
         host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-        return cls(parts.scheme, parts.hostname, port, parts.path.rstrip("/"), host if default else f"{host}:{port}")
+        host_header = host if port == default_port else f"{host}:{port}"
+        return cls(parts.scheme, parts.hostname, port, parts.path.rstrip("/"), host_header)
 
     def head(self, path: str, headers: dict[str, str]) -> bytes:
         """A POST's request line and headers, up to the Content-Length the request adds."""
@@ -261,10 +262,11 @@ class _Connection(asyncio.Protocol):
         self._read_timeout = read_timeout
         try:
             block = head + b"Content-Length: %d\r\n\r\n" % length
-            if isinstance(body, bytes | bytearray):
-                self.transport.write(block + body if len(body) < 65536 else block)
-                if len(body) >= 65536:
-                    self.transport.write(body)
+            if isinstance(body, bytes | bytearray) and len(body) < 65536:
+                self.transport.write(block + body)  # one write
+            elif isinstance(body, bytes | bytearray):
+                self.transport.write(block)
+                self.transport.write(body)  # a large body is not copied to join it
             else:
                 self.transport.write(block)
                 async for chunk in body:

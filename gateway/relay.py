@@ -197,7 +197,7 @@ async def _forward_once(route: Route, target: Target, exchange: Exchange, send: 
             exchange.status = 504 if timeout else 502
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
-            upstream.release() if upstream.at_eof() else upstream.close()
+            upstream.release()  # back to the pool when read to its end, else closed (the engine stops)
     except asyncio.CancelledError:  # the client went away (the engine's connection is closed above)
         body = exchange.prompt_body
         if exchange.engine_answered and not exchange.prompt_tokens and body is not None:
@@ -241,17 +241,15 @@ async def _send_request(target: Target, exchange: Exchange) -> EngineResponse:
     for attempt in (1, 2):
         try:
             return await _pool().post(target.endpoint, target.head(exchange.path, exchange.content_type), body, length)
-        except EngineDisconnected as exc:
-            if attempt == 1 and exc.reused and exchange.replayable:
-                continue  # a stale pooled connection: the pool hands out a fresh one next
-            raise _Retryable(errors.upstream_failed(f"The model's engine could not be reached ({exc}).")) from None
         except EngineConnectTimeout:
             raise _Retryable(
                 errors.upstream_failed("The model's engine did not accept the connection in time.", timeout=True)
             ) from None
         except EngineTimeout:  # it took the request and went quiet: not retried
             raise errors.upstream_failed("The model's engine did not answer in time.", timeout=True) from None
-        except EngineUnreachable as exc:
+        except (EngineDisconnected, EngineUnreachable) as exc:
+            if attempt == 1 and isinstance(exc, EngineDisconnected) and exc.reused and exchange.replayable:
+                continue  # a stale pooled connection: the pool hands out a fresh one next
             raise _Retryable(errors.upstream_failed(f"The model's engine could not be reached ({exc}).")) from None
     raise AssertionError("unreachable")
 
